@@ -1,0 +1,217 @@
+package dister
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/dister/dister/internal/cluster"
+	"github.com/dister/dister/internal/shard"
+)
+
+// Version is dister's version string.
+const Version = "0.1.0-dev"
+
+// Node is one running dister server. Its methods are safe for concurrent use.
+type Node struct {
+	e       *cluster.Engine
+	timeout time.Duration
+	def     *Group
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Member is one server of the cluster.
+type Member struct {
+	ID uint64
+	Peer
+	Leader bool // leads group "default"
+	Alive  bool // answered just now
+}
+
+// Open starts a server: it bootstraps a new cluster (InitialMembers),
+// restarts from DataDir, or joins a running cluster (Join). It returns once
+// the local replicas are started and does not wait for a leader, so servers
+// of one cluster can be opened one after another; calls wait for a leader
+// within their ctx, and WaitReady waits explicitly. A Join asks Servers to
+// add this server, which needs a leader: Open waits for that within ctx.
+func Open(ctx context.Context, o Options) (*Node, error) {
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	timeout := o.RequestTimeout
+	if timeout == 0 {
+		timeout = defaultRequestTimeout
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	initial := make(map[uint64]cluster.Peer, len(o.InitialMembers))
+	for id, p := range o.InitialMembers {
+		initial[id] = cluster.Peer{RaftAddr: p.RaftAddr, PeerAddr: p.PeerAddr}
+	}
+	e, err := cluster.Open(ctx, cluster.Config{
+		NodeID:         o.NodeID,
+		DataDir:        o.DataDir,
+		RaftAddr:       o.RaftAddr,
+		PeerAddr:       o.PeerAddr,
+		InitialMembers: initial,
+		Join:           o.Join,
+		Servers:        o.Servers,
+		Logger:         o.Logger,
+		Shard: shard.Config{
+			RTT:                o.RTT,
+			ElectionRTT:        o.ElectionRTT,
+			HeartbeatRTT:       o.HeartbeatRTT,
+			SnapshotEntries:    o.SnapshotEntries,
+			CompactionOverhead: o.CompactionOverhead,
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dister.Open: %w", err)
+	}
+	n := &Node{e: e, timeout: timeout}
+	n.def = &Group{n: n, name: cluster.DefaultGroup}
+	return n, nil
+}
+
+// bound gives ctx the Node's RequestTimeout when it has no deadline.
+func (n *Node) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, n.timeout)
+}
+
+// ID is this server's node id (assigned by the cluster after a Join with
+// NodeID 0).
+func (n *Node) ID() uint64 { return n.e.NodeID() }
+
+// WaitReady returns once every group this server hosts has a leader.
+func (n *Node) WaitReady(ctx context.Context) error {
+	ctx, cancel := n.bound(ctx)
+	defer cancel()
+	return n.e.WaitReady(ctx)
+}
+
+// Close stops the server. It is idempotent; calls in flight end with
+// ErrClosed.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() { n.closeErr = n.e.Close() })
+	return n.closeErr
+}
+
+// KV is the key-value store of group "default".
+func (n *Node) KV() *KV { return n.def.KV() }
+
+// Group is a handle on a group. It does not check that the group exists:
+// calls through it return ErrGroupNotFound when it does not.
+func (n *Node) Group(name string) *Group {
+	if name == "" {
+		name = cluster.DefaultGroup
+	}
+	return &Group{n: n, name: name}
+}
+
+// Group is an isolated data space: its own keys and revisions.
+type Group struct {
+	n    *Node
+	name string
+}
+
+// Name is the group's name.
+func (g *Group) Name() string { return g.name }
+
+// KV is the group's key-value store.
+func (g *Group) KV() *KV { return &KV{n: g.n, group: g.name} }
+
+// Leader is the id of the group's leader as this server knows it (0 = none
+// known).
+func (g *Group) Leader(ctx context.Context) (uint64, error) {
+	ctx, cancel := g.n.bound(ctx)
+	defer cancel()
+	return g.n.e.Leader(ctx, g.name)
+}
+
+// CreateGroup creates a group. It returns once the group has a leader and
+// is usable through this Node; other servers start it as they learn of it.
+// ErrConflict if it exists.
+func (n *Node) CreateGroup(ctx context.Context, name string) error {
+	ctx, cancel := n.bound(ctx)
+	defer cancel()
+	if err := n.e.CreateGroup(ctx, name); err != nil {
+		return fmt.Errorf("create group %q: %w", name, err)
+	}
+	return nil
+}
+
+// DeleteGroup deletes a group and all its data on every server.
+// ErrGroupNotFound if it does not exist; "default" cannot be deleted.
+func (n *Node) DeleteGroup(ctx context.Context, name string) error {
+	ctx, cancel := n.bound(ctx)
+	defer cancel()
+	if err := n.e.DeleteGroup(ctx, name); err != nil {
+		return fmt.Errorf("delete group %q: %w", name, err)
+	}
+	return nil
+}
+
+// Groups lists the groups, sorted by name.
+func (n *Node) Groups(ctx context.Context) ([]string, error) {
+	ctx, cancel := n.bound(ctx)
+	defer cancel()
+	g, err := n.e.Groups(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list groups: %w", err)
+	}
+	return g, nil
+}
+
+// AddServer adds a server to the cluster (id 0 = the next free id) and
+// returns its id. The new server then starts with Join (or joins through
+// Servers by itself, which calls AddServer). It becomes a non-voting member
+// of every group and is promoted to voter once it has caught up.
+func (n *Node) AddServer(ctx context.Context, id uint64, p Peer) (uint64, error) {
+	ctx, cancel := n.bound(ctx)
+	defer cancel()
+	id, err := n.e.AddServer(ctx, id, cluster.Peer{RaftAddr: p.RaftAddr, PeerAddr: p.PeerAddr})
+	if err != nil {
+		return 0, fmt.Errorf("add server: %w", err)
+	}
+	return id, nil
+}
+
+// RemoveServer removes a server from every group for good; its id is never
+// reused. ErrNotFound if no such server; ErrInvalid for the last voter.
+func (n *Node) RemoveServer(ctx context.Context, id uint64) error {
+	ctx, cancel := n.bound(ctx)
+	defer cancel()
+	if err := n.e.RemoveServer(ctx, id); err != nil {
+		return fmt.Errorf("remove server %d: %w", id, err)
+	}
+	return nil
+}
+
+// Members lists the servers, sorted by id.
+func (n *Node) Members(ctx context.Context) ([]Member, error) {
+	ctx, cancel := n.bound(ctx)
+	defer cancel()
+	ms, err := n.e.Members(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("members: %w", err)
+	}
+	out := make([]Member, len(ms))
+	for i, m := range ms {
+		out[i] = Member{ID: m.ID, Peer: Peer{RaftAddr: m.Peer.RaftAddr, PeerAddr: m.Peer.PeerAddr},
+			Leader: m.Leader, Alive: m.Alive}
+	}
+	return out, nil
+}

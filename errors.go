@@ -1,0 +1,34 @@
+package dister
+
+import "github.com/dister/dister/internal/errs"
+
+// Sentinel errors. Every error dister returns matches one of them with
+// errors.Is, except that context errors (context.DeadlineExceeded,
+// context.Canceled) are returned as they are. An error can match both: a
+// call that ran out of time because no majority was reachable matches
+// context.DeadlineExceeded and ErrNoQuorum.
+var (
+	// ErrNotFound: the key (or server) does not exist.
+	ErrNotFound = errs.NotFound
+	// ErrConflict: a compare-and-swap condition did not hold, or a name or
+	// id is taken.
+	ErrConflict = errs.Conflict
+	// ErrCompacted: a watch asked for history older than what is kept.
+	ErrCompacted = errs.Compacted
+	// ErrNoQuorum: no leader or no majority could be reached.
+	ErrNoQuorum = errs.NoQuorum
+	// ErrGroupNotFound: the group does not exist.
+	ErrGroupNotFound = errs.GroupNotFound
+	// ErrLeaseNotFound: the lease does not exist or expired.
+	ErrLeaseNotFound = errs.LeaseNotFound
+	// ErrNoInstance: no usable service instance.
+	ErrNoInstance = errs.NoInstance
+	// ErrWatchOverflow: a watcher fell too far behind and was cancelled.
+	ErrWatchOverflow = errs.WatchOverflow
+	// ErrTooLarge: a key, value, transaction or result over its limit.
+	ErrTooLarge = errs.TooLarge
+	// ErrInvalid: malformed input; nothing was changed.
+	ErrInvalid = errs.Invalid
+	// ErrClosed: the Node was closed.
+	ErrClosed = errs.Closed
+)

@@ -1,0 +1,250 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/fsm"
+)
+
+// The catalog is ordinary keys in the system shard, written with CAS
+// transactions, so it gets the state machine's atomicity and snapshots.
+const (
+	groupPrefix   = "group/"   // + name -> groupRecord JSON
+	serverPrefix  = "server/"  // + %020d id -> Peer JSON
+	removedPrefix = "removed/" // + %020d id -> "" (ids are never reused)
+	keyNextShard  = "meta/next_shard"
+	keyNextServer = "meta/next_server"
+)
+
+// groupRecord is one group's catalog entry. Members are the voters of the
+// system shard when the group was created: those servers bootstrap the
+// group's shard together, every other server joins it later.
+type groupRecord struct {
+	Shard   uint64            `json:"shard"`
+	Members map[uint64]string `json:"members"`
+}
+
+// catalog is a decoded view of the system shard.
+type catalog struct {
+	revision int64
+	groups   map[string]groupRecord
+	servers  map[uint64]Peer
+	removed  map[uint64]bool
+}
+
+func serverKey(id uint64) string  { return fmt.Sprintf("%s%020d", serverPrefix, id) }
+func removedKey(id uint64) string { return fmt.Sprintf("%s%020d", removedPrefix, id) }
+
+var groupName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
+
+// ValidGroupName reports whether name can name a group.
+func ValidGroupName(name string) error {
+	if !groupName.MatchString(name) {
+		return fmt.Errorf("group name %q: want 1-64 of [A-Za-z0-9_.-], starting with a letter or digit: %w", name, errs.Invalid)
+	}
+	return nil
+}
+
+// readCatalog reads the whole catalog from the system shard.
+func (e *Engine) readCatalog(ctx context.Context, c Consistency) (*catalog, error) {
+	v, err := e.readShard(ctx, SystemShard, fsm.ListQuery{}, ReadOpts{Consistency: c})
+	if err != nil {
+		return nil, err
+	}
+	lr := v.(*fsm.ListResult)
+	cat := &catalog{
+		revision: lr.Revision,
+		groups:   map[string]groupRecord{},
+		servers:  map[uint64]Peer{},
+		removed:  map[uint64]bool{},
+	}
+	for _, kv := range lr.KVs {
+		switch {
+		case strings.HasPrefix(kv.Key, groupPrefix):
+			var g groupRecord
+			if err := json.Unmarshal(kv.Value, &g); err != nil {
+				return nil, fmt.Errorf("catalog entry %q: %w", kv.Key, err)
+			}
+			cat.groups[strings.TrimPrefix(kv.Key, groupPrefix)] = g
+		case strings.HasPrefix(kv.Key, serverPrefix):
+			id, _ := strconv.ParseUint(strings.TrimPrefix(kv.Key, serverPrefix), 10, 64)
+			var p Peer
+			if err := json.Unmarshal(kv.Value, &p); err != nil {
+				return nil, fmt.Errorf("catalog entry %q: %w", kv.Key, err)
+			}
+			cat.servers[id] = p
+		case strings.HasPrefix(kv.Key, removedPrefix):
+			id, _ := strconv.ParseUint(strings.TrimPrefix(kv.Key, removedPrefix), 10, 64)
+			cat.removed[id] = true
+		}
+	}
+	return cat, nil
+}
+
+// counter reads a catalog counter and its mod revision (0 when unset).
+func (e *Engine) counter(ctx context.Context, key string, min uint64) (uint64, int64, error) {
+	v, err := e.readShard(ctx, SystemShard, fsm.GetQuery{Key: key}, ReadOpts{Consistency: Linearizable})
+	if err != nil {
+		return 0, 0, err
+	}
+	r := v.(*fsm.GetResult)
+	if !r.Found {
+		return min, 0, nil
+	}
+	n, err := strconv.ParseUint(string(r.KV.Value), 10, 64)
+	if err != nil {
+		return 0, 0, fmt.Errorf("catalog counter %s: %w", key, err)
+	}
+	return max(n, min), r.KV.ModRevision, nil
+}
+
+// resolve maps a group name to its shard, waiting (within ctx) for this
+// server to start a shard that the catalog has but this server has not yet
+// started.
+func (e *Engine) resolve(ctx context.Context, name string) (uint64, error) {
+	if name == "" || name == DefaultGroup {
+		return DefaultShard, nil
+	}
+	e.mu.Lock()
+	rec, ok := e.groups[name]
+	e.mu.Unlock()
+	if ok && e.host.Running(rec.Shard) {
+		return rec.Shard, nil
+	}
+	if err := ValidGroupName(name); err != nil {
+		return 0, fmt.Errorf("%w: %w", errs.GroupNotFound, err)
+	}
+	v, err := e.readShard(ctx, SystemShard, fsm.GetQuery{Key: groupPrefix + name}, ReadOpts{Consistency: Linearizable})
+	if err != nil {
+		return 0, err
+	}
+	r := v.(*fsm.GetResult)
+	if !r.Found {
+		return 0, fmt.Errorf("group %q: %w", name, errs.GroupNotFound)
+	}
+	if err := json.Unmarshal(r.KV.Value, &rec); err != nil {
+		return 0, fmt.Errorf("catalog entry for group %q: %w", name, err)
+	}
+	if err := e.waitSettled(ctx, func() bool { return e.host.Running(rec.Shard) }); err != nil {
+		return 0, fmt.Errorf("group %q not started here yet: %w", name, err)
+	}
+	return rec.Shard, nil
+}
+
+// waitSettled runs reconcile passes until cond holds or ctx ends.
+func (e *Engine) waitSettled(ctx context.Context, cond func() bool) error {
+	for {
+		e.mu.Lock()
+		settled := e.settled
+		e.mu.Unlock()
+		if cond() {
+			return nil
+		}
+		e.kick()
+		select {
+		case <-settled:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// CreateGroup adds a group to the catalog and returns once this server
+// runs its shard and the shard has a leader.
+func (e *Engine) CreateGroup(ctx context.Context, name string) error {
+	if err := ValidGroupName(name); err != nil {
+		return err
+	}
+	if name == DefaultGroup {
+		return fmt.Errorf("group %q always exists: %w", name, errs.Conflict)
+	}
+	var rec groupRecord
+	for {
+		next, nextRev, err := e.counter(ctx, keyNextShard, firstFreeShard)
+		if err != nil {
+			return err
+		}
+		m, err := e.host.Membership(ctx, SystemShard)
+		if err != nil {
+			return err
+		}
+		rec = groupRecord{Shard: next, Members: m.Voters}
+		val, _ := json.Marshal(rec)
+		res, err := e.txn(ctx, SystemShard, &fsm.Txn{
+			Compares: []fsm.Compare{
+				{Key: groupPrefix + name, Target: fsm.TargetCreateRevision, Op: fsm.OpEqual, Int: 0},
+				{Key: keyNextShard, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: nextRev},
+			},
+			Then: []fsm.Op{
+				{Type: fsm.OpPut, Key: groupPrefix + name, Value: val},
+				{Type: fsm.OpPut, Key: keyNextShard, Value: []byte(strconv.FormatUint(next+1, 10))},
+			},
+		})
+		if err != nil {
+			return err
+		}
+		if res.Succeeded {
+			break
+		}
+		g, err := e.readShard(ctx, SystemShard, fsm.GetQuery{Key: groupPrefix + name}, ReadOpts{Consistency: Linearizable})
+		if err != nil {
+			return err
+		}
+		if g.(*fsm.GetResult).Found {
+			return fmt.Errorf("group %q exists: %w", name, errs.Conflict)
+		}
+		// Another group took the shard id; try the next one.
+	}
+	if err := e.waitSettled(ctx, func() bool { return e.host.Running(rec.Shard) }); err != nil {
+		return err
+	}
+	return e.host.WaitLeader(ctx, rec.Shard)
+}
+
+// DeleteGroup removes a group from the catalog; every server stops its
+// shard and deletes its data. It returns once this server has.
+func (e *Engine) DeleteGroup(ctx context.Context, name string) error {
+	if name == DefaultGroup {
+		return fmt.Errorf("group %q cannot be deleted: %w", name, errs.Invalid)
+	}
+	if err := ValidGroupName(name); err != nil {
+		return fmt.Errorf("%w: %w", errs.GroupNotFound, err)
+	}
+	res, err := e.txn(ctx, SystemShard, &fsm.Txn{
+		Compares: []fsm.Compare{{Key: groupPrefix + name, Target: fsm.TargetCreateRevision, Op: fsm.OpGreater, Int: 0}},
+		Then:     []fsm.Op{{Type: fsm.OpDelete, Key: groupPrefix + name}},
+	})
+	if err != nil {
+		return err
+	}
+	if !res.Succeeded {
+		return fmt.Errorf("group %q: %w", name, errs.GroupNotFound)
+	}
+	return e.waitSettled(ctx, func() bool {
+		e.mu.Lock()
+		_, known := e.groups[name]
+		e.mu.Unlock()
+		return !known
+	})
+}
+
+// Groups lists every group's name, sorted; "default" is always there.
+func (e *Engine) Groups(ctx context.Context) ([]string, error) {
+	cat, err := e.readCatalog(ctx, Linearizable)
+	if err != nil {
+		return nil, err
+	}
+	names := []string{DefaultGroup}
+	for n := range cat.groups {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, nil
+}

@@ -1,0 +1,308 @@
+// Package cluster is the engine behind dister.Node: it runs the system shard
+// (the catalog of groups and servers) and one shard per group on an
+// internal/shard Host, keeps every server's shards in line with the catalog,
+// and turns KV operations into proposals and reads with the consistency the
+// caller asked for. The root package wraps it in the public API.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/peer"
+	"github.com/dister/dister/internal/shard"
+)
+
+// Shard ids: the system shard, then the default group; created groups get
+// ids from a counter in the catalog and never reuse one.
+const (
+	SystemShard    uint64 = 1
+	DefaultShard   uint64 = 2
+	DefaultGroup          = "default"
+	firstFreeShard uint64 = 3
+)
+
+// Config is what the engine needs; the root package fills it from Options
+// after validating them.
+type Config struct {
+	NodeID         uint64
+	DataDir        string
+	RaftAddr       string
+	PeerAddr       string
+	InitialMembers map[uint64]Peer // empty on a first start without Join = a cluster of this server alone
+	Join           bool
+	Servers        []string
+	Shard          shard.Config // NodeID, DataDir, RaftAddr, Logger and callbacks are set by Open
+	Logger         *slog.Logger
+	// ReconcileInterval is the period of the catalog/membership pass that
+	// also runs on every catalog change; 0 = 1s.
+	ReconcileInterval time.Duration
+}
+
+// Peer is a server's two addresses.
+type Peer struct {
+	RaftAddr string `json:"raft_addr"`
+	PeerAddr string `json:"peer_addr"`
+}
+
+// Engine is one running server.
+type Engine struct {
+	cfg     Config
+	log     *slog.Logger
+	host    *shard.Host
+	peerSrv *peer.Server
+	peers   *peer.Client
+
+	session uint64        // random per Engine: the first half of every dedup id
+	seq     atomic.Uint64 // the second half
+	floors  sync.Map      // shard id -> *atomic.Uint64, the session-read floor
+	hook    atomic.Pointer[txnHook]
+
+	mu      sync.Mutex
+	groups  map[string]groupRecord // catalog as last applied locally
+	settled chan struct{}          // closed and replaced after each reconcile pass
+	removed bool                   // this server was removed from the cluster
+
+	wake   chan struct{} // buffered(1): asks the reconciler for a pass
+	stop   context.CancelFunc
+	done   chan struct{}
+	closed atomic.Bool
+	once   sync.Once
+	cerr   error
+}
+
+// identity is persisted in DataDir so that a restart needs no flags but
+// DataDir, and a server that joined with NodeID 0 keeps the id it was given.
+type identity struct {
+	NodeID   uint64 `json:"node_id"`
+	RaftAddr string `json:"raft_addr"`
+	PeerAddr string `json:"peer_addr"`
+}
+
+const identityFile = "dister-node.json"
+
+// Open starts the server: it does not wait for a leader (see WaitReady).
+func Open(ctx context.Context, cfg Config) (*Engine, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ReconcileInterval == 0 {
+		cfg.ReconcileInterval = time.Second
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	e := &Engine{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		peers:   peer.NewClient(),
+		groups:  map[string]groupRecord{},
+		settled: make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+	}
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return nil, fmt.Errorf("session id: %w", err)
+	}
+	e.session = binary.LittleEndian.Uint64(b[:]) | 1 // never 0: 0 means "no dedup"
+
+	ok := false
+	defer func() {
+		if !ok {
+			e.Close()
+		}
+	}()
+	id, restart, err := e.identify(ctx)
+	if err != nil {
+		return nil, err
+	}
+	e.cfg.NodeID = id
+	e.log = e.log.With("node", id)
+
+	e.peerSrv, err = peer.Listen(cfg.PeerAddr, (*peerHandler)(e), e.log)
+	if err != nil {
+		return nil, err
+	}
+	sc := cfg.Shard
+	sc.NodeID, sc.DataDir, sc.RaftAddr, sc.Logger = id, cfg.DataDir, cfg.RaftAddr, e.log
+	sc.OnApply = func(shardID uint64) {
+		if shardID == SystemShard {
+			e.kick()
+		}
+	}
+	sc.OnLeaderChange = func(shardID, _ uint64) {
+		if shardID == SystemShard {
+			e.kick()
+		}
+	}
+	if e.host, err = shard.NewHost(sc); err != nil {
+		return nil, err
+	}
+	initial, join := e.bootstrapMembers(restart)
+	for _, s := range []uint64{SystemShard, DefaultShard} {
+		if err := e.host.StartShard(s, initial, join); err != nil {
+			return nil, err
+		}
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	e.stop = cancel
+	go e.reconcileLoop(rctx)
+	ok = true
+	return e, nil
+}
+
+// identify settles this server's id: from DataDir on a restart, from the
+// cluster for a Join, or from the config.
+func (e *Engine) identify(ctx context.Context) (id uint64, restart bool, err error) {
+	path := filepath.Join(e.cfg.DataDir, identityFile)
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil:
+		var idn identity
+		if err := json.Unmarshal(data, &idn); err != nil || idn.NodeID == 0 {
+			return 0, false, fmt.Errorf("%s is damaged (%v): %w", path, err, errs.Invalid)
+		}
+		if e.cfg.NodeID != 0 && e.cfg.NodeID != idn.NodeID {
+			return 0, false, fmt.Errorf("NodeID %d does not match %d recorded in %s: %w",
+				e.cfg.NodeID, idn.NodeID, path, errs.Invalid)
+		}
+		if idn.RaftAddr != e.cfg.RaftAddr {
+			return 0, false, fmt.Errorf("RaftAddr %q differs from %q recorded in %s; a server keeps its Raft address: %w",
+				e.cfg.RaftAddr, idn.RaftAddr, path, errs.Invalid)
+		}
+		return idn.NodeID, true, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return 0, false, fmt.Errorf("read %s: %w", path, err)
+	}
+	id = e.cfg.NodeID
+	if e.cfg.Join {
+		if id, err = e.joinThroughSeeds(ctx); err != nil {
+			return 0, false, err
+		}
+	}
+	idn, _ := json.Marshal(identity{NodeID: id, RaftAddr: e.cfg.RaftAddr, PeerAddr: e.cfg.PeerAddr})
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, idn, 0o640); err != nil {
+		return 0, false, fmt.Errorf("write %s: %w", tmp, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return 0, false, fmt.Errorf("write %s: %w", path, err)
+	}
+	return id, false, nil
+}
+
+// bootstrapMembers is what the system and default shards start with on a
+// first start; on a restart the Host ignores it.
+func (e *Engine) bootstrapMembers(restart bool) (map[uint64]string, bool) {
+	if restart {
+		return nil, false
+	}
+	if e.cfg.Join {
+		return nil, true
+	}
+	m := map[uint64]string{}
+	for id, p := range e.cfg.InitialMembers {
+		m[id] = p.RaftAddr
+	}
+	if len(m) == 0 {
+		m[e.cfg.NodeID] = e.cfg.RaftAddr
+	}
+	return m, false
+}
+
+// joinThroughSeeds asks the servers in cfg.Servers, in turn, to add this one.
+func (e *Engine) joinThroughSeeds(ctx context.Context) (uint64, error) {
+	req := peer.JoinRequest{NodeID: e.cfg.NodeID, RaftAddr: e.cfg.RaftAddr, PeerAddr: e.cfg.PeerAddr}
+	var last error
+	for {
+		for _, s := range e.cfg.Servers {
+			resp, err := e.peers.Join(ctx, s, req)
+			if err == nil {
+				return resp.NodeID, nil
+			}
+			if ctx.Err() != nil {
+				return 0, fmt.Errorf("join through %v: %w (last: %v)", e.cfg.Servers, ctx.Err(), last)
+			}
+			if !errors.Is(err, peer.ErrUnreachable) && !errors.Is(err, errs.NoQuorum) &&
+				!errors.Is(err, context.DeadlineExceeded) {
+				return 0, fmt.Errorf("join through %s: %w", s, err)
+			}
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("join through %v: %w (last: %v)", e.cfg.Servers, ctx.Err(), last)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// NodeID is this server's id.
+func (e *Engine) NodeID() uint64 { return e.cfg.NodeID }
+
+// Close stops the reconciler, the peer RPC and every shard. Idempotent.
+func (e *Engine) Close() error {
+	e.once.Do(func() {
+		e.closed.Store(true)
+		if e.stop != nil {
+			e.stop()
+			<-e.done
+		}
+		if e.peerSrv != nil {
+			e.cerr = e.peerSrv.Close()
+		}
+		if e.host != nil {
+			e.host.Close()
+		}
+		e.peers.Close()
+	})
+	return e.cerr
+}
+
+func (e *Engine) kick() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// WaitReady returns once every shard this server runs, the system shard
+// included, has a leader.
+func (e *Engine) WaitReady(ctx context.Context) error {
+	if err := e.host.WaitLeader(ctx, SystemShard); err != nil {
+		return err
+	}
+	// Let the reconciler start the groups the catalog already lists.
+	first := true
+	if err := e.waitSettled(ctx, func() bool { done := !first; first = false; return done }); err != nil {
+		return err
+	}
+	for _, s := range e.host.Shards() {
+		if err := e.host.WaitLeader(ctx, s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Leader is the leader this server knows of for a group (0 = none).
+func (e *Engine) Leader(ctx context.Context, group string) (uint64, error) {
+	sid, err := e.resolve(ctx, group)
+	if err != nil {
+		return 0, err
+	}
+	id, _ := e.host.Leader(sid)
+	return id, nil
+}

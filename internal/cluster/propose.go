@@ -1,0 +1,188 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/fsm"
+)
+
+// Consistency is how fresh a read must be.
+type Consistency int
+
+const (
+	// Session (the default): the read reflects every revision this engine
+	// wrote or returned before in the group, and MinRevision.
+	Session Consistency = iota
+	// Linearizable: a ReadIndex round through the leader.
+	Linearizable
+	// Stale: the local replica as it is (MinRevision still waits).
+	Stale
+)
+
+// ReadOpts are the per-read settings.
+type ReadOpts struct {
+	Consistency Consistency
+	MinRevision int64
+}
+
+// Txn proposes t in group and returns its result once a majority of the
+// group's servers committed it and this server's replica applied it.
+func (e *Engine) Txn(ctx context.Context, group string, t *fsm.Txn) (*fsm.TxnResult, error) {
+	sid, err := e.resolve(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	return e.txn(ctx, sid, t)
+}
+
+// txnHook, when set (tests only), is called with every encoded proposal
+// after it committed; it may propose it again to simulate a retry.
+type txnHook func(ctx context.Context, shardID uint64, cmd []byte)
+
+func (e *Engine) txn(ctx context.Context, sid uint64, t *fsm.Txn) (*fsm.TxnResult, error) {
+	if e.closed.Load() {
+		return nil, errs.Closed
+	}
+	cmd, err := fsm.EncodeCommand(&fsm.Command{Session: e.session, Seq: e.seq.Add(1), Kind: fsm.KindTxn, Txn: t})
+	if err != nil {
+		return nil, err
+	}
+	res, err := e.host.Propose(ctx, sid, cmd)
+	if err != nil {
+		return nil, err
+	}
+	if h := e.hook.Load(); h != nil {
+		(*h)(ctx, sid, cmd)
+	}
+	tr, err := fsm.DecodeResult(res)
+	if err != nil {
+		return nil, err
+	}
+	e.raiseFloor(sid, tr.Revision)
+	return tr, nil
+}
+
+// ProposeAgain re-sends an already committed proposal, as a retry after a
+// lost reply would; for tests of exactly-once application.
+func (e *Engine) ProposeAgain(ctx context.Context, shardID uint64, cmd []byte) (*fsm.TxnResult, error) {
+	res, err := e.host.Propose(ctx, shardID, cmd)
+	if err != nil {
+		return nil, err
+	}
+	return fsm.DecodeResult(res)
+}
+
+// SetTxnHook installs (or, with nil, removes) a hook run after every
+// committed proposal; for tests.
+func (e *Engine) SetTxnHook(h func(ctx context.Context, shardID uint64, cmd []byte)) {
+	if h == nil {
+		e.hook.Store(nil)
+		return
+	}
+	th := txnHook(h)
+	e.hook.Store(&th)
+}
+
+// Get reads one key.
+func (e *Engine) Get(ctx context.Context, group, key string, o ReadOpts) (*fsm.GetResult, error) {
+	v, err := e.read(ctx, group, fsm.GetQuery{Key: key}, o)
+	if err != nil {
+		return nil, err
+	}
+	r, ok := v.(*fsm.GetResult)
+	if !ok {
+		return nil, fmt.Errorf("get: unexpected answer %T: %w", v, errs.Invalid)
+	}
+	return r, nil
+}
+
+// List reads one page of keys.
+func (e *Engine) List(ctx context.Context, group string, q fsm.ListQuery, o ReadOpts) (*fsm.ListResult, error) {
+	v, err := e.read(ctx, group, q, o)
+	if err != nil {
+		return nil, err
+	}
+	r, ok := v.(*fsm.ListResult)
+	if !ok {
+		return nil, fmt.Errorf("list: unexpected answer %T: %w", v, errs.Invalid)
+	}
+	return r, nil
+}
+
+// Revision is the group's current revision as this server's replica has it
+// (after the read rules of o).
+func (e *Engine) Revision(ctx context.Context, group string, o ReadOpts) (int64, error) {
+	v, err := e.read(ctx, group, fsm.RevisionQuery{}, o)
+	if err != nil {
+		return 0, err
+	}
+	r, ok := v.(int64)
+	if !ok {
+		return 0, fmt.Errorf("revision: unexpected answer %T: %w", v, errs.Invalid)
+	}
+	return r, nil
+}
+
+func (e *Engine) read(ctx context.Context, group string, q any, o ReadOpts) (any, error) {
+	if e.closed.Load() {
+		return nil, errs.Closed
+	}
+	sid, err := e.resolve(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	return e.readShard(ctx, sid, q, o)
+}
+
+func (e *Engine) readShard(ctx context.Context, sid uint64, q any, o ReadOpts) (any, error) {
+	var v any
+	var err error
+	if o.Consistency == Linearizable {
+		v, err = e.host.Read(ctx, sid, q)
+	} else {
+		floor := o.MinRevision
+		if o.Consistency == Session {
+			floor = max(floor, int64(e.floor(sid).Load()))
+		}
+		if floor > 0 {
+			if err := e.host.WaitApplied(ctx, sid, uint64(floor)); err != nil {
+				return nil, err
+			}
+		}
+		v, err = e.host.StaleRead(ctx, sid, q)
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch r := v.(type) {
+	case *fsm.GetResult:
+		e.raiseFloor(sid, r.Revision)
+	case *fsm.ListResult:
+		e.raiseFloor(sid, r.Revision)
+	case int64:
+		e.raiseFloor(sid, r)
+	}
+	return v, nil
+}
+
+// floor is the lowest revision a session read of shard sid may see.
+func (e *Engine) floor(sid uint64) *atomic.Uint64 {
+	if f, ok := e.floors.Load(sid); ok {
+		return f.(*atomic.Uint64)
+	}
+	f, _ := e.floors.LoadOrStore(sid, new(atomic.Uint64))
+	return f.(*atomic.Uint64)
+}
+
+func (e *Engine) raiseFloor(sid uint64, rev int64) {
+	f := e.floor(sid)
+	for {
+		cur := f.Load()
+		if uint64(rev) <= cur || f.CompareAndSwap(cur, uint64(rev)) {
+			return
+		}
+	}
+}

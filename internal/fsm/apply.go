@@ -1,0 +1,353 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// Record encoding (the value of a 'k' key):
+//
+//	byte    format (1)
+//	uvarint CreateRevision, uvarint ModRevision, uvarint Version
+//	varint  Lease
+//	rest    value
+//
+// The value is last and unprefixed so it can be returned without copying
+// the header and written without an intermediate buffer.
+const (
+	recordFormat    = 1
+	maxRecordHeader = 1 + 3*binary.MaxVarintLen64 + binary.MaxVarintLen64
+)
+
+type recordHeader struct {
+	create, mod, version, lease int64
+}
+
+func putRecordHeader(dst *[maxRecordHeader]byte, h recordHeader) []byte {
+	b := append(dst[:0], recordFormat)
+	b = binary.AppendUvarint(b, uint64(h.create))
+	b = binary.AppendUvarint(b, uint64(h.mod))
+	b = binary.AppendUvarint(b, uint64(h.version))
+	return binary.AppendVarint(b, h.lease)
+}
+
+var errCorruptRecord = errors.New("fsm: corrupt stored record")
+
+// decodeRecord splits a stored record; value aliases v.
+func decodeRecord(v []byte) (h recordHeader, value []byte, err error) {
+	d := decoder{b: v}
+	if d.byte() != recordFormat {
+		return h, nil, errCorruptRecord
+	}
+	h.create = int64(d.uvarint())
+	h.mod = int64(d.uvarint())
+	h.version = int64(d.uvarint())
+	h.lease = d.varint()
+	if d.err != nil {
+		return h, nil, errCorruptRecord
+	}
+	return h, d.b, nil
+}
+
+// applyEntry applies one entry into b. Only storage failures are returned:
+// a bad command becomes an error Result.
+func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry, dedupMin *uint64) error {
+	cmd, err := decodeCommand(e.Cmd, true)
+	if err != nil {
+		e.Result = Result{Data: encodeError(err)}
+		return nil
+	}
+	var idKey [dedupIDKeyLen]byte
+	var staleIdx uint64 // index of an expired dedup entry for this id
+	if cmd.Session != 0 {
+		dedupIDKey(&idKey, cmd.Session, cmd.Seq)
+		v, closer, err := b.Get(idKey[:])
+		switch {
+		case errors.Is(err, pebble.ErrNotFound):
+		case err != nil:
+			return fmt.Errorf("fsm: dedup lookup: %w", err)
+		default:
+			if len(v) < 8 {
+				_ = closer.Close()
+				return errors.New("fsm: corrupt dedup entry")
+			}
+			idx := binary.BigEndian.Uint64(v)
+			// Entries older than the window count as absent even if a trim
+			// has not removed them yet: the answer must not depend on how
+			// dragonboat happened to batch entries into Update calls.
+			if idx+s.window > e.Index {
+				e.Result = Result{Value: idx, Data: append([]byte(nil), v[8:]...)}
+				return closer.Close()
+			}
+			staleIdx = idx
+			_ = closer.Close()
+		}
+	}
+
+	res, err := s.applyTxn(b, cmd.Txn, e.Index)
+	if err != nil {
+		return err
+	}
+	if cmd.Session == 0 {
+		e.Result = Result{Value: e.Index, Data: encodeTxnResult(nil, &res)}
+		return nil
+	}
+	// One buffer holds the dedup value (index + result); the Result shares
+	// its tail, which pebble copies on Set.
+	val := make([]byte, 8, 8+8+len(res.Ops)*4)
+	binary.BigEndian.PutUint64(val, e.Index)
+	val = encodeTxnResult(val, &res)
+	e.Result = Result{Value: e.Index, Data: val[8:len(val):len(val)]}
+	if err := b.Set(idKey[:], val, nil); err != nil {
+		return fmt.Errorf("fsm: dedup store: %w", err)
+	}
+	var idxKey [dedupIdxKeyLen]byte
+	if staleIdx != 0 {
+		// The id's old index row would otherwise trim the new id row.
+		if err := b.Delete(dedupIdxKey(&idxKey, staleIdx), nil); err != nil {
+			return fmt.Errorf("fsm: dedup store: %w", err)
+		}
+	}
+	var ids [16]byte
+	copy(ids[:], idKey[1:])
+	if err := b.Set(dedupIdxKey(&idxKey, e.Index), ids[:], nil); err != nil {
+		return fmt.Errorf("fsm: dedup store: %w", err)
+	}
+	if e.Index < *dedupMin {
+		*dedupMin = e.Index
+	}
+	return nil
+}
+
+// trimDedup removes the dedup entries that fell out of the window at index
+// last. dedupMin spares the scan when nothing is old enough.
+func (s *StateMachine) trimDedup(b *pebble.Batch, last uint64, dedupMin *uint64) error {
+	if *dedupMin == math.MaxUint64 || *dedupMin+s.window > last {
+		return nil
+	}
+	cutoff := last - s.window // trim every index <= cutoff
+	it := b.NewIter(&pebble.IterOptions{
+		LowerBound: []byte{prefixDedupIdx},
+		UpperBound: []byte{prefixDedupIdx + 1},
+	})
+	// Collect first, delete after closing: the iterator reads the batch.
+	rows := s.scratch[:0]
+	next := uint64(math.MaxUint64)
+	for valid := it.First(); valid; valid = it.Next() {
+		k, v := it.Key(), it.Value()
+		if len(k) != dedupIdxKeyLen || len(v) != 16 {
+			_ = it.Close()
+			return fmt.Errorf("fsm: corrupt dedup index entry %x", k)
+		}
+		idx := binary.BigEndian.Uint64(k[1:])
+		if idx > cutoff {
+			next = idx
+			break
+		}
+		rows = append(rows, k...)
+		rows = append(rows, v...)
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("fsm: dedup trim: %w", err)
+	}
+	const row = dedupIdxKeyLen + 16
+	var idKey [dedupIDKeyLen]byte
+	for off := 0; off+row <= len(rows); off += row {
+		r := rows[off : off+row]
+		idKey[0] = prefixDedupID
+		copy(idKey[1:], r[dedupIdxKeyLen:])
+		if err := b.Delete(r[:dedupIdxKeyLen], nil); err != nil {
+			return fmt.Errorf("fsm: dedup trim: %w", err)
+		}
+		if err := b.Delete(idKey[:], nil); err != nil {
+			return fmt.Errorf("fsm: dedup trim: %w", err)
+		}
+	}
+	s.scratch = rows[:0]
+	*dedupMin = next
+	return nil
+}
+
+// getRecord reads key (already 'k'-prefixed) through b. The caller must
+// close closer when found; value aliases pebble memory until then.
+func getRecord(b *pebble.Batch, key []byte) (h recordHeader, value []byte, closer io.Closer, found bool, err error) {
+	v, closer, err := b.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return h, nil, nil, false, nil
+	}
+	if err != nil {
+		return h, nil, nil, false, fmt.Errorf("fsm: read %q: %w", key[1:], err)
+	}
+	h, value, err = decodeRecord(v)
+	if err != nil {
+		_ = closer.Close()
+		return h, nil, nil, false, fmt.Errorf("%w: key %q", err, key[1:])
+	}
+	return h, value, closer, true, nil
+}
+
+// applyTxn evaluates t against the state in b and writes the ops of the
+// branch taken, all at revision rev.
+func (s *StateMachine) applyTxn(b *pebble.Batch, t *Txn, rev uint64) (TxnResult, error) {
+	res := TxnResult{Succeeded: true, Revision: int64(rev)}
+	for i := range t.Compares {
+		ok, err := s.evalCompare(b, &t.Compares[i])
+		if err != nil {
+			return res, err
+		}
+		if !ok {
+			res.Succeeded = false
+			break
+		}
+	}
+	ops := t.Then
+	if !res.Succeeded {
+		ops = t.Else
+	}
+	if len(ops) == 0 {
+		return res, nil
+	}
+	res.Ops = make([]OpResult, len(ops))
+	for i := range ops {
+		n, err := s.applyOp(b, &ops[i], int64(rev))
+		if err != nil {
+			return res, err
+		}
+		res.Ops[i].Deleted = n
+	}
+	return res, nil
+}
+
+func (s *StateMachine) evalCompare(b *pebble.Batch, c *Compare) (bool, error) {
+	s.kbuf = appendUserKey(s.kbuf, c.Key)
+	h, value, closer, found, err := getRecord(b, s.kbuf)
+	if err != nil {
+		return false, err
+	}
+	// A missing key reads as zero revisions and a nil value.
+	var r int
+	switch c.Target {
+	case TargetValue:
+		r = bytes.Compare(value, c.Value)
+	case TargetVersion:
+		r = cmpInt(h.version, c.Int)
+	case TargetModRevision:
+		r = cmpInt(h.mod, c.Int)
+	case TargetCreateRevision:
+		r = cmpInt(h.create, c.Int)
+	}
+	if found {
+		_ = closer.Close()
+	}
+	switch c.Op {
+	case OpEqual:
+		return r == 0, nil
+	case OpNotEqual:
+		return r != 0, nil
+	case OpLess:
+		return r < 0, nil
+	case OpGreater:
+		return r > 0, nil
+	}
+	return false, nil
+}
+
+func cmpInt(a, b int64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// applyOp runs one write and returns how many keys it deleted.
+func (s *StateMachine) applyOp(b *pebble.Batch, op *Op, rev int64) (int64, error) {
+	switch op.Type {
+	case OpPut:
+		s.kbuf = appendUserKey(s.kbuf, op.Key)
+		old, _, closer, found, err := getRecord(b, s.kbuf)
+		if err != nil {
+			return 0, err
+		}
+		h := recordHeader{create: rev, mod: rev, version: 1, lease: op.Lease}
+		if found {
+			_ = closer.Close()
+			h.create = old.create
+			h.version = old.version + 1
+		}
+		var hb [maxRecordHeader]byte
+		hdr := putRecordHeader(&hb, h)
+		// Encode straight into the batch: no buffer per value.
+		d := b.SetDeferred(len(s.kbuf), len(hdr)+len(op.Value))
+		copy(d.Key, s.kbuf)
+		copy(d.Value[copy(d.Value, hdr):], op.Value)
+		if err := d.Finish(); err != nil {
+			return 0, fmt.Errorf("fsm: put: %w", err)
+		}
+		return 0, nil
+	case OpDelete:
+		s.kbuf = appendUserKey(s.kbuf, op.Key)
+		_, closer, err := b.Get(s.kbuf)
+		if errors.Is(err, pebble.ErrNotFound) {
+			return 0, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("fsm: delete: %w", err)
+		}
+		_ = closer.Close()
+		if err := b.Delete(s.kbuf, nil); err != nil {
+			return 0, fmt.Errorf("fsm: delete: %w", err)
+		}
+		return 1, nil
+	case OpDeletePrefix:
+		return s.deletePrefix(b, op.Key)
+	}
+	return 0, nil
+}
+
+// deletePrefixChunk bounds the memory a prefix delete holds at once.
+const deletePrefixChunk = 1024
+
+func (s *StateMachine) deletePrefix(b *pebble.Batch, prefix string) (int64, error) {
+	lower := appendUserKey(nil, prefix)
+	upper := prefixEnd(lower)
+	var n int64
+	for {
+		it := b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+		// Keys are copied out and deleted once the iterator is closed: the
+		// iterator reads the batch being written.
+		buf := s.scratch[:0]
+		var ends []int
+		for valid := it.First(); valid && len(ends) < deletePrefixChunk; valid = it.Next() {
+			buf = append(buf, it.Key()...)
+			ends = append(ends, len(buf))
+		}
+		if err := it.Close(); err != nil {
+			return n, fmt.Errorf("fsm: delete prefix: %w", err)
+		}
+		start := 0
+		for _, end := range ends {
+			if err := b.Delete(buf[start:end], nil); err != nil {
+				return n, fmt.Errorf("fsm: delete prefix: %w", err)
+			}
+			start = end
+		}
+		s.scratch = buf[:0]
+		n += int64(len(ends))
+		if len(ends) < deletePrefixChunk {
+			return n, nil
+		}
+		// Resume right after the last key instead of skipping over the
+		// tombstones just written.
+		lastStart := ends[len(ends)-2]
+		lower = append(append([]byte(nil), buf[lastStart:start]...), 0)
+	}
+}

@@ -1,0 +1,448 @@
+package fsm
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/dister/dister/internal/errs"
+)
+
+// Command encoding (codec version 1):
+//
+//	byte    codec version (1)
+//	byte    CmdKind
+//	uvarint Session, uvarint Seq
+//	Txn:    uvarint n, n × compare; uvarint n, n × op (Then); uvarint n, n × op (Else)
+//	compare: uvarint len + key, byte Target, byte CompareOp,
+//	         then uvarint len + value (TargetValue) or varint Int (other targets)
+//	op:      byte OpType, uvarint len + key, and for OpPut uvarint len + value, varint Lease
+//
+// Fields that a target or op type does not use (Compare.Int of a value
+// compare, Op.Value of a delete, ...) are not encoded. Trailing bytes are an
+// error, so one command has one meaning.
+const cmdCodecVersion = 1
+
+// Result encoding: byte version (1), byte tag, then for resultTxn
+// byte succeeded, varint Revision, uvarint n, n × varint Deleted; for
+// resultError byte code, uvarint len + message.
+const (
+	resultCodecVersion = 1
+
+	resultTxn   = 1
+	resultError = 2
+
+	errCodeOther    = 0
+	errCodeInvalid  = 1
+	errCodeTooLarge = 2
+
+	maxErrorMessage = 4 << 10
+)
+
+// EncodeCommand validates c and returns its encoding.
+func EncodeCommand(c *Command) ([]byte, error) {
+	if c == nil {
+		return nil, fmt.Errorf("fsm: nil command: %w", errs.Invalid)
+	}
+	if c.Kind != KindTxn {
+		return nil, fmt.Errorf("fsm: unknown command kind %d: %w", c.Kind, errs.Invalid)
+	}
+	if err := ValidateTxn(c.Txn); err != nil {
+		return nil, err
+	}
+	return encodeCommand(c), nil
+}
+
+// encodeCommand encodes c without validating it (tests use it to forge
+// invalid commands). c.Txn must not be nil.
+func encodeCommand(c *Command) []byte {
+	t := c.Txn
+	// Size first so the whole command is one allocation: large values would
+	// otherwise be copied several times while the slice grows.
+	n := 2 + 2*binary.MaxVarintLen64 + 3*binary.MaxVarintLen64
+	for i := range t.Compares {
+		n += 2 + 2*binary.MaxVarintLen64 + len(t.Compares[i].Key) + len(t.Compares[i].Value)
+	}
+	for _, ops := range [2][]Op{t.Then, t.Else} {
+		for i := range ops {
+			n += 1 + 3*binary.MaxVarintLen64 + len(ops[i].Key) + len(ops[i].Value)
+		}
+	}
+	b := make([]byte, 0, n)
+	b = append(b, cmdCodecVersion, byte(c.Kind))
+	b = binary.AppendUvarint(b, c.Session)
+	b = binary.AppendUvarint(b, c.Seq)
+	b = binary.AppendUvarint(b, uint64(len(t.Compares)))
+	for i := range t.Compares {
+		cmp := &t.Compares[i]
+		b = appendString(b, cmp.Key)
+		b = append(b, byte(cmp.Target), byte(cmp.Op))
+		if cmp.Target == TargetValue {
+			b = appendBytes(b, cmp.Value)
+		} else {
+			b = binary.AppendVarint(b, cmp.Int)
+		}
+	}
+	b = appendOps(b, t.Then)
+	return appendOps(b, t.Else)
+}
+
+func appendOps(b []byte, ops []Op) []byte {
+	b = binary.AppendUvarint(b, uint64(len(ops)))
+	for i := range ops {
+		op := &ops[i]
+		b = append(b, byte(op.Type))
+		b = appendString(b, op.Key)
+		if op.Type == OpPut {
+			b = appendBytes(b, op.Value)
+			b = binary.AppendVarint(b, op.Lease)
+		}
+	}
+	return b
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendBytes(b []byte, v []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+// DecodeCommand decodes and validates an encoded command. Any malformed input
+// gives an error wrapping errs.Invalid (or errs.TooLarge from validation);
+// lengths are checked against the limits and the bytes left before anything
+// is allocated. The result does not alias b.
+func DecodeCommand(b []byte) (*Command, error) {
+	return decodeCommand(b, false)
+}
+
+// errCorrupt is returned for every structural decoding failure: the cause
+// is a bug or a forged entry, and a static error keeps the hot path free of
+// allocations.
+var errCorrupt = fmt.Errorf("fsm: corrupt command: %w", errs.Invalid)
+
+// cmdAlloc lets one allocation hold the Command and its Txn.
+type cmdAlloc struct {
+	cmd Command
+	txn Txn
+}
+
+// decodeCommand is DecodeCommand; with alias, values point into b instead of
+// being copied, which Update uses since b outlives the apply.
+func decodeCommand(b []byte, alias bool) (*Command, error) {
+	d := decoder{b: b, alias: alias}
+	if d.byte() != cmdCodecVersion {
+		if len(b) == 0 {
+			return nil, errCorrupt
+		}
+		return nil, fmt.Errorf("fsm: unknown command codec version %d: %w", b[0], errs.Invalid)
+	}
+	kind := CmdKind(d.byte())
+	if d.err == nil && kind != KindTxn {
+		return nil, fmt.Errorf("fsm: unknown command kind %d: %w", kind, errs.Invalid)
+	}
+	a := &cmdAlloc{}
+	c := &a.cmd
+	c.Kind = kind
+	c.Session = d.uvarint()
+	c.Seq = d.uvarint()
+	c.Txn = &a.txn
+	budget := MaxTxnOps
+	if n := d.count(&budget); n > 0 {
+		c.Txn.Compares = make([]Compare, n)
+		for i := range c.Txn.Compares {
+			cmp := &c.Txn.Compares[i]
+			cmp.Key = d.string(MaxKeySize)
+			cmp.Target = Target(d.byte())
+			cmp.Op = CompareOp(d.byte())
+			if cmp.Target == TargetValue {
+				cmp.Value = d.bytes(MaxValueSize)
+			} else {
+				cmp.Int = d.varint()
+			}
+		}
+	}
+	c.Txn.Then = d.ops(&budget)
+	c.Txn.Else = d.ops(&budget)
+	if d.err != nil {
+		return nil, d.err
+	}
+	if len(d.b) != 0 {
+		return nil, errCorrupt
+	}
+	if err := ValidateTxn(c.Txn); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// decoder reads from b; the first failure sticks in err and every later
+// read returns zero values, so callers check once at the end.
+type decoder struct {
+	b     []byte
+	err   error
+	alias bool
+}
+
+func (d *decoder) fail() {
+	if d.err == nil {
+		d.err = errCorrupt
+	}
+	d.b = nil
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) == 0 {
+		d.fail()
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.fail()
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// count reads a count and charges it to budget, so a forged count cannot
+// make the caller allocate more than MaxTxnOps elements in total.
+func (d *decoder) count(budget *int) int {
+	n := d.uvarint()
+	if n > uint64(*budget) {
+		d.fail()
+		return 0
+	}
+	*budget -= int(n)
+	return int(n)
+}
+
+// raw reads a uvarint length (at most max) and returns that many bytes of b
+// without copying.
+func (d *decoder) raw(max int) []byte {
+	n := d.uvarint()
+	if n > uint64(max) || n > uint64(len(d.b)) {
+		d.fail()
+		return nil
+	}
+	v := d.b[:n:n]
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) string(max int) string {
+	return string(d.raw(max))
+}
+
+// bytes returns nil for an empty field, so decode(encode(x)) is stable.
+func (d *decoder) bytes(max int) []byte {
+	v := d.raw(max)
+	if len(v) == 0 {
+		return nil
+	}
+	if d.alias {
+		return v
+	}
+	return append([]byte(nil), v...)
+}
+
+func (d *decoder) ops(budget *int) []Op {
+	n := d.count(budget)
+	if n == 0 {
+		return nil
+	}
+	ops := make([]Op, n)
+	for i := range ops {
+		op := &ops[i]
+		op.Type = OpType(d.byte())
+		op.Key = d.string(MaxKeySize)
+		if op.Type == OpPut {
+			op.Value = d.bytes(MaxValueSize)
+			op.Lease = d.varint()
+		}
+		if d.err != nil {
+			return nil
+		}
+	}
+	return ops
+}
+
+// ValidateTxn checks t against the limits and the key rules. Sizes over a
+// limit wrap errs.TooLarge, everything else errs.Invalid.
+func ValidateTxn(t *Txn) error {
+	if t == nil {
+		return fmt.Errorf("fsm: nil txn: %w", errs.Invalid)
+	}
+	if n := len(t.Compares) + len(t.Then) + len(t.Else); n > MaxTxnOps {
+		return fmt.Errorf("fsm: txn has %d compares and ops, more than %d: %w", n, MaxTxnOps, errs.TooLarge)
+	}
+	for i := range t.Compares {
+		c := &t.Compares[i]
+		if err := validateKey(c.Key, false); err != nil {
+			return fmt.Errorf("fsm: compare %d: %w", i, err)
+		}
+		if c.Target < TargetValue || c.Target > TargetCreateRevision {
+			return fmt.Errorf("fsm: compare %d: unknown target %d: %w", i, c.Target, errs.Invalid)
+		}
+		if c.Op < OpEqual || c.Op > OpGreater {
+			return fmt.Errorf("fsm: compare %d: unknown operator %d: %w", i, c.Op, errs.Invalid)
+		}
+		if c.Target == TargetValue && len(c.Value) > MaxValueSize {
+			return fmt.Errorf("fsm: compare %d: value of %d bytes, more than %d: %w", i, len(c.Value), MaxValueSize, errs.TooLarge)
+		}
+	}
+	if err := validateOps("then", t.Then); err != nil {
+		return err
+	}
+	return validateOps("else", t.Else)
+}
+
+func validateOps(branch string, ops []Op) error {
+	for i := range ops {
+		op := &ops[i]
+		switch op.Type {
+		case OpPut:
+			if len(op.Value) > MaxValueSize {
+				return fmt.Errorf("fsm: %s op %d: value of %d bytes, more than %d: %w", branch, i, len(op.Value), MaxValueSize, errs.TooLarge)
+			}
+		case OpDelete, OpDeletePrefix:
+		default:
+			return fmt.Errorf("fsm: %s op %d: unknown op type %d: %w", branch, i, op.Type, errs.Invalid)
+		}
+		if err := validateKey(op.Key, op.Type == OpDeletePrefix); err != nil {
+			return fmt.Errorf("fsm: %s op %d: %w", branch, i, err)
+		}
+	}
+	return nil
+}
+
+func validateKey(k string, allowEmpty bool) error {
+	switch {
+	case len(k) == 0 && !allowEmpty:
+		return fmt.Errorf("empty key: %w", errs.Invalid)
+	case len(k) > MaxKeySize:
+		return fmt.Errorf("key of %d bytes, more than %d: %w", len(k), MaxKeySize, errs.TooLarge)
+	case !utf8.ValidString(k):
+		return fmt.Errorf("key is not valid UTF-8: %w", errs.Invalid)
+	case strings.IndexByte(k, 0) >= 0:
+		return fmt.Errorf("key contains NUL: %w", errs.Invalid)
+	}
+	return nil
+}
+
+// encodeTxnResult appends the encoding of r to dst.
+func encodeTxnResult(dst []byte, r *TxnResult) []byte {
+	succeeded := byte(0)
+	if r.Succeeded {
+		succeeded = 1
+	}
+	dst = append(dst, resultCodecVersion, resultTxn, succeeded)
+	dst = binary.AppendVarint(dst, r.Revision)
+	dst = binary.AppendUvarint(dst, uint64(len(r.Ops)))
+	for i := range r.Ops {
+		dst = binary.AppendVarint(dst, r.Ops[i].Deleted)
+	}
+	return dst
+}
+
+// encodeError encodes the deterministic error of a command that could not
+// be applied. Only the class (Invalid, TooLarge) and the message survive.
+func encodeError(err error) []byte {
+	code := byte(errCodeOther)
+	switch {
+	case errors.Is(err, errs.TooLarge):
+		code = errCodeTooLarge
+	case errors.Is(err, errs.Invalid):
+		code = errCodeInvalid
+	}
+	msg := err.Error()
+	if len(msg) > maxErrorMessage {
+		msg = msg[:maxErrorMessage]
+	}
+	b := make([]byte, 0, 3+binary.MaxVarintLen64+len(msg))
+	b = append(b, resultCodecVersion, resultError, code)
+	return appendString(b, msg)
+}
+
+// resultError is a command's error as decoded from a Result: the original
+// message, matching the original sentinel with errors.Is.
+type decodedError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *decodedError) Error() string { return e.msg }
+func (e *decodedError) Unwrap() error { return e.sentinel }
+
+var errCorruptResult = fmt.Errorf("fsm: corrupt result: %w", errs.Invalid)
+
+// DecodeResult returns the TxnResult carried by r, or the error the command
+// produced (matching errs.Invalid or errs.TooLarge with errors.Is and with
+// the original message). A malformed r gives an error wrapping errs.Invalid.
+func DecodeResult(r Result) (*TxnResult, error) {
+	d := decoder{b: r.Data}
+	if d.byte() != resultCodecVersion {
+		return nil, errCorruptResult
+	}
+	switch d.byte() {
+	case resultTxn:
+		res := &TxnResult{}
+		switch d.byte() {
+		case 0:
+		case 1:
+			res.Succeeded = true
+		default:
+			return nil, errCorruptResult
+		}
+		res.Revision = d.varint()
+		n := d.uvarint()
+		// Every op takes at least one byte: bound the allocation by the input.
+		if n > MaxTxnOps || n > uint64(len(d.b)) {
+			return nil, errCorruptResult
+		}
+		if n > 0 {
+			res.Ops = make([]OpResult, n)
+			for i := range res.Ops {
+				res.Ops[i].Deleted = d.varint()
+			}
+		}
+		if d.err != nil || len(d.b) != 0 {
+			return nil, errCorruptResult
+		}
+		return res, nil
+	case resultError:
+		code := d.byte()
+		msg := d.string(maxErrorMessage)
+		if d.err != nil || len(d.b) != 0 {
+			return nil, errCorruptResult
+		}
+		e := &decodedError{msg: msg, sentinel: errs.Invalid}
+		if code == errCodeTooLarge {
+			e.sentinel = errs.TooLarge
+		}
+		return nil, e
+	default:
+		return nil, errCorruptResult
+	}
+}

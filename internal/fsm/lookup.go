@@ -1,0 +1,149 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	"github.com/cockroachdb/pebble"
+
+	"github.com/dister/dister/internal/errs"
+)
+
+// Lookup answers a query: GetQuery -> *GetResult, ListQuery -> *ListResult,
+// RevisionQuery -> int64 (values or pointers). Each answer is read from one
+// point-in-time view, and its Revision is the applied index of that view.
+// Results never alias pebble memory.
+func (s *StateMachine) Lookup(q any) (any, error) {
+	switch q := q.(type) {
+	case GetQuery:
+		return s.get(q.Key)
+	case *GetQuery:
+		if q != nil {
+			return s.get(q.Key)
+		}
+	case ListQuery:
+		return s.list(&q)
+	case *ListQuery:
+		if q != nil {
+			return s.list(q)
+		}
+	case RevisionQuery, *RevisionQuery:
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		if s.db == nil {
+			return nil, fmt.Errorf("fsm: lookup: %w", errs.Closed)
+		}
+		return int64(s.applied.Load()), nil
+	}
+	return nil, fmt.Errorf("fsm: unknown query %T: %w", q, errs.Invalid)
+}
+
+// readView opens an iterator (a point-in-time view: it reads at the
+// sequence number current when created, whatever Update commits later) and
+// returns it with the applied index it sees. The caller holds s.mu.RLock.
+func (s *StateMachine) readView() (*pebble.Iterator, int64, error) {
+	if s.db == nil {
+		return nil, 0, fmt.Errorf("fsm: lookup: %w", errs.Closed)
+	}
+	it := s.db.NewIter(&pebble.IterOptions{
+		LowerBound: metaAppliedKey,
+		UpperBound: metaAppliedUpper,
+	})
+	var rev int64
+	if it.First() {
+		if len(it.Value()) != 8 {
+			_ = it.Close()
+			return nil, 0, fmt.Errorf("fsm: corrupt applied index (%d bytes)", len(it.Value()))
+		}
+		rev = int64(binary.BigEndian.Uint64(it.Value()))
+	}
+	if err := it.Error(); err != nil {
+		_ = it.Close()
+		return nil, 0, fmt.Errorf("fsm: lookup: %w", err)
+	}
+	return it, rev, nil
+}
+
+var metaAppliedUpper = append(append([]byte(nil), metaAppliedKey...), 0)
+
+func (s *StateMachine) get(key string) (*GetResult, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	it, rev, err := s.readView()
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	res := &GetResult{Revision: rev}
+	k := appendUserKey(make([]byte, 0, 1+len(key)+1), key)
+	// Bounds [k, k+"\x00") hold exactly k; both share one allocation.
+	it.SetBounds(k, append(k, 0))
+	if it.First() {
+		h, v, err := decodeRecord(it.Value())
+		if err != nil {
+			return nil, fmt.Errorf("%w: key %q", err, key)
+		}
+		res.Found = true
+		res.KV = makeKV(key, h, v)
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("fsm: get: %w", err)
+	}
+	return res, nil
+}
+
+func makeKV(key string, h recordHeader, v []byte) KV {
+	return KV{Key: key, Record: Record{
+		Value:          append(make([]byte, 0, len(v)), v...),
+		CreateRevision: h.create,
+		ModRevision:    h.mod,
+		Version:        h.version,
+		Lease:          h.lease,
+	}}
+}
+
+func (s *StateMachine) list(q *ListQuery) (*ListResult, error) {
+	if q.Limit < 0 {
+		return nil, fmt.Errorf("fsm: list: negative limit %d: %w", q.Limit, errs.Invalid)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	it, rev, err := s.readView()
+	if err != nil {
+		return nil, err
+	}
+	defer it.Close()
+	res := &ListResult{Revision: rev}
+	lower := appendUserKey(nil, q.Prefix)
+	upper := prefixEnd(lower)
+	start := lower
+	if q.After != "" {
+		// The smallest key after After is After+"\x00".
+		if a := append(appendUserKey(nil, q.After), 0); bytes.Compare(a, start) > 0 {
+			start = a
+		}
+	}
+	if upper != nil && bytes.Compare(start, upper) >= 0 {
+		return res, nil
+	}
+	it.SetBounds(start, upper)
+	if q.Limit > 0 && q.Limit <= 1024 {
+		res.KVs = make([]KV, 0, q.Limit)
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		if q.Limit > 0 && len(res.KVs) == q.Limit {
+			res.More = true
+			break
+		}
+		h, v, err := decodeRecord(it.Value())
+		if err != nil {
+			return nil, fmt.Errorf("%w: key %q", err, it.Key()[1:])
+		}
+		res.KVs = append(res.KVs, makeKV(string(it.Key()[1:]), h, v))
+	}
+	if err := it.Error(); err != nil {
+		return nil, fmt.Errorf("fsm: list: %w", err)
+	}
+	return res, nil
+}

@@ -1,0 +1,391 @@
+package fsm
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble"
+
+	"github.com/dister/dister/internal/errs"
+)
+
+// DefaultDedupWindow is the dedup window used when Options.DedupWindow is 0.
+const DefaultDedupWindow = 100_000
+
+// ErrStopped is returned by Open, SaveSnapshot and RecoverFromSnapshot when
+// their stop channel was closed; internal/shard maps it to dragonboat's
+// ErrOpenStopped / ErrSnapshotStopped.
+var ErrStopped = errors.New("fsm: stopped")
+
+// Options configures a StateMachine.
+type Options struct {
+	// DedupWindow is how many Raft indexes a dedup entry is kept: a command
+	// applied at index i is answered from the dedup table when its id comes
+	// again at an index j < i+DedupWindow. 0 = DefaultDedupWindow.
+	DedupWindow uint64
+}
+
+// StateMachine is one replica's state on pebble.
+//
+// Concurrency: Update, Open, RecoverFromSnapshot and Close are never called
+// concurrently with each other (dragonboat's contract); Lookup, Sync,
+// PrepareSnapshot, SaveSnapshot, Applied and WaitApplied may run at any time.
+// mu guards the database handle against being closed or swapped (Close,
+// RecoverFromSnapshot) while a reader uses it.
+type StateMachine struct {
+	dir    string
+	window uint64
+
+	mu     sync.RWMutex
+	db     *pebble.DB // nil before Open and after Close
+	gen    uint64     // the database directory in use is dbDirName(gen)
+	closed bool
+
+	applied atomic.Uint64
+
+	// WaitApplied's wake-up: waiters take waitCh; Update closes and replaces
+	// it only when someone took it (waiting), so an Update nobody waits for
+	// allocates nothing.
+	waitMu  sync.Mutex
+	waitCh  chan struct{}
+	waiting bool
+	done    chan struct{} // closed by Close
+	once    sync.Once
+
+	// Update-only state (Update is single-threaded).
+	dedupMin uint64 // lower bound of the smallest index in the 'x' range; MaxUint64 = empty
+	kbuf     []byte
+	resBuf   []OpResult
+	scratch  []byte
+}
+
+// New returns a StateMachine storing its data under dir (this replica's own
+// folder, created by Open).
+func New(dir string, o Options) *StateMachine {
+	w := o.DedupWindow
+	if w == 0 {
+		w = DefaultDedupWindow
+	}
+	return &StateMachine{
+		dir:      dir,
+		window:   w,
+		waitCh:   make(chan struct{}),
+		done:     make(chan struct{}),
+		dedupMin: math.MaxUint64,
+	}
+}
+
+// Files under dir: the pebble database lives in a numbered subdirectory
+// named by the CURRENT file. RecoverFromSnapshot builds the next one beside
+// it and switches CURRENT atomically, so a crash or a bad stream never leaves
+// a half-replaced state.
+const (
+	currentFile = "CURRENT"
+	dbDirPrefix = "db-"
+)
+
+func dbDirName(gen uint64) string { return dbDirPrefix + strconv.FormatUint(gen, 10) }
+
+// Open opens (or creates) the database and returns the applied index it
+// holds: dragonboat replays the log from the next index.
+func (s *StateMachine) Open(stop <-chan struct{}) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return 0, fmt.Errorf("fsm: open after close: %w", errs.Closed)
+	}
+	if s.db != nil {
+		return 0, errors.New("fsm: already open")
+	}
+	select {
+	case <-stop:
+		return 0, ErrStopped
+	default:
+	}
+	if err := os.MkdirAll(s.dir, 0o750); err != nil {
+		return 0, fmt.Errorf("fsm: open: %w", err)
+	}
+	gen, fresh, err := readCurrent(s.dir)
+	if err != nil {
+		return 0, err
+	}
+	if err := removeStale(s.dir, gen); err != nil {
+		return 0, err
+	}
+	db, err := openPebble(filepath.Join(s.dir, dbDirName(gen)))
+	if err != nil {
+		return 0, err
+	}
+	if fresh {
+		if err := writeCurrent(s.dir, gen); err != nil {
+			_ = db.Close()
+			return 0, err
+		}
+	}
+	applied, dedupMin, err := loadState(db)
+	if err != nil {
+		_ = db.Close()
+		return 0, err
+	}
+	s.db, s.gen, s.dedupMin = db, gen, dedupMin
+	s.applied.Store(applied)
+	return applied, nil
+}
+
+// quietLogger drops pebble's informational chatter. Fatalf must not return:
+// pebble calls it when its commit pipeline is broken and carries on as if it
+// had stopped the process.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...interface{}) {}
+func (quietLogger) Fatalf(format string, args ...interface{}) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}
+
+func openPebble(path string) (*pebble.DB, error) {
+	// Many groups each hold one of these: keep the fixed memory small.
+	cache := pebble.NewCache(8 << 20)
+	defer cache.Unref()
+	db, err := pebble.Open(path, &pebble.Options{
+		Cache:        cache,
+		MemTableSize: 4 << 20,
+		Logger:       quietLogger{},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fsm: open pebble %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// loadState reads what Update keeps in memory: the applied index and the
+// smallest dedup index.
+func loadState(db *pebble.DB) (applied, dedupMin uint64, err error) {
+	v, closer, err := db.Get(metaAppliedKey)
+	switch {
+	case errors.Is(err, pebble.ErrNotFound):
+	case err != nil:
+		return 0, 0, fmt.Errorf("fsm: read applied index: %w", err)
+	default:
+		if len(v) != 8 {
+			_ = closer.Close()
+			return 0, 0, fmt.Errorf("fsm: corrupt applied index (%d bytes)", len(v))
+		}
+		applied = binary.BigEndian.Uint64(v)
+		_ = closer.Close()
+	}
+	dedupMin = math.MaxUint64
+	it := db.NewIter(&pebble.IterOptions{
+		LowerBound: []byte{prefixDedupIdx},
+		UpperBound: []byte{prefixDedupIdx + 1},
+	})
+	if it.First() {
+		if len(it.Key()) != dedupIdxKeyLen {
+			_ = it.Close()
+			return 0, 0, fmt.Errorf("fsm: corrupt dedup index key %x", it.Key())
+		}
+		dedupMin = binary.BigEndian.Uint64(it.Key()[1:])
+	}
+	if err := it.Close(); err != nil {
+		return 0, 0, fmt.Errorf("fsm: scan dedup index: %w", err)
+	}
+	return applied, dedupMin, nil
+}
+
+// readCurrent returns the database generation named by CURRENT; fresh is
+// true when there is no CURRENT yet (a new replica).
+func readCurrent(dir string) (gen uint64, fresh bool, err error) {
+	b, err := os.ReadFile(filepath.Join(dir, currentFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return 1, true, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("fsm: read %s: %w", currentFile, err)
+	}
+	name := strings.TrimSpace(string(b))
+	gen, err = strconv.ParseUint(strings.TrimPrefix(name, dbDirPrefix), 10, 64)
+	if err != nil || !strings.HasPrefix(name, dbDirPrefix) || gen == 0 {
+		return 0, false, fmt.Errorf("fsm: corrupt %s %q", currentFile, name)
+	}
+	return gen, false, nil
+}
+
+// writeCurrent points CURRENT at generation gen, atomically and durably.
+func writeCurrent(dir string, gen uint64) error {
+	tmp := filepath.Join(dir, currentFile+".tmp")
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+	if err != nil {
+		return fmt.Errorf("fsm: write %s: %w", currentFile, err)
+	}
+	_, err = f.WriteString(dbDirName(gen) + "\n")
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, currentFile))
+	}
+	if err == nil {
+		err = syncDir(dir)
+	}
+	if err != nil {
+		return fmt.Errorf("fsm: write %s: %w", currentFile, err)
+	}
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// removeStale deletes database directories other than generation keep: the
+// leftovers of a recovery that crashed before or after switching CURRENT.
+func removeStale(dir string, keep uint64) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("fsm: open: %w", err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if name == currentFile+".tmp" || (strings.HasPrefix(name, dbDirPrefix) && name != dbDirName(keep)) {
+			if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
+				return fmt.Errorf("fsm: remove stale %s: %w", name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// Close closes the database; later calls return errs.Closed. Idempotent.
+func (s *StateMachine) Close() error {
+	s.mu.Lock()
+	db := s.db
+	s.db = nil
+	s.closed = true
+	s.mu.Unlock()
+	s.once.Do(func() { close(s.done) })
+	if db == nil {
+		return nil
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("fsm: close: %w", err)
+	}
+	return nil
+}
+
+// Sync makes every applied entry durable: Update commits without fsync since
+// the Raft log can replay it, and dragonboat calls Sync before it compacts
+// that log.
+func (s *StateMachine) Sync() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return fmt.Errorf("fsm: sync: %w", errs.Closed)
+	}
+	if err := s.db.LogData(nil, pebble.Sync); err != nil {
+		return fmt.Errorf("fsm: sync: %w", err)
+	}
+	return nil
+}
+
+// Applied returns the index of the last applied entry.
+func (s *StateMachine) Applied() uint64 { return s.applied.Load() }
+
+// WaitApplied returns nil once Applied() >= index, ctx.Err() when ctx ends
+// first, errs.Closed when the state machine is closed first.
+func (s *StateMachine) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		if s.applied.Load() >= index {
+			return nil
+		}
+		s.waitMu.Lock()
+		ch := s.waitCh
+		s.waiting = true
+		s.waitMu.Unlock()
+		// An Update that stored its index before we took ch did not close
+		// ch for us: look again before sleeping.
+		if s.applied.Load() >= index {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return fmt.Errorf("fsm: wait applied: %w", errs.Closed)
+		}
+	}
+}
+
+// setApplied publishes a new applied index and wakes the waiters.
+func (s *StateMachine) setApplied(index uint64) {
+	s.applied.Store(index)
+	s.waitMu.Lock()
+	if s.waiting {
+		close(s.waitCh)
+		s.waitCh = make(chan struct{})
+		s.waiting = false
+	}
+	s.waitMu.Unlock()
+}
+
+// Update applies entries in order in one pebble batch and fills each
+// entry's Result. Entries at or below the applied index are skipped (their
+// Result is left as is): they are already part of the state. It returns an
+// error only when storage fails.
+func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.db == nil {
+		return entries, fmt.Errorf("fsm: update: %w", errs.Closed)
+	}
+	b := s.db.NewIndexedBatch()
+	defer b.Close()
+	last := s.applied.Load()
+	dedupMin := s.dedupMin
+	for i := range entries {
+		e := &entries[i]
+		if e.Index <= last {
+			continue
+		}
+		if err := s.applyEntry(b, e, &dedupMin); err != nil {
+			return entries, err
+		}
+		last = e.Index
+	}
+	if last == s.applied.Load() {
+		return entries, nil
+	}
+	var ab [8]byte
+	binary.BigEndian.PutUint64(ab[:], last)
+	if err := b.Set(metaAppliedKey, ab[:], nil); err != nil {
+		return entries, fmt.Errorf("fsm: update: %w", err)
+	}
+	if err := s.trimDedup(b, last, &dedupMin); err != nil {
+		return entries, err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return entries, fmt.Errorf("fsm: update: commit: %w", err)
+	}
+	s.dedupMin = dedupMin
+	s.setApplied(last)
+	return entries, nil
+}

@@ -1,0 +1,52 @@
+package shard
+
+import (
+	"io"
+
+	sm "github.com/lni/dragonboat/v4/statemachine"
+
+	"github.com/dister/dister/internal/fsm"
+)
+
+// machine adapts fsm.StateMachine to dragonboat's IOnDiskStateMachine.
+type machine struct {
+	m       *fsm.StateMachine
+	shardID uint64
+	onApply func(shardID uint64)
+	buf     []fsm.Entry // reused across Update calls; Update is never concurrent
+}
+
+var _ sm.IOnDiskStateMachine = (*machine)(nil)
+
+func (a *machine) Open(stop <-chan struct{}) (uint64, error) { return a.m.Open(stop) }
+
+func (a *machine) Update(entries []sm.Entry) ([]sm.Entry, error) {
+	a.buf = a.buf[:0]
+	for _, e := range entries {
+		a.buf = append(a.buf, fsm.Entry{Index: e.Index, Cmd: e.Cmd})
+	}
+	out, err := a.m.Update(a.buf)
+	if err != nil {
+		return nil, err
+	}
+	for i := range entries {
+		entries[i].Result = sm.Result{Value: out[i].Result.Value, Data: out[i].Result.Data}
+		// Entry.Cmd belongs to dragonboat; nothing may keep it.
+		a.buf[i] = fsm.Entry{}
+	}
+	if a.onApply != nil {
+		a.onApply(a.shardID)
+	}
+	return entries, nil
+}
+
+func (a *machine) Lookup(q any) (any, error)     { return a.m.Lookup(q) }
+func (a *machine) Sync() error                   { return a.m.Sync() }
+func (a *machine) PrepareSnapshot() (any, error) { return a.m.PrepareSnapshot() }
+func (a *machine) Close() error                  { return a.m.Close() }
+func (a *machine) SaveSnapshot(ctx any, w io.Writer, stop <-chan struct{}) error {
+	return a.m.SaveSnapshot(ctx, w, stop)
+}
+func (a *machine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) error {
+	return a.m.RecoverFromSnapshot(r, stop)
+}

@@ -1,0 +1,219 @@
+// Package testcluster runs dister servers in one process for tests and
+// benchmarks: free loopback ports, data in t.TempDir(), everything closed
+// by t.Cleanup.
+package testcluster
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dister/dister"
+)
+
+// Cluster is a set of servers bootstrapped together.
+type Cluster struct {
+	tb    testing.TB
+	mu    sync.Mutex
+	nodes map[uint64]*dister.Node
+	opts  map[uint64]dister.Options
+	tune  func(*dister.Options)
+}
+
+// Option adjusts every server's Options before Open.
+type Option func(*dister.Options)
+
+// New opens n servers (ids 1..n) bootstrapping one cluster and waits until
+// they are ready.
+func New(tb testing.TB, n int, opts ...Option) *Cluster {
+	tb.Helper()
+	c := &Cluster{tb: tb, nodes: map[uint64]*dister.Node{}, opts: map[uint64]dister.Options{}}
+	c.tune = func(o *dister.Options) {
+		for _, f := range opts {
+			f(o)
+		}
+	}
+	members := map[uint64]dister.Peer{}
+	for id := uint64(1); id <= uint64(n); id++ {
+		members[id] = dister.Peer{RaftAddr: FreeAddr(tb), PeerAddr: FreeAddr(tb)}
+	}
+	tb.Cleanup(c.CloseAll)
+	for id := uint64(1); id <= uint64(n); id++ {
+		o := dister.Options{
+			NodeID:         id,
+			DataDir:        tb.TempDir(),
+			RaftAddr:       members[id].RaftAddr,
+			PeerAddr:       members[id].PeerAddr,
+			InitialMembers: members,
+			Logger:         Logger(),
+		}
+		c.tune(&o)
+		c.open(id, o)
+	}
+	c.WaitReady()
+	return c
+}
+
+// Logger is what test servers log to: warnings and errors on stderr.
+func Logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+func (c *Cluster) open(id uint64, o dister.Options) *dister.Node {
+	c.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := dister.Open(ctx, o)
+	if err != nil {
+		c.tb.Fatalf("open server %d: %v", id, err)
+	}
+	c.mu.Lock()
+	c.nodes[n.ID()] = n
+	c.opts[n.ID()] = o
+	c.mu.Unlock()
+	return n
+}
+
+// Node returns server id (nil if stopped).
+func (c *Cluster) Node(id uint64) *dister.Node {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.nodes[id]
+}
+
+// IDs lists the running servers' ids.
+func (c *Cluster) IDs() []uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ids []uint64
+	for id := range c.nodes {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// Options returns the options server id was opened with.
+func (c *Cluster) Options(id uint64) dister.Options {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.opts[id]
+}
+
+// WaitReady waits until every running server is ready.
+func (c *Cluster) WaitReady() {
+	c.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, id := range c.IDs() {
+		if err := c.Node(id).WaitReady(ctx); err != nil {
+			c.tb.Fatalf("server %d not ready: %v", id, err)
+		}
+	}
+}
+
+// Leader returns the id of the default group's leader, waiting for one that
+// a running server reports.
+func (c *Cluster) Leader() uint64 {
+	c.tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for ctx.Err() == nil {
+		for _, id := range c.IDs() {
+			l, err := c.Node(id).Group("default").Leader(ctx)
+			if err == nil && l != 0 && c.Node(l) != nil {
+				return l
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.tb.Fatalf("no leader among running servers")
+	return 0
+}
+
+// Stop closes server id, keeping its data for Restart.
+func (c *Cluster) Stop(id uint64) {
+	c.tb.Helper()
+	c.mu.Lock()
+	n := c.nodes[id]
+	delete(c.nodes, id)
+	c.mu.Unlock()
+	if n == nil {
+		c.tb.Fatalf("server %d is not running", id)
+	}
+	if err := n.Close(); err != nil {
+		c.tb.Errorf("close server %d: %v", id, err)
+	}
+}
+
+// Restart opens a stopped server again from its DataDir alone.
+func (c *Cluster) Restart(id uint64) *dister.Node {
+	c.tb.Helper()
+	o := c.Options(id)
+	o.InitialMembers, o.Join, o.Servers = nil, false, nil
+	return c.open(id, o)
+}
+
+// Join opens a new server that joins through the running servers' peer
+// addresses with the given id (0 = let the cluster choose).
+func (c *Cluster) Join(id uint64) *dister.Node {
+	c.tb.Helper()
+	var seeds []string
+	for _, sid := range c.IDs() {
+		seeds = append(seeds, c.Options(sid).PeerAddr)
+	}
+	o := dister.Options{
+		NodeID:   id,
+		DataDir:  c.tb.TempDir(),
+		RaftAddr: FreeAddr(c.tb),
+		PeerAddr: FreeAddr(c.tb),
+		Join:     true,
+		Servers:  seeds,
+		Logger:   Logger(),
+	}
+	c.tune(&o)
+	return c.open(id, o)
+}
+
+// Adopt records a server opened by the test itself, so that CloseAll
+// closes it.
+func (c *Cluster) Adopt(n *dister.Node, o dister.Options) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nodes[n.ID()] = n
+	c.opts[n.ID()] = o
+}
+
+// CloseAll closes every running server.
+func (c *Cluster) CloseAll() {
+	c.mu.Lock()
+	nodes := c.nodes
+	c.nodes = map[uint64]*dister.Node{}
+	c.mu.Unlock()
+	var wg sync.WaitGroup
+	for id, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.Close(); err != nil {
+				c.tb.Errorf("close server %d: %v", id, err)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// FreeAddr returns a loopback host:port that was free a moment ago.
+func FreeAddr(tb testing.TB) string {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("free port: %v", err)
+	}
+	defer ln.Close()
+	return fmt.Sprint(ln.Addr())
+}

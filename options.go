@@ -1,0 +1,194 @@
+package dister
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/dister/dister/internal/cluster"
+	"github.com/dister/dister/internal/errs"
+)
+
+// Role is what a Node is in the cluster.
+type Role int
+
+// RoleServer (the zero value) votes in Raft and stores data.
+const RoleServer Role = 0
+
+// Peer is a server's two addresses.
+type Peer struct {
+	RaftAddr string // dragonboat transport, host:port
+	PeerAddr string // node RPC (joins, liveness), host:port
+}
+
+// Options configure Open. Every zero value has a documented meaning.
+type Options struct {
+	// Role: zero = RoleServer, the only role so far.
+	Role Role
+	// NodeID is the server's id, unique in the cluster and > 0. Zero is
+	// allowed with Join (the cluster assigns the next free id) and on a
+	// restart (the id is read from DataDir).
+	NodeID uint64
+	// DataDir holds the Raft log, the state and the server's identity.
+	// Required.
+	DataDir string
+	// RaftAddr is the host:port of the Raft transport. Required; it cannot
+	// change after the first start.
+	RaftAddr string
+	// PeerAddr is the host:port of the node RPC. Required.
+	PeerAddr string
+	// InitialMembers are the servers bootstrapping a new cluster, this one
+	// included. Nil on a first start without Join = a cluster of this server
+	// alone. Ignored on a restart.
+	InitialMembers map[uint64]Peer
+	// Join: this server joins a running cluster through Servers. Ignored on
+	// a restart.
+	Join bool
+	// Servers are PeerAddrs of running servers, asked in turn to add this
+	// one when Join is set. Required with Join.
+	Servers []string
+
+	// RequestTimeout bounds a call whose ctx has no deadline. Zero = 10s.
+	RequestTimeout time.Duration
+	// RTT is the Raft tick, the unit of ElectionRTT and HeartbeatRTT.
+	// Zero = 20ms: 5ms caused spurious elections whenever the two cores of
+	// the reference machine saturated.
+	RTT time.Duration
+	// ElectionRTT: ticks without a leader before an election. Zero = 10
+	// (200-400ms with the default RTT).
+	ElectionRTT uint64
+	// HeartbeatRTT: ticks between leader heartbeats. Zero = 1.
+	HeartbeatRTT uint64
+	// SnapshotEntries: applied entries between snapshots, after which the
+	// log is compacted. Zero = 10,000.
+	SnapshotEntries uint64
+	// CompactionOverhead: entries kept in the log behind a snapshot, so a
+	// follower slightly behind catches up without a snapshot. Zero = 5,000.
+	CompactionOverhead uint64
+	// Logger receives the Node's logs and the Raft engine's warnings. Nil =
+	// slog.Default(). The engine's logger is process-wide: with several
+	// Nodes in one process, engine messages go to the last opened one's.
+	Logger *slog.Logger
+}
+
+const defaultRequestTimeout = 10 * time.Second
+
+func (o *Options) validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("dister.Open: "+format+": %w", append(args, errs.Invalid)...)
+	}
+	if o.Role != RoleServer {
+		return bad("Role %d is not a known role", o.Role)
+	}
+	if o.DataDir == "" {
+		return bad("DataDir is required")
+	}
+	if err := cluster.ValidAddr("RaftAddr", o.RaftAddr); err != nil {
+		return fmt.Errorf("dister.Open: %w", err)
+	}
+	if err := cluster.ValidAddr("PeerAddr", o.PeerAddr); err != nil {
+		return fmt.Errorf("dister.Open: %w", err)
+	}
+	if o.RaftAddr == o.PeerAddr {
+		return bad("RaftAddr and PeerAddr are both %q; they need their own ports", o.RaftAddr)
+	}
+	if o.Join {
+		if len(o.Servers) == 0 {
+			return bad("Join needs Servers (PeerAddrs of running servers)")
+		}
+		if len(o.InitialMembers) > 0 {
+			return bad("InitialMembers and Join exclude each other")
+		}
+	}
+	if len(o.InitialMembers) > 0 {
+		if o.NodeID == 0 {
+			return bad("NodeID is required with InitialMembers")
+		}
+		self, ok := o.InitialMembers[o.NodeID]
+		if !ok {
+			return bad("InitialMembers does not include this server (NodeID %d)", o.NodeID)
+		}
+		if self.RaftAddr != o.RaftAddr {
+			return bad("InitialMembers[%d].RaftAddr is %q but RaftAddr is %q", o.NodeID, self.RaftAddr, o.RaftAddr)
+		}
+		seen := map[string]uint64{}
+		for id, p := range o.InitialMembers {
+			if id == 0 {
+				return bad("InitialMembers has id 0; ids are > 0")
+			}
+			if err := cluster.ValidAddr(fmt.Sprintf("InitialMembers[%d].RaftAddr", id), p.RaftAddr); err != nil {
+				return fmt.Errorf("dister.Open: %w", err)
+			}
+			if err := cluster.ValidAddr(fmt.Sprintf("InitialMembers[%d].PeerAddr", id), p.PeerAddr); err != nil {
+				return fmt.Errorf("dister.Open: %w", err)
+			}
+			if other, dup := seen[p.RaftAddr]; dup {
+				return bad("servers %d and %d share RaftAddr %q", other, id, p.RaftAddr)
+			}
+			seen[p.RaftAddr] = id
+		}
+	}
+	if o.RequestTimeout < 0 || o.RTT < 0 {
+		return bad("RequestTimeout and RTT cannot be negative")
+	}
+	if o.RTT != 0 && o.RTT < time.Millisecond {
+		return bad("RTT %v is below 1ms", o.RTT)
+	}
+	if o.ElectionRTT != 0 && o.ElectionRTT <= 2*max(o.HeartbeatRTT, 1) {
+		return bad("ElectionRTT %d must exceed twice HeartbeatRTT", o.ElectionRTT)
+	}
+	return nil
+}
+
+// ReadOption tunes one read.
+type ReadOption func(*readOptions)
+
+type readOptions struct {
+	consistency cluster.Consistency
+	minRevision int64
+	limit       int
+	after       string
+}
+
+// Linearizable reads through a ReadIndex round with the leader: the read
+// reflects every write acknowledged before it started, on any server.
+func Linearizable() ReadOption {
+	return func(o *readOptions) { o.consistency = cluster.Linearizable }
+}
+
+// SessionRead (the default) reads the local replica once it has applied
+// every revision this Node wrote or returned before in the group, so a
+// Node always sees its own writes and never goes back in time.
+func SessionRead() ReadOption { return func(o *readOptions) { o.consistency = cluster.Session } }
+
+// Stale reads the local replica as it is, without waiting.
+func Stale() ReadOption { return func(o *readOptions) { o.consistency = cluster.Stale } }
+
+// MinRevision makes the read wait until the local replica has applied
+// revision r (for a session carried across servers, e.g. from
+// X-Dister-Revision). It applies to Stale and SessionRead.
+func MinRevision(r int64) ReadOption { return func(o *readOptions) { o.minRevision = r } }
+
+// Limit caps how many entries List returns (1..MaxListLimit).
+func Limit(n int) ReadOption { return func(o *readOptions) { o.limit = n } }
+
+// After makes List start strictly after key (for paging).
+func After(key string) ReadOption { return func(o *readOptions) { o.after = key } }
+
+// WriteOption tunes one write.
+type WriteOption func(*writeOptions)
+
+type writeOptions struct {
+	cas    bool
+	modRev int64
+	prefix bool
+}
+
+// IfModRevision makes a Put or Delete conditional: it applies only if the
+// key's ModRevision is r (0 = the key must not exist); ErrConflict otherwise.
+func IfModRevision(r int64) WriteOption {
+	return func(o *writeOptions) { o.cas, o.modRev = true, r }
+}
+
+// WithPrefix makes Delete remove every key starting with the given key.
+func WithPrefix() WriteOption { return func(o *writeOptions) { o.prefix = true } }
