@@ -131,10 +131,6 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	e.cfg.NodeID = id
 	e.log = e.log.With("node", id)
 
-	e.peerSrv, err = peer.Listen(cfg.PeerAddr, (*peerHandler)(e), e.log)
-	if err != nil {
-		return nil, err
-	}
 	sc := cfg.Shard
 	sc.NodeID, sc.DataDir, sc.RaftAddr, sc.Logger = id, cfg.DataDir, cfg.RaftAddr, e.log
 	sc.OnApply = func(shardID uint64) {
@@ -148,6 +144,9 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		}
 	}
 	if e.host, err = shard.NewHost(sc); err != nil {
+		return nil, err
+	}
+	if e.peerSrv, err = peer.Listen(cfg.PeerAddr, (*peerHandler)(e), e.log); err != nil {
 		return nil, err
 	}
 	initial, join := e.bootstrapMembers(restart)

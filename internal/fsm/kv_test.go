@@ -103,8 +103,8 @@ func TestDeletePrefixManyKeys(t *testing.T) {
 
 func TestRevisionsAndVersions(t *testing.T) {
 	h := newHarness(t, Options{})
-	h.apply(putCmd("k", "v1"))                                                                  // index 1
-	h.apply(putCmd("other", "x"))                                                               // 2
+	h.apply(putCmd("k", "v1"))                                                                      // index 1
+	h.apply(putCmd("other", "x"))                                                                   // 2
 	h.apply(txnCmd(0, 0, &Txn{Then: []Op{{Type: OpPut, Key: "k", Value: []byte("v2"), Lease: 7}}})) // 3
 	kv := h.get("k").KV
 	want := Record{Value: []byte("v2"), CreateRevision: 1, ModRevision: 3, Version: 2, Lease: 7}

@@ -89,6 +89,7 @@ type Host struct {
 
 	mu       sync.Mutex
 	machines map[uint64]*fsm.StateMachine // shardID -> running state machine
+	learners map[uint64]bool              // shards run as non-voters (see roles.go)
 	leaders  map[uint64]*leaderState
 
 	closed    atomic.Bool
@@ -107,6 +108,7 @@ func NewHost(cfg Config) (*Host, error) {
 	h := &Host{
 		cfg:      cfg,
 		machines: make(map[uint64]*fsm.StateMachine),
+		learners: make(map[uint64]bool),
 		leaders:  make(map[uint64]*leaderState),
 	}
 	raftDir := filepath.Join(cfg.DataDir, "raft")
@@ -118,6 +120,9 @@ func NewHost(cfg Config) (*Host, error) {
 	// per batch instead of one per group. It cannot change after the data
 	// dir is created.
 	logdb.Shards = 1
+	if err := h.loadLearners(); err != nil {
+		return nil, err
+	}
 	nhc := config.NodeHostConfig{
 		NodeHostDir:       raftDir,
 		WALDir:            raftDir,
@@ -151,8 +156,9 @@ func (h *Host) Close() {
 // NodeID is this host's replica id in every shard.
 func (h *Host) NodeID() uint64 { return h.cfg.NodeID }
 
-func (h *Host) shardConfig(shardID uint64) config.Config {
+func (h *Host) shardConfig(shardID uint64, nonVoting bool) config.Config {
 	return config.Config{
+		IsNonVoting:        nonVoting,
 		ShardID:            shardID,
 		ReplicaID:          h.cfg.NodeID,
 		ElectionRTT:        h.cfg.ElectionRTT,
@@ -167,8 +173,8 @@ func (h *Host) shardConfig(shardID uint64) config.Config {
 // StartShard starts this host's replica of shardID. A replica that exists
 // on disk restarts from it and initial/join are ignored; otherwise it
 // bootstraps with initial (replica id -> Raft address) or, with join, waits
-// to be contacted by the shard's leader after it was added as a member.
-// Starting a running shard is a no-op.
+// as a non-voter to be contacted by the shard's leader after it was added as
+// one. Starting a running shard is a no-op.
 func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) error {
 	if h.closed.Load() {
 		return errs.Closed
@@ -178,6 +184,13 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 	}
 	if h.nh.HasNodeInfo(shardID, h.cfg.NodeID) {
 		initial, join = nil, false
+	} else {
+		h.mu.Lock()
+		err := h.setLearner(shardID, join)
+		h.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("start shard %d: record role: %w", shardID, err)
+		}
 	}
 	dir := h.stateDir(shardID)
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
@@ -187,7 +200,7 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 		h.mu.Unlock()
 		return &machine{m: m, shardID: shardID, onApply: h.cfg.OnApply}
 	}
-	err := h.nh.StartOnDiskReplica(initial, join, create, h.shardConfig(shardID))
+	err := h.nh.StartOnDiskReplica(initial, join, create, h.shardConfig(shardID, h.isLearner(shardID)))
 	if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
 		return nil
 	}
@@ -233,7 +246,9 @@ func (h *Host) RemoveShardData(shardID uint64) error {
 	if err := os.RemoveAll(h.stateDir(shardID)); err != nil {
 		return fmt.Errorf("remove shard %d state: %w", shardID, err)
 	}
-	return nil
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.setLearner(shardID, false)
 }
 
 // Running tells whether this host runs a replica of shardID.

@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -39,34 +40,60 @@ func (h *Host) Membership(ctx context.Context, shardID uint64) (Membership, erro
 	}
 }
 
-// AddNonVoter adds id as a non-voting member (a learner) of shardID.
+// AddNonVoter adds id as a non-voting member (a learner) of shardID. It
+// succeeds if id is a member already.
 func (h *Host) AddNonVoter(ctx context.Context, shardID, id uint64, addr string) error {
 	return h.configChange(ctx, shardID, func(t time.Duration) (*dragonboat.RequestState, error) {
 		return h.nh.RequestAddNonVoting(shardID, id, addr, 0, t)
-	})
+	}, func(m Membership) bool { return m.has(id) })
 }
 
 // AddVoter adds id as a voting member; for a non-voter this promotes it.
 func (h *Host) AddVoter(ctx context.Context, shardID, id uint64, addr string) error {
 	return h.configChange(ctx, shardID, func(t time.Duration) (*dragonboat.RequestState, error) {
 		return h.nh.RequestAddReplica(shardID, id, addr, 0, t)
-	})
+	}, func(m Membership) bool { _, ok := m.Voters[id]; return ok })
 }
 
 // RemoveMember removes id from shardID; the id can never rejoin it.
 func (h *Host) RemoveMember(ctx context.Context, shardID, id uint64) error {
 	return h.configChange(ctx, shardID, func(t time.Duration) (*dragonboat.RequestState, error) {
 		return h.nh.RequestDeleteReplica(shardID, id, 0, t)
-	})
+	}, func(m Membership) bool { return !m.has(id) })
 }
 
+func (m Membership) has(id uint64) bool {
+	_, voter := m.Voters[id]
+	_, learner := m.NonVoters[id]
+	return voter || learner
+}
+
+// configChange runs one membership change. A rejected change is checked
+// against the membership: done means someone else made it already (two
+// servers may reconcile at once); otherwise another change was pending and
+// it is tried again.
 func (h *Host) configChange(ctx context.Context, shardID uint64,
-	start func(time.Duration) (*dragonboat.RequestState, error)) error {
-	_, rs, err := h.attempt(ctx, shardID, start)
-	if rs != nil {
-		rs.Release()
+	start func(time.Duration) (*dragonboat.RequestState, error), done func(Membership) bool) error {
+	backoff := time.Millisecond
+	for {
+		_, rs, err := h.attempt(ctx, shardID, start)
+		if rs != nil {
+			rs.Release()
+		}
+		if !errors.Is(err, errRejected) {
+			return err
+		}
+		m, err := h.Membership(ctx, shardID)
+		if err != nil {
+			return err
+		}
+		if done(m) {
+			return nil
+		}
+		if err := pause(ctx, &backoff); err != nil {
+			return ctxError(err, errRejected)
+		}
 	}
-	return err
 }
 
 func closedErr() error { return translate(dragonboat.ErrClosed) }

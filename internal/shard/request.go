@@ -17,6 +17,9 @@ import (
 // state machine's dedup table makes that safe).
 var errLeaderChanged = errors.New("leader changed")
 
+// errRejected reports a config change the shard refused.
+var errRejected = errors.New("config change rejected")
+
 // maxBackoff caps the pause between tries when the shard has no leader.
 const maxBackoff = 50 * time.Millisecond
 
@@ -110,6 +113,10 @@ func (h *Host) attempt(ctx context.Context, shardID uint64,
 				return r, rs, nil
 			case r.Terminated():
 				return r, nil, errs.Closed
+			case r.Rejected():
+				// Only config changes are rejected (another change pending, or
+				// the change is already in place); the caller decides.
+				return r, nil, errRejected
 			case r.Timeout():
 				last = dragonboat.ErrTimeout
 			default: // dropped, aborted, rejected: no leader or a change in progress

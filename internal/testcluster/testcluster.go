@@ -59,9 +59,9 @@ func New(tb testing.TB, n int, opts ...Option) *Cluster {
 	return c
 }
 
-// Logger is what test servers log to: warnings and errors on stderr.
+// Logger is what test servers log to: errors on stderr (dragonboat warns on every election).
 func Logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
 }
 
 func (c *Cluster) open(id uint64, o dister.Options) *dister.Node {

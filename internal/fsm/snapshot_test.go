@@ -1,0 +1,182 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+func saveSnapshot(t testing.TB, sm *StateMachine) []byte {
+	t.Helper()
+	sc, err := sm.PrepareSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := sm.SaveSnapshot(sc, &buf, nil); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// dump is everything Lookup can see.
+func dump(t testing.TB, h *harness) (*ListResult, int64) {
+	t.Helper()
+	v, err := h.sm.Lookup(RevisionQuery{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h.list(ListQuery{}), v.(int64)
+}
+
+func fillForSnapshot(h *harness) {
+	for i := 0; i < 300; i++ {
+		h.apply(txnCmd(9, uint64(i), &Txn{Then: []Op{
+			{Type: OpPut, Key: fmt.Sprintf("key/%03d", i), Value: bytes.Repeat([]byte{byte(i)}, i*10), Lease: int64(i % 3)},
+		}}))
+	}
+	h.apply(putCmd("key/007", "rewritten"), delCmd("key/008"))
+}
+
+func TestSnapshotRoundTrip(t *testing.T) {
+	src := newHarness(t, Options{})
+	fillForSnapshot(src)
+	wantList, wantRev := dump(t, src)
+
+	sc, err := src.sm.PrepareSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Writes after Prepare are not in the snapshot.
+	src.apply(putCmd("late", "x"), delCmd("key/001"))
+	var buf bytes.Buffer
+	if err := src.sm.SaveSnapshot(sc, &buf, nil); err != nil {
+		t.Fatal(err)
+	}
+
+	dst := newHarness(t, Options{})
+	dst.apply(putCmd("only-in-dst", "x"), putCmd("key/001", "dst"))
+	if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(buf.Bytes()), nil); err != nil {
+		t.Fatal(err)
+	}
+	if dst.sm.Applied() != uint64(wantRev) {
+		t.Fatalf("applied %d, want %d", dst.sm.Applied(), wantRev)
+	}
+	gotList, gotRev := dump(t, dst)
+	if gotRev != wantRev || !reflect.DeepEqual(gotList, wantList) {
+		t.Fatalf("recovered state differs: rev %d/%d, %d/%d keys", gotRev, wantRev, len(gotList.KVs), len(wantList.KVs))
+	}
+	if !bytes.Equal(saveSnapshot(t, dst.sm), buf.Bytes()) {
+		t.Fatal("re-saved snapshot differs")
+	}
+	// The dedup table came along: a retry answers from it.
+	dst.idx = dst.sm.Applied()
+	if r := dst.apply(txnCmd(9, 5, &Txn{Then: []Op{{Type: OpPut, Key: "key/005"}}}))[0]; r.Revision != 6 {
+		t.Fatalf("dedup after recover: %+v", r)
+	}
+	// And it is durable: reopen.
+	if err := dst.sm.Close(); err != nil {
+		t.Fatal(err)
+	}
+	dst.open(Options{})
+	if got, _ := dump(t, dst); !reflect.DeepEqual(got.KVs, wantList.KVs) {
+		t.Fatal("state lost across reopen after recover")
+	}
+	ents, _ := os.ReadDir(dst.dir)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	if !reflect.DeepEqual(names, []string{"CURRENT", "db-2"}) {
+		t.Fatalf("dir holds %v", names)
+	}
+}
+
+func TestSnapshotOfEmptyState(t *testing.T) {
+	src := newHarness(t, Options{})
+	snap := saveSnapshot(t, src.sm)
+	dst := newHarness(t, Options{})
+	dst.apply(putCmd("a", "1"))
+	if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(snap), nil); err != nil {
+		t.Fatal(err)
+	}
+	if l, rev := dump(t, dst); len(l.KVs) != 0 || rev != 0 || dst.sm.Applied() != 0 {
+		t.Fatalf("not empty: %v rev %d", listKeys(l), rev)
+	}
+}
+
+func TestCorruptSnapshot(t *testing.T) {
+	src := newHarness(t, Options{})
+	fillForSnapshot(src)
+	good := saveSnapshot(t, src.sm)
+
+	dst := newHarness(t, Options{})
+	dst.apply(putCmd("mine", "1"))
+	before, beforeRev := dump(t, dst)
+
+	flip := func(i int) []byte {
+		b := append([]byte(nil), good...)
+		b[i] ^= 0x40
+		return b
+	}
+	cases := map[string][]byte{
+		"empty":         nil,
+		"bad magic":     flip(0),
+		"bad version":   flip(8),
+		"flipped body":  flip(len(good) / 2),
+		"flipped crc":   flip(len(good) - 1),
+		"truncated":     good[:len(good)-5],
+		"header only":   good[:9],
+		"huge length":   append(append([]byte(nil), good[:9]...), 1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01),
+		"unknown tag":   append(append([]byte(nil), good[:9]...), 7),
+		"unsorted keys": append(append([]byte(nil), good[:9]...), 1, 1, 'b', 0, 1, 1, 'a', 0, 0, 2, 0, 0, 0, 0),
+	}
+	for name, b := range cases {
+		if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(b), nil); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+	after, afterRev := dump(t, dst)
+	if afterRev != beforeRev || !reflect.DeepEqual(before, after) {
+		t.Fatal("a failed recovery changed the state")
+	}
+	ents, _ := filepath.Glob(filepath.Join(dst.dir, "db-*"))
+	if len(ents) != 1 {
+		t.Fatalf("leftover directories: %v", ents)
+	}
+}
+
+func TestSnapshotStop(t *testing.T) {
+	h := newHarness(t, Options{})
+	for i := 0; i < 3; i++ {
+		var cmds []*Command
+		for j := 0; j < stopCheckEvery; j++ {
+			cmds = append(cmds, putCmd(fmt.Sprintf("%d/%d", i, j), "v"))
+		}
+		h.apply(cmds...)
+	}
+	good := saveSnapshot(t, h.sm)
+	stopped := make(chan struct{})
+	close(stopped)
+	sc, err := h.sm.PrepareSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.sm.SaveSnapshot(sc, discard{}, stopped); !errors.Is(err, ErrStopped) {
+		t.Fatalf("save: %v", err)
+	}
+	dst := newHarness(t, Options{})
+	if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(good), stopped); !errors.Is(err, ErrStopped) {
+		t.Fatalf("recover: %v", err)
+	}
+	if _, err := New(t.TempDir(), Options{}).Open(stopped); !errors.Is(err, ErrStopped) {
+		t.Fatalf("open: %v", err)
+	}
+	if err := h.sm.SaveSnapshot("junk", discard{}, nil); err == nil {
+		t.Fatal("save with a foreign context")
+	}
+}
