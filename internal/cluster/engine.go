@@ -191,6 +191,10 @@ func (e *Engine) identify(ctx context.Context) (id uint64, restart bool, err err
 			return 0, false, err
 		}
 	}
+	if id == 0 {
+		return 0, false, fmt.Errorf("NodeID is required on a first start without Join (no %s in %s): %w",
+			identityFile, e.cfg.DataDir, errs.Invalid)
+	}
 	idn, _ := json.Marshal(identity{NodeID: id, RaftAddr: e.cfg.RaftAddr, PeerAddr: e.cfg.PeerAddr})
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, idn, 0o640); err != nil {

@@ -60,9 +60,6 @@ func (r *reconciler) pass(ctx context.Context, e *Engine) {
 	}
 	r.syncGroups(e, cat)
 	e.settle(cat)
-	if err := e.host.SyncRoles(ctx); err != nil && ctx.Err() == nil {
-		e.log.Debug("reconcile: roles", "err", err)
-	}
 	if !r.recorded {
 		r.recordSelf(ctx, e, cat)
 	}

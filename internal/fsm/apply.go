@@ -81,7 +81,7 @@ func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry, dedupMin *uint64) e
 			// Entries older than the window count as absent even if a trim
 			// has not removed them yet: the answer must not depend on how
 			// dragonboat happened to batch entries into Update calls.
-			if idx+s.window > e.Index {
+			if e.Index-idx < s.window { // idx < e.Index; no overflow for any window
 				e.Result = Result{Value: idx, Data: append([]byte(nil), v[8:]...)}
 				return closer.Close()
 			}
@@ -128,12 +128,16 @@ func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry, dedupMin *uint64) e
 // trimDedup removes the dedup entries that fell out of the window at index
 // last. dedupMin spares the scan when nothing is old enough.
 func (s *StateMachine) trimDedup(b *pebble.Batch, last uint64, dedupMin *uint64) error {
-	if *dedupMin == math.MaxUint64 || *dedupMin+s.window > last {
+	if *dedupMin == math.MaxUint64 || last < s.window || last-s.window < *dedupMin {
 		return nil
 	}
 	cutoff := last - s.window // trim every index <= cutoff
+	// Start at dedupMin, not at the start of the range: below it lie the
+	// tombstones of earlier trims, which pebble would skip one by one until
+	// a compaction drops them.
+	var lower [dedupIdxKeyLen]byte
 	it := b.NewIter(&pebble.IterOptions{
-		LowerBound: []byte{prefixDedupIdx},
+		LowerBound: dedupIdxKey(&lower, *dedupMin),
 		UpperBound: []byte{prefixDedupIdx + 1},
 	})
 	// Collect first, delete after closing: the iterator reads the batch.

@@ -385,8 +385,9 @@ func encodeError(err error) []byte {
 	return appendString(b, msg)
 }
 
-// resultError is a command's error as decoded from a Result: the original
-// message, matching the original sentinel with errors.Is.
+// decodedError is a command's error as decoded from a Result: the original
+// message, matching the original sentinel with errors.Is (errs.Invalid for
+// errors of no known class).
 type decodedError struct {
 	msg      string
 	sentinel error

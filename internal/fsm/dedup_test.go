@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"bytes"
+	"math"
 	"reflect"
 	"testing"
 )
@@ -125,5 +126,15 @@ func TestDedupIndependentOfBatching(t *testing.T) {
 		if !bytes.Equal(snaps[0], snaps[i]) {
 			t.Fatalf("batching %d: state differs", i)
 		}
+	}
+}
+
+func TestDedupHugeWindow(t *testing.T) {
+	h := newHarness(t, Options{DedupWindow: math.MaxUint64})
+	c := casCmd(1, 1, "k", "v", 0)
+	h.apply(c)
+	h.apply(putCmd("x", "y"))
+	if r := h.apply(c)[0]; !r.Succeeded || r.Revision != 1 {
+		t.Fatalf("retry: %+v", r)
 	}
 }

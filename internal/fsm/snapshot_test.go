@@ -180,3 +180,38 @@ func TestSnapshotStop(t *testing.T) {
 		t.Fatal("save with a foreign context")
 	}
 }
+
+// TestOpenRemovesRecoveryLeftovers: a crash during RecoverFromSnapshot
+// leaves a database directory CURRENT does not name; Open drops it.
+func TestOpenRemovesRecoveryLeftovers(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.apply(putCmd("a", "1"))
+	if err := h.sm.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"db-2", "db-17"} {
+		if err := os.MkdirAll(filepath.Join(h.dir, name, "x"), 0o750); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(h.dir, "CURRENT.tmp"), []byte("db-2\n"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	h.open(Options{})
+	if !h.get("a").Found || h.idx != 1 {
+		t.Fatal("state lost")
+	}
+	ents, _ := os.ReadDir(h.dir)
+	if len(ents) != 2 {
+		t.Fatalf("dir holds %d entries, want CURRENT and db-1", len(ents))
+	}
+	if err := h.sm.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(h.dir, "CURRENT"), []byte("garbage"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(h.dir, Options{}).Open(nil); err == nil {
+		t.Fatal("Open with a corrupt CURRENT succeeded")
+	}
+}

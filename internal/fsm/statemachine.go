@@ -63,9 +63,8 @@ type StateMachine struct {
 
 	// Update-only state (Update is single-threaded).
 	dedupMin uint64 // lower bound of the smallest index in the 'x' range; MaxUint64 = empty
-	kbuf     []byte
-	resBuf   []OpResult
-	scratch  []byte
+	kbuf     []byte // 'k'+key of the op being applied
+	scratch  []byte // keys collected by trimDedup and deletePrefix
 }
 
 // New returns a StateMachine storing its data under dir (this replica's own

@@ -200,7 +200,13 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 		h.mu.Unlock()
 		return &machine{m: m, shardID: shardID, onApply: h.cfg.OnApply}
 	}
-	err := h.nh.StartOnDiskReplica(initial, join, create, h.shardConfig(shardID, h.isLearner(shardID)))
+	cfg := h.shardConfig(shardID, h.isLearner(shardID))
+	err := h.nh.StartOnDiskReplica(initial, join, create, cfg)
+	// A replica stopped a moment ago may still be closing.
+	for i := 0; errors.Is(err, dragonboat.ErrShardAlreadyExist) && !h.Running(shardID) && i < 500; i++ {
+		time.Sleep(10 * time.Millisecond)
+		err = h.nh.StartOnDiskReplica(initial, join, create, cfg)
+	}
 	if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
 		return nil
 	}

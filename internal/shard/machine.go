@@ -1,6 +1,7 @@
 package shard
 
 import (
+	"errors"
 	"io"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
@@ -18,7 +19,13 @@ type machine struct {
 
 var _ sm.IOnDiskStateMachine = (*machine)(nil)
 
-func (a *machine) Open(stop <-chan struct{}) (uint64, error) { return a.m.Open(stop) }
+func (a *machine) Open(stop <-chan struct{}) (uint64, error) {
+	i, err := a.m.Open(stop)
+	if errors.Is(err, fsm.ErrStopped) {
+		return 0, sm.ErrOpenStopped
+	}
+	return i, err
+}
 
 func (a *machine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 	a.buf = a.buf[:0]
@@ -45,8 +52,17 @@ func (a *machine) Sync() error                   { return a.m.Sync() }
 func (a *machine) PrepareSnapshot() (any, error) { return a.m.PrepareSnapshot() }
 func (a *machine) Close() error                  { return a.m.Close() }
 func (a *machine) SaveSnapshot(ctx any, w io.Writer, stop <-chan struct{}) error {
-	return a.m.SaveSnapshot(ctx, w, stop)
+	return snapshotErr(a.m.SaveSnapshot(ctx, w, stop))
 }
 func (a *machine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) error {
-	return a.m.RecoverFromSnapshot(r, stop)
+	return snapshotErr(a.m.RecoverFromSnapshot(r, stop))
+}
+
+// snapshotErr tells dragonboat that a snapshot was cut short by a stop, not
+// broken.
+func snapshotErr(err error) error {
+	if errors.Is(err, fsm.ErrStopped) {
+		return sm.ErrSnapshotStopped
+	}
+	return err
 }

@@ -59,9 +59,14 @@ func New(tb testing.TB, n int, opts ...Option) *Cluster {
 	return c
 }
 
-// Logger is what test servers log to: errors on stderr (dragonboat warns on every election).
+// Logger is what test servers log to: errors on stderr (dragonboat warns on
+// every election), or the level DISTER_TEST_LOG names (debug, info, warn).
 func Logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+	level := slog.LevelError
+	if v := os.Getenv("DISTER_TEST_LOG"); v != "" {
+		_ = level.UnmarshalText([]byte(v))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
 func (c *Cluster) open(id uint64, o dister.Options) *dister.Node {

@@ -1,0 +1,18 @@
+package dister
+
+import "context"
+
+// SetProposeHook exposes the engine's test hook: h runs after every
+// committed proposal with its encoded bytes.
+func SetProposeHook(n *Node, h func(ctx context.Context, shardID uint64, cmd []byte)) {
+	n.e.SetTxnHook(h)
+}
+
+// ProposeAgain re-sends an encoded proposal, as a retry after a lost reply.
+func ProposeAgain(ctx context.Context, n *Node, shardID uint64, cmd []byte) (revision int64, succeeded bool, err error) {
+	r, err := n.e.ProposeAgain(ctx, shardID, cmd)
+	if err != nil {
+		return 0, false, err
+	}
+	return r.Revision, r.Succeeded, nil
+}

@@ -1,0 +1,250 @@
+package dister_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/dister/dister"
+	"github.com/dister/dister/internal/testcluster"
+)
+
+func TestGroups(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	n1, n3 := c.Node(1), c.Node(3)
+
+	if err := n1.CreateGroup(ctx, "billing"); err != nil {
+		t.Fatal(err)
+	}
+	if err := n3.CreateGroup(ctx, "billing"); !errors.Is(err, dister.ErrConflict) {
+		t.Fatalf("create twice: %v", err)
+	}
+	for _, bad := range []string{"", "a/b", "-x", string(make([]byte, 65))} {
+		if err := n1.CreateGroup(ctx, bad); !errors.Is(err, dister.ErrInvalid) {
+			t.Errorf("create %q: %v", bad, err)
+		}
+	}
+	// Created through server 1, used through server 3.
+	rev, err := n3.Group("billing").KV().Put(ctx, "k", []byte("billing"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.KV().Put(ctx, "k", []byte("default")); err != nil {
+		t.Fatal(err)
+	}
+	// Isolation: same key, two values; lists and prefix deletes stay inside.
+	e, err := n1.Group("billing").KV().Get(ctx, "k", dister.Linearizable())
+	if err != nil || string(e.Value) != "billing" || e.ModRevision != rev {
+		t.Fatalf("billing k: %+v %v", e, err)
+	}
+	e, _ = n3.KV().Get(ctx, "k", dister.Linearizable())
+	if string(e.Value) != "default" {
+		t.Fatalf("default k: %+v", e)
+	}
+	if d, err := n1.KV().Delete(ctx, "", dister.WithPrefix()); err != nil || d.Deleted != 1 {
+		t.Fatalf("delete all of default: %+v %v", d, err)
+	}
+	if l, _, _ := n1.Group("billing").KV().List(ctx, "", dister.Linearizable()); len(l) != 1 {
+		t.Fatalf("billing lost keys to a delete in default: %d", len(l))
+	}
+
+	names, err := n3.Groups(ctx)
+	if err != nil || !slices.Equal(names, []string{"billing", "default"}) {
+		t.Fatalf("groups: %v %v", names, err)
+	}
+	if _, err := n1.Group("nope").KV().Put(ctx, "k", nil); !errors.Is(err, dister.ErrGroupNotFound) {
+		t.Fatalf("unknown group: %v", err)
+	}
+	if err := n1.DeleteGroup(ctx, "default"); !errors.Is(err, dister.ErrInvalid) {
+		t.Fatalf("delete default: %v", err)
+	}
+	if err := n1.DeleteGroup(ctx, "nope"); !errors.Is(err, dister.ErrGroupNotFound) {
+		t.Fatalf("delete unknown: %v", err)
+	}
+	if err := n3.DeleteGroup(ctx, "billing"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n3.Group("billing").KV().Get(ctx, "k"); !errors.Is(err, dister.ErrGroupNotFound) {
+		t.Fatalf("deleted group through the deleting server: %v", err)
+	}
+	// The other servers drop it too.
+	for _, id := range []uint64{1, 2} {
+		waitFor(t, func() bool {
+			_, err := c.Node(id).Group("billing").KV().Get(ctx, "k", dister.Stale())
+			return errors.Is(err, dister.ErrGroupNotFound)
+		})
+	}
+	// A new group of the same name starts empty.
+	if err := n1.CreateGroup(ctx, "billing"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.Group("billing").KV().Get(ctx, "k", dister.Linearizable()); !errors.Is(err, dister.ErrNotFound) {
+		t.Fatalf("recreated group has old data: %v", err)
+	}
+}
+
+// TestRetriedProposalAppliedOnce re-sends every committed proposal, as a
+// client would after losing the reply: the state machine must answer the
+// repeat from its dedup table.
+func TestRetriedProposalAppliedOnce(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	n := c.Node(2) // a follower or the leader: either way through Raft
+	kv := n.KV()
+	rev1, err := kv.Put(ctx, "k", []byte("v1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type resend struct {
+		rev int64
+		ok  bool
+		err error
+	}
+	var got []resend
+	dister.SetProposeHook(n, func(ctx context.Context, shardID uint64, cmd []byte) {
+		rev, ok, err := dister.ProposeAgain(ctx, n, shardID, cmd)
+		got = append(got, resend{rev, ok, err})
+	})
+	rev2, err := kv.Put(ctx, "k", []byte("v2"), dister.IfModRevision(rev1))
+	if err != nil {
+		t.Fatalf("CAS with a retried proposal: %v", err)
+	}
+	dister.SetProposeHook(n, nil)
+	if len(got) != 1 || got[0].err != nil || got[0].rev != rev2 || !got[0].ok {
+		t.Fatalf("the repeat must answer like the original (rev %d, succeeded): %+v", rev2, got)
+	}
+	e, err := kv.Get(ctx, "k", dister.Linearizable())
+	if err != nil || e.Version != 2 || e.ModRevision != rev2 {
+		t.Fatalf("applied twice? %+v %v", e, err)
+	}
+	// The repeat did not take a revision of its own with a change in it.
+	if r, _ := kv.Revision(ctx, dister.Linearizable()); r < rev2 {
+		t.Fatalf("revision %d", r)
+	}
+}
+
+// TestNoQuorum stops two of three servers: writes and linearizable reads
+// on the survivor fail with ErrNoQuorum and the ctx error. (The refused
+// write may still commit once a majority is back, as in any Raft system:
+// it was never acknowledged, not rolled back.)
+func TestNoQuorum(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	if _, err := c.Node(1).KV().Put(ctx, "k", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop(2)
+	c.Stop(3)
+	short, cancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel()
+	_, err := c.Node(1).KV().Put(short, "k", []byte("minority"))
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, dister.ErrNoQuorum) {
+		t.Fatalf("write on a minority: %v", err)
+	}
+	short2, cancel2 := context.WithTimeout(ctx, 1500*time.Millisecond)
+	defer cancel2()
+	if _, err := c.Node(1).KV().Get(short2, "k", dister.Linearizable()); !errors.Is(err, dister.ErrNoQuorum) {
+		t.Fatalf("linearizable read on a minority: %v", err)
+	}
+	// A stale read still answers, with the old value.
+	e, err := c.Node(1).KV().Get(ctx, "k", dister.Stale())
+	if err != nil || string(e.Value) != "before" {
+		t.Fatalf("stale read: %+v %v", e, err)
+	}
+	c.Restart(2)
+	if _, err := c.Node(2).KV().Put(ctx, "k", []byte("after")); err != nil {
+		t.Fatalf("write once a majority is back: %v", err)
+	}
+	e, err = c.Node(1).KV().Get(ctx, "k", dister.Linearizable())
+	if err != nil || string(e.Value) != "after" {
+		t.Fatalf("after quorum is back: %+v %v", e, err)
+	}
+}
+
+// TestSessionAndMinRevision: a Node reads its own writes through a
+// follower, and MinRevision carries a session to another server.
+func TestSessionAndMinRevision(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	leader := c.Leader()
+	var f1, f2 uint64
+	for _, id := range c.IDs() {
+		if id != leader {
+			if f1 == 0 {
+				f1 = id
+			} else {
+				f2 = id
+			}
+		}
+	}
+	for i := range 200 {
+		v := []byte{byte(i)}
+		rev, err := c.Node(f1).KV().Put(ctx, "s", v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, err := c.Node(f1).KV().Get(ctx, "s") // session read (default)
+		if err != nil || e.ModRevision < rev {
+			t.Fatalf("own write not visible: rev %d, read %+v %v", rev, e, err)
+		}
+		e, err = c.Node(f2).KV().Get(ctx, "s", dister.Stale(), dister.MinRevision(rev))
+		if err != nil || e.ModRevision < rev {
+			t.Fatalf("MinRevision(%d) on another server: %+v %v", rev, e, err)
+		}
+	}
+}
+
+func TestCloseIdempotent(t *testing.T) {
+	c := testcluster.New(t, 1)
+	n := c.Node(1)
+	c.Stop(1)
+	if err := n.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if _, err := n.KV().Put(ctxT(t), "k", nil); !errors.Is(err, dister.ErrClosed) {
+		t.Fatalf("put after close: %v", err)
+	}
+	if _, err := n.KV().Get(ctxT(t), "k"); !errors.Is(err, dister.ErrClosed) {
+		t.Fatalf("get after close: %v", err)
+	}
+}
+
+func TestOpenValidation(t *testing.T) {
+	dir := t.TempDir()
+	a, b := "127.0.0.1:1", "127.0.0.1:2"
+	cases := []struct {
+		name string
+		o    dister.Options
+	}{
+		{"no data dir", dister.Options{NodeID: 1, RaftAddr: a, PeerAddr: b}},
+		{"bad raft addr", dister.Options{NodeID: 1, DataDir: dir, RaftAddr: "nope", PeerAddr: b}},
+		{"same addrs", dister.Options{NodeID: 1, DataDir: dir, RaftAddr: a, PeerAddr: a}},
+		{"join without servers", dister.Options{DataDir: dir, RaftAddr: a, PeerAddr: b, Join: true}},
+		{"self not in members", dister.Options{NodeID: 1, DataDir: dir, RaftAddr: a, PeerAddr: b,
+			InitialMembers: map[uint64]dister.Peer{2: {RaftAddr: a, PeerAddr: b}}}},
+		{"members addr mismatch", dister.Options{NodeID: 1, DataDir: dir, RaftAddr: a, PeerAddr: b,
+			InitialMembers: map[uint64]dister.Peer{1: {RaftAddr: "127.0.0.1:3", PeerAddr: b}}}},
+		{"unknown role", dister.Options{Role: 7, NodeID: 1, DataDir: dir, RaftAddr: a, PeerAddr: b}},
+		{"no node id", dister.Options{DataDir: dir, RaftAddr: a, PeerAddr: b}},
+		{"election too short", dister.Options{NodeID: 1, DataDir: dir, RaftAddr: a, PeerAddr: b, ElectionRTT: 2}},
+	}
+	for _, tc := range cases {
+		if _, err := dister.Open(ctxT(t), tc.o); !errors.Is(err, dister.ErrInvalid) {
+			t.Errorf("%s: %v", tc.name, err)
+		}
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met in 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
