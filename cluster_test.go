@@ -137,6 +137,7 @@ func TestOpenOneAfterAnother(t *testing.T) {
 	for id := uint64(1); id <= 3; id++ {
 		members[id] = dister.Peer{RaftAddr: testcluster.FreeAddr(t), PeerAddr: testcluster.FreeAddr(t)}
 	}
+	dirs := []string{t.TempDir(), t.TempDir(), t.TempDir()} // before the Cleanup below, so removed after it
 	var nodes []*dister.Node
 	t.Cleanup(func() {
 		for _, n := range nodes {
@@ -144,7 +145,7 @@ func TestOpenOneAfterAnother(t *testing.T) {
 		}
 	})
 	for id := uint64(1); id <= 3; id++ {
-		n, err := dister.Open(ctxT(t), dister.Options{NodeID: id, DataDir: t.TempDir(),
+		n, err := dister.Open(ctxT(t), dister.Options{NodeID: id, DataDir: dirs[id-1],
 			RaftAddr: members[id].RaftAddr, PeerAddr: members[id].PeerAddr, InitialMembers: members,
 			Logger: testcluster.Logger()})
 		if err != nil {
@@ -186,7 +187,7 @@ func TestAddServerAndJoin(t *testing.T) {
 	if _, err := c.Node(2).AddServer(ctx, 5, p); !errors.Is(err, dister.ErrConflict) {
 		t.Fatalf("AddServer with a taken Raft address and another id: %v", err)
 	}
-	o := dister.Options{NodeID: 4, DataDir: t.TempDir(), RaftAddr: p.RaftAddr, PeerAddr: p.PeerAddr,
+	o := dister.Options{NodeID: 4, DataDir: c.DataDir(), RaftAddr: p.RaftAddr, PeerAddr: p.PeerAddr,
 		Join: true, Servers: []string{c.Options(1).PeerAddr}, Logger: testcluster.Logger()}
 	n4, err := dister.Open(ctx, o)
 	if err != nil {
@@ -215,19 +216,19 @@ func TestAddServerAndJoin(t *testing.T) {
 	}
 }
 
-// waitVoters waits until n reports want members that are all alive.
+// waitVoters waits until n reports want members, all alive voters.
 func waitVoters(t *testing.T, n *dister.Node, want int) {
 	t.Helper()
 	ctx := ctxT(t)
 	for {
 		ms, err := n.Members(ctx)
-		alive := 0
+		ok := 0
 		for _, m := range ms {
-			if m.Alive {
-				alive++
+			if m.Alive && m.Voter {
+				ok++
 			}
 		}
-		if err == nil && alive == want {
+		if err == nil && ok == want && len(ms) == want {
 			return
 		}
 		select {

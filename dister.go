@@ -30,6 +30,7 @@ type Member struct {
 	Peer
 	Leader bool // leads group "default"
 	Alive  bool // answered just now
+	Voter  bool // votes in the catalog and the default group (false while a new server catches up)
 }
 
 // Open starts a server: it bootstraps a new cluster (InitialMembers),
@@ -211,7 +212,7 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 	out := make([]Member, len(ms))
 	for i, m := range ms {
 		out[i] = Member{ID: m.ID, Peer: Peer{RaftAddr: m.Peer.RaftAddr, PeerAddr: m.Peer.PeerAddr},
-			Leader: m.Leader, Alive: m.Alive}
+			Leader: m.Leader, Alive: m.Alive, Voter: m.Voter}
 	}
 	return out, nil
 }

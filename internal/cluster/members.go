@@ -21,6 +21,7 @@ type Member struct {
 	Peer   Peer
 	Leader bool // leads the default group
 	Alive  bool // answered a status call just now
+	Voter  bool // votes in the system shard and the default group
 }
 
 // ValidAddr checks a host:port address.
@@ -196,10 +197,20 @@ func (e *Engine) Members(ctx context.Context) ([]Member, error) {
 	if err != nil {
 		return nil, err
 	}
+	sys, err := e.host.Membership(ctx, SystemShard)
+	if err != nil {
+		return nil, err
+	}
+	def, err := e.host.Membership(ctx, DefaultShard)
+	if err != nil {
+		return nil, err
+	}
 	leader, _ := e.host.Leader(DefaultShard)
 	out := make([]Member, 0, len(cat.servers))
 	for id, p := range cat.servers {
-		out = append(out, Member{ID: id, Peer: p, Leader: id == leader, Alive: id == e.cfg.NodeID})
+		_, v1 := sys.Voters[id]
+		_, v2 := def.Voters[id]
+		out = append(out, Member{ID: id, Peer: p, Leader: id == leader, Alive: id == e.cfg.NodeID, Voter: v1 && v2})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
 	pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)

@@ -19,6 +19,7 @@ import (
 // Cluster is a set of servers bootstrapped together.
 type Cluster struct {
 	tb    testing.TB
+	base  string // every server's DataDir is below it; removed after CloseAll
 	mu    sync.Mutex
 	nodes map[uint64]*dister.Node
 	opts  map[uint64]dister.Options
@@ -32,7 +33,9 @@ type Option func(*dister.Options)
 // they are ready.
 func New(tb testing.TB, n int, opts ...Option) *Cluster {
 	tb.Helper()
-	c := &Cluster{tb: tb, nodes: map[uint64]*dister.Node{}, opts: map[uint64]dister.Options{}}
+	// TempDir first: cleanups run last-in first-out, so the servers are
+	// closed before their data is removed.
+	c := &Cluster{tb: tb, base: tb.TempDir(), nodes: map[uint64]*dister.Node{}, opts: map[uint64]dister.Options{}}
 	c.tune = func(o *dister.Options) {
 		for _, f := range opts {
 			f(o)
@@ -46,7 +49,7 @@ func New(tb testing.TB, n int, opts ...Option) *Cluster {
 	for id := uint64(1); id <= uint64(n); id++ {
 		o := dister.Options{
 			NodeID:         id,
-			DataDir:        tb.TempDir(),
+			DataDir:        c.dataDir(),
 			RaftAddr:       members[id].RaftAddr,
 			PeerAddr:       members[id].PeerAddr,
 			InitialMembers: members,
@@ -173,7 +176,7 @@ func (c *Cluster) Join(id uint64) *dister.Node {
 	}
 	o := dister.Options{
 		NodeID:   id,
-		DataDir:  c.tb.TempDir(),
+		DataDir:  c.dataDir(),
 		RaftAddr: FreeAddr(c.tb),
 		PeerAddr: FreeAddr(c.tb),
 		Join:     true,
@@ -211,6 +214,20 @@ func (c *Cluster) CloseAll() {
 	}
 	wg.Wait()
 }
+
+// dataDir makes a fresh directory for one server.
+func (c *Cluster) dataDir() string {
+	c.tb.Helper()
+	d, err := os.MkdirTemp(c.base, "server-")
+	if err != nil {
+		c.tb.Fatal(err)
+	}
+	return d
+}
+
+// DataDir returns a fresh directory below the cluster's, for a server the
+// test opens itself and hands to Adopt.
+func (c *Cluster) DataDir() string { return c.dataDir() }
 
 // FreeAddr returns a loopback host:port that was free a moment ago.
 func FreeAddr(tb testing.TB) string {
