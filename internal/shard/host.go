@@ -283,13 +283,23 @@ func (h *Host) stateDir(shardID uint64) string {
 	return filepath.Join(h.cfg.DataDir, "state", fmt.Sprintf("shard-%d", shardID))
 }
 
-// Leader reports the leader this host knows of for shardID.
+// Leader reports the leader this host knows of for shardID. dragonboat
+// publishes a new leader to its event listener and to GetLeaderID at
+// different moments, so either one counts.
 func (h *Host) Leader(shardID uint64) (uint64, bool) {
 	id, _, ok, err := h.nh.GetLeaderID(shardID)
-	if err != nil || !ok {
+	if err == nil && ok {
+		return id, true
+	}
+	if err != nil {
 		return 0, false
 	}
-	return id, true
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if ls := h.leaders[shardID]; ls != nil && ls.id != 0 {
+		return ls.id, true
+	}
+	return 0, false
 }
 
 // leaderChanged returns a channel closed at the next leader change of
