@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/bloom"
 
 	"github.com/dister/dister/internal/errs"
 )
@@ -154,11 +155,19 @@ func openPebble(path string) (*pebble.DB, error) {
 	// Many groups each hold one of these: keep the fixed memory small.
 	cache := pebble.NewCache(8 << 20)
 	defer cache.Unref()
-	db, err := pebble.Open(path, &pebble.Options{
+	opts := &pebble.Options{
 		Cache:        cache,
 		MemTableSize: 4 << 20,
 		Logger:       quietLogger{},
-	})
+	}
+	// Bloom filters: every Update looks up its dedup id, which is almost
+	// always absent, and a Put's key, which often is; without filters each
+	// miss reads a block of every level.
+	opts.Levels = make([]pebble.LevelOptions, 7)
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(path, opts)
 	if err != nil {
 		return nil, fmt.Errorf("fsm: open pebble %s: %w", path, err)
 	}

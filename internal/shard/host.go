@@ -91,6 +91,11 @@ type Host struct {
 	machines map[uint64]*fsm.StateMachine // shardID -> running state machine
 	learners map[uint64]bool              // shards run as non-voters (see roles.go)
 	leaders  map[uint64]*leaderState
+	readers  map[uint64]*readBatcher // linearizable read rounds per shard
+
+	life   context.Context // ends at Close; bounds work the host starts itself
+	end    context.CancelFunc
+	rounds sync.WaitGroup // read-round goroutines
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -110,7 +115,9 @@ func NewHost(cfg Config) (*Host, error) {
 		machines: make(map[uint64]*fsm.StateMachine),
 		learners: make(map[uint64]bool),
 		leaders:  make(map[uint64]*leaderState),
+		readers:  make(map[uint64]*readBatcher),
 	}
+	h.life, h.end = context.WithCancel(context.Background())
 	raftDir := filepath.Join(cfg.DataDir, "raft")
 	if err := os.MkdirAll(raftDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create raft dir: %w", err)
@@ -143,6 +150,8 @@ func NewHost(cfg Config) (*Host, error) {
 func (h *Host) Close() {
 	h.closeOnce.Do(func() {
 		h.closed.Store(true)
+		h.end()
+		h.rounds.Wait()
 		h.nh.Close()
 		h.mu.Lock()
 		for _, ls := range h.leaders {

@@ -37,23 +37,6 @@ func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (fsm.Res
 	return fsm.Result{Value: res.Value, Data: res.Data}, nil
 }
 
-// Read answers q from the local replica after a ReadIndex round, so it
-// reflects every write committed before Read was called (linearizable).
-func (h *Host) Read(ctx context.Context, shardID uint64, q any) (any, error) {
-	_, rs, err := h.attempt(ctx, shardID, func(t time.Duration) (*dragonboat.RequestState, error) {
-		return h.nh.ReadIndex(shardID, t)
-	})
-	if err != nil {
-		return nil, err
-	}
-	v, err := h.nh.ReadLocalNode(rs, q)
-	rs.Release()
-	if err != nil {
-		return nil, translate(err)
-	}
-	return v, nil
-}
-
 // StaleRead answers q from the local replica as it is now.
 func (h *Host) StaleRead(ctx context.Context, shardID uint64, q any) (any, error) {
 	backoff := time.Millisecond
