@@ -236,6 +236,24 @@ func TestOpenValidation(t *testing.T) {
 			t.Errorf("%s: %v", tc.name, err)
 		}
 	}
+	// A port in use is a configuration problem too, and nothing is left running.
+	c := testcluster.New(t, 1)
+	busy := c.Options(1)
+	_, err := dister.Open(ctxT(t), dister.Options{NodeID: 2, DataDir: t.TempDir(), RaftAddr: testcluster.FreeAddr(t), PeerAddr: busy.PeerAddr})
+	if !errors.Is(err, dister.ErrInvalid) {
+		t.Errorf("peer port in use: %v", err)
+	}
+	_, err = dister.Open(ctxT(t), dister.Options{NodeID: 2, DataDir: t.TempDir(), RaftAddr: busy.RaftAddr, PeerAddr: testcluster.FreeAddr(t)})
+	if !errors.Is(err, dister.ErrInvalid) {
+		t.Errorf("raft port in use: %v", err)
+	}
+	// Restarting with another RaftAddr is refused.
+	c.Stop(1)
+	moved := busy
+	moved.RaftAddr, moved.InitialMembers = testcluster.FreeAddr(t), nil
+	if _, err := dister.Open(ctxT(t), moved); !errors.Is(err, dister.ErrInvalid) {
+		t.Errorf("restart with a new RaftAddr: %v", err)
+	}
 }
 
 func waitFor(t *testing.T, cond func() bool) {

@@ -101,7 +101,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		cfg.ReconcileInterval = time.Second
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
+		return nil, fmt.Errorf("create data dir: %v: %w", err, errs.Invalid)
 	}
 	e := &Engine{
 		cfg:     cfg,
@@ -155,6 +155,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 			return nil, err
 		}
 	}
+	if !restart {
+		if err := e.saveIdentity(); err != nil {
+			return nil, err
+		}
+	}
 	rctx, cancel := context.WithCancel(context.Background())
 	e.stop = cancel
 	go e.reconcileLoop(rctx)
@@ -195,15 +200,22 @@ func (e *Engine) identify(ctx context.Context) (id uint64, restart bool, err err
 		return 0, false, fmt.Errorf("NodeID is required on a first start without Join (no %s in %s): %w",
 			identityFile, e.cfg.DataDir, errs.Invalid)
 	}
-	idn, _ := json.Marshal(identity{NodeID: id, RaftAddr: e.cfg.RaftAddr, PeerAddr: e.cfg.PeerAddr})
+	return id, false, nil
+}
+
+// saveIdentity records the server's id once it has started, so a start
+// that failed (a port in use, say) leaves nothing behind to contradict.
+func (e *Engine) saveIdentity() error {
+	path := filepath.Join(e.cfg.DataDir, identityFile)
+	idn, _ := json.Marshal(identity{NodeID: e.cfg.NodeID, RaftAddr: e.cfg.RaftAddr, PeerAddr: e.cfg.PeerAddr})
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, idn, 0o640); err != nil {
-		return 0, false, fmt.Errorf("write %s: %w", tmp, err)
+		return fmt.Errorf("write %s: %v: %w", tmp, err, errs.Invalid)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return 0, false, fmt.Errorf("write %s: %w", path, err)
+		return fmt.Errorf("write %s: %v: %w", path, err, errs.Invalid)
 	}
-	return id, false, nil
+	return nil
 }
 
 // bootstrapMembers is what the system and default shards start with on a

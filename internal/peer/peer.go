@@ -57,7 +57,7 @@ type Server struct {
 func Listen(addr string, h Handler, log *slog.Logger) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on peer address %s: %w", addr, err)
+		return nil, fmt.Errorf("listen on peer address %s: %v: %w", addr, err, errs.Invalid)
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /peer/v1/join", func(w http.ResponseWriter, r *http.Request) {

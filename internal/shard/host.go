@@ -120,7 +120,7 @@ func NewHost(cfg Config) (*Host, error) {
 	h.life, h.end = context.WithCancel(context.Background())
 	raftDir := filepath.Join(cfg.DataDir, "raft")
 	if err := os.MkdirAll(raftDir, 0o750); err != nil {
-		return nil, fmt.Errorf("create raft dir: %w", err)
+		return nil, fmt.Errorf("create raft dir: %v: %w", err, errs.Invalid)
 	}
 	logdb := config.GetTinyMemLogDBConfig()
 	// One LogDB shard: every group's entries share one WAL and one fsync
@@ -140,7 +140,9 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
-		return nil, fmt.Errorf("start raft host: %w", translate(err))
+		// Address in use, unusable directory, or a data dir written with
+		// other settings: all problems of the configuration.
+		return nil, fmt.Errorf("start raft host on %s in %s: %v: %w", cfg.RaftAddr, raftDir, err, errs.Invalid)
 	}
 	h.nh = nh
 	return h, nil
