@@ -24,6 +24,31 @@ type Node struct {
 	closeErr  error
 }
 
+// Status is what a server reports about itself, without a network round
+// trip.
+type Status struct {
+	NodeID  uint64
+	Role    Role
+	Version string
+	Groups  []GroupStatus // the groups this server hosts, sorted by name
+}
+
+// GroupStatus is one hosted group as this server sees it.
+type GroupStatus struct {
+	Name     string
+	Leader   uint64 // 0 = no leader known
+	Revision int64  // the last revision this server applied
+}
+
+// Status reports this server's view of itself and its groups.
+func (n *Node) Status() Status {
+	st := Status{NodeID: n.ID(), Role: RoleServer, Version: Version}
+	for _, g := range n.e.GroupStates() {
+		st.Groups = append(st.Groups, GroupStatus{Name: g.Name, Leader: g.Leader, Revision: g.Revision})
+	}
+	return st
+}
+
 // Member is one server of the cluster.
 type Member struct {
 	ID uint64
@@ -68,6 +93,7 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		Join:           o.Join,
 		Servers:        o.Servers,
 		Logger:         o.Logger,
+		Metrics:        o.Metrics,
 		Shard: shard.Config{
 			RTT:                o.RTT,
 			ElectionRTT:        o.ElectionRTT,

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/dister/dister/internal/cluster"
 	"github.com/dister/dister/internal/errs"
 )
@@ -65,6 +67,11 @@ type Options struct {
 	// CompactionOverhead: entries kept in the log behind a snapshot, so a
 	// follower slightly behind catches up without a snapshot. Zero = 5,000.
 	CompactionOverhead uint64
+	// Metrics receives the Node's Prometheus series (proposals by group and
+	// result, proposal latency, leader changes, each group's revision and
+	// leader). Nil = none. A registry takes one Node at a time; Close
+	// unregisters its series.
+	Metrics prometheus.Registerer
 	// Logger receives the Node's logs and the Raft engine's warnings. Nil =
 	// slog.Default(). The engine's logger is process-wide: with several
 	// Nodes in one process, engine messages go to the last opened one's.

@@ -15,9 +15,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/peer"
@@ -45,6 +48,8 @@ type Config struct {
 	Servers        []string
 	Shard          shard.Config // NodeID, DataDir, RaftAddr, Logger and callbacks are set by Open
 	Logger         *slog.Logger
+	// Metrics receives the engine's Prometheus series; nil = none.
+	Metrics prometheus.Registerer
 	// ReconcileInterval is the period of the catalog/membership pass that
 	// also runs on every catalog change; 0 = 1s.
 	ReconcileInterval time.Duration
@@ -68,6 +73,7 @@ type Engine struct {
 	seq     atomic.Uint64 // the second half
 	floors  sync.Map      // shard id -> *atomic.Uint64, the session-read floor
 	hook    atomic.Pointer[txnHook]
+	metrics *metrics
 
 	mu      sync.Mutex
 	groups  map[string]groupRecord // catalog as last applied locally
@@ -142,9 +148,15 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		if shardID == SystemShard {
 			e.kick()
 		}
+		if name, ok := e.shardNames()[shardID]; ok {
+			e.metrics.leaderChange(name)
+		}
 	}
 	if e.host, err = shard.NewHost(sc); err != nil {
 		return nil, err
+	}
+	if e.metrics, err = newMetrics(e, cfg.Metrics); err != nil {
+		return nil, fmt.Errorf("%v: %w", err, errs.Invalid)
 	}
 	if e.peerSrv, err = peer.Listen(cfg.PeerAddr, (*peerHandler)(e), e.log); err != nil {
 		return nil, err
@@ -278,6 +290,7 @@ func (e *Engine) Close() error {
 		if e.peerSrv != nil {
 			e.cerr = e.peerSrv.Close()
 		}
+		e.metrics.unregister()
 		if e.host != nil {
 			e.host.Close()
 		}
@@ -320,4 +333,26 @@ func (e *Engine) Leader(ctx context.Context, group string) (uint64, error) {
 	}
 	id, _ := e.host.Leader(sid)
 	return id, nil
+}
+
+// GroupState is what this server knows of one group it hosts.
+type GroupState struct {
+	Name     string
+	Leader   uint64 // 0 = none known
+	Revision int64  // last applied here
+}
+
+// GroupStates lists the groups this server hosts, sorted by name, without
+// any network round trip.
+func (e *Engine) GroupStates() []GroupState {
+	var out []GroupState
+	for sid, name := range e.shardNames() {
+		if sid == SystemShard {
+			continue
+		}
+		leader, _ := e.host.Leader(sid)
+		out = append(out, GroupState{Name: name, Leader: leader, Revision: int64(e.host.Applied(sid))})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }

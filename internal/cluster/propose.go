@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
@@ -35,7 +36,13 @@ func (e *Engine) Txn(ctx context.Context, group string, t *fsm.Txn) (*fsm.TxnRes
 	if err != nil {
 		return nil, err
 	}
-	return e.txn(ctx, sid, t)
+	if group == "" {
+		group = DefaultGroup
+	}
+	start := time.Now()
+	r, err := e.txn(ctx, sid, t)
+	e.metrics.proposal(group, start, err, err == nil && r.Succeeded)
+	return r, err
 }
 
 // txnHook, when set (tests only), is called with every encoded proposal
