@@ -1,12 +1,30 @@
 // Package standalone serves a dister Node over HTTP: the /v1 REST API of
-// DESIGN.md, the legacy API of dister v1.5 (/kv, /node, ...), /healthz,
-// /readyz and /metrics. It is what the dister daemon runs, and a Go program
-// can mount it beside its own routes. It uses only the public dister API.
+// DESIGN.md, the legacy API of dister v1.5 (/kv, /node), /healthz, /readyz
+// and /metrics. It is what the dister daemon runs, and a Go program can
+// mount it beside its own routes. It uses only the public dister API.
+//
+// Conventions of /v1 (see each file for its routes' JSON):
+//   - ?group=NAME selects the group (default "default"); an unknown group
+//     is 404 group_not_found.
+//   - ?timeout=DURATION (a Go duration such as "500ms", at most 5m) bounds
+//     the request; without it Options.RequestTimeout applies. When it runs
+//     out the answer is 504 timeout, or 503 no_quorum when the cluster had
+//     no leader or majority meanwhile.
+//   - Unknown query parameters are refused (400 invalid), so that an option
+//     this version does not know (e.g. ?lease= before leases exist) is
+//     never silently ignored.
+//   - Every response carries X-Dister-Revision: the revision a read was
+//     served at or a write made, otherwise the selected group's revision on
+//     this server (omitted only when that cannot be read, e.g. the group
+//     does not exist or the Node is closed).
+//   - Errors are {"error":{"code":"...","message":"..."}}; codes and HTTP
+//     statuses are in errors.go.
 package standalone
 
 import (
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,34 +41,68 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics is the registry /metrics serves and where the HTTP series
 	// are registered (give the same registry to dister.Options.Metrics to
-	// serve the Node's series too). Nil = a new registry of the Server's own.
+	// serve the Node's series too). Nil = a new registry of the Server's own,
+	// which also gets the Go runtime and process collectors.
 	Metrics *prometheus.Registry
 	// MaxBodyBytes bounds request bodies. Zero = 2 MiB (a 1 MiB value plus
 	// room for JSON escaping).
 	MaxBodyBytes int64
+	// RequestTimeout bounds a request without ?timeout=. Zero = 10s.
+	RequestTimeout time.Duration
+	// ReadyTimeout is how long /readyz waits for every group to have a
+	// leader before answering 503. Zero = 1s.
+	ReadyTimeout time.Duration
 }
+
+const (
+	defaultMaxBody        = 2 << 20
+	defaultRequestTimeout = 10 * time.Second
+	defaultReadyTimeout   = time.Second
+	maxRequestTimeout     = 5 * time.Minute
+)
 
 // Server is the HTTP face of one Node.
 type Server struct {
-	node   *dister.Node
-	opts   Options
-	engine *gin.Engine
+	node    *dister.Node
+	opts    Options
+	engine  *gin.Engine
+	metrics *httpMetrics
 }
 
 // New builds the handler for n. It starts no goroutine; serve it with an
-// http.Server.
+// http.Server. Servers may share a registry: the HTTP series are
+// registered once and shared.
 func New(n *dister.Node, o Options) *Server {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
 	if o.Metrics == nil {
-		o.Metrics = prometheus.NewRegistry()
+		o.Metrics = newOwnRegistry()
 	}
-	if o.MaxBodyBytes == 0 {
-		o.MaxBodyBytes = 2 << 20
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = defaultMaxBody
 	}
-	gin.SetMode(gin.ReleaseMode)
-	s := &Server{node: n, opts: o, engine: gin.New()}
+	if o.RequestTimeout <= 0 {
+		o.RequestTimeout = defaultRequestTimeout
+	}
+	if o.ReadyTimeout <= 0 {
+		o.ReadyTimeout = defaultReadyTimeout
+	}
+	// Debug mode prints every route to stdout: silence it, but leave a mode
+	// the embedding program chose (GIN_MODE or SetMode) alone.
+	if gin.Mode() == gin.DebugMode {
+		gin.SetMode(gin.ReleaseMode)
+	}
+	e := gin.New()
+	// Keys are the raw rest of the path: "a//b", "/a" and "a/" are keys of
+	// their own, so the router must neither clean nor redirect.
+	e.RedirectTrailingSlash = false
+	e.RedirectFixedPath = false
+	e.RemoveExtraSlash = false
+	e.UseRawPath = false
+	e.UseEscapedPath = false
+	e.HandleMethodNotAllowed = true
+	s := &Server{node: n, opts: o, engine: e, metrics: newHTTPMetrics(o.Metrics, o.Logger)}
 	s.routes()
 	return s
 }
@@ -59,5 +111,40 @@ func New(n *dister.Node, o Options) *Server {
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.engine.ServeHTTP(w, r) }
 
 func (s *Server) routes() {
-	s.engine.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	e := s.engine
+	// Metrics outermost so that they count what recovery and auth answer;
+	// recovery before auth so that nothing escapes it.
+	e.Use(s.observe, s.recover, s.auth, s.limitBody)
+	e.NoRoute(s.noRoute)
+	e.NoMethod(s.noMethod)
+
+	e.GET("/healthz", s.healthz)
+	e.GET("/readyz", s.deadline(true), s.readyz)
+	e.GET("/metrics", s.serveMetrics)
+
+	v1 := e.Group("/v1", s.deadline(true), s.selectGroup)
+	v1.GET("/kv", s.listKV)
+	v1.GET("/kv/*key", s.getKV)
+	v1.PUT("/kv/*key", s.putKV)
+	v1.DELETE("/kv/*key", s.deleteKV)
+	v1.POST("/txn", s.txn)
+	v1.GET("/groups", s.listGroups)
+	v1.GET("/groups/:name", s.getGroup)
+	v1.PUT("/groups/:name", s.createGroup)
+	v1.DELETE("/groups/:name", s.deleteGroup)
+	v1.GET("/members", s.listMembers)
+	v1.GET("/members/:id", s.getMember)
+	v1.PUT("/members/:id", s.addMember)
+	v1.DELETE("/members/:id", s.removeMember)
+	v1.GET("/status", s.status)
+
+	legacy := e.Group("", s.deadline(false))
+	legacy.GET("/kv", s.legacyGetKV)
+	legacy.POST("/kv", s.legacyPutKV)
+	legacy.PUT("/kv", s.legacyPutKV)
+	legacy.DELETE("/kv", s.legacyDeleteKV)
+	legacy.GET("/node", s.legacyGetNodes)
+	legacy.POST("/node", s.legacyAddNodes)
+	legacy.PUT("/node", s.legacyAddNodes)
+	legacy.DELETE("/node", s.legacyDeleteNodes)
 }
