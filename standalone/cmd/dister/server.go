@@ -1,0 +1,168 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+
+	"github.com/dister/dister"
+	"github.com/dister/dister/standalone"
+)
+
+const (
+	// openTimeout bounds Open; a join waits in it for the cluster's leader.
+	openTimeout = time.Minute
+	// shutdownTimeout is how long in-flight requests get to finish after
+	// SIGINT/SIGTERM before their connections are cut.
+	shutdownTimeout = 10 * time.Second
+)
+
+func newServerCmd(stdout, stderr io.Writer, getenv env) *cobra.Command {
+	d := defaultServerConfig()
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run a dister server with its REST API",
+		Long: `Run a dister server with its REST API.
+
+A first start without --initial-member or --join makes a cluster of this
+server alone (node id 1 unless --node-id says otherwise). A restart from an
+existing --data-dir needs none of them: the id is read from the data dir.
+
+Settings come from, strongest first: flags, DISTER_* variables (DISTER_NODE_ID,
+DISTER_DATA_DIR, DISTER_RAFT_ADDR, DISTER_PEER_ADDR, DISTER_HTTP_ADDR,
+DISTER_INITIAL_MEMBER (entries separated by spaces or ';'), DISTER_JOIN,
+DISTER_TOKEN, DISTER_LOG_LEVEL, DISTER_CONFIG), the YAML file of --config
+(keys named as the flags: node-id, data-dir, initial-member: [...], ...),
+and the defaults.`,
+		Args: noArgs,
+	}
+	f := cmd.Flags()
+	f.Uint64("node-id", 0, "this server's id, > 0 (default: its --initial-member entry by --raft-addr, the data dir's on a restart, the cluster's on --join, else 1)")
+	f.String("data-dir", d.DataDir, "directory of the Raft log and state")
+	f.String("raft-addr", d.RaftAddr, "host:port of the Raft transport (fixed after the first start)")
+	f.String("peer-addr", d.PeerAddr, "host:port of the server-to-server RPC")
+	f.String("http-addr", d.HTTPAddr, "host:port of the REST API (a non-loopback address needs --token)")
+	f.StringArray("initial-member", nil, "`ID=RAFTADDR,PEERADDR` of a server bootstrapping a new cluster, this one included (repeatable)")
+	f.StringArray("join", nil, "`PEERADDR` of a running server to join the cluster through (repeatable)")
+	f.String("config", "", "YAML `FILE` with the same settings as the flags")
+	f.String("token", "", "require 'Authorization: Bearer TOKEN' on every REST request")
+	f.String("log-level", d.LogLevel, "debug, info, warn or error (logs go to stderr)")
+	cmd.RunE = runE(func(c *cobra.Command, _ []string) error {
+		// Run as the root command ("dister" alone), c has none of these
+		// flags: every setting then comes from the environment or defaults.
+		cfg, err := loadServerConfig(f, getenv)
+		if err != nil {
+			return &usageError{err}
+		}
+		return serve(c.Context(), cfg, stdout, stderr)
+	})
+	return cmd
+}
+
+// serve runs the server until SIGINT or SIGTERM, then stops taking
+// requests, lets those in flight finish, and closes the node.
+func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) error {
+	level, err := cfg.logLevel()
+	if err != nil {
+		return &usageError{err}
+	}
+	if err := cfg.checkExposure(); err != nil {
+		return &usageError{err}
+	}
+	opts, err := cfg.openOptions()
+	if err != nil {
+		return &usageError{err}
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	opts.Logger, opts.Metrics = logger, reg
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	// Listen before opening the node so that a busy port fails the start
+	// before anything is written to the data dir.
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on --http-addr: %w", err)
+	}
+	defer ln.Close()
+
+	octx, cancel := context.WithTimeout(ctx, openTimeout)
+	node, err := dister.Open(octx, opts)
+	cancel()
+	if err != nil {
+		return err
+	}
+	defer node.Close()
+
+	srv := &http.Server{
+		Handler: standalone.New(node, standalone.Options{
+			Token: cfg.Token, Logger: logger, Metrics: reg,
+		}),
+		ReadHeaderTimeout: 10 * time.Second,
+		// Idle keep-alive connections of clients that vanished are not
+		// kept forever.
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    log.New(&slogWriter{logger}, "", 0),
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+
+	dir, _ := filepath.Abs(cfg.DataDir)
+	fmt.Fprintf(stdout, "dister %s: node %d serving HTTP on http://%s (Raft %s, peer %s), data in %s\n",
+		dister.Version, node.ID(), ln.Addr(), cfg.RaftAddr, cfg.PeerAddr, dir)
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve HTTP: %w", err)
+	case <-ctx.Done():
+	}
+	// A second signal now kills the process the default way.
+	stop()
+	logger.Info("shutting down: finishing in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("in-flight requests did not finish in time; closing their connections", "err", err)
+		srv.Close()
+	}
+	if err := <-served; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		logger.Warn("serve HTTP", "err", err)
+	}
+	if err := node.Close(); err != nil {
+		return fmt.Errorf("close node: %w", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// slogWriter carries net/http's own error log (TLS handshakes, broken
+// connections) into the daemon's logger.
+type slogWriter struct{ l *slog.Logger }
+
+func (w *slogWriter) Write(p []byte) (int, error) {
+	w.l.Warn("http: " + string(trimNewline(p)))
+	return len(p), nil
+}
+
+func trimNewline(p []byte) []byte {
+	for len(p) > 0 && (p[len(p)-1] == '\n' || p[len(p)-1] == '\r') {
+		p = p[:len(p)-1]
+	}
+	return p
+}
