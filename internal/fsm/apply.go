@@ -9,6 +9,8 @@ import (
 	"math"
 
 	"github.com/cockroachdb/pebble"
+
+	"github.com/dister/dister/internal/errs"
 )
 
 // Record encoding (the value of a 'k' key):
@@ -56,7 +58,9 @@ func decodeRecord(v []byte) (h recordHeader, value []byte, err error) {
 }
 
 // applyEntry applies one entry into b. Only storage failures are returned:
-// a bad command becomes an error Result.
+// a bad command, or one that fails deterministically (missing lease,
+// duplicate grant), becomes an error Result with Value 0 and changes
+// nothing but the dedup table.
 func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry, dedupMin *uint64) error {
 	cmd, err := decodeCommand(e.Cmd, true)
 	if err != nil {
@@ -82,7 +86,11 @@ func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry, dedupMin *uint64) e
 			// has not removed them yet: the answer must not depend on how
 			// dragonboat happened to batch entries into Update calls.
 			if e.Index-idx < s.window { // idx < e.Index; no overflow for any window
-				e.Result = Result{Value: idx, Data: append([]byte(nil), v[8:]...)}
+				data := append([]byte(nil), v[8:]...)
+				if isErrorResult(data) {
+					idx = 0 // as the first time
+				}
+				e.Result = Result{Value: idx, Data: data}
 				return closer.Close()
 			}
 			staleIdx = idx
@@ -90,20 +98,38 @@ func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry, dedupMin *uint64) e
 		}
 	}
 
-	res, err := s.applyTxn(b, cmd.Txn, e.Index)
+	var (
+		txnRes   TxnResult
+		leaseRes LeaseResult
+		fail     error
+	)
+	switch cmd.Kind {
+	case KindTxn:
+		txnRes, fail, err = s.applyTxn(b, cmd.Txn, e.Index)
+	case KindLeaseGrant:
+		leaseRes, fail, err = s.applyGrant(b, cmd.Grant, e.Index)
+	case KindLeaseRevoke:
+		leaseRes, fail, err = s.applyRevoke(b, cmd.Revoke, e.Index)
+	case KindLeaseCheckpoint:
+		leaseRes, fail, err = s.applyCheckpoint(b, cmd.Checkpoint, e.Index)
+	}
 	if err != nil {
 		return err
 	}
+	value := e.Index
+	if fail != nil {
+		value = 0
+	}
 	if cmd.Session == 0 {
-		e.Result = Result{Value: e.Index, Data: encodeTxnResult(nil, &res)}
+		e.Result = Result{Value: value, Data: encodeOutcome(nil, cmd.Kind, &txnRes, &leaseRes, fail)}
 		return nil
 	}
 	// One buffer holds the dedup value (index + result); the Result shares
 	// its tail, which pebble copies on Set.
-	val := make([]byte, 8, 8+8+len(res.Ops)*4)
+	val := make([]byte, 8, 8+8+len(txnRes.Ops)*4+4*binary.MaxVarintLen64)
 	binary.BigEndian.PutUint64(val, e.Index)
-	val = encodeTxnResult(val, &res)
-	e.Result = Result{Value: e.Index, Data: val[8:len(val):len(val)]}
+	val = encodeOutcome(val, cmd.Kind, &txnRes, &leaseRes, fail)
+	e.Result = Result{Value: value, Data: val[8:len(val):len(val)]}
 	if err := b.Set(idKey[:], val, nil); err != nil {
 		return fmt.Errorf("fsm: dedup store: %w", err)
 	}
@@ -123,6 +149,19 @@ func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry, dedupMin *uint64) e
 		*dedupMin = e.Index
 	}
 	return nil
+}
+
+// encodeOutcome appends the encoded result of a command of kind to dst:
+// fail when set, else the result of that kind.
+func encodeOutcome(dst []byte, kind CmdKind, txn *TxnResult, lease *LeaseResult, fail error) []byte {
+	switch {
+	case fail != nil:
+		return append(dst, encodeError(fail)...)
+	case kind == KindTxn:
+		return encodeTxnResult(dst, txn)
+	default:
+		return encodeLeaseResult(dst, lease)
+	}
 }
 
 // trimDedup removes the dedup entries that fell out of the window at index
@@ -197,35 +236,51 @@ func getRecord(b *pebble.Batch, key []byte) (h recordHeader, value []byte, close
 }
 
 // applyTxn evaluates t against the state in b and writes the ops of the
-// branch taken, all at revision rev.
-func (s *StateMachine) applyTxn(b *pebble.Batch, t *Txn, rev uint64) (TxnResult, error) {
-	res := TxnResult{Succeeded: true, Revision: int64(rev)}
+// branch taken, all at revision rev. fail is the command's deterministic
+// error (a put's lease does not exist); nothing is written then.
+func (s *StateMachine) applyTxn(b *pebble.Batch, t *Txn, rev uint64) (res TxnResult, fail, err error) {
+	res = TxnResult{Succeeded: true, Revision: int64(rev)}
 	for i := range t.Compares {
 		ok, err := s.evalCompare(b, &t.Compares[i])
 		if err != nil {
-			return res, err
+			return res, nil, err
 		}
 		if !ok {
 			res.Succeeded = false
 			break
 		}
 	}
-	ops := t.Then
+	ops, branch := t.Then, "then"
 	if !res.Succeeded {
-		ops = t.Else
+		ops, branch = t.Else, "else"
 	}
 	if len(ops) == 0 {
-		return res, nil
+		return res, nil, nil
+	}
+	// No op of a txn creates or removes a lease, so whether a put's lease
+	// exists can be checked for all ops before any is applied.
+	var checked int64
+	for i := range ops {
+		if l := ops[i].Lease; ops[i].Type == OpPut && l != 0 && l != checked {
+			_, found, err := getLease(b, l)
+			if err != nil {
+				return res, nil, err
+			}
+			if !found {
+				return res, fmt.Errorf("fsm: %s op %d: lease %d: %w", branch, i, l, errs.LeaseNotFound), nil
+			}
+			checked = l
+		}
 	}
 	res.Ops = make([]OpResult, len(ops))
 	for i := range ops {
 		n, err := s.applyOp(b, &ops[i], int64(rev))
 		if err != nil {
-			return res, err
+			return res, nil, err
 		}
 		res.Ops[i].Deleted = n
 	}
-	return res, nil
+	return res, nil, nil
 }
 
 func (s *StateMachine) evalCompare(b *pebble.Batch, c *Compare) (bool, error) {
@@ -272,20 +327,29 @@ func cmpInt(a, b int64) int {
 	return 0
 }
 
-// applyOp runs one write and returns how many keys it deleted.
+// applyOp runs one write, with its events, and returns how many keys it
+// deleted.
 func (s *StateMachine) applyOp(b *pebble.Batch, op *Op, rev int64) (int64, error) {
 	switch op.Type {
 	case OpPut:
 		s.kbuf = appendUserKey(s.kbuf, op.Key)
-		old, _, closer, found, err := getRecord(b, s.kbuf)
+		old, oldValue, closer, found, err := getRecord(b, s.kbuf)
 		if err != nil {
 			return 0, err
 		}
 		h := recordHeader{create: rev, mod: rev, version: 1, lease: op.Lease}
 		if found {
-			_ = closer.Close()
 			h.create = old.create
 			h.version = old.version + 1
+		}
+		// The event first: it copies the old value, which is pebble's
+		// memory until closer is closed.
+		err = s.writeEvent(b, EventPut, s.kbuf[1:], h, op.Value, found, old, oldValue)
+		if found {
+			_ = closer.Close()
+		}
+		if err != nil {
+			return 0, err
 		}
 		var hb [maxRecordHeader]byte
 		hdr := putRecordHeader(&hb, h)
@@ -296,17 +360,26 @@ func (s *StateMachine) applyOp(b *pebble.Batch, op *Op, rev int64) (int64, error
 		if err := d.Finish(); err != nil {
 			return 0, fmt.Errorf("fsm: put: %w", err)
 		}
+		if old.lease != h.lease { // old is zero when not found
+			if err := s.attach(b, s.kbuf[1:], old.lease, h.lease); err != nil {
+				return 0, err
+			}
+		}
 		return 0, nil
 	case OpDelete:
 		s.kbuf = appendUserKey(s.kbuf, op.Key)
-		_, closer, err := b.Get(s.kbuf)
-		if errors.Is(err, pebble.ErrNotFound) {
-			return 0, nil
+		old, oldValue, closer, found, err := getRecord(b, s.kbuf)
+		if err != nil || !found {
+			return 0, err
 		}
-		if err != nil {
-			return 0, fmt.Errorf("fsm: delete: %w", err)
-		}
+		err = s.writeEvent(b, EventDelete, s.kbuf[1:], recordHeader{}, nil, true, old, oldValue)
 		_ = closer.Close()
+		if err != nil {
+			return 0, err
+		}
+		if err := s.attach(b, s.kbuf[1:], old.lease, 0); err != nil {
+			return 0, err
+		}
 		if err := b.Delete(s.kbuf, nil); err != nil {
 			return 0, fmt.Errorf("fsm: delete: %w", err)
 		}
@@ -317,8 +390,15 @@ func (s *StateMachine) applyOp(b *pebble.Batch, op *Op, rev int64) (int64, error
 	return 0, nil
 }
 
-// deletePrefixChunk bounds the memory a prefix delete holds at once.
-const deletePrefixChunk = 1024
+// A prefix delete (and a lease revocation) works through its keys in
+// chunks of at most deletePrefixChunk keys and, for a prefix delete,
+// deletePrefixBytes bytes of keys and records, to bound the memory it holds.
+const (
+	deletePrefixChunk = 1024
+	deletePrefixBytes = 4 << 20
+	// maxScratch is the most scratch memory kept between Updates.
+	maxScratch = 256 << 10
+)
 
 func (s *StateMachine) deletePrefix(b *pebble.Batch, prefix string) (int64, error) {
 	lower := appendUserKey(nil, prefix)
@@ -326,32 +406,66 @@ func (s *StateMachine) deletePrefix(b *pebble.Batch, prefix string) (int64, erro
 	var n int64
 	for {
 		it := b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
-		// Keys are copied out and deleted once the iterator is closed: the
-		// iterator reads the batch being written.
+		// Keys and records are copied out and deleted once the iterator is
+		// closed: the iterator reads the batch being written. ends holds,
+		// per key, where its key and its record end in buf.
 		buf := s.scratch[:0]
-		var ends []int
-		for valid := it.First(); valid && len(ends) < deletePrefixChunk; valid = it.Next() {
+		ends := s.ends[:0]
+		exhausted := true
+		for valid := it.First(); valid; valid = it.Next() {
+			if len(ends) == 2*deletePrefixChunk || len(buf) >= deletePrefixBytes {
+				exhausted = false
+				break
+			}
 			buf = append(buf, it.Key()...)
+			ends = append(ends, len(buf))
+			buf = append(buf, it.Value()...)
 			ends = append(ends, len(buf))
 		}
 		if err := it.Close(); err != nil {
 			return n, fmt.Errorf("fsm: delete prefix: %w", err)
 		}
 		start := 0
-		for _, end := range ends {
-			if err := b.Delete(buf[start:end], nil); err != nil {
+		for j := 0; j < len(ends); j += 2 {
+			k, v := buf[start:ends[j]], buf[ends[j]:ends[j+1]]
+			start = ends[j+1]
+			old, oldValue, err := decodeRecord(v)
+			if err != nil {
+				return n, fmt.Errorf("%w: key %q", err, k[1:])
+			}
+			if err := s.writeEvent(b, EventDelete, k[1:], recordHeader{}, nil, true, old, oldValue); err != nil {
+				return n, err
+			}
+			if err := s.attach(b, k[1:], old.lease, 0); err != nil {
+				return n, err
+			}
+			if err := b.Delete(k, nil); err != nil {
 				return n, fmt.Errorf("fsm: delete prefix: %w", err)
 			}
-			start = end
 		}
-		s.scratch = buf[:0]
-		n += int64(len(ends))
-		if len(ends) < deletePrefixChunk {
+		s.scratch, s.ends = buf[:0], ends[:0]
+		n += int64(len(ends) / 2)
+		if exhausted {
+			s.releaseScratch()
 			return n, nil
 		}
 		// Resume right after the last key instead of skipping over the
 		// tombstones just written.
-		lastStart := ends[len(ends)-2]
-		lower = append(append([]byte(nil), buf[lastStart:start]...), 0)
+		lastKey := buf[:ends[0]]
+		if len(ends) > 2 {
+			lastKey = buf[ends[len(ends)-3]:ends[len(ends)-2]]
+		}
+		lower = append(append([]byte(nil), lastKey...), 0)
+	}
+}
+
+// releaseScratch drops the scratch buffers when a large delete grew them:
+// many groups each hold a StateMachine.
+func (s *StateMachine) releaseScratch() {
+	if cap(s.scratch) > maxScratch {
+		s.scratch = nil
+	}
+	if cap(s.ends) > 2*deletePrefixChunk {
+		s.ends = nil
 	}
 }

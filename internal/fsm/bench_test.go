@@ -6,9 +6,22 @@ import (
 )
 
 // BenchmarkUpdate applies batches of 64 deduplicated puts of 256-byte
-// values, the shape of a busy group's write path.
+// values, the shape of a busy group's write path. Each put also writes its
+// watch event (key, new and previous value), and the default retention
+// keeps 100,000 revisions of them.
 func BenchmarkUpdate(b *testing.B) {
-	h := newHarness(b, Options{})
+	benchmarkUpdate(b, Options{})
+}
+
+// BenchmarkUpdateShortHistory is BenchmarkUpdate with 1024 revisions of
+// events kept: the cost of writing events without the cost of the retained
+// history's volume (a larger LSM tree to read and compact).
+func BenchmarkUpdateShortHistory(b *testing.B) {
+	benchmarkUpdate(b, Options{EventRetention: 1024})
+}
+
+func benchmarkUpdate(b *testing.B, o Options) {
+	h := newHarness(b, o)
 	value := make([]byte, 256)
 	const batch = 64
 	cmds := make([][]byte, batch)
@@ -36,4 +49,25 @@ func BenchmarkUpdate(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/entry")
+}
+
+// BenchmarkEventsQuery reads pages of 1000 events of 256-byte puts.
+func BenchmarkEventsQuery(b *testing.B) {
+	h := newHarness(b, Options{})
+	value := make([]byte, 256)
+	for i := 0; i < 20; i++ {
+		cmds := make([]*Command, 0, 1000)
+		for j := 0; j < 1000; j++ {
+			cmds = append(cmds, txnCmd(0, 0, &Txn{Then: []Op{{Type: OpPut, Key: fmt.Sprintf("bench/%04d", j), Value: value}}}))
+		}
+		h.apply(cmds...)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r, err := h.events(int64(1+(i*1000)%19000), 1000)
+		if err != nil || len(r.Events) != 1000 {
+			b.Fatal(len(r.Events), err)
+		}
+	}
 }

@@ -15,49 +15,156 @@ import (
 //	byte    codec version (1)
 //	byte    CmdKind
 //	uvarint Session, uvarint Seq
-//	Txn:    uvarint n, n × compare; uvarint n, n × op (Then); uvarint n, n × op (Else)
+//	KindTxn:             uvarint n, n × compare; uvarint n, n × op (Then); uvarint n, n × op (Else)
+//	KindLeaseGrant:      varint ID, varint TTL
+//	KindLeaseRevoke:     byte Expired (0 or 1), uvarint n, n × varint id
+//	KindLeaseCheckpoint: uvarint n, n × (varint id, varint RemainingMs)
 //	compare: uvarint len + key, byte Target, byte CompareOp,
 //	         then uvarint len + value (TargetValue) or varint Int (other targets)
 //	op:      byte OpType, uvarint len + key, and for OpPut uvarint len + value, varint Lease
 //
 // Fields that a target or op type does not use (Compare.Int of a value
 // compare, Op.Value of a delete, ...) are not encoded. Trailing bytes are an
-// error, so one command has one meaning.
+// error, so one command has one meaning. The lease kinds were added without
+// changing how KindTxn encodes, so the version stayed 1.
 const cmdCodecVersion = 1
 
 // Result encoding: byte version (1), byte tag, then for resultTxn
 // byte succeeded, varint Revision, uvarint n, n × varint Deleted; for
+// resultLease varint Revision, varint ID, varint TTL, varint Deleted; for
 // resultError byte code, uvarint len + message.
 const (
 	resultCodecVersion = 1
 
 	resultTxn   = 1
 	resultError = 2
+	resultLease = 3
 
-	errCodeOther    = 0
-	errCodeInvalid  = 1
-	errCodeTooLarge = 2
+	errCodeOther         = 0
+	errCodeInvalid       = 1
+	errCodeTooLarge      = 2
+	errCodeConflict      = 3
+	errCodeLeaseNotFound = 4
 
 	maxErrorMessage = 4 << 10
 )
 
 // EncodeCommand validates c and returns its encoding.
 func EncodeCommand(c *Command) ([]byte, error) {
-	if c == nil {
-		return nil, fmt.Errorf("fsm: nil command: %w", errs.Invalid)
-	}
-	if c.Kind != KindTxn {
-		return nil, fmt.Errorf("fsm: unknown command kind %d: %w", c.Kind, errs.Invalid)
-	}
-	if err := ValidateTxn(c.Txn); err != nil {
+	if err := ValidateCommand(c); err != nil {
 		return nil, err
 	}
 	return encodeCommand(c), nil
 }
 
+// ValidateCommand checks that c has a known kind, exactly the payload of
+// that kind, and that the payload is within the limits (see ValidateTxn and
+// the lease types). Sizes over a limit wrap errs.TooLarge, everything else
+// errs.Invalid.
+func ValidateCommand(c *Command) error {
+	if c == nil {
+		return fmt.Errorf("fsm: nil command: %w", errs.Invalid)
+	}
+	payloads := 0
+	for _, set := range [...]bool{c.Txn != nil, c.Grant != nil, c.Revoke != nil, c.Checkpoint != nil} {
+		if set {
+			payloads++
+		}
+	}
+	switch c.Kind {
+	case KindTxn:
+		if err := ValidateTxn(c.Txn); err != nil {
+			return err
+		}
+	case KindLeaseGrant:
+		g := c.Grant
+		if g == nil {
+			return fmt.Errorf("fsm: lease grant without payload: %w", errs.Invalid)
+		}
+		if g.ID < 0 {
+			return fmt.Errorf("fsm: lease grant: negative id %d: %w", g.ID, errs.Invalid)
+		}
+		if g.TTL < 1 || g.TTL > MaxLeaseTTL {
+			return fmt.Errorf("fsm: lease grant: TTL %d ms outside 1..%d: %w", g.TTL, int64(MaxLeaseTTL), errs.Invalid)
+		}
+	case KindLeaseRevoke:
+		r := c.Revoke
+		if r == nil {
+			return fmt.Errorf("fsm: lease revoke without payload: %w", errs.Invalid)
+		}
+		if len(r.IDs) == 0 {
+			return fmt.Errorf("fsm: lease revoke: no ids: %w", errs.Invalid)
+		}
+		if len(r.IDs) > MaxLeaseBatch {
+			return fmt.Errorf("fsm: lease revoke: %d ids, more than %d: %w", len(r.IDs), MaxLeaseBatch, errs.TooLarge)
+		}
+		for i, id := range r.IDs {
+			if id <= 0 {
+				return fmt.Errorf("fsm: lease revoke: id %d at %d is not positive: %w", id, i, errs.Invalid)
+			}
+		}
+	case KindLeaseCheckpoint:
+		cp := c.Checkpoint
+		if cp == nil {
+			return fmt.Errorf("fsm: lease checkpoint without payload: %w", errs.Invalid)
+		}
+		if len(cp.Checkpoints) == 0 {
+			return fmt.Errorf("fsm: lease checkpoint: no leases: %w", errs.Invalid)
+		}
+		if len(cp.Checkpoints) > MaxLeaseBatch {
+			return fmt.Errorf("fsm: lease checkpoint: %d leases, more than %d: %w", len(cp.Checkpoints), MaxLeaseBatch, errs.TooLarge)
+		}
+		for i, l := range cp.Checkpoints {
+			if l.ID <= 0 {
+				return fmt.Errorf("fsm: lease checkpoint %d: id %d is not positive: %w", i, l.ID, errs.Invalid)
+			}
+			if l.RemainingMs < 1 || l.RemainingMs > MaxLeaseTTL {
+				return fmt.Errorf("fsm: lease checkpoint %d: remaining %d ms outside 1..%d: %w", i, l.RemainingMs, int64(MaxLeaseTTL), errs.Invalid)
+			}
+		}
+	default:
+		return fmt.Errorf("fsm: unknown command kind %d: %w", c.Kind, errs.Invalid)
+	}
+	if payloads != 1 {
+		return fmt.Errorf("fsm: command of kind %d carries %d payloads, want 1: %w", c.Kind, payloads, errs.Invalid)
+	}
+	return nil
+}
+
 // encodeCommand encodes c without validating it (tests use it to forge
-// invalid commands). c.Txn must not be nil.
+// invalid commands). The payload of c.Kind must not be nil.
 func encodeCommand(c *Command) []byte {
+	switch c.Kind {
+	case KindLeaseGrant:
+		b := make([]byte, 0, 2+4*binary.MaxVarintLen64)
+		b = appendCmdHeader(b, c)
+		b = binary.AppendVarint(b, c.Grant.ID)
+		return binary.AppendVarint(b, c.Grant.TTL)
+	case KindLeaseRevoke:
+		r := c.Revoke
+		b := make([]byte, 0, 3+(3+len(r.IDs))*binary.MaxVarintLen64)
+		b = appendCmdHeader(b, c)
+		expired := byte(0)
+		if r.Expired {
+			expired = 1
+		}
+		b = append(b, expired)
+		b = binary.AppendUvarint(b, uint64(len(r.IDs)))
+		for _, id := range r.IDs {
+			b = binary.AppendVarint(b, id)
+		}
+		return b
+	case KindLeaseCheckpoint:
+		cps := c.Checkpoint.Checkpoints
+		b := make([]byte, 0, 2+(3+2*len(cps))*binary.MaxVarintLen64)
+		b = appendCmdHeader(b, c)
+		b = binary.AppendUvarint(b, uint64(len(cps)))
+		for _, l := range cps {
+			b = binary.AppendVarint(b, l.ID)
+			b = binary.AppendVarint(b, l.RemainingMs)
+		}
+		return b
+	}
 	t := c.Txn
 	// Size first so the whole command is one allocation: large values would
 	// otherwise be copied several times while the slice grows.
@@ -71,9 +178,7 @@ func encodeCommand(c *Command) []byte {
 		}
 	}
 	b := make([]byte, 0, n)
-	b = append(b, cmdCodecVersion, byte(c.Kind))
-	b = binary.AppendUvarint(b, c.Session)
-	b = binary.AppendUvarint(b, c.Seq)
+	b = appendCmdHeader(b, c)
 	b = binary.AppendUvarint(b, uint64(len(t.Compares)))
 	for i := range t.Compares {
 		cmp := &t.Compares[i]
@@ -87,6 +192,12 @@ func encodeCommand(c *Command) []byte {
 	}
 	b = appendOps(b, t.Then)
 	return appendOps(b, t.Else)
+}
+
+func appendCmdHeader(b []byte, c *Command) []byte {
+	b = append(b, cmdCodecVersion, byte(c.Kind))
+	b = binary.AppendUvarint(b, c.Session)
+	return binary.AppendUvarint(b, c.Seq)
 }
 
 func appendOps(b []byte, ops []Op) []byte {
@@ -143,7 +254,14 @@ func decodeCommand(b []byte, alias bool) (*Command, error) {
 		return nil, fmt.Errorf("fsm: unknown command codec version %d: %w", b[0], errs.Invalid)
 	}
 	kind := CmdKind(d.byte())
-	if d.err == nil && kind != KindTxn {
+	if d.err != nil {
+		return nil, d.err
+	}
+	switch kind {
+	case KindTxn:
+	case KindLeaseGrant, KindLeaseRevoke, KindLeaseCheckpoint:
+		return decodeLeaseCommand(&d, kind)
+	default:
 		return nil, fmt.Errorf("fsm: unknown command kind %d: %w", kind, errs.Invalid)
 	}
 	a := &cmdAlloc{}
@@ -176,6 +294,54 @@ func decodeCommand(b []byte, alias bool) (*Command, error) {
 		return nil, errCorrupt
 	}
 	if err := ValidateTxn(c.Txn); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// decodeLeaseCommand decodes the rest of a lease command (d is past the
+// kind byte).
+func decodeLeaseCommand(d *decoder, kind CmdKind) (*Command, error) {
+	c := &Command{Kind: kind}
+	c.Session = d.uvarint()
+	c.Seq = d.uvarint()
+	switch kind {
+	case KindLeaseGrant:
+		c.Grant = &LeaseGrant{ID: d.varint(), TTL: d.varint()}
+	case KindLeaseRevoke:
+		r := &LeaseRevoke{}
+		switch d.byte() {
+		case 0:
+		case 1:
+			r.Expired = true
+		default:
+			d.fail()
+		}
+		if n := d.leaseCount(); n > 0 {
+			r.IDs = make([]int64, n)
+			for i := range r.IDs {
+				r.IDs[i] = d.varint()
+			}
+		}
+		c.Revoke = r
+	case KindLeaseCheckpoint:
+		cp := &LeaseCheckpoint{}
+		if n := d.leaseCount(); n > 0 {
+			cp.Checkpoints = make([]LeaseRemaining, n)
+			for i := range cp.Checkpoints {
+				cp.Checkpoints[i].ID = d.varint()
+				cp.Checkpoints[i].RemainingMs = d.varint()
+			}
+		}
+		c.Checkpoint = cp
+	}
+	if d.err != nil {
+		return nil, d.err
+	}
+	if len(d.b) != 0 {
+		return nil, errCorrupt
+	}
+	if err := ValidateCommand(c); err != nil {
 		return nil, err
 	}
 	return c, nil
@@ -235,6 +401,18 @@ func (d *decoder) count(budget *int) int {
 		return 0
 	}
 	*budget -= int(n)
+	return int(n)
+}
+
+// leaseCount reads the length of a lease list: at most MaxLeaseBatch, and
+// no more than the bytes left (every element takes at least one), so a
+// forged count allocates nothing much.
+func (d *decoder) leaseCount() int {
+	n := d.uvarint()
+	if n > MaxLeaseBatch || n > uint64(len(d.b)) {
+		d.fail()
+		return 0
+	}
 	return int(n)
 }
 
@@ -326,6 +504,9 @@ func validateOps(branch string, ops []Op) error {
 			if len(op.Value) > MaxValueSize {
 				return fmt.Errorf("fsm: %s op %d: value of %d bytes, more than %d: %w", branch, i, len(op.Value), MaxValueSize, errs.TooLarge)
 			}
+			if op.Lease < 0 {
+				return fmt.Errorf("fsm: %s op %d: negative lease %d: %w", branch, i, op.Lease, errs.Invalid)
+			}
 		case OpDelete, OpDeletePrefix:
 		default:
 			return fmt.Errorf("fsm: %s op %d: unknown op type %d: %w", branch, i, op.Type, errs.Invalid)
@@ -366,8 +547,18 @@ func encodeTxnResult(dst []byte, r *TxnResult) []byte {
 	return dst
 }
 
+// encodeLeaseResult appends the encoding of r to dst.
+func encodeLeaseResult(dst []byte, r *LeaseResult) []byte {
+	dst = append(dst, resultCodecVersion, resultLease)
+	dst = binary.AppendVarint(dst, r.Revision)
+	dst = binary.AppendVarint(dst, r.ID)
+	dst = binary.AppendVarint(dst, r.TTL)
+	return binary.AppendVarint(dst, r.Deleted)
+}
+
 // encodeError encodes the deterministic error of a command that could not
-// be applied. Only the class (Invalid, TooLarge) and the message survive.
+// be applied. Only the class (Invalid, TooLarge, Conflict, LeaseNotFound)
+// and the message survive.
 func encodeError(err error) []byte {
 	code := byte(errCodeOther)
 	switch {
@@ -375,6 +566,10 @@ func encodeError(err error) []byte {
 		code = errCodeTooLarge
 	case errors.Is(err, errs.Invalid):
 		code = errCodeInvalid
+	case errors.Is(err, errs.Conflict):
+		code = errCodeConflict
+	case errors.Is(err, errs.LeaseNotFound):
+		code = errCodeLeaseNotFound
 	}
 	msg := err.Error()
 	if len(msg) > maxErrorMessage {
@@ -383,6 +578,11 @@ func encodeError(err error) []byte {
 	b := make([]byte, 0, 3+binary.MaxVarintLen64+len(msg))
 	b = append(b, resultCodecVersion, resultError, code)
 	return appendString(b, msg)
+}
+
+// isErrorResult reports whether data is an encoded error.
+func isErrorResult(data []byte) bool {
+	return len(data) >= 2 && data[0] == resultCodecVersion && data[1] == resultError
 }
 
 // decodedError is a command's error as decoded from a Result: the original
@@ -396,11 +596,17 @@ type decodedError struct {
 func (e *decodedError) Error() string { return e.msg }
 func (e *decodedError) Unwrap() error { return e.sentinel }
 
-var errCorruptResult = fmt.Errorf("fsm: corrupt result: %w", errs.Invalid)
+var (
+	errCorruptResult  = fmt.Errorf("fsm: corrupt result: %w", errs.Invalid)
+	errNotTxnResult   = fmt.Errorf("fsm: result of a lease command read as a txn result: %w", errs.Invalid)
+	errNotLeaseResult = fmt.Errorf("fsm: result of a txn read as a lease result: %w", errs.Invalid)
+)
 
-// DecodeResult returns the TxnResult carried by r, or the error the command
-// produced (matching errs.Invalid or errs.TooLarge with errors.Is and with
-// the original message). A malformed r gives an error wrapping errs.Invalid.
+// DecodeResult returns the TxnResult carried by r (the result of a
+// KindTxn), or the error the command produced (matching errs.Invalid,
+// errs.TooLarge or errs.LeaseNotFound with errors.Is, with the original
+// message). A malformed r, or the result of a lease command, gives an error
+// wrapping errs.Invalid.
 func DecodeResult(r Result) (*TxnResult, error) {
 	d := decoder{b: r.Data}
 	if d.byte() != resultCodecVersion {
@@ -433,17 +639,57 @@ func DecodeResult(r Result) (*TxnResult, error) {
 		}
 		return res, nil
 	case resultError:
-		code := d.byte()
-		msg := d.string(maxErrorMessage)
-		if d.err != nil || len(d.b) != 0 {
-			return nil, errCorruptResult
-		}
-		e := &decodedError{msg: msg, sentinel: errs.Invalid}
-		if code == errCodeTooLarge {
-			e.sentinel = errs.TooLarge
-		}
-		return nil, e
+		return nil, decodeErrorResult(&d)
+	case resultLease:
+		return nil, errNotTxnResult
 	default:
 		return nil, errCorruptResult
 	}
+}
+
+// DecodeLeaseResult returns the LeaseResult carried by r (the result of a
+// KindLeaseGrant: Revision, ID, TTL; KindLeaseRevoke: Revision, Deleted;
+// KindLeaseCheckpoint: Revision), or the error the command produced
+// (matching errs.Conflict for a grant of an existing id, errs.LeaseNotFound
+// for a revoke of an unknown one, errs.Invalid or errs.TooLarge for a bad
+// command). A malformed r, or the result of a txn, gives an error wrapping
+// errs.Invalid.
+func DecodeLeaseResult(r Result) (*LeaseResult, error) {
+	d := decoder{b: r.Data}
+	if d.byte() != resultCodecVersion {
+		return nil, errCorruptResult
+	}
+	switch d.byte() {
+	case resultLease:
+		res := &LeaseResult{Revision: d.varint(), ID: d.varint(), TTL: d.varint(), Deleted: d.varint()}
+		if d.err != nil || len(d.b) != 0 {
+			return nil, errCorruptResult
+		}
+		return res, nil
+	case resultError:
+		return nil, decodeErrorResult(&d)
+	case resultTxn:
+		return nil, errNotLeaseResult
+	default:
+		return nil, errCorruptResult
+	}
+}
+
+// decodeErrorResult decodes the rest of a resultError (d is past the tag).
+func decodeErrorResult(d *decoder) error {
+	code := d.byte()
+	msg := d.string(maxErrorMessage)
+	if d.err != nil || len(d.b) != 0 {
+		return errCorruptResult
+	}
+	e := &decodedError{msg: msg, sentinel: errs.Invalid}
+	switch code {
+	case errCodeTooLarge:
+		e.sentinel = errs.TooLarge
+	case errCodeConflict:
+		e.sentinel = errs.Conflict
+	case errCodeLeaseNotFound:
+		e.sentinel = errs.LeaseNotFound
+	}
+	return e
 }

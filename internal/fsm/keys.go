@@ -4,28 +4,44 @@ import "encoding/binary"
 
 // Key layout in pebble. Every key starts with a one-byte prefix so each kind
 // of data is one contiguous range that can be scanned, trimmed or replaced on
-// its own. 'e' (watch events by revision) and 'l' (leases) are reserved for
-// later changes: nothing here may use them.
+// its own.
 //
-//	'm' + name                       meta; "mapplied" -> 8-byte big-endian applied index
+//	'm' + name                       meta: "mapplied" -> 8-byte big-endian applied index;
+//	                                 "mcompact" -> 8-byte big-endian compact revision
+//	                                 (absent = 1: nothing trimmed yet)
 //	'k' + user key                   record (see encodeRecord)
 //	'd' + session(8 BE) + seq(8 BE)  dedup by id  -> index(8 BE) + encoded result
 //	'x' + index(8 BE)                dedup by index -> session(8 BE) + seq(8 BE)
+//	'e' + revision(8 BE) + seq(4 BE) watch event (see events.go); seq counts
+//	                                 the events of one revision from 0
+//	'l' + lease id(8 BE)             lease (see lease.go)
+//	'a' + lease id(8 BE) + user key  "" : key is attached to the lease
 //
 // Integers in keys are big-endian so byte order is numeric order: the 'x'
-// range is sorted by index, which is what trimming scans.
+// range is sorted by index, which is what trimming scans, and the 'e' range
+// by (revision, seq), which is the order events are served and trimmed in.
 const (
 	prefixMeta     = 'm'
 	prefixKey      = 'k'
 	prefixDedupID  = 'd'
 	prefixDedupIdx = 'x'
+	prefixEvent    = 'e'
+	prefixLease    = 'l'
+	prefixAttach   = 'a'
 )
 
-var metaAppliedKey = []byte{prefixMeta, 'a', 'p', 'p', 'l', 'i', 'e', 'd'}
+var (
+	metaAppliedKey = []byte{prefixMeta, 'a', 'p', 'p', 'l', 'i', 'e', 'd'}
+	metaCompactKey = []byte{prefixMeta, 'c', 'o', 'm', 'p', 'a', 'c', 't'}
+)
 
 const (
 	dedupIDKeyLen  = 1 + 8 + 8
 	dedupIdxKeyLen = 1 + 8
+	eventKeyLen    = 1 + 8 + 4
+	leaseKeyLen    = 1 + 8
+	// attachHeaderLen is the length of 'a' + id, before the user key.
+	attachHeaderLen = 1 + 8
 )
 
 func dedupIDKey(dst *[dedupIDKeyLen]byte, session, seq uint64) []byte {
@@ -39,6 +55,35 @@ func dedupIdxKey(dst *[dedupIdxKeyLen]byte, index uint64) []byte {
 	dst[0] = prefixDedupIdx
 	binary.BigEndian.PutUint64(dst[1:9], index)
 	return dst[:]
+}
+
+func eventKey(dst *[eventKeyLen]byte, rev uint64, seq uint32) []byte {
+	dst[0] = prefixEvent
+	binary.BigEndian.PutUint64(dst[1:9], rev)
+	binary.BigEndian.PutUint32(dst[9:13], seq)
+	return dst[:]
+}
+
+func leaseKey(dst *[leaseKeyLen]byte, id int64) []byte {
+	dst[0] = prefixLease
+	binary.BigEndian.PutUint64(dst[1:9], uint64(id))
+	return dst[:]
+}
+
+// appendAttachKey returns 'a'+id+key appended to dst[:0].
+func appendAttachKey(dst []byte, id int64, key []byte) []byte {
+	dst = append(dst[:0], prefixAttach)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(id))
+	return append(dst, key...)
+}
+
+// lastOf returns the last of the items packed in buf, which end at ends.
+func lastOf(buf []byte, ends []int) []byte {
+	start := 0
+	if len(ends) > 1 {
+		start = ends[len(ends)-2]
+	}
+	return buf[start:ends[len(ends)-1]]
 }
 
 // appendUserKey returns 'k'+key appended to dst[:0], reusing its storage.

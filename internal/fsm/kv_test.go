@@ -104,7 +104,7 @@ func TestDeletePrefixManyKeys(t *testing.T) {
 func TestRevisionsAndVersions(t *testing.T) {
 	h := newHarness(t, Options{})
 	h.apply(putCmd("k", "v1"))                                                                      // index 1
-	h.apply(putCmd("other", "x"))                                                                   // 2
+	h.applyLease(grantCmd(7, 1000))                                                                 // 2
 	h.apply(txnCmd(0, 0, &Txn{Then: []Op{{Type: OpPut, Key: "k", Value: []byte("v2"), Lease: 7}}})) // 3
 	kv := h.get("k").KV
 	want := Record{Value: []byte("v2"), CreateRevision: 1, ModRevision: 3, Version: 2, Lease: 7}
@@ -402,7 +402,7 @@ func TestConcurrentReadsAreConsistent(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	errc := make(chan error, 8)
-	for i := 0; i < 4; i++ {
+	for i := 0; i < 5; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
@@ -411,6 +411,33 @@ func TestConcurrentReadsAreConsistent(t *testing.T) {
 				case <-stop:
 					return
 				default:
+				}
+				if i == 4 {
+					// Events: two per revision (a, b), none past the view's
+					// revision, and without More the last is at it.
+					v, err := h.sm.Lookup(EventsQuery{From: 1, Limit: 100})
+					if err != nil {
+						errc <- err
+						return
+					}
+					r := v.(*EventsResult)
+					for j, e := range r.Events {
+						if e.Revision > r.Revision || e.KV.Key != []string{"a", "b"}[j%2] || j%2 == 1 && e.Revision != r.Events[j-1].Revision {
+							errc <- fmt.Errorf("inconsistent events %+v", r)
+							return
+						}
+					}
+					if !r.More && (len(r.Events) == 0 || r.Events[len(r.Events)-1].Revision != r.Revision) {
+						errc <- fmt.Errorf("events end at %d, view at %d", r.Events[len(r.Events)-1].Revision, r.Revision)
+						return
+					}
+					if _, err := h.sm.Lookup(LeasesQuery{}); err != nil {
+						errc <- err
+						return
+					}
+					_ = h.sm.CompactRevision()
+					_ = h.sm.LeaseGeneration()
+					continue
 				}
 				if i == 3 {
 					sc, err := h.sm.PrepareSnapshot()
@@ -447,6 +474,11 @@ func TestConcurrentReadsAreConsistent(t *testing.T) {
 	}
 	for i := 1; i <= 200; i++ {
 		h.apply(pair(fmt.Sprint(i)), pair(fmt.Sprint(i)))
+	}
+	// Keep the readers going through a few lease changes too (each Update
+	// ends with a pair, which the events check relies on).
+	for i := 0; i < 20; i++ {
+		h.applyRaw(encodeAll(t, grantCmd(int64(1000+i), 10), pair(fmt.Sprint(i)))...)
 	}
 	close(stop)
 	wg.Wait()

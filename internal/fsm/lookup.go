@@ -11,9 +11,11 @@ import (
 )
 
 // Lookup answers a query: GetQuery -> *GetResult, ListQuery -> *ListResult,
-// RevisionQuery -> int64 (values or pointers). Each answer is read from one
-// point-in-time view, and its Revision is the applied index of that view.
-// Results never alias pebble memory.
+// RevisionQuery -> int64, EventsQuery -> *EventsResult (or a
+// *CompactedError), LeasesQuery -> *LeasesResult, LeaseQuery -> *LeaseInfo
+// (values or pointers). Each answer is read from one point-in-time view, and
+// its Revision is the applied index of that view. Results never alias pebble
+// memory.
 func (s *StateMachine) Lookup(q any) (any, error) {
 	switch q := q.(type) {
 	case GetQuery:
@@ -27,6 +29,23 @@ func (s *StateMachine) Lookup(q any) (any, error) {
 	case *ListQuery:
 		if q != nil {
 			return s.list(q)
+		}
+	case EventsQuery:
+		return s.events(&q)
+	case *EventsQuery:
+		if q != nil {
+			return s.events(q)
+		}
+	case LeasesQuery, *LeasesQuery:
+		if q, ok := q.(*LeasesQuery); ok && q == nil {
+			break
+		}
+		return s.leases()
+	case LeaseQuery:
+		return s.lease(q.ID)
+	case *LeaseQuery:
+		if q != nil {
+			return s.lease(q.ID)
 		}
 	case RevisionQuery, *RevisionQuery:
 		s.mu.RLock()

@@ -24,9 +24,9 @@ import (
 //	records  byte 1, uvarint len + key, uvarint len + value; keys strictly increasing
 //	end      byte 0, uvarint record count, 4 bytes big-endian CRC-32C of every byte before it
 //
-// It carries every pebble key (meta, user keys, dedup, and whatever later
-// prefixes hold) so a replica that installs it is byte-for-byte the one that
-// saved it.
+// It carries every pebble key (meta, user keys, dedup, watch events, leases
+// and their attachments, and whatever later prefixes hold) so a replica that
+// installs it is byte-for-byte the one that saved it.
 const (
 	snapMagic   = "DSTRSNAP"
 	snapVersion = 1
@@ -35,9 +35,10 @@ const (
 	snapTagEnd    = 0
 
 	// Bounds for a record read from a stream, well above anything Update
-	// writes, so a forged length cannot allocate much.
+	// writes, so a forged length cannot allocate much. The largest value is
+	// a put's event: the key, the new and the previous value.
 	maxSnapKey   = 64 << 10
-	maxSnapValue = MaxValueSize + 64<<10
+	maxSnapValue = 2*MaxValueSize + 64<<10
 
 	// recoverBatchSize keeps recovery batches below pebble's large-batch
 	// threshold (half the memtable) so they go through the memtable.
@@ -174,7 +175,7 @@ func (s *StateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 	if err := ndb.LogData(nil, pebble.Sync); err != nil {
 		return abandon(fmt.Errorf("fsm: recover snapshot: sync: %w", err))
 	}
-	applied, dedupMin, err := loadState(ndb)
+	st, err := loadState(ndb)
 	if err != nil {
 		return abandon(err)
 	}
@@ -184,10 +185,12 @@ func (s *StateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 
 	s.mu.Lock()
 	old := s.db
-	s.db, s.gen, s.dedupMin = ndb, gen+1, dedupMin
+	s.db, s.gen, s.dedupMin = ndb, gen+1, st.dedupMin
+	s.compact.Store(st.compact)
 	// Published under the lock, with the new database: a reader woken by
 	// WaitApplied must find the data of that index.
-	s.setApplied(applied)
+	s.setApplied(st.applied)
+	s.leaseGen.Add(1)
 	s.mu.Unlock()
 
 	// The new state is in place: failing to clean up the old one is not an

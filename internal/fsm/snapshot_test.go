@@ -33,13 +33,17 @@ func dump(t testing.TB, h *harness) (*ListResult, int64) {
 	return h.list(ListQuery{}), v.(int64)
 }
 
+// fillForSnapshot writes keys (some attached to leases 1 and 2), events,
+// dedup entries and a checkpoint.
 func fillForSnapshot(h *harness) {
+	h.applyLease(grantCmd(0, 5000), grantCmd(0, 9000)) // leases 1 and 2
 	for i := 0; i < 300; i++ {
 		h.apply(txnCmd(9, uint64(i), &Txn{Then: []Op{
 			{Type: OpPut, Key: fmt.Sprintf("key/%03d", i), Value: bytes.Repeat([]byte{byte(i)}, i*10), Lease: int64(i % 3)},
 		}}))
 	}
 	h.apply(putCmd("key/007", "rewritten"), delCmd("key/008"))
+	h.applyLease(checkpointCmd(LeaseRemaining{ID: 2, RemainingMs: 4000}))
 }
 
 func TestSnapshotRoundTrip(t *testing.T) {
@@ -73,9 +77,10 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if !bytes.Equal(saveSnapshot(t, dst.sm), buf.Bytes()) {
 		t.Fatal("re-saved snapshot differs")
 	}
-	// The dedup table came along: a retry answers from it.
+	// The dedup table came along: a retry answers from it (seq 5 was
+	// applied at index 8, after the two grants).
 	dst.idx = dst.sm.Applied()
-	if r := dst.apply(txnCmd(9, 5, &Txn{Then: []Op{{Type: OpPut, Key: "key/005"}}}))[0]; r.Revision != 6 {
+	if r := dst.apply(txnCmd(9, 5, &Txn{Then: []Op{{Type: OpPut, Key: "key/005"}}}))[0]; r.Revision != 8 {
 		t.Fatalf("dedup after recover: %+v", r)
 	}
 	// And it is durable: reopen.
@@ -213,5 +218,24 @@ func TestOpenRemovesRecoveryLeftovers(t *testing.T) {
 	}
 	if _, err := New(h.dir, Options{}).Open(nil); err == nil {
 		t.Fatal("Open with a corrupt CURRENT succeeded")
+	}
+}
+
+// TestSnapshotLargestRecords: the largest value a snapshot carries is a
+// put's event holding a maximal key and two maximal values.
+func TestSnapshotLargestRecords(t *testing.T) {
+	src := newHarness(t, Options{})
+	key := string(bytes.Repeat([]byte("k"), MaxKeySize))
+	v1, v2 := bytes.Repeat([]byte{1}, MaxValueSize), bytes.Repeat([]byte{2}, MaxValueSize)
+	src.apply(txnCmd(0, 0, &Txn{Then: []Op{{Type: OpPut, Key: key, Value: v1}}}))
+	src.apply(txnCmd(0, 0, &Txn{Then: []Op{{Type: OpPut, Key: key, Value: v2}}}))
+	snap := saveSnapshot(t, src.sm)
+	dst := newHarness(t, Options{})
+	if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(snap), nil); err != nil {
+		t.Fatal(err)
+	}
+	evs := dst.allEvents(1)
+	if len(evs) != 2 || !bytes.Equal(evs[1].KV.Value, v2) || evs[1].Prev == nil || !bytes.Equal(evs[1].Prev.Value, v1) {
+		t.Fatal("largest event lost")
 	}
 }

@@ -33,6 +33,13 @@ type Options struct {
 	// applied at index i is answered from the dedup table when its id comes
 	// again at an index j < i+DedupWindow. 0 = DefaultDedupWindow.
 	DedupWindow uint64
+	// EventRetention is how many revisions of watch events are kept: when
+	// an entry's index i is a multiple of 1024 and greater than the
+	// retention, the events of revisions <= i-EventRetention are dropped
+	// and the compact revision becomes i-EventRetention+1. Like
+	// DedupWindow it must be the same on every replica of a group, since
+	// it shapes the replicated state. 0 = DefaultEventRetention.
+	EventRetention uint64
 }
 
 // StateMachine is one replica's state on pebble.
@@ -43,15 +50,18 @@ type Options struct {
 // mu guards the database handle against being closed or swapped (Close,
 // RecoverFromSnapshot) while a reader uses it.
 type StateMachine struct {
-	dir    string
-	window uint64
+	dir       string
+	window    uint64
+	retention uint64
 
 	mu     sync.RWMutex
 	db     *pebble.DB // nil before Open and after Close
 	gen    uint64     // the database directory in use is dbDirName(gen)
 	closed bool
 
-	applied atomic.Uint64
+	applied  atomic.Uint64
+	compact  atomic.Int64  // compact revision as of the last commit
+	leaseGen atomic.Uint64 // see LeaseGeneration
 
 	// WaitApplied's wake-up: waiters take waitCh; Update closes and replaces
 	// it only when someone took it (waiting), so an Update nobody waits for
@@ -65,7 +75,13 @@ type StateMachine struct {
 	// Update-only state (Update is single-threaded).
 	dedupMin uint64 // lower bound of the smallest index in the 'x' range; MaxUint64 = empty
 	kbuf     []byte // 'k'+key of the op being applied
-	scratch  []byte // keys collected by trimDedup and deletePrefix
+	abuf     []byte // 'a'+lease+key being written
+	scratch  []byte // keys collected by trimDedup, deletePrefix and revokeLease
+	ends     []int  // where the items in scratch end
+
+	evRev         uint64 // revision of the events being written
+	evSeq         uint32 // sequence of the next event of evRev
+	leasesChanged bool   // the Update being applied changed a lease
 }
 
 // New returns a StateMachine storing its data under dir (this replica's own
@@ -75,13 +91,20 @@ func New(dir string, o Options) *StateMachine {
 	if w == 0 {
 		w = DefaultDedupWindow
 	}
-	return &StateMachine{
-		dir:      dir,
-		window:   w,
-		waitCh:   make(chan struct{}),
-		done:     make(chan struct{}),
-		dedupMin: math.MaxUint64,
+	r := o.EventRetention
+	if r == 0 {
+		r = DefaultEventRetention
 	}
+	s := &StateMachine{
+		dir:       dir,
+		window:    w,
+		retention: r,
+		waitCh:    make(chan struct{}),
+		done:      make(chan struct{}),
+		dedupMin:  math.MaxUint64,
+	}
+	s.compact.Store(1)
+	return s
 }
 
 // Files under dir: the pebble database lives in a numbered subdirectory
@@ -131,14 +154,16 @@ func (s *StateMachine) Open(stop <-chan struct{}) (uint64, error) {
 			return 0, err
 		}
 	}
-	applied, dedupMin, err := loadState(db)
+	st, err := loadState(db)
 	if err != nil {
 		_ = db.Close()
 		return 0, err
 	}
-	s.db, s.gen, s.dedupMin = db, gen, dedupMin
-	s.applied.Store(applied)
-	return applied, nil
+	s.db, s.gen, s.dedupMin = db, gen, st.dedupMin
+	s.compact.Store(st.compact)
+	s.applied.Store(st.applied)
+	s.leaseGen.Add(1)
+	return st.applied, nil
 }
 
 // quietLogger drops pebble's informational chatter. Fatalf must not return:
@@ -174,23 +199,42 @@ func openPebble(path string) (*pebble.DB, error) {
 	return db, nil
 }
 
-// loadState reads what Update keeps in memory: the applied index and the
-// smallest dedup index.
-func loadState(db *pebble.DB) (applied, dedupMin uint64, err error) {
+// loadedState is what Update keeps in memory, as loadState read it.
+type loadedState struct {
+	applied  uint64
+	dedupMin uint64 // MaxUint64 = no dedup entry
+	compact  int64
+}
+
+// loadState reads what Update keeps in memory: the applied index, the
+// smallest dedup index and the compact revision.
+func loadState(db *pebble.DB) (st loadedState, err error) {
 	v, closer, err := db.Get(metaAppliedKey)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
 	case err != nil:
-		return 0, 0, fmt.Errorf("fsm: read applied index: %w", err)
+		return st, fmt.Errorf("fsm: read applied index: %w", err)
 	default:
 		if len(v) != 8 {
 			_ = closer.Close()
-			return 0, 0, fmt.Errorf("fsm: corrupt applied index (%d bytes)", len(v))
+			return st, fmt.Errorf("fsm: corrupt applied index (%d bytes)", len(v))
 		}
-		applied = binary.BigEndian.Uint64(v)
+		st.applied = binary.BigEndian.Uint64(v)
 		_ = closer.Close()
 	}
-	dedupMin = math.MaxUint64
+	v, closer, err = db.Get(metaCompactKey)
+	found := err == nil
+	if err != nil && !errors.Is(err, pebble.ErrNotFound) {
+		return st, fmt.Errorf("fsm: read compact revision: %w", err)
+	}
+	st.compact, err = readCompact(v, found)
+	if found {
+		_ = closer.Close()
+	}
+	if err != nil {
+		return st, err
+	}
+	st.dedupMin = math.MaxUint64
 	it := db.NewIter(&pebble.IterOptions{
 		LowerBound: []byte{prefixDedupIdx},
 		UpperBound: []byte{prefixDedupIdx + 1},
@@ -198,14 +242,14 @@ func loadState(db *pebble.DB) (applied, dedupMin uint64, err error) {
 	if it.First() {
 		if len(it.Key()) != dedupIdxKeyLen {
 			_ = it.Close()
-			return 0, 0, fmt.Errorf("fsm: corrupt dedup index key %x", it.Key())
+			return st, fmt.Errorf("fsm: corrupt dedup index key %x", it.Key())
 		}
-		dedupMin = binary.BigEndian.Uint64(it.Key()[1:])
+		st.dedupMin = binary.BigEndian.Uint64(it.Key()[1:])
 	}
 	if err := it.Close(); err != nil {
-		return 0, 0, fmt.Errorf("fsm: scan dedup index: %w", err)
+		return st, fmt.Errorf("fsm: scan dedup index: %w", err)
 	}
-	return applied, dedupMin, nil
+	return st, nil
 }
 
 // readCurrent returns the database generation named by CURRENT; fresh is
@@ -369,12 +413,18 @@ func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
 	defer b.Close()
 	last := s.applied.Load()
 	dedupMin := s.dedupMin
+	compact := s.compact.Load()
+	s.leasesChanged = false
 	for i := range entries {
 		e := &entries[i]
 		if e.Index <= last {
 			continue
 		}
+		s.evRev, s.evSeq = e.Index, 0
 		if err := s.applyEntry(b, e, &dedupMin); err != nil {
+			return entries, err
+		}
+		if err := s.trimEvents(b, e.Index, &compact); err != nil {
 			return entries, err
 		}
 		last = e.Index
@@ -394,6 +444,10 @@ func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
 		return entries, fmt.Errorf("fsm: update: commit: %w", err)
 	}
 	s.dedupMin = dedupMin
+	s.compact.Store(compact)
+	if s.leasesChanged {
+		s.leaseGen.Add(1)
+	}
 	s.setApplied(last)
 	return entries, nil
 }

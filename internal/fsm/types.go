@@ -6,6 +6,11 @@
 // Everything a client writes is a Txn: a Put is a Txn with one Put op (and a
 // compare for CAS), a Delete is a Txn with one Delete op. One code path keeps
 // the atomicity and revision rules in one place.
+//
+// Besides the keys, the state holds the watch history (every change as an
+// Event, trimmed deterministically; events.go) and leases with the keys
+// attached to them (lease.go). Both are replicated state: written in
+// Update, never from a clock or randomness, and carried by snapshots.
 package fsm
 
 // Limits enforced by Validate and by the codec.
@@ -13,6 +18,15 @@ const (
 	MaxKeySize   = 4 << 10 // bytes
 	MaxValueSize = 1 << 20 // bytes
 	MaxTxnOps    = 128     // compares + then ops + else ops
+
+	// MaxLeaseTTL bounds a lease's TTL and a checkpoint's remaining time:
+	// one year, in milliseconds. The smallest TTL the state machine takes is
+	// 1 ms; a floor that makes sense against election timeouts is the
+	// lessor's business.
+	MaxLeaseTTL = 365 * 24 * 60 * 60 * 1000
+	// MaxLeaseBatch bounds the ids of one KindLeaseRevoke and the
+	// checkpoints of one KindLeaseCheckpoint.
+	MaxLeaseBatch = 1024
 )
 
 // CmdKind tells what a command carries; it is the second byte of the
@@ -20,17 +34,65 @@ const (
 type CmdKind uint8
 
 const (
+	// KindTxn carries Command.Txn; its result decodes with DecodeResult.
 	KindTxn CmdKind = 1
+	// KindLeaseGrant carries Command.Grant; its result decodes with
+	// DecodeLeaseResult (Revision, ID, TTL). Granting an id that exists
+	// fails with an error wrapping errs.Conflict.
+	KindLeaseGrant CmdKind = 2
+	// KindLeaseRevoke carries Command.Revoke; its result decodes with
+	// DecodeLeaseResult (Revision, Deleted).
+	KindLeaseRevoke CmdKind = 3
+	// KindLeaseCheckpoint carries Command.Checkpoint; its result decodes
+	// with DecodeLeaseResult (Revision).
+	KindLeaseCheckpoint CmdKind = 4
 )
 
 // Command is one Raft proposal. Session and Seq form the dedup id: Session is
 // a random number chosen by each Node when it opens, Seq increases per
 // proposal. A command with Session 0 is never deduplicated.
+//
+// Exactly one payload is set, the one its Kind names; the others are nil.
 type Command struct {
-	Session uint64
-	Seq     uint64
-	Kind    CmdKind
-	Txn     *Txn // Kind == KindTxn
+	Session    uint64
+	Seq        uint64
+	Kind       CmdKind
+	Txn        *Txn             // Kind == KindTxn
+	Grant      *LeaseGrant      // Kind == KindLeaseGrant
+	Revoke     *LeaseRevoke     // Kind == KindLeaseRevoke
+	Checkpoint *LeaseCheckpoint // Kind == KindLeaseCheckpoint
+}
+
+// LeaseGrant creates a lease. Leases carry no clock: the group leader counts
+// TTLs down and proposes KindLeaseRevoke with Expired when one runs out.
+type LeaseGrant struct {
+	ID  int64 // >= 0; 0 = use the entry's index as the id
+	TTL int64 // milliseconds, 1..MaxLeaseTTL
+}
+
+// LeaseRevoke removes leases and deletes every key attached to them (one
+// delete event per key, all at the entry's revision).
+//
+// Without Expired (a client's Revoke) every id must exist when the command
+// applies, else nothing changes and the command fails with an error wrapping
+// errs.LeaseNotFound. With Expired (the leader's expiry of one or more
+// leases) ids that no longer exist are skipped.
+type LeaseRevoke struct {
+	IDs     []int64 // 1..MaxLeaseBatch ids, each > 0
+	Expired bool
+}
+
+// LeaseCheckpoint records the remaining TTL of leases, so a new leader does
+// not restart their countdown at the full TTL forever. Ids that do not exist
+// are skipped.
+type LeaseCheckpoint struct {
+	Checkpoints []LeaseRemaining // 1..MaxLeaseBatch
+}
+
+// LeaseRemaining is one lease's remaining time at a checkpoint.
+type LeaseRemaining struct {
+	ID          int64 // > 0
+	RemainingMs int64 // 1..MaxLeaseTTL; stored as min(RemainingMs, the lease's TTL)
 }
 
 // Target is what a Compare looks at.
@@ -77,7 +139,11 @@ type Op struct {
 	Type  OpType
 	Key   string
 	Value []byte // OpPut
-	Lease int64  // OpPut; 0 = none
+	// Lease attaches the key to a lease (OpPut; 0 = none, negative is
+	// invalid). The lease must exist when the txn applies, else the whole
+	// command fails with an error wrapping errs.LeaseNotFound and changes
+	// nothing. A put replaces the key's lease: a put without one detaches it.
+	Lease int64
 }
 
 // Txn: if every Compare holds, the Then ops run, otherwise the Else ops.
@@ -129,7 +195,82 @@ type (
 	}
 	// RevisionQuery answers int64: the applied index.
 	RevisionQuery struct{}
+	// EventsQuery answers *EventsResult: the watch events with revision >=
+	// From (From >= 1), in (revision, sequence) order, at most Limit of them
+	// (0 = DefaultEventsLimit) except that a page never ends inside a
+	// revision: it may exceed Limit to finish the last revision it holds.
+	// From below the compact revision fails with a *CompactedError (which
+	// matches errs.Compacted and carries CompactRevision) and no result.
+	EventsQuery struct {
+		From  int64
+		Limit int
+	}
+	// LeasesQuery answers *LeasesResult: every lease (without Keys).
+	LeasesQuery struct{}
+	// LeaseQuery answers *LeaseInfo with Keys, or an error wrapping
+	// errs.LeaseNotFound.
+	LeaseQuery struct{ ID int64 }
 )
+
+// DefaultEventsLimit is EventsQuery's page size when Limit is 0.
+const DefaultEventsLimit = 1000
+
+// EventType tells a put from a delete.
+type EventType uint8
+
+const (
+	EventPut    EventType = 1
+	EventDelete EventType = 2
+)
+
+// Event is one change made by a command. All events of one entry share its
+// revision; a txn's come in op order, a prefix delete's and a lease
+// revocation's in key order.
+type Event struct {
+	Type     EventType
+	Revision int64
+	// KV is, for a put, the new entry; for a delete, Key and ModRevision
+	// (the delete's revision) only.
+	KV KV
+	// Prev is the key's entry before the change; nil when it did not exist.
+	Prev *KV
+}
+
+// EventsResult is one consistent page of events.
+type EventsResult struct {
+	Events []Event
+	// Revision is the applied index of the read view: with More false the
+	// caller has seen every event up to it and continues from Revision+1.
+	Revision int64
+	// CompactRevision is the lowest revision a query may start from (1
+	// until the first trim).
+	CompactRevision int64
+	// More is set when events after this page exist in the view.
+	More bool
+}
+
+// LeaseInfo describes one lease.
+type LeaseInfo struct {
+	ID        int64
+	TTL       int64    // ms
+	Remaining int64    // ms at the last checkpoint; 0 = no checkpoint
+	Keys      []string // LeaseQuery only: the attached keys, sorted
+	Revision  int64    // LeaseQuery only: applied index of the read view
+}
+
+// LeasesResult lists every lease, by id.
+type LeasesResult struct {
+	Leases   []LeaseInfo
+	Revision int64
+}
+
+// LeaseResult is what a lease command returns (see DecodeLeaseResult).
+type LeaseResult struct {
+	Revision int64 // the entry's index
+	ID       int64 // KindLeaseGrant: the lease's id
+	TTL      int64 // KindLeaseGrant: its TTL, ms
+	Deleted  int64 // KindLeaseRevoke: keys deleted
+}
 
 // GetResult: Found false means the key does not exist at Revision.
 type GetResult struct {
@@ -153,9 +294,11 @@ type Entry struct {
 }
 
 // Result mirrors dragonboat's: Value is the revision (the entry index), Data
-// the encoded TxnResult, or for a command that failed deterministically
-// (bad encoding, invalid txn) Value 0 and Data the encoded error (see
-// EncodeError/DecodeResult).
+// the encoded TxnResult (KindTxn) or LeaseResult (lease kinds), or for a
+// command that failed deterministically (bad encoding, invalid txn, missing
+// lease, duplicate grant) Value 0 and Data the encoded error (see
+// DecodeResult/DecodeLeaseResult). A repeated command (same dedup id inside
+// the window) gets the first one's Result again.
 type Result struct {
 	Value uint64
 	Data  []byte
