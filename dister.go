@@ -85,21 +85,23 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		initial[id] = cluster.Peer{RaftAddr: p.RaftAddr, PeerAddr: p.PeerAddr}
 	}
 	e, err := cluster.Open(ctx, cluster.Config{
-		NodeID:         o.NodeID,
-		DataDir:        o.DataDir,
-		RaftAddr:       o.RaftAddr,
-		PeerAddr:       o.PeerAddr,
-		InitialMembers: initial,
-		Join:           o.Join,
-		Servers:        o.Servers,
-		Logger:         o.Logger,
-		Metrics:        o.Metrics,
+		NodeID:          o.NodeID,
+		DataDir:         o.DataDir,
+		RaftAddr:        o.RaftAddr,
+		PeerAddr:        o.PeerAddr,
+		InitialMembers:  initial,
+		Join:            o.Join,
+		Servers:         o.Servers,
+		Logger:          o.Logger,
+		Metrics:         o.Metrics,
+		LeaseCheckpoint: o.LeaseCheckpoint,
 		Shard: shard.Config{
 			RTT:                o.RTT,
 			ElectionRTT:        o.ElectionRTT,
 			HeartbeatRTT:       o.HeartbeatRTT,
 			SnapshotEntries:    o.SnapshotEntries,
 			CompactionOverhead: o.CompactionOverhead,
+			EventRetention:     o.EventHistory,
 		},
 	})
 	if err != nil {

@@ -84,7 +84,7 @@ func (kv *KV) Put(ctx context.Context, key string, value []byte, opts ...WriteOp
 	if o.prefix {
 		return 0, fmt.Errorf("put %q: WithPrefix is for Delete: %w", key, errs.Invalid)
 	}
-	t := &fsm.Txn{Then: []fsm.Op{{Type: fsm.OpPut, Key: key, Value: value}}}
+	t := &fsm.Txn{Then: []fsm.Op{{Type: fsm.OpPut, Key: key, Value: value, Lease: int64(o.lease)}}}
 	if o.cas {
 		t.Compares = []fsm.Compare{modRevisionIs(key, o.modRev)}
 	}
@@ -107,6 +107,9 @@ func (kv *KV) Delete(ctx context.Context, key string, opts ...WriteOption) (Dele
 	var o writeOptions
 	for _, f := range opts {
 		f(&o)
+	}
+	if o.lease != 0 {
+		return DeleteResult{}, fmt.Errorf("delete %q: WithLease is for Put: %w", key, errs.Invalid)
 	}
 	op := fsm.Op{Type: fsm.OpDelete, Key: key}
 	if o.prefix {

@@ -67,6 +67,15 @@ type Options struct {
 	// CompactionOverhead: entries kept in the log behind a snapshot, so a
 	// follower slightly behind catches up without a snapshot. Zero = 5,000.
 	CompactionOverhead uint64
+	// EventHistory is how many revisions of watch events each group keeps
+	// (a watch can start that far back). Zero = 100,000. Every server of a
+	// cluster must use the same value: trimming is part of the replicated
+	// state.
+	EventHistory uint64
+	// LeaseCheckpoint is how often a group's leader records the remaining
+	// TTL of its leases through Raft, bounding how long leader churn can
+	// keep an unrenewed lease alive. Zero = 5 minutes.
+	LeaseCheckpoint time.Duration
 	// Metrics receives the Node's Prometheus series (proposals by group and
 	// result, proposal latency, leader changes, each group's revision and
 	// leader). Nil = none. A registry takes one Node at a time; Close
@@ -135,8 +144,8 @@ func (o *Options) validate() error {
 			seen[p.RaftAddr] = id
 		}
 	}
-	if o.RequestTimeout < 0 || o.RTT < 0 {
-		return bad("RequestTimeout and RTT cannot be negative")
+	if o.RequestTimeout < 0 || o.RTT < 0 || o.LeaseCheckpoint < 0 {
+		return bad("RequestTimeout, RTT and LeaseCheckpoint cannot be negative")
 	}
 	if o.RTT != 0 && o.RTT < time.Millisecond {
 		return bad("RTT %v is below 1ms", o.RTT)
@@ -189,6 +198,7 @@ type writeOptions struct {
 	cas    bool
 	modRev int64
 	prefix bool
+	lease  LeaseID
 }
 
 // IfModRevision makes a Put or Delete conditional: it applies only if the
@@ -196,6 +206,10 @@ type writeOptions struct {
 func IfModRevision(r int64) WriteOption {
 	return func(o *writeOptions) { o.cas, o.modRev = true, r }
 }
+
+// WithLease ties a Put's key to a lease: the key is deleted when the lease
+// expires or is revoked. ErrLeaseNotFound if the lease does not exist.
+func WithLease(id LeaseID) WriteOption { return func(o *writeOptions) { o.lease = id } }
 
 // WithPrefix makes Delete remove every key starting with the given key.
 func WithPrefix() WriteOption { return func(o *writeOptions) { o.prefix = true } }

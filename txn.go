@@ -56,6 +56,7 @@ type Op struct {
 	Type  OpType
 	Key   string
 	Value []byte
+	Lease LeaseID // OpPut: tie the key to this lease (0 = none)
 }
 
 // Put is an Op that writes key.
@@ -113,7 +114,7 @@ func (kv *KV) Txn(ctx context.Context, t Txn) (*TxnResult, error) {
 func toOps(ops []Op) []fsm.Op {
 	out := make([]fsm.Op, len(ops))
 	for i, o := range ops {
-		out[i] = fsm.Op{Type: fsm.OpType(o.Type), Key: o.Key, Value: o.Value}
+		out[i] = fsm.Op{Type: fsm.OpType(o.Type), Key: o.Key, Value: o.Value, Lease: int64(o.Lease)}
 	}
 	return out
 }

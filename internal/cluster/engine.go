@@ -50,6 +50,9 @@ type Config struct {
 	Logger         *slog.Logger
 	// Metrics receives the engine's Prometheus series; nil = none.
 	Metrics prometheus.Registerer
+	// LeaseCheckpoint is how often a group leader records the remaining
+	// TTL of its leases through Raft; 0 = 5 minutes.
+	LeaseCheckpoint time.Duration
 	// ReconcileInterval is the period of the catalog/membership pass that
 	// also runs on every catalog change; 0 = 1s.
 	ReconcileInterval time.Duration
@@ -75,17 +78,33 @@ type Engine struct {
 	hook    atomic.Pointer[txnHook]
 	metrics *metrics
 
-	mu      sync.Mutex
-	groups  map[string]groupRecord // catalog as last applied locally
-	settled chan struct{}          // closed and replaced after each reconcile pass
-	removed bool                   // this server was removed from the cluster
+	mu       sync.Mutex
+	groups   map[string]groupRecord // catalog as last applied locally
+	servers  map[uint64]Peer        // likewise
+	recorded bool                   // the catalog has this server's addresses
+	lessors  map[uint64]*lessor     // groups this server leads
+	renewals map[renewal]time.Duration
+	settled  chan struct{} // closed and replaced after each reconcile pass
+	removed  bool          // this server was removed from the cluster
 
-	wake   chan struct{} // buffered(1): asks the reconciler for a pass
-	stop   context.CancelFunc
-	done   chan struct{}
-	closed atomic.Bool
-	once   sync.Once
-	cerr   error
+	wake chan struct{}   // buffered(1): asks the reconciler for a pass
+	life context.Context // ends at Close; bounds the engine's own goroutines
+	stop context.CancelFunc
+	done chan struct{}
+
+	hubs     sync.Map   // shard id -> *hub (watch fan-out)
+	hubMu    sync.Mutex // serializes hub creation
+	watchers sync.WaitGroup
+
+	leaseWake chan struct{} // buffered(1)
+	leaseDone chan struct{}
+	renewDone chan struct{}
+	// reconciling: the reconcile loop runs (Open got that far); set before
+	// Open returns, read by Close.
+	reconciling bool
+	closed      atomic.Bool
+	once        sync.Once
+	cerr        error
 }
 
 // identity is persisted in DataDir so that a restart needs no flags but
@@ -106,18 +125,28 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.ReconcileInterval == 0 {
 		cfg.ReconcileInterval = time.Second
 	}
+	if cfg.LeaseCheckpoint == 0 {
+		cfg.LeaseCheckpoint = defaultCheckpoint
+	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("create data dir: %v: %w", err, errs.Invalid)
 	}
 	e := &Engine{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		peers:   peer.NewClient(),
-		groups:  map[string]groupRecord{},
-		settled: make(chan struct{}),
-		wake:    make(chan struct{}, 1),
-		done:    make(chan struct{}),
+		cfg:       cfg,
+		log:       cfg.Logger,
+		peers:     peer.NewClient(),
+		groups:    map[string]groupRecord{},
+		servers:   map[uint64]Peer{},
+		lessors:   map[uint64]*lessor{},
+		renewals:  map[renewal]time.Duration{},
+		leaseWake: make(chan struct{}, 1),
+		leaseDone: make(chan struct{}),
+		renewDone: make(chan struct{}),
+		settled:   make(chan struct{}),
+		wake:      make(chan struct{}, 1),
+		done:      make(chan struct{}),
 	}
+	e.life, e.stop = context.WithCancel(context.Background())
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, fmt.Errorf("session id: %w", err)
@@ -143,6 +172,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		if shardID == SystemShard {
 			e.kick()
 		}
+		e.kickHub(shardID)
 	}
 	sc.OnLeaderChange = func(shardID, _ uint64) {
 		if shardID == SystemShard {
@@ -172,9 +202,10 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 			return nil, err
 		}
 	}
-	rctx, cancel := context.WithCancel(context.Background())
-	e.stop = cancel
-	go e.reconcileLoop(rctx)
+	e.reconciling = true
+	go e.reconcileLoop(e.life)
+	go e.leaseLoop()
+	go e.renewLoop()
 	ok = true
 	return e, nil
 }
@@ -283,10 +314,13 @@ func (e *Engine) NodeID() uint64 { return e.cfg.NodeID }
 func (e *Engine) Close() error {
 	e.once.Do(func() {
 		e.closed.Store(true)
-		if e.stop != nil {
-			e.stop()
+		e.stop()
+		if e.reconciling {
 			<-e.done
+			<-e.leaseDone
+			<-e.renewDone
 		}
+		e.watchers.Wait()
 		if e.peerSrv != nil {
 			e.cerr = e.peerSrv.Close()
 		}
@@ -313,8 +347,16 @@ func (e *Engine) WaitReady(ctx context.Context) error {
 		return err
 	}
 	// Let the reconciler start the groups the catalog already lists.
+	// Let the reconciler start the groups the catalog already lists and
+	// record this server's addresses (so Members lists it).
 	first := true
-	if err := e.waitSettled(ctx, func() bool { done := !first; first = false; return done }); err != nil {
+	if err := e.waitSettled(ctx, func() bool {
+		e.mu.Lock()
+		done := !first && e.recorded
+		e.mu.Unlock()
+		first = false
+		return done
+	}); err != nil {
 		return err
 	}
 	for _, s := range e.host.Shards() {

@@ -242,6 +242,16 @@ func (h *peerHandler) Join(ctx context.Context, req peer.JoinRequest) (peer.Join
 	return peer.JoinResponse{NodeID: id}, err
 }
 
+func (h *peerHandler) KeepAlive(ctx context.Context, req peer.KeepAliveRequest) (peer.KeepAliveResponse, error) {
+	e := (*Engine)(h)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := e.renew(ctx, req.Shard, req.Lease); err != nil {
+		return peer.KeepAliveResponse{}, err
+	}
+	return peer.KeepAliveResponse{}, nil
+}
+
 func (h *peerHandler) Status(ctx context.Context) (peer.Status, error) {
 	e := (*Engine)(h)
 	st := peer.Status{NodeID: e.cfg.NodeID, Applied: map[uint64]uint64{}}

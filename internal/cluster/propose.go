@@ -50,19 +50,9 @@ func (e *Engine) Txn(ctx context.Context, group string, t *fsm.Txn) (*fsm.TxnRes
 type txnHook func(ctx context.Context, shardID uint64, cmd []byte)
 
 func (e *Engine) txn(ctx context.Context, sid uint64, t *fsm.Txn) (*fsm.TxnResult, error) {
-	if e.closed.Load() {
-		return nil, errs.Closed
-	}
-	cmd, err := fsm.EncodeCommand(&fsm.Command{Session: e.session, Seq: e.seq.Add(1), Kind: fsm.KindTxn, Txn: t})
+	res, err := e.propose(ctx, sid, &fsm.Command{Kind: fsm.KindTxn, Txn: t})
 	if err != nil {
 		return nil, err
-	}
-	res, err := e.host.Propose(ctx, sid, cmd)
-	if err != nil {
-		return nil, err
-	}
-	if h := e.hook.Load(); h != nil {
-		(*h)(ctx, sid, cmd)
 	}
 	tr, err := fsm.DecodeResult(res)
 	if err != nil {
@@ -70,6 +60,40 @@ func (e *Engine) txn(ctx context.Context, sid uint64, t *fsm.Txn) (*fsm.TxnResul
 	}
 	e.raiseFloor(sid, tr.Revision)
 	return tr, nil
+}
+
+// propose gives c this engine's next dedup id and commits it on shard sid.
+func (e *Engine) propose(ctx context.Context, sid uint64, c *fsm.Command) (fsm.Result, error) {
+	if e.closed.Load() {
+		return fsm.Result{}, errs.Closed
+	}
+	c.Session, c.Seq = e.session, e.seq.Add(1)
+	cmd, err := fsm.EncodeCommand(c)
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	res, err := e.host.Propose(ctx, sid, cmd)
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	if h := e.hook.Load(); h != nil {
+		(*h)(ctx, sid, cmd)
+	}
+	return res, nil
+}
+
+// proposeLease commits a lease command and decodes its result.
+func (e *Engine) proposeLease(ctx context.Context, sid uint64, c *fsm.Command) (*fsm.LeaseResult, error) {
+	res, err := e.propose(ctx, sid, c)
+	if err != nil {
+		return nil, err
+	}
+	lr, err := fsm.DecodeLeaseResult(res)
+	if err != nil {
+		return nil, err
+	}
+	e.raiseFloor(sid, lr.Revision)
+	return lr, nil
 }
 
 // ProposeAgain re-sends an already committed proposal, as a retry after a

@@ -233,6 +233,8 @@ func (e *Engine) settle(cat *catalog) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.groups = cat.groups
+	e.servers = cat.servers
+	e.recorded = cat.servers[e.cfg.NodeID] == Peer{RaftAddr: e.cfg.RaftAddr, PeerAddr: e.cfg.PeerAddr}
 	close(e.settled)
 	e.settled = make(chan struct{})
 }

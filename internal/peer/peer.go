@@ -40,10 +40,22 @@ type Status struct {
 	Applied map[uint64]uint64 `json:"applied"` // shard id -> last applied index
 }
 
-// Handler serves the RPCs; the root package implements it.
+// KeepAliveRequest renews a lease on the leader of its group's shard.
+type KeepAliveRequest struct {
+	Shard uint64 `json:"shard"`
+	Lease int64  `json:"lease"`
+}
+
+// KeepAliveResponse carries the lease's TTL, the time it now has.
+type KeepAliveResponse struct {
+	TTLMillis int64 `json:"ttl_ms"`
+}
+
+// Handler serves the RPCs; internal/cluster implements it.
 type Handler interface {
 	Join(ctx context.Context, req JoinRequest) (JoinResponse, error)
 	Status(ctx context.Context) (Status, error)
+	KeepAlive(ctx context.Context, req KeepAliveRequest) (KeepAliveResponse, error)
 }
 
 // Server serves Handler on a listener.
@@ -67,6 +79,15 @@ func Listen(addr string, h Handler, log *slog.Logger) (*Server, error) {
 			return
 		}
 		resp, err := h.Join(r.Context(), req)
+		reply(w, resp, err)
+	})
+	mux.HandleFunc("POST /peer/v1/keepalive", func(w http.ResponseWriter, r *http.Request) {
+		var req KeepAliveRequest
+		if err := json.NewDecoder(io.LimitReader(r.Body, maxBody)).Decode(&req); err != nil {
+			writeError(w, fmt.Errorf("decode keepalive request: %v: %w", err, errs.Invalid))
+			return
+		}
+		resp, err := h.KeepAlive(r.Context(), req)
 		reply(w, resp, err)
 	})
 	mux.HandleFunc("GET /peer/v1/status", func(w http.ResponseWriter, r *http.Request) {
@@ -110,7 +131,8 @@ var codes = []struct {
 	err  error
 }{
 	{"invalid", errs.Invalid}, {"conflict", errs.Conflict}, {"not_found", errs.NotFound},
-	{"group_not_found", errs.GroupNotFound}, {"too_large", errs.TooLarge},
+	{"group_not_found", errs.GroupNotFound}, {"lease_not_found", errs.LeaseNotFound},
+	{"too_large", errs.TooLarge},
 	{"no_quorum", errs.NoQuorum}, {"closed", errs.Closed},
 	{"timeout", context.DeadlineExceeded}, {"canceled", context.Canceled},
 }
@@ -160,6 +182,13 @@ func (c *Client) Close() { c.hc.CloseIdleConnections() }
 func (c *Client) Join(ctx context.Context, addr string, req JoinRequest) (JoinResponse, error) {
 	var resp JoinResponse
 	err := c.call(ctx, http.MethodPost, addr, "/peer/v1/join", req, &resp)
+	return resp, err
+}
+
+// KeepAlive asks the server at addr, the leader of req.Shard, to renew a lease.
+func (c *Client) KeepAlive(ctx context.Context, addr string, req KeepAliveRequest) (KeepAliveResponse, error) {
+	var resp KeepAliveResponse
+	err := c.call(ctx, http.MethodPost, addr, "/peer/v1/keepalive", req, &resp)
 	return resp, err
 }
 

@@ -25,6 +25,13 @@ func (f fakeHandler) Join(_ context.Context, req JoinRequest) (JoinResponse, err
 	return JoinResponse{NodeID: req.NodeID + 10}, nil
 }
 
+func (f fakeHandler) KeepAlive(_ context.Context, req KeepAliveRequest) (KeepAliveResponse, error) {
+	if req.Lease == 0 {
+		return KeepAliveResponse{}, fmt.Errorf("lease 0: %w", errs.LeaseNotFound)
+	}
+	return KeepAliveResponse{TTLMillis: 1000}, nil
+}
+
 func (f fakeHandler) Status(context.Context) (Status, error) {
 	return Status{NodeID: 7, Applied: map[uint64]uint64{1: 42}}, nil
 }
@@ -52,6 +59,13 @@ func TestJoinAndStatus(t *testing.T) {
 	resp, err := c.Join(ctx, s.Addr(), JoinRequest{NodeID: 1, RaftAddr: "a:1", PeerAddr: "a:2"})
 	if err != nil || resp.NodeID != 11 {
 		t.Fatalf("join: %+v %v", resp, err)
+	}
+	ka, err := c.KeepAlive(ctx, s.Addr(), KeepAliveRequest{Shard: 2, Lease: 5})
+	if err != nil || ka.TTLMillis != 1000 {
+		t.Fatalf("keepalive: %+v %v", ka, err)
+	}
+	if _, err := c.KeepAlive(ctx, s.Addr(), KeepAliveRequest{Shard: 2}); !errors.Is(err, errs.LeaseNotFound) {
+		t.Fatalf("keepalive of an unknown lease: %v", err)
 	}
 	st, err := c.Status(ctx, s.Addr())
 	if err != nil || st.NodeID != 7 || st.Applied[1] != 42 {

@@ -42,8 +42,9 @@ type Config struct {
 	SnapshotEntries uint64
 	// CompactionOverhead: entries kept behind a snapshot; 0 = 5,000.
 	CompactionOverhead uint64
-	// DedupWindow is passed to fsm.Options.
-	DedupWindow uint64
+	// DedupWindow and EventRetention are passed to fsm.Options.
+	DedupWindow    uint64
+	EventRetention uint64
 	// AttemptTimeout bounds one try of a proposal or read; 0 = 3s. A try
 	// ends early when the shard's leader changes, so failover does not
 	// wait for it.
@@ -205,7 +206,7 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 	}
 	dir := h.stateDir(shardID)
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
-		m := fsm.New(dir, fsm.Options{DedupWindow: h.cfg.DedupWindow})
+		m := fsm.New(dir, fsm.Options{DedupWindow: h.cfg.DedupWindow, EventRetention: h.cfg.EventRetention})
 		h.mu.Lock()
 		h.machines[shardID] = m
 		h.mu.Unlock()
@@ -383,4 +384,13 @@ func (h *Host) WaitLeader(ctx context.Context, shardID uint64) error {
 			return ctxError(ctx.Err(), errLeaderChanged)
 		}
 	}
+}
+
+// LeaseGeneration is the local state machine's lease generation (see
+// fsm.StateMachine.LeaseGeneration); 0 if the shard is not running here.
+func (h *Host) LeaseGeneration(shardID uint64) uint64 {
+	if m := h.machine(shardID); m != nil {
+		return m.LeaseGeneration()
+	}
+	return 0
 }

@@ -150,6 +150,16 @@ func ctxError(ctxErr, last error) error {
 	return ctxErr
 }
 
+func isDisterError(err error) bool {
+	for _, s := range []error{errs.NotFound, errs.Conflict, errs.Compacted, errs.NoQuorum,
+		errs.GroupNotFound, errs.LeaseNotFound, errs.TooLarge, errs.Invalid, errs.Closed} {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
 // temporary reports the engine errors that a later try may not meet.
 func temporary(err error) bool {
 	return errors.Is(err, dragonboat.ErrShardNotReady) ||
@@ -161,10 +171,14 @@ func temporary(err error) bool {
 }
 
 // translate is the one place where dragonboat's errors become dister's.
+// Errors that already carry a dister sentinel (from the state machine's
+// Lookup) pass as they are.
 func translate(err error) error {
 	switch {
 	case err == nil:
 		return nil
+	case isDisterError(err):
+		return err
 	case errors.Is(err, dragonboat.ErrClosed), errors.Is(err, dragonboat.ErrShardClosed):
 		return errs.Closed
 	case errors.Is(err, dragonboat.ErrShardNotFound):

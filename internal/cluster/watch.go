@@ -1,0 +1,359 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/fsm"
+)
+
+// Watches read the event history that the state machine keeps. One hub per
+// group on each server follows the local replica (woken by every apply)
+// and fans each revision's events out to the watchers of that server. A
+// watcher has a bounded queue; a watcher too slow to drain it is cancelled
+// with ErrWatchOverflow, so it never slows the hub, the writes, or the
+// other watchers.
+
+const (
+	// watchQueue is how many revisions (or progress notes) a watcher may
+	// have undelivered before it is cancelled.
+	watchQueue = 256
+	// eventsPage bounds one read of history.
+	eventsPage = 1000
+	// progressEvery is the period of progress notes to every watcher.
+	progressEvery = 15 * time.Second
+)
+
+// WatchBatch is what a watcher receives at once: the events of one
+// revision, or a progress note (no events) saying that every event up to
+// Revision was delivered.
+type WatchBatch struct {
+	Revision int64
+	Events   []fsm.Event
+}
+
+// WatchRequest describes one watch.
+type WatchRequest struct {
+	Group  string
+	Prefix string
+	From   int64 // first revision wanted; 0 = from the next one
+	// Send delivers one batch in order; it may block, and returns false
+	// (stopping the watch) when the consumer is gone or stop is closed.
+	Send func(b WatchBatch, stop <-chan struct{}) bool
+	// End is called once, last, with why the watch ended (never nil) and,
+	// for errs.Compacted, the lowest revision a watch can start from.
+	End func(err error, compactRevision int64)
+}
+
+type watcher struct {
+	req      WatchRequest
+	queue    chan WatchBatch
+	overflow chan struct{} // closed by the hub when queue was full
+}
+
+type hub struct {
+	e     *Engine
+	shard uint64
+	wake  chan struct{} // buffered(1), kicked on every apply
+	done  chan struct{}
+
+	mu       sync.Mutex
+	pos      int64 // every event up to pos was handed to the registered watchers
+	watchers map[*watcher]struct{}
+	err      error // set when the hub ended
+}
+
+// Watch starts a watch; it returns once the watch is registered (or fails
+// to start, with the error also given to End). The watch runs until ctx
+// ends, the Engine closes, or an error ends it; End is called in every case.
+func (e *Engine) Watch(ctx context.Context, req WatchRequest) error {
+	if e.closed.Load() {
+		return errs.Closed
+	}
+	sid, err := e.resolve(ctx, req.Group)
+	if err != nil {
+		return err
+	}
+	h, err := e.hub(ctx, sid)
+	if err != nil {
+		return err
+	}
+	w := &watcher{req: req, queue: make(chan WatchBatch, watchQueue), overflow: make(chan struct{})}
+	e.watchers.Add(1)
+	go func() {
+		defer e.watchers.Done()
+		compact, err := h.run(ctx, w)
+		req.End(err, compact)
+	}()
+	return nil
+}
+
+// RequestProgress makes every watcher of group on this server receive a
+// progress note now.
+func (e *Engine) RequestProgress(ctx context.Context, group string) error {
+	sid, err := e.resolve(ctx, group)
+	if err != nil {
+		return err
+	}
+	if v, ok := e.hubs.Load(sid); ok {
+		v.(*hub).progress()
+	}
+	return nil
+}
+
+// hub returns the shard's hub, starting it on first use.
+func (e *Engine) hub(ctx context.Context, sid uint64) (*hub, error) {
+	if v, ok := e.hubs.Load(sid); ok {
+		return v.(*hub), nil
+	}
+	e.hubMu.Lock()
+	defer e.hubMu.Unlock()
+	if v, ok := e.hubs.Load(sid); ok {
+		return v.(*hub), nil
+	}
+	if e.closed.Load() {
+		return nil, errs.Closed
+	}
+	rev, err := e.readShard(ctx, sid, fsm.RevisionQuery{}, ReadOpts{Consistency: Stale})
+	if err != nil {
+		return nil, err
+	}
+	h := &hub{e: e, shard: sid, wake: make(chan struct{}, 1), done: make(chan struct{}),
+		pos: rev.(int64), watchers: map[*watcher]struct{}{}}
+	e.hubs.Store(sid, h)
+	e.watchers.Add(1)
+	go func() {
+		defer e.watchers.Done()
+		h.loop()
+	}()
+	return h, nil
+}
+
+// kickHub wakes the hub of shardID, if any; called on every apply.
+func (e *Engine) kickHub(shardID uint64) {
+	if v, ok := e.hubs.Load(shardID); ok {
+		select {
+		case v.(*hub).wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (h *hub) loop() {
+	defer close(h.done)
+	tick := time.NewTicker(progressEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-h.e.life.Done():
+			h.end(errs.Closed)
+			return
+		case <-tick.C:
+			h.progress()
+		case <-h.wake:
+			if err := h.advance(); err != nil {
+				h.end(err)
+				return
+			}
+		}
+	}
+}
+
+// advance hands every event the local replica applied since pos to the
+// watchers, one revision at a time.
+func (h *hub) advance() error {
+	for {
+		res, err := h.events(h.pos + 1)
+		if err != nil {
+			return err
+		}
+		h.mu.Lock()
+		for _, b := range byRevision(res.Events) {
+			h.dispatch(b)
+			h.pos = b.Revision
+		}
+		if !res.More {
+			h.pos = max(h.pos, res.Revision)
+		}
+		h.mu.Unlock()
+		if !res.More {
+			return nil
+		}
+	}
+}
+
+func (h *hub) events(from int64) (*fsm.EventsResult, error) {
+	ctx, cancel := context.WithTimeout(h.e.life, 10*time.Second)
+	defer cancel()
+	v, err := h.e.host.StaleRead(ctx, h.shard, fsm.EventsQuery{From: from, Limit: eventsPage})
+	if err != nil {
+		return nil, err
+	}
+	return v.(*fsm.EventsResult), nil
+}
+
+// dispatch gives one revision to every matching watcher; h.mu is held.
+func (h *hub) dispatch(b WatchBatch) {
+	for w := range h.watchers {
+		if b.Revision < w.req.From {
+			continue
+		}
+		if f := filter(b, w.req.Prefix); len(f.Events) > 0 {
+			h.offer(w, f)
+		}
+	}
+}
+
+// offer queues b for w without blocking; a full queue cancels w.
+func (h *hub) offer(w *watcher, b WatchBatch) {
+	select {
+	case w.queue <- b:
+	default:
+		delete(h.watchers, w)
+		close(w.overflow)
+	}
+}
+
+func (h *hub) progress() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for w := range h.watchers {
+		h.offer(w, WatchBatch{Revision: h.pos})
+	}
+}
+
+// end stops every watcher with err.
+func (h *hub) end(err error) {
+	h.e.hubs.Delete(h.shard)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.err = err
+	for w := range h.watchers {
+		delete(h.watchers, w)
+		close(w.overflow)
+	}
+}
+
+// run is a watcher's life: catch up from history, join the hub at its
+// position, then deliver what the hub queues.
+func (h *hub) run(ctx context.Context, w *watcher) (int64, error) {
+	next := w.req.From
+	for {
+		h.mu.Lock()
+		if h.err != nil {
+			h.mu.Unlock()
+			return 0, h.err
+		}
+		if next == 0 {
+			next = h.pos + 1
+		}
+		if next > h.pos {
+			w.req.From = next
+			h.watchers[w] = struct{}{}
+			h.mu.Unlock()
+			break
+		}
+		h.mu.Unlock()
+		// Catch up from history while the hub moves on; join when level.
+		res, err := h.events(next)
+		if err != nil {
+			var ce *fsm.CompactedError
+			if errors.As(err, &ce) {
+				return ce.CompactRevision, err
+			}
+			return 0, err
+		}
+		for _, b := range byRevision(res.Events) {
+			if f := filter(b, w.req.Prefix); len(f.Events) > 0 && !w.req.Send(f, ctx.Done()) {
+				return 0, ctxErrOr(ctx, errs.Closed)
+			}
+			next = b.Revision + 1
+		}
+		if !res.More {
+			next = max(next, res.Revision+1)
+		}
+	}
+	defer h.leave(w)
+	for {
+		select {
+		case b := <-w.queue:
+			if !w.req.Send(b, w.overflow) {
+				return 0, h.why(ctx, w)
+			}
+		case <-w.overflow:
+			return 0, h.why(ctx, w)
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+func (h *hub) leave(w *watcher) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.watchers, w)
+}
+
+// why tells why a registered watcher stopped.
+func (h *hub) why(ctx context.Context, w *watcher) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err != nil {
+		return h.err
+	}
+	return fmt.Errorf("watcher fell more than %d revisions behind: %w", watchQueue, errs.WatchOverflow)
+}
+
+func ctxErrOr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// byRevision splits events (in order) into one batch per revision.
+func byRevision(evs []fsm.Event) []WatchBatch {
+	var out []WatchBatch
+	for i := 0; i < len(evs); {
+		j := i
+		for j < len(evs) && evs[j].Revision == evs[i].Revision {
+			j++
+		}
+		out = append(out, WatchBatch{Revision: evs[i].Revision, Events: evs[i:j]})
+		i = j
+	}
+	return out
+}
+
+// filter keeps the events of b under prefix; b itself is shared between
+// watchers and never modified.
+func filter(b WatchBatch, prefix string) WatchBatch {
+	if prefix == "" {
+		return b
+	}
+	all := true
+	for _, ev := range b.Events {
+		if !strings.HasPrefix(ev.KV.Key, prefix) {
+			all = false
+			break
+		}
+	}
+	if all {
+		return b
+	}
+	out := WatchBatch{Revision: b.Revision}
+	for _, ev := range b.Events {
+		if strings.HasPrefix(ev.KV.Key, prefix) {
+			out.Events = append(out.Events, ev)
+		}
+	}
+	return out
+}

@@ -1,0 +1,159 @@
+package dister
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/dister/dister/internal/cluster"
+	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/fsm"
+)
+
+// EventType tells what a WatchEvent reports.
+type EventType int
+
+// Watch event types.
+const (
+	EventPut      EventType = iota + 1 // a key was written
+	EventDelete                        // a key was removed
+	EventProgress                      // no key: every event up to Revision was delivered
+)
+
+func (t EventType) String() string {
+	switch t {
+	case EventPut:
+		return "put"
+	case EventDelete:
+		return "delete"
+	case EventProgress:
+		return "progress"
+	}
+	return fmt.Sprintf("EventType(%d)", int(t))
+}
+
+// WatchEvent is one change, a progress note, or the final event of a watch.
+type WatchEvent struct {
+	Type EventType
+	// Entry: for a put, the new entry; for a delete, Key, and ModRevision =
+	// Revision.
+	Entry Entry
+	// PrevEntry is the entry before the change (nil if the key did not
+	// exist); set only with WithPrevEntry.
+	PrevEntry *Entry
+	// Revision of the change (for progress: the revision delivered up to).
+	Revision int64
+	// LastInRevision marks the last event of its revision: the events of
+	// one revision (a transaction, a prefix delete) arrive together, and a
+	// watch resumed with FromRevision(Revision+1) after this one misses
+	// nothing and repeats nothing.
+	LastInRevision bool
+	// Err is set on the final event only, after which the channel closes:
+	// ErrCompacted (with CompactRevision), ErrWatchOverflow, ErrClosed,
+	// ErrGroupNotFound, or the ctx error.
+	Err error
+	// CompactRevision is the lowest revision a watch can start from; set
+	// with ErrCompacted.
+	CompactRevision int64
+}
+
+// WatchOption tunes a watch.
+type WatchOption func(*watchOptions)
+
+type watchOptions struct {
+	from int64
+	prev bool
+}
+
+// FromRevision starts the watch at revision r (0 = with the next change).
+// Starting below the retained history ends the watch at once with
+// ErrCompacted and CompactRevision.
+func FromRevision(r int64) WatchOption { return func(o *watchOptions) { o.from = r } }
+
+// WithPrevEntry adds each key's previous entry to its events.
+func WithPrevEntry() WatchOption { return func(o *watchOptions) { o.prev = true } }
+
+// watchBuffer is the capacity of the channel Watch returns.
+const watchBuffer = 64
+
+// Watch streams the changes of keys under prefix ("" = all), in revision
+// order, each once, until ctx ends. It works on any server of the group
+// and across leader changes. A watcher that falls too far behind is ended
+// with ErrWatchOverflow rather than slowing anyone else; the channel always
+// ends with one event whose Err is set, then closes. Drain the channel or
+// cancel ctx: an undrained watch keeps its goroutine.
+func (kv *KV) Watch(ctx context.Context, prefix string, opts ...WatchOption) <-chan WatchEvent {
+	var o watchOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	out := make(chan WatchEvent, watchBuffer)
+	end := func(err error, compact int64) {
+		ev := WatchEvent{Err: fmt.Errorf("watch %q: %w", prefix, err), CompactRevision: compact}
+		select {
+		case out <- ev:
+			close(out)
+		default:
+			// A full channel: hand the final event over when the consumer
+			// reads or gives up, without holding up Close meanwhile.
+			go func() {
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+				}
+				close(out)
+			}()
+		}
+	}
+	if o.from < 0 {
+		end(fmt.Errorf("FromRevision %d: %w", o.from, errs.Invalid), 0)
+		return out
+	}
+	send := func(b cluster.WatchBatch, stop <-chan struct{}) bool {
+		if len(b.Events) == 0 {
+			return deliver(ctx, out, stop, WatchEvent{Type: EventProgress, Revision: b.Revision, LastInRevision: true})
+		}
+		for i, ev := range b.Events {
+			we := WatchEvent{Revision: ev.Revision, Entry: toEntry(ev.KV), LastInRevision: i == len(b.Events)-1}
+			we.Type = EventPut
+			if ev.Type == fsm.EventDelete {
+				we.Type = EventDelete
+				we.Entry = Entry{Key: ev.KV.Key, ModRevision: ev.Revision}
+			}
+			if o.prev && ev.Prev != nil {
+				p := toEntry(*ev.Prev)
+				we.PrevEntry = &p
+			}
+			if !deliver(ctx, out, stop, we) {
+				return false
+			}
+		}
+		return true
+	}
+	err := kv.n.e.Watch(ctx, cluster.WatchRequest{Group: kv.group, Prefix: prefix, From: o.from, Send: send, End: end})
+	if err != nil {
+		end(err, 0)
+	}
+	return out
+}
+
+func deliver(ctx context.Context, out chan<- WatchEvent, stop <-chan struct{}, ev WatchEvent) bool {
+	select {
+	case out <- ev:
+		return true
+	case <-stop:
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// RequestProgress makes every watch of this group on this Node receive a
+// progress event now.
+func (kv *KV) RequestProgress(ctx context.Context) error {
+	ctx, cancel := kv.n.bound(ctx)
+	defer cancel()
+	if err := kv.n.e.RequestProgress(ctx, kv.group); err != nil {
+		return fmt.Errorf("request progress: %w", err)
+	}
+	return nil
+}
