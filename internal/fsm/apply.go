@@ -71,6 +71,8 @@ func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry, dedupMin *uint64) e
 	var staleIdx uint64 // index of an expired dedup entry for this id
 	if cmd.Session != 0 {
 		dedupIDKey(&idKey, cmd.Session, cmd.Seq)
+	}
+	if cmd.Session != 0 && s.maybeStored(b, cmd.Session, cmd.Seq) {
 		v, closer, err := b.Get(idKey[:])
 		switch {
 		case errors.Is(err, pebble.ErrNotFound):
@@ -133,6 +135,7 @@ func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry, dedupMin *uint64) e
 	if err := b.Set(idKey[:], val, nil); err != nil {
 		return fmt.Errorf("fsm: dedup store: %w", err)
 	}
+	s.noteStored(cmd.Session, cmd.Seq)
 	var idxKey [dedupIdxKeyLen]byte
 	if staleIdx != 0 {
 		// The id's old index row would otherwise trim the new id row.
@@ -468,4 +471,52 @@ func (s *StateMachine) releaseScratch() {
 	if cap(s.ends) > 2*deletePrefixChunk {
 		s.ends = nil
 	}
+}
+
+// maxSeqSessions bounds maxSeq; past it the cache starts over (it is only
+// a cache of the dedup table).
+const maxSeqSessions = 4096
+
+// maybeStored reports whether the dedup table may hold (session, seq):
+// false means it certainly does not, and the lookup can be skipped. Seqs of
+// one session mostly arrive in increasing order, so most commands take the
+// fast path; a retry or a reordered proposal takes the lookup.
+func (s *StateMachine) maybeStored(b *pebble.Batch, session, seq uint64) bool {
+	top, ok := s.maxSeq[session]
+	if !ok {
+		top = s.highestStoredSeq(b, session)
+		if len(s.maxSeq) >= maxSeqSessions {
+			clear(s.maxSeq)
+		}
+		s.maxSeq[session] = top
+	}
+	return seq <= top
+}
+
+func (s *StateMachine) noteStored(session, seq uint64) {
+	if top, ok := s.maxSeq[session]; ok && seq > top {
+		s.maxSeq[session] = seq
+	}
+}
+
+// highestStoredSeq is the largest seq of session in the dedup table (read
+// through b, so it includes this Update's writes), 0 if none. Trimmed ids
+// count as absent, as they do for the lookup.
+func (s *StateMachine) highestStoredSeq(b *pebble.Batch, session uint64) uint64 {
+	var lo, hi [dedupIDKeyLen]byte
+	dedupIDKey(&lo, session, 0)
+	dedupIDKey(&hi, session, math.MaxUint64)
+	it := b.NewIter(&pebble.IterOptions{LowerBound: lo[:], UpperBound: hi[:]})
+	defer it.Close()
+	top := uint64(0)
+	if it.Last() {
+		top = binary.BigEndian.Uint64(it.Key()[1+8:])
+	}
+	// The upper bound is exclusive: seq MaxUint64 itself is checked apart.
+	if v, closer, err := b.Get(hi[:]); err == nil {
+		_ = v
+		_ = closer.Close()
+		top = math.MaxUint64
+	}
+	return top
 }

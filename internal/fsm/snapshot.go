@@ -160,7 +160,7 @@ func (s *StateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 	if err := os.RemoveAll(path); err != nil {
 		return fmt.Errorf("fsm: recover snapshot: %w", err)
 	}
-	ndb, err := openPebble(path)
+	ndb, err := openPebble(path, s.cache)
 	if err != nil {
 		return err
 	}
@@ -172,7 +172,7 @@ func (s *StateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 	if err := loadSnapshot(ndb, r, stop); err != nil {
 		return abandon(err)
 	}
-	if err := ndb.LogData(nil, pebble.Sync); err != nil {
+	if err := ndb.Flush(); err != nil {
 		return abandon(fmt.Errorf("fsm: recover snapshot: sync: %w", err))
 	}
 	st, err := loadState(ndb)
@@ -186,6 +186,7 @@ func (s *StateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 	s.mu.Lock()
 	old := s.db
 	s.db, s.gen, s.dedupMin = ndb, gen+1, st.dedupMin
+	s.maxSeq = map[uint64]uint64{}
 	s.compact.Store(st.compact)
 	// Published under the lock, with the new database: a reader woken by
 	// WaitApplied must find the data of that index.

@@ -40,6 +40,10 @@ type Options struct {
 	// DedupWindow it must be the same on every replica of a group, since
 	// it shapes the replicated state. 0 = DefaultEventRetention.
 	EventRetention uint64
+	// Cache is the pebble block cache to use, shared by the state machines
+	// of one host so that memory does not grow with the number of groups.
+	// Nil = a cache of 8 MiB of this state machine's own.
+	Cache *pebble.Cache
 }
 
 // StateMachine is one replica's state on pebble.
@@ -53,6 +57,7 @@ type StateMachine struct {
 	dir       string
 	window    uint64
 	retention uint64
+	cache     *pebble.Cache // nil = own
 
 	mu     sync.RWMutex
 	db     *pebble.DB // nil before Open and after Close
@@ -74,10 +79,15 @@ type StateMachine struct {
 
 	// Update-only state (Update is single-threaded).
 	dedupMin uint64 // lower bound of the smallest index in the 'x' range; MaxUint64 = empty
-	kbuf     []byte // 'k'+key of the op being applied
-	abuf     []byte // 'a'+lease+key being written
-	scratch  []byte // keys collected by trimDedup, deletePrefix and revokeLease
-	ends     []int  // where the items in scratch end
+	// maxSeq caches, per session, the highest Seq the dedup table has held:
+	// a Seq above it was never stored, so its lookup can be skipped. It is
+	// a cache of the table (seeded from it on first use), so it changes no
+	// answer; cleared on Open and snapshot recovery.
+	maxSeq  map[uint64]uint64
+	kbuf    []byte // 'k'+key of the op being applied
+	abuf    []byte // 'a'+lease+key being written
+	scratch []byte // keys collected by trimDedup, deletePrefix and revokeLease
+	ends    []int  // where the items in scratch end
 
 	evRev         uint64 // revision of the events being written
 	evSeq         uint32 // sequence of the next event of evRev
@@ -99,6 +109,7 @@ func New(dir string, o Options) *StateMachine {
 		dir:       dir,
 		window:    w,
 		retention: r,
+		cache:     o.Cache,
 		waitCh:    make(chan struct{}),
 		done:      make(chan struct{}),
 		dedupMin:  math.MaxUint64,
@@ -144,7 +155,7 @@ func (s *StateMachine) Open(stop <-chan struct{}) (uint64, error) {
 	if err := removeStale(s.dir, gen); err != nil {
 		return 0, err
 	}
-	db, err := openPebble(filepath.Join(s.dir, dbDirName(gen)))
+	db, err := openPebble(filepath.Join(s.dir, dbDirName(gen)), s.cache)
 	if err != nil {
 		return 0, err
 	}
@@ -160,6 +171,7 @@ func (s *StateMachine) Open(stop <-chan struct{}) (uint64, error) {
 		return 0, err
 	}
 	s.db, s.gen, s.dedupMin = db, gen, st.dedupMin
+	s.maxSeq = map[uint64]uint64{}
 	s.compact.Store(st.compact)
 	s.applied.Store(st.applied)
 	s.leaseGen.Add(1)
@@ -176,13 +188,24 @@ func (quietLogger) Fatalf(format string, args ...interface{}) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
 }
 
-func openPebble(path string) (*pebble.DB, error) {
+func openPebble(path string, shared *pebble.Cache) (*pebble.DB, error) {
 	// Many groups each hold one of these: keep the fixed memory small.
-	cache := pebble.NewCache(8 << 20)
-	defer cache.Unref()
+	const memTableSize = 16 << 20
+	cache := shared
+	if cache == nil {
+		cache = pebble.NewCache(8 << 20)
+		defer cache.Unref() // pebble.Open took its own reference
+	}
+	// No WAL: the Raft log already holds every entry, so a crash that
+	// loses the memtable loses only applied entries that dragonboat
+	// replays (the applied index lives in the same memtable, so state and
+	// index roll back together). Sync, which dragonboat calls before it
+	// compacts its log, flushes the memtable instead. That halves what an
+	// Update writes, events included.
 	opts := &pebble.Options{
 		Cache:        cache,
-		MemTableSize: 4 << 20,
+		MemTableSize: memTableSize,
+		DisableWAL:   true,
 		Logger:       quietLogger{},
 	}
 	// Bloom filters: every Update looks up its dedup id, which is almost
@@ -191,6 +214,7 @@ func openPebble(path string) (*pebble.DB, error) {
 	opts.Levels = make([]pebble.LevelOptions, 7)
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		opts.Levels[i].Compression = pebble.NoCompression
 	}
 	db, err := pebble.Open(path, opts)
 	if err != nil {
@@ -337,22 +361,25 @@ func (s *StateMachine) Close() error {
 	if db == nil {
 		return nil
 	}
+	// Without a WAL, Close would drop the memtable; flushing it spares a
+	// restart the replay (a failed flush only costs that replay).
+	_ = db.Flush()
 	if err := db.Close(); err != nil {
 		return fmt.Errorf("fsm: close: %w", err)
 	}
 	return nil
 }
 
-// Sync makes every applied entry durable: Update commits without fsync since
-// the Raft log can replay it, and dragonboat calls Sync before it compacts
-// that log.
+// Sync makes every applied entry durable: Update writes only the memtable
+// (no WAL) since the Raft log can replay it, and dragonboat calls Sync
+// before it compacts that log.
 func (s *StateMachine) Sync() error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
 		return fmt.Errorf("fsm: sync: %w", errs.Closed)
 	}
-	if err := s.db.LogData(nil, pebble.Sync); err != nil {
+	if err := s.db.Flush(); err != nil {
 		return fmt.Errorf("fsm: sync: %w", err)
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/cockroachdb/pebble"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
@@ -42,6 +43,9 @@ type Config struct {
 	SnapshotEntries uint64
 	// CompactionOverhead: entries kept behind a snapshot; 0 = 5,000.
 	CompactionOverhead uint64
+	// StateCacheBytes is the block cache shared by the state machines of
+	// this host (every group); 0 = 64 MiB.
+	StateCacheBytes int64
 	// DedupWindow and EventRetention are passed to fsm.Options.
 	DedupWindow    uint64
 	EventRetention uint64
@@ -75,6 +79,9 @@ func (c *Config) setDefaults() {
 	if c.CompactionOverhead == 0 {
 		c.CompactionOverhead = 5000
 	}
+	if c.StateCacheBytes == 0 {
+		c.StateCacheBytes = 64 << 20
+	}
 	if c.AttemptTimeout == 0 {
 		c.AttemptTimeout = 3 * time.Second
 	}
@@ -90,7 +97,8 @@ type Host struct {
 
 	mu       sync.Mutex
 	machines map[uint64]*fsm.StateMachine // shardID -> running state machine
-	learners map[uint64]bool              // shards run as non-voters (see roles.go)
+	learners map[uint64]bool              // shards joined as non-voters (see roles.go)
+	cache    *pebble.Cache                // shared by the state machines
 	leaders  map[uint64]*leaderState
 	readers  map[uint64]*readBatcher // linearizable read rounds per shard
 
@@ -141,11 +149,13 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
+		h.end()
 		// Address in use, unusable directory, or a data dir written with
 		// other settings: all problems of the configuration.
 		return nil, fmt.Errorf("start raft host on %s in %s: %v: %w", cfg.RaftAddr, raftDir, err, errs.Invalid)
 	}
 	h.nh = nh
+	h.cache = pebble.NewCache(cfg.StateCacheBytes)
 	return h, nil
 }
 
@@ -155,7 +165,8 @@ func (h *Host) Close() {
 		h.closed.Store(true)
 		h.end()
 		h.rounds.Wait()
-		h.nh.Close()
+		h.nh.Close() // closes the state machines, which release the cache
+		h.cache.Unref()
 		h.mu.Lock()
 		for _, ls := range h.leaders {
 			close(ls.changed)
@@ -206,7 +217,7 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 	}
 	dir := h.stateDir(shardID)
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
-		m := fsm.New(dir, fsm.Options{DedupWindow: h.cfg.DedupWindow, EventRetention: h.cfg.EventRetention})
+		m := fsm.New(dir, fsm.Options{DedupWindow: h.cfg.DedupWindow, EventRetention: h.cfg.EventRetention, Cache: h.cache})
 		h.mu.Lock()
 		h.machines[shardID] = m
 		h.mu.Unlock()
