@@ -56,20 +56,28 @@ func (o readOptions) cluster() cluster.ReadOpts {
 
 // Get reads one key; ErrNotFound if it does not exist.
 func (kv *KV) Get(ctx context.Context, key string, opts ...ReadOption) (*Entry, error) {
+	e, _, err := kv.GetWithRevision(ctx, key, opts...)
+	return e, err
+}
+
+// GetWithRevision is Get that also returns the group revision the read was
+// served at (also with ErrNotFound), for a client to carry its session to
+// another server with MinRevision.
+func (kv *KV) GetWithRevision(ctx context.Context, key string, opts ...ReadOption) (*Entry, int64, error) {
 	ctx, cancel := kv.n.bound(ctx)
 	defer cancel()
 	if err := checkKey(key); err != nil {
-		return nil, fmt.Errorf("get %q: %w", key, err)
+		return nil, 0, fmt.Errorf("get %q: %w", key, err)
 	}
 	r, err := kv.n.e.Get(ctx, kv.group, key, readOpts(opts).cluster())
 	if err != nil {
-		return nil, fmt.Errorf("get %q: %w", key, err)
+		return nil, 0, fmt.Errorf("get %q: %w", key, err)
 	}
 	if !r.Found {
-		return nil, fmt.Errorf("get %q: %w", key, errs.NotFound)
+		return nil, r.Revision, fmt.Errorf("get %q: %w", key, errs.NotFound)
 	}
 	e := toEntry(r.KV)
-	return &e, nil
+	return &e, r.Revision, nil
 }
 
 // Put writes key and returns the revision of the write. With

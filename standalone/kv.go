@@ -141,17 +141,10 @@ func (s *Server) getKV(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	e, err := s.kv(c).Get(c.Request.Context(), key, opts...)
+	e, rev, err := s.kv(c).GetWithRevision(c.Request.Context(), key, opts...)
 	if err != nil {
 		s.fail(c, err)
 		return
-	}
-	// Get does not say which revision it read at; the local revision just
-	// after the read is at least that, so it is a safe floor to carry to
-	// another server as ?min_revision=.
-	rev := e.ModRevision
-	if r, ok := s.localRevision(c); ok {
-		rev = max(r, rev)
 	}
 	if raw {
 		s.stamp(c, rev)
