@@ -72,8 +72,9 @@ func FromRevision(r int64) WatchOption { return func(o *watchOptions) { o.from =
 // WithPrevEntry adds each key's previous entry to its events.
 func WithPrevEntry() WatchOption { return func(o *watchOptions) { o.prev = true } }
 
-// watchBuffer is the capacity of the channel Watch returns.
-const watchBuffer = 64
+// watchBuffer is the capacity of the channel Watch returns; revisions that
+// do not fit wait in the watcher's pending list.
+const watchBuffer = 16
 
 // Watch streams the changes of keys under prefix ("" = all), in revision
 // order, each once, until ctx ends. It works on any server of the group
@@ -108,13 +109,13 @@ func (kv *KV) Watch(ctx context.Context, prefix string, opts ...WatchOption) <-c
 		end(fmt.Errorf("FromRevision %d: %w", o.from, errs.Invalid), 0)
 		return out
 	}
-	send := func(b cluster.WatchBatch, stop <-chan struct{}) bool {
+	// each calls f with the events of one batch, in order, until f fails.
+	each := func(b cluster.WatchBatch, f func(WatchEvent) bool) bool {
 		if len(b.Events) == 0 {
-			return deliver(ctx, out, stop, WatchEvent{Type: EventProgress, Revision: b.Revision, LastInRevision: true})
+			return f(WatchEvent{Type: EventProgress, Revision: b.Revision, LastInRevision: true})
 		}
 		for i, ev := range b.Events {
-			we := WatchEvent{Revision: ev.Revision, Entry: toEntry(ev.KV), LastInRevision: i == len(b.Events)-1}
-			we.Type = EventPut
+			we := WatchEvent{Type: EventPut, Revision: ev.Revision, Entry: toEntry(ev.KV), LastInRevision: i == len(b.Events)-1}
 			if ev.Type == fsm.EventDelete {
 				we.Type = EventDelete
 				we.Entry = Entry{Key: ev.KV.Key, ModRevision: ev.Revision}
@@ -123,13 +124,26 @@ func (kv *KV) Watch(ctx context.Context, prefix string, opts ...WatchOption) <-c
 				p := toEntry(*ev.Prev)
 				we.PrevEntry = &p
 			}
-			if !deliver(ctx, out, stop, we) {
+			if !f(we) {
 				return false
 			}
 		}
 		return true
 	}
-	err := kv.n.e.Watch(ctx, cluster.WatchRequest{Group: kv.group, Prefix: prefix, From: o.from, Send: send, End: end})
+	send := func(b cluster.WatchBatch, stop <-chan struct{}) bool {
+		return each(b, func(we WatchEvent) bool { return deliver(ctx, out, stop, we) })
+	}
+	// tryPush runs on the hub's goroutine while the watcher's own is idle,
+	// so it is the only sender: the room it sees cannot shrink, and the
+	// sends below cannot block.
+	tryPush := func(b cluster.WatchBatch) bool {
+		if cap(out)-len(out) < max(len(b.Events), 1) {
+			return false
+		}
+		return each(b, func(we WatchEvent) bool { out <- we; return true })
+	}
+	err := kv.n.e.Watch(ctx, cluster.WatchRequest{Group: kv.group, Prefix: prefix, From: o.from,
+		Send: send, TryPush: tryPush, End: end})
 	if err != nil {
 		end(err, 0)
 	}

@@ -14,10 +14,13 @@ import (
 
 // Watches read the event history that the state machine keeps. One hub per
 // group on each server follows the local replica (woken by every apply)
-// and fans each revision's events out to the watchers of that server. A
-// watcher has a bounded queue; a watcher too slow to drain it is cancelled
-// with ErrWatchOverflow, so it never slows the hub, the writes, or the
-// other watchers.
+// and fans each revision's events out to the watchers of that server. The
+// hub hands a revision straight to the consumer's channel when it has room
+// (one hand-off, no goroutine in between); otherwise the revision waits in
+// the watcher's pending list, which the watcher's goroutine drains in
+// order. A watcher more than watchQueue revisions behind is cancelled with
+// ErrWatchOverflow, so it never slows the hub, the writes, or the other
+// watchers. An idle watcher holds no queue memory.
 
 const (
 	// watchQueue is how many revisions (or progress notes) a watcher may
@@ -45,6 +48,9 @@ type WatchRequest struct {
 	// Send delivers one batch in order; it may block, and returns false
 	// (stopping the watch) when the consumer is gone or stop is closed.
 	Send func(b WatchBatch, stop <-chan struct{}) bool
+	// TryPush delivers one whole batch if the consumer has room for it
+	// right now, without blocking; false = no room (nothing delivered).
+	TryPush func(b WatchBatch) bool
 	// End is called once, last, with why the watch ended (never nil) and,
 	// for errs.Compacted, the lowest revision a watch can start from.
 	End func(err error, compactRevision int64)
@@ -52,8 +58,13 @@ type WatchRequest struct {
 
 type watcher struct {
 	req      WatchRequest
-	queue    chan WatchBatch
-	overflow chan struct{} // closed by the hub when queue was full
+	overflow chan struct{} // closed by the hub: too far behind, or the hub ended
+	signal   chan struct{} // buffered(1): pending has something
+
+	mu sync.Mutex
+	// pending holds revisions the consumer had no room for; its head is
+	// removed only once delivered, so the hub never overtakes it.
+	pending []WatchBatch
 }
 
 type hub struct {
@@ -83,7 +94,7 @@ func (e *Engine) Watch(ctx context.Context, req WatchRequest) error {
 	if err != nil {
 		return err
 	}
-	w := &watcher{req: req, queue: make(chan WatchBatch, watchQueue), overflow: make(chan struct{})}
+	w := &watcher{req: req, overflow: make(chan struct{}), signal: make(chan struct{}, 1)}
 	e.watchers.Add(1)
 	go func() {
 		defer e.watchers.Done()
@@ -209,13 +220,24 @@ func (h *hub) dispatch(b WatchBatch) {
 	}
 }
 
-// offer queues b for w without blocking; a full queue cancels w.
+// offer gives b to w without blocking: straight to the consumer when
+// nothing is pending and it has room, else to the pending list; a watcher
+// too far behind is cancelled. h.mu is held.
 func (h *hub) offer(w *watcher, b WatchBatch) {
-	select {
-	case w.queue <- b:
-	default:
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(w.pending) == 0 && w.req.TryPush(b) {
+		return
+	}
+	if len(w.pending) >= watchQueue {
 		delete(h.watchers, w)
 		close(w.overflow)
+		return
+	}
+	w.pending = append(w.pending, b)
+	select {
+	case w.signal <- struct{}{}:
+	default:
 	}
 }
 
@@ -281,8 +303,8 @@ func (h *hub) run(ctx context.Context, w *watcher) (int64, error) {
 	defer h.leave(w)
 	for {
 		select {
-		case b := <-w.queue:
-			if !w.req.Send(b, w.overflow) {
+		case <-w.signal:
+			if !w.drain() {
 				return 0, h.why(ctx, w)
 			}
 		case <-w.overflow:
@@ -290,6 +312,27 @@ func (h *hub) run(ctx context.Context, w *watcher) (int64, error) {
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		}
+	}
+}
+
+// drain delivers the pending revisions in order; false if the watch ended.
+func (w *watcher) drain() bool {
+	for {
+		w.mu.Lock()
+		if len(w.pending) == 0 {
+			w.pending = nil // an idle watcher keeps no buffer
+			w.mu.Unlock()
+			return true
+		}
+		b := w.pending[0]
+		w.mu.Unlock()
+		if !w.req.Send(b, w.overflow) {
+			return false
+		}
+		w.mu.Lock()
+		w.pending[0] = WatchBatch{}
+		w.pending = w.pending[1:]
+		w.mu.Unlock()
 	}
 }
 
