@@ -26,6 +26,7 @@ const (
 	codeNoQuorum      = "no_quorum"       // 503: ErrNoQuorum
 	codeNoInstance    = "no_instance"     // 503: ErrNoInstance
 	codeClosed        = "closed"          // 503: ErrClosed
+	codeWatchOverflow = "watch_overflow"  // 503: ErrWatchOverflow, only in a watch stream's error event
 	codeTimeout       = "timeout"         // 504: deadline exceeded
 	codeInternal      = "internal"        // 500
 )
@@ -38,6 +39,9 @@ type errorBody struct {
 type apiError struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// CompactRevision comes with "compacted": the lowest revision a watch
+	// can start from.
+	CompactRevision int64 `json:"compact_revision,omitempty"`
 }
 
 // classify maps an error to its HTTP status and code. ErrNoQuorum comes
@@ -66,6 +70,8 @@ func classify(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, codeTooLarge
 	case errors.Is(err, dister.ErrNoInstance):
 		return http.StatusServiceUnavailable, codeNoInstance
+	case errors.Is(err, dister.ErrWatchOverflow):
+		return http.StatusServiceUnavailable, codeWatchOverflow
 	case errors.Is(err, dister.ErrInvalid):
 		return http.StatusBadRequest, codeInvalid
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):

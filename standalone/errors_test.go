@@ -35,6 +35,11 @@ func TestNoQuorum(t *testing.T) {
 		{"PUT", "/v1/groups/h?timeout=1s", ""},
 		{"GET", "/v1/groups?timeout=1s", ""},
 		{"GET", "/v1/members?timeout=1s", ""},
+		{"POST", "/v1/leases?timeout=1s", `{"ttl":"10s"}`},
+		{"GET", "/v1/leases/1?timeout=1s", ""},
+		{"PUT", "/v1/leases/1/keepalive?timeout=1s", ""},
+		{"DELETE", "/v1/leases/1?timeout=1s", ""},
+		{"PUT", "/v1/kv/k?ttl=10s&timeout=1s", "v2"},
 	}
 	// In parallel: each waits out its timeout.
 	res := make([]resp, len(reqs))
@@ -112,7 +117,8 @@ func TestNoServerErrorsOnBadInput(t *testing.T) {
 		`["a",null]`, `{"k":null}`, `{"k":1}`, `[1,2]`, `"str"`, `{"raft_addr":1}`}
 	paths := []string{"/v1/kv/k", "/v1/kv/", "/v1/kv", "/v1/txn", "/v1/groups/x", "/v1/groups/",
 		"/v1/members/0", "/v1/members/", "/v1/members/18446744073709551616", "/kv", "/node",
-		"/v1/kv/%2e%2e", "/v1//kv/k", "/v1/kv/k?group=", "/v1/kv/k?timeout=0s", "/kv?k=", "/kv?k=%00"}
+		"/v1/kv/%2e%2e", "/v1//kv/k", "/v1/kv/k?group=", "/v1/kv/k?timeout=0s", "/kv?k=", "/kv?k=%00",
+		"/v1/leases", "/v1/leases/1", "/v1/leases/1/keepalive", "/v1/leases/x/keepalive", "/v1/kv/k?ttl=1s"}
 	for _, p := range paths {
 		for _, m := range []string{"GET", "PUT", "POST", "DELETE", "PATCH", "HEAD"} {
 			for _, b := range bodies {

@@ -22,8 +22,14 @@ import (
 func serve(t testing.TB, n *dister.Node, o standalone.Options) *httptest.Server {
 	t.Helper()
 	o.Logger = testcluster.Logger()
-	srv := httptest.NewServer(standalone.New(n, o))
-	t.Cleanup(srv.Close)
+	h := standalone.New(n, o)
+	srv := httptest.NewServer(h)
+	// Close waits for the requests in flight, which a watch stream never
+	// finishes by itself.
+	t.Cleanup(func() {
+		h.CloseStreams()
+		srv.Close()
+	})
 	return srv
 }
 

@@ -18,7 +18,11 @@ import (
 //	GET    /v1/kv/{key}   entry JSON; ?raw = the value bytes alone
 //	                      (application/octet-stream) with X-Dister-Mod-Revision
 //	PUT    /v1/kv/{key}   body = the value bytes; ?cas=MOD_REVISION (0 = must
-//	                      not exist) -> {"revision":N}, 409 conflict if not
+//	                      not exist) -> {"revision":N}, 409 conflict if not;
+//	                      ?lease=ID puts the key with that lease (404
+//	                      lease_not_found), ?ttl=10s with a new lease of that
+//	                      TTL, revoked again if the put fails ->
+//	                      {"revision":N,"lease":ID}
 //	DELETE /v1/kv/{key}   ?prefix=true removes the subtree; ?cas= as for PUT
 //	                      (not with prefix) -> {"revision":N,"deleted":K}
 //	GET    /v1/kv         ?prefix=P&limit=N&after=K ->
@@ -155,8 +159,14 @@ func (s *Server) getKV(c *gin.Context) {
 	s.reply(c, http.StatusOK, toEntryJSON(e), rev)
 }
 
+// putJSON answers a PUT; lease is set when the key was put with one.
+type putJSON struct {
+	Revision int64 `json:"revision"`
+	Lease    int64 `json:"lease,omitempty"`
+}
+
 func (s *Server) putKV(c *gin.Context) {
-	if err := params(c, "cas"); err != nil {
+	if err := params(c, "cas", "lease", "ttl"); err != nil {
 		s.fail(c, err)
 		return
 	}
@@ -174,17 +184,36 @@ func (s *Server) putKV(c *gin.Context) {
 		}
 		opts = append(opts, dister.IfModRevision(r))
 	}
+	lease, ttl, err := putLease(c)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
 	value, err := io.ReadAll(c.Request.Body)
 	if err != nil {
 		s.fail(c, bodyError(err))
 		return
 	}
+	// Grant last, after everything that can refuse the request for what
+	// it says, so that fewer leases are granted only to be revoked.
+	if ttl != 0 {
+		if lease, err = s.leases(c).Grant(c.Request.Context(), ttl); err != nil {
+			s.fail(c, err)
+			return
+		}
+	}
+	if lease != 0 {
+		opts = append(opts, dister.WithLease(lease))
+	}
 	rev, err := s.kv(c).Put(c.Request.Context(), key, value, opts...)
 	if err != nil {
+		if ttl != 0 {
+			s.dropLease(c, lease)
+		}
 		s.fail(c, err)
 		return
 	}
-	s.reply(c, http.StatusOK, map[string]int64{"revision": rev}, rev)
+	s.reply(c, http.StatusOK, putJSON{Revision: rev, Lease: int64(lease)}, rev)
 }
 
 func (s *Server) deleteKV(c *gin.Context) {

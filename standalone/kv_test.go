@@ -249,8 +249,9 @@ func TestKVInvalidInput(t *testing.T) {
 		{"GET", "/v1/kv/k?timeout=soon"},
 		{"GET", "/v1/kv/k?timeout=-1s"},
 		{"GET", "/v1/kv/k?timeout=1h"},
-		{"GET", "/v1/kv/k?lease=5"}, // not in this version: never ignored
-		{"PUT", "/v1/kv/k?ttl=30s"},
+		{"GET", "/v1/kv/k?lease=5"}, // a write option: never ignored on a read
+		{"PUT", "/v1/kv/k?ttl=30s&lease=5"},
+		{"PUT", "/v1/kv/k?ttl=30"},
 		{"GET", "/v1/kv/k?group=default&group=other"},
 		{"GET", "/v1/kv/k?a;b"},
 		{"GET", "/v1/kv?limit=0"},

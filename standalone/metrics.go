@@ -17,7 +17,10 @@ import (
 type httpMetrics struct {
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
-	handler  http.Handler
+	// watchStreams counts open SSE streams: each holds a connection and
+	// a watch for as long as its client stays.
+	watchStreams prometheus.Gauge
+	handler      http.Handler
 }
 
 func newOwnRegistry() *prometheus.Registry {
@@ -40,10 +43,15 @@ func newHTTPMetrics(reg *prometheus.Registry, log *slog.Logger) *httpMetrics {
 			Help:    "Time to serve an HTTP request, by route template.",
 			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16),
 		}, []string{"route"}),
+		watchStreams: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "dister_http_watch_streams",
+			Help: "Watch streams (Server-Sent Events) open now.",
+		}),
 		handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}),
 	}
 	m.requests = register(reg, log, m.requests)
 	m.latency = register(reg, log, m.latency)
+	m.watchStreams = register(reg, log, m.watchStreams)
 	return m
 }
 

@@ -9,10 +9,11 @@
 //   - ?timeout=DURATION (a Go duration such as "500ms", at most 5m) bounds
 //     the request; without it Options.RequestTimeout applies. When it runs
 //     out the answer is 504 timeout, or 503 no_quorum when the cluster had
-//     no leader or majority meanwhile.
+//     no leader or majority meanwhile. A watch stream (watch.go) is the
+//     exception: only ?timeout= ends it.
 //   - Unknown query parameters are refused (400 invalid), so that an option
-//     this version does not know (e.g. ?lease= before leases exist) is
-//     never silently ignored.
+//     this version does not know (or a misspelt one) is never silently
+//     ignored.
 //   - Every response carries X-Dister-Revision: the revision a read was
 //     served at or a write made, otherwise the selected group's revision on
 //     this server (omitted only when that cannot be read, e.g. the group
@@ -22,6 +23,7 @@
 package standalone
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"time"
@@ -67,6 +69,9 @@ type Server struct {
 	opts    Options
 	engine  *gin.Engine
 	metrics *httpMetrics
+	// streams ends every watch stream when CloseStreams cancels it.
+	streams    context.Context
+	endStreams context.CancelFunc
 }
 
 // New builds the handler for n. It starts no goroutine; serve it with an
@@ -103,6 +108,7 @@ func New(n *dister.Node, o Options) *Server {
 	e.UseEscapedPath = false
 	e.HandleMethodNotAllowed = true
 	s := &Server{node: n, opts: o, engine: e, metrics: newHTTPMetrics(o.Metrics, o.Logger)}
+	s.streams, s.endStreams = context.WithCancel(context.Background())
 	s.routes()
 	return s
 }
@@ -128,6 +134,10 @@ func (s *Server) routes() {
 	v1.PUT("/kv/*key", s.putKV)
 	v1.DELETE("/kv/*key", s.deleteKV)
 	v1.POST("/txn", s.txn)
+	v1.POST("/leases", s.grantLease)
+	v1.GET("/leases/:id", s.getLease)
+	v1.PUT("/leases/:id/keepalive", s.keepAliveLease)
+	v1.DELETE("/leases/:id", s.revokeLease)
 	v1.GET("/groups", s.listGroups)
 	v1.GET("/groups/:name", s.getGroup)
 	v1.PUT("/groups/:name", s.createGroup)
@@ -137,6 +147,9 @@ func (s *Server) routes() {
 	v1.PUT("/members/:id", s.addMember)
 	v1.DELETE("/members/:id", s.removeMember)
 	v1.GET("/status", s.status)
+
+	// Outside /v1's group: its deadline would cut the stream.
+	e.GET("/v1/watch", s.selectGroup, s.watch)
 
 	legacy := e.Group("", s.deadline(false))
 	legacy.GET("/kv", s.legacyGetKV)

@@ -64,6 +64,9 @@ type apiError struct {
 	Group   string // the --group asked for, to name it in group_not_found
 	Code    string `json:"code"`
 	Message string `json:"message"`
+	// CompactRevision comes with "compacted": the oldest revision a watch
+	// can start from.
+	CompactRevision int64 `json:"compact_revision"`
 }
 
 // Error says what went wrong in a few words; the server's message repeats
@@ -80,6 +83,9 @@ func (e *apiError) Error() string {
 		return "group not found"
 	case "unauthorized":
 		return "unauthorized: the daemon wants a valid --token (or DISTER_TOKEN)"
+	case "compacted":
+		return fmt.Sprintf("the history before revision %d is compacted: start at --from %d or later (compacted)",
+			e.CompactRevision, e.CompactRevision)
 	case "":
 		if e.Message != "" {
 			return fmt.Sprintf("HTTP %d: %s", e.Status, e.Message)
@@ -123,11 +129,7 @@ func (c *client) send(ctx context.Context, method, path string, q url.Values, bo
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			err = ue.Err
-		}
-		return nil, nil, fmt.Errorf("cannot reach the dister daemon at %s: %w", c.addr, err)
+		return nil, nil, fmt.Errorf("cannot reach the dister daemon at %s: %w", c.addr, unwrapURLError(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
@@ -135,21 +137,36 @@ func (c *client) send(ctx context.Context, method, path string, q url.Values, bo
 		return nil, nil, fmt.Errorf("reading the answer of %s: %w", c.addr, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		e := &apiError{Status: resp.StatusCode, Group: c.group}
-		var wrapped struct {
-			Error *apiError `json:"error"`
-		}
-		if json.Unmarshal(data, &wrapped) == nil && wrapped.Error != nil {
-			e.Code, e.Message = wrapped.Error.Code, wrapped.Error.Message
-		} else {
-			e.Message = strings.TrimSpace(string(data))
-			if len(e.Message) > 200 {
-				e.Message = e.Message[:200] + "..."
-			}
-		}
-		return nil, resp.Header, e
+		return nil, resp.Header, c.answerError(resp.StatusCode, data)
 	}
 	return data, resp.Header, nil
+}
+
+// answerError decodes a non-2xx answer.
+func (c *client) answerError(status int, data []byte) *apiError {
+	e := &apiError{Status: status, Group: c.group}
+	var wrapped struct {
+		Error *apiError `json:"error"`
+	}
+	if json.Unmarshal(data, &wrapped) == nil && wrapped.Error != nil {
+		e.Code, e.Message, e.CompactRevision = wrapped.Error.Code, wrapped.Error.Message, wrapped.Error.CompactRevision
+	} else {
+		e.Message = strings.TrimSpace(string(data))
+		if len(e.Message) > 200 {
+			e.Message = e.Message[:200] + "..."
+		}
+	}
+	return e
+}
+
+// unwrapURLError drops the method and URL that net/http puts before the
+// cause: the command line says what was asked.
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // call sends a request and decodes a JSON answer into out (nil = ignore).

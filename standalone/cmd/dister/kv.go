@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"text/tabwriter"
+	"time"
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
@@ -50,7 +51,7 @@ func keyPath(key string) string { return "/v1/kv/" + url.PathEscape(key) }
 
 func newKVCmd(c *client) *cobra.Command {
 	kv := parentCmd("kv", "Read and write keys (REST /v1/kv)")
-	kv.AddCommand(newKVGetCmd(c), newKVPutCmd(c), newKVDelCmd(c), newKVLsCmd(c))
+	kv.AddCommand(newKVGetCmd(c), newKVPutCmd(c), newKVDelCmd(c), newKVLsCmd(c), newKVWatchCmd(c))
 	return kv
 }
 
@@ -87,21 +88,21 @@ func newKVGetCmd(c *client) *cobra.Command {
 }
 
 func newKVPutCmd(c *client) *cobra.Command {
-	var cas int64
+	var (
+		cas   int64
+		lease int64
+		ttl   time.Duration
+	)
 	cmd := &cobra.Command{
 		Use:   "put KEY VALUE",
 		Short: "Write a key; VALUE - reads the value from stdin",
 		Args:  exactArgs(2),
 	}
 	cmd.Flags().Int64Var(&cas, "cas", -1, "write only if the key's mod revision is this (0 = only if it does not exist)")
+	cmd.Flags().Int64Var(&lease, "lease", 0, "tie the key to this lease: it is deleted when the lease ends")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "tie the key to a new lease of this TTL (e.g. 10s), which nothing renews but \"dister lease keepalive\"")
 	cmd.RunE = runE(func(cmd *cobra.Command, args []string) error {
 		key, value := args[0], []byte(args[1])
-		if args[1] == "-" {
-			var err error
-			if value, err = io.ReadAll(c.stdin); err != nil {
-				return fmt.Errorf("kv put %q: reading stdin: %w", key, err)
-			}
-		}
 		q := c.groupQuery()
 		if cmd.Flags().Changed("cas") {
 			if cas < 0 {
@@ -109,8 +110,29 @@ func newKVPutCmd(c *client) *cobra.Command {
 			}
 			q.Set("cas", strconv.FormatInt(cas, 10))
 		}
+		switch {
+		case cmd.Flags().Changed("lease") && cmd.Flags().Changed("ttl"):
+			return usagef("--lease and --ttl exclude each other")
+		case cmd.Flags().Changed("lease"):
+			if lease <= 0 {
+				return usagef("--lease %d: want a lease id > 0", lease)
+			}
+			q.Set("lease", strconv.FormatInt(lease, 10))
+		case cmd.Flags().Changed("ttl"):
+			if ttl <= 0 {
+				return usagef("--ttl %v: want a positive duration", ttl)
+			}
+			q.Set("ttl", ttl.String())
+		}
+		if args[1] == "-" {
+			var err error
+			if value, err = io.ReadAll(c.stdin); err != nil {
+				return fmt.Errorf("kv put %q: reading stdin: %w", key, err)
+			}
+		}
 		var ans struct {
 			Revision int64 `json:"revision"`
+			Lease    int64 `json:"lease"`
 		}
 		data, err := c.call(cmd.Context(), "PUT", keyPath(key), q, bytesReader(value), &ans)
 		if err != nil {
@@ -118,6 +140,10 @@ func newKVPutCmd(c *client) *cobra.Command {
 		}
 		if c.json() {
 			return c.printJSON(data)
+		}
+		if ans.Lease != 0 {
+			_, err = fmt.Fprintf(c.stdout, "OK revision %d (lease %d)\n", ans.Revision, ans.Lease)
+			return err
 		}
 		_, err = fmt.Fprintf(c.stdout, "OK revision %d\n", ans.Revision)
 		return err

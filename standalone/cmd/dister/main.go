@@ -113,7 +113,7 @@ flags. The other commands talk to a running daemon over its REST API
 
 	c := &client{stdin: stdin, stdout: stdout, stderr: stderr}
 	for _, cmd := range []*cobra.Command{
-		newKVCmd(c), newGroupCmd(c), newMemberCmd(c), newStatusCmd(c),
+		newKVCmd(c), newLeaseCmd(c), newGroupCmd(c), newMemberCmd(c), newStatusCmd(c),
 		newNodesCmd(c), newAddNodeCmd(c), newDelNodeCmd(c),
 		newKVsCmd(c), newGetKVCmd(c), newAddKVCmd(c), newDelKVCmd(c),
 	} {

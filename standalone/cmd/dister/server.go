@@ -110,16 +110,21 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 	}
 	defer node.Close()
 
+	handler := standalone.New(node, standalone.Options{
+		Token: cfg.Token, Logger: logger, Metrics: reg,
+	})
 	srv := &http.Server{
-		Handler: standalone.New(node, standalone.Options{
-			Token: cfg.Token, Logger: logger, Metrics: reg,
-		}),
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		// Idle keep-alive connections of clients that vanished are not
 		// kept forever.
 		IdleTimeout: 2 * time.Minute,
 		ErrorLog:    log.New(&slogWriter{logger}, "", 0),
 	}
+	// Shutdown waits for the requests in flight, and a watch stream never
+	// ends by itself: end them, and their clients resume elsewhere or
+	// after the restart.
+	srv.RegisterOnShutdown(handler.CloseStreams)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
