@@ -76,12 +76,19 @@ func (l *Leases) Grant(ctx context.Context, ttl time.Duration, opts ...LeaseOpti
 // KeepAlive restarts the lease's countdown at its full TTL.
 // ErrLeaseNotFound if it expired or was revoked.
 func (l *Leases) KeepAlive(ctx context.Context, id LeaseID) error {
+	_, err := l.Renew(ctx, id)
+	return err
+}
+
+// Renew is KeepAlive that also returns the lease's TTL.
+func (l *Leases) Renew(ctx context.Context, id LeaseID) (time.Duration, error) {
 	ctx, cancel := l.n.bound(ctx)
 	defer cancel()
-	if err := l.n.e.KeepAlive(ctx, l.group, int64(id)); err != nil {
-		return fmt.Errorf("keepalive lease %d: %w", id, err)
+	ttl, err := l.n.e.KeepAlive(ctx, l.group, int64(id))
+	if err != nil {
+		return 0, fmt.Errorf("keepalive lease %d: %w", id, err)
 	}
-	return nil
+	return ttl, nil
 }
 
 // Revoke ends the lease now and deletes its keys.

@@ -2,6 +2,7 @@ package dister
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/dister/dister/internal/cluster"
@@ -145,7 +146,12 @@ func (kv *KV) Watch(ctx context.Context, prefix string, opts ...WatchOption) <-c
 	err := kv.n.e.Watch(ctx, cluster.WatchRequest{Group: kv.group, Prefix: prefix, From: o.from,
 		Send: send, TryPush: tryPush, End: end})
 	if err != nil {
-		end(err, 0)
+		var ce *fsm.CompactedError
+		if errors.As(err, &ce) {
+			end(err, ce.CompactRevision)
+		} else {
+			end(err, 0)
+		}
 	}
 	return out
 }

@@ -139,7 +139,12 @@ func TestWatchCompacted(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ev := <-kv.Watch(ctx, "", dister.FromRevision(1))
+	var ev dister.WatchEvent
+	select { // reported before Watch returns, so a server can answer it with a status
+	case ev = <-kv.Watch(ctx, "", dister.FromRevision(1)):
+	default:
+		t.Fatal("a compacted start was not reported at once")
+	}
 	if !errors.Is(ev.Err, dister.ErrCompacted) || ev.CompactRevision <= 1 {
 		t.Fatalf("watch from 1: %+v", ev)
 	}
@@ -344,4 +349,31 @@ func TestAutoRenewedLeaseDiesWithItsNode(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("key gone %v after its Node closed (TTL %v)", time.Since(closed), ttl)
+}
+
+func TestWatchEndsWhenGroupDeleted(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	n := c.Node(1)
+	if err := n.CreateGroup(ctx, "tmp"); err != nil {
+		t.Fatal(err)
+	}
+	events := n.Group("tmp").KV().Watch(ctx, "")
+	n.Group("tmp").KV().Put(ctx, "k", nil)
+	if ev := <-events; ev.Type != dister.EventPut {
+		t.Fatalf("first event: %+v", ev)
+	}
+	if err := n.DeleteGroup(ctx, "tmp"); err != nil {
+		t.Fatal(err)
+	}
+	ev := <-events
+	if !errors.Is(ev.Err, dister.ErrGroupNotFound) {
+		t.Fatalf("after the group was deleted: %+v", ev)
+	}
+	if _, open := <-events; open {
+		t.Fatal("channel not closed after the final event")
+	}
+	if ev := <-n.Group("nope").KV().Watch(ctx, ""); !errors.Is(ev.Err, dister.ErrGroupNotFound) {
+		t.Fatalf("watch of an unknown group: %+v", ev)
+	}
 }

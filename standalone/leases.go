@@ -126,19 +126,13 @@ func (s *Server) keepAliveLease(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	ls := s.leases(c)
-	if err := ls.KeepAlive(c.Request.Context(), id); err != nil {
-		s.fail(c, err)
-		return
-	}
-	// KeepAlive does not tell the TTL, which the client needs to know how
-	// soon to renew again.
-	li, err := ls.Get(c.Request.Context(), id)
+	// The TTL tells the client how soon to renew again.
+	ttl, err := s.leases(c).Renew(c.Request.Context(), id)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	s.reply(c, http.StatusOK, leaseJSON{ID: int64(id), TTL: li.TTL.String()}, noRevision)
+	s.reply(c, http.StatusOK, leaseJSON{ID: int64(id), TTL: ttl.String()}, noRevision)
 }
 
 func (s *Server) revokeLease(c *gin.Context) {

@@ -50,13 +50,6 @@ import (
 // SDK. Bound connections in front of the daemon (or with the embedding
 // http.Server's listener) where that matters.
 
-// startWait is how long a stream that begins inside the history waits for
-// its first event before answering 200: compaction is found by the first
-// history read, a local read, and must be answered with 410 rather than
-// inside the stream. The SDK has no start signal, so a resume with no
-// matching event since is answered this much later.
-const startWait = time.Second
-
 // watchEventJSON is the data of a put, delete or progress event.
 type watchEventJSON struct {
 	Type string `json:"type"`
@@ -144,7 +137,7 @@ func (s *Server) watch(c *gin.Context) {
 		}
 	}()
 
-	first, ok := firstEvent(ctx, events, from <= start)
+	first, ok := firstEvent(events)
 	if ok && first.Err != nil {
 		if ctx.Err() != nil {
 			return // the client left before the stream began
@@ -190,27 +183,16 @@ func (s *Server) startRevision(c *gin.Context, kv *dister.KV) (int64, error) {
 	return kv.Revision(ctx, dister.Stale())
 }
 
-// firstEvent takes an event that is already there (a start error the SDK
-// found at once), or, when the watch starts inside the history, waits up to
-// startWait for one.
-func firstEvent(ctx context.Context, events <-chan dister.WatchEvent, wait bool) (dister.WatchEvent, bool) {
+// firstEvent takes an event that is already there: the SDK reports a start
+// below the history (and other start errors) before Watch returns, so they
+// can be answered with a status instead of inside the stream.
+func firstEvent(events <-chan dister.WatchEvent) (dister.WatchEvent, bool) {
 	select {
 	case ev, ok := <-events:
 		return ev, ok
 	default:
-	}
-	if !wait {
 		return dister.WatchEvent{}, false
 	}
-	t := time.NewTimer(startWait)
-	defer t.Stop()
-	select {
-	case ev, ok := <-events:
-		return ev, ok
-	case <-t.C:
-	case <-ctx.Done():
-	}
-	return dister.WatchEvent{}, false
 }
 
 // stream is one open SSE answer.

@@ -81,23 +81,25 @@ func (e *Engine) Lease(ctx context.Context, group string, id int64) (LeaseDetail
 	return LeaseDetail{TTL: time.Duration(li.TTL) * time.Millisecond, Keys: li.Keys}, nil
 }
 
-// KeepAlive renews a lease at its group's leader, wherever that is.
-func (e *Engine) KeepAlive(ctx context.Context, group string, id int64) error {
+// KeepAlive renews a lease at its group's leader, wherever that is, and
+// returns its TTL.
+func (e *Engine) KeepAlive(ctx context.Context, group string, id int64) (time.Duration, error) {
 	sid, err := e.resolve(ctx, group)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	backoff := 5 * time.Millisecond
 	for {
 		if e.closed.Load() {
-			return errs.Closed
+			return 0, errs.Closed
 		}
 		if err := e.host.WaitLeader(ctx, sid); err != nil {
-			return err
+			return 0, err
 		}
+		var ttl time.Duration
 		leader, _ := e.host.Leader(sid)
 		if leader == e.cfg.NodeID {
-			err = e.renew(ctx, sid, id)
+			ttl, err = e.renew(ctx, sid, id)
 		} else {
 			e.mu.Lock()
 			p, known := e.servers[leader]
@@ -105,17 +107,19 @@ func (e *Engine) KeepAlive(ctx context.Context, group string, id int64) error {
 			if !known {
 				err = fmt.Errorf("leader %d has no known peer address: %w", leader, errs.NoQuorum)
 			} else {
-				_, err = e.peers.KeepAlive(ctx, p.PeerAddr, peer.KeepAliveRequest{Shard: sid, Lease: id})
+				var r peer.KeepAliveResponse
+				r, err = e.peers.KeepAlive(ctx, p.PeerAddr, peer.KeepAliveRequest{Shard: sid, Lease: id})
+				ttl = time.Duration(r.TTLMillis) * time.Millisecond
 			}
 		}
 		// Only "not the leader (any more)" and an unreachable leader are
 		// worth another try: the leader may be changing.
 		if err == nil || !(errors.Is(err, errs.NoQuorum) || errors.Is(err, peer.ErrUnreachable)) {
-			return err
+			return ttl, err
 		}
 		select {
 		case <-ctx.Done():
-			return ctxError(ctx.Err(), err)
+			return 0, ctxError(ctx.Err(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 200*time.Millisecond)
@@ -126,10 +130,11 @@ func ctxError(ctxErr, last error) error {
 	return fmt.Errorf("%w (last try: %v): %w", ctxErr, last, errs.NoQuorum)
 }
 
-// renew restarts a lease's countdown on this server, which must lead sid.
-func (e *Engine) renew(ctx context.Context, sid uint64, id int64) error {
+// renew restarts a lease's countdown on this server, which must lead sid,
+// and returns its TTL.
+func (e *Engine) renew(ctx context.Context, sid uint64, id int64) (time.Duration, error) {
 	if leader, _ := e.host.Leader(sid); leader != e.cfg.NodeID {
-		return fmt.Errorf("server %d does not lead shard %d: %w", e.cfg.NodeID, sid, errs.NoQuorum)
+		return 0, fmt.Errorf("server %d does not lead shard %d: %w", e.cfg.NodeID, sid, errs.NoQuorum)
 	}
 	l := e.lessor(sid)
 	e.refresh(sid, l)
@@ -141,16 +146,16 @@ func (e *Engine) renew(ctx context.Context, sid uint64, id int64) error {
 	expiring := l.expiring[id]
 	l.mu.Unlock()
 	if ok && !expiring {
-		return nil
+		return ttl, nil
 	}
 	if expiring {
-		return fmt.Errorf("lease %d expired: %w", id, errs.LeaseNotFound)
+		return 0, fmt.Errorf("lease %d expired: %w", id, errs.LeaseNotFound)
 	}
 	// Granted but not yet seen here (the grant was applied after the last
 	// refresh): ask the state machine itself.
 	v, err := e.readShard(ctx, sid, fsm.LeaseQuery{ID: id}, ReadOpts{Consistency: Linearizable})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	li := v.(*fsm.LeaseInfo)
 	l.mu.Lock()
@@ -159,7 +164,7 @@ func (e *Engine) renew(ctx context.Context, sid uint64, id int64) error {
 		l.ttl[id] = time.Duration(li.TTL) * time.Millisecond
 	}
 	l.deadline[id] = time.Now().Add(l.ttl[id])
-	return nil
+	return l.ttl[id], nil
 }
 
 func (e *Engine) lessor(sid uint64) *lessor {
@@ -358,7 +363,7 @@ func (e *Engine) renewLoop() {
 		e.mu.Unlock()
 		for r, ttl := range due {
 			ctx, cancel := context.WithTimeout(e.life, ttl/3)
-			err := e.KeepAlive(ctx, r.group, r.id)
+			_, err := e.KeepAlive(ctx, r.group, r.id)
 			cancel()
 			switch {
 			case err == nil:

@@ -246,10 +246,11 @@ func (h *peerHandler) KeepAlive(ctx context.Context, req peer.KeepAliveRequest) 
 	e := (*Engine)(h)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if err := e.renew(ctx, req.Shard, req.Lease); err != nil {
+	ttl, err := e.renew(ctx, req.Shard, req.Lease)
+	if err != nil {
 		return peer.KeepAliveResponse{}, err
 	}
-	return peer.KeepAliveResponse{}, nil
+	return peer.KeepAliveResponse{TTLMillis: ttl.Milliseconds()}, nil
 }
 
 func (h *peerHandler) Status(ctx context.Context) (peer.Status, error) {

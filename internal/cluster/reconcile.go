@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/dister/dister/internal/errs"
@@ -102,6 +103,7 @@ func (r *reconciler) syncGroups(e *Engine, cat *catalog) {
 		if g, ok := cat.groups[name]; ok && g.Shard == sid {
 			continue
 		}
+		e.endHub(sid, fmt.Errorf("group %q was deleted: %w", name, errs.GroupNotFound))
 		if err := e.host.RemoveShardData(sid); err != nil {
 			e.log.Warn("reconcile: remove deleted group", "group", name, "shard", sid, "err", err)
 			continue

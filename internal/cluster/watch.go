@@ -30,6 +30,8 @@ const (
 	eventsPage = 1000
 	// progressEvery is the period of progress notes to every watcher.
 	progressEvery = 15 * time.Second
+	// startTimeout bounds finding the group and starting its hub.
+	startTimeout = 10 * time.Second
 )
 
 // WatchBatch is what a watcher receives at once: the events of one
@@ -86,11 +88,20 @@ func (e *Engine) Watch(ctx context.Context, req WatchRequest) error {
 	if e.closed.Load() {
 		return errs.Closed
 	}
-	sid, err := e.resolve(ctx, req.Group)
+	// The start is bounded even though the watch is not.
+	sctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	sid, err := e.resolve(sctx, req.Group)
 	if err != nil {
 		return err
 	}
-	h, err := e.hub(ctx, sid)
+	// A start below the history fails here, before Watch returns, so a
+	// caller can answer it before streaming. (Trimming between this check
+	// and the first history read still ends the watch with Compacted.)
+	if compact := e.host.CompactRevision(sid); req.From > 0 && req.From < compact {
+		return &fsm.CompactedError{From: req.From, CompactRevision: compact}
+	}
+	h, err := e.hub(sctx, sid)
 	if err != nil {
 		return err
 	}
@@ -245,7 +256,17 @@ func (h *hub) progress() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for w := range h.watchers {
-		h.offer(w, WatchBatch{Revision: h.pos})
+		// A watcher that starts in the future has seen nothing before its
+		// start: never report less.
+		h.offer(w, WatchBatch{Revision: max(h.pos, w.req.From-1)})
+	}
+}
+
+// endHub ends the watches of a shard that stopped here for good (its group
+// was deleted): they get err, and a later watch starts a new hub.
+func (e *Engine) endHub(sid uint64, err error) {
+	if v, ok := e.hubs.Load(sid); ok {
+		v.(*hub).end(err)
 	}
 }
 

@@ -405,3 +405,12 @@ func (h *Host) LeaseGeneration(shardID uint64) uint64 {
 	}
 	return 0
 }
+
+// CompactRevision is the lowest revision the local replica's watch history
+// can start from (1 if the shard is not running here).
+func (h *Host) CompactRevision(shardID uint64) int64 {
+	if m := h.machine(shardID); m != nil {
+		return m.CompactRevision()
+	}
+	return 1
+}
