@@ -2,7 +2,6 @@ package standalone
 
 import (
 	"context"
-	"io"
 	"math"
 	"net/http"
 	"strconv"
@@ -71,13 +70,8 @@ func (s *Server) grantLease(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	body, err := io.ReadAll(c.Request.Body)
-	if err != nil {
-		s.fail(c, bodyError(err))
-		return
-	}
 	var in grantJSON
-	if err := decodeStrict(body, &in); err != nil {
+	if err := readJSON(c, &in); err != nil {
 		s.fail(c, err)
 		return
 	}

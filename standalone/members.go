@@ -2,7 +2,6 @@ package standalone
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
 
@@ -101,13 +100,8 @@ func (s *Server) addMember(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	body, err := io.ReadAll(c.Request.Body)
-	if err != nil {
-		s.fail(c, bodyError(err))
-		return
-	}
 	var in addMemberJSON
-	if err := decodeStrict(body, &in); err != nil {
+	if err := readJSON(c, &in); err != nil {
 		s.fail(c, err)
 		return
 	}

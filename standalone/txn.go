@@ -82,13 +82,8 @@ func (s *Server) txn(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	body, err := io.ReadAll(c.Request.Body)
-	if err != nil {
-		s.fail(c, bodyError(err))
-		return
-	}
 	var in txnJSON
-	if err := decodeStrict(body, &in); err != nil {
+	if err := readJSON(c, &in); err != nil {
 		s.fail(c, err)
 		return
 	}
@@ -107,6 +102,16 @@ func (s *Server) txn(c *gin.Context) {
 		out.Deleted = []int64{}
 	}
 	s.reply(c, http.StatusOK, out, r.Revision)
+}
+
+// readJSON reads the request body (bounded by the body-limit middleware)
+// and decodes it strictly into v.
+func readJSON(c *gin.Context, v any) error {
+	body, err := io.ReadAll(c.Request.Body)
+	if err != nil {
+		return bodyError(err)
+	}
+	return decodeStrict(body, v)
 }
 
 // decodeStrict decodes one JSON value with no unknown fields and nothing
