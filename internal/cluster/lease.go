@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -242,7 +243,9 @@ func (e *Engine) leaseLoop() {
 		case <-t.C:
 		case <-e.leaseWake:
 		}
-		for _, sid := range e.host.Shards() {
+		running := e.host.Shards()
+		e.dropLessors(running)
+		for _, sid := range running {
 			if sid == SystemShard {
 				continue
 			}
@@ -258,6 +261,18 @@ func (e *Engine) leaseLoop() {
 			e.refresh(sid, l)
 			e.expire(sid, l)
 			e.checkpoint(sid, l)
+		}
+	}
+}
+
+// dropLessors forgets the lessors of shards no longer running here (a
+// deleted group).
+func (e *Engine) dropLessors(running []uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for sid := range e.lessors {
+		if !slices.Contains(running, sid) {
+			delete(e.lessors, sid)
 		}
 	}
 }
