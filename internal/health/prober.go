@@ -1,0 +1,120 @@
+package health
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+)
+
+// DefaultMaxConcurrent is the default bound on probes in flight.
+const DefaultMaxConcurrent = 64
+
+// Options configure a Prober.
+type Options struct {
+	// MaxConcurrent bounds the probes in flight; 0 means
+	// DefaultMaxConcurrent. A storm of Probe calls queues instead of
+	// opening thousands of sockets or processes at once.
+	MaxConcurrent int
+	// AllowScript lets the prober run script and custom checks. It repeats
+	// the cluster setting that Validate enforces at registration, so a check
+	// registered while the setting was on is still not run after it is
+	// turned off (see SetAllowScript).
+	AllowScript bool
+}
+
+// Prober runs checks. It is safe for concurrent use and starts no
+// goroutine of its own: every probe runs on the caller's goroutine.
+type Prober struct {
+	slots       chan struct{}
+	allowScript atomic.Bool
+	transport   *http.Transport
+	client      *http.Client
+	dialer      net.Dialer
+}
+
+// NewProber returns a Prober; Close it to drop idle connections.
+func NewProber(o Options) *Prober {
+	n := o.MaxConcurrent
+	if n <= 0 {
+		n = DefaultMaxConcurrent
+	}
+	p := &Prober{slots: make(chan struct{}, n)}
+	p.allowScript.Store(o.AllowScript)
+	p.transport = newTransport(&p.dialer)
+	p.client = &http.Client{Transport: p.transport, CheckRedirect: sameHostRedirects}
+	return p
+}
+
+// SetAllowScript follows the cluster setting while the prober lives.
+func (p *Prober) SetAllowScript(on bool) { p.allowScript.Store(on) }
+
+// Close drops idle connections. Probes may still run afterwards; Close only
+// guarantees nothing is left behind when none is in flight.
+func (p *Prober) Close() error {
+	p.transport.CloseIdleConnections()
+	return nil
+}
+
+// Probe runs c once and reports the outcome. It waits for a free slot for
+// as long as ctx allows; once it has one, the probe is bounded by c.Timeout
+// (DefaultTimeout if zero) and ctx. It never panics: an invalid check or an
+// internal failure is a Critical result whose Output says why. A Critical
+// result returned because ctx ended is not about the target: callers that
+// cancel ctx (shutdown, lost leadership) should drop it.
+func (p *Prober) Probe(ctx context.Context, c Check) (r Result) {
+	if err := c.Validate(true); err != nil {
+		return Result{Status: Critical, Output: cut(err.Error())}
+	}
+	if c.IsScript() && !p.allowScript.Load() {
+		return Result{Status: Critical, Output: c.Type + " checks are disabled by the cluster setting; not run"}
+	}
+	select {
+	case p.slots <- struct{}{}:
+	case <-ctx.Done():
+		return Result{Status: Critical, Output: cut(fmt.Sprintf("probe not run: no free slot: %v", ctx.Err()))}
+	}
+	defer func() { <-p.slots }()
+
+	start := time.Now()
+	defer func() {
+		if v := recover(); v != nil {
+			r = Result{Status: Critical, Output: cut(fmt.Sprintf("probe failed: internal error: %v", v))}
+		}
+		r.Took = time.Since(start)
+		r.Output = cut(r.Output)
+	}()
+	timeout := c.timeout()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	switch c.Type {
+	case TypeHTTP:
+		return p.probeHTTP(ctx, c.Target, timeout, httpStatus)
+	case TypeWeb:
+		return p.probeHTTP(ctx, c.Target, timeout, webStatus)
+	case TypeTCP:
+		return p.probeTCP(ctx, c.Target, timeout)
+	case TypeMySQL:
+		return probeMySQL(ctx, c.Target, timeout)
+	case TypePgSQL:
+		return probePgSQL(ctx, c.Target, timeout)
+	case TypeScript:
+		return probeScript(ctx, c.Target, timeout)
+	case TypeCustom:
+		return probeCustom(ctx, c.Target, timeout)
+	}
+	// Unreachable after Validate; kept so a new kind cannot silently pass.
+	return Result{Status: Critical, Output: "unknown check type " + c.Type}
+}
+
+// timeoutOr explains err, naming the timeout when that is what ended it
+// rather than echoing a bare "context deadline exceeded".
+func timeoutOr(ctx context.Context, timeout time.Duration, what string, err error) string {
+	if ctx.Err() == context.DeadlineExceeded {
+		return fmt.Sprintf("%s: timed out after %v", what, timeout)
+	}
+	return fmt.Sprintf("%s: %v", what, err)
+}
