@@ -18,13 +18,7 @@ import (
 func TestLeaderCloseMidWrite(t *testing.T) {
 	c := testcluster.New(t, 3)
 	ctx := ctxT(t)
-	leader := c.Leader()
-	var survivors []uint64
-	for _, id := range c.IDs() {
-		if id != leader {
-			survivors = append(survivors, id)
-		}
-	}
+	survivors, leader := c.Followers()
 
 	var (
 		mu    sync.Mutex
@@ -56,7 +50,18 @@ func TestLeaderCloseMidWrite(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(300 * time.Millisecond) // let writes flow before the failure
+	// Writes must be flowing when the leader goes.
+	for start := time.Now(); ; time.Sleep(5 * time.Millisecond) {
+		mu.Lock()
+		n := len(acked)
+		mu.Unlock()
+		if n >= 100 {
+			break
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("only %d writes acknowledged before the failure", n)
+		}
+	}
 	c.Stop(leader)
 	down.Store(true)
 	deadline := time.Now().Add(20 * time.Second)

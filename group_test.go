@@ -169,17 +169,8 @@ func TestNoQuorum(t *testing.T) {
 func TestSessionAndMinRevision(t *testing.T) {
 	c := testcluster.New(t, 3)
 	ctx := ctxT(t)
-	leader := c.Leader()
-	var f1, f2 uint64
-	for _, id := range c.IDs() {
-		if id != leader {
-			if f1 == 0 {
-				f1 = id
-			} else {
-				f2 = id
-			}
-		}
-	}
+	fs, _ := c.Followers()
+	f1, f2 := fs[0], fs[1]
 	for i := range 200 {
 		v := []byte{byte(i)}
 		rev, err := c.Node(f1).KV().Put(ctx, "s", v)

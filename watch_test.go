@@ -202,17 +202,8 @@ func TestSlowWatcherCancelled(t *testing.T) {
 func TestWatchOnFollowerAcrossFailover(t *testing.T) {
 	c := testcluster.New(t, 3)
 	ctx := ctxT(t)
-	leader := c.Leader()
-	var follower, other uint64
-	for _, id := range c.IDs() {
-		if id != leader {
-			if follower == 0 {
-				follower = id
-			} else {
-				other = id
-			}
-		}
-	}
+	fs, leader := c.Followers()
+	follower, other := fs[0], fs[1]
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	events := c.Node(follower).KV().Watch(wctx, "f/")

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -240,4 +241,18 @@ func FreeAddr(tb testing.TB) string {
 	}
 	defer ln.Close()
 	return fmt.Sprint(ln.Addr())
+}
+
+// Followers returns the running servers other than the default group's
+// leader, sorted by id, and that leader.
+func (c *Cluster) Followers() (followers []uint64, leader uint64) {
+	c.tb.Helper()
+	leader = c.Leader()
+	for _, id := range c.IDs() {
+		if id != leader {
+			followers = append(followers, id)
+		}
+	}
+	slices.Sort(followers)
+	return followers, leader
 }
