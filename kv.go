@@ -175,6 +175,9 @@ func (kv *KV) ListPage(ctx context.Context, prefix string, opts ...ReadOption) (
 	if len(prefix) > MaxKeySize || len(o.after) > MaxKeySize {
 		return nil, fmt.Errorf("list %q: prefix or After over %d bytes: %w", prefix, MaxKeySize, errs.TooLarge)
 	}
+	if fsm.IsReserved(prefix) {
+		return nil, fmt.Errorf("list %q: prefix contains NUL: %w", prefix, errs.Invalid)
+	}
 	limit := o.limit
 	if limit == 0 {
 		limit = MaxListLimit
@@ -213,5 +216,5 @@ func modRevisionIs(key string, rev int64) fsm.Compare {
 
 // checkKey validates a key for reads, as the state machine does for writes.
 func checkKey(key string) error {
-	return fsm.ValidateTxn(&fsm.Txn{Then: []fsm.Op{{Type: fsm.OpDelete, Key: key}}})
+	return fsm.ValidateUserTxn(&fsm.Txn{Then: []fsm.Op{{Type: fsm.OpDelete, Key: key}}})
 }

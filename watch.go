@@ -110,6 +110,10 @@ func (kv *KV) Watch(ctx context.Context, prefix string, opts ...WatchOption) <-c
 		end(fmt.Errorf("FromRevision %d: %w", o.from, errs.Invalid), 0)
 		return out
 	}
+	if fsm.IsReserved(prefix) {
+		end(fmt.Errorf("prefix contains NUL: %w", errs.Invalid), 0)
+		return out
+	}
 	// each calls f with the events of one batch, in order, until f fails.
 	each := func(b cluster.WatchBatch, f func(WatchEvent) bool) bool {
 		if len(b.Events) == 0 {

@@ -31,7 +31,19 @@ type ReadOpts struct {
 
 // Txn proposes t in group and returns its result once a majority of the
 // group's servers committed it and this server's replica applied it.
+//
+// t is a client's txn: a key in the reserved namespace is ErrInvalid (see
+// ReservedTxn).
 func (e *Engine) Txn(ctx context.Context, group string, t *fsm.Txn) (*fsm.TxnResult, error) {
+	if err := fsm.ValidateUserTxn(t); err != nil {
+		return nil, err
+	}
+	return e.ReservedTxn(ctx, group, t)
+}
+
+// ReservedTxn is Txn for the layers that keep data in the reserved
+// namespace (services); it takes keys of both namespaces.
+func (e *Engine) ReservedTxn(ctx context.Context, group string, t *fsm.Txn) (*fsm.TxnResult, error) {
 	sid, err := e.resolve(ctx, group)
 	if err != nil {
 		return nil, err

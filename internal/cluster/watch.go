@@ -399,13 +399,19 @@ func byRevision(evs []fsm.Event) []WatchBatch {
 
 // filter keeps the events of b under prefix; b itself is shared between
 // watchers and never modified.
+//
+// The empty prefix means every client key: it never matches the reserved
+// namespace, which a watch sees only by naming a reserved prefix.
 func filter(b WatchBatch, prefix string) WatchBatch {
-	if prefix == "" {
-		return b
+	match := func(key string) bool {
+		if prefix == "" {
+			return !fsm.IsReserved(key)
+		}
+		return strings.HasPrefix(key, prefix)
 	}
 	all := true
 	for _, ev := range b.Events {
-		if !strings.HasPrefix(ev.KV.Key, prefix) {
+		if !match(ev.KV.Key) {
 			all = false
 			break
 		}
@@ -415,7 +421,7 @@ func filter(b WatchBatch, prefix string) WatchBatch {
 	}
 	out := WatchBatch{Revision: b.Revision}
 	for _, ev := range b.Events {
-		if strings.HasPrefix(ev.KV.Key, prefix) {
+		if match(ev.KV.Key) {
 			out.Events = append(out.Events, ev)
 		}
 	}

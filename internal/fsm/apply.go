@@ -406,6 +406,9 @@ const (
 func (s *StateMachine) deletePrefix(b *pebble.Batch, prefix string) (int64, error) {
 	lower := appendUserKey(nil, prefix)
 	upper := prefixEnd(lower)
+	if prefix == "" {
+		lower = userKeysStart
+	}
 	var n int64
 	for {
 		it := b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})

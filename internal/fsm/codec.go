@@ -525,8 +525,39 @@ func validateKey(k string, allowEmpty bool) error {
 		return fmt.Errorf("key of %d bytes, more than %d: %w", len(k), MaxKeySize, errs.TooLarge)
 	case !utf8.ValidString(k):
 		return fmt.Errorf("key is not valid UTF-8: %w", errs.Invalid)
-	case strings.IndexByte(k, 0) >= 0:
+	case strings.IndexByte(k[min(len(k), 1):], 0) >= 0:
 		return fmt.Errorf("key contains NUL: %w", errs.Invalid)
+	}
+	return nil
+}
+
+// ValidateUserKey checks a key a client names: the rules of every key, and
+// no NUL at all (a leading NUL is the reserved namespace). allowEmpty is for
+// prefixes.
+func ValidateUserKey(k string, allowEmpty bool) error {
+	if IsReserved(k) {
+		return fmt.Errorf("key contains NUL: %w", errs.Invalid)
+	}
+	return validateKey(k, allowEmpty)
+}
+
+// ValidateUserTxn is ValidateTxn for a client's txn: no key of it may be
+// in the reserved namespace.
+func ValidateUserTxn(t *Txn) error {
+	if err := ValidateTxn(t); err != nil {
+		return err
+	}
+	for i := range t.Compares {
+		if IsReserved(t.Compares[i].Key) {
+			return fmt.Errorf("fsm: compare %d: key contains NUL: %w", i, errs.Invalid)
+		}
+	}
+	for _, ops := range [][]Op{t.Then, t.Else} {
+		for i := range ops {
+			if IsReserved(ops[i].Key) {
+				return fmt.Errorf("fsm: op %d: key contains NUL: %w", i, errs.Invalid)
+			}
+		}
 	}
 	return nil
 }

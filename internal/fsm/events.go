@@ -62,6 +62,9 @@ func (s *StateMachine) writeEvent(b *pebble.Batch, typ EventType, key []byte,
 	var kb [eventKeyLen]byte
 	k := eventKey(&kb, s.evRev, s.evSeq)
 	s.evSeq++
+	if len(key) > 0 && key[0] == reservedByte {
+		s.reservedChanged = true
+	}
 
 	var hb [maxEventHeader]byte
 	head := append(hb[:0], eventFormat, byte(typ))

@@ -104,3 +104,27 @@ func prefixEnd(p []byte) []byte {
 	}
 	return nil
 }
+
+// The reserved namespace: keys that start with a NUL byte. Clients cannot
+// name them (a client key never contains NUL, see ValidateUserKey), so the
+// layers above keep their own data there — service instances — in the
+// same revisioned, watched, leased key space as everything else. The empty
+// prefix of a list or a prefix delete means "every client key" and skips
+// the reserved namespace; a watch filters it out the same way.
+const (
+	reservedByte = 0
+	// ReservedPrefix starts every reserved key.
+	ReservedPrefix = "\x00"
+)
+
+// IsReserved reports whether key belongs to the reserved namespace.
+func IsReserved(key string) bool { return len(key) > 0 && key[0] == reservedByte }
+
+// userKeysStart is the lowest stored key of a client key: 'k' and the
+// smallest non-NUL byte.
+var userKeysStart = []byte{prefixKey, 1}
+
+// ReservedGeneration returns a counter that changes whenever a committed
+// Update changed a reserved key (or state was loaded), so a reader can tell
+// cheaply when to read the reserved namespace again.
+func (s *StateMachine) ReservedGeneration() uint64 { return s.reservedGen.Load() }

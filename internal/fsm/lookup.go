@@ -136,6 +136,9 @@ func (s *StateMachine) list(q *ListQuery) (*ListResult, error) {
 	res := &ListResult{Revision: rev}
 	lower := appendUserKey(nil, q.Prefix)
 	upper := prefixEnd(lower)
+	if q.Prefix == "" {
+		lower = userKeysStart
+	}
 	start := lower
 	if q.After != "" {
 		// The smallest key after After is After+"\x00".

@@ -192,6 +192,7 @@ func (s *StateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 	// WaitApplied must find the data of that index.
 	s.setApplied(st.applied)
 	s.leaseGen.Add(1)
+	s.reservedGen.Add(1)
 	s.mu.Unlock()
 
 	// The new state is in place: failing to clean up the old one is not an

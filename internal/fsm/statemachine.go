@@ -67,6 +67,7 @@ type StateMachine struct {
 	applied  atomic.Uint64
 	compact  atomic.Int64  // compact revision as of the last commit
 	leaseGen atomic.Uint64 // see LeaseGeneration
+	reservedGen atomic.Uint64 // see ReservedGeneration
 
 	// WaitApplied's wake-up: waiters take waitCh; Update closes and replaces
 	// it only when someone took it (waiting), so an Update nobody waits for
@@ -92,6 +93,7 @@ type StateMachine struct {
 	evRev         uint64 // revision of the events being written
 	evSeq         uint32 // sequence of the next event of evRev
 	leasesChanged bool   // the Update being applied changed a lease
+	reservedChanged bool // ... or a key of the reserved namespace
 }
 
 // New returns a StateMachine storing its data under dir (this replica's own
@@ -175,6 +177,7 @@ func (s *StateMachine) Open(stop <-chan struct{}) (uint64, error) {
 	s.compact.Store(st.compact)
 	s.applied.Store(st.applied)
 	s.leaseGen.Add(1)
+	s.reservedGen.Add(1)
 	return st.applied, nil
 }
 
@@ -442,6 +445,7 @@ func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
 	dedupMin := s.dedupMin
 	compact := s.compact.Load()
 	s.leasesChanged = false
+	s.reservedChanged = false
 	for i := range entries {
 		e := &entries[i]
 		if e.Index <= last {
@@ -474,6 +478,9 @@ func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
 	s.compact.Store(compact)
 	if s.leasesChanged {
 		s.leaseGen.Add(1)
+	}
+	if s.reservedChanged {
+		s.reservedGen.Add(1)
 	}
 	s.setApplied(last)
 	return entries, nil
