@@ -20,6 +20,17 @@ type Node struct {
 	timeout time.Duration
 	def     *Group
 
+	log       *slog.Logger
+	balancers sync.Map // group name -> *Balancer
+
+	// life ends at Close and stops the Node's own goroutines (balancer
+	// views, service watches), which watchers counts; mu orders starting
+	// one against Close.
+	life     context.Context
+	stop     context.CancelFunc
+	mu       sync.Mutex
+	watchers sync.WaitGroup
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -95,6 +106,7 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		Logger:          o.Logger,
 		Metrics:         o.Metrics,
 		LeaseCheckpoint: o.LeaseCheckpoint,
+		CheckDamping:    o.CheckDamping,
 		Shard: shard.Config{
 			RTT:                o.RTT,
 			ElectionRTT:        o.ElectionRTT,
@@ -107,7 +119,8 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dister.Open: %w", err)
 	}
-	n := &Node{e: e, timeout: timeout}
+	n := &Node{e: e, timeout: timeout, log: o.Logger}
+	n.life, n.stop = context.WithCancel(context.Background())
 	n.def = &Group{n: n, name: cluster.DefaultGroup}
 	return n, nil
 }
@@ -134,7 +147,13 @@ func (n *Node) WaitReady(ctx context.Context) error {
 // Close stops the server. It is idempotent; calls in flight end with
 // ErrClosed.
 func (n *Node) Close() error {
-	n.closeOnce.Do(func() { n.closeErr = n.e.Close() })
+	n.closeOnce.Do(func() {
+		n.mu.Lock()
+		n.stop()
+		n.mu.Unlock()
+		n.watchers.Wait()
+		n.closeErr = n.e.Close()
+	})
 	return n.closeErr
 }
 
@@ -243,4 +262,51 @@ func (n *Node) Members(ctx context.Context) ([]Member, error) {
 			Leader: m.Leader, Alive: m.Alive, Voter: m.Voter}
 	}
 	return out, nil
+}
+
+// Settings are the cluster-wide settings.
+type Settings struct {
+	// ScriptChecks allows script and custom health checks, which run a
+	// command on the group leader. Off by default: whoever can register an
+	// instance could otherwise run code on the servers. Turning it off
+	// stops existing script checks from running (they report critical).
+	ScriptChecks bool
+}
+
+// Settings reads the cluster settings (linearizable).
+func (n *Node) Settings(ctx context.Context) (Settings, error) {
+	ctx, cancel := n.bound(ctx)
+	defer cancel()
+	s, err := n.e.Settings(ctx)
+	if err != nil {
+		return Settings{}, fmt.Errorf("settings: %w", err)
+	}
+	return Settings{ScriptChecks: s.ScriptChecks}, nil
+}
+
+// SetSettings replaces the cluster settings; every server applies them
+// once it has applied the write.
+func (n *Node) SetSettings(ctx context.Context, s Settings) error {
+	ctx, cancel := n.bound(ctx)
+	defer cancel()
+	if err := n.e.SetSettings(ctx, cluster.Settings{ScriptChecks: s.ScriptChecks}); err != nil {
+		return fmt.Errorf("set settings: %w", err)
+	}
+	return nil
+}
+
+// spawn runs f on a goroutine that Close waits for; false (f not run) when
+// the Node is closed.
+func (n *Node) spawn(f func()) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.life.Err() != nil {
+		return false
+	}
+	n.watchers.Add(1)
+	go func() {
+		defer n.watchers.Done()
+		f()
+	}()
+	return true
 }

@@ -76,6 +76,11 @@ type Options struct {
 	// TTL of its leases through Raft, bounding how long leader churn can
 	// keep an unrenewed lease alive. Zero = 5 minutes.
 	LeaseCheckpoint time.Duration
+	// CheckDamping is how many consecutive health-check results must agree
+	// before the group leader changes an instance's status (flap damping;
+	// a never-checked instance takes its first result at once). Zero = 2.
+	// At most 100.
+	CheckDamping int
 	// Metrics receives the Node's Prometheus series (proposals by group and
 	// result, proposal latency, leader changes, each group's revision and
 	// leader). Nil = none. A registry takes one Node at a time; Close
@@ -146,6 +151,9 @@ func (o *Options) validate() error {
 	}
 	if o.RequestTimeout < 0 || o.RTT < 0 || o.LeaseCheckpoint < 0 {
 		return bad("RequestTimeout, RTT and LeaseCheckpoint cannot be negative")
+	}
+	if o.CheckDamping < 0 || o.CheckDamping > 100 {
+		return bad("CheckDamping %d is outside 0..100", o.CheckDamping)
 	}
 	if o.RTT != 0 && o.RTT < time.Millisecond {
 		return bad("RTT %v is below 1ms", o.RTT)

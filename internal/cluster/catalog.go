@@ -21,6 +21,7 @@ const (
 	removedPrefix = "removed/" // + %020d id -> "" (ids are never reused)
 	keyNextShard  = "meta/next_shard"
 	keyNextServer = "meta/next_server"
+	keySettings   = "setting/cluster" // -> Settings JSON
 )
 
 // groupRecord is one group's catalog entry. Members are the voters of the
@@ -37,6 +38,7 @@ type catalog struct {
 	groups   map[string]groupRecord
 	servers  map[uint64]Peer
 	removed  map[uint64]bool
+	settings Settings
 }
 
 func serverKey(id uint64) string  { return fmt.Sprintf("%s%020d", serverPrefix, id) }
@@ -80,6 +82,10 @@ func (e *Engine) readCatalog(ctx context.Context, c Consistency) (*catalog, erro
 				return nil, fmt.Errorf("catalog entry %q: %w", kv.Key, err)
 			}
 			cat.servers[id] = p
+		case kv.Key == keySettings:
+			if err := json.Unmarshal(kv.Value, &cat.settings); err != nil {
+				return nil, fmt.Errorf("catalog entry %q: %w", kv.Key, err)
+			}
 		case strings.HasPrefix(kv.Key, removedPrefix):
 			id, _ := strconv.ParseUint(strings.TrimPrefix(kv.Key, removedPrefix), 10, 64)
 			cat.removed[id] = true

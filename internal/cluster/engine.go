@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/health"
 	"github.com/dister/dister/internal/peer"
 	"github.com/dister/dister/internal/shard"
 )
@@ -53,6 +54,9 @@ type Config struct {
 	// LeaseCheckpoint is how often a group leader records the remaining
 	// TTL of its leases through Raft; 0 = 5 minutes.
 	LeaseCheckpoint time.Duration
+	// CheckDamping is how many consecutive health-check results must agree
+	// before an instance's status changes; 0 = health.DefaultDamping (2).
+	CheckDamping int
 	// ReconcileInterval is the period of the catalog/membership pass that
 	// also runs on every catalog change; 0 = 1s.
 	ReconcileInterval time.Duration
@@ -99,6 +103,8 @@ type Engine struct {
 	leaseWake chan struct{} // buffered(1)
 	leaseDone chan struct{}
 	renewDone chan struct{}
+	checkDone chan struct{}
+	prober    *health.Prober // shared by the checkers of every group led here
 	// reconciling: the reconcile loop runs (Open got that far); set before
 	// Open returns, read by Close.
 	reconciling bool
@@ -142,6 +148,8 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		leaseWake: make(chan struct{}, 1),
 		leaseDone: make(chan struct{}),
 		renewDone: make(chan struct{}),
+		checkDone: make(chan struct{}),
+		prober:    newProber(),
 		settled:   make(chan struct{}),
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),
@@ -206,6 +214,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	go e.reconcileLoop(e.life)
 	go e.leaseLoop()
 	go e.renewLoop()
+	go e.checkLoop()
 	ok = true
 	return e, nil
 }
@@ -319,6 +328,7 @@ func (e *Engine) Close() error {
 			<-e.done
 			<-e.leaseDone
 			<-e.renewDone
+			<-e.checkDone
 		}
 		e.watchers.Wait()
 		if e.peerSrv != nil {

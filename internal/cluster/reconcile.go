@@ -236,6 +236,7 @@ func (e *Engine) settle(cat *catalog) {
 	defer e.mu.Unlock()
 	e.groups = cat.groups
 	e.servers = cat.servers
+	e.prober.SetAllowScript(cat.settings.ScriptChecks)
 	e.recorded = cat.servers[e.cfg.NodeID] == Peer{RaftAddr: e.cfg.RaftAddr, PeerAddr: e.cfg.PeerAddr}
 	close(e.settled)
 	e.settled = make(chan struct{})

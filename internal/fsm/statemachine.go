@@ -64,9 +64,9 @@ type StateMachine struct {
 	gen    uint64     // the database directory in use is dbDirName(gen)
 	closed bool
 
-	applied  atomic.Uint64
-	compact  atomic.Int64  // compact revision as of the last commit
-	leaseGen atomic.Uint64 // see LeaseGeneration
+	applied     atomic.Uint64
+	compact     atomic.Int64  // compact revision as of the last commit
+	leaseGen    atomic.Uint64 // see LeaseGeneration
 	reservedGen atomic.Uint64 // see ReservedGeneration
 
 	// WaitApplied's wake-up: waiters take waitCh; Update closes and replaces
@@ -90,10 +90,10 @@ type StateMachine struct {
 	scratch []byte // keys collected by trimDedup, deletePrefix and revokeLease
 	ends    []int  // where the items in scratch end
 
-	evRev         uint64 // revision of the events being written
-	evSeq         uint32 // sequence of the next event of evRev
-	leasesChanged bool   // the Update being applied changed a lease
-	reservedChanged bool // ... or a key of the reserved namespace
+	evRev           uint64 // revision of the events being written
+	evSeq           uint32 // sequence of the next event of evRev
+	leasesChanged   bool   // the Update being applied changed a lease
+	reservedChanged bool   // ... or a key of the reserved namespace
 }
 
 // New returns a StateMachine storing its data under dir (this replica's own

@@ -406,6 +406,16 @@ func (h *Host) LeaseGeneration(shardID uint64) uint64 {
 	return 0
 }
 
+// ReservedGeneration is the local state machine's reserved-namespace
+// generation (see fsm.StateMachine.ReservedGeneration); 0 if the shard is
+// not running here.
+func (h *Host) ReservedGeneration(shardID uint64) uint64 {
+	if m := h.machine(shardID); m != nil {
+		return m.ReservedGeneration()
+	}
+	return 0
+}
+
 // CompactRevision is the lowest revision the local replica's watch history
 // can start from (1 if the shard is not running here).
 func (h *Host) CompactRevision(shardID uint64) int64 {

@@ -1,0 +1,374 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/fsm"
+	"github.com/dister/dister/internal/health"
+	"github.com/dister/dister/internal/svc"
+)
+
+// Services live in each group's reserved namespace (see internal/svc for
+// the key layout). Registration and removal are CAS transactions on the
+// instance record; a ttl instance's heartbeat key is attached to a lease,
+// so that the lease's expiry — the registrar stopped renewing — is what
+// turns it critical.
+
+// maxRegisterRetries bounds the CAS retries of one Register racing other
+// writers of the same instance (the checker, another registrar).
+const maxRegisterRetries = 8
+
+// ServiceEnv is what validating an instance needs to know about the
+// cluster, as this server knows it. The script setting is read
+// linearizably, and only when scripts asks for it.
+func (e *Engine) ServiceEnv(ctx context.Context, script bool) (svc.Env, error) {
+	env := svc.Env{AllLoopback: e.allLoopback()}
+	if script {
+		s, err := e.Settings(ctx)
+		if err != nil {
+			return env, err
+		}
+		env.AllowScript = s.ScriptChecks
+	}
+	return env, nil
+}
+
+// allLoopback reports whether every known server, this one included, has a
+// loopback Raft address.
+func (e *Engine) allLoopback() bool {
+	if !svc.IsLoopbackAddr(e.cfg.RaftAddr) {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, p := range e.servers {
+		if !svc.IsLoopbackAddr(p.RaftAddr) {
+			return false
+		}
+	}
+	return true
+}
+
+// Register validates r and stores it, replacing the instance with its id.
+// A replacement with the same check keeps the status already known. A ttl
+// instance gets a fresh lease (renewed by this server when autoRenew) with
+// its heartbeat key attached; the lease of the instance it replaced is
+// revoked.
+func (e *Engine) Register(ctx context.Context, group string, r *svc.Record, autoRenew bool) error {
+	svc.Normalize(r)
+	env, err := e.ServiceEnv(ctx, r.Check.Probe().IsScript())
+	if err != nil {
+		return err
+	}
+	if err := svc.Validate(r, env); err != nil {
+		return err
+	}
+	var lease int64
+	if r.Check.Type == svc.TypeTTL {
+		if lease, err = e.GrantLease(ctx, group, r.Check.TTL); err != nil {
+			return err
+		}
+		if autoRenew {
+			e.AutoRenew(group, lease, r.Check.TTL)
+		}
+	}
+	old, err := e.register(ctx, group, r, lease)
+	if err != nil {
+		if lease != 0 {
+			e.dropLease(group, lease)
+		}
+		return err
+	}
+	if old != nil && old.Lease != 0 && old.Lease != lease {
+		e.dropLease(group, old.Lease)
+	}
+	return nil
+}
+
+func (e *Engine) register(ctx context.Context, group string, r *svc.Record, lease int64) (*svc.Record, error) {
+	key := svc.InstanceKey(r.Service, r.ID)
+	for range maxRegisterRetries {
+		got, err := e.Get(ctx, group, key, ReadOpts{Consistency: Linearizable})
+		if err != nil {
+			return nil, err
+		}
+		var old *svc.Record
+		if got.Found {
+			if old, err = svc.Decode(got.KV.Value); err != nil {
+				return nil, err
+			}
+		}
+		rec := *r
+		rec.Lease = lease
+		if old != nil && svc.SameCheck(old, &rec) && rec.Check.Type != svc.TypeTTL {
+			rec.Status, rec.Output, rec.LastCheckedMs = old.Status, old.Output, old.LastCheckedMs
+		} else {
+			rec.InitialStatus(time.Now())
+		}
+		value, err := rec.Encode()
+		if err != nil {
+			return nil, err
+		}
+		t := &fsm.Txn{
+			Compares: []fsm.Compare{{Key: key, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: got.KV.ModRevision}},
+			Then:     []fsm.Op{{Type: fsm.OpPut, Key: key, Value: value}},
+		}
+		if lease != 0 {
+			t.Then = append(t.Then, fsm.Op{Type: fsm.OpPut, Key: svc.HeartbeatKey(r.Service, r.ID), Lease: lease})
+		} else if old != nil && old.Lease != 0 {
+			t.Then = append(t.Then, fsm.Op{Type: fsm.OpDelete, Key: svc.HeartbeatKey(r.Service, r.ID)})
+		}
+		res, err := e.ReservedTxn(ctx, group, t)
+		if err != nil {
+			return nil, err
+		}
+		if res.Succeeded {
+			*r = rec
+			return old, nil
+		}
+	}
+	return nil, fmt.Errorf("instance changed %d times while being registered: %w", maxRegisterRetries, errs.Conflict)
+}
+
+// dropLease stops renewing a lease and revokes it, best effort: a lease
+// left behind expires by itself.
+func (e *Engine) dropLease(group string, id int64) {
+	e.StopRenew(group, id)
+	ctx, cancel := context.WithTimeout(e.life, 5*time.Second)
+	defer cancel()
+	if err := e.RevokeLease(ctx, group, id); err != nil && !errors.Is(err, errs.LeaseNotFound) {
+		e.log.Debug("lease of a replaced instance not revoked", "lease", id, "err", err)
+	}
+}
+
+// Deregister removes an instance; false when there was none.
+func (e *Engine) Deregister(ctx context.Context, group, service, id string) (bool, error) {
+	if err := svc.ValidName("service name", service); err != nil {
+		return false, err
+	}
+	if err := svc.ValidName("instance id", id); err != nil {
+		return false, err
+	}
+	key := svc.InstanceKey(service, id)
+	got, err := e.Get(ctx, group, key, ReadOpts{Consistency: Linearizable})
+	if err != nil || !got.Found {
+		return false, err
+	}
+	res, err := e.ReservedTxn(ctx, group, &fsm.Txn{Then: []fsm.Op{
+		{Type: fsm.OpDelete, Key: key}, {Type: fsm.OpDelete, Key: svc.HeartbeatKey(service, id)}}})
+	if err != nil {
+		return false, err
+	}
+	if old, err := svc.Decode(got.KV.Value); err == nil && old.Lease != 0 {
+		e.dropLease(group, old.Lease)
+	}
+	return res.Ops[0].Deleted > 0, nil
+}
+
+// ReplaceServices replaces, in one write, every instance of each named
+// service with recs (the legacy API's "POST replaces all nodes"). recs are
+// validated first; none may use a ttl check.
+func (e *Engine) ReplaceServices(ctx context.Context, group string, names []string, recs []*svc.Record) error {
+	script := false
+	for _, r := range recs {
+		svc.Normalize(r)
+		script = script || r.Check.Probe().IsScript()
+	}
+	env, err := e.ServiceEnv(ctx, script)
+	if err != nil {
+		return err
+	}
+	t := &fsm.Txn{}
+	now := time.Now()
+	for _, name := range names {
+		if err := svc.ValidName("service name", name); err != nil {
+			return err
+		}
+		t.Then = append(t.Then, fsm.Op{Type: fsm.OpDeletePrefix, Key: svc.ServicePrefix(name)},
+			fsm.Op{Type: fsm.OpDeletePrefix, Key: svc.HeartbeatsPrefix + name + "/"})
+	}
+	for _, r := range recs {
+		if r.Check.Type == svc.TypeTTL {
+			return fmt.Errorf("instance %s/%s: a ttl check needs Register, which gives it a lease: %w", r.Service, r.ID, errs.Invalid)
+		}
+		if err := svc.Validate(r, env); err != nil {
+			return err
+		}
+		r.InitialStatus(now)
+		value, err := r.Encode()
+		if err != nil {
+			return err
+		}
+		t.Then = append(t.Then, fsm.Op{Type: fsm.OpPut, Key: svc.InstanceKey(r.Service, r.ID), Value: value})
+	}
+	if len(t.Then) > fsm.MaxTxnOps {
+		return fmt.Errorf("%d services with %d instances take %d writes, more than %d in one: %w",
+			len(names), len(recs), len(t.Then), fsm.MaxTxnOps, errs.TooLarge)
+	}
+	_, err = e.ReservedTxn(ctx, group, t)
+	return err
+}
+
+// Heartbeat renews a ttl instance: a keepalive of its lease, or, when the
+// lease already expired, a new lease and heartbeat key (one write).
+func (e *Engine) Heartbeat(ctx context.Context, group, service, id string) error {
+	key := svc.InstanceKey(service, id)
+	for range maxRegisterRetries {
+		got, err := e.Get(ctx, group, key, ReadOpts{Consistency: Linearizable})
+		if err != nil {
+			return err
+		}
+		if !got.Found {
+			return fmt.Errorf("instance %s/%s: %w", service, id, errs.NotFound)
+		}
+		r, err := svc.Decode(got.KV.Value)
+		if err != nil {
+			return err
+		}
+		if r.Check.Type != svc.TypeTTL {
+			return fmt.Errorf("instance %s/%s has a %q check, not ttl: %w", service, id, r.Check.Type, errs.Invalid)
+		}
+		if _, err := e.KeepAlive(ctx, group, r.Lease); err == nil || !errors.Is(err, errs.LeaseNotFound) {
+			return err
+		}
+		lease, err := e.GrantLease(ctx, group, r.Check.TTL)
+		if err != nil {
+			return err
+		}
+		r.Lease = lease
+		value, err := r.Encode()
+		if err != nil {
+			return err
+		}
+		res, err := e.ReservedTxn(ctx, group, &fsm.Txn{
+			Compares: []fsm.Compare{{Key: key, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: got.KV.ModRevision}},
+			Then: []fsm.Op{{Type: fsm.OpPut, Key: key, Value: value},
+				{Type: fsm.OpPut, Key: svc.HeartbeatKey(service, id), Lease: lease}},
+		})
+		if err == nil && res.Succeeded {
+			return nil
+		}
+		e.dropLease(group, lease)
+		if err != nil {
+			return err
+		}
+	}
+	return fmt.Errorf("instance %s/%s changed while heartbeating: %w", service, id, errs.Conflict)
+}
+
+// Instances reads the instances of one service ("" = every service),
+// sorted by service and id, and the revision they were read at.
+func (e *Engine) Instances(ctx context.Context, group, service string, o ReadOpts) ([]svc.Stored, int64, error) {
+	prefix := svc.InstancesPrefix
+	if service != "" {
+		if err := svc.ValidName("service name", service); err != nil {
+			return nil, 0, err
+		}
+		prefix = svc.ServicePrefix(service)
+	}
+	var out []svc.Stored
+	q := fsm.ListQuery{Prefix: prefix, Limit: listPage}
+	var rev int64
+	for {
+		lr, err := e.List(ctx, group, q, o)
+		if err != nil {
+			return nil, 0, err
+		}
+		if rev == 0 {
+			rev = lr.Revision
+			// Later pages must see the same state or newer: pin them.
+			o.MinRevision = max(o.MinRevision, rev)
+		}
+		for _, kv := range lr.KVs {
+			r, err := svc.Decode(kv.Value)
+			if err != nil {
+				return nil, 0, err
+			}
+			out = append(out, svc.Stored{Record: r, ModRevision: kv.ModRevision})
+		}
+		if !lr.More {
+			return out, rev, nil
+		}
+		q.After = lr.KVs[len(lr.KVs)-1].Key
+	}
+}
+
+// listPage is the page size of internal scans of the reserved namespace.
+const listPage = 10000
+
+// groupStore is a svc.Store over one shard, for the checker on its leader.
+type groupStore struct {
+	e   *Engine
+	sid uint64
+}
+
+func (g groupStore) Generation() uint64 { return g.e.host.ReservedGeneration(g.sid) }
+
+func (g groupStore) Load(ctx context.Context) ([]svc.Stored, map[string]bool, error) {
+	v, err := g.e.host.StaleRead(ctx, g.sid, fsm.ListQuery{Prefix: svc.InstancesPrefix})
+	if err != nil {
+		return nil, nil, err
+	}
+	var out []svc.Stored
+	for _, kv := range v.(*fsm.ListResult).KVs {
+		r, err := svc.Decode(kv.Value)
+		if err != nil {
+			g.e.log.Warn("skipping corrupt instance record", "key", kv.Key, "err", err)
+			continue
+		}
+		out = append(out, svc.Stored{Record: r, ModRevision: kv.ModRevision})
+	}
+	if v, err = g.e.host.StaleRead(ctx, g.sid, fsm.ListQuery{Prefix: svc.HeartbeatsPrefix}); err != nil {
+		return nil, nil, err
+	}
+	beats := map[string]bool{}
+	for _, kv := range v.(*fsm.ListResult).KVs {
+		beats[kv.Key] = true
+	}
+	return out, beats, nil
+}
+
+func (g groupStore) Update(ctx context.Context, r *svc.Record, modRev int64) error {
+	value, err := r.Encode()
+	if err != nil {
+		return err
+	}
+	key := svc.InstanceKey(r.Service, r.ID)
+	_, err = g.e.txn(ctx, g.sid, &fsm.Txn{
+		Compares: []fsm.Compare{{Key: key, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: modRev}},
+		Then:     []fsm.Op{{Type: fsm.OpPut, Key: key, Value: value}},
+	})
+	return err
+}
+
+func (g groupStore) Remove(ctx context.Context, r *svc.Record, modRev int64) error {
+	key := svc.InstanceKey(r.Service, r.ID)
+	_, err := g.e.txn(ctx, g.sid, &fsm.Txn{
+		Compares: []fsm.Compare{{Key: key, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: modRev}},
+		Then:     []fsm.Op{{Type: fsm.OpDelete, Key: key}, {Type: fsm.OpDelete, Key: svc.HeartbeatKey(r.Service, r.ID)}},
+	})
+	return err
+}
+
+// ServiceCounts returns each service of group with its instance count,
+// sorted by name.
+func ServiceCounts(instances []svc.Stored) (names []string, counts map[string]int) {
+	counts = map[string]int{}
+	for _, s := range instances {
+		if counts[s.Record.Service] == 0 {
+			names = append(names, s.Record.Service)
+		}
+		counts[s.Record.Service]++
+	}
+	sort.Strings(names)
+	return names, counts
+}
+
+// newProber is the engine's one prober, shared by the checkers of every
+// group it leads so that the concurrency bound holds per server.
+func newProber() *health.Prober { return health.NewProber(health.Options{}) }

@@ -1,0 +1,296 @@
+package svc
+
+import (
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/dister/dister/internal/health"
+)
+
+// Stored is a record with the revision it was last written at.
+type Stored struct {
+	Record      *Record
+	ModRevision int64
+}
+
+// Store is what a Checker reads and writes; the cluster engine implements
+// it over one group.
+type Store interface {
+	// Generation changes whenever the group's reserved namespace may have
+	// changed (see fsm.StateMachine.ReservedGeneration).
+	Generation() uint64
+	// Load reads every instance, and the keys of the live heartbeats, from
+	// the local replica.
+	Load(ctx context.Context) (instances []Stored, heartbeats map[string]bool, err error)
+	// Update replaces the record at key if it is still at modRev.
+	Update(ctx context.Context, r *Record, modRev int64) error
+	// Remove deletes the instance (and its heartbeat) if it is still at
+	// modRev.
+	Remove(ctx context.Context, r *Record, modRev int64) error
+}
+
+// CheckerConfig configures a Checker.
+type CheckerConfig struct {
+	Store  Store
+	Prober *health.Prober
+	Logger *slog.Logger
+	// Damping is how many consecutive results must agree before a status
+	// changes; 0 = health.DefaultDamping.
+	Damping int
+	// Tick is how often the checker looks for due work; 0 = 100ms.
+	Tick time.Duration
+}
+
+// Checker probes the instances of one group and writes their status
+// through the Store. It runs on the group's leader only: Run returns when
+// its ctx ends, which the engine does when leadership is lost.
+//
+// A status is written only when it changes: a probed check needs Damping
+// consecutive results that agree (the first result of a never-checked
+// instance is written at once); a ttl check turns critical as soon as its
+// heartbeat key is gone (the lease TTL is its damping) and passing when it
+// is back. A steady cluster writes nothing.
+type Checker struct {
+	cfg     CheckerConfig
+	gen     uint64
+	loaded  bool
+	targets map[string]*target
+	beats   map[string]bool
+	results chan probeResult
+	writes  chan writeDone
+	wg      sync.WaitGroup
+}
+
+type target struct {
+	key    string
+	rec    *Record
+	modRev int64
+	damper *health.Damper
+	output string // output of the result that set damper's status
+	next   time.Time
+	// probing: a probe is in flight; writing: a write or removal is.
+	probing, writing bool
+	// criticalSince is when this leader first saw the stored status
+	// critical; zero otherwise. DeregisterCriticalAfter counts from it.
+	criticalSince time.Time
+}
+
+type probeResult struct {
+	t *target
+	r health.Result
+}
+
+type writeDone struct {
+	t   *target
+	err error
+}
+
+// NewChecker returns a Checker; call Run.
+func NewChecker(cfg CheckerConfig) *Checker {
+	if cfg.Damping <= 0 {
+		cfg.Damping = health.DefaultDamping
+	}
+	if cfg.Tick <= 0 {
+		cfg.Tick = 100 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Checker{cfg: cfg, targets: map[string]*target{},
+		results: make(chan probeResult), writes: make(chan writeDone)}
+}
+
+// Run checks until ctx ends, then waits for its probes and writes.
+func (c *Checker) Run(ctx context.Context) {
+	tick := time.NewTicker(c.cfg.Tick)
+	defer tick.Stop()
+	defer c.wg.Wait()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case pr := <-c.results:
+			c.observe(pr)
+		case wd := <-c.writes:
+			wd.t.writing = false
+			if wd.err != nil && ctx.Err() == nil {
+				c.cfg.Logger.Debug("instance status not written", "key", wd.t.key, "err", wd.err)
+			}
+		case <-tick.C:
+			c.sync(ctx)
+			c.step(ctx, time.Now())
+		}
+	}
+}
+
+// sync reloads the instances when the reserved namespace changed.
+func (c *Checker) sync(ctx context.Context) {
+	gen := c.cfg.Store.Generation()
+	if c.loaded && gen == c.gen {
+		return
+	}
+	instances, beats, err := c.cfg.Store.Load(ctx)
+	if err != nil {
+		c.cfg.Logger.Debug("instances not loaded", "err", err)
+		return
+	}
+	c.gen, c.loaded, c.beats = gen, true, beats
+	now := time.Now()
+	seen := make(map[string]bool, len(instances))
+	for _, s := range instances {
+		key := InstanceKey(s.Record.Service, s.Record.ID)
+		seen[key] = true
+		t := c.targets[key]
+		switch {
+		case t == nil:
+			t = &target{key: key}
+			c.targets[key] = t
+			t.reset(s.Record, c.cfg.Damping, now)
+		case t.modRev == s.ModRevision:
+			continue
+		case !SameCheck(t.rec, s.Record):
+			t.reset(s.Record, c.cfg.Damping, now)
+		default:
+			if t.damper.Current().String() != s.Record.Status {
+				t.damper = seededDamper(c.cfg.Damping, s.Record)
+			}
+		}
+		t.rec, t.modRev = s.Record, s.ModRevision
+		if t.rec.Status == Critical {
+			if t.criticalSince.IsZero() {
+				t.criticalSince = now
+			}
+		} else {
+			t.criticalSince = time.Time{}
+		}
+	}
+	for key := range c.targets {
+		if !seen[key] {
+			delete(c.targets, key)
+		}
+	}
+}
+
+// reset starts t afresh for r: a new damper, and a first probe spread over
+// the interval (or soon, when r was never checked).
+func (t *target) reset(r *Record, damping int, now time.Time) {
+	t.damper = seededDamper(damping, r)
+	spread := r.Check.Interval
+	if r.LastCheckedMs == 0 {
+		spread = min(spread, time.Second)
+	}
+	t.next = now
+	if spread > 0 {
+		t.next = now.Add(rand.N(spread))
+	}
+	t.criticalSince = time.Time{}
+}
+
+// seededDamper is a damper that already holds r's stored status, so that
+// only a change is reported; a never-checked r gets a fresh one, whose first
+// result counts at once.
+func seededDamper(n int, r *Record) *health.Damper {
+	d := health.NewDamper(n)
+	if r.LastCheckedMs != 0 {
+		if s, err := health.ParseStatus(r.Status); err == nil {
+			d.Observe(s)
+		}
+	}
+	return d
+}
+
+// step starts due probes, evaluates ttl checks, and writes what changed.
+func (c *Checker) step(ctx context.Context, now time.Time) {
+	for _, t := range c.targets {
+		chk := t.rec.Check
+		switch {
+		case chk.Type == TypeTTL:
+			st, out := health.Critical, "heartbeat missed: the lease expired"
+			if c.beats[HeartbeatKey(t.rec.Service, t.rec.ID)] {
+				st, out = health.Passing, "heartbeat alive"
+			}
+			if st.String() != t.rec.Status {
+				c.write(ctx, t, st, out, now)
+			}
+		case chk.Probed():
+			if !t.probing && !now.Before(t.next) {
+				c.probe(ctx, t)
+			}
+			if cur := t.damper.Current(); cur != 0 && (cur.String() != t.rec.Status || t.rec.LastCheckedMs == 0) {
+				c.write(ctx, t, cur, t.output, now)
+			}
+		}
+		if chk.DeregisterCriticalAfter > 0 && !t.criticalSince.IsZero() && !t.writing &&
+			now.Sub(t.criticalSince) >= chk.DeregisterCriticalAfter {
+			c.remove(ctx, t)
+		}
+	}
+}
+
+func (c *Checker) probe(ctx context.Context, t *target) {
+	t.probing = true
+	chk := t.rec.Check.Probe()
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		r := c.cfg.Prober.Probe(ctx, chk)
+		select {
+		case c.results <- probeResult{t, r}:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+// observe feeds a probe result to its target's damper and schedules the
+// next probe, spread by ±10% so probes that started together drift apart.
+func (c *Checker) observe(pr probeResult) {
+	t := pr.t
+	t.probing = false
+	iv := t.rec.Check.Interval
+	t.next = time.Now().Add(iv - iv/10 + rand.N(iv/5+1))
+	if c.targets[t.key] != t {
+		return
+	}
+	if changed, _ := t.damper.Observe(pr.r.Status); changed {
+		t.output = pr.r.Output
+	}
+}
+
+// write commits a new status for t unless a write of t is in flight.
+func (c *Checker) write(ctx context.Context, t *target, st health.Status, output string, now time.Time) {
+	if t.writing {
+		return
+	}
+	t.writing = true
+	r := *t.rec
+	r.Status, r.Output, r.LastCheckedMs = st.String(), output, now.UnixMilli()
+	modRev := t.modRev
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		err := c.cfg.Store.Update(ctx, &r, modRev)
+		select {
+		case c.writes <- writeDone{t, err}:
+		case <-ctx.Done():
+		}
+	}()
+}
+
+func (c *Checker) remove(ctx context.Context, t *target) {
+	t.writing = true
+	r, modRev := t.rec, t.modRev
+	c.cfg.Logger.Info("deregistering critical instance", "service", r.Service, "id", r.ID,
+		"critical_for", time.Since(t.criticalSince).Round(time.Millisecond))
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		err := c.cfg.Store.Remove(ctx, r, modRev)
+		select {
+		case c.writes <- writeDone{t, err}:
+		case <-ctx.Done():
+		}
+	}()
+}
