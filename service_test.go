@@ -17,7 +17,7 @@ import (
 // instanceStatus reads one instance's status through node n.
 func instanceStatus(t *testing.T, s *dister.Services, service, id string) dister.HealthStatus {
 	t.Helper()
-	insts, err := s.Get(ctxT(t), service)
+	insts, err := s.Get(ctxT(t), service, dister.WithRead(dister.Linearizable()))
 	if err != nil {
 		t.Fatalf("get %s: %v", service, err)
 	}
