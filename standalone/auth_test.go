@@ -15,6 +15,10 @@ func TestToken(t *testing.T) {
 		{"GET", "/v1/members"}, {"PUT", "/v1/members/0"}, {"DELETE", "/v1/members/9"},
 		{"GET", "/kv"}, {"POST", "/kv"}, {"PUT", "/kv"}, {"DELETE", "/kv"},
 		{"GET", "/node"}, {"POST", "/node"}, {"DELETE", "/node"},
+		{"GET", "/v1/services"}, {"GET", "/v1/services/web"}, {"PUT", "/v1/services/web/instances/a"},
+		{"DELETE", "/v1/services/web/instances/a"}, {"PUT", "/v1/services/web/instances/a/heartbeat"},
+		{"GET", "/v1/watch/services/web"}, {"GET", "/v1/balance/web"}, {"GET", "/v1/settings"}, {"PUT", "/v1/settings"},
+		{"GET", "/service"}, {"POST", "/service"}, {"PUT", "/service"}, {"DELETE", "/service"}, {"GET", "/balance?name=web"},
 		{"GET", "/no/such/route"}, {"PATCH", "/v1/kv/k"},
 	}
 	for _, rt := range routes {
@@ -37,6 +41,8 @@ func TestToken(t *testing.T) {
 	if n := len(r.json(t)["entries"].([]any)); n != 0 {
 		t.Fatalf("%d keys written without a token", n)
 	}
+	r = call(t, srv, "GET", "/v1/settings", nil, "Authorization", "Bearer s3cret")
+	jsonEqual(t, r.body, `{"script_checks":false}`)
 	for _, auth := range []string{"Bearer s3cret", "bearer s3cret", "BEARER  s3cret"} {
 		expect(t, call(t, srv, "PUT", "/v1/kv/k", "v", "Authorization", auth), 200, "")
 		expect(t, call(t, srv, "GET", "/healthz", nil, "Authorization", auth), 200, "")

@@ -94,7 +94,7 @@ func params(c *gin.Context, allowed ...string) error {
 // isLegacyPath: the v1.5 routes, which answer in their own envelope.
 func isLegacyPath(p string) bool {
 	switch p {
-	case "/kv", "/node":
+	case "/kv", "/node", "/service", "/balance":
 		return true
 	}
 	return false

@@ -1,6 +1,6 @@
 // Package standalone serves a dister Node over HTTP: the /v1 REST API of
-// DESIGN.md, the legacy API of dister v1.5 (/kv, /node), /healthz, /readyz
-// and /metrics. It is what the dister daemon runs, and a Go program can
+// DESIGN.md, the legacy API of dister v1.5 (/kv, /node, /service,
+// /balance), /healthz, /readyz and /metrics. It is what the dister daemon runs, and a Go program can
 // mount it beside its own routes. It uses only the public dister API.
 //
 // Conventions of /v1 (see each file for its routes' JSON):
@@ -147,9 +147,18 @@ func (s *Server) routes() {
 	v1.PUT("/members/:id", s.addMember)
 	v1.DELETE("/members/:id", s.removeMember)
 	v1.GET("/status", s.status)
+	v1.GET("/services", s.listServices)
+	v1.GET("/services/:name", s.getService)
+	v1.PUT("/services/:name/instances/:id", s.registerInstance)
+	v1.DELETE("/services/:name/instances/:id", s.deregisterInstance)
+	v1.PUT("/services/:name/instances/:id/heartbeat", s.heartbeatInstance)
+	v1.GET("/balance/:name", s.balance)
+	v1.GET("/settings", s.getSettings)
+	v1.PUT("/settings", s.putSettings)
 
 	// Outside /v1's group: its deadline would cut the stream.
 	e.GET("/v1/watch", s.selectGroup, s.watch)
+	e.GET("/v1/watch/services/:name", s.selectGroup, s.watchServices)
 
 	legacy := e.Group("", s.deadline(false))
 	legacy.GET("/kv", s.legacyGetKV)
@@ -160,4 +169,9 @@ func (s *Server) routes() {
 	legacy.POST("/node", s.legacyAddNodes)
 	legacy.PUT("/node", s.legacyAddNodes)
 	legacy.DELETE("/node", s.legacyDeleteNodes)
+	legacy.GET("/service", s.legacyGetServices)
+	legacy.POST("/service", s.legacyPutServices)
+	legacy.PUT("/service", s.legacyPutServices)
+	legacy.DELETE("/service", s.legacyDeleteServices)
+	legacy.GET("/balance", s.legacyBalance)
 }

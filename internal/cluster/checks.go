@@ -100,7 +100,7 @@ func (e *Engine) checkLoop() {
 			ctx, cancel := context.WithCancel(e.life)
 			r := running{cancel: cancel, done: make(chan struct{})}
 			checkers[sid] = r
-			c := svc.NewChecker(svc.CheckerConfig{Store: groupStore{e, sid}, Prober: e.prober,
+			c := svc.NewChecker(svc.CheckerConfig{Store: newGroupStore(e, sid), Prober: e.prober,
 				Logger: e.log.With("shard", sid), Damping: e.cfg.CheckDamping})
 			wg.Add(1)
 			go func() {

@@ -302,27 +302,42 @@ func (e *Engine) Instances(ctx context.Context, group, service string, o ReadOpt
 const listPage = 10000
 
 // groupStore is a svc.Store over one shard, for the checker on its leader.
+// It keeps the records it decoded by key and mod revision, so a reload
+// after a change decodes only what changed.
 type groupStore struct {
-	e   *Engine
-	sid uint64
+	e       *Engine
+	sid     uint64
+	decoded map[string]svc.Stored
 }
 
-func (g groupStore) Generation() uint64 { return g.e.host.ReservedGeneration(g.sid) }
+func newGroupStore(e *Engine, sid uint64) *groupStore {
+	return &groupStore{e: e, sid: sid, decoded: map[string]svc.Stored{}}
+}
 
-func (g groupStore) Load(ctx context.Context) ([]svc.Stored, map[string]bool, error) {
+func (g *groupStore) Generation() uint64 { return g.e.host.ReservedGeneration(g.sid) }
+
+func (g *groupStore) Load(ctx context.Context) ([]svc.Stored, map[string]bool, error) {
 	v, err := g.e.host.StaleRead(ctx, g.sid, fsm.ListQuery{Prefix: svc.InstancesPrefix})
 	if err != nil {
 		return nil, nil, err
 	}
-	var out []svc.Stored
-	for _, kv := range v.(*fsm.ListResult).KVs {
-		r, err := svc.Decode(kv.Value)
-		if err != nil {
-			g.e.log.Warn("skipping corrupt instance record", "key", kv.Key, "err", err)
-			continue
+	kvs := v.(*fsm.ListResult).KVs
+	out := make([]svc.Stored, 0, len(kvs))
+	next := make(map[string]svc.Stored, len(kvs))
+	for _, kv := range kvs {
+		st, ok := g.decoded[kv.Key]
+		if !ok || st.ModRevision != kv.ModRevision {
+			r, err := svc.Decode(kv.Value)
+			if err != nil {
+				g.e.log.Warn("skipping corrupt instance record", "key", kv.Key, "err", err)
+				continue
+			}
+			st = svc.Stored{Record: r, ModRevision: kv.ModRevision}
 		}
-		out = append(out, svc.Stored{Record: r, ModRevision: kv.ModRevision})
+		next[kv.Key] = st
+		out = append(out, st)
 	}
+	g.decoded = next
 	if v, err = g.e.host.StaleRead(ctx, g.sid, fsm.ListQuery{Prefix: svc.HeartbeatsPrefix}); err != nil {
 		return nil, nil, err
 	}
@@ -333,7 +348,7 @@ func (g groupStore) Load(ctx context.Context) ([]svc.Stored, map[string]bool, er
 	return out, beats, nil
 }
 
-func (g groupStore) Update(ctx context.Context, r *svc.Record, modRev int64) error {
+func (g *groupStore) Update(ctx context.Context, r *svc.Record, modRev int64) error {
 	value, err := r.Encode()
 	if err != nil {
 		return err
@@ -346,7 +361,7 @@ func (g groupStore) Update(ctx context.Context, r *svc.Record, modRev int64) err
 	return err
 }
 
-func (g groupStore) Remove(ctx context.Context, r *svc.Record, modRev int64) error {
+func (g *groupStore) Remove(ctx context.Context, r *svc.Record, modRev int64) error {
 	key := svc.InstanceKey(r.Service, r.ID)
 	_, err := g.e.txn(ctx, g.sid, &fsm.Txn{
 		Compares: []fsm.Compare{{Key: key, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: modRev}},

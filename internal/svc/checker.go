@@ -54,14 +54,15 @@ type CheckerConfig struct {
 // heartbeat key is gone (the lease TTL is its damping) and passing when it
 // is back. A steady cluster writes nothing.
 type Checker struct {
-	cfg     CheckerConfig
-	gen     uint64
-	loaded  bool
-	targets map[string]*target
-	beats   map[string]bool
-	results chan probeResult
-	writes  chan writeDone
-	wg      sync.WaitGroup
+	cfg      CheckerConfig
+	gen      uint64
+	loaded   bool
+	nextLoad time.Time // a reload waits for it (see sync)
+	targets  map[string]*target
+	beats    map[string]bool
+	results  chan probeResult
+	writes   chan writeDone
+	wg       sync.WaitGroup
 }
 
 type target struct {
@@ -129,10 +130,14 @@ func (c *Checker) Run(ctx context.Context) {
 // sync reloads the instances when the reserved namespace changed.
 func (c *Checker) sync(ctx context.Context) {
 	gen := c.cfg.Store.Generation()
-	if c.loaded && gen == c.gen {
+	if c.loaded && (gen == c.gen || time.Now().Before(c.nextLoad)) {
 		return
 	}
+	start := time.Now()
 	instances, beats, err := c.cfg.Store.Load(ctx)
+	// A reload reads every instance: under a burst of registrations to a
+	// large group, keep it under a tenth of the leader's time.
+	c.nextLoad = time.Now().Add(9 * time.Since(start))
 	if err != nil {
 		c.cfg.Logger.Debug("instances not loaded", "err", err)
 		return
@@ -246,17 +251,24 @@ func (c *Checker) probe(ctx context.Context, t *target) {
 
 // observe feeds a probe result to its target's damper and schedules the
 // next probe, spread by ±10% so probes that started together drift apart.
+// While a change waits for confirmation the next probe comes after a
+// quarter interval: damping then delays a death by about half an interval
+// rather than a whole one.
 func (c *Checker) observe(pr probeResult) {
 	t := pr.t
 	t.probing = false
 	iv := t.rec.Check.Interval
-	t.next = time.Now().Add(iv - iv/10 + rand.N(iv/5+1))
 	if c.targets[t.key] != t {
 		return
 	}
-	if changed, _ := t.damper.Observe(pr.r.Status); changed {
+	changed, cur := t.damper.Observe(pr.r.Status)
+	if changed {
 		t.output = pr.r.Output
 	}
+	if !changed && pr.r.Status != cur {
+		iv = max(iv/4, MinInterval)
+	}
+	t.next = time.Now().Add(iv - iv/10 + rand.N(iv/5+1))
 }
 
 // write commits a new status for t unless a write of t is in flight.

@@ -89,8 +89,9 @@ func oneLine(s string) string {
 func newRootCmd(stdin io.Reader, stdout, stderr io.Writer, getenv env) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "dister",
-		Short: "dister: a Raft-replicated configuration KV centre, daemon and client",
-		Long: `dister is a Raft-replicated configuration KV centre with isolated groups.
+		Short: "dister: a Raft-replicated configuration KV centre and service registry, daemon and client",
+		Long: `dister is a Raft-replicated configuration KV centre and service registry
+(health checks, load balancing) with isolated groups.
 
 "dister" alone starts a single-node server with every default (REST API on
 127.0.0.1:4168, data in ./dister-data); "dister server --help" lists its
@@ -116,6 +117,8 @@ flags. The other commands talk to a running daemon over its REST API
 		newKVCmd(c), newLeaseCmd(c), newGroupCmd(c), newMemberCmd(c), newStatusCmd(c),
 		newNodesCmd(c), newAddNodeCmd(c), newDelNodeCmd(c),
 		newKVsCmd(c), newGetKVCmd(c), newAddKVCmd(c), newDelKVCmd(c),
+		newServiceCmd(c), newBalanceCmd(c), newSettingsCmd(c),
+		newServicesCmd(c), newGetServiceCmd(c), newAddServiceCmd(c), newDelServiceCmd(c),
 	} {
 		c.bindFlags(cmd, getenv)
 		root.AddCommand(cmd)

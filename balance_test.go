@@ -1,0 +1,126 @@
+package dister_test
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"testing"
+
+	"github.com/dister/dister"
+	"github.com/dister/dister/internal/testcluster"
+)
+
+// 100,000 priority-weighted picks land within 2% of the weights, picks
+// need the view only, and a standby (priority 0) is never picked while a
+// weighted instance passes.
+func TestBalancerPriorityDistribution(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	s := c.Node(1).Services()
+	weights := map[string]int{"a": 1, "b": 2, "c": 3, "d": 4, "standby": 0}
+	for id, w := range weights {
+		if err := s.Register(ctx, dister.Instance{Service: "w", ID: id, Address: "127.0.0.1:1", Priority: w}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := c.Node(2).Balancer()
+	waitFor(t, func() bool {
+		insts, err := c.Node(2).Services().Get(ctx, "w", dister.WithRead(dister.Linearizable()))
+		return err == nil && len(insts) == len(weights)
+	})
+	// The view follows the watch: wait until it has every instance.
+	waitFor(t, func() bool {
+		seen := map[string]bool{}
+		for range 2000 {
+			in, err := b.Pick(ctx, "w", dister.RoundRobin())
+			if err != nil {
+				return false
+			}
+			seen[in.ID] = true
+		}
+		return len(seen) == 4
+	})
+	const n = 100000
+	counts := map[string]int{}
+	for range n {
+		in, err := b.Pick(ctx, "w")
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[in.ID]++
+	}
+	if counts["standby"] != 0 {
+		t.Fatalf("standby picked %d times", counts["standby"])
+	}
+	for id, w := range weights {
+		if w == 0 {
+			continue
+		}
+		want := float64(w) / 10
+		got := float64(counts[id]) / n
+		if math.Abs(got-want) > 0.02*want+0.002 {
+			t.Errorf("%s: share %.4f, want %.4f ±2%%", id, got, want)
+		}
+	}
+	if _, err := b.Pick(ctx, "nosuch"); !errors.Is(err, dister.ErrNoInstance) {
+		t.Fatalf("pick of an unknown service: %v", err)
+	}
+	if _, err := b.Pick(ctx, "bad/name"); !errors.Is(err, dister.ErrInvalid) {
+		t.Fatalf("pick of a bad name: %v", err)
+	}
+}
+
+// HashKey sends a key to the same instance while the set is stable, and
+// when one of n instances leaves, about 1/n of the keys move (≤ 1/n + 10%).
+func TestBalancerHashKeyStability(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	s := c.Node(1).Services()
+	const n = 5
+	for i := range n {
+		if err := s.Register(ctx, dister.Instance{Service: "h", ID: fmt.Sprint(i), Address: "127.0.0.1:1", Priority: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := c.Node(1).Balancer()
+	assign := func() map[string]string {
+		m := map[string]string{}
+		for k := range 10000 {
+			key := fmt.Sprintf("user-%d", k)
+			in, err := b.Pick(ctx, "h", dister.HashKey(key))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m[key] = in.ID
+		}
+		return m
+	}
+	before := assign()
+	if again := assign(); fmt.Sprint(again) != fmt.Sprint(before) {
+		t.Fatal("HashKey answers changed with the set stable")
+	}
+	if err := s.Deregister(ctx, "h", "3"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		for k := range 200 {
+			if in, _ := b.Pick(ctx, "h", dister.HashKey(fmt.Sprint(k))); in.ID == "3" {
+				return false
+			}
+		}
+		return true
+	})
+	after := assign()
+	moved := 0
+	for k, id := range before {
+		if after[k] != id {
+			moved++
+			if id != "3" {
+				t.Errorf("key %s moved from %s, which did not leave, to %s", k, id, after[k])
+			}
+		}
+	}
+	if share := float64(moved) / float64(len(before)); share > 1.0/n+0.10 {
+		t.Fatalf("%.3f of the keys moved, want ≤ %.3f", share, 1.0/n+0.10)
+	}
+}
