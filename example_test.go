@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"time"
 
 	"github.com/dister/dister"
 )
@@ -115,4 +116,74 @@ func ExampleNode_CreateGroup() {
 	// Output:
 	// true
 	// [default payments]
+}
+
+// Register instances of a service, then pick one. Instances without a
+// check pass at once; a checked one passes after its first probe, run by
+// the group's leader.
+func ExampleServices_Register() {
+	dir, _ := os.MkdirTemp("", "dister-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	n, err := dister.Open(ctx, dister.Options{NodeID: 1, DataDir: dir, RaftAddr: freeAddr(),
+		PeerAddr: freeAddr(), Logger: quietLogger()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer n.Close()
+
+	s := n.Services()
+	for _, in := range []dister.Instance{
+		{Service: "api", ID: "api-1", Address: "127.0.0.1:8081", Priority: 3},
+		{Service: "api", ID: "api-2", Address: "127.0.0.1:8082", Priority: 1},
+		{Service: "api", ID: "api-3", Address: "127.0.0.1:8083", Priority: 1,
+			Check: dister.Check{Type: dister.CheckHTTP, Target: "http://127.0.0.1:8083/health", Interval: 5 * time.Second}},
+	} {
+		if err := s.Register(ctx, in); err != nil {
+			log.Fatal(err)
+		}
+	}
+	passing, err := s.Get(ctx, "api", dister.Passing())
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(len(passing), "of 3 passing")
+
+	// The same key goes to the same instance while the set is stable.
+	a, err := n.Balancer().Pick(ctx, "api", dister.HashKey("user-42"))
+	if err != nil {
+		log.Fatal(err)
+	}
+	b, _ := n.Balancer().Pick(ctx, "api", dister.HashKey("user-42"))
+	fmt.Println(a.ID == b.ID)
+	// Output:
+	// 2 of 3 passing
+	// true
+}
+
+// A ttl instance is kept alive by the Node that registered it: when that
+// process stops, the instance turns critical and, after
+// DeregisterCriticalAfter, disappears.
+func ExampleServices_Register_ttl() {
+	dir, _ := os.MkdirTemp("", "dister-example")
+	defer os.RemoveAll(dir)
+	ctx := context.Background()
+	n, err := dister.Open(ctx, dister.Options{NodeID: 1, DataDir: dir, RaftAddr: freeAddr(),
+		PeerAddr: freeAddr(), Logger: quietLogger()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer n.Close()
+
+	err = n.Services().Register(ctx, dister.Instance{Service: "worker", ID: "w1", Address: "10.0.0.7:9000",
+		Check: dister.Check{Type: dister.CheckTTL, TTL: 10 * time.Second, DeregisterCriticalAfter: time.Minute}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	in, err := n.Balancer().Pick(ctx, "worker")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(in.ID, in.Status)
+	// Output: w1 passing
 }

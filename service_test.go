@@ -269,3 +269,96 @@ func TestServiceHTTPCheckAndPick(t *testing.T) {
 		return err == nil && in.ID == "h"
 	})
 }
+
+func TestServiceReplace(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	s := c.Node(1).Services()
+	for _, id := range []string{"old1", "old2"} {
+		if err := s.Register(ctx, dister.Instance{Service: "r", ID: id, Address: "127.0.0.1:1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Register(ctx, dister.Instance{Service: "keep", ID: "k", Address: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	// A bad instance anywhere rejects the whole replacement.
+	bad := []dister.Instance{{Service: "r", ID: "new1", Address: "127.0.0.1:2"}, {Service: "r", ID: "new2", Address: "nope"}}
+	if err := s.Replace(ctx, []string{"r"}, bad); !errors.Is(err, dister.ErrInvalid) {
+		t.Fatalf("replace with a bad address: %v", err)
+	}
+	if err := s.Replace(ctx, []string{"r"}, []dister.Instance{{Service: "other", ID: "x", Address: "127.0.0.1:2"}}); !errors.Is(err, dister.ErrInvalid) {
+		t.Fatalf("replace with an instance of an unnamed service: %v", err)
+	}
+	ttl := dister.Instance{Service: "r", ID: "t", Address: "127.0.0.1:2", Check: dister.Check{Type: dister.CheckTTL, TTL: time.Second}}
+	if err := s.Replace(ctx, []string{"r"}, []dister.Instance{ttl}); !errors.Is(err, dister.ErrInvalid) {
+		t.Fatalf("replace with a ttl instance: %v", err)
+	}
+	if got, _ := s.Get(ctx, "r"); len(got) != 2 {
+		t.Fatalf("failed replacements changed the set: %+v", got)
+	}
+	never := dister.Instance{Service: "r", ID: "n", Extra: []byte(`{"type":"ftp"}`), Check: dister.Check{Type: dister.CheckNever}}
+	if err := s.Replace(ctx, []string{"r"}, []dister.Instance{{Service: "r", ID: "new1", Address: "127.0.0.1:2"}, never}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.Get(ctx, "r")
+	if len(got) != 2 || got[0].ID != "n" || got[1].ID != "new1" || string(got[0].Extra) != `{"type":"ftp"}` || got[0].Status != dister.StatusCritical {
+		t.Fatalf("after replace: %+v", got)
+	}
+	if got, _ := s.Get(ctx, "keep"); len(got) != 1 {
+		t.Fatalf("replace touched another service: %+v", got)
+	}
+	// A never-checked instance is never picked.
+	if err := s.Replace(ctx, []string{"r"}, []dister.Instance{never}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * fastCheck)
+	if _, err := c.Node(1).Balancer().Pick(ctx, "r"); !errors.Is(err, dister.ErrNoInstance) {
+		t.Fatalf("pick with only a never-checked instance: %v", err)
+	}
+}
+
+// The one-host rule: a server on a non-loopback address refuses loopback
+// instance addresses and check targets, which its leader could not reach
+// from another host.
+func TestServiceLoopbackNeedsOneHost(t *testing.T) {
+	var ip string
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil && !n.IP.IsLoopback() {
+			ip = n.IP.String()
+			break
+		}
+	}
+	if ip == "" {
+		t.Skip("no non-loopback IPv4 address on this machine")
+	}
+	free := func() string {
+		ln, err := net.Listen("tcp", ip+":0")
+		if err != nil {
+			t.Skipf("cannot listen on %s: %v", ip, err)
+		}
+		defer ln.Close()
+		return ln.Addr().String()
+	}
+	ctx := ctxT(t)
+	n, err := dister.Open(ctx, dister.Options{NodeID: 1, DataDir: t.TempDir(), RaftAddr: free(), PeerAddr: free(),
+		Logger: testcluster.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	s := n.Services()
+	for _, in := range []dister.Instance{
+		{Service: "a", ID: "1", Address: "127.0.0.1:80"},
+		{Service: "a", ID: "2", Address: "http://localhost:80/"},
+		{Service: "a", ID: "3", Address: ip + ":80", Check: dister.Check{Type: dister.CheckTCP, Target: "[::1]:80"}},
+	} {
+		if err := s.Register(ctx, in); !errors.Is(err, dister.ErrInvalid) {
+			t.Errorf("register %+v on a multi-host cluster: %v, want ErrInvalid", in, err)
+		}
+	}
+	if err := s.Register(ctx, dister.Instance{Service: "a", ID: "4", Address: ip + ":80"}); err != nil {
+		t.Fatal(err)
+	}
+}

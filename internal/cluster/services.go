@@ -210,8 +210,26 @@ func (e *Engine) ReplaceServices(ctx context.Context, group string, names []stri
 		return fmt.Errorf("%d services with %d instances take %d writes, more than %d in one: %w",
 			len(names), len(recs), len(t.Then), fsm.MaxTxnOps, errs.TooLarge)
 	}
-	_, err = e.ReservedTxn(ctx, group, t)
-	return err
+	// ttl instances being replaced leave leases behind: revoke them after.
+	var leases []int64
+	for _, name := range names {
+		old, _, err := e.Instances(ctx, group, name, ReadOpts{})
+		if err != nil {
+			return err
+		}
+		for _, st := range old {
+			if st.Record.Lease != 0 {
+				leases = append(leases, st.Record.Lease)
+			}
+		}
+	}
+	if _, err = e.ReservedTxn(ctx, group, t); err != nil {
+		return err
+	}
+	for _, id := range leases {
+		e.dropLease(group, id)
+	}
+	return nil
 }
 
 // Heartbeat renews a ttl instance: a keepalive of its lease, or, when the
