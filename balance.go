@@ -2,6 +2,7 @@ package dister
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -35,7 +36,8 @@ type Balancer struct {
 
 type view struct {
 	set   atomic.Pointer[balance.Set[Instance]]
-	ready chan struct{} // closed once set is first stored
+	ready chan struct{} // closed once set is first stored, or err set
+	err   error         // why the view ended before its first load
 }
 
 // Balancer is the balancer of group "default".
@@ -132,7 +134,10 @@ func (b *Balancer) set(ctx context.Context, service string) (*balance.Set[Instan
 	defer cancel()
 	select {
 	case <-vw.ready:
-		return vw.set.Load(), nil
+		if s := vw.set.Load(); s != nil {
+			return s, nil
+		}
+		return nil, vw.err
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	case <-b.s.n.life.Done():
@@ -168,6 +173,14 @@ func (b *Balancer) start(service string, v *view) bool {
 				return true
 			})
 			if n.life.Err() != nil {
+				return
+			}
+			if errors.Is(err, errs.GroupNotFound) {
+				// The group is gone (or never was): drop the view, so a
+				// later Pick starts afresh and sees that.
+				b.views.Delete(service)
+				b.count.Add(-1)
+				once.Do(func() { v.err = err; close(v.ready) })
 				return
 			}
 			n.log.Debug("balancer view of a service restarts", "service", service, "err", err)

@@ -124,3 +124,22 @@ func TestBalancerHashKeyStability(t *testing.T) {
 		t.Fatalf("%.3f of the keys moved, want ≤ %.3f", share, 1.0/n+0.10)
 	}
 }
+
+func TestBalancerUnknownGroup(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	b := c.Node(1).Group("nosuch").Balancer()
+	if _, err := b.Pick(ctx, "svc"); !errors.Is(err, dister.ErrGroupNotFound) {
+		t.Fatalf("pick in a missing group: %v, want ErrGroupNotFound", err)
+	}
+	// Created later: the same Balancer starts afresh.
+	if err := c.Node(1).CreateGroup(ctx, "nosuch"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Node(1).Group("nosuch").Services().Register(ctx, dister.Instance{Service: "svc", ID: "1", Address: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if in, err := b.Pick(ctx, "svc"); err != nil || in.ID != "1" {
+		t.Fatalf("pick after the group was created: %v, %v", in.ID, err)
+	}
+}

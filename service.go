@@ -216,6 +216,17 @@ type queryOptions struct {
 	read    []ReadOption
 }
 
+// Redacted is a copy of in fit to show people: passwords in the check
+// target (DB connection strings, URLs with user info) and in a URL address
+// replaced by "xxxxx", and no Extra.
+func (in Instance) Redacted() Instance {
+	out := in
+	out.Address = svc.RedactAddress(in.Address)
+	out.Check.Target = svc.Redacted(svc.Check{Type: string(in.Check.Type), Target: in.Check.Target})
+	out.Extra = nil
+	return out
+}
+
 // Passing keeps only passing instances.
 func Passing() QueryOption { return func(o *queryOptions) { o.passing = true } }
 

@@ -25,6 +25,8 @@ import (
 //	POST   /node ["host[:port]",...]   add servers
 //	DELETE /node ["host[:port]",...]   remove the servers with those Raft addresses
 //
+// /service and /balance are in legacy_service.go.
+//
 // PUT is POST. Every answer is HTTP 200 with {"result":1,"message":"ok",
 // "data":...} or {"result":0,"message":"<error>","data":null}. A POST or
 // DELETE of /kv takes at most dister.MaxTxnOps keys, the limit of one

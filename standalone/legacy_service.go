@@ -289,7 +289,7 @@ func serviceNode(in *dister.Instance) (string, map[string]json.RawMessage) {
 		// Registered through /v1 (or the SDK): no secrets here either.
 		node = map[string]json.RawMessage{
 			"id":       mustJSON(in.ID),
-			"address":  mustJSON(redactAddress(in.Address)),
+			"address":  mustJSON(in.Redacted().Address),
 			"priority": mustJSON(strconv.Itoa(in.Priority)),
 		}
 	}

@@ -106,8 +106,12 @@ func (s *Server) services(c *gin.Context) *dister.Services {
 	return s.node.Group(c.GetString(keyGroup)).Services()
 }
 
-func toInstanceJSON(in *dister.Instance) instanceJSON {
-	out := instanceJSON{Service: in.Service, ID: in.ID, Address: redactAddress(in.Address), Priority: in.Priority,
+// toInstanceJSON is the /v1 form of an instance: never a password, never
+// Extra.
+func toInstanceJSON(raw *dister.Instance) instanceJSON {
+	red := raw.Redacted()
+	in := &red
+	out := instanceJSON{Service: in.Service, ID: in.ID, Address: in.Address, Priority: in.Priority,
 		Tags: in.Tags, Meta: in.Meta, Status: string(in.Status), Output: in.Output, ModRevision: in.ModRevision}
 	if out.Tags == nil {
 		out.Tags = []string{}
@@ -119,7 +123,7 @@ func toInstanceJSON(in *dister.Instance) instanceJSON {
 		out.LastChecked = in.LastChecked.UTC().Format(time.RFC3339Nano)
 	}
 	if ch := in.Check; ch != (dister.Check{}) {
-		out.Check = &checkJSON{Type: string(ch.Type), Target: redactTarget(ch.Type, ch.Target),
+		out.Check = &checkJSON{Type: string(ch.Type), Target: ch.Target,
 			Interval: durationString(ch.Interval), Timeout: durationString(ch.Timeout), TTL: durationString(ch.TTL),
 			DeregisterCriticalAfter: durationString(ch.DeregisterCriticalAfter)}
 	}

@@ -197,7 +197,7 @@ func (e *Engine) ReplaceServices(ctx context.Context, group string, names []stri
 			return fmt.Errorf("instance %s/%s: a ttl check needs Register, which gives it a lease: %w", r.Service, r.ID, errs.Invalid)
 		}
 		if err := svc.Validate(r, env); err != nil {
-			return err
+			return fmt.Errorf("instance %s/%s: %w", r.Service, r.ID, err)
 		}
 		r.InitialStatus(now)
 		value, err := r.Encode()

@@ -77,16 +77,21 @@ type target struct {
 	// criticalSince is when this leader first saw the stored status
 	// critical; zero otherwise. DeregisterCriticalAfter counts from it.
 	criticalSince time.Time
+	// holdUntil holds writes back after one failed (a lost CAS waits for
+	// the reload that shows why; no quorum waits anyway).
+	holdUntil time.Time
 }
 
 type probeResult struct {
-	t *target
-	r health.Result
+	t       *target
+	checked Check // the check probed: a re-registration may change t's
+	r       health.Result
 }
 
 type writeDone struct {
-	t   *target
-	err error
+	t       *target
+	written *Record // nil for a removal
+	err     error
 }
 
 // NewChecker returns a Checker; call Run.
@@ -116,10 +121,7 @@ func (c *Checker) Run(ctx context.Context) {
 		case pr := <-c.results:
 			c.observe(pr)
 		case wd := <-c.writes:
-			wd.t.writing = false
-			if wd.err != nil && ctx.Err() == nil {
-				c.cfg.Logger.Debug("instance status not written", "key", wd.t.key, "err", wd.err)
-			}
+			c.written(ctx, wd)
 		case <-tick.C:
 			c.sync(ctx)
 			c.step(ctx, time.Now())
@@ -235,15 +237,41 @@ func (c *Checker) step(ctx context.Context, now time.Time) {
 	}
 }
 
+// written ends a write. A committed status is what t holds from now on
+// (its mod revision comes with the next reload), so the same change is not
+// written again while a reload is throttled.
+func (c *Checker) written(ctx context.Context, wd writeDone) {
+	t := wd.t
+	t.writing = false
+	if wd.err != nil {
+		if ctx.Err() == nil {
+			c.cfg.Logger.Debug("instance status not written", "key", t.key, "err", wd.err)
+		}
+		t.holdUntil = time.Now().Add(max(t.rec.Check.Interval, time.Second))
+		return
+	}
+	if wd.written == nil { // removed
+		if c.targets[t.key] == t {
+			delete(c.targets, t.key)
+		}
+		return
+	}
+	t.rec = wd.written
+	if t.rec.Status == Critical && t.criticalSince.IsZero() {
+		t.criticalSince = time.Now()
+	}
+}
+
 func (c *Checker) probe(ctx context.Context, t *target) {
 	t.probing = true
-	chk := t.rec.Check.Probe()
+	checked := t.rec.Check
+	chk := checked.Probe()
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		r := c.cfg.Prober.Probe(ctx, chk)
 		select {
-		case c.results <- probeResult{t, r}:
+		case c.results <- probeResult{t, checked, r}:
 		case <-ctx.Done():
 		}
 	}()
@@ -258,7 +286,9 @@ func (c *Checker) observe(pr probeResult) {
 	t := pr.t
 	t.probing = false
 	iv := t.rec.Check.Interval
-	if c.targets[t.key] != t {
+	if c.targets[t.key] != t || pr.checked != t.rec.Check {
+		// Deregistered, or re-registered with another check: the result
+		// says nothing about what is registered now.
 		return
 	}
 	changed, cur := t.damper.Observe(pr.r.Status)
@@ -273,7 +303,7 @@ func (c *Checker) observe(pr probeResult) {
 
 // write commits a new status for t unless a write of t is in flight.
 func (c *Checker) write(ctx context.Context, t *target, st health.Status, output string, now time.Time) {
-	if t.writing {
+	if t.writing || now.Before(t.holdUntil) {
 		return
 	}
 	t.writing = true
@@ -285,7 +315,7 @@ func (c *Checker) write(ctx context.Context, t *target, st health.Status, output
 		defer c.wg.Done()
 		err := c.cfg.Store.Update(ctx, &r, modRev)
 		select {
-		case c.writes <- writeDone{t, err}:
+		case c.writes <- writeDone{t, &r, err}:
 		case <-ctx.Done():
 		}
 	}()
@@ -301,7 +331,7 @@ func (c *Checker) remove(ctx context.Context, t *target) {
 		defer c.wg.Done()
 		err := c.cfg.Store.Remove(ctx, r, modRev)
 		select {
-		case c.writes <- writeDone{t, err}:
+		case c.writes <- writeDone{t, nil, err}:
 		case <-ctx.Done():
 		}
 	}()

@@ -5,7 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -154,9 +154,13 @@ func validateCheck(c Check, env Env) error {
 	if err := c.Probe().Validate(env.AllowScript); err != nil {
 		return err
 	}
-	host := targetHost(c)
-	if host != "" && !env.AllLoopback && isLoopback(host) {
-		return fmt.Errorf("target host %q is loopback, but the servers are on more than one host (the leader could not reach it): %w", host, errs.Invalid)
+	if env.AllLoopback {
+		return nil
+	}
+	for _, host := range targetHosts(c) {
+		if isLoopback(host) {
+			return fmt.Errorf("target host %q is loopback, but the servers are on more than one host (the leader could not reach it): %w", host, errs.Invalid)
+		}
 	}
 	return nil
 }
@@ -200,78 +204,64 @@ func addressHost(addr string) (string, error) {
 	return host, nil
 }
 
-// targetHost is the host a probe of c connects to ("" when none: scripts,
-// unix sockets).
-func targetHost(c Check) string {
+// targetHosts are the hosts a probe of c may connect to (none for scripts
+// and unix sockets; a pgsql target may list fallback hosts).
+func targetHosts(c Check) []string {
 	switch c.Type {
 	case health.TypeHTTP, health.TypeWeb:
 		if u, err := url.Parse(c.Target); err == nil {
-			return u.Hostname()
+			return []string{u.Hostname()}
 		}
 	case health.TypeTCP:
 		if h, _, err := net.SplitHostPort(c.Target); err == nil {
-			return h
+			return []string{h}
 		}
 	case health.TypeMySQL:
 		if cfg, err := mysql.ParseDSN(c.Target); err == nil && cfg.Net == "tcp" {
 			if h, _, err := net.SplitHostPort(cfg.Addr); err == nil {
-				return h
+				return []string{h}
 			}
-			return cfg.Addr
+			return []string{cfg.Addr}
 		}
 	case health.TypePgSQL:
-		if cfg, err := pgx.ParseConfig(c.Target); err == nil && !strings.HasPrefix(cfg.Host, "/") {
-			return cfg.Host
+		cfg, err := pgx.ParseConfig(c.Target)
+		if err != nil {
+			return nil
 		}
+		hosts := []string{cfg.Host}
+		for _, f := range cfg.Fallbacks {
+			hosts = append(hosts, f.Host)
+		}
+		return slices.DeleteFunc(hosts, func(h string) bool { return strings.HasPrefix(h, "/") })
 	}
-	return ""
+	return nil
 }
 
-// isLoopback reports whether host names this machine: "localhost" or a
-// loopback IP.
+// isLoopback reports whether a connection to host reaches the connecting
+// machine itself: "localhost", a loopback IP, or the unspecified address
+// (0.0.0.0, ::), which a connection takes for the local host.
 func isLoopback(host string) bool {
+	ip, ok := hostIP(host)
+	return ok && (ip.IsLoopback() || ip.IsUnspecified())
+}
+
+// hostIP is host's IP, with localhost names as 127.0.0.1.
+func hostIP(host string) (netip.Addr, bool) {
 	if strings.EqualFold(host, "localhost") || strings.HasSuffix(strings.ToLower(host), ".localhost") {
-		return true
+		return netip.AddrFrom4([4]byte{127, 0, 0, 1}), true
 	}
 	ip, err := netip.ParseAddr(strings.Trim(host, "[]"))
-	return err == nil && ip.IsLoopback()
+	return ip, err == nil
 }
 
 // IsLoopbackAddr reports whether a server address (host:port) is loopback.
+// A server listening on the unspecified address is not: others may reach
+// it from other hosts.
 func IsLoopbackAddr(addr string) bool {
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		host = addr
 	}
-	return isLoopback(host)
-}
-
-// Redacted is target with any password replaced by "xxxxx", for showing a
-// check to clients: DB targets carry credentials.
-func Redacted(c Check) string {
-	switch c.Type {
-	case health.TypeMySQL:
-		if cfg, err := mysql.ParseDSN(c.Target); err == nil && cfg.Passwd != "" {
-			cfg.Passwd = "xxxxx"
-			return cfg.FormatDSN()
-		}
-	case health.TypePgSQL, health.TypeHTTP, health.TypeWeb:
-		if u, err := url.Parse(c.Target); err == nil && u.User != nil {
-			return u.Redacted()
-		}
-		if c.Type == health.TypePgSQL {
-			return redactKeywordPassword(c.Target)
-		}
-	}
-	return c.Target
-}
-
-// keywordPassword matches password=... in a keyword/value connection
-// string, quoted or not.
-var keywordPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
-
-// redactKeywordPassword hides the password of a keyword/value connection
-// string.
-func redactKeywordPassword(s string) string {
-	return keywordPassword.ReplaceAllString(s, "${1}xxxxx")
+	ip, ok := hostIP(host)
+	return ok && ip.IsLoopback()
 }

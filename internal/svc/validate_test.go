@@ -166,9 +166,9 @@ func TestValidateRecords(t *testing.T) {
 		{"interval negative", func(r *Record) { r.Check.Interval = -time.Second }, Env{}, errs.Invalid},
 		{"timeout zero", func(r *Record) { r.Check.Timeout = 0 }, Env{}, nil},
 		{"timeout = interval", func(r *Record) { r.Check.Interval, r.Check.Timeout = time.Second, time.Second }, Env{}, nil},
-		{"timeout > interval", func(r *Record) { r.Check.Interval, r.Check.Timeout = time.Second, time.Second + time.Millisecond }, Env{}, errs.Invalid},
+		{"timeout > interval", func(r *Record) { r.Check.Interval, r.Check.Timeout = time.Second, time.Second+time.Millisecond }, Env{}, errs.Invalid},
 		{"timeout negative", func(r *Record) { r.Check.Timeout = -time.Millisecond }, Env{}, errs.Invalid},
-		{"timeout over health max", func(r *Record) { r.Check.Interval, r.Check.Timeout = time.Hour, 2 * time.Minute }, Env{}, errs.Invalid},
+		{"timeout over health max", func(r *Record) { r.Check.Interval, r.Check.Timeout = time.Hour, 2*time.Minute }, Env{}, errs.Invalid},
 		{"ttl on probed check", func(r *Record) { r.Check.TTL = time.Second }, Env{}, errs.Invalid},
 		{"deregister", func(r *Record) { r.Check.DeregisterCriticalAfter = time.Minute }, Env{}, nil},
 		{"deregister max", func(r *Record) { r.Check.DeregisterCriticalAfter = MaxDeregister }, Env{}, nil},
@@ -393,6 +393,9 @@ func TestIsLoopbackAddr(t *testing.T) {
 		"node1:7000":       false,
 		"[2001:db8::1]:70": false,
 		"":                 false,
+		// A server's Raft address must be dialable by its peers; the
+		// unspecified address does not make a cluster one host.
+		"0.0.0.0:7000": false,
 	} {
 		if got := IsLoopbackAddr(addr); got != want {
 			t.Errorf("IsLoopbackAddr(%q) = %v, want %v", addr, got, want)

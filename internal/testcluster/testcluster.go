@@ -232,15 +232,29 @@ func (c *Cluster) dataDir() string {
 // test opens itself and hands to Adopt.
 func (c *Cluster) DataDir() string { return c.dataDir() }
 
-// FreeAddr returns a loopback host:port that was free a moment ago.
+// handedOut holds every address FreeAddr returned in this test process:
+// the kernel may hand a just-closed port out again at once, and two
+// servers (or one server's Raft and peer listeners) given the same port
+// fail to start.
+var handedOut sync.Map
+
+// FreeAddr returns a loopback host:port that was free a moment ago and that
+// no earlier call in this process returned.
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("free port: %v", err)
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatalf("free port: %v", err)
+		}
+		addr := fmt.Sprint(ln.Addr())
+		ln.Close()
+		if _, seen := handedOut.LoadOrStore(addr, true); !seen {
+			return addr
+		}
 	}
-	defer ln.Close()
-	return fmt.Sprint(ln.Addr())
+	tb.Fatal("free port: 100 tries gave ports already handed out")
+	return ""
 }
 
 // Followers returns the running servers other than the default group's

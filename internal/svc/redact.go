@@ -1,4 +1,4 @@
-package standalone
+package svc
 
 import (
 	"net/url"
@@ -7,11 +7,15 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
-	"github.com/dister/dister"
+	"github.com/dister/dister/internal/health"
 )
 
-// The /v1 API never shows a secret that came in with an instance: check
-// targets and addresses are shown with their passwords replaced.
+// Check targets and addresses are stored as registered, secrets included
+// (the leader needs them); what is shown to people has its passwords
+// replaced.
+
+// Redacted is c's target as it may be shown.
+func Redacted(c Check) string { return redactTarget(c.Type, c.Target) }
 
 // redacted replaces a password.
 const redacted = "xxxxx"
@@ -21,9 +25,9 @@ const redacted = "xxxxx"
 var keywordPassword = regexp.MustCompile(`(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)`)
 
 // redactTarget is a check target as it may be shown.
-func redactTarget(t dister.CheckType, target string) string {
+func redactTarget(t, target string) string {
 	switch t {
-	case dister.CheckMySQL:
+	case health.TypeMySQL:
 		cfg, err := mysql.ParseDSN(target)
 		if err != nil {
 			// Registered targets parse; should one not, show nothing of it.
@@ -34,20 +38,20 @@ func redactTarget(t dister.CheckType, target string) string {
 		}
 		cfg.Passwd = redacted
 		return cfg.FormatDSN()
-	case dister.CheckPgSQL:
+	case health.TypePgSQL:
 		if strings.Contains(target, "://") {
 			return redactURL(target)
 		}
 		return keywordPassword.ReplaceAllString(target, "${1}"+redacted)
-	case dister.CheckHTTP, dister.CheckWeb:
+	case health.TypeHTTP, health.TypeWeb:
 		return redactURL(target)
 	}
 	return target
 }
 
-// redactAddress is an instance address as it may be shown: a URL loses its
+// RedactAddress is an instance address as it may be shown: a URL loses its
 // password; host:port has none.
-func redactAddress(addr string) string {
+func RedactAddress(addr string) string {
 	if strings.Contains(addr, "://") {
 		return redactURL(addr)
 	}
