@@ -77,8 +77,8 @@ type target struct {
 	// criticalSince is when this leader first saw the stored status
 	// critical; zero otherwise. DeregisterCriticalAfter counts from it.
 	criticalSince time.Time
-	// holdUntil holds writes back after one failed (a lost CAS waits for
-	// the reload that shows why; no quorum waits anyway).
+	// holdUntil holds writes and removals back after one failed, until
+	// the reload that shows why (a lost CAS) or for an interval (no quorum).
 	holdUntil time.Time
 }
 
@@ -166,6 +166,8 @@ func (c *Checker) sync(ctx context.Context) {
 			}
 		}
 		t.rec, t.modRev = s.Record, s.ModRevision
+		// The reload that shows why a write was lost has come.
+		t.holdUntil = time.Time{}
 		if t.rec.Status == Critical {
 			if t.criticalSince.IsZero() {
 				t.criticalSince = now
@@ -231,7 +233,7 @@ func (c *Checker) step(ctx context.Context, now time.Time) {
 			}
 		}
 		if chk.DeregisterCriticalAfter > 0 && !t.criticalSince.IsZero() && !t.writing &&
-			now.Sub(t.criticalSince) >= chk.DeregisterCriticalAfter {
+			!now.Before(t.holdUntil) && now.Sub(t.criticalSince) >= chk.DeregisterCriticalAfter {
 			c.remove(ctx, t)
 		}
 	}

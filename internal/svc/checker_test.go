@@ -911,3 +911,44 @@ func TestCheckerConfirmsChangeSooner(t *testing.T) {
 	h.feed(t, 500) // request 3 confirms
 	waitFor(t, "critical written", func() bool { return st.status(key) == Critical })
 }
+
+// TestCheckerLostWriteDoesNotHoldNewCheck: a status write that loses its CAS
+// to a re-registration must not hold back the status of what is registered
+// now once the reload shows it: here the old check's interval is a minute,
+// the new one's first result must still be written at once.
+func TestCheckerLostWriteDoesNotHoldNewCheck(t *testing.T) {
+	t.Parallel()
+	st := newFakeStore()
+	h := newHTTPTarget(t, false, always(200))
+	r := probedRecord("h1", health.TypeHTTP, h.URL+"/old")
+	r.Check.Interval = time.Minute // first probe within a second: never checked
+	key := InstanceKey(r.Service, r.ID)
+	st.put(t, r)
+
+	entered, release := make(chan struct{}), make(chan struct{})
+	var first atomic.Bool
+	st.beforeUpdate = func(ctx context.Context, _ *Record, _ int64) {
+		if first.CompareAndSwap(false, true) {
+			close(entered)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+	}
+	runChecker(t, st, 2)
+	select {
+	case <-entered:
+	case <-time.After(waitLimit):
+		t.Fatal("the checker never wrote the first result")
+	}
+	r2 := probedRecord("h1", health.TypeHTTP, h.URL+"/new")
+	st.put(t, r2)
+	close(release)
+
+	waitFor(t, "the stale write to fail", func() bool { return st.stats().failed >= 1 })
+	waitFor(t, "the new check's first result written", func() bool {
+		got := st.get(key)
+		return got.Check.Target == r2.Check.Target && got.Status == Passing && strings.Contains(got.Output, "/new")
+	})
+}

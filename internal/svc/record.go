@@ -45,7 +45,8 @@ func SplitKey(key string) (service, id string, ok bool) {
 			return "", "", false
 		}
 	}
-	return strings.Cut(rest, "/")
+	service, id, ok = strings.Cut(rest, "/")
+	return service, id, ok && service != "" && id != ""
 }
 
 // Status values as stored and shown.
