@@ -362,3 +362,27 @@ func TestServiceLoopbackNeedsOneHost(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Registrations of one instance racing through different servers all
+// succeed (a lost CAS is retried on a fresher read) and leave one record:
+// the last one committed.
+func TestServiceConcurrentRegisterSameInstance(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	errs := make(chan error, 60)
+	for w := range 60 {
+		go func() {
+			s := c.Node(uint64(w%3 + 1)).Services()
+			errs <- s.Register(ctx, dister.Instance{Service: "race", ID: "one", Address: "127.0.0.1:1", Priority: w})
+		}()
+	}
+	for range 60 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := c.Node(1).Services().Get(ctx, "race", dister.WithRead(dister.Linearizable()))
+	if err != nil || len(got) != 1 {
+		t.Fatalf("after racing registrations: %+v, %v", got, err)
+	}
+}

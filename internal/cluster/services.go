@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sort"
 	"time"
 
@@ -20,8 +21,22 @@ import (
 // turns it critical.
 
 // maxRegisterRetries bounds the CAS retries of one Register racing other
-// writers of the same instance (the checker, another registrar).
-const maxRegisterRetries = 8
+// writers of the same instance (the checker, other registrars); they back
+// off at random so that racers spread out.
+const maxRegisterRetries = 64
+
+// casBackoff sleeps a random time that grows with attempt (up to 50ms).
+func casBackoff(ctx context.Context, attempt int) error {
+	d := time.Duration(rand.Int64N(int64(min(time.Millisecond<<min(attempt, 6), 50*time.Millisecond)) + 1))
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // ServiceEnv is what validating an instance needs to know about the
 // cluster, as this server knows it. The script setting is read
@@ -92,8 +107,11 @@ func (e *Engine) Register(ctx context.Context, group string, r *svc.Record, auto
 
 func (e *Engine) register(ctx context.Context, group string, r *svc.Record, lease int64) (*svc.Record, error) {
 	key := svc.InstanceKey(r.Service, r.ID)
-	for range maxRegisterRetries {
-		got, err := e.Get(ctx, group, key, ReadOpts{Consistency: Linearizable})
+	for attempt := range maxRegisterRetries {
+		// A session read is enough: the write below is a CAS on what it
+		// saw, and a lost CAS raises this engine's session floor to the
+		// revision that beat it, so the next read sees that.
+		got, err := e.Get(ctx, group, key, ReadOpts{})
 		if err != nil {
 			return nil, err
 		}
@@ -130,6 +148,9 @@ func (e *Engine) register(ctx context.Context, group string, r *svc.Record, leas
 		if res.Succeeded {
 			*r = rec
 			return old, nil
+		}
+		if err := casBackoff(ctx, attempt); err != nil {
+			return nil, err
 		}
 	}
 	return nil, fmt.Errorf("instance changed %d times while being registered: %w", maxRegisterRetries, errs.Conflict)
@@ -236,7 +257,7 @@ func (e *Engine) ReplaceServices(ctx context.Context, group string, names []stri
 // lease already expired, a new lease and heartbeat key (one write).
 func (e *Engine) Heartbeat(ctx context.Context, group, service, id string) error {
 	key := svc.InstanceKey(service, id)
-	for range maxRegisterRetries {
+	for attempt := range maxRegisterRetries {
 		got, err := e.Get(ctx, group, key, ReadOpts{Consistency: Linearizable})
 		if err != nil {
 			return err
@@ -273,6 +294,9 @@ func (e *Engine) Heartbeat(ctx context.Context, group, service, id string) error
 		}
 		e.dropLease(group, lease)
 		if err != nil {
+			return err
+		}
+		if err := casBackoff(ctx, attempt); err != nil {
 			return err
 		}
 	}
