@@ -3,8 +3,6 @@ package dister_test
 import (
 	"errors"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -194,14 +192,8 @@ func TestServiceTTLExternalHeartbeat(t *testing.T) {
 func TestServiceChecksContinueAfterFailover(t *testing.T) {
 	c := testcluster.New(t, 3)
 	ctx := ctxT(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
-	srv.Listener = ln
-	srv.Start()
+	srv := serveOK(t, "127.0.0.1:0")
+	addr := srv.Listener.Addr().String()
 	leader := c.Leader()
 	var other uint64
 	for _, id := range c.IDs() {

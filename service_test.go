@@ -221,14 +221,8 @@ func fmtSets(sets [][]string) string {
 func TestServiceHTTPCheckAndPick(t *testing.T) {
 	c := testcluster.New(t, 3)
 	ctx := ctxT(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
-	srv.Listener = ln
-	srv.Start()
+	srv := serveOK(t, "127.0.0.1:0")
+	addr := srv.Listener.Addr().String()
 	s := c.Node(1).Services()
 	check := dister.Check{Type: dister.CheckHTTP, Target: "http://" + addr + "/health", Interval: 200 * time.Millisecond}
 	if err := s.Register(ctx, dister.Instance{Service: "web", ID: "h", Address: addr, Priority: 1, Check: check}); err != nil {
@@ -255,14 +249,7 @@ func TestServiceHTTPCheckAndPick(t *testing.T) {
 		return err == nil && in.ID == "standby"
 	})
 	// Back on the same address.
-	ln2, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv2 := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {}))
-	srv2.Listener = ln2
-	srv2.Start()
-	defer srv2.Close()
+	serveOK(t, addr)
 	waitStatus(t, s, "web", "h", dister.StatusPassing)
 	waitFor(t, func() bool {
 		in, err := b.Pick(ctx, "web")
@@ -385,4 +372,19 @@ func TestServiceConcurrentRegisterSameInstance(t *testing.T) {
 	if err != nil || len(got) != 1 {
 		t.Fatalf("after racing registrations: %+v, %v", got, err)
 	}
+}
+
+// serveOK serves 200 to every request on addr ("127.0.0.1:0" = any port)
+// until the test ends or the caller closes it.
+func serveOK(t *testing.T, addr string) *httptest.Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	srv.Listener = ln
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return srv
 }
