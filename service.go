@@ -259,6 +259,28 @@ func (s *Services) Get(ctx context.Context, service string, opts ...QueryOption)
 	return out, nil
 }
 
+// All returns every instance of the group, sorted by service and id, read
+// at one revision.
+func (s *Services) All(ctx context.Context, opts ...QueryOption) ([]Instance, error) {
+	ctx, cancel := s.n.bound(ctx)
+	defer cancel()
+	var o queryOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	stored, _, err := s.n.e.Instances(ctx, s.group, "", readOpts(o.read).cluster())
+	if err != nil {
+		return nil, fmt.Errorf("all instances: %w", err)
+	}
+	out := make([]Instance, 0, len(stored))
+	for _, st := range stored {
+		if !o.passing || st.Record.Status == svc.Passing {
+			out = append(out, toInstance(st))
+		}
+	}
+	return out, nil
+}
+
 // List returns every service of the group with its instance counts,
 // sorted by name.
 func (s *Services) List(ctx context.Context, opts ...QueryOption) ([]ServiceInfo, error) {

@@ -77,6 +77,10 @@ func TestServiceRegisterGetListDeregister(t *testing.T) {
 	if len(list) != 2 || list[0] != want[0] || list[1] != want[1] {
 		t.Fatalf("List = %+v, want %+v", list, want)
 	}
+	all, err := s.All(ctx)
+	if err != nil || len(all) != 3 || all[0].Service != "db" || all[1].ID != "a" || all[2].ID != "b" {
+		t.Fatalf("All = %+v, %v; want db/x, web/a, web/b", all, err)
+	}
 	// Replace: same id, new address.
 	if err := s.Register(ctx, dister.Instance{Service: "web", ID: "b", Address: "127.0.0.1:9002", Priority: 5}); err != nil {
 		t.Fatal(err)

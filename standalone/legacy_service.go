@@ -343,29 +343,24 @@ func (s *Server) legacyGetServices(c *gin.Context) {
 		s.legacyOK(c, legacyServiceOf(name, insts), noRevision)
 		return
 	}
-	infos, err := svcs.List(ctx)
+	insts, err := svcs.All(ctx)
 	if err != nil {
 		s.legacyError(c, err)
 		return
 	}
-	total := 0
-	for _, si := range infos {
-		total += si.Instances
-	}
-	if total > legacyMaxNodes {
+	if len(insts) > legacyMaxNodes {
 		s.legacyFail(c, msgTooManyNodes)
 		return
 	}
-	all := make(map[string]legacyServiceOut, len(infos))
-	for _, si := range infos {
-		insts, err := svcs.Get(ctx, si.Name)
-		if err != nil {
-			s.legacyError(c, err)
-			return
+	// One read: the services are shown as of one revision.
+	all := map[string]legacyServiceOut{}
+	for i := 0; i < len(insts); {
+		j := i
+		for j < len(insts) && insts[j].Service == insts[i].Service {
+			j++
 		}
-		if len(insts) > 0 { // it may have gone since the list
-			all[si.Name] = legacyServiceOf(si.Name, insts)
-		}
+		all[insts[i].Service] = legacyServiceOf(insts[i].Service, insts[i:j])
+		i = j
 	}
 	s.legacyOK(c, all, noRevision)
 }
