@@ -123,6 +123,7 @@ func (e *Engine) register(ctx context.Context, group string, r *svc.Record, leas
 		}
 		rec := *r
 		rec.Lease = lease
+		rec.RegisteredMs = time.Now().UnixMilli()
 		if old != nil && svc.SameCheck(old, &rec) && rec.Check.Type != svc.TypeTTL {
 			rec.Status, rec.Output, rec.LastCheckedMs = old.Status, old.Output, old.LastCheckedMs
 		} else {
@@ -221,6 +222,7 @@ func (e *Engine) ReplaceServices(ctx context.Context, group string, names []stri
 			return fmt.Errorf("instance %s/%s: %w", r.Service, r.ID, err)
 		}
 		r.InitialStatus(now)
+		r.RegisteredMs = now.UnixMilli()
 		value, err := r.Encode()
 		if err != nil {
 			return err

@@ -165,11 +165,14 @@ func (c *Checker) sync(ctx context.Context) {
 				t.damper = seededDamper(c.cfg.Damping, s.Record)
 			}
 		}
+		// A registrar that registers again is alive: the countdown to
+		// removal starts over.
+		reregistered := t.rec != nil && t.rec.RegisteredMs != s.Record.RegisteredMs
 		t.rec, t.modRev = s.Record, s.ModRevision
 		// The reload that shows why a write was lost has come.
 		t.holdUntil = time.Time{}
 		if t.rec.Status == Critical {
-			if t.criticalSince.IsZero() {
+			if t.criticalSince.IsZero() || reregistered {
 				t.criticalSince = now
 			}
 		} else {

@@ -326,3 +326,27 @@ func TestCheckerLostWriteDoesNotHoldNewCheck(t *testing.T) {
 		return got.Check.Target == r2.Check.Target && got.Status == Passing && strings.Contains(got.Output, "/new")
 	})
 }
+
+// TestCheckerReRegistrationRestartsDeregisterCountdown: an instance that
+// is registered again while critical (its process restarted) gets the whole
+// DeregisterCriticalAfter again, counted from the registration.
+func TestCheckerReRegistrationRestartsDeregisterCountdown(t *testing.T) {
+	t.Parallel()
+	const after = 600 * time.Millisecond
+	st := newFakeStore()
+	r := probedRecord("again", health.TypeTCP, closedPort(t))
+	r.Check.DeregisterCriticalAfter = after
+	r.Status, r.Output, r.LastCheckedMs = Critical, "connection refused", time.Now().Add(-time.Minute).UnixMilli()
+	r.RegisteredMs = 1
+	st.put(t, r)
+	runChecker(t, st, 2)
+	time.Sleep(after / 2)
+	again := *r
+	again.RegisteredMs = 2
+	registered := time.Now()
+	st.put(t, &again)
+	waitFor(t, "the re-registered instance removed", func() bool { return st.stats().removes >= 1 })
+	if took := st.stats().removedAt.Sub(registered); took < after {
+		t.Fatalf("removed %v after its re-registration, before deregister_critical_after (%v)", took, after)
+	}
+}

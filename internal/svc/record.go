@@ -140,6 +140,10 @@ type Record struct {
 	// 0 = never checked.
 	LastCheckedMs int64 `json:"last_checked_ms,omitempty"`
 
+	// RegisteredMs is when the instance was last registered (Unix ms):
+	// a registration starts DeregisterCriticalAfter's countdown over.
+	RegisteredMs int64 `json:"registered_ms,omitempty"`
+
 	// Lease keeps the heartbeat key of a ttl instance; 0 otherwise.
 	Lease int64 `json:"lease,omitempty"`
 
