@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The dister REST API with curl: put, get, list, compare-and-swap, delete,
-# and the v1.5 legacy /kv route, against a running daemon.
+# the v1.5 legacy /kv route, and a health-checked service instance picked
+# by the balancer, against a running daemon.
 #
 #   dister &                    # or: go run ./standalone/cmd/dister &
 #   examples/rest/rest.sh
@@ -118,5 +119,31 @@ req DELETE "/v1/kv/$prefix/?prefix=true"
 expect 200 "delete the prefix"
 contains '"deleted":3' "delete the prefix"
 step "DELETE /v1/kv/$prefix/?prefix=true -> 3 keys deleted"
+
+# Services: an instance whose tcp check dials the daemon itself; the
+# group leader checks it, and the balancer picks it once it passes.
+svc="restsh$$"
+hostport=${base#http*://}
+req PUT "/v1/services/$svc/instances/i1" --data-binary \
+  "{\"address\":\"$hostport\",\"priority\":1,\"check\":{\"type\":\"tcp\",\"target\":\"$hostport\",\"interval\":\"200ms\"}}"
+expect 200 "register an instance"
+step "PUT /v1/services/$svc/instances/i1 (tcp check) -> registered"
+for _ in $(seq 1 100); do
+  req GET "/v1/services/$svc?passing=true"
+  case $body in *'"id":"i1"'*) break ;; esac
+  sleep 0.1
+done
+contains '"status":"passing"' "the instance's check"
+step "GET /v1/services/$svc?passing=true -> passing"
+req GET "/v1/balance/$svc"
+expect 200 "balance"
+contains '"id":"i1"' "balance"
+step "GET /v1/balance/$svc -> i1"
+req DELETE "/v1/services/$svc/instances/i1"
+expect 200 "deregister"
+req GET "/v1/balance/$svc"
+expect 503 "balance with no instance"
+contains '"code":"no_instance"' "balance with no instance"
+step "DELETE the instance, then GET /v1/balance/$svc -> 503 no_instance"
 
 echo "all steps passed against $base"
