@@ -29,16 +29,29 @@ const MaxBalancedServices = 4096
 // Within the usable tier, instances with priority 0 are standbys, picked
 // only when every usable instance has priority 0.
 type Balancer struct {
-	s     *Services
-	views sync.Map // service name -> *view
-	count atomic.Int64
+	s       *Services
+	views   sync.Map // service name -> *view
+	count   atomic.Int64
+	sweeper sync.Once
+	idle    time.Duration // the sweep period; 0 = viewIdle (tests shorten it)
 }
 
 type view struct {
 	set   atomic.Pointer[balance.Set[Instance]]
 	ready chan struct{} // closed once set is first stored, or err set
 	err   error         // why the view ended before its first load
+	// size is how many instances the service has (usable or not); used
+	// tells whether a Pick read the view since the last sweep. A view of
+	// no instances that nobody picked from is dropped by the sweep.
+	size atomic.Int64
+	used atomic.Bool
+	stop context.CancelFunc
 }
+
+// viewIdle is the sweep period: a view of a service without instances
+// that was not picked from for this long is dropped (Picks of names that
+// never exist would otherwise keep a watch each until Close).
+const viewIdle = time.Minute
 
 // Balancer is the balancer of group "default".
 func (n *Node) Balancer() *Balancer { return n.def.Balancer() }
@@ -127,6 +140,9 @@ func (b *Balancer) set(ctx context.Context, service string) (*balance.Set[Instan
 		}
 	}
 	vw := v.(*view)
+	if !vw.used.Load() {
+		vw.used.Store(true)
+	}
 	if s := vw.set.Load(); s != nil {
 		return s, nil
 	}
@@ -162,36 +178,78 @@ func (b *Balancer) read(ctx context.Context, service string) (*balance.Set[Insta
 // reloading after any watch failure; false when the Node is closed.
 func (b *Balancer) start(service string, v *view) bool {
 	n := b.s.n
-	return n.spawn(func() {
+	b.sweeper.Do(func() { n.spawn(b.sweep) })
+	ctx, stop := context.WithCancel(n.life)
+	v.stop = stop
+	ok := n.spawn(func() {
+		defer stop()
 		var once sync.Once
 		backoff := 50 * time.Millisecond
 		for {
-			err := b.s.follow(n.life, service, func(_ int64, set map[string]Instance) bool {
+			err := b.s.follow(ctx, service, func(_ int64, set map[string]Instance) bool {
+				v.size.Store(int64(len(set)))
 				v.set.Store(buildSet(set))
 				once.Do(func() { close(v.ready) })
 				backoff = 50 * time.Millisecond
 				return true
 			})
-			if n.life.Err() != nil {
+			if ctx.Err() != nil {
 				return
 			}
 			if errors.Is(err, errs.GroupNotFound) {
 				// The group is gone (or never was): drop the view, so a
 				// later Pick starts afresh and sees that.
-				b.views.Delete(service)
-				b.count.Add(-1)
+				b.drop(service, v)
 				once.Do(func() { v.err = err; close(v.ready) })
 				return
 			}
 			n.log.Debug("balancer view of a service restarts", "service", service, "err", err)
 			select {
 			case <-time.After(backoff):
-			case <-n.life.Done():
+			case <-ctx.Done():
 				return
 			}
 			backoff = min(2*backoff, 5*time.Second)
 		}
 	})
+	if !ok {
+		stop()
+	}
+	return ok
+}
+
+// drop forgets v (if it is still service's view) and stops its watch.
+func (b *Balancer) drop(service string, v *view) {
+	if b.views.CompareAndDelete(service, v) {
+		b.count.Add(-1)
+	}
+	v.stop()
+}
+
+// sweep drops, every viewIdle, the views of services without instances
+// that no Pick read since the previous sweep.
+func (b *Balancer) sweep() {
+	life := b.s.n.life
+	idle := b.idle
+	if idle == 0 {
+		idle = viewIdle
+	}
+	t := time.NewTicker(idle)
+	defer t.Stop()
+	for {
+		select {
+		case <-life.Done():
+			return
+		case <-t.C:
+		}
+		b.views.Range(func(k, v any) bool {
+			vw := v.(*view)
+			if !vw.used.Swap(false) && vw.size.Load() == 0 && vw.set.Load() != nil {
+				b.drop(k.(string), vw)
+			}
+			return true
+		})
+	}
 }
 
 // buildSet is the balancer's snapshot of an instance set.

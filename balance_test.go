@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"testing"
+	"time"
 
 	"github.com/dister/dister"
 	"github.com/dister/dister/internal/testcluster"
@@ -142,4 +143,36 @@ func TestBalancerUnknownGroup(t *testing.T) {
 	if in, err := b.Pick(ctx, "svc"); err != nil || in.ID != "1" {
 		t.Fatalf("pick after the group was created: %v, %v", in.ID, err)
 	}
+}
+
+// Views of services without instances that nobody picks from are dropped;
+// views of services with instances stay.
+func TestBalancerDropsIdleEmptyViews(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	b := c.Node(1).Group("default").Balancer()
+	dister.SetViewIdle(b, 100*time.Millisecond)
+	if err := c.Node(1).Services().Register(ctx, dister.Instance{Service: "real", ID: "1", Address: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Pick(ctx, "real"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if _, err := b.Pick(ctx, fmt.Sprintf("ghost%d", i)); !errors.Is(err, dister.ErrNoInstance) {
+			t.Fatalf("pick of a service without instances: %v", err)
+		}
+	}
+	if n := dister.ViewCount(b); n != 21 {
+		t.Fatalf("%d views, want 21", n)
+	}
+	waitFor(t, func() bool { return dister.ViewCount(b) == 1 })
+	// The remaining view still serves, and a dropped one comes back.
+	if in, err := b.Pick(ctx, "real"); err != nil || in.ID != "1" {
+		t.Fatalf("pick after the sweep: %v, %v", in.ID, err)
+	}
+	if err := c.Node(1).Services().Register(ctx, dister.Instance{Service: "ghost3", ID: "x", Address: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { in, err := b.Pick(ctx, "ghost3"); return err == nil && in.ID == "x" })
 }

@@ -1,6 +1,9 @@
 package dister
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // SetProposeHook exposes the engine's test hook: h runs after every
 // committed proposal with its encoded bytes.
@@ -16,3 +19,10 @@ func ProposeAgain(ctx context.Context, n *Node, shardID uint64, cmd []byte) (rev
 	}
 	return r.Revision, r.Succeeded, nil
 }
+
+// SetViewIdle shortens a Balancer's sweep period; call it before its first
+// Pick.
+func SetViewIdle(b *Balancer, d time.Duration) { b.idle = d }
+
+// ViewCount is how many services a Balancer keeps a view of.
+func ViewCount(b *Balancer) int64 { return b.count.Load() }
