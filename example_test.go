@@ -122,15 +122,9 @@ func ExampleNode_CreateGroup() {
 // check pass at once; a checked one passes after its first probe, run by
 // the group's leader.
 func ExampleServices_Register() {
-	dir, _ := os.MkdirTemp("", "dister-example")
-	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	n, err := dister.Open(ctx, dister.Options{NodeID: 1, DataDir: dir, RaftAddr: freeAddr(),
-		PeerAddr: freeAddr(), Logger: quietLogger()})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer n.Close()
+	n, done := oneServer(ctx)
+	defer done()
 
 	s := n.Services()
 	for _, in := range []dister.Instance{
@@ -165,15 +159,9 @@ func ExampleServices_Register() {
 // process stops, the instance turns critical and, after
 // DeregisterCriticalAfter, disappears.
 func ExampleServices_Register_ttl() {
-	dir, _ := os.MkdirTemp("", "dister-example")
-	defer os.RemoveAll(dir)
 	ctx := context.Background()
-	n, err := dister.Open(ctx, dister.Options{NodeID: 1, DataDir: dir, RaftAddr: freeAddr(),
-		PeerAddr: freeAddr(), Logger: quietLogger()})
-	if err != nil {
-		log.Fatal(err)
-	}
-	defer n.Close()
+	n, done := oneServer(ctx)
+	defer done()
 
 	err = n.Services().Register(ctx, dister.Instance{Service: "worker", ID: "w1", Address: "10.0.0.7:9000",
 		Check: dister.Check{Type: dister.CheckTTL, TTL: 10 * time.Second, DeregisterCriticalAfter: time.Minute}})
@@ -186,4 +174,19 @@ func ExampleServices_Register_ttl() {
 	}
 	fmt.Println(in.ID, in.Status)
 	// Output: w1 passing
+}
+
+// oneServer opens a one-server cluster in a temporary directory; done
+// closes it and removes the directory.
+func oneServer(ctx context.Context) (n *dister.Node, done func()) {
+	dir, err := os.MkdirTemp("", "dister-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	n, err = dister.Open(ctx, dister.Options{NodeID: 1, DataDir: dir, RaftAddr: freeAddr(),
+		PeerAddr: freeAddr(), Logger: quietLogger()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	return n, func() { n.Close(); os.RemoveAll(dir) }
 }

@@ -237,24 +237,12 @@ func WithRead(opts ...ReadOption) QueryOption {
 
 // Get returns a service's instances, sorted by id (none is not an error).
 func (s *Services) Get(ctx context.Context, service string, opts ...QueryOption) ([]Instance, error) {
-	ctx, cancel := s.n.bound(ctx)
-	defer cancel()
-	var o queryOptions
-	for _, f := range opts {
-		f(&o)
-	}
 	if service == "" {
 		return nil, fmt.Errorf("get service: empty name: %w", errs.Invalid)
 	}
-	stored, _, err := s.n.e.Instances(ctx, s.group, service, readOpts(o.read).cluster())
+	out, err := s.read(ctx, service, opts)
 	if err != nil {
 		return nil, fmt.Errorf("get service %q: %w", service, err)
-	}
-	out := make([]Instance, 0, len(stored))
-	for _, st := range stored {
-		if !o.passing || st.Record.Status == svc.Passing {
-			out = append(out, toInstance(st))
-		}
 	}
 	return out, nil
 }
@@ -262,15 +250,24 @@ func (s *Services) Get(ctx context.Context, service string, opts ...QueryOption)
 // All returns every instance of the group, sorted by service and id, read
 // at one revision.
 func (s *Services) All(ctx context.Context, opts ...QueryOption) ([]Instance, error) {
+	out, err := s.read(ctx, "", opts)
+	if err != nil {
+		return nil, fmt.Errorf("all instances: %w", err)
+	}
+	return out, nil
+}
+
+// read reads the instances of service ("" = all) at one revision.
+func (s *Services) read(ctx context.Context, service string, opts []QueryOption) ([]Instance, error) {
 	ctx, cancel := s.n.bound(ctx)
 	defer cancel()
 	var o queryOptions
 	for _, f := range opts {
 		f(&o)
 	}
-	stored, _, err := s.n.e.Instances(ctx, s.group, "", readOpts(o.read).cluster())
+	stored, _, err := s.n.e.Instances(ctx, s.group, service, readOpts(o.read).cluster())
 	if err != nil {
-		return nil, fmt.Errorf("all instances: %w", err)
+		return nil, err
 	}
 	out := make([]Instance, 0, len(stored))
 	for _, st := range stored {
@@ -282,26 +279,20 @@ func (s *Services) All(ctx context.Context, opts ...QueryOption) ([]Instance, er
 }
 
 // List returns every service of the group with its instance counts,
-// sorted by name.
+// sorted by name (with Passing(): the services with passing instances).
 func (s *Services) List(ctx context.Context, opts ...QueryOption) ([]ServiceInfo, error) {
-	ctx, cancel := s.n.bound(ctx)
-	defer cancel()
-	var o queryOptions
-	for _, f := range opts {
-		f(&o)
-	}
-	stored, _, err := s.n.e.Instances(ctx, s.group, "", readOpts(o.read).cluster())
+	all, err := s.read(ctx, "", opts)
 	if err != nil {
 		return nil, fmt.Errorf("list services: %w", err)
 	}
 	var out []ServiceInfo
-	for _, st := range stored {
-		if len(out) == 0 || out[len(out)-1].Name != st.Record.Service {
-			out = append(out, ServiceInfo{Name: st.Record.Service})
+	for _, in := range all {
+		if len(out) == 0 || out[len(out)-1].Name != in.Service {
+			out = append(out, ServiceInfo{Name: in.Service})
 		}
 		last := &out[len(out)-1]
 		last.Instances++
-		if st.Record.Status == svc.Passing {
+		if in.Status == StatusPassing {
 			last.Passing++
 		}
 	}
