@@ -163,7 +163,7 @@ func ExampleServices_Register_ttl() {
 	n, done := oneServer(ctx)
 	defer done()
 
-	err = n.Services().Register(ctx, dister.Instance{Service: "worker", ID: "w1", Address: "10.0.0.7:9000",
+	err := n.Services().Register(ctx, dister.Instance{Service: "worker", ID: "w1", Address: "10.0.0.7:9000",
 		Check: dister.Check{Type: dister.CheckTTL, TTL: 10 * time.Second, DeregisterCriticalAfter: time.Minute}})
 	if err != nil {
 		log.Fatal(err)
