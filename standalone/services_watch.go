@@ -48,36 +48,17 @@ func (s *Server) watchServices(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	var limit time.Duration
-	if v, ok := c.GetQuery("timeout"); ok {
-		var err error
-		if limit, err = time.ParseDuration(v); err != nil || limit <= 0 || limit > maxRequestTimeout {
-			s.fail(c, invalidf("?timeout=%q: want a Go duration in (0, %v]", v, maxRequestTimeout))
-			return
-		}
-	}
-	if s.streams.Err() != nil {
-		s.fail(c, fmt.Errorf("watch: the server is shutting down: %w", dister.ErrClosed))
+	ctx, cancel, ok := s.streamContext(c)
+	if !ok {
 		return
 	}
+	defer cancel()
 	// Resolve the group within a bound: the SDK would wait for an unknown
 	// one as long as the stream may last.
 	if err := s.groupExists(c); err != nil {
 		s.fail(c, err)
 		return
 	}
-
-	var (
-		ctx    context.Context
-		cancel context.CancelFunc
-	)
-	if limit > 0 {
-		ctx, cancel = context.WithTimeout(c.Request.Context(), limit)
-	} else {
-		ctx, cancel = context.WithCancel(c.Request.Context())
-	}
-	stop := context.AfterFunc(s.streams, cancel)
-	defer stop()
 	name := c.Param("name")
 	events := s.services(c).Watch(ctx, name)
 	defer func() {

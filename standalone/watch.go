@@ -88,18 +88,11 @@ func (s *Server) watch(c *gin.Context) {
 		}
 		from = last + 1
 	}
-	var limit time.Duration
-	if v, ok := c.GetQuery("timeout"); ok {
-		if limit, err = time.ParseDuration(v); err != nil || limit <= 0 || limit > maxRequestTimeout {
-			s.fail(c, invalidf("?timeout=%q: want a Go duration in (0, %v]", v, maxRequestTimeout))
-			return
-		}
-	}
-
-	if s.streams.Err() != nil {
-		s.fail(c, fmt.Errorf("watch: the server is shutting down: %w", dister.ErrClosed))
+	ctx, cancel, ok := s.streamContext(c)
+	if !ok {
 		return
 	}
+	defer cancel()
 	// The local revision both stamps the answer and pins "from now", and
 	// reading it first resolves the group within a bound: Watch itself
 	// would wait for an unknown group as long as the stream may last.
@@ -112,18 +105,6 @@ func (s *Server) watch(c *gin.Context) {
 	if from == 0 {
 		from = start + 1
 	}
-
-	var (
-		ctx    context.Context
-		cancel context.CancelFunc
-	)
-	if limit > 0 {
-		ctx, cancel = context.WithTimeout(c.Request.Context(), limit)
-	} else {
-		ctx, cancel = context.WithCancel(c.Request.Context())
-	}
-	stop := context.AfterFunc(s.streams, cancel)
-	defer stop()
 	opts := []dister.WatchOption{dister.FromRevision(from)}
 	if prev {
 		opts = append(opts, dister.WithPrevEntry())
@@ -285,3 +266,29 @@ func writeEvent(w io.Writer, event, id string, data []byte) error {
 // Register it with http.Server.RegisterOnShutdown: Shutdown waits for
 // active requests, and a stream is never done by itself.
 func (s *Server) CloseStreams() { s.endStreams() }
+
+// streamContext is the context of one SSE stream: it ends with the
+// request, after ?timeout= when one is given, and when the server closes
+// its streams. ok = false: the failure was answered.
+func (s *Server) streamContext(c *gin.Context) (ctx context.Context, cancel context.CancelFunc, ok bool) {
+	var limit time.Duration
+	if v, given := c.GetQuery("timeout"); given {
+		var err error
+		if limit, err = time.ParseDuration(v); err != nil || limit <= 0 || limit > maxRequestTimeout {
+			s.fail(c, invalidf("?timeout=%q: want a Go duration in (0, %v]", v, maxRequestTimeout))
+			return nil, nil, false
+		}
+	}
+	if s.streams.Err() != nil {
+		s.fail(c, fmt.Errorf("watch: the server is shutting down: %w", dister.ErrClosed))
+		return nil, nil, false
+	}
+	var end context.CancelFunc
+	if limit > 0 {
+		ctx, end = context.WithTimeout(c.Request.Context(), limit)
+	} else {
+		ctx, end = context.WithCancel(c.Request.Context())
+	}
+	stop := context.AfterFunc(s.streams, end)
+	return ctx, func() { stop(); end() }, true
+}

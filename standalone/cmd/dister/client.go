@@ -194,9 +194,13 @@ func (c *client) groupQuery() url.Values {
 }
 
 // printJSON writes a REST answer indented.
-func (c *client) printJSON(data []byte) error {
+func (c *client) printJSON(data []byte) error { return c.printIndent(data, "  ") }
+
+// printIndent writes a JSON answer indented by indent (as it came when it
+// is not JSON).
+func (c *client) printIndent(data []byte, indent string) error {
 	var buf bytes.Buffer
-	if err := json.Indent(&buf, data, "", "  "); err != nil {
+	if err := json.Indent(&buf, data, "", indent); err != nil {
 		buf.Reset()
 		buf.Write(data)
 	}

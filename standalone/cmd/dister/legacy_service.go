@@ -5,7 +5,6 @@ package main
 // the answer's data as JSON indented by four spaces, or "ok".
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -15,16 +14,7 @@ import (
 )
 
 // printIndented prints a JSON answer indented as v1.5 did.
-func (c *client) printIndented(data json.RawMessage) error {
-	var buf bytes.Buffer
-	if err := json.Indent(&buf, data, "", "    "); err != nil {
-		buf.Reset()
-		buf.Write(data)
-	}
-	buf.WriteByte('\n')
-	_, err := c.stdout.Write(buf.Bytes())
-	return err
-}
+func (c *client) printIndented(data json.RawMessage) error { return c.printIndent(data, "    ") }
 
 func newServicesCmd(c *client) *cobra.Command {
 	return legacyCmd("services", "Show all services with their nodes, as indented JSON (v1.5)", exactArgs(0),
