@@ -216,5 +216,5 @@ func modRevisionIs(key string, rev int64) fsm.Compare {
 
 // checkKey validates a key for reads, as the state machine does for writes.
 func checkKey(key string) error {
-	return fsm.ValidateUserTxn(&fsm.Txn{Then: []fsm.Op{{Type: fsm.OpDelete, Key: key}}})
+	return fsm.ValidateUserKey(key, false)
 }

@@ -35,7 +35,10 @@ type ReadOpts struct {
 // t is a client's txn: a key in the reserved namespace is ErrInvalid (see
 // ReservedTxn).
 func (e *Engine) Txn(ctx context.Context, group string, t *fsm.Txn) (*fsm.TxnResult, error) {
-	if err := fsm.ValidateUserTxn(t); err != nil {
+	if t == nil {
+		return nil, fmt.Errorf("nil txn: %w", errs.Invalid)
+	}
+	if err := fsm.RejectReserved(t); err != nil {
 		return nil, err
 	}
 	return e.ReservedTxn(ctx, group, t)

@@ -541,12 +541,10 @@ func ValidateUserKey(k string, allowEmpty bool) error {
 	return validateKey(k, allowEmpty)
 }
 
-// ValidateUserTxn is ValidateTxn for a client's txn: no key of it may be
-// in the reserved namespace.
-func ValidateUserTxn(t *Txn) error {
-	if err := ValidateTxn(t); err != nil {
-		return err
-	}
+// RejectReserved fails if a key of t is in the reserved namespace: a
+// client's txn may not name one. It checks that rule only; EncodeCommand
+// runs ValidateTxn's checks.
+func RejectReserved(t *Txn) error {
 	for i := range t.Compares {
 		if IsReserved(t.Compares[i].Key) {
 			return fmt.Errorf("fsm: compare %d: key contains NUL: %w", i, errs.Invalid)

@@ -38,10 +38,10 @@ func TestValidateUserKeyRejectsReserved(t *testing.T) {
 	if err := ValidateUserKey("\x00svc/x", false); err == nil {
 		t.Fatal("a reserved key passed as a client key")
 	}
-	if err := ValidateUserTxn(&Txn{Compares: []Compare{{Key: "\x00x", Target: TargetVersion, Op: OpEqual}}}); err == nil {
+	if err := RejectReserved(&Txn{Compares: []Compare{{Key: "\x00x", Target: TargetVersion, Op: OpEqual}}}); err == nil {
 		t.Fatal("a compare on a reserved key passed as a client txn")
 	}
-	if err := ValidateUserTxn(&Txn{Else: []Op{{Type: OpDeletePrefix, Key: "\x00"}}}); err == nil {
+	if err := RejectReserved(&Txn{Else: []Op{{Type: OpDeletePrefix, Key: "\x00"}}}); err == nil {
 		t.Fatal("a reserved prefix delete passed as a client txn")
 	}
 	if err := ValidateUserKey("a/b", false); err != nil {
