@@ -4,7 +4,6 @@ package examples_test
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/dister/dister/internal/testcluster"
 )
 
 func TestMain(m *testing.M) {
@@ -122,14 +123,10 @@ func TestExamples(t *testing.T) {
 	})
 }
 
+// freeAddr picks a loopback port that no other test process holds.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testcluster.FreeAddr(t)
 }
 
 func waitReady(t *testing.T, addr string) {

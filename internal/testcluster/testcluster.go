@@ -7,10 +7,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -232,29 +236,64 @@ func (c *Cluster) dataDir() string {
 // test opens itself and hands to Adopt.
 func (c *Cluster) DataDir() string { return c.dataDir() }
 
-// handedOut holds every address FreeAddr returned in this test process:
-// the kernel may hand a just-closed port out again at once, and two
-// servers (or one server's Raft and peer listeners) given the same port
-// fail to start.
-var handedOut sync.Map
-
-// FreeAddr returns a loopback host:port that was free a moment ago and that
-// no earlier call in this process returned.
+// FreeAddr returns a loopback host:port that no other test process of this
+// machine holds and that no earlier call in this process returned.
+//
+// Ports come from 20000-32767, below Linux's ephemeral range (32768-60999):
+// a port from there could be taken at any moment by the kernel for the
+// local end of an outgoing connection or for another process's ":0"
+// listener. Test packages run in parallel processes, so each port is
+// claimed with an exclusive lock on a file in the temp dir, held until the
+// process exits (the kernel drops it then, also after a crash).
 func FreeAddr(tb testing.TB) string {
 	tb.Helper()
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			tb.Fatalf("free port: %v", err)
-		}
-		addr := fmt.Sprint(ln.Addr())
-		ln.Close()
-		if _, seen := handedOut.LoadOrStore(addr, true); !seen {
-			return addr
-		}
+	addr, err := claimPort()
+	if err != nil {
+		tb.Fatalf("free port: %v", err)
 	}
-	tb.Fatal("free port: 100 tries gave ports already handed out")
-	return ""
+	return addr
+}
+
+const (
+	portLow  = 20000
+	portHigh = 32768 // exclusive
+)
+
+var (
+	portMu    sync.Mutex
+	portLocks []*os.File // held open for the life of the process
+)
+
+func claimPort() (string, error) {
+	dir := filepath.Join(os.TempDir(), "dister-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return "", err
+	}
+	portMu.Lock()
+	defer portMu.Unlock()
+	for range 1000 {
+		port := portLow + rand.IntN(portHigh-portLow)
+		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			return "", err
+		}
+		// flock locks belong to the open file, so a second claim of the same
+		// port fails in this process as in any other.
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			continue
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		ln, err := net.Listen("tcp", addr)
+		if err != nil { // used by something that does not take our locks
+			f.Close()
+			continue
+		}
+		ln.Close()
+		portLocks = append(portLocks, f)
+		return addr, nil
+	}
+	return "", fmt.Errorf("no free port in %d-%d after 1000 tries", portLow, portHigh-1)
 }
 
 // Followers returns the running servers other than the default group's

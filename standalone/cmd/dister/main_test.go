@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/dister/dister/internal/testcluster"
 )
 
 // distBin is the dister binary the tests run as real processes, built once
@@ -55,16 +56,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freeAddr picks a free loopback port; the tiny race with other programs
-// taking it before the daemon does is accepted.
+// freeAddr picks a loopback port that no other test process holds.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return testcluster.FreeAddr(t)
 }
 
 // daemon is one "dister server" process.
