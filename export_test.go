@@ -11,6 +11,9 @@ func SetProposeHook(n *Node, h func(ctx context.Context, shardID uint64, cmd []b
 	n.e.SetTxnHook(h)
 }
 
+// SetSubmitHook runs h each time n hands a proposal to the Raft engine.
+func SetSubmitHook(n *Node, h func(shardID uint64)) { n.e.SetSubmitHook(h) }
+
 // ProposeAgain re-sends an encoded proposal, as a retry after a lost reply.
 func ProposeAgain(ctx context.Context, n *Node, shardID uint64, cmd []byte) (revision int64, succeeded bool, err error) {
 	r, err := n.e.ProposeAgain(ctx, shardID, cmd)

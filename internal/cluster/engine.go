@@ -76,9 +76,9 @@ type Engine struct {
 	peerSrv *peer.Server
 	peers   *peer.Client
 
-	session uint64        // random per Engine: the first half of every dedup id
-	seq     atomic.Uint64 // the second half
-	floors  sync.Map      // shard id -> *atomic.Uint64, the session-read floor
+	session uint64      // random per Engine: the first half of every dedup id
+	ids     proposerIDs // the second half, and the mark sent with it
+	floors  sync.Map    // shard id -> *atomic.Int64, the session-read floor
 	hook    atomic.Pointer[txnHook]
 	metrics *metrics
 
@@ -403,7 +403,7 @@ func (e *Engine) GroupStates() []GroupState {
 			continue
 		}
 		leader, _ := e.host.Leader(sid)
-		out = append(out, GroupState{Name: name, Leader: leader, Revision: int64(e.host.Applied(sid))})
+		out = append(out, GroupState{Name: name, Leader: leader, Revision: e.host.Revision(sid)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

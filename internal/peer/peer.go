@@ -130,6 +130,7 @@ var codes = []struct {
 	code string
 	err  error
 }{
+	{"unknown_outcome", errs.UnknownOutcome},
 	{"invalid", errs.Invalid}, {"conflict", errs.Conflict}, {"not_found", errs.NotFound},
 	{"group_not_found", errs.GroupNotFound}, {"lease_not_found", errs.LeaseNotFound},
 	{"too_large", errs.TooLarge},

@@ -46,8 +46,8 @@ type Config struct {
 	// StateCacheBytes is the block cache shared by the state machines of
 	// this host (every group); 0 = 64 MiB.
 	StateCacheBytes int64
-	// DedupWindow and EventRetention are passed to fsm.Options.
-	DedupWindow    uint64
+	// SessionHorizon (ms) and EventRetention are passed to fsm.Options.
+	SessionHorizon int64
 	EventRetention uint64
 	// AttemptTimeout bounds one try of a proposal or read; 0 = 3s. A try
 	// ends early when the shard's leader changes, so failover does not
@@ -106,8 +106,9 @@ type Host struct {
 	end    context.CancelFunc
 	rounds sync.WaitGroup // read-round goroutines
 
-	closed    atomic.Bool
-	closeOnce sync.Once
+	closed     atomic.Bool
+	closeOnce  sync.Once
+	submitHook atomic.Pointer[func(shardID uint64)] // tests only
 }
 
 type leaderState struct {
@@ -162,7 +163,9 @@ func NewHost(cfg Config) (*Host, error) {
 // Close stops every shard and the NodeHost. It is idempotent.
 func (h *Host) Close() {
 	h.closeOnce.Do(func() {
+		h.mu.Lock() // see joinRound
 		h.closed.Store(true)
+		h.mu.Unlock()
 		h.end()
 		h.rounds.Wait()
 		h.nh.Close() // closes the state machines, which release the cache
@@ -217,7 +220,7 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 	}
 	dir := h.stateDir(shardID)
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
-		m := fsm.New(dir, fsm.Options{DedupWindow: h.cfg.DedupWindow, EventRetention: h.cfg.EventRetention, Cache: h.cache})
+		m := fsm.New(dir, fsm.Options{SessionHorizon: h.cfg.SessionHorizon, EventRetention: h.cfg.EventRetention, Cache: h.cache})
 		h.mu.Lock()
 		h.machines[shardID] = m
 		h.mu.Unlock()
@@ -292,6 +295,14 @@ func (h *Host) Running(shardID uint64) bool {
 func (h *Host) Applied(shardID uint64) uint64 {
 	if m := h.machine(shardID); m != nil {
 		return m.Applied()
+	}
+	return 0
+}
+
+// Revision is the group revision of the local replica (0 if none).
+func (h *Host) Revision(shardID uint64) int64 {
+	if m := h.machine(shardID); m != nil {
+		return m.Revision()
 	}
 	return 0
 }
