@@ -98,7 +98,7 @@ type stress struct {
 	refused map[string]error // keys whose write surely did not apply
 	unknown int
 	resumes int
-	seen    map[string][]int64   // watch prefix -> revisions it delivered
+	seen    map[string][]int64    // watch prefix -> revisions it delivered
 	skipped map[string][][2]int64 // watch prefix -> revision ranges a true ErrCompacted skipped
 	reached map[string]int64      // watch prefix -> last revision delivered
 	stopped bool                  // writers and the lease keeper stop
