@@ -99,6 +99,8 @@ type Engine struct {
 	hubs     sync.Map   // shard id -> *hub (watch fan-out)
 	hubMu    sync.Mutex // serializes hub creation
 	watchers sync.WaitGroup
+	// hubHook, when set (tests only), runs before each hub advance.
+	hubHook atomic.Pointer[func(shardID uint64)]
 
 	leaseWake chan struct{} // buffered(1)
 	leaseDone chan struct{}

@@ -186,9 +186,23 @@ func (h *hub) loop() {
 	}
 }
 
+// SetHubHook installs (or, with nil, removes) a hook that every hub runs
+// before it reads what the local replica applied; for tests, which block in
+// it to make a hub fall behind.
+func (e *Engine) SetHubHook(f func(shardID uint64)) {
+	if f == nil {
+		e.hubHook.Store(nil)
+		return
+	}
+	e.hubHook.Store(&f)
+}
+
 // advance hands every event the local replica applied since pos to the
 // watchers, one revision at a time.
 func (h *hub) advance() error {
+	if f := h.e.hubHook.Load(); f != nil {
+		(*f)(h.shard)
+	}
 	for {
 		res, err := h.events(h.pos + 1)
 		if err != nil {
