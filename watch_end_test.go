@@ -93,6 +93,18 @@ func TestCloseEndsUnreadWatchFromThePast(t *testing.T) {
 	}
 }
 
+// holdHubs holds n's watch fan-outs before they read anything the replica
+// applied, until unblock; reached closes when one first waits there.
+func holdHubs(n *dister.Node) (reached <-chan struct{}, unblock func()) {
+	r, release := make(chan struct{}), make(chan struct{})
+	var once, releaseOnce sync.Once
+	dister.SetHubHook(n, func(uint64) {
+		once.Do(func() { close(r) })
+		<-release
+	})
+	return r, func() { releaseOnce.Do(func() { close(release) }) }
+}
+
 // TestHubBehindHistoryReportsCompactRevision: when a server's watch fan-out
 // falls behind the retained history, its watches end with ErrCompacted and
 // the true compact revision, from which a new watch resumes; and the next
@@ -102,14 +114,7 @@ func TestHubBehindHistoryReportsCompactRevision(t *testing.T) {
 	ctx := ctxT(t)
 	n := c.Node(1)
 	kv := n.KV()
-	reached, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	dister.SetHubHook(n, func(uint64) {
-		once.Do(func() { close(reached) })
-		<-release
-	})
-	var releaseOnce sync.Once
-	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	reached, unblock := holdHubs(n)
 	defer unblock()
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -188,7 +193,11 @@ func TestDeletedGroupsLeaveNoHub(t *testing.T) {
 		if _, err := n.Group(name).KV().Put(ctx, "k", nil); err != nil {
 			t.Fatal(err)
 		}
-		if ev := <-events; ev.Err != nil || ev.Type != dister.EventPut {
+		ev := <-events
+		for ev.Type == dister.EventProgress { // one may come any time
+			ev = <-events
+		}
+		if ev.Err != nil || ev.Type != dister.EventPut {
 			t.Fatalf("group %s: first event %+v", name, ev)
 		}
 		if err := n.DeleteGroup(ctx, name); err != nil {
@@ -344,5 +353,77 @@ func TestWatchesStartingDuringClose(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}
+}
+
+// TestWatchTakesABurstLargerThanItsQueue: when the fan-out finds more
+// revisions at once than a watcher may have queued (it was held up here; a
+// snapshot install does the same), a watcher that reads is not cancelled:
+// it gets every event, then follows the fan-out again; one that starts at a
+// later revision still starts there.
+func TestWatchTakesABurstLargerThanItsQueue(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	n := c.Node(1)
+	kv := n.KV()
+	start, err := kv.Put(ctx, "a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reached, unblock := holdHubs(n)
+	defer unblock()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	const burst, skip = 1000, 500
+	events := kv.Watch(wctx, "b/")
+	later := kv.Watch(wctx, "b/", dister.FromRevision(start+skip))
+	next := func(events <-chan dister.WatchEvent) dister.WatchEvent {
+		t.Helper()
+		for {
+			select {
+			case ev := <-events:
+				if ev.Type == dister.EventProgress {
+					continue
+				}
+				if ev.Err != nil || ev.Type != dister.EventPut {
+					t.Fatalf("event %+v", ev)
+				}
+				return ev
+			case <-time.After(20 * time.Second):
+				t.Fatal("no event in 20s")
+			}
+		}
+	}
+	revs := make([]int64, burst+1)
+	for i := range burst {
+		if revs[i], err = kv.Put(ctx, fmt.Sprintf("b/%04d", i), nil); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			select { // the fan-out is now held before it reads that write
+			case <-reached:
+			case <-ctx.Done():
+				t.Fatal("the fan-out never woke up")
+			}
+		}
+	}
+	unblock()
+	for i := range burst {
+		if ev := next(events); ev.Entry.Key != fmt.Sprintf("b/%04d", i) || ev.Revision != revs[i] {
+			t.Fatalf("event %d: %+v, want revision %d", i, ev, revs[i])
+		}
+	}
+	first := 0
+	for revs[first] < start+skip {
+		first++
+	}
+	if ev := next(later); ev.Revision != revs[first] {
+		t.Fatalf("watch from revision %d: first event %+v, want revision %d", start+skip, ev, revs[first])
+	}
+	if revs[burst], err = kv.Put(ctx, fmt.Sprintf("b/%04d", burst), nil); err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(events); ev.Revision != revs[burst] {
+		t.Fatalf("event after the burst: %+v, want revision %d", ev, revs[burst])
 	}
 }
