@@ -200,6 +200,9 @@ func TestDeletedGroupsLeaveNoHub(t *testing.T) {
 		if ev.Err != nil || ev.Type != dister.EventPut {
 			t.Fatalf("group %s: first event %+v", name, ev)
 		}
+		if i == 0 && hubLoops() <= before {
+			t.Fatal("no fan-out goroutine found while a watch runs: hubLoops looks for the wrong function")
+		}
 		if err := n.DeleteGroup(ctx, name); err != nil {
 			t.Fatal(err)
 		}
