@@ -29,3 +29,8 @@ func SetViewIdle(b *Balancer, d time.Duration) { b.idle = d }
 
 // ViewCount is how many services a Balancer keeps a view of.
 func ViewCount(b *Balancer) int64 { return b.count.Load() }
+
+// SetHubHook makes every watch hub of n run h (shard id of its group)
+// before it reads what the local replica applied; nil removes it. A test
+// blocks in h to make a hub fall behind.
+func SetHubHook(n *Node, h func(shardID uint64)) { n.e.SetHubHook(h) }

@@ -99,6 +99,9 @@ type Engine struct {
 	hubs     sync.Map   // shard id -> *hub (watch fan-out)
 	hubMu    sync.Mutex // serializes hub creation
 	watchers sync.WaitGroup
+	watchMu  sync.Mutex // orders starting watch goroutines against Close
+	// hubHook, when set (tests only), runs before each hub advance.
+	hubHook atomic.Pointer[func(shardID uint64)]
 
 	leaseWake chan struct{} // buffered(1)
 	leaseDone chan struct{}
@@ -322,7 +325,11 @@ func (e *Engine) NodeID() uint64 { return e.cfg.NodeID }
 // Close stops the reconciler, the peer RPC and every shard. Idempotent.
 func (e *Engine) Close() error {
 	e.once.Do(func() {
+		// Under watchMu: no watch goroutine is counted after this, so the
+		// Wait below sees them all.
+		e.watchMu.Lock()
 		e.closed.Store(true)
+		e.watchMu.Unlock()
 		e.stop()
 		if e.reconciling {
 			<-e.done

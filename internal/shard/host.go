@@ -55,8 +55,8 @@ type Config struct {
 	AttemptTimeout time.Duration
 	Logger         *slog.Logger // nil = slog.Default()
 
-	// OnApply, if set, is called after entries were applied to a shard. It
-	// must not block.
+	// OnApply, if set, is called after entries were applied to a shard and
+	// after a snapshot was installed in its place. It must not block.
 	OnApply func(shardID uint64)
 	// OnLeaderChange, if set, is called when this host learns of a new
 	// leader (0 = none known). It must not block.
