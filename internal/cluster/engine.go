@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/health"
 	"github.com/dister/dister/internal/peer"
@@ -63,10 +64,9 @@ type Config struct {
 }
 
 // Peer is a server's two addresses.
-type Peer struct {
-	RaftAddr string `json:"raft_addr"`
-	PeerAddr string `json:"peer_addr"`
-}
+type Peer = core.Peer
+
+var _ core.Engine = (*Engine)(nil)
 
 // Engine is one running server.
 type Engine struct {
@@ -395,11 +395,7 @@ func (e *Engine) Leader(ctx context.Context, group string) (uint64, error) {
 }
 
 // GroupState is what this server knows of one group it hosts.
-type GroupState struct {
-	Name     string
-	Leader   uint64 // 0 = none known
-	Revision int64  // last applied here
-}
+type GroupState = core.GroupState
 
 // GroupStates lists the groups this server hosts, sorted by name, without
 // any network round trip.

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
 	"github.com/dister/dister/internal/peer"
@@ -41,10 +42,7 @@ const (
 )
 
 // LeaseDetail describes a lease.
-type LeaseDetail struct {
-	TTL  time.Duration
-	Keys []string
-}
+type LeaseDetail = core.LeaseDetail
 
 type lessor struct {
 	// cpMu orders this lessor's checkpoint proposals with the clears of

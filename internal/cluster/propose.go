@@ -6,28 +6,23 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
 )
 
 // Consistency is how fresh a read must be.
-type Consistency int
+type Consistency = core.Consistency
 
+// The consistencies (see core.Consistency).
 const (
-	// Session (the default): the read reflects every revision this engine
-	// wrote or returned before in the group, and MinRevision.
-	Session Consistency = iota
-	// Linearizable: a ReadIndex round through the leader.
-	Linearizable
-	// Stale: the local replica as it is (MinRevision still waits).
-	Stale
+	Session      = core.Session
+	Linearizable = core.Linearizable
+	Stale        = core.Stale
 )
 
 // ReadOpts are the per-read settings.
-type ReadOpts struct {
-	Consistency Consistency
-	MinRevision int64
-}
+type ReadOpts = core.ReadOpts
 
 // Txn proposes t in group and returns its result once a majority of the
 // group's servers committed it and this server's replica applied it.

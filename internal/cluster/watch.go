@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
 )
@@ -36,29 +37,11 @@ const (
 	startTimeout = 10 * time.Second
 )
 
-// WatchBatch is what a watcher receives at once: the events of one
-// revision, or a progress note (no events) saying that every event up to
-// Revision was delivered.
-type WatchBatch struct {
-	Revision int64
-	Events   []fsm.Event
-}
-
-// WatchRequest describes one watch.
-type WatchRequest struct {
-	Group  string
-	Prefix string
-	From   int64 // first revision wanted; 0 = from the next one
-	// Send delivers one batch in order; it may block, and returns false
-	// (stopping the watch) when the consumer is gone or stop is closed.
-	Send func(b WatchBatch, stop <-chan struct{}) bool
-	// TryPush delivers one whole batch if the consumer has room for it
-	// right now, without blocking; false = no room (nothing delivered).
-	TryPush func(b WatchBatch) bool
-	// End is called once, last, with why the watch ended (never nil) and,
-	// for errs.Compacted, the lowest revision a watch can start from.
-	End func(err error, compactRevision int64)
-}
+// WatchBatch and WatchRequest: see core.
+type (
+	WatchBatch   = core.WatchBatch
+	WatchRequest = core.WatchRequest
+)
 
 type watcher struct {
 	req      WatchRequest
