@@ -76,9 +76,9 @@ type Engine struct {
 	peerSrv *peer.Server
 	peers   *peer.Client
 
-	session uint64      // random per Engine: the first half of every dedup id
-	ids     proposerIDs // the second half, and the mark sent with it
-	floors  sync.Map    // shard id -> *atomic.Int64, the session-read floor
+	session uint64           // random per Engine: the first half of every dedup id
+	ids     core.ProposerIDs // the second half, and the mark sent with it
+	floors  sync.Map         // shard id -> *atomic.Int64, the session-read floor
 	hook    atomic.Pointer[txnHook]
 	metrics *metrics
 

@@ -77,8 +77,8 @@ func (e *Engine) propose(ctx context.Context, sid uint64, c *fsm.Command) (fsm.R
 	if e.closed.Load() {
 		return fsm.Result{}, errs.Closed
 	}
-	seq, mark := e.ids.begin()
-	defer e.ids.end(seq)
+	seq, mark := e.ids.Begin()
+	defer e.ids.End(seq)
 	c.Session, c.Seq, c.Mark, c.Time = e.session, seq, mark, time.Now().UnixMilli()
 	cmd, err := fsm.EncodeCommand(c)
 	if err != nil {

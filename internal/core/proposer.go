@@ -1,21 +1,21 @@
-package cluster
+package core
 
 import "sync"
 
-// proposerIDs hands out this proposer's command sequence numbers and keeps
+// ProposerIDs hands out this proposer's command sequence numbers and keeps
 // the mark every command carries: the lowest sequence number whose call has
 // not returned yet (see fsm.Command). A call that returns, with an answer
 // or an unknown outcome, is no longer outstanding: the state machine may
 // forget its result, and refuses a late copy of it.
-type proposerIDs struct {
+type ProposerIDs struct {
 	mu      sync.Mutex
 	last    uint64
 	pending []uint64            // handed out and not yet ended, ascending (front may hold ended ones)
 	ended   map[uint64]struct{} // ended while an earlier one is still pending
 }
 
-// begin returns the next sequence number and the mark to send with it.
-func (p *proposerIDs) begin() (seq, mark uint64) {
+// Begin returns the next sequence number and the mark to send with it.
+func (p *ProposerIDs) Begin() (seq, mark uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.last++
@@ -23,8 +23,8 @@ func (p *proposerIDs) begin() (seq, mark uint64) {
 	return p.last, p.pending[0]
 }
 
-// end records that the call of seq returned.
-func (p *proposerIDs) end(seq uint64) {
+// End records that the call of seq returned.
+func (p *ProposerIDs) End(seq uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.pending) == 0 || p.pending[0] != seq {
