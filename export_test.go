@@ -26,3 +26,23 @@ func SetViewIdle(b *Balancer, d time.Duration) { b.idle = d }
 
 // ViewCount is how many services a Balancer keeps a view of.
 func ViewCount(b *Balancer) int64 { return b.count.Load() }
+
+// SystemLeader is the system shard's leader as n knows it (0 = none).
+func SystemLeader(n *Node) uint64 { return n.e.SystemLeader() }
+
+// ShardOf is the shard id of a group as n knows it (0 = unknown); "_system"
+// names the system shard.
+func ShardOf(n *Node, group string) uint64 { return n.e.ShardOf(group) }
+
+// ShardMembers reads a shard's Raft configuration through n.
+func ShardMembers(ctx context.Context, n *Node, shardID uint64) (voters, nonVoters []uint64, err error) {
+	return n.e.ShardMembers(ctx, shardID)
+}
+
+// LocalShards lists the shards n has data of on disk.
+func LocalShards(n *Node) []uint64 { return n.e.LocalShards() }
+
+// SetStepHook runs h when a membership step is about to start on n.
+func SetStepHook(n *Node, h func(ctx context.Context, step string, id uint64)) {
+	n.e.SetStepHook(h)
+}

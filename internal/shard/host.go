@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -423,4 +424,39 @@ func (h *Host) CompactRevision(shardID uint64) int64 {
 		return m.CompactRevision()
 	}
 	return 1
+}
+
+// LocalShards lists the shards this host has data of, running or not: a
+// replica in the Raft log database, a state directory, or a role record.
+func (h *Host) LocalShards() []uint64 {
+	seen := map[uint64]bool{}
+	if info := h.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{}); info != nil {
+		for _, ni := range info.LogInfo {
+			if ni.ReplicaID == h.cfg.NodeID {
+				seen[ni.ShardID] = true
+			}
+		}
+	}
+	if ents, err := os.ReadDir(filepath.Join(h.cfg.DataDir, "state")); err == nil {
+		for _, de := range ents {
+			var id uint64
+			if n, _ := fmt.Sscanf(de.Name(), "shard-%d", &id); n == 1 && de.Name() == fmt.Sprintf("shard-%d", id) {
+				seen[id] = true
+			}
+		}
+	}
+	h.mu.Lock()
+	for id := range h.learners {
+		seen[id] = true
+	}
+	for id := range h.machines {
+		seen[id] = true
+	}
+	h.mu.Unlock()
+	out := make([]uint64, 0, len(seen))
+	for id := range seen {
+		out = append(out, id)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }
