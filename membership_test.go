@@ -251,6 +251,8 @@ func TestRemoveServerResumesUnderNewLeader(t *testing.T) {
 	go func() { errc <- ln.RemoveServer(ctx, victim) }()
 	select {
 	case <-started:
+	case err := <-errc:
+		t.Fatalf("RemoveServer returned before its first step: %v", err)
 	case <-ctx.Done():
 		t.Fatal("the removal never started its first step")
 	}
@@ -277,8 +279,9 @@ func TestRemoveServerResumesUnderNewLeader(t *testing.T) {
 		t.Fatalf("remove twice: %v", err)
 	}
 	// The stopped leader comes back into a cluster of three.
-	c.Restart(leader)
-	c.WaitReady()
+	if err := c.Restart(leader).WaitReady(ctx); err != nil {
+		t.Fatalf("server %d after its restart: %v", leader, err)
+	}
 	putEverywhere(t, c.Node(leader), "leader-back", groups...)
 }
 

@@ -92,6 +92,8 @@ type Engine struct {
 	renewals map[renewal]time.Duration
 	settled  chan struct{} // closed and replaced after each reconcile pass
 	removed  bool          // this server was removed from the cluster
+	left     bool          // ...and has stopped its group replicas
+	shardsMu sync.Mutex    // serializes starting group shards with leave
 
 	wake chan struct{}   // buffered(1): asks the reconciler for a pass
 	life context.Context // ends at Close; bounds the engine's own goroutines
@@ -358,8 +360,7 @@ func (e *Engine) WaitReady(ctx context.Context) error {
 	if err := e.host.WaitLeader(ctx, SystemShard); err != nil {
 		return err
 	}
-	// Let the reconciler start the groups the catalog already lists.
-	// Let the reconciler start the groups the catalog already lists and
+	// Let the reconciler start the groups the committed catalog lists and
 	// record this server's addresses (so Members lists it).
 	first := true
 	if err := e.waitSettled(ctx, func() bool {
@@ -373,6 +374,9 @@ func (e *Engine) WaitReady(ctx context.Context) error {
 	}
 	for _, s := range e.host.Shards() {
 		if err := e.host.WaitLeader(ctx, s); err != nil {
+			if ctx.Err() == nil && !e.closed.Load() && !e.host.Running(s) {
+				continue // stopped meanwhile: a deleted group's shard
+			}
 			return err
 		}
 	}

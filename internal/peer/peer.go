@@ -38,6 +38,9 @@ type JoinResponse struct {
 type Status struct {
 	NodeID  uint64            `json:"node_id"`
 	Applied map[uint64]uint64 `json:"applied"` // shard id -> last applied index
+	// Left: the server has learned that it was removed from the cluster and
+	// stopped its group replicas; the system shard may drop it now.
+	Left bool `json:"left,omitempty"`
 }
 
 // KeepAliveRequest renews a lease on the leader of its group's shard.

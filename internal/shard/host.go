@@ -102,6 +102,9 @@ type Host struct {
 	cache    *pebble.Cache                // shared by the state machines
 	leaders  map[uint64]*leaderState
 	readers  map[uint64]*readBatcher // linearizable read rounds per shard
+	// removedHere: shards whose local replica applied its own removal
+	// (see RemovedHere); memory only, a restart forgets it.
+	removedHere map[uint64]bool
 
 	life   context.Context // ends at Close; bounds work the host starts itself
 	end    context.CancelFunc
@@ -126,6 +129,8 @@ func NewHost(cfg Config) (*Host, error) {
 		learners: make(map[uint64]bool),
 		leaders:  make(map[uint64]*leaderState),
 		readers:  make(map[uint64]*readBatcher),
+
+		removedHere: make(map[uint64]bool),
 	}
 	h.life, h.end = context.WithCancel(context.Background())
 	raftDir := filepath.Join(cfg.DataDir, "raft")
@@ -141,12 +146,13 @@ func NewHost(cfg Config) (*Host, error) {
 		return nil, err
 	}
 	nhc := config.NodeHostConfig{
-		NodeHostDir:       raftDir,
-		WALDir:            raftDir,
-		RTTMillisecond:    uint64(cfg.RTT / time.Millisecond),
-		RaftAddress:       cfg.RaftAddr,
-		RaftEventListener: (*listener)(h),
-		Expert:            config.ExpertConfig{LogDB: logdb},
+		NodeHostDir:         raftDir,
+		WALDir:              raftDir,
+		RTTMillisecond:      uint64(cfg.RTT / time.Millisecond),
+		RaftAddress:         cfg.RaftAddr,
+		RaftEventListener:   (*listener)(h),
+		SystemEventListener: (*sysListener)(h),
+		Expert:              config.ExpertConfig{LogDB: logdb},
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
@@ -248,6 +254,13 @@ func (h *Host) StopShard(shardID uint64) error {
 	err := h.nh.StopShard(shardID)
 	h.mu.Lock()
 	delete(h.machines, shardID)
+	// Wake whoever waits for a leader of it (WaitLeader, a request in
+	// flight): none will come.
+	if ls := h.leaders[shardID]; ls != nil {
+		ls.id = 0
+		close(ls.changed)
+		ls.changed = make(chan struct{})
+	}
 	h.mu.Unlock()
 	if err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
 		return fmt.Errorf("stop shard %d: %w", shardID, translate(err))
@@ -278,6 +291,7 @@ func (h *Host) RemoveShardData(shardID uint64) error {
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	delete(h.removedHere, shardID)
 	return h.setLearner(shardID, false)
 }
 
@@ -380,15 +394,19 @@ func (h *Host) Shards() []uint64 {
 	return out
 }
 
-// WaitLeader returns once this host knows a leader for shardID.
+// WaitLeader returns once this host knows a leader for shardID. It fails
+// (ErrGroupNotFound) when the shard does not run here or stops meanwhile.
 func (h *Host) WaitLeader(ctx context.Context, shardID uint64) error {
 	for {
 		changed := h.leaderChanged(shardID)
-		if _, ok := h.Leader(shardID); ok {
-			return nil
-		}
 		if h.closed.Load() {
 			return errs.Closed
+		}
+		if !h.Running(shardID) {
+			return fmt.Errorf("shard %d is not running here: %w", shardID, errs.GroupNotFound)
+		}
+		if _, ok := h.Leader(shardID); ok {
+			return nil
 		}
 		select {
 		case <-changed:
