@@ -82,7 +82,7 @@ type Engine struct {
 	hook    atomic.Pointer[txnHook]
 	// stepHook, when set (tests only), runs as a removal step starts.
 	stepHook atomic.Pointer[func(ctx context.Context, step string, id uint64)]
-	metrics *metrics
+	metrics  *metrics
 
 	mu       sync.Mutex
 	groups   map[string]groupRecord // catalog as last applied locally
