@@ -253,21 +253,38 @@ func (e *Engine) DeleteGroup(ctx context.Context, name string) error {
 	if err := ValidGroupName(name); err != nil {
 		return fmt.Errorf("%w: %w", errs.GroupNotFound, err)
 	}
-	res, err := e.txn(ctx, SystemShard, &fsm.Txn{
-		Compares: []fsm.Compare{{Key: groupPrefix + name, Target: fsm.TargetCreateRevision, Op: fsm.OpGreater, Int: 0}},
-		Then:     []fsm.Op{{Type: fsm.OpDelete, Key: groupPrefix + name}},
-	})
-	if err != nil {
-		return err
+	var rec groupRecord
+	for {
+		v, err := e.readShard(ctx, SystemShard, fsm.GetQuery{Key: groupPrefix + name}, ReadOpts{Consistency: Linearizable})
+		if err != nil {
+			return err
+		}
+		r := v.(*fsm.GetResult)
+		if !r.Found {
+			return fmt.Errorf("group %q: %w", name, errs.GroupNotFound)
+		}
+		if err := json.Unmarshal(r.KV.Value, &rec); err != nil {
+			return fmt.Errorf("catalog entry for group %q: %w", name, err)
+		}
+		res, err := e.txn(ctx, SystemShard, &fsm.Txn{
+			Compares: []fsm.Compare{{Key: groupPrefix + name, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: r.KV.ModRevision}},
+			Then:     []fsm.Op{{Type: fsm.OpDelete, Key: groupPrefix + name}},
+		})
+		if err != nil {
+			return err
+		}
+		if res.Succeeded {
+			break
+		}
+		// Deleted (or deleted and created again) meanwhile: look again.
 	}
-	if !res.Succeeded {
-		return fmt.Errorf("group %q: %w", name, errs.GroupNotFound)
-	}
+	// The group leaves the local view before its shard stops and its data
+	// goes: wait for both.
 	return e.waitSettled(ctx, func() bool {
 		e.mu.Lock()
 		_, known := e.groups[name]
 		e.mu.Unlock()
-		return !known
+		return !known && !e.host.HasData(rec.Shard)
 	})
 }
 

@@ -444,6 +444,15 @@ func (h *Host) CompactRevision(shardID uint64) int64 {
 	return 1
 }
 
+// HasData tells whether this host runs shardID or keeps data of it.
+func (h *Host) HasData(shardID uint64) bool {
+	if h.Running(shardID) || h.nh.HasNodeInfo(shardID, h.cfg.NodeID) {
+		return true
+	}
+	_, err := os.Stat(h.stateDir(shardID))
+	return err == nil
+}
+
 // LocalShards lists the shards this host has data of, running or not: a
 // replica in the Raft log database, a state directory, or a role record.
 func (h *Host) LocalShards() []uint64 {
