@@ -69,6 +69,16 @@ func (r *reconciler) pass(ctx context.Context, e *Engine) {
 		if ctx.Err() == nil {
 			e.log.Debug("reconcile: read catalog", "err", err)
 		}
+		if !r.synced {
+			// A server removed while it was down can no longer read the
+			// committed catalog, but may have its removal in its own copy:
+			// a removal is for good, so a stale copy showing it is right.
+			if local, lerr := e.readCatalog(ctx, Stale); lerr == nil {
+				if _, gone := local.removed[e.cfg.NodeID]; gone {
+					e.leave()
+				}
+			}
+		}
 		return
 	}
 	if !r.synced {

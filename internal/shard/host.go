@@ -402,7 +402,7 @@ func (h *Host) WaitLeader(ctx context.Context, shardID uint64) error {
 		if h.closed.Load() {
 			return errs.Closed
 		}
-		if !h.Running(shardID) {
+		if !h.Running(shardID) || h.RemovedHere(shardID) {
 			return fmt.Errorf("shard %d is not running here: %w", shardID, errs.GroupNotFound)
 		}
 		if _, ok := h.Leader(shardID); ok {
