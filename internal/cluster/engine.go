@@ -374,8 +374,8 @@ func (e *Engine) WaitReady(ctx context.Context) error {
 	}
 	for _, s := range e.host.Shards() {
 		if err := e.host.WaitLeader(ctx, s); err != nil {
-			if ctx.Err() == nil && !e.closed.Load() && !e.host.Running(s) {
-				continue // stopped meanwhile: a deleted group's shard
+			if ctx.Err() == nil && !e.closed.Load() && (!e.host.Running(s) || e.host.RemovedHere(s)) {
+				continue // stopped meanwhile: a deleted group's shard, or this server left it
 			}
 			return err
 		}
