@@ -190,6 +190,7 @@ func TestRemoveServerNeedsLiveMajority(t *testing.T) {
 	}
 	putEverywhere(t, n1, "after-refusal", "g")
 	putEverywhere(t, n2, "after-refusal", "g")
+	wantConfig(t, n1, []uint64{1, 2, 3}, "g")
 	if ms, err := n1.Members(ctx); err != nil || len(ms) != 3 {
 		t.Fatalf("members after a refused removal: %+v %v", ms, err)
 	}
