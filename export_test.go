@@ -42,7 +42,8 @@ func ShardMembers(ctx context.Context, n *Node, shardID uint64) (voters, nonVote
 // LocalShards lists the shards n has data of on disk.
 func LocalShards(n *Node) []uint64 { return n.e.LocalShards() }
 
-// SetStepHook runs h when a membership step is about to start on n.
-func SetStepHook(n *Node, h func(ctx context.Context, step string, id uint64)) {
+// SetStepHook runs h when a membership step is about to start on n; an
+// error from h fails the step.
+func SetStepHook(n *Node, h func(ctx context.Context, step string, id uint64) error) {
 	n.e.SetStepHook(h)
 }

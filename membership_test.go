@@ -241,12 +241,13 @@ func TestRemoveServerResumesUnderNewLeader(t *testing.T) {
 	ln := c.Node(leader)
 	started := make(chan struct{})
 	var once sync.Once
-	dister.SetStepHook(ln, func(ctx context.Context, step string, id uint64) {
+	dister.SetStepHook(ln, func(ctx context.Context, step string, id uint64) error {
 		if step != "leaving" || id != victim {
-			return
+			return nil
 		}
 		once.Do(func() { close(started) })
 		<-ctx.Done() // hold the removal here until the leader is gone
+		return ctx.Err()
 	})
 	errc := make(chan error, 1)
 	go func() { errc <- ln.RemoveServer(ctx, victim) }()
@@ -345,5 +346,42 @@ func TestPromotionNeedsTheShard(t *testing.T) {
 		if err != nil || slices.Contains(v, id) || !slices.Contains(nv, id) {
 			t.Fatalf("shard %d: voters %v non-voters %v (%v): server %d does not run it and must stay a non-voter", s, v, nv, err, id)
 		}
+	}
+}
+
+// TestMembershipShardFailureDoesNotBlockOthers: the system shard's leader
+// reconciles every shard's membership; one shard that fails (here the
+// system shard, by an injected error) must not stop the others, so a new
+// server still joins and is promoted in the groups.
+func TestMembershipShardFailureDoesNotBlockOthers(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	if err := c.Node(1).CreateGroup(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	system := dister.ShardOf(c.Node(1), "_system")
+	for _, id := range c.IDs() {
+		dister.SetStepHook(c.Node(id), func(_ context.Context, step string, shardID uint64) error {
+			if step == "membership" && shardID == system {
+				return errors.New("injected failure")
+			}
+			return nil
+		})
+	}
+	n4 := c.Join(0)
+	n1 := c.Node(1)
+	waitFor(t, func() bool {
+		for _, g := range []string{"default", "g"} {
+			v, _, err := dister.ShardMembers(ctx, n1, dister.ShardOf(n1, g))
+			if err != nil || !slices.Contains(v, n4.ID()) {
+				return false
+			}
+		}
+		return true
+	})
+	// The failing shard was left alone: AddServer made the new server a
+	// non-voter there, and nobody promoted it.
+	if v, nv, err := dister.ShardMembers(ctx, n1, system); err != nil || slices.Contains(v, n4.ID()) || !slices.Contains(nv, n4.ID()) {
+		t.Fatalf("system shard: voters %v non-voters %v (%v)", v, nv, err)
 	}
 }

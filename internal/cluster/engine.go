@@ -80,8 +80,8 @@ type Engine struct {
 	seq     atomic.Uint64 // the second half
 	floors  sync.Map      // shard id -> *atomic.Uint64, the session-read floor
 	hook    atomic.Pointer[txnHook]
-	// stepHook, when set (tests only), runs as a removal step starts.
-	stepHook atomic.Pointer[func(ctx context.Context, step string, id uint64)]
+	// stepHook, when set (tests only), runs as a membership step starts.
+	stepHook atomic.Pointer[func(ctx context.Context, step string, id uint64) error]
 	metrics  *metrics
 
 	mu       sync.Mutex

@@ -55,11 +55,13 @@ func (e *Engine) ShardMembers(ctx context.Context, shardID uint64) (voters, nonV
 func (e *Engine) LocalShards() []uint64 { return e.host.LocalShards() }
 
 // SetStepHook installs (or, with nil, removes) a hook that runs when a
-// removal step is about to start ("leaving": the server is recorded as
-// leaving and its removal from the group shards begins); for tests. The
-// hook gets a ctx that ends when the step's caller gives up or the engine
-// closes.
-func (e *Engine) SetStepHook(h func(ctx context.Context, step string, id uint64)) {
+// membership step is about to start, for tests: "leaving" (id = the
+// server; it is recorded as leaving and its removal from the group shards
+// begins) and "membership" (id = a shard; the system shard's leader is
+// about to reconcile its configuration). An error from the hook fails the
+// step. The hook gets a ctx that ends when the step's caller gives up or
+// the engine closes.
+func (e *Engine) SetStepHook(h func(ctx context.Context, step string, id uint64) error) {
 	if h == nil {
 		e.stepHook.Store(nil)
 		return
@@ -67,8 +69,9 @@ func (e *Engine) SetStepHook(h func(ctx context.Context, step string, id uint64)
 	e.stepHook.Store(&h)
 }
 
-func (e *Engine) step(ctx context.Context, step string, id uint64) {
+func (e *Engine) step(ctx context.Context, step string, id uint64) error {
 	if h := e.stepHook.Load(); h != nil {
-		(*h)(ctx, step, id)
+		return (*h)(ctx, step, id)
 	}
+	return nil
 }

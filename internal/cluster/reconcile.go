@@ -245,7 +245,10 @@ func (r *reconciler) syncMembers(ctx context.Context, e *Engine, cat *catalog) b
 		}
 	}
 	for _, s := range shards {
-		ok, err := r.syncShard(ctx, e, cat, s)
+		ok, err := false, e.step(ctx, "membership", s)
+		if err == nil {
+			ok, err = r.syncShard(ctx, e, cat, s)
+		}
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, errs.Closed) {
 				e.log.Debug("reconcile: membership", "shard", s, "err", err)

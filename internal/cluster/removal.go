@@ -241,7 +241,9 @@ func (e *Engine) advanceRemoval(ctx context.Context, id uint64) error {
 			}
 			return nil // never started, or someone finished it
 		}
-		e.step(ctx, "leaving", id)
+		if err := e.step(ctx, "leaving", id); err != nil {
+			return err
+		}
 		if err := e.leaveGroups(ctx, cat, id); err != nil {
 			return err
 		}
