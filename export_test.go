@@ -42,6 +42,10 @@ func ShardMembers(ctx context.Context, n *Node, shardID uint64) (voters, nonVote
 // LocalShards lists the shards n has data of on disk.
 func LocalShards(n *Node) []uint64 { return n.e.LocalShards() }
 
+// SetCloseHook makes every state machine n starts from now on run h (its
+// shard id) as its Close begins.
+func SetCloseHook(n *Node, h func(shardID uint64)) { n.e.SetCloseHook(h) }
+
 // SetStepHook runs h when a membership step is about to start on n; an
 // error from h fails the step.
 func SetStepHook(n *Node, h func(ctx context.Context, step string, id uint64) error) {

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -337,5 +339,60 @@ func TestLeftoverShardDataRemovedAtStart(t *testing.T) {
 	}
 	if e, err := n.Group("keep").KV().Get(ctx, "k", dister.Linearizable()); err != nil || string(e.Value) != "v" {
 		t.Fatalf("existing group after the start-up cleanup: %+v %v", e, err)
+	}
+}
+
+// TestDeleteGroupRemovesDataOnceClosed: dragonboat closes a stopped
+// replica's state machine on a worker of its own, after the replica counts
+// as stopped; a deleted group's state must stay until that Close returned
+// (removing it under an open pebble crashed the process in a stress run).
+func TestDeleteGroupRemovesDataOnceClosed(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	n := c.Node(1)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var enter, free sync.Once
+	t.Cleanup(func() { free.Do(func() { close(release) }) }) // before the cluster closes
+	var sid atomic.Uint64
+	dister.SetCloseHook(n, func(shardID uint64) {
+		if shardID == sid.Load() {
+			enter.Do(func() { close(entered) })
+			<-release
+		}
+	})
+	if err := n.CreateGroup(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	for k := range 100 {
+		if _, err := n.Group("g").KV().Put(ctx, fmt.Sprint(k), make([]byte, 512)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sid.Store(dister.ShardOf(n, "g"))
+	state := filepath.Join(c.Options(1).DataDir, "state", fmt.Sprintf("shard-%d", sid.Load()))
+	errc := make(chan error, 1)
+	go func() { errc <- n.DeleteGroup(ctx, "g") }()
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		t.Fatal("the group's state machine was never closed")
+	}
+	// While its Close is held, the state must stay and DeleteGroup wait.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(state); err != nil {
+			t.Fatalf("state removed under an open state machine: %v", err)
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("DeleteGroup returned (%v) before the state machine closed", err)
+		default:
+		}
+	}
+	free.Do(func() { close(release) })
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("state of the deleted group: %v", err)
 	}
 }

@@ -54,6 +54,10 @@ func (e *Engine) ShardMembers(ctx context.Context, shardID uint64) (voters, nonV
 // not, sorted.
 func (e *Engine) LocalShards() []uint64 { return e.host.LocalShards() }
 
+// SetCloseHook makes every state machine started from now on run h (its
+// shard id) as its Close begins; nil removes it. For tests.
+func (e *Engine) SetCloseHook(h func(shardID uint64)) { e.host.SetCloseHook(h) }
+
 // SetStepHook installs (or, with nil, removes) a hook that runs when a
 // membership step is about to start, for tests: "leaving" (id = the
 // server; it is recorded as leaving and its removal from the group shards

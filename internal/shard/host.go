@@ -105,6 +105,9 @@ type Host struct {
 	// removedHere: shards whose local replica applied its own removal
 	// (see RemovedHere); memory only, a restart forgets it.
 	removedHere map[uint64]bool
+	// closing: per shard started here, closed once its state machine closed.
+	closing   map[uint64]chan struct{}
+	closeHook atomic.Pointer[func(shardID uint64)] // tests only
 
 	life   context.Context // ends at Close; bounds work the host starts itself
 	end    context.CancelFunc
@@ -131,6 +134,7 @@ func NewHost(cfg Config) (*Host, error) {
 		readers:  make(map[uint64]*readBatcher),
 
 		removedHere: make(map[uint64]bool),
+		closing:     make(map[uint64]chan struct{}),
 	}
 	h.life, h.end = context.WithCancel(context.Background())
 	raftDir := filepath.Join(cfg.DataDir, "raft")
@@ -225,10 +229,15 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 	dir := h.stateDir(shardID)
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 		m := fsm.New(dir, fsm.Options{DedupWindow: h.cfg.DedupWindow, EventRetention: h.cfg.EventRetention, Cache: h.cache})
+		a := &machine{m: m, shardID: shardID, onApply: h.cfg.OnApply, closed: make(chan struct{})}
+		if hook := h.closeHook.Load(); hook != nil {
+			a.onClose = *hook
+		}
 		h.mu.Lock()
 		h.machines[shardID] = m
+		h.closing[shardID] = a.closed
 		h.mu.Unlock()
-		return &machine{m: m, shardID: shardID, onApply: h.cfg.OnApply}
+		return a
 	}
 	cfg := h.shardConfig(shardID, h.isLearner(shardID))
 	err := h.nh.StartOnDiskReplica(initial, join, create, cfg)
@@ -271,6 +280,9 @@ func (h *Host) StopShard(shardID uint64) error {
 // RemoveShardData stops the local replica and deletes its log and state,
 // for a shard that is gone for good (a deleted group).
 func (h *Host) RemoveShardData(shardID uint64) error {
+	h.mu.Lock()
+	closed := h.closing[shardID]
+	h.mu.Unlock()
 	if err := h.StopShard(shardID); err != nil {
 		return err
 	}
@@ -286,6 +298,23 @@ func (h *Host) RemoveShardData(shardID uint64) error {
 	if err != nil {
 		return fmt.Errorf("remove shard %d data: %w", shardID, translate(err))
 	}
+	// The replica counts as stopped before its state machine is closed
+	// (dragonboat closes it on a worker of its own): the state stays until
+	// that Close returned, pebble may still write and read it.
+	if closed != nil {
+		select {
+		case <-closed:
+		case <-time.After(time.Minute):
+			return fmt.Errorf("remove shard %d state: its state machine did not close in a minute", shardID)
+		case <-h.life.Done():
+			return errs.Closed
+		}
+		h.mu.Lock()
+		if h.closing[shardID] == closed {
+			delete(h.closing, shardID)
+		}
+		h.mu.Unlock()
+	}
 	if err := os.RemoveAll(h.stateDir(shardID)); err != nil {
 		return fmt.Errorf("remove shard %d state: %w", shardID, err)
 	}
@@ -293,6 +322,16 @@ func (h *Host) RemoveShardData(shardID uint64) error {
 	defer h.mu.Unlock()
 	delete(h.removedHere, shardID)
 	return h.setLearner(shardID, false)
+}
+
+// SetCloseHook makes every state machine started from now on run h (its
+// shard id) as its Close begins; nil removes it. For tests.
+func (h *Host) SetCloseHook(hook func(shardID uint64)) {
+	if hook == nil {
+		h.closeHook.Store(nil)
+		return
+	}
+	h.closeHook.Store(&hook)
 }
 
 // Running tells whether this host runs a replica of shardID.
