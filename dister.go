@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dister/dister/internal/cluster"
+	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/shard"
 )
 
@@ -16,7 +17,7 @@ const Version = "0.1.0-dev"
 
 // Node is one running dister server. Its methods are safe for concurrent use.
 type Node struct {
-	e       *cluster.Engine
+	e       core.Engine // the server engine, or a client node's
 	timeout time.Duration
 	def     *Group
 

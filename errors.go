@@ -15,7 +15,8 @@ var (
 	ErrConflict = errs.Conflict
 	// ErrCompacted: a watch asked for history older than what is kept.
 	ErrCompacted = errs.Compacted
-	// ErrNoQuorum: no leader or no majority could be reached.
+	// ErrNoQuorum: no leader or no majority could be reached (a write that
+	// returns it, without ErrUnknownOutcome, was not applied).
 	ErrNoQuorum = errs.NoQuorum
 	// ErrGroupNotFound: the group does not exist.
 	ErrGroupNotFound = errs.GroupNotFound
@@ -29,6 +30,14 @@ var (
 	ErrTooLarge = errs.TooLarge
 	// ErrInvalid: malformed input; nothing was changed.
 	ErrInvalid = errs.Invalid
-	// ErrClosed: the Node was closed.
+	// ErrClosed: the Node was closed (a write that returns it was not
+	// applied).
 	ErrClosed = errs.Closed
+	// ErrUnknownOutcome: a write that may or may not have been applied: it
+	// reached the cluster but no answer came back in time (a leader change,
+	// a lost majority, Close, or ctx ending while it was in flight). It is
+	// joined with the ctx error when ctx ended. Read before writing again:
+	// a retry of the same call is a new write. ErrNoQuorum and ErrClosed,
+	// in contrast, mean that the write was surely not applied.
+	ErrUnknownOutcome = errs.UnknownOutcome
 )

@@ -3,17 +3,22 @@ package dister
 import (
 	"context"
 	"time"
+
+	"github.com/dister/dister/internal/cluster"
 )
 
 // SetProposeHook exposes the engine's test hook: h runs after every
 // committed proposal with its encoded bytes.
 func SetProposeHook(n *Node, h func(ctx context.Context, shardID uint64, cmd []byte)) {
-	n.e.SetTxnHook(h)
+	server(n).SetTxnHook(h)
 }
+
+// SetSubmitHook runs h each time n hands a proposal to the Raft engine.
+func SetSubmitHook(n *Node, h func(shardID uint64)) { server(n).SetSubmitHook(h) }
 
 // ProposeAgain re-sends an encoded proposal, as a retry after a lost reply.
 func ProposeAgain(ctx context.Context, n *Node, shardID uint64, cmd []byte) (revision int64, succeeded bool, err error) {
-	r, err := n.e.ProposeAgain(ctx, shardID, cmd)
+	r, err := server(n).ProposeAgain(ctx, shardID, cmd)
 	if err != nil {
 		return 0, false, err
 	}
@@ -28,26 +33,34 @@ func SetViewIdle(b *Balancer, d time.Duration) { b.idle = d }
 func ViewCount(b *Balancer) int64 { return b.count.Load() }
 
 // SystemLeader is the system shard's leader as n knows it (0 = none).
-func SystemLeader(n *Node) uint64 { return n.e.SystemLeader() }
+func SystemLeader(n *Node) uint64 { return server(n).SystemLeader() }
 
 // ShardOf is the shard id of a group as n knows it (0 = unknown); "_system"
 // names the system shard.
-func ShardOf(n *Node, group string) uint64 { return n.e.ShardOf(group) }
+func ShardOf(n *Node, group string) uint64 { return server(n).ShardOf(group) }
 
 // ShardMembers reads a shard's Raft configuration through n.
 func ShardMembers(ctx context.Context, n *Node, shardID uint64) (voters, nonVoters []uint64, err error) {
-	return n.e.ShardMembers(ctx, shardID)
+	return server(n).ShardMembers(ctx, shardID)
 }
 
 // LocalShards lists the shards n has data of on disk.
-func LocalShards(n *Node) []uint64 { return n.e.LocalShards() }
+func LocalShards(n *Node) []uint64 { return server(n).LocalShards() }
 
 // SetCloseHook makes every state machine n starts from now on run h (its
 // shard id) as its Close begins.
-func SetCloseHook(n *Node, h func(shardID uint64)) { n.e.SetCloseHook(h) }
+func SetCloseHook(n *Node, h func(shardID uint64)) { server(n).SetCloseHook(h) }
 
 // SetStepHook runs h when a membership step is about to start on n; an
 // error from h fails the step.
 func SetStepHook(n *Node, h func(ctx context.Context, step string, id uint64) error) {
-	n.e.SetStepHook(h)
+	server(n).SetStepHook(h)
 }
+
+// SetHubHook makes every watch hub of n run h (shard id of its group)
+// before it reads what the local replica applied; nil removes it. A test
+// blocks in h to make a hub fall behind.
+func SetHubHook(n *Node, h func(shardID uint64)) { server(n).SetHubHook(h) }
+
+// server is n's server engine (tests of the server role only).
+func server(n *Node) *cluster.Engine { return n.e.(*cluster.Engine) }

@@ -294,15 +294,22 @@ type fakeServer struct {
 	calls atomic.Int64
 }
 
-func (f *fakeServer) Join(context.Context, peer.JoinRequest) (peer.JoinResponse, error) {
-	return peer.JoinResponse{}, dister.ErrInvalid
+func (f *fakeServer) Propose(context.Context, *peer.ProposeRequest) (*peer.ProposeResponse, error) {
+	return nil, dister.ErrInvalid
 }
 
-func (f *fakeServer) KeepAlive(context.Context, peer.KeepAliveRequest) (peer.KeepAliveResponse, error) {
-	return peer.KeepAliveResponse{}, dister.ErrInvalid
+func (f *fakeServer) Read(context.Context, *peer.ReadRequest) (*peer.ReadResponse, error) {
+	return nil, dister.ErrInvalid
 }
 
-func (f *fakeServer) Status(context.Context) (peer.Status, error) {
+func (f *fakeServer) Watch(context.Context, *peer.WatchRequest, func(*peer.WatchFrame) error) error {
+	return dister.ErrInvalid
+}
+
+func (f *fakeServer) Call(_ context.Context, op string, _ []byte) (any, error) {
+	if op != peer.OpStatus {
+		return nil, dister.ErrInvalid
+	}
 	f.calls.Add(1)
 	return peer.Status{NodeID: f.id.Load(), Applied: map[uint64]uint64{1: 1 << 40}}, nil
 }

@@ -18,7 +18,7 @@ func TestStatusAndMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.KV().Put(ctx, "k", []byte("x"), dister.IfModRevision(1)) // a conflict
+	n.KV().Put(ctx, "k", []byte("x"), dister.IfModRevision(rev+1)) // a conflict
 
 	st := n.Status()
 	if st.NodeID != 1 || st.Version != dister.Version || len(st.Groups) != 1 ||

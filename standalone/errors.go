@@ -27,7 +27,7 @@ const (
 	codeNoInstance    = "no_instance"     // 503: ErrNoInstance
 	codeClosed        = "closed"          // 503: ErrClosed
 	codeWatchOverflow = "watch_overflow"  // 503: ErrWatchOverflow, only in a watch stream's error event
-	codeTimeout       = "timeout"         // 504: deadline exceeded
+	codeTimeout       = "timeout"         // 504: deadline exceeded, ErrUnknownOutcome
 	codeInternal      = "internal"        // 500
 )
 
@@ -44,7 +44,9 @@ type apiError struct {
 	CompactRevision int64 `json:"compact_revision,omitempty"`
 }
 
-// classify maps an error to its HTTP status and code. ErrNoQuorum comes
+// classify maps an error to its HTTP status and code. ErrUnknownOutcome
+// comes first: a write that may have been applied must never read as one
+// that was not (503 no_quorum invites a blind retry). ErrNoQuorum comes
 // before the context errors: a call that ran out of time because no
 // majority answered matches both, and the cause is what a client acts on.
 // ErrGroupNotFound comes before ErrInvalid: a malformed group name is
@@ -52,6 +54,8 @@ type apiError struct {
 func classify(err error) (int, string) {
 	var tooBig *http.MaxBytesError
 	switch {
+	case errors.Is(err, dister.ErrUnknownOutcome):
+		return http.StatusGatewayTimeout, codeTimeout
 	case errors.Is(err, dister.ErrNoQuorum):
 		return http.StatusServiceUnavailable, codeNoQuorum
 	case errors.Is(err, dister.ErrClosed):

@@ -1,6 +1,7 @@
 package standalone_test
 
 import (
+	"encoding/json"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -23,7 +24,10 @@ func TestNoQuorum(t *testing.T) {
 	c.Stop(3)
 	// Once this server knows it has no leader, every call meets that rather
 	// than a try of its own timing out (which alone would be 504 timeout).
+	// A write sent while it still believed in a leader that is gone would
+	// have an unknown outcome (504 timeout): wait until no group has one.
 	waitUnready(t, srv)
+	waitLeaderless(t, srv)
 
 	reqs := []struct{ method, path, body string }{
 		{"PUT", "/v1/kv/k?timeout=1s", "v2"},
@@ -140,6 +144,38 @@ func TestNoServerErrorsOnBadInput(t *testing.T) {
 }
 
 // waitUnready polls /readyz until it answers 503.
+// waitLeaderless waits until the server's status shows no leader for any
+// of its groups.
+func waitLeaderless(t *testing.T, srv *httptest.Server) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		r := call(t, srv, "GET", "/v1/status", nil)
+		var st struct {
+			Groups []struct {
+				Name   string `json:"name"`
+				Leader uint64 `json:"leader"`
+			} `json:"groups"`
+		}
+		if err := json.Unmarshal(r.body, &st); err != nil {
+			t.Fatalf("status: %v %s", err, r.body)
+		}
+		led := ""
+		for _, g := range st.Groups {
+			if g.Leader != 0 {
+				led = g.Name
+			}
+		}
+		if led == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("group %s still has a leader without a quorum: %s", led, r.body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func waitUnready(t *testing.T, srv *httptest.Server) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)

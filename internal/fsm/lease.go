@@ -15,12 +15,15 @@ import (
 // reads a clock. The group leader counts TTLs down, proposes
 // KindLeaseRevoke{Expired: true} when they run out and KindLeaseCheckpoint
 // now and then; LeaseGeneration tells it when to reload with LeasesQuery.
+// Each leader's lessor first commits a KindLeaseEpoch, and its expiries and
+// checkpoints carry that epoch: those of an older epoch (a deposed leader
+// that does not know it yet) change nothing.
 //
 // Lease record (the value of an 'l' key):
 //
 //	byte    format (1)
 //	uvarint TTL (ms)
-//	uvarint Remaining (ms; 0 = no checkpoint yet)
+//	uvarint Remaining (ms; 0 = no checkpoint, or cleared by a renewal)
 //
 // Invariant: a key whose record has Lease L != 0 has the attachment
 // 'a'+L+key and lease L exists; revoking L deletes exactly those keys.
@@ -79,7 +82,6 @@ func setLease(b *pebble.Batch, id int64, l leaseRecord) error {
 
 // applyGrant creates a lease. fail is the command's deterministic error.
 func (s *StateMachine) applyGrant(b *pebble.Batch, g *LeaseGrant, index uint64) (res LeaseResult, fail, err error) {
-	res.Revision = int64(index)
 	id := g.ID
 	if id == 0 {
 		id = int64(index)
@@ -102,10 +104,22 @@ func (s *StateMachine) applyGrant(b *pebble.Batch, g *LeaseGrant, index uint64) 
 	return res, nil, nil
 }
 
+// staleEpoch fails an expiry or checkpoint decided by a lessor of another
+// epoch than the current one: its leader was deposed (or never led).
+func (s *StateMachine) staleEpoch(epoch uint64) error {
+	if epoch == s.epochNow {
+		return nil
+	}
+	return fmt.Errorf("lessor epoch %d is not the current %d: %w", epoch, s.epochNow, errs.NoQuorum)
+}
+
 // applyRevoke removes leases and deletes their keys.
-func (s *StateMachine) applyRevoke(b *pebble.Batch, r *LeaseRevoke, index uint64) (res LeaseResult, fail, err error) {
-	res.Revision = int64(index)
-	if !r.Expired {
+func (s *StateMachine) applyRevoke(b *pebble.Batch, r *LeaseRevoke) (res LeaseResult, fail, err error) {
+	if r.Expired {
+		if fail := s.staleEpoch(r.Epoch); fail != nil {
+			return res, fmt.Errorf("lease expiry: %w", fail), nil
+		}
+	} else {
 		// All or nothing: check every id before deleting anything.
 		for _, id := range r.IDs {
 			_, found, err := getLease(b, id)
@@ -207,13 +221,16 @@ func (s *StateMachine) revokeLease(b *pebble.Batch, id int64) (int64, error) {
 	return n, nil
 }
 
-// applyCheckpoint stores the remaining TTL of the leases that exist.
-func (s *StateMachine) applyCheckpoint(b *pebble.Batch, c *LeaseCheckpoint, index uint64) (res LeaseResult, fail, err error) {
-	res.Revision = int64(index)
+// applyCheckpoint stores (or, with RemainingMs 0, clears) the remaining
+// TTL of the leases that exist.
+func (s *StateMachine) applyCheckpoint(b *pebble.Batch, c *LeaseCheckpoint) (fail, err error) {
+	if fail := s.staleEpoch(c.Epoch); fail != nil {
+		return fmt.Errorf("lease checkpoint: %w", fail), nil
+	}
 	for _, cp := range c.Checkpoints {
 		l, found, err := getLease(b, cp.ID)
 		if err != nil {
-			return res, nil, err
+			return nil, err
 		}
 		if !found {
 			continue
@@ -224,11 +241,11 @@ func (s *StateMachine) applyCheckpoint(b *pebble.Batch, c *LeaseCheckpoint, inde
 		}
 		l.remaining = rem
 		if err := setLease(b, cp.ID, l); err != nil {
-			return res, nil, err
+			return nil, err
 		}
 		s.leasesChanged = true
 	}
-	return res, nil, nil
+	return nil, nil
 }
 
 // attach moves key (a user key) from lease from to lease to (0 = none) in

@@ -32,8 +32,8 @@ func (h *harness) applyFail(c *Command, want error) Result {
 func TestLeaseGrant(t *testing.T) {
 	h := newHarness(t, Options{})
 	gen := h.sm.LeaseGeneration()
-	rs := h.applyLease(grantCmd(0, 5000), grantCmd(100, 60_000)) // 1, 2
-	if *rs[0] != (LeaseResult{Revision: 1, ID: 1, TTL: 5000}) || *rs[1] != (LeaseResult{Revision: 2, ID: 100, TTL: 60_000}) {
+	rs := h.applyLease(grantCmd(0, 5000), grantCmd(100, 60_000)) // index 1, 2; no key changes: revision 0
+	if *rs[0] != (LeaseResult{Revision: 0, ID: 1, TTL: 5000}) || *rs[1] != (LeaseResult{Revision: 0, ID: 100, TTL: 60_000}) {
 		t.Fatalf("grants %+v %+v", rs[0], rs[1])
 	}
 	if h.sm.LeaseGeneration() == gen {
@@ -48,18 +48,18 @@ func TestLeaseGrant(t *testing.T) {
 		t.Fatal("conflict results differ")
 	}
 	for h.idx < 99 {
-		h.apply(putCmd("filler", "x"))
+		h.apply(putCmd("filler", "x")) // index 5..99: revision 1..95
 	}
 	h.applyFail(grantCmd(0, 1), errs.Conflict) // 100
 	if h.sm.LeaseGeneration() != gen {
 		t.Fatal("generation bumped by failed grants")
 	}
 	l := h.leases()
-	if l.Revision != 100 || !reflect.DeepEqual(l.Leases, []LeaseInfo{{ID: 1, TTL: 5000}, {ID: 100, TTL: 60_000}}) {
+	if l.Revision != 95 || !reflect.DeepEqual(l.Leases, []LeaseInfo{{ID: 1, TTL: 5000}, {ID: 100, TTL: 60_000}}) {
 		t.Fatalf("leases %+v", l)
 	}
 	info, err := h.leaseInfo(100)
-	if err != nil || !reflect.DeepEqual(info, &LeaseInfo{ID: 100, TTL: 60_000, Keys: []string{}, Revision: 100}) {
+	if err != nil || !reflect.DeepEqual(info, &LeaseInfo{ID: 100, TTL: 60_000, Keys: []string{}, Revision: 95}) {
 		t.Fatalf("lease 100: %+v %v", info, err)
 	}
 	if _, err := h.leaseInfo(5); !errors.Is(err, errs.LeaseNotFound) {
@@ -96,8 +96,8 @@ func TestLeaseGrant(t *testing.T) {
 
 func TestLeasePutAndRevoke(t *testing.T) {
 	h := newHarness(t, Options{})
-	h.applyLease(grantCmd(10, 1000), grantCmd(20, 1000))                                                          // 1, 2
-	h.apply(putLeaseCmd("a", "1", 10), putLeaseCmd("b", "1", 10), putLeaseCmd("c", "1", 20), putCmd("free", "1")) // 3..6
+	h.applyLease(grantCmd(10, 1000), grantCmd(20, 1000))                                                          // no key changes
+	h.apply(putLeaseCmd("a", "1", 10), putLeaseCmd("b", "1", 10), putLeaseCmd("c", "1", 20), putCmd("free", "1")) // revisions 1..4
 	if kv := h.get("a").KV; kv.Lease != 10 {
 		t.Fatalf("a = %+v", kv)
 	}
@@ -108,7 +108,7 @@ func TestLeasePutAndRevoke(t *testing.T) {
 
 	// A put to a missing lease fails as a whole: the other ops do not run.
 	before := h.list(ListQuery{})
-	h.applyFail(txnCmd(0, 0, &Txn{Then: []Op{ // 7
+	h.applyFail(txnCmd(0, 0, &Txn{Then: []Op{ // changes nothing
 		{Type: OpPut, Key: "x", Value: []byte("1")},
 		{Type: OpDelete, Key: "free"},
 		{Type: OpPut, Key: "y", Value: []byte("1"), Lease: 30},
@@ -117,7 +117,7 @@ func TestLeasePutAndRevoke(t *testing.T) {
 		t.Fatal("failed txn changed the state")
 	}
 	// Only the branch that runs is checked.
-	r := h.apply(txnCmd(0, 0, &Txn{ // 8
+	r := h.apply(txnCmd(0, 0, &Txn{ // 5
 		Compares: []Compare{{Key: "free", Target: TargetVersion, Op: OpEqual, Int: 1}},
 		Then:     []Op{{Type: OpPut, Key: "d", Value: []byte("1"), Lease: 20}},
 		Else:     []Op{{Type: OpPut, Key: "y", Value: []byte("1"), Lease: 30}},
@@ -125,22 +125,22 @@ func TestLeasePutAndRevoke(t *testing.T) {
 	if !r.Succeeded {
 		t.Fatal("compare failed")
 	}
-	if evs := h.allEvents(7); len(evs) != 1 || evs[0].KV.Key != "d" || evs[0].KV.Lease != 20 {
+	if evs := h.allEvents(5); len(evs) != 1 || evs[0].KV.Key != "d" || evs[0].KV.Lease != 20 {
 		t.Fatalf("events %s", fmtEvents(evs))
 	}
 
 	// Revoke deletes the attached keys with delete events at one revision.
 	gen := h.sm.LeaseGeneration()
-	lr := h.applyLease(revokeCmd(false, 10))[0] // 9
-	if lr.Deleted != 2 || lr.Revision != 9 {
+	lr := h.applyLease(revokeCmd(false, 10))[0] // 6
+	if lr.Deleted != 2 || lr.Revision != 6 {
 		t.Fatalf("revoke %+v", lr)
 	}
 	if h.sm.LeaseGeneration() == gen {
 		t.Fatal("generation not bumped by revoke")
 	}
-	wantEvents(t, h.allEvents(9), []Event{
-		delEv(9, "a", kvp("a", rec("1", 3, 3, 1, 10))),
-		delEv(9, "b", kvp("b", rec("1", 4, 4, 1, 10))),
+	wantEvents(t, h.allEvents(6), []Event{
+		delEv(6, "a", kvp("a", rec("1", 1, 1, 1, 10))),
+		delEv(6, "b", kvp("b", rec("1", 2, 2, 1, 10))),
 	})
 	if h.get("a").Found || h.get("b").Found || !h.get("c").Found || !h.get("free").Found {
 		t.Fatal("wrong keys deleted")
@@ -149,8 +149,8 @@ func TestLeasePutAndRevoke(t *testing.T) {
 		t.Fatalf("lease 10 after revoke: %v", err)
 	}
 	// Revoking it again, or with another unknown id: not found, nothing changes.
-	h.applyFail(revokeCmd(false, 10), errs.LeaseNotFound)     // 10
-	h.applyFail(revokeCmd(false, 20, 10), errs.LeaseNotFound) // 11
+	h.applyFail(revokeCmd(false, 10), errs.LeaseNotFound)
+	h.applyFail(revokeCmd(false, 20, 10), errs.LeaseNotFound)
 	if !h.get("c").Found {
 		t.Fatal("a failed revoke deleted keys")
 	}
@@ -158,7 +158,7 @@ func TestLeasePutAndRevoke(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A put to a revoked lease fails.
-	h.applyFail(putLeaseCmd("a", "2", 10), errs.LeaseNotFound) // 12
+	h.applyFail(putLeaseCmd("a", "2", 10), errs.LeaseNotFound)
 	checkLeaseIndex(t, h.sm)
 	if n := countPrefix(t, h.sm, prefixAttach); n != 2 {
 		t.Fatalf("%d attachments, want 2 (c, d)", n)
@@ -167,17 +167,17 @@ func TestLeasePutAndRevoke(t *testing.T) {
 
 func TestLeaseExpiredRevoke(t *testing.T) {
 	h := newHarness(t, Options{})
-	h.applyLease(grantCmd(1, 10), grantCmd(2, 10), grantCmd(3, 10))                                              // 1..3
-	h.apply(putLeaseCmd("k1", "v", 1), putLeaseCmd("k2a", "v", 2), putLeaseCmd("k2b", "v", 2), putCmd("k", "v")) // 4..7
-	lr := h.applyLease(revokeCmd(true, 9, 2, 1, 8, 2))[0]                                                        // 8: unknown ids skipped, 2 listed twice
+	h.applyLease(grantCmd(1, 10), grantCmd(2, 10), grantCmd(3, 10))                                              // no key changes
+	h.apply(putLeaseCmd("k1", "v", 1), putLeaseCmd("k2a", "v", 2), putLeaseCmd("k2b", "v", 2), putCmd("k", "v")) // 1..4
+	lr := h.applyLease(revokeCmd(true, 9, 2, 1, 8, 2))[0]                                                        // 5: unknown ids skipped, 2 listed twice
 	if lr.Deleted != 3 {
 		t.Fatalf("deleted %d", lr.Deleted)
 	}
-	// Events follow the ids' order, then key order, all at revision 8.
-	wantEvents(t, h.allEvents(8), []Event{
-		delEv(8, "k2a", kvp("k2a", rec("v", 5, 5, 1, 2))),
-		delEv(8, "k2b", kvp("k2b", rec("v", 6, 6, 1, 2))),
-		delEv(8, "k1", kvp("k1", rec("v", 4, 4, 1, 1))),
+	// Events follow the ids' order, then key order, all at revision 5.
+	wantEvents(t, h.allEvents(5), []Event{
+		delEv(5, "k2a", kvp("k2a", rec("v", 2, 2, 1, 2))),
+		delEv(5, "k2b", kvp("k2b", rec("v", 3, 3, 1, 2))),
+		delEv(5, "k1", kvp("k1", rec("v", 1, 1, 1, 1))),
 	})
 	if l := h.leases(); len(l.Leases) != 1 || l.Leases[0].ID != 3 {
 		t.Fatalf("leases %+v", l)
@@ -311,7 +311,10 @@ func TestLeaseCommandValidation(t *testing.T) {
 		{"revoke nil", &Command{Kind: KindLeaseRevoke}, errs.Invalid},
 		{"checkpoint", checkpointCmd(LeaseRemaining{ID: 1, RemainingMs: MaxLeaseTTL}), nil},
 		{"checkpoint none", checkpointCmd(), errs.Invalid},
-		{"checkpoint 0 ms", checkpointCmd(LeaseRemaining{ID: 1}), errs.Invalid},
+		{"checkpoint clear", checkpointCmd(LeaseRemaining{ID: 1}), nil},
+		{"checkpoint negative", checkpointCmd(LeaseRemaining{ID: 1, RemainingMs: -1}), errs.Invalid},
+		{"epoch", &Command{Kind: KindLeaseEpoch, Epoch: &LeaseEpoch{}}, nil},
+		{"epoch nil", &Command{Kind: KindLeaseEpoch}, errs.Invalid},
 		{"checkpoint over", checkpointCmd(LeaseRemaining{ID: 1, RemainingMs: MaxLeaseTTL + 1}), errs.Invalid},
 		{"checkpoint id 0", checkpointCmd(LeaseRemaining{RemainingMs: 1}), errs.Invalid},
 		{"checkpoint too many", checkpointCmd(cps...), errs.TooLarge},
@@ -357,12 +360,13 @@ func TestLeaseCommandValidation(t *testing.T) {
 	// Structural corruption of lease commands.
 	good := encodeAll(t, revokeCmd(true, 1, 2))[0]
 	for name, b := range map[string][]byte{
-		"expired byte 2":  append(append([]byte(nil), good[:4]...), append([]byte{2}, good[5:]...)...),
-		"count over data": append(append([]byte(nil), good[:5]...), 50, 1),
-		"count huge":      append(append([]byte(nil), good[:5]...), 0xff, 0xff, 0xff, 0xff, 0x0f),
+		// version, kind, session, seq, mark, time; expired; epoch; count
+		"expired byte 2":  append(append([]byte(nil), good[:6]...), append([]byte{2}, good[7:]...)...),
+		"count over data": append(append([]byte(nil), good[:8]...), 50, 1),
+		"count huge":      append(append([]byte(nil), good[:8]...), 0xff, 0xff, 0xff, 0xff, 0x0f),
 		"truncated":       good[:len(good)-1],
 		"trailing":        append(append([]byte(nil), good...), 0),
-		"grant truncated": encodeAll(t, grantCmd(5, 5))[0][:5],
+		"grant truncated": encodeAll(t, grantCmd(5, 5))[0][:7],
 	} {
 		if _, err := DecodeCommand(b); !errors.Is(err, errs.Invalid) {
 			t.Errorf("%s: %v", name, err)

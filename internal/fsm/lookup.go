@@ -13,9 +13,9 @@ import (
 // Lookup answers a query: GetQuery -> *GetResult, ListQuery -> *ListResult,
 // RevisionQuery -> int64, EventsQuery -> *EventsResult (or a
 // *CompactedError), LeasesQuery -> *LeasesResult, LeaseQuery -> *LeaseInfo
-// (values or pointers). Each answer is read from one point-in-time view, and
-// its Revision is the applied index of that view. Results never alias pebble
-// memory.
+// EpochQuery -> uint64 (values or pointers). Each answer is read from one
+// point-in-time view, and its Revision is the revision of that view.
+// Results never alias pebble memory.
 func (s *StateMachine) Lookup(q any) (any, error) {
 	switch q := q.(type) {
 	case GetQuery:
@@ -53,38 +53,56 @@ func (s *StateMachine) Lookup(q any) (any, error) {
 		if s.db == nil {
 			return nil, fmt.Errorf("fsm: lookup: %w", errs.Closed)
 		}
-		return int64(s.applied.Load()), nil
+		return s.revision.Load(), nil
+	case EpochQuery, *EpochQuery:
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+		if s.db == nil {
+			return nil, fmt.Errorf("fsm: lookup: %w", errs.Closed)
+		}
+		return s.epoch.Load(), nil
 	}
 	return nil, fmt.Errorf("fsm: unknown query %T: %w", q, errs.Invalid)
 }
 
 // readView opens an iterator (a point-in-time view: it reads at the
 // sequence number current when created, whatever Update commits later) and
-// returns it with the applied index it sees. The caller holds s.mu.RLock.
+// returns it with the revision it sees. The caller holds s.mu.RLock and
+// sets the iterator's bounds before using it.
 func (s *StateMachine) readView() (*pebble.Iterator, int64, error) {
 	if s.db == nil {
 		return nil, 0, fmt.Errorf("fsm: lookup: %w", errs.Closed)
 	}
 	it := s.db.NewIter(&pebble.IterOptions{
-		LowerBound: metaAppliedKey,
-		UpperBound: metaAppliedUpper,
+		LowerBound: []byte{prefixMeta},
+		UpperBound: []byte{prefixMeta + 1},
 	})
-	var rev int64
-	if it.First() {
-		if len(it.Value()) != 8 {
-			_ = it.Close()
-			return nil, 0, fmt.Errorf("fsm: corrupt applied index (%d bytes)", len(it.Value()))
-		}
-		rev = int64(binary.BigEndian.Uint64(it.Value()))
+	// A data dir from before revisions were a counter has no revision
+	// key: its revision is the applied index (see loadState).
+	rev, found, err := viewUint64(it, metaRevisionKey)
+	if err == nil && !found {
+		rev, _, err = viewUint64(it, metaAppliedKey)
 	}
-	if err := it.Error(); err != nil {
+	if err != nil {
 		_ = it.Close()
-		return nil, 0, fmt.Errorf("fsm: lookup: %w", err)
+		return nil, 0, err
 	}
-	return it, rev, nil
+	return it, int64(rev), nil
 }
 
-var metaAppliedUpper = append(append([]byte(nil), metaAppliedKey...), 0)
+// viewUint64 reads an 8-byte meta value through it.
+func viewUint64(it *pebble.Iterator, key []byte) (uint64, bool, error) {
+	if !it.SeekGE(key) || !bytes.Equal(it.Key(), key) {
+		if err := it.Error(); err != nil {
+			return 0, false, fmt.Errorf("fsm: lookup: %w", err)
+		}
+		return 0, false, nil
+	}
+	if len(it.Value()) != 8 {
+		return 0, false, fmt.Errorf("fsm: corrupt meta value %q (%d bytes)", key[1:], len(it.Value()))
+	}
+	return binary.BigEndian.Uint64(it.Value()), true, nil
+}
 
 func (s *StateMachine) get(key string) (*GetResult, error) {
 	s.mu.RLock()

@@ -35,12 +35,23 @@ func encodeLeaseResult(dst []byte, r *LeaseResult) []byte {
 	return binary.AppendVarint(dst, r.Deleted)
 }
 
+// encodeEpochResult appends the result of a KindLeaseEpoch to dst.
+func encodeEpochResult(dst []byte, r *LeaseResult) []byte {
+	dst = append(dst, resultCodecVersion, resultEpoch)
+	dst = binary.AppendVarint(dst, r.Revision)
+	return binary.AppendUvarint(dst, r.Epoch)
+}
+
 // encodeError encodes the deterministic error of a command that could not
-// be applied. Only the class (Invalid, TooLarge, Conflict, LeaseNotFound)
-// and the message survive.
+// be applied. Only the class (Invalid, TooLarge, Conflict, LeaseNotFound,
+// NoQuorum, UnknownOutcome) and the message survive.
 func encodeError(err error) []byte {
 	code := byte(errCodeOther)
 	switch {
+	case errors.Is(err, errs.UnknownOutcome):
+		code = errCodeStale
+	case errors.Is(err, errs.NoQuorum):
+		code = errCodeNoQuorum
 	case errors.Is(err, errs.TooLarge):
 		code = errCodeTooLarge
 	case errors.Is(err, errs.Invalid):
@@ -119,7 +130,7 @@ func DecodeResult(r Result) (*TxnResult, error) {
 		return res, nil
 	case resultError:
 		return nil, decodeErrorResult(&d)
-	case resultLease:
+	case resultLease, resultEpoch:
 		return nil, errNotTxnResult
 	default:
 		return nil, errCorruptResult
@@ -128,7 +139,7 @@ func DecodeResult(r Result) (*TxnResult, error) {
 
 // DecodeLeaseResult returns the LeaseResult carried by r (the result of a
 // KindLeaseGrant: Revision, ID, TTL; KindLeaseRevoke: Revision, Deleted;
-// KindLeaseCheckpoint: Revision), or the error the command produced
+// KindLeaseCheckpoint: Revision; KindLeaseEpoch: Revision, Epoch), or the error the command produced
 // (matching errs.Conflict for a grant of an existing id, errs.LeaseNotFound
 // for a revoke of an unknown one, errs.Invalid or errs.TooLarge for a bad
 // command). A malformed r, or the result of a txn, gives an error wrapping
@@ -141,6 +152,12 @@ func DecodeLeaseResult(r Result) (*LeaseResult, error) {
 	switch d.byte() {
 	case resultLease:
 		res := &LeaseResult{Revision: d.varint(), ID: d.varint(), TTL: d.varint(), Deleted: d.varint()}
+		if d.err != nil || len(d.b) != 0 {
+			return nil, errCorruptResult
+		}
+		return res, nil
+	case resultEpoch:
+		res := &LeaseResult{Revision: d.varint(), Epoch: d.uvarint()}
 		if d.err != nil || len(d.b) != 0 {
 			return nil, errCorruptResult
 		}
@@ -169,6 +186,10 @@ func decodeErrorResult(d *decoder) error {
 		e.sentinel = errs.Conflict
 	case errCodeLeaseNotFound:
 		e.sentinel = errs.LeaseNotFound
+	case errCodeNoQuorum:
+		e.sentinel = errs.NoQuorum
+	case errCodeStale:
+		e.sentinel = errs.UnknownOutcome
 	}
 	return e
 }

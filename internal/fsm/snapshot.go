@@ -185,9 +185,8 @@ func (s *StateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 
 	s.mu.Lock()
 	old := s.db
-	s.db, s.gen, s.dedupMin = ndb, gen+1, st.dedupMin
-	s.maxSeq = map[uint64]uint64{}
-	s.compact.Store(st.compact)
+	s.db, s.gen = ndb, gen+1
+	s.loaded(st)
 	// Published under the lock, with the new database: a reader woken by
 	// WaitApplied must find the data of that index.
 	s.setApplied(st.applied)

@@ -19,9 +19,6 @@ import (
 	"github.com/dister/dister/internal/errs"
 )
 
-// DefaultDedupWindow is the dedup window used when Options.DedupWindow is 0.
-const DefaultDedupWindow = 100_000
-
 // ErrStopped is returned by Open, SaveSnapshot and RecoverFromSnapshot when
 // their stop channel was closed; internal/shard maps it to dragonboat's
 // ErrOpenStopped / ErrSnapshotStopped.
@@ -29,16 +26,17 @@ var ErrStopped = errors.New("fsm: stopped")
 
 // Options configures a StateMachine.
 type Options struct {
-	// DedupWindow is how many Raft indexes a dedup entry is kept: a command
-	// applied at index i is answered from the dedup table when its id comes
-	// again at an index j < i+DedupWindow. 0 = DefaultDedupWindow.
-	DedupWindow uint64
+	// SessionHorizon is how long, in ms of the proposers' clocks, a
+	// session may be idle before its stored results are forgotten (see
+	// sessions.go). It must be the same on every replica of a group, since
+	// it shapes the replicated state. 0 = DefaultSessionHorizon.
+	SessionHorizon int64
 	// EventRetention is how many revisions of watch events are kept: when
-	// an entry's index i is a multiple of 1024 and greater than the
-	// retention, the events of revisions <= i-EventRetention are dropped
-	// and the compact revision becomes i-EventRetention+1. Like
-	// DedupWindow it must be the same on every replica of a group, since
-	// it shapes the replicated state. 0 = DefaultEventRetention.
+	// a command raises the revision to r, a multiple of 1024 greater than
+	// the retention, the events of revisions <= r-EventRetention are dropped
+	// and the compact revision becomes r-EventRetention+1. Like
+	// SessionHorizon it must be the same on every replica of a group.
+	// 0 = DefaultEventRetention.
 	EventRetention uint64
 	// Cache is the pebble block cache to use, shared by the state machines
 	// of one host so that memory does not grow with the number of groups.
@@ -55,7 +53,7 @@ type Options struct {
 // RecoverFromSnapshot) while a reader uses it.
 type StateMachine struct {
 	dir       string
-	window    uint64
+	horizon   int64
 	retention uint64
 	cache     *pebble.Cache // nil = own
 
@@ -65,6 +63,8 @@ type StateMachine struct {
 	closed bool
 
 	applied     atomic.Uint64
+	revision    atomic.Int64  // the group's revision as of the last commit
+	epoch       atomic.Uint64 // the lessor epoch as of the last commit
 	compact     atomic.Int64  // compact revision as of the last commit
 	leaseGen    atomic.Uint64 // see LeaseGeneration
 	reservedGen atomic.Uint64 // see ReservedGeneration
@@ -78,20 +78,21 @@ type StateMachine struct {
 	done    chan struct{} // closed by Close
 	once    sync.Once
 
-	// Update-only state (Update is single-threaded).
-	dedupMin uint64 // lower bound of the smallest index in the 'x' range; MaxUint64 = empty
-	// maxSeq caches, per session, the highest Seq the dedup table has held:
-	// a Seq above it was never stored, so its lookup can be skipped. It is
-	// a cache of the table (seeded from it on first use), so it changes no
-	// answer; cleared on Open and snapshot recovery.
-	maxSeq  map[uint64]uint64
-	kbuf    []byte // 'k'+key of the op being applied
-	abuf    []byte // 'a'+lease+key being written
-	scratch []byte // keys collected by trimDedup, deletePrefix and revokeLease
-	ends    []int  // where the items in scratch end
+	// Update-only state (Update is single-threaded), loaded by Open and
+	// RecoverFromSnapshot; see sessions.go.
+	sessions      map[uint64]*session
+	dirtySessions []*session
+	clock         int64 // the newest command time applied
+	clockDirty    bool
+	legacyDedup   bool   // the data dir holds a pre-session dedup index
+	kbuf          []byte // 'k'+key of the op being applied
+	abuf          []byte // 'a'+lease+key being written
+	scratch       []byte // keys collected by trimDedup, deletePrefix and revokeLease
+	ends          []int  // where the items in scratch end
 
 	evRev           uint64 // revision of the events being written
 	evSeq           uint32 // sequence of the next event of evRev
+	epochNow        uint64 // the lessor epoch as the entry being applied sees it
 	leasesChanged   bool   // the Update being applied changed a lease
 	reservedChanged bool   // ... or a key of the reserved namespace
 }
@@ -99,9 +100,9 @@ type StateMachine struct {
 // New returns a StateMachine storing its data under dir (this replica's own
 // folder, created by Open).
 func New(dir string, o Options) *StateMachine {
-	w := o.DedupWindow
-	if w == 0 {
-		w = DefaultDedupWindow
+	hz := o.SessionHorizon
+	if hz <= 0 {
+		hz = DefaultSessionHorizon
 	}
 	r := o.EventRetention
 	if r == 0 {
@@ -109,12 +110,11 @@ func New(dir string, o Options) *StateMachine {
 	}
 	s := &StateMachine{
 		dir:       dir,
-		window:    w,
+		horizon:   hz,
 		retention: r,
 		cache:     o.Cache,
 		waitCh:    make(chan struct{}),
 		done:      make(chan struct{}),
-		dedupMin:  math.MaxUint64,
 	}
 	s.compact.Store(1)
 	return s
@@ -172,9 +172,8 @@ func (s *StateMachine) Open(stop <-chan struct{}) (uint64, error) {
 		_ = db.Close()
 		return 0, err
 	}
-	s.db, s.gen, s.dedupMin = db, gen, st.dedupMin
-	s.maxSeq = map[uint64]uint64{}
-	s.compact.Store(st.compact)
+	s.db, s.gen = db, gen
+	s.loaded(st)
 	s.applied.Store(st.applied)
 	s.leaseGen.Add(1)
 	s.reservedGen.Add(1)
@@ -229,54 +228,74 @@ func openPebble(path string, shared *pebble.Cache) (*pebble.DB, error) {
 // loadedState is what Update keeps in memory, as loadState read it.
 type loadedState struct {
 	applied  uint64
-	dedupMin uint64 // MaxUint64 = no dedup entry
+	revision int64
+	epoch    uint64
 	compact  int64
+	sessions map[uint64]*session
+	clock    int64
+	legacy   bool // pre-session dedup index present
 }
 
-// loadState reads what Update keeps in memory: the applied index, the
-// smallest dedup index and the compact revision.
+// loaded installs st as the state Update works from (the applied index is
+// published by the caller, after the database is in place).
+func (s *StateMachine) loaded(st loadedState) {
+	s.sessions, s.clock, s.legacyDedup = st.sessions, st.clock, st.legacy
+	s.dirtySessions, s.clockDirty = nil, false
+	s.revision.Store(st.revision)
+	s.epoch.Store(st.epoch)
+	s.compact.Store(st.compact)
+}
+
+// readUint64 reads an 8-byte big-endian meta value; found false if absent.
+func readUint64(db *pebble.DB, key []byte, what string) (v uint64, found bool, err error) {
+	b, closer, err := db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("fsm: read %s: %w", what, err)
+	}
+	defer closer.Close()
+	if len(b) != 8 {
+		return 0, false, fmt.Errorf("fsm: corrupt %s (%d bytes)", what, len(b))
+	}
+	return binary.BigEndian.Uint64(b), true, nil
+}
+
+// loadState reads what Update keeps in memory. A data dir written before
+// revisions were a counter has none stored: its revision was the applied
+// index, and the counter continues from there.
 func loadState(db *pebble.DB) (st loadedState, err error) {
-	v, closer, err := db.Get(metaAppliedKey)
-	switch {
-	case errors.Is(err, pebble.ErrNotFound):
-	case err != nil:
-		return st, fmt.Errorf("fsm: read applied index: %w", err)
-	default:
-		if len(v) != 8 {
-			_ = closer.Close()
-			return st, fmt.Errorf("fsm: corrupt applied index (%d bytes)", len(v))
-		}
-		st.applied = binary.BigEndian.Uint64(v)
-		_ = closer.Close()
+	if st.applied, _, err = readUint64(db, metaAppliedKey, "applied index"); err != nil {
+		return st, err
 	}
-	v, closer, err = db.Get(metaCompactKey)
-	found := err == nil
-	if err != nil && !errors.Is(err, pebble.ErrNotFound) {
-		return st, fmt.Errorf("fsm: read compact revision: %w", err)
-	}
-	st.compact, err = readCompact(v, found)
-	if found {
-		_ = closer.Close()
-	}
+	rev, found, err := readUint64(db, metaRevisionKey, "revision")
 	if err != nil {
 		return st, err
 	}
-	st.dedupMin = math.MaxUint64
-	it := db.NewIter(&pebble.IterOptions{
-		LowerBound: []byte{prefixDedupIdx},
-		UpperBound: []byte{prefixDedupIdx + 1},
-	})
-	if it.First() {
-		if len(it.Key()) != dedupIdxKeyLen {
-			_ = it.Close()
-			return st, fmt.Errorf("fsm: corrupt dedup index key %x", it.Key())
-		}
-		st.dedupMin = binary.BigEndian.Uint64(it.Key()[1:])
+	if !found {
+		rev = st.applied
 	}
-	if err := it.Close(); err != nil {
-		return st, fmt.Errorf("fsm: scan dedup index: %w", err)
+	if rev > math.MaxInt64 {
+		return st, fmt.Errorf("fsm: corrupt revision %d", rev)
 	}
-	return st, nil
+	st.revision = int64(rev)
+	if st.epoch, _, err = readUint64(db, metaEpochKey, "lessor epoch"); err != nil {
+		return st, err
+	}
+	c, found, err := readUint64(db, metaCompactKey, "compact revision")
+	if err != nil {
+		return st, err
+	}
+	var cb []byte
+	if found {
+		cb = binary.BigEndian.AppendUint64(nil, c)
+	}
+	if st.compact, err = readCompact(cb, found); err != nil {
+		return st, err
+	}
+	st.sessions, st.clock, st.legacy, err = loadSessions(db)
+	return st, err
 }
 
 // readCurrent returns the database generation named by CURRENT; fresh is
@@ -391,20 +410,34 @@ func (s *StateMachine) Sync() error {
 // Applied returns the index of the last applied entry.
 func (s *StateMachine) Applied() uint64 { return s.applied.Load() }
 
+// Revision returns the group's revision as of the last applied Update.
+func (s *StateMachine) Revision() int64 { return s.revision.Load() }
+
 // WaitApplied returns nil once Applied() >= index, ctx.Err() when ctx ends
 // first, errs.Closed when the state machine is closed first.
 func (s *StateMachine) WaitApplied(ctx context.Context, index uint64) error {
+	return s.wait(ctx, func() bool { return s.applied.Load() >= index })
+}
+
+// WaitRevision returns nil once Revision() >= rev, ctx.Err() when ctx ends
+// first, errs.Closed when the state machine is closed first.
+func (s *StateMachine) WaitRevision(ctx context.Context, rev int64) error {
+	return s.wait(ctx, func() bool { return s.revision.Load() >= rev })
+}
+
+// wait returns once reached holds; it is checked after every Update.
+func (s *StateMachine) wait(ctx context.Context, reached func() bool) error {
 	for {
-		if s.applied.Load() >= index {
+		if reached() {
 			return nil
 		}
 		s.waitMu.Lock()
 		ch := s.waitCh
 		s.waiting = true
 		s.waitMu.Unlock()
-		// An Update that stored its index before we took ch did not close
-		// ch for us: look again before sleeping.
-		if s.applied.Load() >= index {
+		// An Update that published before we took ch did not close ch for
+		// us: look again before sleeping.
+		if reached() {
 			return nil
 		}
 		select {
@@ -412,7 +445,7 @@ func (s *StateMachine) WaitApplied(ctx context.Context, index uint64) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.done:
-			return fmt.Errorf("fsm: wait applied: %w", errs.Closed)
+			return fmt.Errorf("fsm: wait: %w", errs.Closed)
 		}
 	}
 }
@@ -442,7 +475,8 @@ func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
 	last := s.applied.Load()
-	dedupMin := s.dedupMin
+	rev := s.revision.Load()
+	epoch := s.epoch.Load()
 	compact := s.compact.Load()
 	s.leasesChanged = false
 	s.reservedChanged = false
@@ -451,12 +485,22 @@ func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
 		if e.Index <= last {
 			continue
 		}
-		s.evRev, s.evSeq = e.Index, 0
-		if err := s.applyEntry(b, e, &dedupMin); err != nil {
+		// The entry's changes, if it makes any, are the next revision.
+		s.evRev, s.evSeq, s.epochNow = uint64(rev)+1, 0, epoch
+		if err := s.applyEntry(b, e); err != nil {
 			return entries, err
 		}
-		if err := s.trimEvents(b, e.Index, &compact); err != nil {
-			return entries, err
+		epoch = s.epochNow
+		if s.evSeq > 0 {
+			rev++
+			if err := s.trimEvents(b, uint64(rev), &compact); err != nil {
+				return entries, err
+			}
+		}
+		if e.Index%sweepEvery == 0 {
+			if err := s.sweepSessions(b); err != nil {
+				return entries, err
+			}
 		}
 		last = e.Index
 	}
@@ -468,20 +512,33 @@ func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
 	if err := b.Set(metaAppliedKey, ab[:], nil); err != nil {
 		return entries, fmt.Errorf("fsm: update: %w", err)
 	}
-	if err := s.trimDedup(b, last, &dedupMin); err != nil {
+	binary.BigEndian.PutUint64(ab[:], uint64(rev))
+	if err := b.Set(metaRevisionKey, ab[:], nil); err != nil {
+		return entries, fmt.Errorf("fsm: update: %w", err)
+	}
+	if epoch != s.epoch.Load() {
+		binary.BigEndian.PutUint64(ab[:], epoch)
+		if err := b.Set(metaEpochKey, ab[:], nil); err != nil {
+			return entries, fmt.Errorf("fsm: update: %w", err)
+		}
+	}
+	if err := s.writeSessions(b); err != nil {
 		return entries, err
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return entries, fmt.Errorf("fsm: update: commit: %w", err)
 	}
-	s.dedupMin = dedupMin
 	s.compact.Store(compact)
+	s.epoch.Store(epoch)
 	if s.leasesChanged {
 		s.leaseGen.Add(1)
 	}
 	if s.reservedChanged {
 		s.reservedGen.Add(1)
 	}
+	// The revision before the applied index: a reader that sees the index
+	// (dragonboat's ReadIndex waits on it) finds the revision of it.
+	s.revision.Store(rev)
 	s.setApplied(last)
 	return entries, nil
 }

@@ -46,22 +46,47 @@ const (
 	// KindLeaseCheckpoint carries Command.Checkpoint; its result decodes
 	// with DecodeLeaseResult (Revision).
 	KindLeaseCheckpoint CmdKind = 4
+	// KindLeaseEpoch carries Command.Epoch: a new group leader commits one
+	// before its lessor answers keepalives, expires or checkpoints anything.
+	// Its result decodes with DecodeLeaseResult (Revision, Epoch: the new
+	// lessor epoch).
+	KindLeaseEpoch CmdKind = 5
 )
 
 // Command is one Raft proposal. Session and Seq form the dedup id: Session is
-// a random number chosen by each Node when it opens, Seq increases per
-// proposal. A command with Session 0 is never deduplicated.
+// a random number chosen by each proposer (a Node) when it opens, Seq
+// increases per proposal. A command with Session 0 is never deduplicated.
+//
+// Exactly-once (the client sessions of the Raft dissertation, section 6.3):
+// Mark is the proposer's lowest Seq still unanswered when it encoded the
+// command (every Seq below it was answered, or abandoned with an unknown
+// outcome); the state machine keeps the results of a session's commands at
+// or above the highest Mark it has seen, answers a repeated id from them,
+// and refuses a command whose Seq is below that Mark (a late copy of one
+// that was answered or abandoned). Time is the proposer's clock (Unix ms):
+// a session whose newest Time is more than Options.SessionHorizon behind
+// the newest Time of any command is forgotten, so the table is bounded by
+// what is outstanding, never by a count of entries.
 //
 // Exactly one payload is set, the one its Kind names; the others are nil.
 type Command struct {
 	Session    uint64
 	Seq        uint64
+	Mark       uint64 // <= Seq; 0 = none (forgets nothing)
+	Time       int64  // Unix ms, >= 0; 0 = unknown (moves no clock)
 	Kind       CmdKind
 	Txn        *Txn             // Kind == KindTxn
 	Grant      *LeaseGrant      // Kind == KindLeaseGrant
 	Revoke     *LeaseRevoke     // Kind == KindLeaseRevoke
 	Checkpoint *LeaseCheckpoint // Kind == KindLeaseCheckpoint
+	Epoch      *LeaseEpoch      // Kind == KindLeaseEpoch
 }
+
+// LeaseEpoch starts a new lessor epoch (the stored epoch + 1). Expiries and
+// checkpoints carry the epoch their lessor runs under; Update refuses those
+// of any other epoch, so a deposed leader can neither expire a lease that
+// the new leader renews nor checkpoint a stale remaining time.
+type LeaseEpoch struct{}
 
 // LeaseGrant creates a lease. Leases carry no clock: the group leader counts
 // TTLs down and proposes KindLeaseRevoke with Expired when one runs out.
@@ -80,19 +105,29 @@ type LeaseGrant struct {
 type LeaseRevoke struct {
 	IDs     []int64 // 1..MaxLeaseBatch ids, each > 0
 	Expired bool
+	// Epoch (with Expired) is the lessor epoch the expiry was decided in:
+	// an expiry of another epoch than the stored one changes nothing and
+	// fails with an error wrapping errs.NoQuorum (its leader was deposed).
+	Epoch uint64
 }
 
 // LeaseCheckpoint records the remaining TTL of leases, so a new leader does
-// not restart their countdown at the full TTL forever. Ids that do not exist
-// are skipped.
+// not restart their countdown at the full TTL forever; a renewal clears a
+// lease's checkpoint (RemainingMs 0), so a new leader does not start a
+// renewed lease at a remainder older than the renewal. Ids that do not exist
+// are skipped. A checkpoint of another epoch than the stored one changes
+// nothing and fails with an error wrapping errs.NoQuorum.
 type LeaseCheckpoint struct {
 	Checkpoints []LeaseRemaining // 1..MaxLeaseBatch
+	Epoch       uint64
 }
 
 // LeaseRemaining is one lease's remaining time at a checkpoint.
 type LeaseRemaining struct {
-	ID          int64 // > 0
-	RemainingMs int64 // 1..MaxLeaseTTL; stored as min(RemainingMs, the lease's TTL)
+	ID int64 // > 0
+	// RemainingMs: 0 clears the checkpoint (the lease was renewed), else
+	// 1..MaxLeaseTTL, stored as min(RemainingMs, the lease's TTL).
+	RemainingMs int64
 }
 
 // Target is what a Compare looks at.
@@ -147,7 +182,10 @@ type Op struct {
 }
 
 // Txn: if every Compare holds, the Then ops run, otherwise the Else ops.
-// All ops of one Txn apply at one revision (the entry's Raft index).
+// All ops of one Txn apply at one revision. Revisions count the commands
+// that changed at least one key (a put, or a delete of a key that existed):
+// each such command gets the group's revision + 1, so revisions have no
+// gaps; a command that changes no key keeps the revision as it is.
 type Txn struct {
 	Compares []Compare
 	Then     []Op
@@ -161,9 +199,11 @@ type OpResult struct {
 
 // TxnResult is what applying a Txn returns (also stored in the dedup table).
 type TxnResult struct {
-	Succeeded bool  // the compares held (Then ran)
-	Revision  int64 // the entry's index; the revision of every change it made
-	Ops       []OpResult
+	Succeeded bool // the compares held (Then ran)
+	// Revision is the revision of every change the txn made, or, when it
+	// changed no key, the group's revision when it applied.
+	Revision int64
+	Ops      []OpResult
 }
 
 // Record is what is stored per key.
@@ -193,8 +233,11 @@ type (
 		After  string
 		Limit  int
 	}
-	// RevisionQuery answers int64: the applied index.
+	// RevisionQuery answers int64: the group's revision.
 	RevisionQuery struct{}
+	// EpochQuery answers uint64: the lessor epoch (0 before the first
+	// KindLeaseEpoch).
+	EpochQuery struct{}
 	// EventsQuery answers *EventsResult: the watch events with revision >=
 	// From (From >= 1), in (revision, sequence) order, at most Limit of them
 	// (0 = DefaultEventsLimit) except that a page never ends inside a
@@ -239,8 +282,8 @@ type Event struct {
 // EventsResult is one consistent page of events.
 type EventsResult struct {
 	Events []Event
-	// Revision is the applied index of the read view: with More false the
-	// caller has seen every event up to it and continues from Revision+1.
+	// Revision is the revision of the read view: with More false the caller
+	// has seen every event up to it and continues from Revision+1.
 	Revision int64
 	// CompactRevision is the lowest revision a query may start from (1
 	// until the first trim).
@@ -255,7 +298,7 @@ type LeaseInfo struct {
 	TTL       int64    // ms
 	Remaining int64    // ms at the last checkpoint; 0 = no checkpoint
 	Keys      []string // LeaseQuery only: the attached keys, sorted
-	Revision  int64    // LeaseQuery only: applied index of the read view
+	Revision  int64    // LeaseQuery only: revision of the read view
 }
 
 // LeasesResult lists every lease, by id.
@@ -266,17 +309,18 @@ type LeasesResult struct {
 
 // LeaseResult is what a lease command returns (see DecodeLeaseResult).
 type LeaseResult struct {
-	Revision int64 // the entry's index
-	ID       int64 // KindLeaseGrant: the lease's id
-	TTL      int64 // KindLeaseGrant: its TTL, ms
-	Deleted  int64 // KindLeaseRevoke: keys deleted
+	Revision int64  // the revision of the deletions it made, or the group's revision
+	ID       int64  // KindLeaseGrant: the lease's id
+	TTL      int64  // KindLeaseGrant: its TTL, ms
+	Deleted  int64  // KindLeaseRevoke: keys deleted
+	Epoch    uint64 // KindLeaseEpoch: the new lessor epoch
 }
 
 // GetResult: Found false means the key does not exist at Revision.
 type GetResult struct {
 	KV       KV
 	Found    bool
-	Revision int64 // applied index the read saw
+	Revision int64 // revision of the read view
 }
 
 // ListResult is one consistent page of a List.
@@ -293,12 +337,13 @@ type Entry struct {
 	Result Result
 }
 
-// Result mirrors dragonboat's: Value is the revision (the entry index), Data
-// the encoded TxnResult (KindTxn) or LeaseResult (lease kinds), or for a
-// command that failed deterministically (bad encoding, invalid txn, missing
-// lease, duplicate grant) Value 0 and Data the encoded error (see
-// DecodeResult/DecodeLeaseResult). A repeated command (same dedup id inside
-// the window) gets the first one's Result again.
+// Result mirrors dragonboat's: Value is the entry's index, Data the encoded
+// TxnResult (KindTxn) or LeaseResult (lease kinds), or for a command that
+// failed deterministically (bad encoding, invalid txn, missing lease,
+// duplicate grant, stale lessor epoch, a stale copy of an answered command)
+// Value 0 and Data the encoded error (see DecodeResult/DecodeLeaseResult).
+// A repeated command (same dedup id, still kept) gets the first one's
+// Result again.
 type Result struct {
 	Value uint64
 	Data  []byte

@@ -2,38 +2,81 @@ package peer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"reflect"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/fsm"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-type fakeHandler struct{ joinErr error }
-
-func (f fakeHandler) Join(_ context.Context, req JoinRequest) (JoinResponse, error) {
-	if f.joinErr != nil {
-		return JoinResponse{}, f.joinErr
-	}
-	return JoinResponse{NodeID: req.NodeID + 10}, nil
+// fakeHandler answers from fixed data; err, when set, is every call's error.
+type fakeHandler struct {
+	err    error
+	frames []*WatchFrame
+	end    error
 }
 
-func (f fakeHandler) KeepAlive(_ context.Context, req KeepAliveRequest) (KeepAliveResponse, error) {
-	if req.Lease == 0 {
-		return KeepAliveResponse{}, fmt.Errorf("lease 0: %w", errs.LeaseNotFound)
+func (f fakeHandler) Propose(_ context.Context, req *ProposeRequest) (*ProposeResponse, error) {
+	if f.err != nil {
+		return nil, f.err
 	}
-	return KeepAliveResponse{TTLMillis: 1000}, nil
+	return &ProposeResponse{Data: append([]byte(req.Group+":"), req.Cmd...)}, nil
 }
 
-func (f fakeHandler) Status(context.Context) (Status, error) {
-	return Status{NodeID: 7, Applied: map[uint64]uint64{1: 42}}, nil
+func (f fakeHandler) Read(_ context.Context, req *ReadRequest) (*ReadResponse, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	return &ReadResponse{Revision: req.MinRevision + 1, Found: true, KVs: []fsm.KV{{Key: req.Key,
+		Record: fsm.Record{Value: []byte("v"), CreateRevision: 1, ModRevision: 2, Version: 3, Lease: 4}}}}, nil
+}
+
+func (f fakeHandler) Watch(ctx context.Context, _ *WatchRequest, send func(*WatchFrame) error) error {
+	for _, fr := range f.frames {
+		if err := send(fr); err != nil {
+			return err
+		}
+	}
+	if f.end == nil {
+		<-ctx.Done()
+	}
+	return f.end
+}
+
+func (f fakeHandler) Call(_ context.Context, op string, body []byte) (any, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	switch op {
+	case OpJoin:
+		var req JoinRequest
+		if err := json.Unmarshal(body, &req); err != nil {
+			return nil, fmt.Errorf("join: %v: %w", err, errs.Invalid)
+		}
+		return JoinResponse{NodeID: req.NodeID + 10}, nil
+	case OpStatus:
+		return Status{NodeID: 7, Applied: map[uint64]uint64{1: 42}}, nil
+	case OpKeepAlive:
+		var req KeepAliveRequest
+		if err := json.Unmarshal(body, &req); err != nil {
+			return nil, err
+		}
+		if req.Lease == 0 {
+			return nil, fmt.Errorf("lease 0: %w", errs.LeaseNotFound)
+		}
+		return KeepAliveResponse{TTLMillis: 1000}, nil
+	}
+	return nil, fmt.Errorf("op %q: %w", op, errs.Invalid)
 }
 
 func serve(t *testing.T, h Handler) (*Server, *Client) {
@@ -52,10 +95,15 @@ func serve(t *testing.T, h Handler) (*Server, *Client) {
 	return s, c
 }
 
-func TestJoinAndStatus(t *testing.T) {
-	s, c := serve(t, fakeHandler{})
+func ctx5(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestCalls(t *testing.T) {
+	s, c := serve(t, fakeHandler{})
+	ctx := ctx5(t)
 	resp, err := c.Join(ctx, s.Addr(), JoinRequest{NodeID: 1, RaftAddr: "a:1", PeerAddr: "a:2"})
 	if err != nil || resp.NodeID != 11 {
 		t.Fatalf("join: %+v %v", resp, err)
@@ -71,28 +119,117 @@ func TestJoinAndStatus(t *testing.T) {
 	if err != nil || st.NodeID != 7 || st.Applied[1] != 42 {
 		t.Fatalf("status: %+v %v", st, err)
 	}
+	if err := c.Call(ctx, s.Addr(), "no-such-op", nil, nil); !errors.Is(err, errs.Invalid) {
+		t.Fatalf("unknown op: %v", err)
+	}
+	data, err := c.Propose(ctx, s.Addr(), &ProposeRequest{Group: "g", Cmd: []byte{1, 2}})
+	if err != nil || string(data) != "g:\x01\x02" {
+		t.Fatalf("propose: %q %v", data, err)
+	}
+	r, err := c.Read(ctx, s.Addr(), &ReadRequest{Group: "g", Query: QueryGet, Key: "k", MinRevision: 9})
+	want := &ReadResponse{Revision: 10, Found: true, KVs: []fsm.KV{{Key: "k",
+		Record: fsm.Record{Value: []byte("v"), CreateRevision: 1, ModRevision: 2, Version: 3, Lease: 4}}}}
+	if err != nil || !reflect.DeepEqual(r, want) {
+		t.Fatalf("read: %+v %v", r, err)
+	}
 }
 
-// Sentinels cross the wire: the caller can tell a refusal from an outage.
+// Sentinels cross the wire: the caller can tell a refusal from an outage,
+// and an unknown outcome never reads as "not applied".
 func TestErrorsKeepTheirSentinel(t *testing.T) {
-	for _, want := range []error{errs.Invalid, errs.Conflict, errs.NoQuorum, errs.Closed, context.DeadlineExceeded} {
-		s, c := serve(t, fakeHandler{joinErr: fmt.Errorf("remote detail: %w", want)})
-		_, err := c.Join(context.Background(), s.Addr(), JoinRequest{})
+	for _, want := range []error{errs.Invalid, errs.Conflict, errs.NoQuorum, errs.Closed, errs.GroupNotFound,
+		errs.LeaseNotFound, errs.TooLarge, errs.Compacted, errs.UnknownOutcome} {
+		s, c := serve(t, fakeHandler{err: fmt.Errorf("remote detail: %w", want)})
+		_, err := c.Propose(ctx5(t), s.Addr(), &ProposeRequest{})
 		if !errors.Is(err, want) || errors.Is(err, ErrUnreachable) {
 			t.Errorf("remote %v arrived as %v", want, err)
 		}
 	}
+	// An unknown outcome joined with "no quorum" is an unknown outcome only.
+	s, c := serve(t, fakeHandler{err: fmt.Errorf("%w: %w", errs.NoQuorum, errs.UnknownOutcome)})
+	if _, err := c.Propose(ctx5(t), s.Addr(), &ProposeRequest{}); !errors.Is(err, errs.UnknownOutcome) || errors.Is(err, errs.NoQuorum) {
+		t.Errorf("unknown outcome arrived as %v", err)
+	}
+	// The server's own deadline is no quorum to a caller whose ctx goes on.
+	s, c = serve(t, fakeHandler{err: context.DeadlineExceeded})
+	if _, err := c.Propose(ctx5(t), s.Addr(), &ProposeRequest{}); !errors.Is(err, errs.NoQuorum) {
+		t.Errorf("server deadline arrived as %v", err)
+	}
 }
 
-func TestUnreachableAndBadInput(t *testing.T) {
+func TestUnreachable(t *testing.T) {
 	s, c := serve(t, fakeHandler{})
 	addr := s.Addr()
 	s.Close()
-	if _, err := c.Status(context.Background(), addr); !errors.Is(err, ErrUnreachable) {
+	if _, err := c.Status(ctx5(t), addr); !errors.Is(err, ErrUnreachable) {
 		t.Fatalf("closed server: %v", err)
 	}
-	s2, _ := serve(t, fakeHandler{})
-	if err := c.call(context.Background(), "POST", s2.Addr(), "/peer/v1/join", "not an object", &JoinResponse{}); !errors.Is(err, errs.Invalid) {
-		t.Fatalf("malformed join body: %v", err)
+	c.Close()
+	if _, err := c.Status(ctx5(t), addr); !errors.Is(err, errs.Closed) {
+		t.Fatalf("closed client: %v", err)
 	}
+}
+
+// The caller's deadline reaches the handler, and ends the call at the caller.
+func TestDeadlineCarried(t *testing.T) {
+	s, c := serve(t, fakeHandler{})
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	w, err := c.Watch(ctx, s.Addr(), &WatchRequest{Group: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Recv(); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("watch past its deadline: %v", err)
+	}
+}
+
+func TestWatchStream(t *testing.T) {
+	frames := []*WatchFrame{
+		{Revision: 5, Events: []fsm.Event{
+			{Type: fsm.EventPut, Revision: 5, KV: fsm.KV{Key: "a", Record: fsm.Record{Value: []byte("1"), CreateRevision: 5, ModRevision: 5, Version: 1}}},
+			{Type: fsm.EventDelete, Revision: 5, KV: fsm.KV{Key: "b", Record: fsm.Record{ModRevision: 5}},
+				Prev: &fsm.KV{Key: "b", Record: fsm.Record{Value: []byte("old"), CreateRevision: 2, ModRevision: 3, Version: 2}}},
+		}},
+		{Revision: 9}, // progress
+	}
+	s, c := serve(t, fakeHandler{frames: frames, end: &fsm.CompactedError{From: 1, CompactRevision: 77}})
+	w, err := c.Watch(ctx5(t), s.Addr(), &WatchRequest{Group: "g", Prefix: "a", From: 3, PrevKV: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range frames {
+		got, err := w.Recv()
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("frame %d: %+v %v, want %+v", i, got, err, want)
+		}
+	}
+	last, err := w.Recv()
+	if err != nil || !errors.Is(last.Err, errs.Compacted) || last.CompactRevision != 77 {
+		t.Fatalf("end frame: %+v %v", last, err)
+	}
+}
+
+// Every decoder refuses what its encoder did not write, without panicking
+// or allocating much.
+func FuzzDecodeMessages(f *testing.F) {
+	f.Add((&ProposeRequest{Group: "g", Cmd: []byte{1, 2, 3}}).marshal())
+	f.Add((&ReadRequest{Group: "g", Query: QueryList, Key: "p", Limit: 10}).marshal())
+	f.Add((&ReadResponse{Revision: 3, KVs: []fsm.KV{{Key: "k"}}, Keys: []string{"x"}}).marshal())
+	f.Add((&WatchRequest{Group: "g", Prefix: "p", From: 4}).marshal())
+	f.Add((&WatchFrame{Revision: 2, Events: []fsm.Event{{Type: fsm.EventPut, KV: fsm.KV{Key: "k"}}}}).marshal())
+	f.Add((&WatchFrame{Err: errs.Compacted, CompactRevision: 9}).marshal())
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var p ProposeRequest
+		var r ReadRequest
+		var rr ReadResponse
+		var w WatchRequest
+		var wf WatchFrame
+		_ = p.unmarshal(b)
+		_ = r.unmarshal(b)
+		_ = rr.unmarshal(b)
+		_ = w.unmarshal(b)
+		_ = wf.unmarshal(b)
+		_, _ = decodeAnswer(b)
+	})
 }

@@ -47,8 +47,8 @@ type Config struct {
 	// StateCacheBytes is the block cache shared by the state machines of
 	// this host (every group); 0 = 64 MiB.
 	StateCacheBytes int64
-	// DedupWindow and EventRetention are passed to fsm.Options.
-	DedupWindow    uint64
+	// SessionHorizon (ms) and EventRetention are passed to fsm.Options.
+	SessionHorizon int64
 	EventRetention uint64
 	// AttemptTimeout bounds one try of a proposal or read; 0 = 3s. A try
 	// ends early when the shard's leader changes, so failover does not
@@ -56,8 +56,8 @@ type Config struct {
 	AttemptTimeout time.Duration
 	Logger         *slog.Logger // nil = slog.Default()
 
-	// OnApply, if set, is called after entries were applied to a shard. It
-	// must not block.
+	// OnApply, if set, is called after entries were applied to a shard and
+	// after a snapshot was installed in its place. It must not block.
 	OnApply func(shardID uint64)
 	// OnLeaderChange, if set, is called when this host learns of a new
 	// leader (0 = none known). It must not block.
@@ -113,8 +113,9 @@ type Host struct {
 	end    context.CancelFunc
 	rounds sync.WaitGroup // read-round goroutines
 
-	closed    atomic.Bool
-	closeOnce sync.Once
+	closed     atomic.Bool
+	closeOnce  sync.Once
+	submitHook atomic.Pointer[func(shardID uint64)] // tests only
 }
 
 type leaderState struct {
@@ -173,7 +174,9 @@ func NewHost(cfg Config) (*Host, error) {
 // Close stops every shard and the NodeHost. It is idempotent.
 func (h *Host) Close() {
 	h.closeOnce.Do(func() {
+		h.mu.Lock() // see joinRound
 		h.closed.Store(true)
+		h.mu.Unlock()
 		h.end()
 		h.rounds.Wait()
 		h.nh.Close() // closes the state machines, which release the cache
@@ -228,7 +231,7 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 	}
 	dir := h.stateDir(shardID)
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
-		m := fsm.New(dir, fsm.Options{DedupWindow: h.cfg.DedupWindow, EventRetention: h.cfg.EventRetention, Cache: h.cache})
+		m := fsm.New(dir, fsm.Options{SessionHorizon: h.cfg.SessionHorizon, EventRetention: h.cfg.EventRetention, Cache: h.cache})
 		a := &machine{m: m, shardID: shardID, onApply: h.cfg.OnApply, closed: make(chan struct{})}
 		if hook := h.closeHook.Load(); hook != nil {
 			a.onClose = *hook
@@ -346,6 +349,14 @@ func (h *Host) Running(shardID uint64) bool {
 func (h *Host) Applied(shardID uint64) uint64 {
 	if m := h.machine(shardID); m != nil {
 		return m.Applied()
+	}
+	return 0
+}
+
+// Revision is the group revision of the local replica (0 if none).
+func (h *Host) Revision(shardID uint64) int64 {
+	if m := h.machine(shardID); m != nil {
+		return m.Revision()
 	}
 	return 0
 }

@@ -69,7 +69,15 @@ func (a *machine) SaveSnapshot(ctx any, w io.Writer, stop <-chan struct{}) error
 	return snapshotErr(a.m.SaveSnapshot(ctx, w, stop))
 }
 func (a *machine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) error {
-	return snapshotErr(a.m.RecoverFromSnapshot(r, stop))
+	if err := a.m.RecoverFromSnapshot(r, stop); err != nil {
+		return snapshotErr(err)
+	}
+	// The state jumped ahead without an Update: whoever follows the applies
+	// (the watch fan-out) must look now, not at the next write.
+	if a.onApply != nil {
+		a.onApply(a.shardID)
+	}
+	return nil
 }
 
 // snapshotErr tells dragonboat that a snapshot was cut short by a stop, not

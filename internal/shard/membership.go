@@ -80,7 +80,7 @@ func (h *Host) configChange(ctx context.Context, shardID uint64,
 	start func(time.Duration) (*dragonboat.RequestState, error), done func(Membership) bool) error {
 	backoff := time.Millisecond
 	for {
-		_, rs, err := h.attempt(ctx, shardID, start)
+		_, rs, err := h.attempt(ctx, shardID, nil, start)
 		if rs != nil {
 			rs.Release()
 		}

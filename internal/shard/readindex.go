@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/lni/dragonboat/v4"
+
+	"github.com/dister/dister/internal/errs"
 )
 
 // Linearizable reads share ReadIndex rounds, as etcd's read loop does: a
@@ -50,8 +52,21 @@ func (h *Host) joinRound(shardID uint64) *readRound {
 	}
 	r := b.next
 	if !b.running {
+		// rounds.Add must not race Close's rounds.Wait: both happen under
+		// h.mu, and nothing starts once closed is set.
+		h.mu.Lock()
+		closed := h.closed.Load()
+		if !closed {
+			h.rounds.Add(1)
+		}
+		h.mu.Unlock()
+		if closed {
+			b.next = nil
+			r.err = errs.Closed
+			close(r.done)
+			return r
+		}
 		b.running = true
-		h.rounds.Add(1)
 		go h.runRounds(shardID, b)
 	}
 	return r
@@ -71,7 +86,7 @@ func (h *Host) runRounds(shardID uint64, b *readBatcher) {
 		}
 		b.mu.Unlock()
 		ctx, cancel := context.WithTimeout(h.life, h.cfg.AttemptTimeout)
-		_, rs, err := h.attempt(ctx, shardID, func(t time.Duration) (*dragonboat.RequestState, error) {
+		_, rs, err := h.attempt(ctx, shardID, nil, func(t time.Duration) (*dragonboat.RequestState, error) {
 			return h.nh.ReadIndex(shardID, t)
 		})
 		cancel()

@@ -26,11 +26,20 @@ const maxBackoff = 50 * time.Millisecond
 // Propose commits cmd through Raft on shardID and returns what the state
 // machine's Update returned for it. Temporary engine errors are retried
 // until ctx ends; cmd must therefore carry a dedup id.
+//
+// An error means the command was surely not applied, except one wrapping
+// errs.UnknownOutcome (joined with the ctx error when ctx ended): some try
+// reached the engine and ended without an answer (a timeout, a leader
+// change, Close), so the command may have been applied, or may still be.
 func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (fsm.Result, error) {
-	r, _, err := h.attempt(ctx, shardID, func(t time.Duration) (*dragonboat.RequestState, error) {
+	var unsure bool
+	r, _, err := h.attempt(ctx, shardID, &unsure, func(t time.Duration) (*dragonboat.RequestState, error) {
 		return h.nh.Propose(h.nh.GetNoOPSession(shardID), cmd, t)
 	})
 	if err != nil {
+		if unsure {
+			return fsm.Result{}, unknownOutcome(ctx, err)
+		}
 		return fsm.Result{}, err
 	}
 	res := r.GetResult()
@@ -54,22 +63,30 @@ func (h *Host) StaleRead(ctx context.Context, shardID uint64, q any) (any, error
 	}
 }
 
-// WaitApplied returns once the local replica of shardID has applied index.
-func (h *Host) WaitApplied(ctx context.Context, shardID, index uint64) error {
+// WaitRevision returns once the local replica of shardID has reached
+// revision rev.
+func (h *Host) WaitRevision(ctx context.Context, shardID uint64, rev int64) error {
 	m := h.machine(shardID)
 	if m == nil {
 		return fmt.Errorf("shard %d is not running here: %w", shardID, errs.GroupNotFound)
 	}
-	return m.WaitApplied(ctx, index)
+	return m.WaitRevision(ctx, rev)
 }
 
 // attempt runs start until its request completes, retrying what an
 // election or a busy engine causes. Each try gets a deadline of its own and
-// is abandoned as soon as the leader changes.
-func (h *Host) attempt(ctx context.Context, shardID uint64,
+// is abandoned as soon as the leader changes. When unsure is not nil it is
+// set once a try that the engine accepted ends without an answer (timeout,
+// leader change, ctx end, Close): such a request may still complete.
+func (h *Host) attempt(ctx context.Context, shardID uint64, unsure *bool,
 	start func(time.Duration) (*dragonboat.RequestState, error)) (dragonboat.RequestResult, *dragonboat.RequestState, error) {
 	var last error
 	backoff := time.Millisecond
+	pending := func() {
+		if unsure != nil {
+			*unsure = true
+		}
+	}
 	for {
 		if h.closed.Load() {
 			return dragonboat.RequestResult{}, nil, errs.Closed
@@ -78,7 +95,21 @@ func (h *Host) attempt(ctx context.Context, shardID uint64,
 			return dragonboat.RequestResult{}, nil, ctxError(err, last)
 		}
 		changed := h.leaderChanged(shardID)
+		if _, ok := h.Leader(shardID); !ok && unsure != nil && h.Running(shardID) {
+			// No leader known: the engine would drop a proposal anyway.
+			// Not submitting it keeps "surely not applied" knowable.
+			last = dragonboat.ErrShardNotReady
+			if err := waitChange(ctx, changed, &backoff); err != nil {
+				return dragonboat.RequestResult{}, nil, ctxError(err, last)
+			}
+			continue
+		}
 		rs, err := start(h.attemptTimeout(ctx))
+		if err == nil && unsure != nil {
+			if hook := h.submitHook.Load(); hook != nil {
+				(*hook)(shardID)
+			}
+		}
 		if err != nil {
 			if !temporary(err) {
 				return dragonboat.RequestResult{}, nil, translate(err)
@@ -95,22 +126,54 @@ func (h *Host) attempt(ctx context.Context, shardID uint64,
 			case r.Completed():
 				return r, rs, nil
 			case r.Terminated():
+				pending()
 				return r, nil, errs.Closed
 			case r.Rejected():
 				// Only config changes are rejected (another change pending, or
 				// the change is already in place); the caller decides.
 				return r, nil, errRejected
 			case r.Timeout():
+				pending()
 				last = dragonboat.ErrTimeout
-			default: // dropped, aborted, rejected: no leader or a change in progress
+			case r.Dropped():
+				// Never entered a log: no leader, or a leader transfer.
+				last = dragonboat.ErrShardNotReady
+				if err := pause(ctx, &backoff); err != nil {
+					return r, nil, ctxError(err, last)
+				}
+			default: // aborted: the engine gave up on it, wherever it got to
+				pending()
 				last = dragonboat.ErrShardNotReady
 				if err := pause(ctx, &backoff); err != nil {
 					return r, nil, ctxError(err, last)
 				}
 			}
 		case <-changed:
+			// A result that is already there wins over the news.
+			select {
+			case r := <-rs.ResultC():
+				if r.Completed() {
+					return r, rs, nil
+				}
+				if !r.Dropped() {
+					pending()
+				}
+			default:
+				pending()
+			}
 			last = errLeaderChanged
 		case <-ctx.Done():
+			select {
+			case r := <-rs.ResultC():
+				if r.Completed() {
+					return r, rs, nil
+				}
+				if !r.Dropped() {
+					pending()
+				}
+			default:
+				pending()
+			}
 			return dragonboat.RequestResult{}, nil, ctxError(ctx.Err(), last)
 		}
 	}
@@ -125,6 +188,42 @@ func (h *Host) attemptTimeout(ctx context.Context) time.Duration {
 	}
 	// dragonboat refuses a timeout below one RTT; ctx still ends the try.
 	return max(t, 2*h.cfg.RTT)
+}
+
+// unknownOutcome is the error of a proposal that may have been applied:
+// ErrUnknownOutcome, joined with the ctx error when ctx ended, and nothing
+// that means "not applied" (ErrNoQuorum, ErrClosed): err's text only.
+func unknownOutcome(ctx context.Context, err error) error {
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		return fmt.Errorf("the write may have been applied (%v): %w: %w", err, ctxErr, errs.UnknownOutcome)
+	}
+	return fmt.Errorf("the write may have been applied (%v): %w", err, errs.UnknownOutcome)
+}
+
+// SetSubmitHook installs (nil removes) a function called each time a
+// proposal was handed to the engine; for tests.
+func (h *Host) SetSubmitHook(f func(shardID uint64)) {
+	if f == nil {
+		h.submitHook.Store(nil)
+		return
+	}
+	h.submitHook.Store(&f)
+}
+
+// waitChange waits for a leader change, or *backoff (doubled up to
+// maxBackoff), or ctx.
+func waitChange(ctx context.Context, changed <-chan struct{}, backoff *time.Duration) error {
+	t := time.NewTimer(*backoff)
+	defer t.Stop()
+	*backoff = min(*backoff*2, maxBackoff)
+	select {
+	case <-changed:
+		return nil
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // pause sleeps for *backoff (doubling it up to maxBackoff) or until ctx ends.
@@ -152,7 +251,7 @@ func ctxError(ctxErr, last error) error {
 
 func isDisterError(err error) bool {
 	for _, s := range []error{errs.NotFound, errs.Conflict, errs.Compacted, errs.NoQuorum,
-		errs.GroupNotFound, errs.LeaseNotFound, errs.TooLarge, errs.Invalid, errs.Closed} {
+		errs.GroupNotFound, errs.LeaseNotFound, errs.TooLarge, errs.Invalid, errs.Closed, errs.UnknownOutcome} {
 		if errors.Is(err, s) {
 			return true
 		}

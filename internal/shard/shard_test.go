@@ -91,7 +91,7 @@ func TestSingleReplicaHost(t *testing.T) {
 	if err != nil || !tr.Succeeded {
 		t.Fatalf("result %+v %v", tr, err)
 	}
-	if err := h.WaitApplied(ctx, 7, uint64(tr.Revision)); err != nil {
+	if err := h.WaitRevision(ctx, 7, tr.Revision); err != nil {
 		t.Fatal(err)
 	}
 	for _, read := range []func(context.Context, uint64, any) (any, error){h.Read, h.StaleRead} {

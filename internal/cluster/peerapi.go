@@ -1,0 +1,364 @@
+package cluster
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/fsm"
+	"github.com/dister/dister/internal/peer"
+	"github.com/dister/dister/internal/svc"
+)
+
+// The node RPC that client-role nodes (and other servers) call on PeerAddr:
+// writes with the caller's own dedup ids, reads at a consistency, watch
+// streams, and the ops of peer.Call.
+
+// Propose commits a client's command as the client encoded it: its dedup
+// id (session, seq, mark, time) is the client's, so a retry through any
+// server is applied once. Only what a client may propose is accepted:
+// transactions on client keys, lease grants, and revokes (a lessor's
+// expiries, checkpoints and epochs are the servers' own).
+func (h *peerHandler) Propose(ctx context.Context, req *peer.ProposeRequest) (*peer.ProposeResponse, error) {
+	e := (*Engine)(h)
+	if e.closed.Load() {
+		return nil, errs.Closed
+	}
+	cmd, err := fsm.DecodeCommand(req.Cmd)
+	if err != nil {
+		return nil, err
+	}
+	if cmd.Session == 0 {
+		return nil, fmt.Errorf("a command from a client needs a dedup id: %w", errs.Invalid)
+	}
+	switch cmd.Kind {
+	case fsm.KindTxn:
+		if err := fsm.RejectReserved(cmd.Txn); err != nil {
+			return nil, err
+		}
+	case fsm.KindLeaseGrant:
+	case fsm.KindLeaseRevoke:
+		if cmd.Revoke.Expired {
+			return nil, fmt.Errorf("only a group leader expires leases: %w", errs.Invalid)
+		}
+	default:
+		return nil, fmt.Errorf("command kind %d is not a client's: %w", cmd.Kind, errs.Invalid)
+	}
+	sid, err := e.resolve(ctx, req.Group)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	res, err := e.host.Propose(ctx, sid, req.Cmd)
+	group := req.Group
+	if group == "" {
+		group = DefaultGroup
+	}
+	e.metrics.proposal(group, start, err, err == nil)
+	if err != nil {
+		return nil, err
+	}
+	return &peer.ProposeResponse{Data: res.Data}, nil
+}
+
+// Read answers a client's read at the consistency it asked for.
+func (h *peerHandler) Read(ctx context.Context, req *peer.ReadRequest) (*peer.ReadResponse, error) {
+	e := (*Engine)(h)
+	o := ReadOpts{Consistency: Consistency(req.Consistency), MinRevision: req.MinRevision}
+	switch req.Query {
+	case peer.QueryGet:
+		if err := fsm.ValidateUserKey(req.Key, false); err != nil {
+			return nil, err
+		}
+		r, err := e.Get(ctx, req.Group, req.Key, o)
+		if err != nil {
+			return nil, err
+		}
+		resp := &peer.ReadResponse{Revision: r.Revision, Found: r.Found}
+		if r.Found {
+			resp.KVs = []fsm.KV{r.KV}
+		}
+		return resp, nil
+	case peer.QueryList:
+		if err := fsm.ValidateUserKey(req.Key, true); err != nil {
+			return nil, err
+		}
+		r, err := e.List(ctx, req.Group, fsm.ListQuery{Prefix: req.Key, After: req.After, Limit: req.Limit}, o)
+		if err != nil {
+			return nil, err
+		}
+		resp := &peer.ReadResponse{Revision: r.Revision, KVs: r.KVs, More: r.More}
+		// Cut an answer too large for one message: the client pages on.
+		size := 0
+		for i := range resp.KVs {
+			if size += len(resp.KVs[i].Key) + len(resp.KVs[i].Value) + 32; size > peer.MaxAnswer && i > 0 {
+				resp.KVs, resp.More = resp.KVs[:i], true
+				break
+			}
+		}
+		return resp, nil
+	case peer.QueryRevision:
+		rev, err := e.Revision(ctx, req.Group, o)
+		if err != nil {
+			return nil, err
+		}
+		return &peer.ReadResponse{Revision: rev}, nil
+	case peer.QueryLease:
+		d, err := e.Lease(ctx, req.Group, req.Lease)
+		if err != nil {
+			return nil, err
+		}
+		return &peer.ReadResponse{TTLMs: d.TTL.Milliseconds(), Keys: d.Keys}, nil
+	}
+	return nil, fmt.Errorf("unknown query %d: %w", req.Query, errs.Invalid)
+}
+
+// watchFrames is how many frames a client's watch may have queued on this
+// server before the engine's own overflow rule applies.
+const watchFrames = 64
+
+// Watch streams a group's changes to a client node, through a queue
+// between the engine's hub (which never blocks) and the stream (which
+// blocks on the client's flow control).
+func (h *peerHandler) Watch(ctx context.Context, req *peer.WatchRequest, send func(*peer.WatchFrame) error) error {
+	e := (*Engine)(h)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	frames := make(chan *peer.WatchFrame, watchFrames)
+	ended := make(chan error, 1)
+	frame := func(b WatchBatch) *peer.WatchFrame {
+		evs := b.Events
+		if !req.PrevKV && len(evs) > 0 {
+			evs = make([]fsm.Event, len(b.Events))
+			copy(evs, b.Events)
+			for i := range evs {
+				evs[i].Prev = nil
+			}
+		}
+		return &peer.WatchFrame{Revision: b.Revision, Events: evs}
+	}
+	err := e.Watch(ctx, WatchRequest{
+		Group: req.Group, Prefix: req.Prefix, From: req.From,
+		Send: func(b WatchBatch, stop <-chan struct{}) bool {
+			select {
+			case frames <- frame(b):
+				return true
+			case <-stop:
+				return false
+			case <-ctx.Done():
+				return false
+			}
+		},
+		TryPush: func(b WatchBatch) bool {
+			select {
+			case frames <- frame(b):
+				return true
+			default:
+				return false
+			}
+		},
+		End: func(err error, compact int64) {
+			if compact > 0 {
+				err = &fsm.CompactedError{From: req.From, CompactRevision: compact}
+			}
+			ended <- err
+		},
+	})
+	if err != nil {
+		return err
+	}
+	for {
+		select {
+		case f := <-frames:
+			if err := send(f); err != nil {
+				return nil // the client is gone
+			}
+		case err := <-ended:
+			// What was queued before the end goes first.
+			for {
+				select {
+				case f := <-frames:
+					if send(f) != nil {
+						return nil
+					}
+					continue
+				default:
+				}
+				break
+			}
+			return err
+		}
+	}
+}
+
+// Call runs one of the JSON ops of peer.Call.
+func (h *peerHandler) Call(ctx context.Context, op string, body []byte) (any, error) {
+	e := (*Engine)(h)
+	decode := func(v any) error {
+		if err := json.Unmarshal(body, v); err != nil {
+			return fmt.Errorf("%s request: %v: %w", op, err, errs.Invalid)
+		}
+		return nil
+	}
+	switch op {
+	case peer.OpJoin, peer.OpAddServer:
+		var req peer.JoinRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		return h.Join(ctx, req)
+	case peer.OpStatus:
+		return h.Status(ctx)
+	case peer.OpKeepAlive:
+		var req peer.KeepAliveRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		if req.Group == "" {
+			return h.KeepAlive(ctx, req)
+		}
+		ttl, err := e.KeepAlive(ctx, req.Group, req.Lease)
+		return peer.KeepAliveResponse{TTLMillis: ttl.Milliseconds()}, err
+	case peer.OpTopology:
+		return e.topology(), nil
+	case peer.OpProgress:
+		var req peer.GroupRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		return nil, e.RequestProgress(ctx, req.Group)
+	case peer.OpGroupRevision:
+		var req peer.GroupRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		rev, err := e.Revision(ctx, req.Group, ReadOpts{Consistency: Linearizable})
+		return peer.RevisionResponse{Revision: rev}, err
+	case peer.OpGroups:
+		return e.Groups(ctx)
+	case peer.OpCreateGroup, peer.OpDeleteGroup:
+		var req peer.GroupRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		if op == peer.OpCreateGroup {
+			return nil, e.CreateGroup(ctx, req.Group)
+		}
+		return nil, e.DeleteGroup(ctx, req.Group)
+	case peer.OpMembers:
+		ms, err := e.Members(ctx)
+		out := make([]peer.ServerInfo, len(ms))
+		for i, m := range ms {
+			out[i] = peer.ServerInfo{ID: m.ID, RaftAddr: m.Peer.RaftAddr, PeerAddr: m.Peer.PeerAddr,
+				Voter: m.Voter, Leader: m.Leader, Alive: m.Alive}
+		}
+		return out, err
+	case peer.OpRemoveServer:
+		var req peer.ServerRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		return nil, e.RemoveServer(ctx, req.ID)
+	case peer.OpSettings:
+		s, err := e.Settings(ctx)
+		return peer.Settings{ScriptChecks: s.ScriptChecks}, err
+	case peer.OpSetSettings:
+		var req peer.Settings
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		return nil, e.SetSettings(ctx, Settings{ScriptChecks: req.ScriptChecks})
+	case peer.OpLeaseGet:
+		var req peer.KeepAliveRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		d, err := e.Lease(ctx, req.Group, req.Lease)
+		return peer.LeaseDetail{TTL: d.TTL, Keys: d.Keys}, err
+	case peer.OpRegister, peer.OpDeregister, peer.OpHeartbeat, peer.OpInstances, peer.OpReplace:
+		return h.serviceCall(ctx, op, decode)
+	}
+	return nil, fmt.Errorf("unknown op %q: %w", op, errs.Invalid)
+}
+
+// serviceCall runs the service ops of peer.Call.
+func (h *peerHandler) serviceCall(ctx context.Context, op string, decode func(any) error) (any, error) {
+	e := (*Engine)(h)
+	switch op {
+	case peer.OpRegister:
+		var req peer.RegisterRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		r, err := svc.Decode(req.Record)
+		if err != nil {
+			return nil, fmt.Errorf("instance record: %w", err)
+		}
+		// The caller keeps a ttl instance's lease alive itself.
+		if err := e.Register(ctx, req.Group, r, false); err != nil {
+			return nil, err
+		}
+		b, err := r.Encode()
+		return peer.RegisterResponse{Record: b}, err
+	case peer.OpDeregister, peer.OpHeartbeat:
+		var req peer.InstanceRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		if op == peer.OpHeartbeat {
+			return nil, e.Heartbeat(ctx, req.Group, req.Service, req.ID)
+		}
+		found, err := e.Deregister(ctx, req.Group, req.Service, req.ID)
+		return peer.DeregisterResponse{Found: found}, err
+	case peer.OpInstances:
+		var req peer.InstancesRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		sts, rev, err := e.Instances(ctx, req.Group, req.Service,
+			ReadOpts{Consistency: Consistency(req.Consistency), MinRevision: req.MinRevision})
+		if err != nil {
+			return nil, err
+		}
+		resp := peer.InstancesResponse{Revision: rev}
+		for _, st := range sts {
+			b, err := st.Record.Encode()
+			if err != nil {
+				return nil, err
+			}
+			resp.Records = append(resp.Records, b)
+			resp.ModRevisions = append(resp.ModRevisions, st.ModRevision)
+		}
+		return resp, nil
+	default: // peer.OpReplace
+		var req peer.ReplaceRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		recs := make([]*svc.Record, len(req.Records))
+		for i, b := range req.Records {
+			r, err := svc.Decode(b)
+			if err != nil {
+				return nil, fmt.Errorf("instance record %d: %w", i, err)
+			}
+			recs[i] = r
+		}
+		return nil, e.ReplaceServices(ctx, req.Group, req.Services, recs)
+	}
+}
+
+// topology is this server's view of the cluster, for client nodes.
+func (e *Engine) topology() peer.Topology {
+	t := peer.Topology{NodeID: e.cfg.NodeID}
+	e.mu.Lock()
+	for id, p := range e.servers {
+		t.Servers = append(t.Servers, peer.ServerInfo{ID: id, RaftAddr: p.RaftAddr, PeerAddr: p.PeerAddr})
+	}
+	e.mu.Unlock()
+	for _, g := range e.GroupStates() {
+		t.Groups = append(t.Groups, peer.GroupState{Name: g.Name, Leader: g.Leader, Revision: g.Revision})
+	}
+	return t
+}

@@ -1,0 +1,147 @@
+package peer
+
+import "time"
+
+// The ops of Call: JSON requests and answers for everything that is not on
+// the hot path (membership, groups, settings, services, discovery).
+const (
+	OpJoin          = "join"           // JoinRequest -> JoinResponse
+	OpStatus        = "status"         // nothing -> Status
+	OpKeepAlive     = "keepalive"      // KeepAliveRequest -> KeepAliveResponse
+	OpTopology      = "topology"       // nothing -> Topology
+	OpProgress      = "progress"       // GroupRequest -> nothing
+	OpGroups        = "groups"         // nothing -> []string
+	OpCreateGroup   = "group.create"   // GroupRequest -> nothing
+	OpDeleteGroup   = "group.delete"   // GroupRequest -> nothing
+	OpMembers       = "members"        // nothing -> []Member
+	OpAddServer     = "server.add"     // JoinRequest -> JoinResponse
+	OpRemoveServer  = "server.remove"  // ServerRequest -> nothing
+	OpSettings      = "settings"       // nothing -> Settings
+	OpSetSettings   = "settings.set"   // Settings -> nothing
+	OpRegister      = "svc.register"   // RegisterRequest -> RegisterResponse
+	OpDeregister    = "svc.deregister" // InstanceRequest -> DeregisterResponse
+	OpHeartbeat     = "svc.heartbeat"  // InstanceRequest -> nothing
+	OpInstances     = "svc.instances"  // InstancesRequest -> InstancesResponse
+	OpReplace       = "svc.replace"    // ReplaceRequest -> nothing
+	OpLeaseGet      = "lease.get"      // KeepAliveRequest -> LeaseDetail (linearizable)
+	OpGroupRevision = "group.revision" // GroupRequest -> RevisionResponse (ReadIndex on the leader)
+)
+
+// JoinRequest asks a running server to add the sender to the cluster.
+type JoinRequest struct {
+	NodeID   uint64 `json:"node_id"` // 0 = assign the next free id
+	RaftAddr string `json:"raft_addr"`
+	PeerAddr string `json:"peer_addr"`
+}
+
+// JoinResponse carries the id the sender was added with.
+type JoinResponse struct {
+	NodeID uint64 `json:"node_id"`
+}
+
+// Status is what a server reports about itself.
+type Status struct {
+	NodeID  uint64            `json:"node_id"`
+	Applied map[uint64]uint64 `json:"applied"` // shard id -> last applied index
+	// Left: the server has learned that it was removed from the cluster and
+	// stopped its group replicas; the system shard may drop it now.
+	Left bool `json:"left,omitempty"`
+}
+
+// GroupRequest names a group.
+type GroupRequest struct {
+	Group string `json:"group"`
+}
+
+// ServerRequest names a server.
+type ServerRequest struct {
+	ID uint64 `json:"id"`
+}
+
+// RevisionResponse carries a group revision.
+type RevisionResponse struct {
+	Revision int64 `json:"revision"`
+}
+
+// Topology is what a server knows of the cluster: every server and, per
+// group, the leader it knows of; what a client node routes by.
+type Topology struct {
+	NodeID  uint64       `json:"node_id"`
+	Servers []ServerInfo `json:"servers"`
+	Groups  []GroupState `json:"groups"`
+}
+
+// ServerInfo is one server of a Topology or a member list.
+type ServerInfo struct {
+	ID       uint64 `json:"id"`
+	RaftAddr string `json:"raft_addr"`
+	PeerAddr string `json:"peer_addr"`
+	Voter    bool   `json:"voter,omitempty"`
+	Leader   bool   `json:"leader,omitempty"` // leads group "default" (members)
+	Alive    bool   `json:"alive,omitempty"`  // members
+}
+
+// GroupState is one group as a server sees it.
+type GroupState struct {
+	Name     string `json:"name"`
+	Leader   uint64 `json:"leader"`
+	Revision int64  `json:"revision"`
+}
+
+// Settings are the cluster settings.
+type Settings struct {
+	ScriptChecks bool `json:"script_checks"`
+}
+
+// LeaseDetail describes a lease.
+type LeaseDetail struct {
+	TTL  time.Duration `json:"ttl"`
+	Keys []string      `json:"keys"`
+}
+
+// RegisterRequest registers an instance (Record is the service layer's
+// JSON record); the lease of a ttl instance is the caller's to renew.
+type RegisterRequest struct {
+	Group  string `json:"group"`
+	Record []byte `json:"record"`
+}
+
+// RegisterResponse returns the record as stored (with its lease).
+type RegisterResponse struct {
+	Record []byte `json:"record"`
+}
+
+// InstanceRequest names one instance.
+type InstanceRequest struct {
+	Group   string `json:"group"`
+	Service string `json:"service"`
+	ID      string `json:"id"`
+}
+
+// DeregisterResponse tells whether there was an instance.
+type DeregisterResponse struct {
+	Found bool `json:"found"`
+}
+
+// InstancesRequest reads the instances of a service ("" = all).
+type InstancesRequest struct {
+	Group       string      `json:"group"`
+	Service     string      `json:"service"`
+	Consistency Consistency `json:"consistency"`
+	MinRevision int64       `json:"min_revision"`
+}
+
+// InstancesResponse carries records (the service layer's JSON) with their
+// mod revisions, and the revision they were read at.
+type InstancesResponse struct {
+	Records      [][]byte `json:"records"`
+	ModRevisions []int64  `json:"mod_revisions"`
+	Revision     int64    `json:"revision"`
+}
+
+// ReplaceRequest replaces every instance of the named services.
+type ReplaceRequest struct {
+	Group    string   `json:"group"`
+	Services []string `json:"services"`
+	Records  [][]byte `json:"records"`
+}
