@@ -239,7 +239,12 @@ func (n *Node) AddServer(ctx context.Context, id uint64, p Peer) (uint64, error)
 }
 
 // RemoveServer removes a server from every group for good; its id is never
-// reused. ErrNotFound if no such server; ErrInvalid for the last voter.
+// reused. The server leaves every group's Raft configuration first and
+// stops its replicas only after that committed; the steps are recorded in
+// the catalog, so if the call ends early (ctx, Close, a leader change) the
+// cluster finishes the removal. ErrNotFound if no such server; ErrInvalid
+// for the last voter, or when some group would be left without a live
+// majority (nothing is changed then).
 func (n *Node) RemoveServer(ctx context.Context, id uint64) error {
 	ctx, cancel := n.bound(ctx)
 	defer cancel()

@@ -32,6 +32,31 @@ func SetViewIdle(b *Balancer, d time.Duration) { b.idle = d }
 // ViewCount is how many services a Balancer keeps a view of.
 func ViewCount(b *Balancer) int64 { return b.count.Load() }
 
+// SystemLeader is the system shard's leader as n knows it (0 = none).
+func SystemLeader(n *Node) uint64 { return server(n).SystemLeader() }
+
+// ShardOf is the shard id of a group as n knows it (0 = unknown); "_system"
+// names the system shard.
+func ShardOf(n *Node, group string) uint64 { return server(n).ShardOf(group) }
+
+// ShardMembers reads a shard's Raft configuration through n.
+func ShardMembers(ctx context.Context, n *Node, shardID uint64) (voters, nonVoters []uint64, err error) {
+	return server(n).ShardMembers(ctx, shardID)
+}
+
+// LocalShards lists the shards n has data of on disk.
+func LocalShards(n *Node) []uint64 { return server(n).LocalShards() }
+
+// SetCloseHook makes every state machine n starts from now on run h (its
+// shard id) as its Close begins.
+func SetCloseHook(n *Node, h func(shardID uint64)) { server(n).SetCloseHook(h) }
+
+// SetStepHook runs h when a membership step is about to start on n; an
+// error from h fails the step.
+func SetStepHook(n *Node, h func(ctx context.Context, step string, id uint64) error) {
+	server(n).SetStepHook(h)
+}
+
 // SetHubHook makes every watch hub of n run h (shard id of its group)
 // before it reads what the local replica applied; nil removes it. A test
 // blocks in h to make a hub fall behind.

@@ -3,7 +3,12 @@ package dister_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -256,5 +261,139 @@ func waitFor(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met in 20s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRestartAfterMissedGroupDelete: a server that was down while a group
+// was deleted starts from the committed catalog, not from its stale local
+// copy: it never runs the deleted group again (no zombie answers, no shard
+// without a leader holding up WaitReady) and removes the group's data.
+func TestRestartAfterMissedGroupDelete(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	n1 := c.Node(1)
+	if err := n1.CreateGroup(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.Group("g").KV().Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		e, err := c.Node(3).Group("g").KV().Get(ctx, "k", dister.Stale())
+		return err == nil && string(e.Value) == "v"
+	})
+	sid := dister.ShardOf(c.Node(3), "g")
+	state := filepath.Join(c.Options(3).DataDir, "state", fmt.Sprintf("shard-%d", sid))
+	if _, err := os.Stat(state); err != nil || !slices.Contains(dister.LocalShards(c.Node(3)), sid) {
+		t.Fatalf("server 3 should hold g's shard %d: %v %v", sid, err, dister.LocalShards(c.Node(3)))
+	}
+	c.Stop(3)
+	if err := n1.DeleteGroup(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	n3 := c.Restart(3)
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := n3.WaitReady(rctx); err != nil {
+		t.Fatalf("restarted server not ready: %v", err)
+	}
+	if _, err := n3.Group("g").KV().Get(ctx, "k", dister.Stale()); !errors.Is(err, dister.ErrGroupNotFound) {
+		t.Fatalf("deleted group on the restarted server once ready: %v", err)
+	}
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("state of the deleted group is left: %v", err)
+	}
+	if slices.Contains(dister.LocalShards(n3), sid) {
+		t.Fatalf("Raft data of the deleted group's shard %d is left: %v", sid, dister.LocalShards(n3))
+	}
+}
+
+// TestLeftoverShardDataRemovedAtStart: a crash between applying a group's
+// deletion and removing its data leaves a shard no catalog entry names;
+// the next start removes it, and keeps the data of the groups that exist.
+func TestLeftoverShardDataRemovedAtStart(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	if err := c.Node(1).CreateGroup(ctx, "keep"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Node(1).Group("keep").KV().Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	c.Stop(1)
+	leftover := filepath.Join(c.Options(1).DataDir, "state", "shard-77")
+	if err := os.MkdirAll(leftover, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(leftover, "CURRENT"), []byte("1"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	n := c.Restart(1)
+	if err := n.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(leftover); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("leftover state of an unknown shard: %v", err)
+	}
+	if slices.Contains(dister.LocalShards(n), 77) {
+		t.Fatalf("unknown shard 77 still listed: %v", dister.LocalShards(n))
+	}
+	if e, err := n.Group("keep").KV().Get(ctx, "k", dister.Linearizable()); err != nil || string(e.Value) != "v" {
+		t.Fatalf("existing group after the start-up cleanup: %+v %v", e, err)
+	}
+}
+
+// TestDeleteGroupRemovesDataOnceClosed: dragonboat closes a stopped
+// replica's state machine on a worker of its own, after the replica counts
+// as stopped; a deleted group's state must stay until that Close returned
+// (removing it under an open pebble crashed the process in a stress run).
+func TestDeleteGroupRemovesDataOnceClosed(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	n := c.Node(1)
+	entered, release := make(chan struct{}), make(chan struct{})
+	var enter, free sync.Once
+	t.Cleanup(func() { free.Do(func() { close(release) }) }) // before the cluster closes
+	var sid atomic.Uint64
+	dister.SetCloseHook(n, func(shardID uint64) {
+		if shardID == sid.Load() {
+			enter.Do(func() { close(entered) })
+			<-release
+		}
+	})
+	if err := n.CreateGroup(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	for k := range 100 {
+		if _, err := n.Group("g").KV().Put(ctx, fmt.Sprint(k), make([]byte, 512)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sid.Store(dister.ShardOf(n, "g"))
+	state := filepath.Join(c.Options(1).DataDir, "state", fmt.Sprintf("shard-%d", sid.Load()))
+	errc := make(chan error, 1)
+	go func() { errc <- n.DeleteGroup(ctx, "g") }()
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		t.Fatal("the group's state machine was never closed")
+	}
+	// While its Close is held, the state must stay and DeleteGroup wait.
+	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(state); err != nil {
+			t.Fatalf("state removed under an open state machine: %v", err)
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("DeleteGroup returned (%v) before the state machine closed", err)
+		default:
+		}
+	}
+	free.Do(func() { close(release) })
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(state); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("state of the deleted group: %v", err)
 	}
 }

@@ -1,11 +1,18 @@
 package dister_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/dister/dister"
+	"github.com/dister/dister/internal/peer"
 	"github.com/dister/dister/internal/testcluster"
 )
 
@@ -86,5 +93,302 @@ func TestRemoveServer(t *testing.T) {
 	}
 	if id, err := c.Node(1).AddServer(ctx, 0, p); err != nil || id != 5 {
 		t.Fatalf("next free id after a removal: %d %v", id, err)
+	}
+}
+
+// putEverywhere writes key in group "default" and in each named group
+// through n, each write within 10s.
+func putEverywhere(t *testing.T, n *dister.Node, key string, groups ...string) {
+	t.Helper()
+	for _, g := range append([]string{"default"}, groups...) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := n.Group(g).KV().Put(ctx, key, []byte("x"))
+		cancel()
+		if err != nil {
+			t.Fatalf("write %q in group %q through server %d: %v", key, g, n.ID(), err)
+		}
+	}
+}
+
+// waitRunsGroup waits until n has started group g.
+func waitRunsGroup(t *testing.T, n *dister.Node, g string) {
+	t.Helper()
+	ctx := ctxT(t)
+	waitFor(t, func() bool {
+		_, err := n.Group(g).KV().Get(ctx, "no-such-key", dister.Stale())
+		return errors.Is(err, dister.ErrNotFound)
+	})
+}
+
+// wantConfig checks that every shard's Raft configuration, read through n,
+// has exactly the voters want and no non-voters.
+func wantConfig(t *testing.T, n *dister.Node, want []uint64, groups ...string) {
+	t.Helper()
+	ctx := ctxT(t)
+	for _, g := range append([]string{"_system", "default"}, groups...) {
+		v, nv, err := dister.ShardMembers(ctx, n, dister.ShardOf(n, g))
+		if err != nil || !slices.Equal(v, want) || len(nv) != 0 {
+			t.Fatalf("group %q: voters %v non-voters %v (%v), want voters %v", g, v, nv, err, want)
+		}
+	}
+}
+
+// TestRemoveLiveServerOfTwo: with two servers, removing one that runs must
+// not leave the other without quorum: the leaving server stays in every
+// shard's configuration until its removal committed there, and stops its
+// replicas only then.
+func TestRemoveLiveServerOfTwo(t *testing.T) {
+	for _, via := range []uint64{1, 2} {
+		t.Run(fmt.Sprintf("through server %d", via), func(t *testing.T) {
+			c := testcluster.New(t, 2)
+			ctx := ctxT(t)
+			n1, n2 := c.Node(1), c.Node(2)
+			if err := n1.CreateGroup(ctx, "g"); err != nil {
+				t.Fatal(err)
+			}
+			waitRunsGroup(t, n2, "g")
+			putEverywhere(t, n1, "before", "g")
+			rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			defer cancel()
+			if err := c.Node(via).RemoveServer(rctx, 2); err != nil {
+				t.Fatalf("remove a live server of two: %v", err)
+			}
+			// Server 2 still runs; server 1 alone is the cluster now.
+			putEverywhere(t, n1, "while-running", "g")
+			wantConfig(t, n1, []uint64{1}, "g")
+			if ms, err := n1.Members(ctx); err != nil || len(ms) != 1 || ms[0].ID != 1 {
+				t.Fatalf("members after the removal: %+v %v", ms, err)
+			}
+			// The removed server learned it and stopped its replicas.
+			waitFor(t, func() bool { return len(n2.Status().Groups) == 0 })
+			if err := n1.RemoveServer(ctx, 2); !errors.Is(err, dister.ErrNotFound) {
+				t.Fatalf("remove twice: %v", err)
+			}
+			c.Stop(2)
+			putEverywhere(t, n1, "after-close", "g")
+		})
+	}
+}
+
+// TestRemoveServerNeedsLiveMajority: with one of three servers down,
+// removing a live one would leave every group with one live voter of two;
+// it is refused before anything changes. Removing the down one works.
+func TestRemoveServerNeedsLiveMajority(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	n1, n2 := c.Node(1), c.Node(2)
+	if err := n1.CreateGroup(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	waitRunsGroup(t, c.Node(3), "g")
+	c.Stop(3)
+	rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	err := n1.RemoveServer(rctx, 2)
+	if !errors.Is(err, dister.ErrInvalid) || !strings.Contains(err.Error(), `"default"`) {
+		t.Fatalf("removing a live server with another one down: %v", err)
+	}
+	putEverywhere(t, n1, "after-refusal", "g")
+	putEverywhere(t, n2, "after-refusal", "g")
+	wantConfig(t, n1, []uint64{1, 2, 3}, "g")
+	if ms, err := n1.Members(ctx); err != nil || len(ms) != 3 {
+		t.Fatalf("members after a refused removal: %+v %v", ms, err)
+	}
+	if err := n2.RemoveServer(rctx, 3); err != nil {
+		t.Fatalf("remove the down server: %v", err)
+	}
+	putEverywhere(t, n1, "after-removal", "g")
+	putEverywhere(t, n2, "after-removal", "g")
+	wantConfig(t, n1, []uint64{1, 2}, "g")
+	if ms, err := n2.Members(ctx); err != nil || len(ms) != 2 {
+		t.Fatalf("members after the removal: %+v %v", ms, err)
+	}
+	if err := n1.RemoveServer(ctx, 3); !errors.Is(err, dister.ErrNotFound) {
+		t.Fatalf("remove twice: %v", err)
+	}
+}
+
+// TestRemoveServerResumesUnderNewLeader stops the system shard's leader
+// while it removes a server: the removal is recorded, so the next leader
+// finishes it, and no group is left without quorum.
+func TestRemoveServerResumesUnderNewLeader(t *testing.T) {
+	c := testcluster.New(t, 4)
+	ctx := ctxT(t)
+	groups := []string{"g1", "g2"}
+	for _, g := range groups {
+		if err := c.Node(1).CreateGroup(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range c.IDs() {
+			waitRunsGroup(t, c.Node(id), g)
+		}
+	}
+	var leader uint64
+	waitFor(t, func() bool {
+		leader = dister.SystemLeader(c.Node(1))
+		return leader != 0 && c.Node(leader) != nil
+	})
+	var victim, survivor uint64
+	for _, id := range []uint64{1, 2, 3, 4} {
+		switch {
+		case id == leader:
+		case victim == 0:
+			victim = id
+		case survivor == 0:
+			survivor = id
+		}
+	}
+	ln := c.Node(leader)
+	started := make(chan struct{})
+	var once sync.Once
+	dister.SetStepHook(ln, func(ctx context.Context, step string, id uint64) error {
+		if step != "leaving" || id != victim {
+			return nil
+		}
+		once.Do(func() { close(started) })
+		<-ctx.Done() // hold the removal here until the leader is gone
+		return ctx.Err()
+	})
+	errc := make(chan error, 1)
+	go func() { errc <- ln.RemoveServer(ctx, victim) }()
+	select {
+	case <-started:
+	case err := <-errc:
+		t.Fatalf("RemoveServer returned before its first step: %v", err)
+	case <-ctx.Done():
+		t.Fatal("the removal never started its first step")
+	}
+	c.Stop(leader)
+	t.Logf("RemoveServer on the stopped leader: %v", <-errc)
+
+	sn := c.Node(survivor)
+	waitFor(t, func() bool {
+		ms, err := sn.Members(ctx)
+		if err != nil || len(ms) != 3 {
+			return false
+		}
+		for _, g := range append([]string{"_system", "default"}, groups...) {
+			v, nv, err := dister.ShardMembers(ctx, sn, dister.ShardOf(sn, g))
+			if err != nil || slices.Contains(v, victim) || slices.Contains(nv, victim) {
+				return false
+			}
+		}
+		return true
+	})
+	putEverywhere(t, sn, "after-removal", groups...)
+	waitFor(t, func() bool { return len(c.Node(victim).Status().Groups) == 0 })
+	if err := sn.RemoveServer(ctx, victim); !errors.Is(err, dister.ErrNotFound) {
+		t.Fatalf("remove twice: %v", err)
+	}
+	// The stopped leader comes back into a cluster of three.
+	if err := c.Restart(leader).WaitReady(ctx); err != nil {
+		t.Fatalf("server %d after its restart: %v", leader, err)
+	}
+	putEverywhere(t, c.Node(leader), "leader-back", groups...)
+}
+
+// fakeServer answers the peer RPC for a server that never starts any
+// shard but reports the system shard far ahead of everyone.
+type fakeServer struct {
+	id    atomic.Uint64
+	calls atomic.Int64
+}
+
+func (f *fakeServer) Propose(context.Context, *peer.ProposeRequest) (*peer.ProposeResponse, error) {
+	return nil, dister.ErrInvalid
+}
+
+func (f *fakeServer) Read(context.Context, *peer.ReadRequest) (*peer.ReadResponse, error) {
+	return nil, dister.ErrInvalid
+}
+
+func (f *fakeServer) Watch(context.Context, *peer.WatchRequest, func(*peer.WatchFrame) error) error {
+	return dister.ErrInvalid
+}
+
+func (f *fakeServer) Call(_ context.Context, op string, _ []byte) (any, error) {
+	if op != peer.OpStatus {
+		return nil, dister.ErrInvalid
+	}
+	f.calls.Add(1)
+	return peer.Status{NodeID: f.id.Load(), Applied: map[uint64]uint64{1: 1 << 40}}, nil
+}
+
+// TestPromotionNeedsTheShard: a non-voter is promoted in a shard only once
+// it reports that shard at all. A young shard (applied index below the
+// promotion lag) once counted a server that had not started it as caught up.
+func TestPromotionNeedsTheShard(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	n1 := c.Node(1)
+	if err := n1.CreateGroup(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	fake := &fakeServer{}
+	srv, err := peer.Listen(testcluster.FreeAddr(t), fake, testcluster.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	id, err := n1.AddServer(ctx, 0, dister.Peer{RaftAddr: testcluster.FreeAddr(t), PeerAddr: srv.Addr()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.id.Store(id)
+	isVoter := func(shardID uint64) bool {
+		v, _, err := dister.ShardMembers(ctx, n1, shardID)
+		return err == nil && slices.Contains(v, id)
+	}
+	// Promoted where it reports being ahead...
+	waitFor(t, func() bool { return isVoter(dister.ShardOf(n1, "_system")) })
+	// ...and, one full reconcile pass later (two more status calls at least),
+	// nowhere else.
+	shards := []uint64{dister.ShardOf(n1, "default"), dister.ShardOf(n1, "g")}
+	calls := fake.calls.Load()
+	waitFor(t, func() bool {
+		return isVoter(shards[0]) || isVoter(shards[1]) || fake.calls.Load() >= calls+3
+	})
+	for _, s := range shards {
+		v, nv, err := dister.ShardMembers(ctx, n1, s)
+		if err != nil || slices.Contains(v, id) || !slices.Contains(nv, id) {
+			t.Fatalf("shard %d: voters %v non-voters %v (%v): server %d does not run it and must stay a non-voter", s, v, nv, err, id)
+		}
+	}
+}
+
+// TestMembershipShardFailureDoesNotBlockOthers: the system shard's leader
+// reconciles every shard's membership; one shard that fails (here the
+// system shard, by an injected error) must not stop the others, so a new
+// server still joins and is promoted in the groups.
+func TestMembershipShardFailureDoesNotBlockOthers(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	if err := c.Node(1).CreateGroup(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	system := dister.ShardOf(c.Node(1), "_system")
+	for _, id := range c.IDs() {
+		dister.SetStepHook(c.Node(id), func(_ context.Context, step string, shardID uint64) error {
+			if step == "membership" && shardID == system {
+				return errors.New("injected failure")
+			}
+			return nil
+		})
+	}
+	n4 := c.Join(0)
+	n1 := c.Node(1)
+	waitFor(t, func() bool {
+		for _, g := range []string{"default", "g"} {
+			v, _, err := dister.ShardMembers(ctx, n1, dister.ShardOf(n1, g))
+			if err != nil || !slices.Contains(v, n4.ID()) {
+				return false
+			}
+		}
+		return true
+	})
+	// The failing shard was left alone: AddServer made the new server a
+	// non-voter there, and nobody promoted it.
+	if v, nv, err := dister.ShardMembers(ctx, n1, system); err != nil || slices.Contains(v, n4.ID()) || !slices.Contains(nv, n4.ID()) {
+		t.Fatalf("system shard: voters %v non-voters %v (%v)", v, nv, err)
 	}
 }

@@ -18,7 +18,8 @@ import (
 const (
 	groupPrefix   = "group/"   // + name -> groupRecord JSON
 	serverPrefix  = "server/"  // + %020d id -> Peer JSON
-	removedPrefix = "removed/" // + %020d id -> "" (ids are never reused)
+	leavingPrefix = "leaving/" // + %020d id -> Peer JSON: a removal under way (see removal.go)
+	removedPrefix = "removed/" // + %020d id -> Peer JSON or "" (ids are never reused)
 	keyNextShard  = "meta/next_shard"
 	keyNextServer = "meta/next_server"
 	keySettings   = "setting/cluster" // -> Settings JSON
@@ -36,12 +37,17 @@ type groupRecord struct {
 type catalog struct {
 	revision int64
 	groups   map[string]groupRecord
-	servers  map[uint64]Peer
-	removed  map[uint64]bool
+	servers  map[uint64]Peer // leaving servers stay here until removed
+	leaving  map[uint64]Peer // removals under way
+	removed  map[uint64]Peer // removed servers with their last addresses (zero if unknown)
 	settings Settings
+	// nextShardRev is the mod revision of the group counter: it changes
+	// with every group created.
+	nextShardRev int64
 }
 
 func serverKey(id uint64) string  { return fmt.Sprintf("%s%020d", serverPrefix, id) }
+func leavingKey(id uint64) string { return fmt.Sprintf("%s%020d", leavingPrefix, id) }
 func removedKey(id uint64) string { return fmt.Sprintf("%s%020d", removedPrefix, id) }
 
 var groupName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
@@ -65,7 +71,8 @@ func (e *Engine) readCatalog(ctx context.Context, c Consistency) (*catalog, erro
 		revision: lr.Revision,
 		groups:   map[string]groupRecord{},
 		servers:  map[uint64]Peer{},
-		removed:  map[uint64]bool{},
+		leaving:  map[uint64]Peer{},
+		removed:  map[uint64]Peer{},
 	}
 	for _, kv := range lr.KVs {
 		switch {
@@ -86,9 +93,18 @@ func (e *Engine) readCatalog(ctx context.Context, c Consistency) (*catalog, erro
 			if err := json.Unmarshal(kv.Value, &cat.settings); err != nil {
 				return nil, fmt.Errorf("catalog entry %q: %w", kv.Key, err)
 			}
+		case strings.HasPrefix(kv.Key, leavingPrefix):
+			id, _ := strconv.ParseUint(strings.TrimPrefix(kv.Key, leavingPrefix), 10, 64)
+			var p Peer
+			_ = json.Unmarshal(kv.Value, &p) // the addresses only help; absent is fine
+			cat.leaving[id] = p
 		case strings.HasPrefix(kv.Key, removedPrefix):
 			id, _ := strconv.ParseUint(strings.TrimPrefix(kv.Key, removedPrefix), 10, 64)
-			cat.removed[id] = true
+			var p Peer
+			_ = json.Unmarshal(kv.Value, &p) // "" in catalogs written before removal steps
+			cat.removed[id] = p
+		case kv.Key == keyNextShard:
+			cat.nextShardRev = kv.ModRevision
 		}
 	}
 	return cat, nil
@@ -181,7 +197,21 @@ func (e *Engine) CreateGroup(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		rec = groupRecord{Shard: next, Members: m.Voters}
+		cat, err := e.readCatalog(ctx, Linearizable)
+		if err != nil {
+			return err
+		}
+		rec = groupRecord{Shard: next, Members: map[uint64]string{}}
+		for id, addr := range m.Voters {
+			// A server on its way out does not bootstrap new groups; a
+			// removal that started after this read sees the group (it
+			// compares the group counter) and takes the server out of it.
+			_, leaving := cat.leaving[id]
+			_, removed := cat.removed[id]
+			if !leaving && !removed {
+				rec.Members[id] = addr
+			}
+		}
 		val, _ := json.Marshal(rec)
 		res, err := e.txn(ctx, SystemShard, &fsm.Txn{
 			Compares: []fsm.Compare{
@@ -223,21 +253,38 @@ func (e *Engine) DeleteGroup(ctx context.Context, name string) error {
 	if err := ValidGroupName(name); err != nil {
 		return fmt.Errorf("%w: %w", errs.GroupNotFound, err)
 	}
-	res, err := e.txn(ctx, SystemShard, &fsm.Txn{
-		Compares: []fsm.Compare{{Key: groupPrefix + name, Target: fsm.TargetCreateRevision, Op: fsm.OpGreater, Int: 0}},
-		Then:     []fsm.Op{{Type: fsm.OpDelete, Key: groupPrefix + name}},
-	})
-	if err != nil {
-		return err
+	var rec groupRecord
+	for {
+		v, err := e.readShard(ctx, SystemShard, fsm.GetQuery{Key: groupPrefix + name}, ReadOpts{Consistency: Linearizable})
+		if err != nil {
+			return err
+		}
+		r := v.(*fsm.GetResult)
+		if !r.Found {
+			return fmt.Errorf("group %q: %w", name, errs.GroupNotFound)
+		}
+		if err := json.Unmarshal(r.KV.Value, &rec); err != nil {
+			return fmt.Errorf("catalog entry for group %q: %w", name, err)
+		}
+		res, err := e.txn(ctx, SystemShard, &fsm.Txn{
+			Compares: []fsm.Compare{{Key: groupPrefix + name, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: r.KV.ModRevision}},
+			Then:     []fsm.Op{{Type: fsm.OpDelete, Key: groupPrefix + name}},
+		})
+		if err != nil {
+			return err
+		}
+		if res.Succeeded {
+			break
+		}
+		// Deleted (or deleted and created again) meanwhile: look again.
 	}
-	if !res.Succeeded {
-		return fmt.Errorf("group %q: %w", name, errs.GroupNotFound)
-	}
+	// The group leaves the local view before its shard stops and its data
+	// goes: wait for both.
 	return e.waitSettled(ctx, func() bool {
 		e.mu.Lock()
 		_, known := e.groups[name]
 		e.mu.Unlock()
-		return !known
+		return !known && !e.host.HasData(rec.Shard)
 	})
 }
 

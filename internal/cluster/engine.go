@@ -80,7 +80,9 @@ type Engine struct {
 	ids     core.ProposerIDs // the second half, and the mark sent with it
 	floors  sync.Map         // shard id -> *atomic.Int64, the session-read floor
 	hook    atomic.Pointer[txnHook]
-	metrics *metrics
+	// stepHook, when set (tests only), runs as a membership step starts.
+	stepHook atomic.Pointer[func(ctx context.Context, step string, id uint64) error]
+	metrics  *metrics
 
 	mu       sync.Mutex
 	groups   map[string]groupRecord // catalog as last applied locally
@@ -90,6 +92,8 @@ type Engine struct {
 	renewals map[renewal]time.Duration
 	settled  chan struct{} // closed and replaced after each reconcile pass
 	removed  bool          // this server was removed from the cluster
+	left     bool          // ...and has stopped its group replicas
+	shardsMu sync.Mutex    // serializes starting group shards with leave
 
 	wake chan struct{}   // buffered(1): asks the reconciler for a pass
 	life context.Context // ends at Close; bounds the engine's own goroutines
@@ -363,8 +367,7 @@ func (e *Engine) WaitReady(ctx context.Context) error {
 	if err := e.host.WaitLeader(ctx, SystemShard); err != nil {
 		return err
 	}
-	// Let the reconciler start the groups the catalog already lists.
-	// Let the reconciler start the groups the catalog already lists and
+	// Let the reconciler start the groups the committed catalog lists and
 	// record this server's addresses (so Members lists it).
 	first := true
 	if err := e.waitSettled(ctx, func() bool {
@@ -378,6 +381,9 @@ func (e *Engine) WaitReady(ctx context.Context) error {
 	}
 	for _, s := range e.host.Shards() {
 		if err := e.host.WaitLeader(ctx, s); err != nil {
+			if ctx.Err() == nil && !e.closed.Load() && (!e.host.Running(s) || e.host.RemovedHere(s)) {
+				continue // stopped meanwhile: a deleted group's shard, or this server left it
+			}
 			return err
 		}
 	}

@@ -53,13 +53,16 @@ func (e *Engine) AddServer(ctx context.Context, id uint64, p Peer) (uint64, erro
 			if id != 0 && id != known {
 				return 0, fmt.Errorf("raft address %s belongs to server %d: %w", p.RaftAddr, known, errs.Conflict)
 			}
+			if _, leaving := cat.leaving[known]; leaving {
+				return 0, fmt.Errorf("server %d (raft address %s) is being removed: %w", known, p.RaftAddr, errs.Conflict)
+			}
 			id = known
 			break
 		}
 		if _, ok := cat.servers[id]; ok && id != 0 {
 			return 0, fmt.Errorf("server id %d is taken: %w", id, errs.Conflict)
 		}
-		if cat.removed[id] {
+		if _, ok := cat.removed[id]; ok {
 			return 0, fmt.Errorf("server id %d was removed and cannot be reused: %w", id, errs.Conflict)
 		}
 		m, err := e.host.Membership(ctx, SystemShard)
@@ -132,59 +135,6 @@ func (c *catalog) byRaftAddr(addr string) (uint64, bool) {
 	return 0, false
 }
 
-// RemoveServer takes a server out of the catalog for good and out of every
-// shard. It refuses to remove the last voter.
-func (e *Engine) RemoveServer(ctx context.Context, id uint64) error {
-	cat, err := e.readCatalog(ctx, Linearizable)
-	if err != nil {
-		return err
-	}
-	m, err := e.host.Membership(ctx, SystemShard)
-	if err != nil {
-		return err
-	}
-	_, voter := m.Voters[id]
-	_, learner := m.NonVoters[id]
-	if _, ok := cat.servers[id]; !ok && !voter && !learner {
-		return fmt.Errorf("server %d: %w", id, errs.NotFound)
-	}
-	if voter && len(m.Voters) == 1 {
-		return fmt.Errorf("server %d is the last voter: %w", id, errs.Invalid)
-	}
-	if _, err := e.txn(ctx, SystemShard, &fsm.Txn{Then: []fsm.Op{
-		{Type: fsm.OpDelete, Key: serverKey(id)},
-		{Type: fsm.OpPut, Key: removedKey(id)},
-	}}); err != nil {
-		return err
-	}
-	// Groups first, the system shard last: the catalog must stay readable
-	// to the reconciler that resumes a removal cut short.
-	shards := []uint64{DefaultShard}
-	for _, g := range cat.groups {
-		shards = append(shards, g.Shard)
-	}
-	shards = append(shards, SystemShard)
-	for _, s := range shards {
-		if err := e.removeFromShard(ctx, s, id); err != nil {
-			return fmt.Errorf("remove server %d from shard %d: %w", id, s, err)
-		}
-	}
-	return nil
-}
-
-func (e *Engine) removeFromShard(ctx context.Context, shardID, id uint64) error {
-	m, err := e.host.Membership(ctx, shardID)
-	if err != nil {
-		return err
-	}
-	_, voter := m.Voters[id]
-	_, learner := m.NonVoters[id]
-	if !voter && !learner {
-		return nil
-	}
-	return e.host.RemoveMember(ctx, shardID, id)
-}
-
 // Members lists the servers of the catalog with liveness: this server is
 // alive, the others are if their peer RPC answers within a short time.
 func (e *Engine) Members(ctx context.Context) ([]Member, error) {
@@ -250,7 +200,7 @@ func (h *peerHandler) KeepAlive(ctx context.Context, req peer.KeepAliveRequest) 
 
 func (h *peerHandler) Status(ctx context.Context) (peer.Status, error) {
 	e := (*Engine)(h)
-	st := peer.Status{NodeID: e.cfg.NodeID, Applied: map[uint64]uint64{}}
+	st := peer.Status{NodeID: e.cfg.NodeID, Applied: map[uint64]uint64{}, Left: e.hasLeft()}
 	for _, s := range e.host.Shards() {
 		st.Applied[s] = e.host.Applied(s)
 	}

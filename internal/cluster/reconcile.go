@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/dister/dister/internal/errs"
@@ -37,26 +38,66 @@ func (e *Engine) reconcileLoop(ctx context.Context) {
 // reconciler is the state one reconcileLoop keeps between passes.
 type reconciler struct {
 	started       map[uint64]string // group shard id -> name, started by this loop
+	synced        bool              // a pass acted on the committed catalog once
 	recorded      bool              // this server's catalog record matches its addresses
 	membersAt     int64             // catalog revision of the last membership pass with nothing left to do
 	membersLeader bool
 }
 
+// firstReadTimeout bounds the committed-catalog read of a pass before the
+// first one succeeded, so that the loop keeps answering Close and kicks.
+const firstReadTimeout = 5 * time.Second
+
 func (r *reconciler) pass(ctx context.Context, e *Engine) {
 	if r.started == nil {
 		r.started = map[uint64]string{}
 	}
-	cat, err := e.readCatalog(ctx, Stale)
+	var cat *catalog
+	var err error
+	if r.synced {
+		cat, err = e.readCatalog(ctx, Stale)
+	} else {
+		// After a start the local replica may still replay or miss what
+		// was committed while this server was down (a group deleted
+		// meanwhile): start from the committed catalog, then follow the
+		// local replica, which applies in order.
+		rctx, cancel := context.WithTimeout(ctx, firstReadTimeout)
+		cat, err = e.readCatalog(rctx, Linearizable)
+		cancel()
+	}
 	if err != nil {
 		if ctx.Err() == nil {
 			e.log.Debug("reconcile: read catalog", "err", err)
 		}
+		if !r.synced {
+			// A server removed while it was down can no longer read the
+			// committed catalog, but may have its removal in its own copy:
+			// a removal is for good, so a stale copy showing it is right.
+			if local, lerr := e.readCatalog(ctx, Stale); lerr == nil {
+				if _, gone := local.removed[e.cfg.NodeID]; gone {
+					e.leave()
+				}
+			}
+		}
 		return
 	}
+	if !r.synced {
+		r.removeLeftovers(e, cat)
+		r.synced = true
+	}
 	self := e.cfg.NodeID
-	if cat.removed[self] {
-		r.leave(e)
+	if _, gone := cat.removed[self]; gone {
+		e.leave()
 		e.settle(cat)
+		if leader, _ := e.host.Leader(SystemShard); leader == self {
+			// Only the system shard's leader finishes removals, and while
+			// this server leads it nobody else takes it out.
+			rctx, cancel := context.WithTimeout(ctx, removalTimeout)
+			if err := e.advanceRemoval(rctx, self); err != nil && ctx.Err() == nil {
+				e.log.Debug("reconcile: leave the system shard", "err", err)
+			}
+			cancel()
+		}
 		return
 	}
 	r.syncGroups(e, cat)
@@ -72,8 +113,20 @@ func (r *reconciler) pass(ctx context.Context, e *Engine) {
 	if r.membersLeader && r.membersAt == cat.revision {
 		return
 	}
-	if r.syncMembers(ctx, e, cat) {
-		r.membersAt, r.membersLeader = cat.revision, true
+	// Membership changes act on the committed catalog, not on what this
+	// replica has applied so far (a new leader may trail its own commit).
+	lctx, cancel := context.WithTimeout(ctx, firstReadTimeout)
+	lcat, err := e.readCatalog(lctx, Linearizable)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			e.log.Debug("reconcile: read catalog", "err", err)
+		}
+		r.membersLeader = false
+		return
+	}
+	if r.syncMembers(ctx, e, lcat) {
+		r.membersAt, r.membersLeader = lcat.revision, true
 	} else {
 		r.membersLeader = false
 	}
@@ -82,6 +135,18 @@ func (r *reconciler) pass(ctx context.Context, e *Engine) {
 // syncGroups starts the shards of new groups and removes those of deleted ones.
 func (r *reconciler) syncGroups(e *Engine, cat *catalog) {
 	self := e.cfg.NodeID
+	// Shards start and stop under shardsMu, so that none starts after
+	// this server left (leave may run on a RemoveServer caller).
+	e.shardsMu.Lock()
+	defer e.shardsMu.Unlock()
+	if e.hasLeft() {
+		return
+	}
+	// Publish the catalog's groups before a deleted group's shard stops:
+	// from now on nothing is routed to it (resolve asks the catalog).
+	e.mu.Lock()
+	e.groups = cat.groups
+	e.mu.Unlock()
 	for name, g := range cat.groups {
 		if e.host.Running(g.Shard) {
 			r.started[g.Shard] = name
@@ -112,6 +177,27 @@ func (r *reconciler) syncGroups(e *Engine, cat *catalog) {
 	}
 }
 
+// removeLeftovers removes, at start, the data of shards that no group of
+// the committed catalog names: groups deleted while this server was down,
+// or deleted just before a crash cut the removal of their data short.
+// Shard ids are never reused, so such data can serve nothing.
+func (r *reconciler) removeLeftovers(e *Engine, cat *catalog) {
+	keep := map[uint64]bool{SystemShard: true, DefaultShard: true}
+	for _, g := range cat.groups {
+		keep[g.Shard] = true
+	}
+	for _, sid := range e.host.LocalShards() {
+		if keep[sid] || e.host.Running(sid) {
+			continue
+		}
+		if err := e.host.RemoveShardData(sid); err != nil {
+			e.log.Warn("reconcile: remove data of a deleted group", "shard", sid, "err", err)
+			continue
+		}
+		e.log.Info("removed data of a shard no group names any more", "shard", sid)
+	}
+}
+
 // recordSelf writes this server's addresses into the catalog when they are
 // missing or stale (first start of an initial member, or a new PeerAddr).
 func (r *reconciler) recordSelf(ctx context.Context, e *Engine, cat *catalog) {
@@ -137,28 +223,51 @@ func (r *reconciler) recordSelf(ctx context.Context, e *Engine, cat *catalog) {
 }
 
 // syncMembers, on the system shard's leader, makes every shard's Raft
-// membership match the catalog: servers join as non-voters, are promoted
-// once caught up, and removed servers leave. It reports whether nothing was
-// left to do.
+// membership match the catalog: removals under way are taken a step
+// further, servers join as non-voters and are promoted once caught up, and
+// removed servers leave. A shard that fails does not stop the others. It
+// reports whether nothing was left to do.
 func (r *reconciler) syncMembers(ctx context.Context, e *Engine, cat *catalog) bool {
+	done := true
+	for _, id := range sortedIDs(cat.leaving) {
+		done = false // the catalog changes when the removal is recorded
+		rctx, cancel := context.WithTimeout(ctx, removalTimeout)
+		err := e.advanceRemoval(rctx, id)
+		cancel()
+		if err != nil && ctx.Err() == nil && !errors.Is(err, errs.Closed) {
+			e.log.Warn("reconcile: remove server", "member", id, "err", err)
+		}
+	}
 	shards := []uint64{SystemShard, DefaultShard}
 	for _, g := range cat.groups {
 		if e.host.Running(g.Shard) {
 			shards = append(shards, g.Shard)
 		}
 	}
-	done := true
 	for _, s := range shards {
-		ok, err := r.syncShard(ctx, e, cat, s)
+		ok, err := false, e.step(ctx, "membership", s)
+		if err == nil {
+			ok, err = r.syncShard(ctx, e, cat, s)
+		}
 		if err != nil {
 			if ctx.Err() == nil && !errors.Is(err, errs.Closed) {
 				e.log.Debug("reconcile: membership", "shard", s, "err", err)
 			}
-			return false
+			done = false
+			continue
 		}
 		done = done && ok
 	}
 	return done
+}
+
+func sortedIDs(m map[uint64]Peer) []uint64 {
+	out := make([]uint64, 0, len(m))
+	for id := range m {
+		out = append(out, id)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }
 
 func (r *reconciler) syncShard(ctx context.Context, e *Engine, cat *catalog, shardID uint64) (bool, error) {
@@ -173,8 +282,10 @@ func (r *reconciler) syncShard(ctx context.Context, e *Engine, cat *catalog, sha
 		_, voter := m.Voters[id]
 		_, learner := m.NonVoters[id]
 		_, gone := m.Removed[id]
+		_, removed := cat.removed[id]
+		_, leaving := cat.leaving[id]
 		switch {
-		case gone || cat.removed[id] || voter:
+		case gone || removed || leaving || voter:
 		case !learner:
 			done = false
 			if err := e.host.AddNonVoter(cctx, shardID, id, p.RaftAddr); err != nil {
@@ -190,20 +301,30 @@ func (r *reconciler) syncShard(ctx context.Context, e *Engine, cat *catalog, sha
 			done = false
 		}
 	}
-	for id := range cat.removed {
-		_, voter := m.Voters[id]
-		_, learner := m.NonVoters[id]
-		if voter || learner {
-			if err := e.host.RemoveMember(cctx, shardID, id); err != nil {
+	for id, p := range cat.removed {
+		if !m.Has(id) {
+			continue
+		}
+		if shardID == SystemShard {
+			// Last step of a removal: only once the server knows.
+			if err := e.finishRemoval(ctx, id, p); err != nil {
 				return false, err
 			}
-			e.log.Info("removed member", "shard", shardID, "member", id)
+			continue
 		}
+		// Left over in a group shard (one created while the server was
+		// leaving, say); the server stopped its replicas already.
+		if err := e.host.RemoveMember(cctx, shardID, id); err != nil {
+			return false, err
+		}
+		e.log.Info("removed member", "shard", shardID, "member", id)
 	}
 	return done, nil
 }
 
-// caughtUp asks a non-voter how far it has applied shardID.
+// caughtUp asks a non-voter how far it has applied shardID. A server that
+// does not run the shard at all is not caught up, however young the shard
+// is (its applied index is absent, not 0).
 func (r *reconciler) caughtUp(ctx context.Context, e *Engine, shardID uint64, p Peer) bool {
 	sctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
@@ -211,23 +332,8 @@ func (r *reconciler) caughtUp(ctx context.Context, e *Engine, shardID uint64, p 
 	if err != nil {
 		return false
 	}
-	return st.Applied[shardID]+promoteLag >= e.host.Applied(shardID)
-}
-
-// leave stops every group shard of a server that was removed.
-func (r *reconciler) leave(e *Engine) {
-	e.mu.Lock()
-	already := e.removed
-	e.removed = true
-	e.mu.Unlock()
-	if already {
-		return
-	}
-	e.log.Warn("this server was removed from the cluster; stopping its shards")
-	for sid := range r.started {
-		_ = e.host.StopShard(sid)
-	}
-	_ = e.host.StopShard(DefaultShard)
+	applied, runs := st.Applied[shardID]
+	return runs && applied+promoteLag >= e.host.Applied(shardID)
 }
 
 // settle publishes the catalog this pass acted on and wakes waiters.

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,6 +102,12 @@ type Host struct {
 	cache    *pebble.Cache                // shared by the state machines
 	leaders  map[uint64]*leaderState
 	readers  map[uint64]*readBatcher // linearizable read rounds per shard
+	// removedHere: shards whose local replica applied its own removal
+	// (see RemovedHere); memory only, a restart forgets it.
+	removedHere map[uint64]bool
+	// closing: per shard started here, closed once its state machine closed.
+	closing   map[uint64]chan struct{}
+	closeHook atomic.Pointer[func(shardID uint64)] // tests only
 
 	life   context.Context // ends at Close; bounds work the host starts itself
 	end    context.CancelFunc
@@ -126,6 +133,9 @@ func NewHost(cfg Config) (*Host, error) {
 		learners: make(map[uint64]bool),
 		leaders:  make(map[uint64]*leaderState),
 		readers:  make(map[uint64]*readBatcher),
+
+		removedHere: make(map[uint64]bool),
+		closing:     make(map[uint64]chan struct{}),
 	}
 	h.life, h.end = context.WithCancel(context.Background())
 	raftDir := filepath.Join(cfg.DataDir, "raft")
@@ -141,12 +151,13 @@ func NewHost(cfg Config) (*Host, error) {
 		return nil, err
 	}
 	nhc := config.NodeHostConfig{
-		NodeHostDir:       raftDir,
-		WALDir:            raftDir,
-		RTTMillisecond:    uint64(cfg.RTT / time.Millisecond),
-		RaftAddress:       cfg.RaftAddr,
-		RaftEventListener: (*listener)(h),
-		Expert:            config.ExpertConfig{LogDB: logdb},
+		NodeHostDir:         raftDir,
+		WALDir:              raftDir,
+		RTTMillisecond:      uint64(cfg.RTT / time.Millisecond),
+		RaftAddress:         cfg.RaftAddr,
+		RaftEventListener:   (*listener)(h),
+		SystemEventListener: (*sysListener)(h),
+		Expert:              config.ExpertConfig{LogDB: logdb},
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
@@ -221,10 +232,15 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 	dir := h.stateDir(shardID)
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 		m := fsm.New(dir, fsm.Options{SessionHorizon: h.cfg.SessionHorizon, EventRetention: h.cfg.EventRetention, Cache: h.cache})
+		a := &machine{m: m, shardID: shardID, onApply: h.cfg.OnApply, closed: make(chan struct{})}
+		if hook := h.closeHook.Load(); hook != nil {
+			a.onClose = *hook
+		}
 		h.mu.Lock()
 		h.machines[shardID] = m
+		h.closing[shardID] = a.closed
 		h.mu.Unlock()
-		return &machine{m: m, shardID: shardID, onApply: h.cfg.OnApply}
+		return a
 	}
 	cfg := h.shardConfig(shardID, h.isLearner(shardID))
 	err := h.nh.StartOnDiskReplica(initial, join, create, cfg)
@@ -250,6 +266,13 @@ func (h *Host) StopShard(shardID uint64) error {
 	err := h.nh.StopShard(shardID)
 	h.mu.Lock()
 	delete(h.machines, shardID)
+	// Wake whoever waits for a leader of it (WaitLeader, a request in
+	// flight): none will come.
+	if ls := h.leaders[shardID]; ls != nil {
+		ls.id = 0
+		close(ls.changed)
+		ls.changed = make(chan struct{})
+	}
 	h.mu.Unlock()
 	if err != nil && !errors.Is(err, dragonboat.ErrShardNotFound) {
 		return fmt.Errorf("stop shard %d: %w", shardID, translate(err))
@@ -260,6 +283,9 @@ func (h *Host) StopShard(shardID uint64) error {
 // RemoveShardData stops the local replica and deletes its log and state,
 // for a shard that is gone for good (a deleted group).
 func (h *Host) RemoveShardData(shardID uint64) error {
+	h.mu.Lock()
+	closed := h.closing[shardID]
+	h.mu.Unlock()
 	if err := h.StopShard(shardID); err != nil {
 		return err
 	}
@@ -275,12 +301,40 @@ func (h *Host) RemoveShardData(shardID uint64) error {
 	if err != nil {
 		return fmt.Errorf("remove shard %d data: %w", shardID, translate(err))
 	}
+	// The replica counts as stopped before its state machine is closed
+	// (dragonboat closes it on a worker of its own): the state stays until
+	// that Close returned, pebble may still write and read it.
+	if closed != nil {
+		select {
+		case <-closed:
+		case <-time.After(time.Minute):
+			return fmt.Errorf("remove shard %d state: its state machine did not close in a minute", shardID)
+		case <-h.life.Done():
+			return errs.Closed
+		}
+		h.mu.Lock()
+		if h.closing[shardID] == closed {
+			delete(h.closing, shardID)
+		}
+		h.mu.Unlock()
+	}
 	if err := os.RemoveAll(h.stateDir(shardID)); err != nil {
 		return fmt.Errorf("remove shard %d state: %w", shardID, err)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	delete(h.removedHere, shardID)
 	return h.setLearner(shardID, false)
+}
+
+// SetCloseHook makes every state machine started from now on run h (its
+// shard id) as its Close begins; nil removes it. For tests.
+func (h *Host) SetCloseHook(hook func(shardID uint64)) {
+	if hook == nil {
+		h.closeHook.Store(nil)
+		return
+	}
+	h.closeHook.Store(&hook)
 }
 
 // Running tells whether this host runs a replica of shardID.
@@ -390,15 +444,19 @@ func (h *Host) Shards() []uint64 {
 	return out
 }
 
-// WaitLeader returns once this host knows a leader for shardID.
+// WaitLeader returns once this host knows a leader for shardID. It fails
+// (ErrGroupNotFound) when the shard does not run here or stops meanwhile.
 func (h *Host) WaitLeader(ctx context.Context, shardID uint64) error {
 	for {
 		changed := h.leaderChanged(shardID)
-		if _, ok := h.Leader(shardID); ok {
-			return nil
-		}
 		if h.closed.Load() {
 			return errs.Closed
+		}
+		if !h.Running(shardID) || h.RemovedHere(shardID) {
+			return fmt.Errorf("shard %d is not running here: %w", shardID, errs.GroupNotFound)
+		}
+		if _, ok := h.Leader(shardID); ok {
+			return nil
 		}
 		select {
 		case <-changed:
@@ -434,4 +492,48 @@ func (h *Host) CompactRevision(shardID uint64) int64 {
 		return m.CompactRevision()
 	}
 	return 1
+}
+
+// HasData tells whether this host runs shardID or keeps data of it.
+func (h *Host) HasData(shardID uint64) bool {
+	if h.Running(shardID) || h.nh.HasNodeInfo(shardID, h.cfg.NodeID) {
+		return true
+	}
+	_, err := os.Stat(h.stateDir(shardID))
+	return err == nil
+}
+
+// LocalShards lists the shards this host has data of, running or not: a
+// replica in the Raft log database, a state directory, or a role record.
+func (h *Host) LocalShards() []uint64 {
+	seen := map[uint64]bool{}
+	if info := h.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{}); info != nil {
+		for _, ni := range info.LogInfo {
+			if ni.ReplicaID == h.cfg.NodeID {
+				seen[ni.ShardID] = true
+			}
+		}
+	}
+	if ents, err := os.ReadDir(filepath.Join(h.cfg.DataDir, "state")); err == nil {
+		for _, de := range ents {
+			var id uint64
+			if n, _ := fmt.Sscanf(de.Name(), "shard-%d", &id); n == 1 && de.Name() == fmt.Sprintf("shard-%d", id) {
+				seen[id] = true
+			}
+		}
+	}
+	h.mu.Lock()
+	for id := range h.learners {
+		seen[id] = true
+	}
+	for id := range h.machines {
+		seen[id] = true
+	}
+	h.mu.Unlock()
+	out := make([]uint64, 0, len(seen))
+	for id := range seen {
+		out = append(out, id)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
 }

@@ -3,6 +3,7 @@ package shard
 import (
 	"errors"
 	"io"
+	"sync"
 
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
@@ -15,6 +16,12 @@ type machine struct {
 	shardID uint64
 	onApply func(shardID uint64)
 	buf     []fsm.Entry // reused across Update calls; Update is never concurrent
+	// closed is closed once Close returned: dragonboat closes a stopped
+	// replica's state machine on a worker of its own, after the replica
+	// already counts as stopped (see Host.RemoveShardData).
+	closed    chan struct{}
+	closeOnce sync.Once
+	onClose   func(shardID uint64) // test hook, may be nil
 }
 
 var _ sm.IOnDiskStateMachine = (*machine)(nil)
@@ -50,7 +57,14 @@ func (a *machine) Update(entries []sm.Entry) ([]sm.Entry, error) {
 func (a *machine) Lookup(q any) (any, error)     { return a.m.Lookup(q) }
 func (a *machine) Sync() error                   { return a.m.Sync() }
 func (a *machine) PrepareSnapshot() (any, error) { return a.m.PrepareSnapshot() }
-func (a *machine) Close() error                  { return a.m.Close() }
+func (a *machine) Close() error {
+	if a.onClose != nil {
+		a.onClose(a.shardID)
+	}
+	err := a.m.Close()
+	a.closeOnce.Do(func() { close(a.closed) })
+	return err
+}
 func (a *machine) SaveSnapshot(ctx any, w io.Writer, stop <-chan struct{}) error {
 	return snapshotErr(a.m.SaveSnapshot(ctx, w, stop))
 }

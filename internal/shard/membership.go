@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/raftio"
 )
 
 // Membership is a shard's Raft configuration.
@@ -62,6 +63,9 @@ func (h *Host) RemoveMember(ctx context.Context, shardID, id uint64) error {
 	}, func(m Membership) bool { return !m.has(id) })
 }
 
+// Has tells whether id is a voter or a non-voter of the shard.
+func (m Membership) Has(id uint64) bool { return m.has(id) }
+
 func (m Membership) has(id uint64) bool {
 	_, voter := m.Voters[id]
 	_, learner := m.NonVoters[id]
@@ -97,3 +101,51 @@ func (h *Host) configChange(ctx context.Context, shardID uint64,
 }
 
 func closedErr() error { return translate(dragonboat.ErrClosed) }
+
+// RemovedHere tells whether this host's replica of shardID applied its own
+// removal from the shard. dragonboat then stops the replica by itself, and
+// nothing can be read or proposed through it any more: only another member
+// can tell the shard's configuration.
+func (h *Host) RemovedHere(shardID uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.removedHere[shardID]
+}
+
+// sysListener receives dragonboat's system events; only NodeDeleted (a
+// replica applied its own removal) matters here. Its methods must not block.
+type sysListener Host
+
+var _ raftio.ISystemEventListener = (*sysListener)(nil)
+
+func (l *sysListener) NodeDeleted(info raftio.NodeInfo) {
+	h := (*Host)(l)
+	if info.ReplicaID != h.cfg.NodeID {
+		return
+	}
+	h.mu.Lock()
+	h.removedHere[info.ShardID] = true
+	// No leader will come for a replica that is gone: wake the waiters.
+	if ls := h.leaders[info.ShardID]; ls != nil && !h.closed.Load() {
+		ls.id = 0
+		close(ls.changed)
+		ls.changed = make(chan struct{})
+	}
+	h.mu.Unlock()
+}
+
+func (l *sysListener) NodeHostShuttingDown()                       {}
+func (l *sysListener) NodeUnloaded(raftio.NodeInfo)                {}
+func (l *sysListener) NodeReady(raftio.NodeInfo)                   {}
+func (l *sysListener) MembershipChanged(raftio.NodeInfo)           {}
+func (l *sysListener) ConnectionEstablished(raftio.ConnectionInfo) {}
+func (l *sysListener) ConnectionFailed(raftio.ConnectionInfo)      {}
+func (l *sysListener) SendSnapshotStarted(raftio.SnapshotInfo)     {}
+func (l *sysListener) SendSnapshotCompleted(raftio.SnapshotInfo)   {}
+func (l *sysListener) SendSnapshotAborted(raftio.SnapshotInfo)     {}
+func (l *sysListener) SnapshotReceived(raftio.SnapshotInfo)        {}
+func (l *sysListener) SnapshotRecovered(raftio.SnapshotInfo)       {}
+func (l *sysListener) SnapshotCreated(raftio.SnapshotInfo)         {}
+func (l *sysListener) SnapshotCompacted(raftio.SnapshotInfo)       {}
+func (l *sysListener) LogCompacted(raftio.EntryInfo)               {}
+func (l *sysListener) LogDBCompacted(raftio.EntryInfo)             {}

@@ -1,0 +1,81 @@
+package cluster
+
+import (
+	"context"
+	"sort"
+)
+
+// These report engine internals that the public API does not show, for the
+// root package's tests (export_test.go).
+
+// SystemLeader is the leader of the system shard as this server knows it
+// (0 = none known).
+func (e *Engine) SystemLeader() uint64 {
+	id, _ := e.host.Leader(SystemShard)
+	return id
+}
+
+// ShardOf is the shard id of a group as this server's catalog view has it
+// (0 = unknown); "_system" names the system shard.
+func (e *Engine) ShardOf(group string) uint64 {
+	switch group {
+	case "_system":
+		return SystemShard
+	case "", DefaultGroup:
+		return DefaultShard
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if g, ok := e.groups[group]; ok {
+		return g.Shard
+	}
+	return 0
+}
+
+// ShardMembers reads a shard's Raft configuration through this server:
+// voters and non-voters, each sorted.
+func (e *Engine) ShardMembers(ctx context.Context, shardID uint64) (voters, nonVoters []uint64, err error) {
+	m, err := e.host.Membership(ctx, shardID)
+	if err != nil {
+		return nil, nil, err
+	}
+	for id := range m.Voters {
+		voters = append(voters, id)
+	}
+	for id := range m.NonVoters {
+		nonVoters = append(nonVoters, id)
+	}
+	sort.Slice(voters, func(i, j int) bool { return voters[i] < voters[j] })
+	sort.Slice(nonVoters, func(i, j int) bool { return nonVoters[i] < nonVoters[j] })
+	return voters, nonVoters, nil
+}
+
+// LocalShards lists the shards this server has data of on disk, running or
+// not, sorted.
+func (e *Engine) LocalShards() []uint64 { return e.host.LocalShards() }
+
+// SetCloseHook makes every state machine started from now on run h (its
+// shard id) as its Close begins; nil removes it. For tests.
+func (e *Engine) SetCloseHook(h func(shardID uint64)) { e.host.SetCloseHook(h) }
+
+// SetStepHook installs (or, with nil, removes) a hook that runs when a
+// membership step is about to start, for tests: "leaving" (id = the
+// server; it is recorded as leaving and its removal from the group shards
+// begins) and "membership" (id = a shard; the system shard's leader is
+// about to reconcile its configuration). An error from the hook fails the
+// step. The hook gets a ctx that ends when the step's caller gives up or
+// the engine closes.
+func (e *Engine) SetStepHook(h func(ctx context.Context, step string, id uint64) error) {
+	if h == nil {
+		e.stepHook.Store(nil)
+		return
+	}
+	e.stepHook.Store(&h)
+}
+
+func (e *Engine) step(ctx context.Context, step string, id uint64) error {
+	if h := e.stepHook.Load(); h != nil {
+		return (*h)(ctx, step, id)
+	}
+	return nil
+}
