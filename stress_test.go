@@ -51,7 +51,7 @@ func TestStressRounds(t *testing.T) {
 	s := &stress{t: t, c: c, ctx: ctx, acked: map[string]int64{}, refused: map[string]error{}}
 	s.startLease()
 	for w := range 3 {
-		s.wg.Add(1)
+		s.ww.Add(1)
 		go s.writer(w)
 	}
 	for _, prefix := range []string{"w0/", "w1/"} {
@@ -91,7 +91,8 @@ type stress struct {
 	t   *testing.T
 	c   *testcluster.Cluster
 	ctx context.Context
-	wg  sync.WaitGroup
+	wg  sync.WaitGroup // watchers
+	ww  sync.WaitGroup // writers and the lease keeper
 
 	mu      sync.Mutex
 	acked   map[string]int64 // key -> revision of its acknowledged write
@@ -134,7 +135,7 @@ func (s *stress) watchEnded() bool {
 }
 
 func (s *stress) writer(w int) {
-	defer s.wg.Done()
+	defer s.ww.Done()
 	for i := 0; !s.done(); i++ {
 		n := s.node()
 		if n == nil {
@@ -197,9 +198,9 @@ func (s *stress) startLease() {
 		s.t.Fatal(err)
 	}
 	s.leaseID = id
-	s.wg.Add(1)
+	s.ww.Add(1)
 	go func() {
-		defer s.wg.Done()
+		defer s.ww.Done()
 		last := time.Now()
 		for !s.done() {
 			time.Sleep(ttl / 4)
@@ -370,6 +371,7 @@ func (s *stress) stopLoad() {
 	s.mu.Lock()
 	s.stopped = true
 	s.mu.Unlock()
+	s.ww.Wait() // every write in flight is answered: the acknowledged set is final
 	want := map[string]int64{}
 	s.mu.Lock()
 	for k, rev := range s.acked {
