@@ -1,0 +1,162 @@
+package faults
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+)
+
+// A fault is injected, held, healed; then the harness waits until every
+// server is ready again. Each returns what it did, for the log.
+type fault struct {
+	name string
+	run  func(t testing.TB, c *cluster, rng *rand.Rand) string
+}
+
+// holdFor is how long a fault lasts: several election timeouts.
+const holdFor = 4 * time.Second
+
+var faults = []fault{
+	{"kill", faultKill},
+	{"pause-leader", faultPauseLeader},
+	{"partition-leader", faultIsolateLeader},
+	{"partition-minority", faultMinority},
+	{"rolling-restart", faultRolling},
+}
+
+// must runs a docker command that has to succeed.
+func must(t testing.TB, args ...string) {
+	t.Helper()
+	if _, err := docker(context.Background(), args...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// leader is the leader most servers report, or a random server when none
+// does (the fault then hits a follower, which is a fault too).
+func (c *cluster) leaderNode(rng *rand.Rand) *node {
+	votes := map[int]int{}
+	for _, nd := range c.nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		if id := c.api.leader(ctx, nd); id > 0 {
+			votes[id]++
+		}
+		cancel()
+	}
+	best, n := 0, 0
+	for id, v := range votes {
+		if v > n {
+			best, n = id, v
+		}
+	}
+	for _, nd := range c.nodes {
+		if nd.id == best {
+			return nd
+		}
+	}
+	return c.nodes[rng.IntN(len(c.nodes))]
+}
+
+func (c *cluster) kill(t testing.TB, nd *node) {
+	must(t, "kill", "-s", "KILL", nd.name)
+}
+
+func (c *cluster) start(t testing.TB, nd *node) {
+	must(t, "start", nd.name)
+}
+
+func (c *cluster) cut(t testing.TB, nd *node) {
+	must(t, "network", "disconnect", "-f", c.raft, nd.name)
+}
+
+func (c *cluster) reconnect(t testing.TB, nd *node) {
+	must(t, "network", "connect", "--ip", nd.ip, c.raft, nd.name)
+}
+
+// faultKill kills a server with SIGKILL (the leader half the time) and
+// starts it again from the same volume.
+func faultKill(t testing.TB, c *cluster, rng *rand.Rand) string {
+	nd := c.nodes[rng.IntN(len(c.nodes))]
+	if rng.IntN(2) == 0 {
+		nd = c.leaderNode(rng)
+	}
+	c.kill(t, nd)
+	time.Sleep(holdFor)
+	c.start(t, nd)
+	return fmt.Sprintf("kill -9 n%d, start", nd.id)
+}
+
+// faultPauseLeader freezes the leader past several election timeouts: it
+// wakes up believing it leads.
+func faultPauseLeader(t testing.TB, c *cluster, rng *rand.Rand) string {
+	nd := c.leaderNode(rng)
+	must(t, "pause", nd.name)
+	time.Sleep(holdFor)
+	must(t, "unpause", nd.name)
+	return fmt.Sprintf("pause n%d (leader)", nd.id)
+}
+
+// faultIsolateLeader cuts the leader off the Raft network; its REST stays
+// reachable, so clients keep asking a server that may think it leads.
+func faultIsolateLeader(t testing.TB, c *cluster, rng *rand.Rand) string {
+	nd := c.leaderNode(rng)
+	c.cut(t, nd)
+	time.Sleep(holdFor)
+	c.reconnect(t, nd)
+	return fmt.Sprintf("isolate n%d (leader)", nd.id)
+}
+
+// faultMinority cuts a minority (one of 3, two of 5, the leader among them
+// half the time) off the Raft network.
+func faultMinority(t testing.TB, c *cluster, rng *rand.Rand) string {
+	k := (len(c.nodes) - 1) / 2
+	perm := rng.Perm(len(c.nodes))
+	var cut []*node
+	if rng.IntN(2) == 0 {
+		cut = append(cut, c.leaderNode(rng))
+	}
+	for _, i := range perm {
+		if len(cut) == k {
+			break
+		}
+		if len(cut) == 0 || c.nodes[i] != cut[0] {
+			cut = append(cut, c.nodes[i])
+		}
+	}
+	desc := "isolate minority"
+	for _, nd := range cut {
+		c.cut(t, nd)
+		desc += fmt.Sprintf(" n%d", nd.id)
+	}
+	time.Sleep(holdFor)
+	for _, nd := range cut {
+		c.reconnect(t, nd)
+	}
+	return desc
+}
+
+// faultRolling stops every server in turn gracefully (SIGTERM) and starts
+// it again, waiting until it is ready before the next.
+func faultRolling(t testing.TB, c *cluster, rng *rand.Rand) string {
+	for _, i := range rng.Perm(len(c.nodes)) {
+		nd := c.nodes[i]
+		must(t, "stop", "-t", "15", nd.name)
+		c.start(t, nd)
+		c.waitReady(t, time.Minute)
+	}
+	return "rolling restart"
+}
+
+// restartAll kills every server at once and starts them all from their
+// volumes: what was acknowledged must still be there.
+func (c *cluster) restartAll(t testing.TB) {
+	for _, nd := range c.nodes {
+		c.kill(t, nd)
+	}
+	for _, nd := range c.nodes {
+		c.start(t, nd)
+	}
+	c.waitReady(t, 2*time.Minute)
+}
