@@ -120,17 +120,20 @@ type node struct {
 
 // cluster is a run's servers, networks and volumes.
 type cluster struct {
-	t       testing.TB
-	run     string
-	image   string
-	front   string // network for the published REST ports
-	raft    string // network for Raft and the peer RPC, fixed addresses
-	subnet  string // e.g. 10.213.7 (a /24)
-	token   string
-	nodes   []*node
-	logDir  string
-	labelKV string
-	api     *restClient
+	t      testing.TB
+	run    string
+	image  string
+	front  string // network for the published REST ports
+	raft   string // network for Raft and the peer RPC, fixed addresses
+	subnet string // of raft, e.g. 10.213.7 (a /24)
+	// frontSubnet: servers at .11.., service endpoints at .201..
+	frontSubnet string
+	token       string
+	nodes       []*node
+	logDir      string
+	labelKV     string
+	api         *restClient
+	extra       []string // other containers of the run (service endpoints)
 }
 
 // buildImage builds the static binary and the repository's Dockerfile into
@@ -182,22 +185,9 @@ func startCluster(t testing.TB, image, run string, n int, logDir string) *cluste
 		labelKV: fmt.Sprintf("%s=%d", label, os.Getpid())}
 	c.api = newRESTClient(c.token)
 	t.Cleanup(c.remove)
-	c.front = run + "-front"
-	if _, err := docker(ctx, "network", "create", "--label", c.labelKV, c.front); err != nil {
-		t.Fatal(err)
-	}
-	c.raft = run + "-raft"
-	var err error
-	for range 20 {
-		c.subnet = fmt.Sprintf("10.%d.%d", 100+mrand.IntN(150), mrand.IntN(250))
-		_, err = docker(ctx, "network", "create", "--label", c.labelKV, "--subnet", c.subnet+".0/24", c.raft)
-		if err == nil {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	c.front, c.raft = run+"-front", run+"-raft"
+	c.frontSubnet = c.network(t, c.front)
+	c.subnet = c.network(t, c.raft)
 	var members []string
 	for i := 1; i <= n; i++ {
 		nd := &node{id: i, name: fmt.Sprintf("%s-n%d", run, i), ip: fmt.Sprintf("%s.%d", c.subnet, 10+i),
@@ -210,6 +200,7 @@ func startCluster(t testing.TB, image, run string, n int, logDir string) *cluste
 			t.Fatal(err)
 		}
 		args := []string{"create", "--name", nd.name, "--label", c.labelKV, "--network", c.front,
+			"--ip", fmt.Sprintf("%s.%d", c.frontSubnet, 10+nd.id),
 			"-p", nd.rest + ":4168", "-v", nd.volume + ":/data",
 			"-e", "DISTER_NODE_ID=" + strconv.Itoa(nd.id),
 			"-e", "DISTER_RAFT_ADDR=" + nd.ip + ":4166", "-e", "DISTER_PEER_ADDR=" + nd.ip + ":4167",
@@ -234,6 +225,22 @@ func startCluster(t testing.TB, image, run string, n int, logDir string) *cluste
 	return c
 }
 
+// network creates a bridge network on a free /24 of 10.0.0.0/8 (fixed
+// addresses need a subnet) and returns its first three octets.
+func (c *cluster) network(t testing.TB, name string) string {
+	t.Helper()
+	var err error
+	for range 20 {
+		subnet := fmt.Sprintf("10.%d.%d", 100+mrand.IntN(150), mrand.IntN(250))
+		_, err = docker(context.Background(), "network", "create", "--label", c.labelKV, "--subnet", subnet+".0/24", name)
+		if err == nil {
+			return subnet
+		}
+	}
+	t.Fatal(err)
+	return ""
+}
+
 // remove saves logs when the test failed, then removes the run's
 // containers, volumes and networks.
 func (c *cluster) remove() {
@@ -245,6 +252,9 @@ func (c *cluster) remove() {
 	}
 	for _, nd := range c.nodes {
 		docker(ctx, "rm", "-f", "-v", nd.name) //nolint:errcheck
+	}
+	for _, name := range c.extra {
+		docker(ctx, "rm", "-f", "-v", name) //nolint:errcheck
 	}
 	for _, nd := range c.nodes {
 		docker(ctx, "volume", "rm", "-f", nd.volume) //nolint:errcheck

@@ -108,6 +108,22 @@ func TestFaults(t *testing.T) {
 		wg.Go(func() { w.client(stop, i) })
 	}
 	wg.Go(func() { w.ackWriter(stop) })
+	lw := &leaseWorkload{c: c, rec: rec}
+	wg.Go(func() { lw.keeper(stop) })
+	wg.Go(func() { lw.abandoner(stop) })
+	sw := startEndpoints(t, c)
+	svcStop := make(chan struct{})
+	var swg sync.WaitGroup
+	swg.Go(func() { sw.poller(svcStop) })
+	wg.Go(func() { sw.toggler(t, stop) })
+	defer func() {
+		select {
+		case <-svcStop:
+		default:
+			close(svcStop)
+		}
+		swg.Wait()
+	}()
 	wctx, wcancel := context.WithCancel(context.Background())
 	var wwg sync.WaitGroup
 	wwg.Go(func() { w.watcher(wctx) })
@@ -172,6 +188,13 @@ func TestFaults(t *testing.T) {
 	wcancel()
 	wwg.Wait()
 
+	svc, svcBad := sw.check(svcStop)
+	swg.Wait()
+	if svc.cycles >= 2 && svc.neverExcluded == svc.cycles {
+		svcBad = append(svcBad, fmt.Sprintf("e2 was never seen excluded in %d cycles of 10 s down", svc.cycles))
+	}
+	abandonedBad := lw.checkAbandoned()
+
 	h := rec.all()
 	violations := 0
 	report := func(what string, bad []string) {
@@ -198,6 +221,9 @@ func TestFaults(t *testing.T) {
 	sessions, bad := checkSessions(h)
 	report("session", bad)
 	report("acknowledged", checkAcked(w.acked, final))
+	report("lease", lw.bad)
+	report("lease", abandonedBad)
+	report("service", svcBad)
 	lin, err := checkLinearizable(h, seen, dir, "kv")
 	if err != nil {
 		report("linearizability", []string{err.Error()})
@@ -207,7 +233,7 @@ func TestFaults(t *testing.T) {
 	}
 
 	sum := summarize(h, stats)
-	t.Logf("\n%s", sum.table(rounds, lin, sessions, len(w.acked), len(w.events), w.resumes, violations))
+	t.Logf("\n%s%s%s", sum.table(rounds, lin, sessions, len(w.acked), len(w.events), w.resumes, violations), lw.figures(), svc)
 }
 
 // finalReads lists every register and ack key linearizably after the
