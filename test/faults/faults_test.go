@@ -156,13 +156,22 @@ func TestFaults(t *testing.T) {
 		stats = append(stats, st)
 		t.Logf("round %d: %s (%v)", r, what, st.took.Round(time.Millisecond))
 	}
+	phase := time.Now()
 	close(stop)
 	stopped = true
 	wg.Wait()
+	var phases []string
+	mark := func(name string) {
+		phases = append(phases, fmt.Sprintf("%s %v", name, time.Since(phase).Round(time.Millisecond)))
+		phase = time.Now()
+	}
+	mark("workers stopped")
 
 	// Every server killed and started from its volume.
 	c.restartAll(t)
+	mark("every server killed and restarted")
 	final := finalReads(t, c, rec, w.newProc())
+	mark("final reads")
 	// The end of the watch: a last write the watcher must see.
 	endValue := "end-" + run
 	o := op{client: w.newProc(), node: c.nodes[0].id, kind: opWrite, key: regPrefix + "zz-end", value: endValue, call: rec.now()}
@@ -188,12 +197,16 @@ func TestFaults(t *testing.T) {
 	wcancel()
 	wwg.Wait()
 
+	mark("watch caught up")
 	svc, svcBad := sw.check(svcStop)
+	mark("services passing")
 	swg.Wait()
 	if svc.cycles >= 2 && svc.neverExcluded == svc.cycles {
 		svcBad = append(svcBad, fmt.Sprintf("e2 was never seen excluded in %d cycles of 10 s down", svc.cycles))
 	}
 	abandonedBad := lw.checkAbandoned()
+	mark("abandoned leases gone")
+	t.Logf("after the rounds: %s", strings.Join(phases, ", "))
 
 	h := rec.all()
 	violations := 0

@@ -26,6 +26,8 @@ type leaseWorkload struct {
 	mu         sync.Mutex
 	grants     int             // kept leases granted
 	keepalives int             // successful keepalives
+	attempts   int             // keepalives sent
+	failures   map[string]int  // keepalive answers other than 200 and 404, by kind
 	expired    int             // kept leases that expired after keepalives stopped succeeding
 	bad        []string        // violations
 	abandoned  []int64         // ids of abandoned leases
@@ -96,6 +98,15 @@ func (l *leaseWorkload) keeper(stop <-chan struct{}) {
 			call := l.rec.now()
 			r := l.c.api.keepAlive(ctx, nd, id)
 			ret := l.rec.now()
+			l.mu.Lock()
+			l.attempts++
+			if r.status != http.StatusOK && r.status != http.StatusNotFound {
+				if l.failures == nil {
+					l.failures = map[string]int{}
+				}
+				l.failures[fmt.Sprintf("%v %d", r.out, r.status)]++
+			}
+			l.mu.Unlock()
 			if r.out == outOK && r.status == http.StatusOK {
 				lastOK = call
 				l.mu.Lock()
@@ -197,6 +208,6 @@ func durationsFigure(ds []time.Duration) string {
 func (l *leaseWorkload) figures() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return fmt.Sprintf("leases: %d kept leases granted, %d keepalives succeeded, %d expired after keepalives failed; %d abandoned, grant to key gone %s\n",
-		l.grants, l.keepalives, l.expired, len(l.abandoned), durationsFigure(l.expiry))
+	return fmt.Sprintf("leases: %d kept leases granted, %d of %d keepalives succeeded (others: %v), %d expired after keepalives failed; %d abandoned, grant to key gone %s\n",
+		l.grants, l.keepalives, l.attempts, l.failures, l.expired, len(l.abandoned), durationsFigure(l.expiry))
 }

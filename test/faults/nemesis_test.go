@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -140,13 +141,18 @@ func faultMinority(t testing.TB, c *cluster, rng *rand.Rand) string {
 // faultRolling stops every server in turn gracefully (SIGTERM) and starts
 // it again, waiting until it is ready before the next.
 func faultRolling(t testing.TB, c *cluster, rng *rand.Rand) string {
+	var steps []string
 	for _, i := range rng.Perm(len(c.nodes)) {
 		nd := c.nodes[i]
+		began := time.Now()
 		must(t, "stop", "-t", "15", nd.name)
+		stopped := time.Since(began)
 		c.start(t, nd)
 		c.waitReady(t, time.Minute)
+		steps = append(steps, fmt.Sprintf("n%d stopped in %v, ready %v later", nd.id,
+			stopped.Round(time.Millisecond), (time.Since(began)-stopped).Round(time.Millisecond)))
 	}
-	return "rolling restart"
+	return "rolling restart: " + strings.Join(steps, ", ")
 }
 
 // restartAll kills every server at once and starts them all from their

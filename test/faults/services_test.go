@@ -55,12 +55,12 @@ func startEndpoints(t testing.TB, c *cluster) *svcWorkload {
 	for _, id := range []string{"e1", "e2"} {
 		body, _ := json.Marshal(map[string]any{
 			"address": s.ips[id] + ":8080",
-			"check":   map[string]string{"type": "tcp", "target": s.ips[id] + ":8080", "interval": "500ms", "timeout": "1s"},
+			"check":   map[string]string{"type": "tcp", "target": s.ips[id] + ":8080", "interval": "1s", "timeout": "500ms"},
 		})
 		var r reply
 		for try := 0; try < 30; try++ {
 			r = c.api.do(context.Background(), c.nodes[try%len(c.nodes)], http.MethodPut, "/v1/services/api/instances/"+id, nil, body)
-			if r.out == outOK && r.status == http.StatusOK {
+			if r.out == outOK && r.status != http.StatusNotFound {
 				break
 			}
 			time.Sleep(time.Second)
@@ -105,7 +105,7 @@ func (s *svcWorkload) toggler(t testing.TB, stop <-chan struct{}) {
 			t.Error(err)
 			return
 		}
-		time.Sleep(10 * time.Second)
+		sleepOrStop(stop, 10*time.Second)
 		if _, err := docker(context.Background(), "start", s.ep["e2"]); err != nil {
 			t.Error(err)
 			return
