@@ -90,14 +90,23 @@ func (l *leaseWorkload) keeper(stop <-chan struct{}) {
 		l.grants++
 		l.mu.Unlock()
 		lastOK := call
+		pause := time.Second
 		for i := 1; ; i++ {
-			if !sleepOrStop(stop, time.Second) {
+			if !sleepOrStop(stop, pause) {
 				return
 			}
 			nd := l.c.nodes[(n+i)%len(l.c.nodes)]
 			call := l.rec.now()
-			r := l.c.api.keepAlive(ctx, nd, id)
+			// A holder does not wait long for one server: the next try goes
+			// to another at once.
+			kctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			r := l.c.api.keepAlive(kctx, nd, id)
+			cancel()
 			ret := l.rec.now()
+			pause = time.Second
+			if r.status != http.StatusOK && r.status != http.StatusNotFound {
+				pause = 100 * time.Millisecond
+			}
 			l.mu.Lock()
 			l.attempts++
 			if r.status != http.StatusOK && r.status != http.StatusNotFound {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -25,6 +27,7 @@ var faults = []fault{
 	{"partition-leader", faultIsolateLeader},
 	{"partition-minority", faultMinority},
 	{"rolling-restart", faultRolling},
+	{"partition-bridge", faultBridge},
 }
 
 // must runs a docker command that has to succeed.
@@ -165,4 +168,72 @@ func (c *cluster) restartAll(t testing.TB) {
 		c.start(t, nd)
 	}
 	c.waitReady(t, 2*time.Minute)
+}
+
+// faultBridge splits the servers into two sides that cannot reach each
+// other and one bridge server that reaches both (the leader on a side half
+// the time). Disconnecting a network cannot make that shape, so the
+// Raft addresses of the other side are dropped by iptables inside each
+// container's network namespace (nsenter from the host, as root); the
+// fixed addresses and listeners stay as they are.
+func faultBridge(t testing.TB, c *cluster, rng *rand.Rand) string {
+	perm := rng.Perm(len(c.nodes))
+	var order []*node
+	if rng.IntN(2) == 0 {
+		order = append(order, c.leaderNode(rng))
+	}
+	for _, i := range perm {
+		if len(order) == 0 || c.nodes[i] != order[0] {
+			order = append(order, c.nodes[i])
+		}
+	}
+	side := (len(order) - 1) / 2
+	a, bridge, b := order[:side], order[side], order[side+1:]
+	for _, x := range a {
+		for _, y := range b {
+			c.drop(t, x, y)
+			c.drop(t, y, x)
+		}
+	}
+	time.Sleep(holdFor)
+	for _, nd := range append(append([]*node{}, a...), b...) {
+		c.nsenter(t, nd, "iptables", "-F", "INPUT")
+	}
+	return fmt.Sprintf("bridge n%d between %s and %s", bridge.id, ids(a), ids(b))
+}
+
+func ids(ns []*node) string {
+	var s []string
+	for _, nd := range ns {
+		s = append(s, fmt.Sprintf("n%d", nd.id))
+	}
+	return "{" + strings.Join(s, ",") + "}"
+}
+
+// drop makes nd ignore every packet from the Raft address of from.
+func (c *cluster) drop(t testing.TB, nd, from *node) {
+	c.nsenter(t, nd, "iptables", "-I", "INPUT", "-s", from.ip, "-j", "DROP")
+}
+
+// nsenter runs a command of the host in nd's network namespace.
+func (c *cluster) nsenter(t testing.TB, nd *node, args ...string) {
+	t.Helper()
+	pid, err := docker(context.Background(), "inspect", "-f", "{{.State.Pid}}", nd.name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("nsenter", append([]string{"-t", pid, "-n"}, args...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nsenter %v in %s: %v: %s", args, nd.name, err, out)
+	}
+}
+
+// canBridge: the bridge fault needs nsenter and iptables, and root.
+func canBridge() bool {
+	for _, p := range []string{"nsenter", "iptables"} {
+		if _, err := exec.LookPath(p); err != nil {
+			return false
+		}
+	}
+	return os.Geteuid() == 0
 }
