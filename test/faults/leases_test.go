@@ -90,12 +90,13 @@ func (l *leaseWorkload) keeper(stop <-chan struct{}) {
 		l.grants++
 		l.mu.Unlock()
 		lastOK := call
-		pause := time.Second
+		pause, home := time.Second, n
 		for i := 1; ; i++ {
 			if !sleepOrStop(stop, pause) {
 				return
 			}
-			nd := l.c.nodes[(n+i)%len(l.c.nodes)]
+			// A holder stays with its server until it fails to answer.
+			nd := l.c.nodes[home%len(l.c.nodes)]
 			call := l.rec.now()
 			// A holder does not wait long for one server: the next try goes
 			// to another at once.
@@ -105,7 +106,7 @@ func (l *leaseWorkload) keeper(stop <-chan struct{}) {
 			ret := l.rec.now()
 			pause = time.Second
 			if r.status != http.StatusOK && r.status != http.StatusNotFound {
-				pause = 100 * time.Millisecond
+				pause, home = 100*time.Millisecond, home+1
 			}
 			l.mu.Lock()
 			l.attempts++

@@ -18,8 +18,15 @@ type fault struct {
 	run  func(t testing.TB, c *cluster, rng *rand.Rand) string
 }
 
-// holdFor is how long a fault lasts: several election timeouts.
-const holdFor = 4 * time.Second
+// hold is how long a fault lasts: 4 s (several election timeouts) in the
+// short run; in the long run 2 to 10 s, some past the kept lease's TTL.
+func hold(rng *rand.Rand) {
+	d := 4 * time.Second
+	if *flagRounds != 0 {
+		d = 2*time.Second + time.Duration(rng.Int64N(int64(8*time.Second)))
+	}
+	time.Sleep(d)
+}
 
 var faults = []fault{
 	{"kill", faultKill},
@@ -87,7 +94,7 @@ func faultKill(t testing.TB, c *cluster, rng *rand.Rand) string {
 		nd = c.leaderNode(rng)
 	}
 	c.kill(t, nd)
-	time.Sleep(holdFor)
+	hold(rng)
 	c.start(t, nd)
 	return fmt.Sprintf("kill -9 n%d, start", nd.id)
 }
@@ -97,7 +104,7 @@ func faultKill(t testing.TB, c *cluster, rng *rand.Rand) string {
 func faultPauseLeader(t testing.TB, c *cluster, rng *rand.Rand) string {
 	nd := c.leaderNode(rng)
 	must(t, "pause", nd.name)
-	time.Sleep(holdFor)
+	hold(rng)
 	must(t, "unpause", nd.name)
 	return fmt.Sprintf("pause n%d (leader)", nd.id)
 }
@@ -107,7 +114,7 @@ func faultPauseLeader(t testing.TB, c *cluster, rng *rand.Rand) string {
 func faultIsolateLeader(t testing.TB, c *cluster, rng *rand.Rand) string {
 	nd := c.leaderNode(rng)
 	c.cut(t, nd)
-	time.Sleep(holdFor)
+	hold(rng)
 	c.reconnect(t, nd)
 	return fmt.Sprintf("isolate n%d (leader)", nd.id)
 }
@@ -134,7 +141,7 @@ func faultMinority(t testing.TB, c *cluster, rng *rand.Rand) string {
 		c.cut(t, nd)
 		desc += fmt.Sprintf(" n%d", nd.id)
 	}
-	time.Sleep(holdFor)
+	hold(rng)
 	for _, nd := range cut {
 		c.reconnect(t, nd)
 	}
@@ -195,7 +202,7 @@ func faultBridge(t testing.TB, c *cluster, rng *rand.Rand) string {
 			c.drop(t, y, x)
 		}
 	}
-	time.Sleep(holdFor)
+	hold(rng)
 	for _, nd := range append(append([]*node{}, a...), b...) {
 		c.nsenter(t, nd, "iptables", "-F", "INPUT")
 	}
