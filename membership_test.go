@@ -20,6 +20,7 @@ import (
 // longer holds the early writes, so a joining server must install a
 // snapshot of the pebble state to serve them.
 func TestJoinAfterCompaction(t *testing.T) {
+	t.Parallel() // long, mostly waiting on timers: runs beside the others
 	c := testcluster.New(t, 3, func(o *dister.Options) {
 		o.SnapshotEntries = 20
 		o.CompactionOverhead = 5
@@ -212,6 +213,7 @@ func TestRemoveServerNeedsLiveMajority(t *testing.T) {
 // while it removes a server: the removal is recorded, so the next leader
 // finishes it, and no group is left without quorum.
 func TestRemoveServerResumesUnderNewLeader(t *testing.T) {
+	t.Parallel() // long, mostly waiting on timers: runs beside the others
 	c := testcluster.New(t, 4)
 	ctx := ctxT(t)
 	groups := []string{"g1", "g2"}
@@ -361,6 +363,7 @@ func TestPromotionNeedsTheShard(t *testing.T) {
 // system shard, by an injected error) must not stop the others, so a new
 // server still joins and is promoted in the groups.
 func TestMembershipShardFailureDoesNotBlockOthers(t *testing.T) {
+	t.Parallel() // long, mostly waiting on timers: runs beside the others
 	c := testcluster.New(t, 3)
 	ctx := ctxT(t)
 	if err := c.Node(1).CreateGroup(ctx, "g"); err != nil {
