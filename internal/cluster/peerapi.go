@@ -169,6 +169,11 @@ func (h *peerHandler) Watch(ctx context.Context, req *peer.WatchRequest, send fu
 	if err != nil {
 		return err
 	}
+	// The first frame says the watch started (a client node's Watch
+	// returns then): a progress note at From-1, where nothing is promised.
+	if err := send(&peer.WatchFrame{Revision: max(req.From-1, 0)}); err != nil {
+		return nil
+	}
 	for {
 		select {
 		case f := <-frames:
@@ -221,6 +226,20 @@ func (h *peerHandler) Call(ctx context.Context, op string, body []byte) (any, er
 		}
 		ttl, err := e.KeepAlive(ctx, req.Group, req.Lease)
 		return peer.KeepAliveResponse{TTLMillis: ttl.Milliseconds()}, err
+	case peer.OpKeepAlives:
+		var req peer.KeepAlivesRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		if len(req.Leases) > peer.MaxKeepAlives {
+			return nil, fmt.Errorf("%d leases in one keepalive call, at most %d: %w", len(req.Leases), peer.MaxKeepAlives, errs.TooLarge)
+		}
+		resp := peer.KeepAlivesResponse{Results: make([]peer.KeepAliveResult, len(req.Leases))}
+		for i, id := range req.Leases {
+			ttl, err := e.KeepAlive(ctx, req.Group, id)
+			resp.Results[i] = peer.NewKeepAliveResult(ttl, err)
+		}
+		return resp, nil
 	case peer.OpTopology:
 		return e.topology(), nil
 	case peer.OpProgress:
@@ -301,17 +320,23 @@ func (h *peerHandler) serviceCall(ctx context.Context, op string, decode func(an
 			return nil, err
 		}
 		b, err := r.Encode()
-		return peer.RegisterResponse{Record: b}, err
+		return peer.RegisterResponse{Record: b, Revision: e.appliedRevision(ctx, req.Group)}, err
 	case peer.OpDeregister, peer.OpHeartbeat:
 		var req peer.InstanceRequest
 		if err := decode(&req); err != nil {
 			return nil, err
 		}
 		if op == peer.OpHeartbeat {
-			return nil, e.Heartbeat(ctx, req.Group, req.Service, req.ID)
+			if err := e.Heartbeat(ctx, req.Group, req.Service, req.ID); err != nil {
+				return nil, err
+			}
+			return peer.RevisionResponse{Revision: e.appliedRevision(ctx, req.Group)}, nil
 		}
 		found, err := e.Deregister(ctx, req.Group, req.Service, req.ID)
-		return peer.DeregisterResponse{Found: found}, err
+		if err != nil {
+			return nil, err
+		}
+		return peer.DeregisterResponse{Found: found, Revision: e.appliedRevision(ctx, req.Group)}, nil
 	case peer.OpInstances:
 		var req peer.InstancesRequest
 		if err := decode(&req); err != nil {
@@ -345,8 +370,22 @@ func (h *peerHandler) serviceCall(ctx context.Context, op string, decode func(an
 			}
 			recs[i] = r
 		}
-		return nil, e.ReplaceServices(ctx, req.Group, req.Services, recs)
+		if err := e.ReplaceServices(ctx, req.Group, req.Services, recs); err != nil {
+			return nil, err
+		}
+		return peer.RevisionResponse{Revision: e.appliedRevision(ctx, req.Group)}, nil
 	}
+}
+
+// appliedRevision is the group's revision on this server as it is (0 when
+// it cannot be read): after a write this server applied, at least the
+// write's revision.
+func (e *Engine) appliedRevision(ctx context.Context, group string) int64 {
+	rev, err := e.Revision(ctx, group, ReadOpts{Consistency: Stale})
+	if err != nil {
+		return 0
+	}
+	return rev
 }
 
 // topology is this server's view of the cluster, for client nodes.

@@ -8,6 +8,7 @@ const (
 	OpJoin          = "join"           // JoinRequest -> JoinResponse
 	OpStatus        = "status"         // nothing -> Status
 	OpKeepAlive     = "keepalive"      // KeepAliveRequest -> KeepAliveResponse
+	OpKeepAlives    = "keepalives"     // KeepAlivesRequest -> KeepAlivesResponse (one group, many leases)
 	OpTopology      = "topology"       // nothing -> Topology
 	OpProgress      = "progress"       // GroupRequest -> nothing
 	OpGroups        = "groups"         // nothing -> []string
@@ -20,9 +21,9 @@ const (
 	OpSetSettings   = "settings.set"   // Settings -> nothing
 	OpRegister      = "svc.register"   // RegisterRequest -> RegisterResponse
 	OpDeregister    = "svc.deregister" // InstanceRequest -> DeregisterResponse
-	OpHeartbeat     = "svc.heartbeat"  // InstanceRequest -> nothing
+	OpHeartbeat     = "svc.heartbeat"  // InstanceRequest -> RevisionResponse
 	OpInstances     = "svc.instances"  // InstancesRequest -> InstancesResponse
-	OpReplace       = "svc.replace"    // ReplaceRequest -> nothing
+	OpReplace       = "svc.replace"    // ReplaceRequest -> RevisionResponse
 	OpLeaseGet      = "lease.get"      // KeepAliveRequest -> LeaseDetail (linearizable)
 	OpGroupRevision = "group.revision" // GroupRequest -> RevisionResponse (ReadIndex on the leader)
 )
@@ -107,8 +108,13 @@ type RegisterRequest struct {
 }
 
 // RegisterResponse returns the record as stored (with its lease).
+// Revision, here and in the other answers to service writes, is the
+// group's revision on the answering server after the write applied there:
+// a client node raises its session floor to it, so it reads its own
+// service writes.
 type RegisterResponse struct {
-	Record []byte `json:"record"`
+	Record   []byte `json:"record"`
+	Revision int64  `json:"revision"`
 }
 
 // InstanceRequest names one instance.
@@ -120,7 +126,8 @@ type InstanceRequest struct {
 
 // DeregisterResponse tells whether there was an instance.
 type DeregisterResponse struct {
-	Found bool `json:"found"`
+	Found    bool  `json:"found"`
+	Revision int64 `json:"revision"`
 }
 
 // InstancesRequest reads the instances of a service ("" = all).
@@ -144,4 +151,45 @@ type ReplaceRequest struct {
 	Group    string   `json:"group"`
 	Services []string `json:"services"`
 	Records  [][]byte `json:"records"`
+}
+
+// KeepAlivesRequest renews many leases of one group at its leader in one
+// call (a client node's renewals, batched).
+type KeepAlivesRequest struct {
+	Group  string  `json:"group"`
+	Leases []int64 `json:"leases"`
+}
+
+// MaxKeepAlives bounds the leases of one KeepAlivesRequest.
+const MaxKeepAlives = 10_000
+
+// KeepAlivesResponse has one result per lease of the request, in order.
+type KeepAlivesResponse struct {
+	Results []KeepAliveResult `json:"results"`
+}
+
+// KeepAliveResult is one lease's renewal: its TTL, or an error (Code and
+// Message, as a unary error crosses the wire).
+type KeepAliveResult struct {
+	TTLMillis int64  `json:"ttl_ms,omitempty"`
+	Code      string `json:"code,omitempty"`
+	Message   string `json:"message,omitempty"`
+}
+
+// NewKeepAliveResult encodes one renewal's outcome.
+func NewKeepAliveResult(ttl time.Duration, err error) KeepAliveResult {
+	if err != nil {
+		code, msg := errorCode(err)
+		return KeepAliveResult{Code: code, Message: truncate(msg)}
+	}
+	return KeepAliveResult{TTLMillis: ttl.Milliseconds()}
+}
+
+// Result decodes the outcome: the TTL, or an error matching the sentinel
+// the server reported.
+func (r KeepAliveResult) Result() (time.Duration, error) {
+	if r.Code != "" {
+		return 0, errorFromCode(r.Code, r.Message)
+	}
+	return time.Duration(r.TTLMillis) * time.Millisecond, nil
 }
