@@ -319,8 +319,16 @@ func (h *peerHandler) serviceCall(ctx context.Context, op string, decode func(an
 		if err := e.Register(ctx, req.Group, r, false); err != nil {
 			return nil, err
 		}
-		b, err := r.Encode()
-		return peer.RegisterResponse{Record: b, Revision: e.appliedRevision(ctx, req.Group)}, err
+		// Answer the record as stored: it carries the lease the caller
+		// renews (Register leaves r without it).
+		got, err := e.Get(ctx, req.Group, svc.InstanceKey(r.Service, r.ID), ReadOpts{})
+		if err != nil {
+			return nil, err
+		}
+		if !got.Found {
+			return nil, fmt.Errorf("instance %s/%s was removed as it was registered: %w", r.Service, r.ID, errs.Conflict)
+		}
+		return peer.RegisterResponse{Record: got.KV.Value, Revision: got.Revision}, nil
 	case peer.OpDeregister, peer.OpHeartbeat:
 		var req peer.InstanceRequest
 		if err := decode(&req); err != nil {
