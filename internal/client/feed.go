@@ -250,3 +250,16 @@ func (e *Engine) launchRev(g *group) {
 		b.inFlight = false
 	}
 }
+
+// FeedServer is the address of the server streaming group's cache feed
+// ("" = none); for tests.
+func (e *Engine) FeedServer(group string) string {
+	g := e.group(group)
+	e.mu.Lock()
+	f := g.feed
+	e.mu.Unlock()
+	if f == nil {
+		return ""
+	}
+	return f.stream.server()
+}

@@ -223,9 +223,10 @@ func (e *Engine) RequestProgress(ctx context.Context, group string) error {
 			addrs[a] = true
 		}
 	}
+	f := g.feed
 	e.mu.Unlock()
-	if g.feed != nil {
-		if a := g.feed.stream.server(); a != "" {
+	if f != nil {
+		if a := f.stream.server(); a != "" {
 			addrs[a] = true
 		}
 	}
