@@ -137,14 +137,19 @@ func (e *Engine) renewLoop() {
 			_, errs2, err := e.keepAlives(ctx, group, ids)
 			cancel()
 			if err != nil {
+				e.log.Debug("lease renewals failed", "group", group, "leases", len(ids), "err", err)
 				continue // every lease of the group again at the next tick
 			}
 			for i, id := range ids {
 				r := renewal{group, id}
+				if errs2[i] != nil {
+					e.log.Debug("lease renewal failed", "group", group, "lease", id, "err", errs2[i])
+				}
 				switch err := errs2[i]; {
 				case err == nil:
 					next[r] = time.Now().Add(ttls[r] / 3)
 				case errors.Is(err, errs.LeaseNotFound), errors.Is(err, errs.GroupNotFound):
+					e.log.Debug("lease renewal stops", "group", group, "lease", id, "err", err)
 					e.StopRenew(group, id)
 					delete(next, r)
 				}
