@@ -38,6 +38,7 @@ var (
 //
 // `go test -run TestStressRounds -stress.rounds 100 .` for a long run.
 func TestStressRounds(t *testing.T) {
+	t.Parallel() // long, mostly waiting on timers: runs beside the others
 	seed := *stressSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
