@@ -161,6 +161,9 @@ func (n *Node) bound(ctx context.Context) (context.Context, context.CancelFunc) 
 	return context.WithTimeout(ctx, n.timeout)
 }
 
+// Role is the node's role.
+func (n *Node) Role() Role { return n.role }
+
 // ID is this server's node id (assigned by the cluster after a Join with
 // NodeID 0).
 func (n *Node) ID() uint64 { return n.e.NodeID() }

@@ -15,6 +15,8 @@ import (
 const (
 	headerRevision    = "X-Dister-Revision"
 	headerModRevision = "X-Dister-Mod-Revision"
+	// headerCache, on a client-role node's GET of a key: hit or miss.
+	headerCache = "X-Dister-Cache"
 	contentJSON       = "application/json"
 
 	// noRevision: the handler knows no revision; reply looks the selected
