@@ -17,7 +17,7 @@ const (
 	headerModRevision = "X-Dister-Mod-Revision"
 	// headerCache, on a client-role node's GET of a key: hit or miss.
 	headerCache = "X-Dister-Cache"
-	contentJSON       = "application/json"
+	contentJSON = "application/json"
 
 	// noRevision: the handler knows no revision; reply looks the selected
 	// group's up.
