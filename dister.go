@@ -16,7 +16,9 @@ import (
 // Version is dister's version string.
 const Version = "0.1.0-dev"
 
-// Node is one running dister server. Its methods are safe for concurrent use.
+// Node is one running dister node: a server, or a client node (see
+// RoleClient) with the same methods. Its methods are safe for concurrent
+// use.
 type Node struct {
 	e       core.Engine // the server engine, or a client node's
 	role    Role
@@ -80,6 +82,9 @@ type Member struct {
 // of one cluster can be opened one after another; calls wait for a leader
 // within their ctx, and WaitReady waits explicitly. A Join asks Servers to
 // add this server, which needs a leader: Open waits for that within ctx.
+//
+// With Role RoleClient, Open starts a client node on Servers and returns at
+// once; calls wait for the servers within their ctx.
 func Open(ctx context.Context, o Options) (*Node, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
