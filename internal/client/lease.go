@@ -54,31 +54,19 @@ func (e *Engine) KeepAlive(ctx context.Context, group string, id int64) (time.Du
 	return time.Duration(resp.TTLMillis) * time.Millisecond, nil
 }
 
-// keepAlives renews many leases of group in one call to its leader: the
-// TTL or error of each, or an error for the whole call.
+// keepAlives renews leases of group, each at its leader: the TTL or error
+// of each. (A batched peer op comes with the core.Engine's KeepAliveBatch;
+// until then one call per lease.)
 func (e *Engine) keepAlives(ctx context.Context, group string, ids []int64) ([]time.Duration, []error, error) {
-	group = groupName(group)
 	ttls := make([]time.Duration, len(ids))
-	errors := make([]error, len(ids))
-	for len(ids) > 0 {
-		batch := ids[:min(len(ids), peer.MaxKeepAlives)]
-		var resp peer.KeepAlivesResponse
-		err := e.retry(ctx, func(skip map[string]bool) (string, bool) { return e.leaderAddr(group, skip) },
-			func(addr string) error {
-				var err error
-				resp, err = e.peers.KeepAlives(ctx, addr, peer.KeepAlivesRequest{Group: group, Leases: batch})
-				return err
-			})
-		if err != nil {
-			return nil, nil, err
+	fails := make([]error, len(ids))
+	for i, id := range ids {
+		ttls[i], fails[i] = e.KeepAlive(ctx, group, id)
+		if ctx.Err() != nil {
+			return nil, nil, ctx.Err()
 		}
-		off := len(ttls) - len(ids)
-		for i, r := range resp.Results {
-			ttls[off+i], errors[off+i] = r.Result()
-		}
-		ids = ids[len(batch):]
 	}
-	return ttls, errors, nil
+	return ttls, fails, nil
 }
 
 type renewal struct {

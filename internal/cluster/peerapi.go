@@ -226,20 +226,6 @@ func (h *peerHandler) Call(ctx context.Context, op string, body []byte) (any, er
 		}
 		ttl, err := e.KeepAlive(ctx, req.Group, req.Lease)
 		return peer.KeepAliveResponse{TTLMillis: ttl.Milliseconds()}, err
-	case peer.OpKeepAlives:
-		var req peer.KeepAlivesRequest
-		if err := decode(&req); err != nil {
-			return nil, err
-		}
-		if len(req.Leases) > peer.MaxKeepAlives {
-			return nil, fmt.Errorf("%d leases in one keepalive call, at most %d: %w", len(req.Leases), peer.MaxKeepAlives, errs.TooLarge)
-		}
-		resp := peer.KeepAlivesResponse{Results: make([]peer.KeepAliveResult, len(req.Leases))}
-		for i, id := range req.Leases {
-			ttl, err := e.KeepAlive(ctx, req.Group, id)
-			resp.Results[i] = peer.NewKeepAliveResult(ttl, err)
-		}
-		return resp, nil
 	case peer.OpTopology:
 		return e.topology(), nil
 	case peer.OpProgress:

@@ -8,7 +8,6 @@ const (
 	OpJoin          = "join"           // JoinRequest -> JoinResponse
 	OpStatus        = "status"         // nothing -> Status
 	OpKeepAlive     = "keepalive"      // KeepAliveRequest -> KeepAliveResponse
-	OpKeepAlives    = "keepalives"     // KeepAlivesRequest -> KeepAlivesResponse (one group, many leases)
 	OpTopology      = "topology"       // nothing -> Topology
 	OpProgress      = "progress"       // GroupRequest -> nothing
 	OpGroups        = "groups"         // nothing -> []string
@@ -151,45 +150,4 @@ type ReplaceRequest struct {
 	Group    string   `json:"group"`
 	Services []string `json:"services"`
 	Records  [][]byte `json:"records"`
-}
-
-// KeepAlivesRequest renews many leases of one group at its leader in one
-// call (a client node's renewals, batched).
-type KeepAlivesRequest struct {
-	Group  string  `json:"group"`
-	Leases []int64 `json:"leases"`
-}
-
-// MaxKeepAlives bounds the leases of one KeepAlivesRequest.
-const MaxKeepAlives = 10_000
-
-// KeepAlivesResponse has one result per lease of the request, in order.
-type KeepAlivesResponse struct {
-	Results []KeepAliveResult `json:"results"`
-}
-
-// KeepAliveResult is one lease's renewal: its TTL, or an error (Code and
-// Message, as a unary error crosses the wire).
-type KeepAliveResult struct {
-	TTLMillis int64  `json:"ttl_ms,omitempty"`
-	Code      string `json:"code,omitempty"`
-	Message   string `json:"message,omitempty"`
-}
-
-// NewKeepAliveResult encodes one renewal's outcome.
-func NewKeepAliveResult(ttl time.Duration, err error) KeepAliveResult {
-	if err != nil {
-		code, msg := errorCode(err)
-		return KeepAliveResult{Code: code, Message: truncate(msg)}
-	}
-	return KeepAliveResult{TTLMillis: ttl.Milliseconds()}
-}
-
-// Result decodes the outcome: the TTL, or an error matching the sentinel
-// the server reported.
-func (r KeepAliveResult) Result() (time.Duration, error) {
-	if r.Code != "" {
-		return 0, errorFromCode(r.Code, r.Message)
-	}
-	return time.Duration(r.TTLMillis) * time.Millisecond, nil
 }

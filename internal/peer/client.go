@@ -165,16 +165,6 @@ func (c *Client) KeepAlive(ctx context.Context, addr string, req KeepAliveReques
 	return resp, err
 }
 
-// KeepAlives renews leases of one group at addr, its leader.
-func (c *Client) KeepAlives(ctx context.Context, addr string, req KeepAlivesRequest) (KeepAlivesResponse, error) {
-	var resp KeepAlivesResponse
-	err := c.Call(ctx, addr, OpKeepAlives, req, &resp)
-	if err == nil && len(resp.Results) != len(req.Leases) {
-		err = fmt.Errorf("peer %s: %d keepalive results for %d leases: %w", addr, len(resp.Results), len(req.Leases), ErrUnreachable)
-	}
-	return resp, err
-}
-
 // Status asks the server at addr for its status.
 func (c *Client) Status(ctx context.Context, addr string) (Status, error) {
 	var st Status

@@ -233,18 +233,3 @@ func FuzzDecodeMessages(f *testing.F) {
 		_, _ = decodeAnswer(b)
 	})
 }
-
-func TestKeepAliveResultCarriesSentinels(t *testing.T) {
-	ttl, err := NewKeepAliveResult(0, fmt.Errorf("lease 7: %w", errs.LeaseNotFound)).Result()
-	if !errors.Is(err, errs.LeaseNotFound) || ttl != 0 {
-		t.Fatalf("got %v, %v; want ErrLeaseNotFound", ttl, err)
-	}
-	b, _ := json.Marshal(NewKeepAliveResult(1500*time.Millisecond, nil))
-	var r KeepAliveResult
-	if err := json.Unmarshal(b, &r); err != nil {
-		t.Fatal(err)
-	}
-	if ttl, err := r.Result(); err != nil || ttl != 1500*time.Millisecond {
-		t.Fatalf("got %v, %v; want 1.5s", ttl, err)
-	}
-}
