@@ -255,7 +255,7 @@ D.route = function () {
 
 D.go = function (name, params) {
   if (D.current && D.pages[D.current] && D.pages[D.current].leave) D.pages[D.current].leave();
-  const same = D.current === name;
+  const same = D.current === name, first = D.current === null;
   D.current = name;
   for (const s of document.querySelectorAll('.page')) s.hidden = s.id !== 'page-' + name;
   for (const a of document.querySelectorAll('#nav a')) {
@@ -264,7 +264,10 @@ D.go = function (name, params) {
   }
   const page = D.$('page-' + name);
   document.title = page.querySelector('h1').textContent + ' · dister';
-  if (!same) { D.say(''); page.querySelector('h1').focus(); }
+  // A page opened from another one gets the focus on its heading; the
+  // first one leaves it at the top, where Tab reaches the skip link.
+  if (!same) D.say('');
+  if (!same && !first) page.querySelector('h1').focus();
   D.applyRole(page);
   if (D.pages[name] && D.pages[name].enter) D.pages[name].enter(params || {});
 };
