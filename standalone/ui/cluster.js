@@ -59,6 +59,10 @@ D.spark = function (values, label, bars) {
   svg.append(t);
   const max = Math.max(1e-9, ...values);
   const n = Math.max(values.length, 2), step = W / (n - 1);
+  const base = document.createElementNS(ns, 'line');
+  base.setAttribute('x1', 0); base.setAttribute('x2', W);
+  base.setAttribute('y1', H - 0.5); base.setAttribute('y2', H - 0.5);
+  svg.append(base);
   if (bars) {
     values.forEach((v, i) => {
       if (!v) return;
@@ -69,8 +73,10 @@ D.spark = function (values, label, bars) {
       svg.append(r);
     });
   } else if (values.length) {
+    // One sample is drawn as a level line until the next one comes.
+    const pts = values.length === 1 ? [values[0], values[0]] : values;
     const p = document.createElementNS(ns, 'polyline');
-    p.setAttribute('points', values.map((v, i) => `${(i * step).toFixed(1)},${(H - 1 - (v / max) * (H - 2)).toFixed(1)}`).join(' '));
+    p.setAttribute('points', pts.map((v, i) => `${(i * (W / (Math.max(pts.length, 2) - 1))).toFixed(1)},${(H - 1 - (v / max) * (H - 2)).toFixed(1)}`).join(' '));
     svg.append(p);
   }
   return svg;

@@ -172,7 +172,9 @@ func TestConsole(t *testing.T) {
 	for i := range 5 {
 		putRetry(t, d, fmt.Sprintf("spark/%d", i), "x")
 	}
-	b.wait("writes sparkline", `document.querySelector('#cl-groups tr[data-group="default"] svg.spark polyline')`)
+	// Two intervals of writes: three samples of /metrics, three seconds apart.
+	b.wait("writes sparkline", `(() => { const p = document.querySelector('#cl-groups tr[data-group="default"] svg.spark polyline');
+		return p && p.points.length >= 2 && [...p.points].some(pt => pt.y < 22); })()`)
 	b.shot("cluster")
 
 	// Groups: create one from the keyboard, and delete another after confirming.
@@ -250,6 +252,14 @@ func TestConsole(t *testing.T) {
 	health.Close()
 	b.wait("instance critical", `document.querySelector('#sv-inst tr[data-id="a1"][data-status="critical"] .badge.s-critical')`)
 	b.shot("services-critical")
+	b.do("deregister", chromedp.Click(chromedp.CSS(`#sv-inst tr[data-id="a1"] button.danger`)))
+	b.do("confirm deregister", chromedp.Click(chromedp.CSS(`#sv-inst tr[data-id="a1"] .confirm button.danger`)))
+	b.wait("no instances", `document.querySelector('#sv-inst tbody').textContent === 'No instances.'`)
+	var svc struct{ Instances []any }
+	d.mustJSONCall("GET", "/v1/services/api", nil, &svc)
+	if len(svc.Instances) != 0 {
+		t.Fatalf("after deregistering in the console: %d instances", len(svc.Instances))
+	}
 
 	// Watch: a put made elsewhere appears live.
 	b.page("watch", "")
