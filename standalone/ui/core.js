@@ -71,7 +71,7 @@ D.api = async function (method, path, opts) {
     const err = (data && data.error) || {};
     const e = new ApiError(res.status, err.code, err.message, err);
     if (res.status === 401 && !opts.noLogin) D.logout('The token was refused: log in again.');
-    if (res.status === 403 && method !== 'GET' && !opts.noLogin) D.forbidden();
+    if (res.status === 403 && method !== 'GET' && !opts.noLogin) D.forbidden(path);
     throw e;
   }
   return { data, headers: res.headers, status: res.status };
@@ -186,11 +186,12 @@ D.applyRole = function (root) {
   }
 };
 
-// forbidden: a write was refused with 403, so the token cannot do it:
-// show the console read-only (a write token refused an admin call drops
-// to "write" only).
-D.forbidden = function () {
-  D.setRole(D.role === 'admin' ? 'write' : 'read');
+// forbidden: a write to path was refused with 403, so the token lacks the
+// role it needs: a refused admin call (groups, members, settings) leaves
+// at most "write", any other refused write means read-only.
+D.forbidden = function (path) {
+  const admin = /^v1\/(groups|members|settings)(\/|$)/.test(path);
+  D.setRole(admin && D.role === 'admin' ? 'write' : 'read');
   D.say('Refused: this token may not make that change.', true);
 };
 

@@ -60,7 +60,7 @@ func newBrowser(t *testing.T) *browser {
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)
 	// A bound for the whole test, generous for a loaded 2-core machine.
-	ctx, cancelTime := context.WithTimeout(ctx, 4*time.Minute)
+	ctx, cancelTime := context.WithTimeout(ctx, 6*time.Minute)
 	t.Cleanup(func() {
 		cancelTime()
 		cancelTab()
@@ -78,14 +78,23 @@ func (b *browser) do(what string, steps ...chromedp.Action[chromedp.Void]) {
 	}
 }
 
-// wait polls a JavaScript condition until it is true.
+// wait polls a JavaScript condition until it is true. Errors count as
+// false until the deadline: an evaluation that meets a navigation fails
+// with "cannot find context" and succeeds on the new page.
 func (b *browser) wait(what, expr string) {
 	b.t.Helper()
-	if _, err := chromedp.Run(b.ctx, chromedp.Poll[bool]("!!("+expr+")",
-		chromedp.WithPollingInterval(50*time.Millisecond), chromedp.WithPollingTimeout(90*time.Second))); err != nil {
-		text, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.body.innerText`))
-		b.shot("failed")
-		b.t.Fatalf("waiting for %s (%s): %v\npage text:\n%s", what, expr, err, text)
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		ok, err := chromedp.Run(b.ctx, chromedp.Evaluate[bool]("!!("+expr+")"))
+		if err == nil && ok {
+			return
+		}
+		if time.Now().After(deadline) || b.ctx.Err() != nil {
+			text, _ := chromedp.Run(b.ctx, chromedp.Evaluate[string](`document.body.innerText`))
+			b.shot("failed")
+			b.t.Fatalf("waiting for %s (%s): last error %v\npage text:\n%s", what, expr, err, text)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
 
@@ -344,11 +353,18 @@ func TestConsoleReadOnly(t *testing.T) {
 		}
 		proxy.ServeHTTP(w, r)
 	}))
-	defer front.Close()
+	// The browser holds a stream through it: Close alone would wait for it.
+	t.Cleanup(func() {
+		front.CloseClientConnections()
+		front.Close()
+	})
 	putRetry(t, d, "app/x", "1")
 
 	login := func() {
-		b.do("load", chromedp.Navigate(front.URL+"/ui/#/kv?key=app%2Fx"), chromedp.WaitVisible(chromedp.CSS("#login-token")),
+		// about:blank first: a navigation that changes only the hash
+		// would not load the page again.
+		b.do("load", chromedp.Navigate("about:blank"), chromedp.Navigate(front.URL+"/ui/#/kv?key=app%2Fx"),
+			chromedp.WaitVisible(chromedp.CSS("#login-token")),
 			chromedp.SendKeys(chromedp.CSS("#login-token"), token), chromedp.Click(chromedp.CSS("#login-form button")))
 		b.wait("kv page", `!document.getElementById('page-kv').hidden && document.getElementById('kv-value').value === '1'`)
 	}
