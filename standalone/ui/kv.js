@@ -11,15 +11,18 @@ D.pages.kv = (function () {
   const link = (params) => '#/kv?' + new URLSearchParams(params);
 
   async function enter(p) {
-    const g = p.group || 'default';
-    try { await D.fillGroups(D.$('kv-group'), g); } catch (e) { D.say('Groups: ' + D.errText(e), true); }
-    const changed = g !== group || (p.prefix || '') !== prefix || !seen;
-    group = g; prefix = p.prefix || '';
+    // The state first, before anything is awaited: a form used while
+    // the page loads must act on the group the page shows.
+    const g = p.group || 'default', pf = p.prefix || '';
+    const changed = g !== group || pf !== prefix || !seen;
+    group = g; prefix = pf;
     D.$('kv-prefix').value = prefix;
     crumbs();
+    const groups = D.fillGroups(D.$('kv-group'), g).catch((e) => D.say('Groups: ' + D.errText(e), true));
     if (changed) { seen = new Map(); after = ''; D.$('kv-tree').replaceChildren(); await list(); }
     if ((p.key ?? null) !== key) open(p.key ?? null);
     mark();
+    await groups;
   }
 
   function crumbs() {
@@ -36,11 +39,14 @@ D.pages.kv = (function () {
 
   // list reads the next page of keys under the prefix and folds them
   // into the tree: a key one "/" deeper or more shows as its folder.
+  let listGen = 0;
   async function list() {
+    const gen = ++listGen, s = seen;
     let r;
     try {
       r = await D.api('GET', 'v1/kv', { query: { group, prefix, limit: pageSize, after: after || undefined } });
     } catch (e) { D.say('List: ' + D.errText(e), true); return; }
+    if (gen !== listGen || s !== seen) return; // another listing started meanwhile
     for (const en of r.data.entries) {
       const rest = en.key.slice(prefix.length);
       const i = rest.indexOf('/');
@@ -108,8 +114,12 @@ D.pages.kv = (function () {
     const body = D.$('kv-value').value;
     try {
       const r = await D.api('PUT', keyPath(key), { query: { group, cas: casRev }, body });
+      // The editor now holds what was written at that revision. It is not
+      // read again: a read could return a later write of someone else
+      // while the text shows ours, and the next save would overwrite it.
+      casRev = r.data.revision;
+      D.$('kv-meta').textContent = `revision ${casRev} (saved from here)`;
       D.say(`Saved ${key} at revision ${r.data.revision}.`);
-      await load();
       if (!seen.has(key) && key.startsWith(prefix)) { seen = null; enter({ group, prefix, key }); }
     } catch (e) { writeFailed('Save', e); }
   }

@@ -207,6 +207,7 @@ func TestConsole(t *testing.T) {
 	// KV in group billing: create, edit with CAS, a conflict when another
 	// writer changed the key underneath, the key's history, delete.
 	b.page("kv", "group=billing")
+	b.wait("billing listed", `document.getElementById('kv-group').value === 'billing' && document.querySelector('#kv-tree li')`)
 	b.do("new key", chromedp.SetValue(chromedp.CSS("#kv-new-key"), "app/db"), chromedp.SetValue(chromedp.CSS("#kv-new-value"), "v1"),
 		chromedp.Click(chromedp.CSS("#kv-new button")))
 	b.wait("editor with v1", `!document.getElementById('kv-edit').hidden && document.getElementById('kv-value').value === 'v1'`)
@@ -272,6 +273,7 @@ func TestConsole(t *testing.T) {
 
 	// Watch: a put made elsewhere appears live.
 	b.page("watch", "")
+	b.wait("groups to watch", `document.getElementById('wa-group').value === 'default'`)
 	b.do("start watch", chromedp.SetValue(chromedp.CSS("#wa-prefix"), "w/"), chromedp.Click(chromedp.CSS("#wa-start")))
 	b.wait("watching", `document.getElementById('wa-state').textContent.startsWith('Watching')`)
 	putRetry(t, d, "w/x", "hello")
