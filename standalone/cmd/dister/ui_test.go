@@ -181,7 +181,8 @@ func TestConsole(t *testing.T) {
 	for i := range 5 {
 		putRetry(t, d, fmt.Sprintf("spark/%d", i), "x")
 	}
-	// Two intervals of writes: three samples of /metrics, three seconds apart.
+	// Two samples of /metrics (3 s apart) with the puts between them give a
+	// writes/s above zero: the line leaves the baseline.
 	b.wait("writes sparkline", `(() => { const p = document.querySelector('#cl-groups tr[data-group="default"] svg.spark polyline');
 		return p && p.points.length >= 2 && [...p.points].some(pt => pt.y < 22); })()`)
 	b.shot("cluster")
