@@ -29,7 +29,21 @@ import (
 // lease is asked of the group's leader after the snapshots were taken;
 // a lease it no longer counts (it ended since) is saved with 1 ms left.
 func (e *Engine) Snapshot(ctx context.Context, w io.Writer) (core.SnapshotInfo, error) {
-	cat, err := e.readCatalog(ctx, Linearizable)
+	info, err := e.snapshot(ctx, w)
+	if err != nil && e.closed.Load() {
+		err = fmt.Errorf("%w: %w", errs.Closed, err)
+	}
+	return info, err
+}
+
+// prepareTimeout bounds the reads a snapshot makes before it streams (the
+// caller's ctx may have no deadline: the stream takes as long as it takes).
+const prepareTimeout = time.Minute
+
+func (e *Engine) snapshot(ctx context.Context, w io.Writer) (core.SnapshotInfo, error) {
+	pctx, cancel := context.WithTimeout(ctx, prepareTimeout)
+	defer cancel()
+	cat, err := e.readCatalog(pctx, Linearizable)
 	if err != nil {
 		return core.SnapshotInfo{}, fmt.Errorf("snapshot: read the catalog: %w", err)
 	}
@@ -51,11 +65,11 @@ func (e *Engine) Snapshot(ctx context.Context, w io.Writer) (core.SnapshotInfo, 
 		if g.Shard != DefaultShard {
 			// Wait (within ctx) for this server to run a group created a
 			// moment ago.
-			if _, err := e.resolve(ctx, g.Name); err != nil {
+			if _, err := e.resolve(pctx, g.Name); err != nil {
 				return core.SnapshotInfo{}, fmt.Errorf("snapshot of group %q: %w", g.Name, err)
 			}
 		}
-		v, err := e.host.Read(ctx, g.Shard, fsm.DumpQuery{})
+		v, err := e.host.Read(pctx, g.Shard, fsm.DumpQuery{})
 		if err != nil {
 			return core.SnapshotInfo{}, fmt.Errorf("snapshot of group %q: %w", g.Name, err)
 		}
@@ -66,7 +80,7 @@ func (e *Engine) Snapshot(ctx context.Context, w io.Writer) (core.SnapshotInfo, 
 	}
 	left := make([]map[int64]int64, len(groups))
 	for i, g := range groups {
-		if left[i], err = e.leaseLeft(ctx, g.Shard); err != nil {
+		if left[i], err = e.leaseLeft(pctx, g.Shard); err != nil {
 			return core.SnapshotInfo{}, fmt.Errorf("snapshot of group %q: remaining lease TTLs: %w", g.Name, err)
 		}
 	}
