@@ -50,6 +50,7 @@ type ackedWrite struct {
 // above, a watch from before gets ErrCompacted, new leases do not collide,
 // and a server that joins afterwards gets the restored state.
 func TestSnapshotRestore(t *testing.T) {
+	t.Parallel() // long, mostly waiting on timers: runs beside the others
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	old := testcluster.New(t, 3)
