@@ -2,9 +2,12 @@ package standalone
 
 import (
 	"net/http"
+	"strconv"
 	"time"
 
 	"github.com/gin-gonic/gin"
+
+	"github.com/dister/dister"
 )
 
 // GET /v1/snapshot streams one consistent snapshot of the whole cluster
@@ -46,7 +49,7 @@ func (w *snapshotWriter) Write(p []byte) (int, error) {
 		h := w.c.Writer.Header()
 		h.Set("Content-Type", "application/octet-stream")
 		h.Set("Content-Disposition", `attachment; filename="dister-`+time.Now().UTC().Format("20060102T150405Z")+`.snap"`)
-		h.Set("X-Dister-Snapshot-Format", "1")
+		h.Set("X-Dister-Snapshot-Format", strconv.Itoa(dister.SnapshotFormat))
 		w.c.Writer.WriteHeader(http.StatusOK)
 	}
 	return w.c.Writer.Write(p)

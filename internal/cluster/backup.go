@@ -60,12 +60,15 @@ func (e *Engine) snapshot(ctx context.Context, w io.Writer) (core.SnapshotInfo, 
 		}
 	}()
 	var estimate int64
-	for i := range groups {
-		g := &groups[i]
+	kept := groups[:0]
+	for _, g := range groups {
 		if g.Shard != DefaultShard {
 			// Wait (within ctx) for this server to run a group created a
 			// moment ago.
 			if _, err := e.resolve(pctx, g.Name); err != nil {
+				if errors.Is(err, errs.GroupNotFound) {
+					continue // deleted since the catalog was read
+				}
 				return core.SnapshotInfo{}, fmt.Errorf("snapshot of group %q: %w", g.Name, err)
 			}
 		}
@@ -77,7 +80,9 @@ func (e *Engine) snapshot(ctx context.Context, w io.Writer) (core.SnapshotInfo, 
 		dumps = append(dumps, d)
 		g.Revision = d.Revision
 		estimate += d.EstimateBytes()
+		kept = append(kept, g)
 	}
+	groups = kept
 	left := make([]map[int64]int64, len(groups))
 	for i, g := range groups {
 		if left[i], err = e.leaseLeft(pctx, g.Shard); err != nil {

@@ -191,12 +191,6 @@ func seedCatalog(dataDir string, h backup.Header, members map[uint64]string) err
 	return nil
 }
 
-// Inspect reads and checks a whole backup from path.
-func Inspect(ctx context.Context, path string) (core.SnapshotInfo, error) {
-	info, _, err := inspect(ctx, path, backup.Visitor{})
-	return info, err
-}
-
 func inspect(ctx context.Context, path string, v backup.Visitor) (core.SnapshotInfo, backup.Header, error) {
 	info, h, err := readFile(ctx, path, v)
 	if err != nil {
