@@ -19,6 +19,7 @@ import (
 // on under the new leader, and a ttl instance the client keeps alive
 // survives the leader change.
 func TestClientServerCloseAndLeaderChange(t *testing.T) {
+	t.Parallel() // waits on a ttl instance's TTL: runs beside the others
 	c := testcluster.New(t, 3)
 	cl := openClient(t, c, 0)
 	ctx := ctxT(t)

@@ -161,6 +161,16 @@ func (e *Engine) Watch(ctx context.Context, req core.WatchRequest) error {
 		return errs.Closed
 	}
 	s := &stream{e: e, group: groupName(req.Group), prefix: req.Prefix, next: req.From}
+	// The watch ends with ctx or with the engine, whichever first.
+	ctx, end := context.WithCancel(ctx)
+	unlink := context.AfterFunc(e.life, end)
+	started := false
+	defer func() {
+		if !started {
+			unlink()
+			end()
+		}
+	}()
 	sctx, cancel := context.WithTimeout(ctx, callTimeout*2)
 	defer cancel()
 	if s.next == 0 {
@@ -173,16 +183,23 @@ func (e *Engine) Watch(ctx context.Context, req core.WatchRequest) error {
 		return err
 	}
 	e.trackWatch(s, true)
-	if !e.spawn(func() {
+	started = e.spawn(func() {
+		defer func() {
+			unlink()
+			end()
+		}()
 		defer e.trackWatch(s, false)
 		err := s.follow(ctx, w, stop, func(f *peer.WatchFrame) bool {
 			return req.Send(core.WatchBatch{Revision: f.Revision, Events: f.Events}, e.life.Done())
 		}, nil, nil)
-		if err == nil {
-			err = ctx.Err()
-		}
-		if err == nil {
+		switch {
+		case e.life.Err() != nil:
 			err = errs.Closed
+		case err == nil || errors.Is(err, context.Canceled):
+			// The consumer stopped, or the caller's ctx ended.
+			if err = ctx.Err(); err == nil {
+				err = errs.Closed
+			}
 		}
 		var ce *fsm.CompactedError
 		compact := int64(0)
@@ -190,7 +207,9 @@ func (e *Engine) Watch(ctx context.Context, req core.WatchRequest) error {
 			compact = ce.CompactRevision
 		}
 		req.End(err, compact)
-	}) {
+	})
+	if !started {
+		e.trackWatch(s, false)
 		stop()
 		return errs.Closed
 	}
