@@ -82,6 +82,11 @@ func TestClientServerCloseAndLeaderChange(t *testing.T) {
 	c.Stop(leader)
 	closedAt := time.Now()
 	waitUntil(t, "writes under the new leader", func() bool {
+		select {
+		case err := <-errc:
+			t.Fatal(err)
+		default:
+		}
 		for _, w := range ws {
 			if atomic.LoadInt64(&w.afterStop) < 10 {
 				return false
