@@ -71,3 +71,13 @@ func ClientFeedServer(n *Node, group string) string {
 
 // server is n's server engine (tests of the server role only).
 func server(n *Node) *cluster.Engine { return n.e.(*cluster.Engine) }
+
+// StoredLeases maps each lease of a group, as n's replica stores it, to
+// its TTL and checkpointed remaining time in ms (0 = no checkpoint).
+func StoredLeases(ctx context.Context, n *Node, group string) (map[int64][2]int64, error) {
+	return server(n).StoredLeases(ctx, group)
+}
+
+// RestorePending tells whether n still has restored shards whose Raft log
+// it has not compacted.
+func RestorePending(n *Node) bool { return server(n).RestorePending() }
