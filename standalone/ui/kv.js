@@ -5,7 +5,7 @@
 'use strict';
 D.pages.kv = (function () {
   const pageSize = 500;
-  let group = 'default', prefix = '', key = null, casRev = 0, after = '', hist = null, seen = null;
+  let group = 'default', prefix = '', key = null, casRev = 0, after = '', hist = null, seen = null, binary = false;
 
   const keyPath = (k) => 'v1/kv/' + encodeURIComponent(k);
   const link = (params) => '#/kv?' + new URLSearchParams(params);
@@ -97,20 +97,23 @@ D.pages.kv = (function () {
     try { e = (await D.api('GET', keyPath(key), { query: { group } })).data; } catch (err) {
       if (err.status === 404) {
         D.$('kv-meta').textContent = 'This key does not exist (now).';
-        v.value = ''; casRev = 0; return;
+        v.value = ''; casRev = 0; binary = false; v.readOnly = false; return;
       }
       D.say('Get: ' + D.errText(err), true); return;
     }
     casRev = e.mod_revision;
     const bin = e.value === undefined && e.value_base64 !== undefined;
     v.value = bin ? e.value_base64 : (e.value ?? '');
-    v.readOnly = bin;
+    v.readOnly = bin; binary = bin;
     D.$('kv-meta').textContent = `revision ${e.mod_revision} · created at ${e.create_revision} · version ${e.version}` +
       (e.lease ? ` · lease ${e.lease}` : '') + (bin ? ' · binary value, shown as base64, not editable here' : '');
   }
 
   async function save() {
     D.$('kv-conflict').hidden = true;
+    // The editor holds a binary value's base64 form: saving it would
+    // replace the bytes with that text.
+    if (binary) { D.say('Not saved: a binary value cannot be edited here.', true); return; }
     const body = D.$('kv-value').value;
     try {
       const r = await D.api('PUT', keyPath(key), { query: { group, cas: casRev }, body });
