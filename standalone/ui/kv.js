@@ -9,6 +9,9 @@ D.pages.kv = (function () {
 
   const keyPath = (k) => 'v1/kv/' + encodeURIComponent(k);
   const link = (params) => '#/kv?' + new URLSearchParams(params);
+  // short: a value shown beside the editor (history, conflict) is cut, so
+  // that 200 retained versions of a 1 MiB value cannot freeze the tab.
+  const short = (v) => (v.length > 2000 ? v.slice(0, 2000) + `… (${v.length - 2000} more characters)` : v);
 
   async function enter(p) {
     // The state first, before anything is awaited: a form used while
@@ -132,7 +135,7 @@ D.pages.kv = (function () {
       let now = 'it was deleted';
       try {
         const cur = (await D.api('GET', keyPath(key), { query: { group } })).data;
-        now = `it is now at revision ${cur.mod_revision}: ${cur.value ?? cur.value_base64}`;
+        now = `it is now at revision ${cur.mod_revision}: ${short(cur.value ?? cur.value_base64 ?? '')}`;
       } catch (x) { /* deleted */ }
       const c = D.$('kv-conflict');
       c.textContent = `${what} refused: the key changed since you loaded it at revision ${casRev} (${now}). ` +
@@ -185,7 +188,7 @@ D.pages.kv = (function () {
         count++;
         const li = D.el('li', { dataset: { rev: ev.mod_revision } },
           D.el('span', { className: 't-' + ev.type }, ev.type), ` at revision ${ev.revision}`,
-          ev.type === 'put' ? D.el('pre', {}, ev.value ?? ev.value_base64 ?? '') : null);
+          ev.type === 'put' ? D.el('pre', {}, short(ev.value ?? ev.value_base64 ?? '')) : null);
         ol.prepend(li);
         while (ol.children.length > 200) ol.lastChild.remove();
       },
