@@ -112,3 +112,20 @@ func TestUICrossSiteWriteRefused(t *testing.T) {
 	expect(t, call(t, srv, "PUT", "/v1/kv/ok", "1", "Origin", srv.URL, "Sec-Fetch-Site", "same-origin"), 200, "")
 	expect(t, call(t, srv, "PUT", "/v1/kv/ok2", "1"), 200, "")
 }
+
+// The /ui exemption from the token reaches only the console's files: no
+// spelling of a path under /ui gets to data without the token.
+func TestUIExemptionReachesNoData(t *testing.T) {
+	_, srv := one(t, standalone.Options{Token: "s3cret"})
+	for _, p := range []string{
+		"/ui/../v1/status", "/ui/%2e%2e/v1/status", "/ui/..%2fv1%2fstatus", "/ui/%2F..%2F..%2Fv1%2Fstatus",
+		"/ui//v1/status", "//ui/../v1/status", "/ui/../metrics", "/ui/../v1/kv/x", "/ui/..",
+	} {
+		for _, m := range []string{"GET", "HEAD", "PUT", "POST"} {
+			r := call(t, srv, m, p, nil)
+			if r.status < 400 || strings.Contains(string(r.body), "node_id") || strings.Contains(string(r.body), "revision") {
+				t.Fatalf("%s %s without a token: %d %s", m, p, r.status, r.body)
+			}
+		}
+	}
+}
