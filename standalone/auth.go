@@ -33,3 +33,17 @@ func tokenEqual(got, want string) bool {
 	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
 	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }
+
+// crossOrigin refuses writes a browser sends on behalf of a page of
+// another site (Sec-Fetch-Site, or else Origin against Host). Without a
+// token such a "simple" request (POST, text/plain, no preflight) would
+// reach /v1/txn or the legacy routes of a loopback daemon from any web
+// page its user opens. GET and HEAD, requests without those headers (curl,
+// the SDK) and the console's own same-origin calls pass.
+func (s *Server) sameSite(c *gin.Context) {
+	if err := s.crossOrigin.Check(c.Request); err != nil {
+		s.failCode(c, http.StatusForbidden, codeCrossSite, "refused: a cross-site request from a web page may not change the cluster")
+		return
+	}
+	c.Next()
+}

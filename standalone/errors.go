@@ -17,6 +17,7 @@ import (
 const (
 	codeInvalid       = "invalid"         // 400: malformed input, ErrInvalid
 	codeUnauthorized  = "unauthorized"    // 401: missing or wrong token
+	codeCrossSite     = "cross_site"      // 403: a browser write sent by a page of another site
 	codeNotFound      = "not_found"       // 404: ErrNotFound, unknown route
 	codeGroupNotFound = "group_not_found" // 404: ErrGroupNotFound
 	codeLeaseNotFound = "lease_not_found" // 404: ErrLeaseNotFound

@@ -76,6 +76,8 @@ type Server struct {
 	// ui holds the console's files, prepared at the first /ui request.
 	uiOnce sync.Once
 	ui     map[string]*uiAsset
+	// crossOrigin refuses browser writes from other sites (auth.go).
+	crossOrigin *http.CrossOriginProtection
 }
 
 // New builds the handler for n. It starts no goroutine; serve it with an
@@ -111,7 +113,8 @@ func New(n *dister.Node, o Options) *Server {
 	e.UseRawPath = false
 	e.UseEscapedPath = false
 	e.HandleMethodNotAllowed = true
-	s := &Server{node: n, opts: o, engine: e, metrics: newHTTPMetrics(o.Metrics, o.Logger)}
+	s := &Server{node: n, opts: o, engine: e, metrics: newHTTPMetrics(o.Metrics, o.Logger),
+		crossOrigin: http.NewCrossOriginProtection()}
 	s.streams, s.endStreams = context.WithCancel(context.Background())
 	s.routes()
 	return s
@@ -124,7 +127,7 @@ func (s *Server) routes() {
 	e := s.engine
 	// Metrics outermost so that they count what recovery and auth answer;
 	// recovery before auth so that nothing escapes it.
-	e.Use(s.observe, s.recover, s.auth, s.limitBody)
+	e.Use(s.observe, s.recover, s.sameSite, s.auth, s.limitBody)
 	e.NoRoute(s.noRoute)
 	e.NoMethod(s.noMethod)
 

@@ -89,3 +89,43 @@ func TestUIAssets(t *testing.T) {
 		}
 	}
 }
+
+// A web page on another site must not change a daemon through the
+// browser of someone who has it open: without a token (a loopback
+// daemon) a "simple" cross-site POST (text/plain, no preflight) reached
+// /v1/txn and the legacy routes and was applied. Reads stay possible for
+// non-browser clients and the console's own same-origin calls work.
+func TestUICrossSiteWriteRefused(t *testing.T) {
+	_, srv := one(t, standalone.Options{})
+	txn := `{"then":[{"op":"put","key":"csrf","value":"pwned"}]}`
+	r := call(t, srv, "POST", "/v1/txn", txn,
+		"Content-Type", "text/plain", "Origin", "http://evil.example", "Sec-Fetch-Site", "cross-site")
+	if r.status != http.StatusForbidden {
+		t.Fatalf("cross-site POST /v1/txn: status %d, want 403; body %s", r.status, r.body)
+	}
+	r = call(t, srv, "POST", "/kv", `{"csrf2":"pwned"}`, "Content-Type", "text/plain", "Origin", "http://evil.example")
+	if r.status != http.StatusForbidden {
+		t.Fatalf("cross-site POST /kv (Origin only): status %d, want 403; body %s", r.status, r.body)
+	}
+	expect(t, call(t, srv, "GET", "/v1/kv/csrf", nil), 404, "not_found")
+	// The console's own calls and clients without browser headers pass.
+	expect(t, call(t, srv, "PUT", "/v1/kv/ok", "1", "Origin", srv.URL, "Sec-Fetch-Site", "same-origin"), 200, "")
+	expect(t, call(t, srv, "PUT", "/v1/kv/ok2", "1"), 200, "")
+}
+
+// The /ui exemption from the token reaches only the console's files: no
+// spelling of a path under /ui gets to data without the token.
+func TestUIExemptionReachesNoData(t *testing.T) {
+	_, srv := one(t, standalone.Options{Token: "s3cret"})
+	for _, p := range []string{
+		"/ui/../v1/status", "/ui/%2e%2e/v1/status", "/ui/..%2fv1%2fstatus", "/ui/%2F..%2F..%2Fv1%2Fstatus",
+		"/ui//v1/status", "//ui/../v1/status", "/ui/../metrics", "/ui/../v1/kv/x", "/ui/..",
+	} {
+		for _, m := range []string{"GET", "HEAD", "PUT", "POST"} {
+			r := call(t, srv, m, p, nil)
+			if r.status < 400 || strings.Contains(string(r.body), "node_id") || strings.Contains(string(r.body), "revision") {
+				t.Fatalf("%s %s without a token: %d %s", m, p, r.status, r.body)
+			}
+		}
+	}
+}

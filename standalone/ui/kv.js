@@ -5,10 +5,13 @@
 'use strict';
 D.pages.kv = (function () {
   const pageSize = 500;
-  let group = 'default', prefix = '', key = null, casRev = 0, after = '', hist = null, seen = null;
+  let group = 'default', prefix = '', key = null, casRev = 0, after = '', hist = null, seen = null, binary = false;
 
   const keyPath = (k) => 'v1/kv/' + encodeURIComponent(k);
   const link = (params) => '#/kv?' + new URLSearchParams(params);
+  // short: a value shown beside the editor (history, conflict) is cut, so
+  // that 200 retained versions of a 1 MiB value cannot freeze the tab.
+  const short = (v) => (v.length > 2000 ? v.slice(0, 2000) + `… (${v.length - 2000} more characters)` : v);
 
   async function enter(p) {
     // The state first, before anything is awaited: a form used while
@@ -97,20 +100,23 @@ D.pages.kv = (function () {
     try { e = (await D.api('GET', keyPath(key), { query: { group } })).data; } catch (err) {
       if (err.status === 404) {
         D.$('kv-meta').textContent = 'This key does not exist (now).';
-        v.value = ''; casRev = 0; return;
+        v.value = ''; casRev = 0; binary = false; v.readOnly = false; return;
       }
       D.say('Get: ' + D.errText(err), true); return;
     }
     casRev = e.mod_revision;
     const bin = e.value === undefined && e.value_base64 !== undefined;
     v.value = bin ? e.value_base64 : (e.value ?? '');
-    v.readOnly = bin;
+    v.readOnly = bin; binary = bin;
     D.$('kv-meta').textContent = `revision ${e.mod_revision} · created at ${e.create_revision} · version ${e.version}` +
       (e.lease ? ` · lease ${e.lease}` : '') + (bin ? ' · binary value, shown as base64, not editable here' : '');
   }
 
   async function save() {
     D.$('kv-conflict').hidden = true;
+    // The editor holds a binary value's base64 form: saving it would
+    // replace the bytes with that text.
+    if (binary) { D.say('Not saved: a binary value cannot be edited here.', true); return; }
     const body = D.$('kv-value').value;
     try {
       const r = await D.api('PUT', keyPath(key), { query: { group, cas: casRev }, body });
@@ -129,7 +135,7 @@ D.pages.kv = (function () {
       let now = 'it was deleted';
       try {
         const cur = (await D.api('GET', keyPath(key), { query: { group } })).data;
-        now = `it is now at revision ${cur.mod_revision}: ${cur.value ?? cur.value_base64}`;
+        now = `it is now at revision ${cur.mod_revision}: ${short(cur.value ?? cur.value_base64 ?? '')}`;
       } catch (x) { /* deleted */ }
       const c = D.$('kv-conflict');
       c.textContent = `${what} refused: the key changed since you loaded it at revision ${casRev} (${now}). ` +
@@ -182,7 +188,7 @@ D.pages.kv = (function () {
         count++;
         const li = D.el('li', { dataset: { rev: ev.mod_revision } },
           D.el('span', { className: 't-' + ev.type }, ev.type), ` at revision ${ev.revision}`,
-          ev.type === 'put' ? D.el('pre', {}, ev.value ?? ev.value_base64 ?? '') : null);
+          ev.type === 'put' ? D.el('pre', {}, short(ev.value ?? ev.value_base64 ?? '')) : null);
         ol.prepend(li);
         while (ol.children.length > 200) ol.lastChild.remove();
       },

@@ -391,3 +391,49 @@ func TestConsoleReadOnly(t *testing.T) {
 		t.Fatalf("key after a refused save: %d %q", code, body)
 	}
 }
+
+// A binary value is shown as base64 and not editable; Save on it wrote
+// the base64 text as the new value (CAS on an unchanged revision lets it
+// through), silently replacing the bytes with their printable form.
+func TestConsoleBinarySaveKeepsBytes(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	const token = "console-test-token"
+	d := startConsoleDaemon(t, token)
+	bin := string([]byte{0xff, 0xfe, 0x00, 0x01})
+	putRetry(t, d, "bin", bin)
+	b.do("load", chromedp.Navigate("http://"+d.httpAddr+"/ui/#/kv?key=bin"),
+		chromedp.WaitVisible(chromedp.CSS("#login-token")),
+		chromedp.SendKeys(chromedp.CSS("#login-token"), token), chromedp.Click(chromedp.CSS("#login-form button")))
+	b.wait("binary shown", `!document.getElementById('page-kv').hidden && document.getElementById('kv-value').value === '//4AAQ=='`)
+	b.do("save", chromedp.Click(chromedp.CSS("#kv-save")))
+	b.wait("save answered", `document.getElementById('msg').textContent !== ''`)
+	code, body, _ := d.do("GET", "/v1/kv/bin?raw", nil)
+	if code != 200 || string(body) != bin {
+		t.Fatalf("binary key after Save: %d %q, want %q", code, body, bin)
+	}
+}
+
+// The key's history put every retained value in full into the page (up
+// to 200 entries of up to 1 MiB each: hundreds of MB of text, a frozen
+// tab); the watch page shortens them, the history and the CAS conflict
+// message did not.
+func TestConsoleHistoryShortensHugeValues(t *testing.T) {
+	t.Parallel()
+	b := newBrowser(t)
+	const token = "console-test-token"
+	d := startConsoleDaemon(t, token)
+	big := strings.Repeat("x", 512<<10)
+	putRetry(t, d, "big", big)
+	b.do("load", chromedp.Navigate("http://"+d.httpAddr+"/ui/#/kv?key=big"),
+		chromedp.WaitVisible(chromedp.CSS("#login-token")),
+		chromedp.SendKeys(chromedp.CSS("#login-token"), token), chromedp.Click(chromedp.CSS("#login-form button")))
+	b.wait("history entry", `document.querySelector('#kv-hist li pre') !== null`)
+	if n := evalJS[int](b, `document.querySelector('#kv-hist li pre').textContent.length`); n > 10000 {
+		t.Fatalf("history shows a %d-character value in full", n)
+	}
+	// The editor still holds the whole value.
+	if n := evalJS[int](b, `document.getElementById('kv-value').value.length`); n != len(big) {
+		t.Fatalf("editor holds %d characters, want %d", n, len(big))
+	}
+}
