@@ -219,6 +219,18 @@ func (w *WatchStream) Recv() (*WatchFrame, error) {
 	var b []byte
 	if err := w.stream.RecvMsg(&b); err != nil {
 		if errors.Is(err, io.EOF) {
+			// A server ends a stream without a last frame when the call's
+			// ctx ended there: its copy of the caller's deadline can fire a
+			// moment before the caller's own (seen on a loaded machine).
+			if _, ok := w.ctx.Deadline(); ok {
+				grace := time.NewTimer(time.Second)
+				select {
+				case <-w.ctx.Done():
+					grace.Stop()
+					return nil, w.ctx.Err()
+				case <-grace.C:
+				}
+			}
 			return nil, fmt.Errorf("peer %s: watch stream ended without a reason: %w", w.addr, ErrUnreachable)
 		}
 		return nil, transportError(w.ctx, w.addr, err)
