@@ -2,6 +2,7 @@ package dister
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/dister/dister/internal/cluster"
@@ -64,3 +65,6 @@ func SetHubHook(n *Node, h func(shardID uint64)) { server(n).SetHubHook(h) }
 
 // server is n's server engine (tests of the server role only).
 func server(n *Node) *cluster.Engine { return n.e.(*cluster.Engine) }
+
+// NodeLogger is the logger n writes to (Options.Logger, or what Open chose).
+func NodeLogger(n *Node) *slog.Logger { return n.log }

@@ -142,7 +142,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		cfg.LeaseCheckpoint = defaultCheckpoint
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("create data dir: %v: %w", err, errs.Invalid)
+		return nil, errs.Mark(fmt.Errorf("create data dir: %w", err), errs.Invalid)
 	}
 	e := &Engine{
 		cfg:       cfg,
@@ -269,10 +269,10 @@ func (e *Engine) saveIdentity() error {
 	idn, _ := json.Marshal(identity{NodeID: e.cfg.NodeID, RaftAddr: e.cfg.RaftAddr, PeerAddr: e.cfg.PeerAddr})
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, idn, 0o640); err != nil {
-		return fmt.Errorf("write %s: %v: %w", tmp, err, errs.Invalid)
+		return errs.Mark(fmt.Errorf("write %s: %w", tmp, err), errs.Invalid)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %v: %w", path, err, errs.Invalid)
+		return errs.Mark(fmt.Errorf("write %s: %w", path, err), errs.Invalid)
 	}
 	return nil
 }
