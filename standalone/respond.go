@@ -36,7 +36,9 @@ func (s *Server) reply(c *gin.Context, status int, v any, rev int64) {
 		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"encoding the answer failed"}}`)
 	}
 	s.stamp(c, rev)
-	c.Data(status, contentJSON, b)
+	// A newline after the JSON: a shell prompt or the next answer of a
+	// pasted curl block starts on its own line.
+	c.Data(status, contentJSON, append(b, '\n'))
 }
 
 // stamp sets X-Dister-Revision.

@@ -200,6 +200,8 @@ func (c *client) printJSON(data []byte) error { return c.printIndent(data, "  ")
 // is not JSON).
 func (c *client) printIndent(data []byte, indent string) error {
 	var buf bytes.Buffer
+	// The daemon ends its JSON with a newline; one is added below.
+	data = bytes.TrimRight(data, " \t\r\n")
 	if err := json.Indent(&buf, data, "", indent); err != nil {
 		buf.Reset()
 		buf.Write(data)
