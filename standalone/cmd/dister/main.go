@@ -102,7 +102,9 @@ flags. The other commands talk to a running daemon over its REST API
 		SilenceUsage:  true,
 		Args:          noArgs,
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
+	// cobra's own "completion bash|zsh|fish|powershell" command; its
+	// hidden __complete command completes subcommands and flags.
+	root.CompletionOptions.HiddenDefaultCmd = false
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -129,7 +131,11 @@ flags. The other commands talk to a running daemon over its REST API
 // noArgs refuses arguments, naming the first one as an unknown command.
 func noArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
-		return usagef("unknown command %q for %q (see %s --help)", args[0], cmd.CommandPath(), cmd.CommandPath())
+		hint := ""
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			hint = fmt.Sprintf("; did you mean %q?", s[0])
+		}
+		return usagef("unknown command %q for %q%s (see %s --help)", args[0], cmd.CommandPath(), hint, cmd.CommandPath())
 	}
 	return nil
 }
