@@ -51,11 +51,11 @@ type envelope struct {
 }
 
 func (s *Server) legacyOK(c *gin.Context, data any, rev int64) {
-	s.reply(c, http.StatusOK, envelope{Result: 1, Message: msgOK, Data: data}, rev)
+	s.replyEnd(c, http.StatusOK, envelope{Result: 1, Message: msgOK, Data: data}, rev, "")
 }
 
 func (s *Server) legacyFail(c *gin.Context, message string) {
-	s.reply(c, http.StatusOK, envelope{Result: 0, Message: message}, noRevision)
+	s.replyEnd(c, http.StatusOK, envelope{Result: 0, Message: message}, noRevision, "")
 	c.Abort()
 }
 

@@ -132,6 +132,9 @@ flags. The other commands talk to a running daemon over its REST API
 func noArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
 		hint := ""
+		if cmd.SuggestionsMinimumDistance <= 0 {
+			cmd.SuggestionsMinimumDistance = 2 // cobra's own default, set only on its path
+		}
 		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
 			hint = fmt.Sprintf("; did you mean %q?", s[0])
 		}

@@ -165,7 +165,7 @@ func TestCLIServices(t *testing.T) {
 			t.Fatal(err)
 		}
 		want(t, "addservice invalid", run("addservice", bad).fails(t, "addservice invalid", 1),
-			"dister: addservice "+bad+": invalid config of service: w, type: web, node index: 1")
+			"dister: addservice "+bad+`: invalid config of service: w, type: web, node index: 1: "url" must be an http or https URL (a JSON string)`)
 		run("delservice", ",").fails(t, "delservice nothing", 2)
 	})
 }
