@@ -14,7 +14,7 @@ import (
 	"github.com/dister/dister"
 )
 
-// The legacy API of dister v1.5 (LEGACY-API.md), over group "default":
+// The legacy API of dister v1.5 (docs/legacy.md), over group "default":
 //
 //	GET    /kv?k=KEY            data: the value as a JSON string
 //	GET    /kv                  data: {key: value} of every key (at most

@@ -18,7 +18,7 @@ import (
 	"github.com/dister/dister"
 )
 
-// The service routes of dister v1.5 (LEGACY-API.md), over group "default":
+// The service routes of dister v1.5 (docs/legacy.md), over group "default":
 //
 //	GET    /service?name=N            data: N's ServiceConfig
 //	                                  {"name":N,"type":T,"node":[{...},...]}

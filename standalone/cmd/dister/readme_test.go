@@ -25,6 +25,11 @@ type readmeStep struct {
 // the answer the command prints, unless it is in parentheses (a remark on
 // a line that prints nothing, such as a variable assignment).
 func readmeCurlBlock(t *testing.T, path string) []readmeStep {
+	return shellBlock(t, path, "## REST with curl")
+}
+
+// shellBlock reads the first ```sh block after the line heading of path.
+func shellBlock(t *testing.T, path, heading string) []readmeStep {
 	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -32,7 +37,7 @@ func readmeCurlBlock(t *testing.T, path string) []readmeStep {
 	}
 	lines := strings.Split(string(data), "\n")
 	i := 0
-	for i < len(lines) && lines[i] != "## REST with curl" {
+	for i < len(lines) && lines[i] != heading {
 		i++
 	}
 	for i < len(lines) && lines[i] != "```sh" {
@@ -55,7 +60,7 @@ func readmeCurlBlock(t *testing.T, path string) []readmeStep {
 		steps = append(steps, st)
 	}
 	if i >= len(lines) || len(steps) == 0 {
-		t.Fatalf("%s: no ```sh block under \"## REST with curl\"", path)
+		t.Fatalf("%s: no ```sh block under %q", path, heading)
 	}
 	return steps
 }
@@ -107,26 +112,41 @@ func TestReadmePattern(t *testing.T) {
 // fresh daemon, as a new user would, and compares what each line prints
 // with the comment beside it.
 func TestReadmeCurlBlock(t *testing.T) {
+	runDocBlock(t, readmeCurlBlock(t, filepath.Join("..", "..", "..", "README.md")))
+}
+
+// TestLegacyDocExample runs the example of docs/legacy.md the same way:
+// the v1.5 /kv and /service formats and the CLI commands that use them.
+func TestLegacyDocExample(t *testing.T) {
+	runDocBlock(t, shellBlock(t, filepath.Join("..", "..", "..", "docs", "legacy.md"), "## Example"))
+}
+
+// runDocBlock runs steps in one bash against a fresh daemon, with the
+// dister under test first on PATH and DISTER_ADDR naming the daemon.
+func runDocBlock(t *testing.T, steps []readmeStep) {
 	if _, err := exec.LookPath("curl"); err != nil {
 		t.Skip("curl is not installed (.ci/run installs it)")
 	}
-	steps := readmeCurlBlock(t, filepath.Join("..", "..", "..", "README.md"))
-	d := newDaemon(t, "readme")
+	d := newDaemon(t, "doc")
 	d.start()
 	d.waitReady()
 
 	// One bash runs the block so that its variables carry from line to
 	// line; a marker before each command tells their outputs apart.
+	// The docs name the default address; this daemon has its own.
+	_, port, _ := strings.Cut(d.httpAddr, ":")
 	var script strings.Builder
 	script.WriteString("set -u\n")
 	for i, st := range steps {
-		cmd := strings.ReplaceAll(st.command, "localhost:4168", d.httpAddr)
+		cmd := strings.NewReplacer("localhost:4168", d.httpAddr, "127.0.0.1:4168", d.httpAddr,
+			`"port": "4168"`, `"port": "`+port+`"`).Replace(st.command)
 		fmt.Fprintf(&script, "printf '\\n@@step %d@@\\n'\n%s\n", i, cmd)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "bash", "-c", script.String())
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), "DISTER_ADDR="+d.httpAddr,
+		"PATH="+filepath.Dir(distBin)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	cmd.Dir = t.TempDir()
 	// stdout alone is compared: on stderr curl prints its progress meter
 	// (which a terminal does not show) and the timeouts of --max-time.
@@ -159,13 +179,13 @@ func TestReadmeCurlBlock(t *testing.T) {
 	// fields; the README shows the defaults.
 	for i, st := range steps {
 		got := strings.TrimSpace(parts[i+1])
-		want := st.want
+		want := strings.NewReplacer("127.0.0.1:4168", d.httpAddr, `"port":"4168"`, `"port":"`+port+`"`).Replace(st.want)
 		for _, f := range []string{"raft-addr", "peer-addr"} {
 			def := map[string]string{"raft-addr": "127.0.0.1:4166", "peer-addr": "127.0.0.1:4167"}[f]
 			want = strings.ReplaceAll(want, def, d.flag(f))
 		}
 		if !readmePattern(want).MatchString(got) {
-			t.Errorf("README.md:%d: %s\n  printed: %s\n  comment: %s", st.line, st.command, got, want)
+			t.Errorf("line %d: %s\n  printed: %s\n  comment: %s", st.line, st.command, got, want)
 		}
 	}
 }
