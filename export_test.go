@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/dister/dister/internal/client"
 	"github.com/dister/dister/internal/cluster"
 )
 
@@ -62,6 +63,12 @@ func SetStepHook(n *Node, h func(ctx context.Context, step string, id uint64) er
 // before it reads what the local replica applied; nil removes it. A test
 // blocks in h to make a hub fall behind.
 func SetHubHook(n *Node, h func(shardID uint64)) { server(n).SetHubHook(h) }
+
+// ClientFeedServer is the PeerAddr of the server that streams a client
+// node's cache feed of group ("" = none yet).
+func ClientFeedServer(n *Node, group string) string {
+	return n.e.(*client.Engine).FeedServer(group)
+}
 
 // server is n's server engine (tests of the server role only).
 func server(n *Node) *cluster.Engine { return n.e.(*cluster.Engine) }

@@ -434,6 +434,13 @@ func (s *stress) check() {
 			s.t.Errorf("acknowledged write %s at revision %d: %+v (present %v)", k, rev, e, ok)
 		}
 	}
+	// Every key is written by one Put: a write of unknown outcome is there
+	// or not, but never applied twice.
+	for k, e := range all {
+		if e.Version != 1 {
+			s.t.Errorf("key %s written once has version %d", k, e.Version)
+		}
+	}
 	for k, err := range s.refused {
 		if _, ok := all[k]; ok {
 			s.t.Errorf("write %s failed with %v (not applied) but is there", k, err)

@@ -20,9 +20,9 @@ const (
 	OpSetSettings   = "settings.set"   // Settings -> nothing
 	OpRegister      = "svc.register"   // RegisterRequest -> RegisterResponse
 	OpDeregister    = "svc.deregister" // InstanceRequest -> DeregisterResponse
-	OpHeartbeat     = "svc.heartbeat"  // InstanceRequest -> nothing
+	OpHeartbeat     = "svc.heartbeat"  // InstanceRequest -> RevisionResponse
 	OpInstances     = "svc.instances"  // InstancesRequest -> InstancesResponse
-	OpReplace       = "svc.replace"    // ReplaceRequest -> nothing
+	OpReplace       = "svc.replace"    // ReplaceRequest -> RevisionResponse
 	OpLeaseGet      = "lease.get"      // KeepAliveRequest -> LeaseDetail (linearizable)
 	OpGroupRevision = "group.revision" // GroupRequest -> RevisionResponse (ReadIndex on the leader)
 )
@@ -107,8 +107,13 @@ type RegisterRequest struct {
 }
 
 // RegisterResponse returns the record as stored (with its lease).
+// Revision, here and in the other answers to service writes, is the
+// group's revision on the answering server after the write applied there:
+// a client node raises its session floor to it, so it reads its own
+// service writes.
 type RegisterResponse struct {
-	Record []byte `json:"record"`
+	Record   []byte `json:"record"`
+	Revision int64  `json:"revision"`
 }
 
 // InstanceRequest names one instance.
@@ -120,7 +125,8 @@ type InstanceRequest struct {
 
 // DeregisterResponse tells whether there was an instance.
 type DeregisterResponse struct {
-	Found bool `json:"found"`
+	Found    bool  `json:"found"`
+	Revision int64 `json:"revision"`
 }
 
 // InstancesRequest reads the instances of a service ("" = all).
