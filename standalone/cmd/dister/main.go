@@ -102,9 +102,9 @@ flags. The other commands talk to a running daemon over its REST API
 		SilenceUsage:  true,
 		Args:          noArgs,
 	}
-	// cobra's own "completion bash|zsh|fish|powershell" command; its
-	// hidden __complete command completes subcommands and flags.
-	root.CompletionOptions.HiddenDefaultCmd = false
+	// cobra adds its own "completion bash|zsh|fish|powershell" command
+	// (root.CompletionOptions left as they are); the scripts call its
+	// hidden __complete command, which completes subcommands and flags.
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
