@@ -75,3 +75,13 @@ func server(n *Node) *cluster.Engine { return n.e.(*cluster.Engine) }
 
 // NodeLogger is the logger n writes to (Options.Logger, or what Open chose).
 func NodeLogger(n *Node) *slog.Logger { return n.log }
+
+// StoredLeases maps each lease of a group, as n's replica stores it, to
+// its TTL and checkpointed remaining time in ms (0 = no checkpoint).
+func StoredLeases(ctx context.Context, n *Node, group string) (map[int64][2]int64, error) {
+	return server(n).StoredLeases(ctx, group)
+}
+
+// RestorePending tells whether n still has restored shards whose Raft log
+// it has not compacted.
+func RestorePending(n *Node) bool { return server(n).RestorePending() }

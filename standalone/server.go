@@ -165,6 +165,7 @@ func (s *Server) routes() {
 
 	// Outside /v1's group: its deadline would cut the stream.
 	e.GET("/v1/watch", s.selectGroup, s.watch)
+	e.GET("/v1/snapshot", s.snapshot)
 	e.GET("/v1/watch/services/:name", s.selectGroup, s.watchServices)
 
 	legacy := e.Group("", s.deadline(false))

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
@@ -94,4 +95,11 @@ func (e *Engine) Leader(ctx context.Context, group string) (uint64, error) {
 		return 0, fmt.Errorf("group %q: %w", group, errs.GroupNotFound)
 	}
 	return g.leader.Load(), nil
+}
+
+// Snapshot is not served by a client node, which keeps no data of its
+// own: save through a server (its Node, or GET /v1/snapshot of a daemon
+// in the server role).
+func (e *Engine) Snapshot(ctx context.Context, w io.Writer) (core.SnapshotInfo, error) {
+	return core.SnapshotInfo{}, fmt.Errorf("a client node keeps no data to save: take the snapshot through a server: %w", errs.Invalid)
 }

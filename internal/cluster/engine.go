@@ -112,7 +112,9 @@ type Engine struct {
 	leaseDone chan struct{}
 	renewDone chan struct{}
 	checkDone chan struct{}
-	prober    *health.Prober // shared by the checkers of every group led here
+	// restoreDone: closed when compactRestored (restore.go) ends.
+	restoreDone chan struct{}
+	prober      *health.Prober // shared by the checkers of every group led here
 	// reconciling: the reconcile loop runs (Open got that far); set before
 	// Open returns, read by Close.
 	reconciling bool
@@ -150,21 +152,22 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, errs.Mark(fmt.Errorf("create data dir: %w", err), errs.Invalid)
 	}
 	e := &Engine{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		peers:     peer.NewClient(),
-		groups:    map[string]groupRecord{},
-		servers:   map[uint64]Peer{},
-		lessors:   map[uint64]*lessor{},
-		renewals:  map[renewal]time.Duration{},
-		leaseWake: make(chan struct{}, 1),
-		leaseDone: make(chan struct{}),
-		renewDone: make(chan struct{}),
-		checkDone: make(chan struct{}),
-		prober:    newProber(),
-		settled:   make(chan struct{}),
-		wake:      make(chan struct{}, 1),
-		done:      make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Logger,
+		peers:       peer.NewClient(),
+		groups:      map[string]groupRecord{},
+		servers:     map[uint64]Peer{},
+		lessors:     map[uint64]*lessor{},
+		renewals:    map[renewal]time.Duration{},
+		leaseWake:   make(chan struct{}, 1),
+		leaseDone:   make(chan struct{}),
+		renewDone:   make(chan struct{}),
+		checkDone:   make(chan struct{}),
+		restoreDone: make(chan struct{}),
+		prober:      newProber(),
+		settled:     make(chan struct{}),
+		wake:        make(chan struct{}, 1),
+		done:        make(chan struct{}),
 	}
 	e.life, e.stop = context.WithCancel(context.Background())
 	var b [8]byte
@@ -230,6 +233,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	go e.leaseLoop()
 	go e.renewLoop()
 	go e.checkLoop()
+	go e.compactRestored()
 	ok = true
 	return e, nil
 }
@@ -348,6 +352,7 @@ func (e *Engine) Close() error {
 			<-e.leaseDone
 			<-e.renewDone
 			<-e.checkDone
+			<-e.restoreDone
 		}
 		e.watchers.Wait()
 		if e.peerSrv != nil {

@@ -2,7 +2,11 @@ package cluster
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"sort"
+
+	"github.com/dister/dister/internal/fsm"
 )
 
 // These report engine internals that the public API does not show, for the
@@ -78,4 +82,30 @@ func (e *Engine) step(ctx context.Context, step string, id uint64) error {
 		return (*h)(ctx, step, id)
 	}
 	return nil
+}
+
+// StoredLeases maps each lease of group's local replica to its TTL and
+// checkpointed remaining time (ms; 0 = none), as the state machine holds
+// them.
+func (e *Engine) StoredLeases(ctx context.Context, group string) (map[int64][2]int64, error) {
+	sid, err := e.resolve(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	v, err := e.host.Read(ctx, sid, fsm.LeasesQuery{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[int64][2]int64{}
+	for _, l := range v.(*fsm.LeasesResult).Leases {
+		out[l.ID] = [2]int64{l.TTL, l.Remaining}
+	}
+	return out, nil
+}
+
+// RestorePending tells whether restored shards still have to compact
+// their Raft log here.
+func (e *Engine) RestorePending() bool {
+	_, err := os.Stat(filepath.Join(e.cfg.DataDir, restoredFile))
+	return err == nil
 }

@@ -282,6 +282,13 @@ func (h *peerHandler) Call(ctx context.Context, op string, body []byte) (any, er
 		}
 		d, err := e.Lease(ctx, req.Group, req.Lease)
 		return peer.LeaseDetail{TTL: d.TTL, Keys: d.Keys}, err
+	case peer.OpLeaseLeft:
+		var req peer.ShardRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		left, err := e.leaseLeftHere(ctx, req.Shard)
+		return peer.LeaseLeftResponse{Left: left}, err
 	case peer.OpRegister, peer.OpDeregister, peer.OpHeartbeat, peer.OpInstances, peer.OpReplace:
 		return h.serviceCall(ctx, op, decode)
 	}

@@ -25,7 +25,19 @@ const (
 	OpReplace       = "svc.replace"    // ReplaceRequest -> RevisionResponse
 	OpLeaseGet      = "lease.get"      // KeepAliveRequest -> LeaseDetail (linearizable)
 	OpGroupRevision = "group.revision" // GroupRequest -> RevisionResponse (ReadIndex on the leader)
+	OpLeaseLeft     = "lease.left"     // ShardRequest -> LeaseLeftResponse (the shard's leader only)
 )
+
+// ShardRequest names a shard.
+type ShardRequest struct {
+	Shard uint64 `json:"shard"`
+}
+
+// LeaseLeftResponse is the remaining time of every lease a group leader's
+// lessor counts down (ms), for a backup.
+type LeaseLeftResponse struct {
+	Left map[int64]int64 `json:"left"`
+}
 
 // JoinRequest asks a running server to add the sender to the cluster.
 type JoinRequest struct {

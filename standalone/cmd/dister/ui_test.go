@@ -150,6 +150,7 @@ func startConsoleDaemon(t *testing.T, token string) *daemon {
 
 // TestConsole walks through every page of the console as a user would.
 func TestConsole(t *testing.T) {
+	t.Parallel() // with TestConsoleReadOnly: each has its own daemon and browser
 	b := newBrowser(t)
 	const token = "console-test-token"
 	d := startConsoleDaemon(t, token)
@@ -340,6 +341,7 @@ func TestConsole(t *testing.T) {
 // as token roles will, first from the start (the console probes the role
 // at login) and then only after login (a refused save turns it read-only).
 func TestConsoleReadOnly(t *testing.T) {
+	t.Parallel()
 	b := newBrowser(t)
 	const token = "console-test-token"
 	d := startConsoleDaemon(t, token)
