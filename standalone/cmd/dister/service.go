@@ -2,9 +2,11 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -167,7 +169,7 @@ by "dister service heartbeat" within --check-ttl) and never.`,
 		var ans instance
 		data, err := c.call(cmd.Context(), "PUT", instancePath(service, id), c.groupQuery(), jsonBody(body), &ans)
 		if err != nil {
-			return fmt.Errorf("service register %s/%s: %w", service, id, err)
+			return fmt.Errorf("service register %s/%s: %w", service, id, withFlagNames(err))
 		}
 		if c.json() {
 			return c.printJSON(data)
@@ -337,4 +339,26 @@ the servers. Off by default.`,
 		return err
 	})
 	return cmd
+}
+
+// checkFields maps the check fields the daemon names in its errors to the
+// flags that set them.
+var checkFields = regexp.MustCompile(`\b(interval|timeout|ttl|deregister_critical_after) (-?[0-9])`)
+
+// withFlagNames rewords a daemon's refusal of a registration in terms of
+// this command's flags ("interval 1ms outside ..." -> "--check-interval
+// 1ms outside ...").
+func withFlagNames(err error) error {
+	var ae *apiError
+	if !errors.As(err, &ae) || ae.Code != "invalid" {
+		return err
+	}
+	out := *ae
+	out.Message = checkFields.ReplaceAllStringFunc(ae.Message, func(m string) string {
+		sub := checkFields.FindStringSubmatch(m)
+		flag := map[string]string{"interval": "--check-interval", "timeout": "--check-timeout",
+			"ttl": "--check-ttl", "deregister_critical_after": "--deregister-critical-after"}[sub[1]]
+		return flag + " " + sub[2]
+	})
+	return &out
 }

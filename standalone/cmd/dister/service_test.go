@@ -72,6 +72,9 @@ func TestCLIServices(t *testing.T) {
 		run("settings", "--script-checks", "false").fails(t, "settings with a separate value", 2)
 		want(t, "settings off", run("settings", "--script-checks=false").ok(t, "settings off"), "script_checks: false\n")
 
+		wantMatch(t, "flag names in errors", run("service", "register", "web", "i9", "--address", "10.0.0.9:80",
+			"--check-type", "tcp", "--check-target", "10.0.0.9:80", "--check-interval", "1ms").fails(t, "register 1ms", 1),
+			`--check-interval 1ms outside`)
 		for _, args := range [][]string{
 			{"service"}, {"service", "register", "web"}, {"service", "register", "web", "x", "--meta", "novalue"},
 			{"service", "register", "web", "x", "--check-interval", "1s"}, {"service", "get"},
