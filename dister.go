@@ -90,7 +90,7 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		return nil, err
 	}
 	if o.Logger == nil {
-		o.Logger = slog.Default()
+		o.Logger = slog.New(minLevel{h: slog.Default().Handler(), min: slog.LevelWarn})
 	}
 	timeout := o.RequestTimeout
 	if timeout == 0 {
@@ -350,4 +350,22 @@ func (n *Node) spawn(f func()) bool {
 		f()
 	}()
 	return true
+}
+
+// minLevel passes on the records of h at min and above: a Node given no
+// Logger says only what needs attention through slog.Default.
+type minLevel struct {
+	h   slog.Handler
+	min slog.Level
+}
+
+func (m minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= m.min && m.h.Enabled(ctx, l)
+}
+func (m minLevel) Handle(ctx context.Context, r slog.Record) error { return m.h.Handle(ctx, r) }
+func (m minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h: m.h.WithAttrs(as), min: m.min}
+}
+func (m minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h: m.h.WithGroup(name), min: m.min}
 }

@@ -2,6 +2,7 @@ package dister
 
 import (
 	"context"
+	"log/slog"
 	"time"
 
 	"github.com/dister/dister/internal/client"
@@ -71,6 +72,9 @@ func ClientFeedServer(n *Node, group string) string {
 
 // server is n's server engine (tests of the server role only).
 func server(n *Node) *cluster.Engine { return n.e.(*cluster.Engine) }
+
+// NodeLogger is the logger n writes to (Options.Logger, or what Open chose).
+func NodeLogger(n *Node) *slog.Logger { return n.log }
 
 // StoredLeases maps each lease of a group, as n's replica stores it, to
 // its TTL and checkpointed remaining time in ms (0 = no checkpoint).

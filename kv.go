@@ -3,6 +3,7 @@ package dister
 import (
 	"context"
 	"fmt"
+	"strconv"
 
 	"github.com/dister/dister/internal/cluster"
 	"github.com/dister/dister/internal/errs"
@@ -70,14 +71,14 @@ func (kv *KV) GetWithRevision(ctx context.Context, key string, opts ...ReadOptio
 	ctx, cancel := kv.n.bound(ctx)
 	defer cancel()
 	if err := checkKey(key); err != nil {
-		return nil, 0, fmt.Errorf("get %q: %w", key, err)
+		return nil, 0, fmt.Errorf("get %s: %w", quoteKey(key), err)
 	}
 	r, err := kv.n.e.Get(ctx, kv.group, key, readOpts(opts).cluster())
 	if err != nil {
-		return nil, 0, fmt.Errorf("get %q: %w", key, err)
+		return nil, 0, fmt.Errorf("get %s: %w", quoteKey(key), err)
 	}
 	if !r.Found {
-		return nil, r.Revision, fmt.Errorf("get %q: %w", key, errs.NotFound)
+		return nil, r.Revision, fmt.Errorf("get %s: %w", quoteKey(key), errs.NotFound)
 	}
 	e := toEntry(r.KV)
 	return &e, r.Revision, nil
@@ -93,7 +94,7 @@ func (kv *KV) Put(ctx context.Context, key string, value []byte, opts ...WriteOp
 		f(&o)
 	}
 	if o.prefix {
-		return 0, fmt.Errorf("put %q: WithPrefix is for Delete: %w", key, errs.Invalid)
+		return 0, fmt.Errorf("put %s: WithPrefix is for Delete: %w", quoteKey(key), errs.Invalid)
 	}
 	t := &fsm.Txn{Then: []fsm.Op{{Type: fsm.OpPut, Key: key, Value: value, Lease: int64(o.lease)}}}
 	if o.cas {
@@ -101,10 +102,10 @@ func (kv *KV) Put(ctx context.Context, key string, value []byte, opts ...WriteOp
 	}
 	r, err := kv.n.e.Txn(ctx, kv.group, t)
 	if err != nil {
-		return 0, fmt.Errorf("put %q: %w", key, err)
+		return 0, fmt.Errorf("put %s: %w", quoteKey(key), err)
 	}
 	if !r.Succeeded {
-		return 0, fmt.Errorf("put %q: mod revision is not %d: %w", key, o.modRev, errs.Conflict)
+		return 0, fmt.Errorf("put %s: mod revision is not %d: %w", quoteKey(key), o.modRev, errs.Conflict)
 	}
 	return r.Revision, nil
 }
@@ -120,12 +121,12 @@ func (kv *KV) Delete(ctx context.Context, key string, opts ...WriteOption) (Dele
 		f(&o)
 	}
 	if o.lease != 0 {
-		return DeleteResult{}, fmt.Errorf("delete %q: WithLease is for Put: %w", key, errs.Invalid)
+		return DeleteResult{}, fmt.Errorf("delete %s: WithLease is for Put: %w", quoteKey(key), errs.Invalid)
 	}
 	op := fsm.Op{Type: fsm.OpDelete, Key: key}
 	if o.prefix {
 		if o.cas {
-			return DeleteResult{}, fmt.Errorf("delete %q: IfModRevision does not go with WithPrefix: %w", key, errs.Invalid)
+			return DeleteResult{}, fmt.Errorf("delete %s: IfModRevision does not go with WithPrefix: %w", quoteKey(key), errs.Invalid)
 		}
 		op.Type = fsm.OpDeletePrefix
 	}
@@ -135,10 +136,10 @@ func (kv *KV) Delete(ctx context.Context, key string, opts ...WriteOption) (Dele
 	}
 	r, err := kv.n.e.Txn(ctx, kv.group, t)
 	if err != nil {
-		return DeleteResult{}, fmt.Errorf("delete %q: %w", key, err)
+		return DeleteResult{}, fmt.Errorf("delete %s: %w", quoteKey(key), err)
 	}
 	if !r.Succeeded {
-		return DeleteResult{}, fmt.Errorf("delete %q: mod revision is not %d: %w", key, o.modRev, errs.Conflict)
+		return DeleteResult{}, fmt.Errorf("delete %s: mod revision is not %d: %w", quoteKey(key), o.modRev, errs.Conflict)
 	}
 	return DeleteResult{Revision: r.Revision, Deleted: r.Ops[0].Deleted}, nil
 }
@@ -161,7 +162,7 @@ func (kv *KV) List(ctx context.Context, prefix string, opts ...ReadOption) ([]En
 		return nil, 0, err
 	}
 	if p.More && o.limit == 0 {
-		return nil, 0, fmt.Errorf("list %q: more than %d keys; page with Limit and After: %w", prefix, MaxListLimit, errs.TooLarge)
+		return nil, 0, fmt.Errorf("list %s: more than %d keys; page with Limit and After: %w", quoteKey(prefix), MaxListLimit, errs.TooLarge)
 	}
 	return p.Entries, p.Revision, nil
 }
@@ -173,13 +174,13 @@ func (kv *KV) ListPage(ctx context.Context, prefix string, opts ...ReadOption) (
 	defer cancel()
 	o := readOpts(opts)
 	if o.limit < 0 || o.limit > MaxListLimit {
-		return nil, fmt.Errorf("list %q: Limit %d is outside 1..%d: %w", prefix, o.limit, MaxListLimit, errs.Invalid)
+		return nil, fmt.Errorf("list %s: Limit %d is outside 1..%d: %w", quoteKey(prefix), o.limit, MaxListLimit, errs.Invalid)
 	}
 	if len(prefix) > MaxKeySize || len(o.after) > MaxKeySize {
-		return nil, fmt.Errorf("list %q: prefix or After over %d bytes: %w", prefix, MaxKeySize, errs.TooLarge)
+		return nil, fmt.Errorf("list %s: prefix or After over %d bytes: %w", quoteKey(prefix), MaxKeySize, errs.TooLarge)
 	}
 	if fsm.IsReserved(prefix) {
-		return nil, fmt.Errorf("list %q: prefix contains NUL: %w", prefix, errs.Invalid)
+		return nil, fmt.Errorf("list %s: prefix contains NUL: %w", quoteKey(prefix), errs.Invalid)
 	}
 	limit := o.limit
 	if limit == 0 {
@@ -187,7 +188,7 @@ func (kv *KV) ListPage(ctx context.Context, prefix string, opts ...ReadOption) (
 	}
 	r, err := kv.n.e.List(ctx, kv.group, fsm.ListQuery{Prefix: prefix, After: o.after, Limit: limit}, o.cluster())
 	if err != nil {
-		return nil, fmt.Errorf("list %q: %w", prefix, err)
+		return nil, fmt.Errorf("list %s: %w", quoteKey(prefix), err)
 	}
 	p := &Page{Entries: make([]Entry, len(r.KVs)), Revision: r.Revision, More: r.More}
 	for i, e := range r.KVs {
@@ -220,4 +221,16 @@ func modRevisionIs(key string, rev int64) fsm.Compare {
 // checkKey validates a key for reads, as the state machine does for writes.
 func checkKey(key string) error {
 	return fsm.ValidateUserKey(key, false)
+}
+
+// maxEchoedKey bounds a key or prefix quoted in an error message.
+const maxEchoedKey = 200
+
+// quoteKey is a key as error messages show it: quoted, and cut to 200 bytes
+// (a 4 KiB key would drown the message and every log line repeating it).
+func quoteKey(k string) string {
+	if len(k) <= maxEchoedKey {
+		return strconv.Quote(k)
+	}
+	return strconv.Quote(k[:maxEchoedKey]) + "..."
 }

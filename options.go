@@ -112,9 +112,13 @@ type Options struct {
 	// leader). Nil = none. A registry takes one Node at a time; Close
 	// unregisters its series.
 	Metrics prometheus.Registerer
-	// Logger receives the Node's logs and the Raft engine's warnings. Nil =
-	// slog.Default(). The engine's logger is process-wide: with several
-	// Nodes in one process, engine messages go to the last opened one's.
+	// Logger receives the Node's logs and the Raft engine's. Nil = WARN and
+	// above to slog.Default() (a healthy cluster then logs nothing). The
+	// engine's routine events (elections, requests dropped while there is
+	// no leader, the unencrypted-transport notice on loopback) are INFO,
+	// its chatter DEBUG; its real warnings stay WARN. The engine's logger
+	// is process-wide: with several Nodes in one process, engine messages
+	// go to the last opened one's.
 	Logger *slog.Logger
 }
 

@@ -90,7 +90,7 @@ func (kv *KV) Watch(ctx context.Context, prefix string, opts ...WatchOption) <-c
 	}
 	out := make(chan WatchEvent, watchBuffer)
 	end := func(err error, compact int64) {
-		ev := WatchEvent{Err: fmt.Errorf("watch %q: %w", prefix, err), CompactRevision: compact}
+		ev := WatchEvent{Err: fmt.Errorf("watch %s: %w", quoteKey(prefix), err), CompactRevision: compact}
 		select {
 		case out <- ev:
 			close(out)

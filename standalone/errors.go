@@ -11,7 +11,7 @@ import (
 	"github.com/dister/dister"
 )
 
-// Error codes of /v1, as DESIGN.md's table gives them, plus "internal" (500)
+// Error codes of /v1, as docs/rest.md#errors lists them, with "internal" (500)
 // for what no sentinel explains, which would be a bug since every SDK error
 // matches a sentinel. A wrong method is 405 with code "invalid".
 const (

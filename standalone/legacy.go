@@ -14,7 +14,7 @@ import (
 	"github.com/dister/dister"
 )
 
-// The legacy API of dister v1.5 (LEGACY-API.md), over group "default":
+// The legacy API of dister v1.5 (docs/legacy.md), over group "default":
 //
 //	GET    /kv?k=KEY            data: the value as a JSON string
 //	GET    /kv                  data: {key: value} of every key (at most
@@ -51,11 +51,11 @@ type envelope struct {
 }
 
 func (s *Server) legacyOK(c *gin.Context, data any, rev int64) {
-	s.reply(c, http.StatusOK, envelope{Result: 1, Message: msgOK, Data: data}, rev)
+	s.replyEnd(c, http.StatusOK, envelope{Result: 1, Message: msgOK, Data: data}, rev, "")
 }
 
 func (s *Server) legacyFail(c *gin.Context, message string) {
-	s.reply(c, http.StatusOK, envelope{Result: 0, Message: message}, noRevision)
+	s.replyEnd(c, http.StatusOK, envelope{Result: 0, Message: message}, noRevision, "")
 	c.Abort()
 }
 

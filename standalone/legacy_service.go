@@ -18,7 +18,7 @@ import (
 	"github.com/dister/dister"
 )
 
-// The service routes of dister v1.5 (LEGACY-API.md), over group "default":
+// The service routes of dister v1.5 (docs/legacy.md), over group "default":
 //
 //	GET    /service?name=N            data: N's ServiceConfig
 //	                                  {"name":N,"type":T,"node":[{...},...]}
@@ -102,8 +102,22 @@ type legacyParsed struct {
 	insts     []dister.Instance
 }
 
-func invalidConfig(name, typ string, index int) string {
-	return fmt.Sprintf("invalid config of service: %s, type: %s, node index: %d", name, typ, index)
+// invalidConfig is v1.5's message, then what is wrong: v1.5's prefix is
+// what its users' scripts match, the rest tells a person which field.
+func invalidConfig(name, typ string, index int, why string) string {
+	msg := fmt.Sprintf("invalid config of service: %s, type: %s, node index: %d", cut(name), cut(typ), index)
+	if why != "" {
+		msg += ": " + why
+	}
+	return msg
+}
+
+// cut shortens echoed input to 200 bytes.
+func cut(s string) string {
+	if len(s) <= 200 {
+		return s
+	}
+	return s[:200] + "..."
 }
 
 // parseLegacyService validates a ServiceConfig and builds its instances;
@@ -111,32 +125,33 @@ func invalidConfig(name, typ string, index int) string {
 func parseLegacyService(sc legacyServiceIn) (legacyParsed, string) {
 	p := legacyParsed{name: sc.Name, typ: sc.Type, insts: make([]dister.Instance, 0, len(sc.Node))}
 	if !legacyServiceName.MatchString(sc.Name) {
-		return p, invalidConfig(sc.Name, sc.Type, 0)
+		return p, invalidConfig(sc.Name, sc.Type, 0, `"name" must be 1 to 128 letters, digits or _`)
 	}
 	for i, raw := range sc.Node {
-		inst, ok := legacyNodeInstance(sc.Name, sc.Type, i, raw)
-		if !ok {
-			return p, invalidConfig(sc.Name, sc.Type, i)
+		inst, why := legacyNodeInstance(sc.Name, sc.Type, i, raw)
+		if why != "" {
+			return p, invalidConfig(sc.Name, sc.Type, i, why)
 		}
 		p.insts = append(p.insts, inst)
 	}
 	return p, ""
 }
 
-// legacyNodeInstance turns node i of a service into its instance.
-func legacyNodeInstance(service, typ string, i int, raw json.RawMessage) (dister.Instance, bool) {
+// legacyNodeInstance turns node i of a service into its instance, or says
+// what is wrong with it.
+func legacyNodeInstance(service, typ string, i int, raw json.RawMessage) (dister.Instance, string) {
 	var node map[string]json.RawMessage
 	if err := json.Unmarshal(raw, &node); err != nil || node == nil {
-		return dister.Instance{}, false
+		return dister.Instance{}, "the node must be a JSON object"
 	}
 	delete(node, "status") // written by the cluster, not by clients
 	priority, ok := legacyInt(node, "priority", 0, 0, dister.MaxPriority)
 	if !ok {
-		return dister.Instance{}, false
+		return dister.Instance{}, fmt.Sprintf(`"priority" must be an integer from 0 to %d`, dister.MaxPriority)
 	}
 	ms, ok := legacyInt(node, "interval", legacyDefaultIntervalMs, legacyMinIntervalMs, legacyMaxIntervalMs)
 	if !ok {
-		return dister.Instance{}, false
+		return dister.Instance{}, fmt.Sprintf(`"interval" must be milliseconds from %d to %d`, legacyMinIntervalMs, legacyMaxIntervalMs)
 	}
 	interval := time.Duration(ms) * time.Millisecond
 	inst := dister.Instance{Service: service, ID: fmt.Sprintf("node-%04d", i), Priority: priority}
@@ -144,39 +159,39 @@ func legacyNodeInstance(service, typ string, i int, raw json.RawMessage) (dister
 	case "web":
 		u, ok := legacyString(node, "url")
 		if !ok || !validWebURL(u) {
-			return dister.Instance{}, false
+			return dister.Instance{}, `"url" must be an http or https URL (a JSON string)`
 		}
 		inst.Address = u
 		inst.Check = dister.Check{Type: dister.CheckWeb, Target: u, Interval: interval}
 	case "tcp":
-		addr, ok := legacyHostPort(node)
-		if !ok {
-			return dister.Instance{}, false
+		addr, why := legacyHostPort(node)
+		if why != "" {
+			return dister.Instance{}, why
 		}
 		inst.Address = addr
 		inst.Check = dister.Check{Type: dister.CheckTCP, Target: addr, Interval: interval,
 			Timeout: min(legacyTCPTimeout, interval)}
 	case "mysql", "pgsql":
-		addr, ok := legacyHostPort(node)
-		if !ok {
-			return dister.Instance{}, false
+		addr, why := legacyHostPort(node)
+		if why != "" {
+			return dister.Instance{}, why
 		}
 		var creds [3]string // user, pass, database
 		for j, k := range []string{"user", "pass", "database"} {
 			if creds[j], ok = legacyString(node, k); !ok {
-				return dister.Instance{}, false
+				return dister.Instance{}, fmt.Sprintf("%q is required (a JSON string)", k)
 			}
 		}
 		target, ok := dbTarget(typ, addr, creds[0], creds[1], creds[2])
 		if !ok {
-			return dister.Instance{}, false
+			return dister.Instance{}, `"user", "pass" and "database" do not make a connection string`
 		}
 		inst.Address = addr
 		inst.Check = dister.Check{Type: dister.CheckType(typ), Target: target, Interval: interval}
 	case "custom":
 		script, ok := legacyString(node, "script")
 		if !ok || strings.TrimSpace(script) == "" {
-			return dister.Instance{}, false
+			return dister.Instance{}, `"script" is required (a JSON string)`
 		}
 		inst.Check = dister.Check{Type: dister.CheckCustom, Target: script, Interval: interval}
 	default:
@@ -184,10 +199,10 @@ func legacyNodeInstance(service, typ string, i int, raw json.RawMessage) (dister
 	}
 	extra, err := json.Marshal(legacyExtra{Type: typ, Node: node})
 	if err != nil || len(extra) > legacyMaxExtra {
-		return dister.Instance{}, false
+		return dister.Instance{}, fmt.Sprintf("the node is larger than %d bytes", legacyMaxExtra)
 	}
 	inst.Extra = extra
-	return inst, true
+	return inst, ""
 }
 
 // dbTarget is the connection string of a mysql or pgsql check; false when
@@ -245,29 +260,27 @@ func legacyInt(node map[string]json.RawMessage, k string, def, lo, hi int) (int,
 	return v, true
 }
 
-// legacyHostPort reads host and port as host:port.
-func legacyHostPort(node map[string]json.RawMessage) (string, bool) {
+// legacyHostPort reads host and port as host:port, or says what is wrong.
+func legacyHostPort(node map[string]json.RawMessage) (string, string) {
+	const badHost = `"host" must be a host name or IP address (a JSON string)`
 	host, ok := legacyString(node, "host")
 	if !ok {
-		return "", false
+		return "", badHost
 	}
 	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
 	if host == "" || len(host) > 253 {
-		return "", false
+		return "", badHost
 	}
 	for _, r := range host {
 		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(".-_:%", r)) {
-			return "", false
+			return "", badHost
 		}
 	}
-	if _, ok := node["port"]; !ok {
-		return "", false
-	}
 	port, ok := legacyInt(node, "port", 0, 1, 65535)
-	if !ok {
-		return "", false
+	if _, given := node["port"]; !given || !ok {
+		return "", `"port" must be a port number (1 to 65535)`
 	}
-	return net.JoinHostPort(host, strconv.Itoa(port)), true
+	return net.JoinHostPort(host, strconv.Itoa(port)), ""
 }
 
 func validWebURL(s string) bool {
@@ -408,13 +421,14 @@ func (s *Server) legacyPutServices(c *gin.Context) {
 			return
 		}
 		if !st.ScriptChecks {
-			s.legacyFail(c, invalidConfig(name, typ, i))
+			s.legacyFail(c, invalidConfig(name, typ, i, `custom checks are off (PUT /v1/settings {"script_checks":true} allows them)`))
 			return
 		}
 	}
 	if err := s.node.Services().Replace(ctx, order, insts); err != nil {
 		if errors.Is(err, dister.ErrInvalid) && len(insts) == 1 {
-			s.legacyFail(c, invalidConfig(order[0], parsed[order[0]].typ, 0))
+			s.legacyFail(c, invalidConfig(order[0], parsed[order[0]].typ, 0,
+				strings.TrimSuffix(err.Error(), ": "+dister.ErrInvalid.Error())))
 			return
 		}
 		// The SDK does not say which instance it refused.

@@ -132,8 +132,9 @@ func TestLegacyServiceTypes(t *testing.T) {
 func TestLegacyServiceInvalid(t *testing.T) {
 	_, srv := one(t, standalone.Options{MaxBodyBytes: 1 << 20})
 	legacy(t, call(t, srv, "POST", "/service", `[{"name":"keep","type":"ftp","node":[{"a":1}]}]`), legacyOK)
+	// v1.5's message, then what is wrong (": ..."), which names the field.
 	cfg := func(name, typ string, i int) string {
-		return legacyErr(fmt.Sprintf("invalid config of service: %s, type: %s, node index: %d", name, typ, i))
+		return fmt.Sprintf("invalid config of service: %s, type: %s, node index: %d: ", name, typ, i)
 	}
 	for _, c := range []struct{ body, want string }{
 		{`[{"name":"w","type":"web","node":[{"url":"http://10.0.0.1/"},{"nourl":1}]}]`, cfg("w", "web", 1)},
@@ -160,7 +161,25 @@ func TestLegacyServiceInvalid(t *testing.T) {
 		{`[{"name":"w","type":"web","node":[null]}]`, cfg("w", "web", 0)},
 		{`[{"name":"x","type":"x","node":[{},{},{"big":"` + strings.Repeat("b", 70<<10) + `"}]}]`, cfg("x", "x", 2)},
 	} {
-		legacy(t, call(t, srv, "POST", "/service", c.body), c.want)
+		r := call(t, srv, "POST", "/service", c.body)
+		var ans struct {
+			Result  int    `json:"result"`
+			Message string `json:"message"`
+		}
+		if err := json.Unmarshal(r.body, &ans); err != nil || ans.Result != 0 ||
+			!strings.HasPrefix(ans.Message, c.want) || len(ans.Message) == len(c.want) {
+			t.Errorf("POST %.80s: %s, want the message %q and a reason", c.body, r.body, c.want+"...")
+		}
+	}
+	for body, why := range map[string]string{
+		`[{"name":"w","type":"web","node":[{"url":"http://10.0.0.1/","priority":"abc"}]}]`:                   `"priority" must be an integer`,
+		`[{"name":"t","type":"tcp","node":[{"host":"10.0.0.1","port":"http"}]}]`:                             `"port" must be a port number`,
+		`[{"name":"d","type":"mysql","node":[{"host":"10.0.0.1","port":"3306","user":"u","database":"x"}]}]`: `"pass" is required`,
+		`[{"name":"` + strings.Repeat("n", 300) + `","type":"web","node":[]}]`:                               strings.Repeat("n", 200) + "..., type",
+	} {
+		if r := call(t, srv, "POST", "/service", body); !strings.Contains(string(r.body), strings.ReplaceAll(why, `"`, `\"`)) {
+			t.Errorf("POST %.80s: %s, want it to say %s", body, r.body, why)
+		}
 	}
 	// Nothing was written by the refused POSTs, not even their valid parts.
 	legacy(t, call(t, srv, "GET", "/service", nil),

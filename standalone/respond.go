@@ -32,13 +32,21 @@ const (
 // reply writes v as JSON with X-Dister-Revision: rev when the handler has
 // one (>= 0), else the selected group's revision on this server.
 func (s *Server) reply(c *gin.Context, status int, v any, rev int64) {
+	s.replyEnd(c, status, v, rev, "\n")
+}
+
+// replyEnd is reply with end after the JSON: the v1.5 API ends with none,
+// as v1.5 did.
+func (s *Server) replyEnd(c *gin.Context, status int, v any, rev int64, end string) {
 	b, err := json.Marshal(v)
 	if err != nil {
 		// Only the package's own types are marshalled; they always encode.
 		status, b = http.StatusInternalServerError, []byte(`{"error":{"code":"internal","message":"encoding the answer failed"}}`)
 	}
 	s.stamp(c, rev)
-	c.Data(status, contentJSON, b)
+	// A newline after the JSON: a shell prompt or the next answer of a
+	// pasted curl block starts on its own line.
+	c.Data(status, contentJSON, append(b, end...))
 }
 
 // stamp sets X-Dister-Revision.

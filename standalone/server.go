@@ -1,5 +1,5 @@
 // Package standalone serves a dister Node over HTTP: the /v1 REST API of
-// DESIGN.md, the legacy API of dister v1.5 (/kv, /node, /service,
+// docs/rest.md, the legacy API of dister v1.5 (docs/legacy.md: /kv, /node, /service,
 // /balance), /healthz, /readyz, /metrics and the web console at /ui (ui.go). It is what the dister daemon runs, and a Go program can
 // mount it beside its own routes. It uses only the public dister API.
 //

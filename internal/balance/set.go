@@ -10,7 +10,7 @@
 //     warning ones; unusable members are never chosen;
 //   - within that tier, priority-0 members are standbys: they are eligible
 //     only when every candidate has priority 0 (then they are equal), which
-//     also keeps the v1.5 rule "one candidate → it" (LEGACY-API.md).
+//     also keeps the v1.5 rule "one candidate → it" (docs/legacy.md).
 //
 // Pick weighs eligible members by priority, RoundRobin rotates through them
 // evenly and HashKey maps a key to one of them by consistent hashing.

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -143,8 +144,12 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.LeaseCheckpoint == 0 {
 		cfg.LeaseCheckpoint = defaultCheckpoint
 	}
+	// A first start that fails (a port in use, a join refused) must not
+	// leave a half-made data dir behind: the next start, with other flags,
+	// would find a Raft host directory that is not its own.
+	existed, empty := dirState(cfg.DataDir)
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("create data dir: %v: %w", err, errs.Invalid)
+		return nil, errs.Mark(fmt.Errorf("create data dir: %w", err), errs.Invalid)
 	}
 	e := &Engine{
 		cfg:         cfg,
@@ -175,6 +180,9 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	defer func() {
 		if !ok {
 			e.Close()
+			if empty {
+				removeCreated(cfg.DataDir, existed, e.log)
+			}
 		}
 	}()
 	id, restart, err := e.identify(ctx)
@@ -273,10 +281,10 @@ func (e *Engine) saveIdentity() error {
 	idn, _ := json.Marshal(identity{NodeID: e.cfg.NodeID, RaftAddr: e.cfg.RaftAddr, PeerAddr: e.cfg.PeerAddr})
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, idn, 0o640); err != nil {
-		return fmt.Errorf("write %s: %v: %w", tmp, err, errs.Invalid)
+		return errs.Mark(fmt.Errorf("write %s: %w", tmp, err), errs.Invalid)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %v: %w", path, err, errs.Invalid)
+		return errs.Mark(fmt.Errorf("write %s: %w", path, err), errs.Invalid)
 	}
 	return nil
 }
@@ -421,4 +429,31 @@ func (e *Engine) GroupStates() []GroupState {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// dirState reports whether dir exists, and whether it is absent or empty
+// (nothing of a previous start in it).
+func dirState(dir string) (existed, empty bool) {
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, true
+	}
+	return true, err == nil && len(entries) == 0
+}
+
+// removeCreated undoes a failed first start in dir, which was absent
+// (removed again) or empty (emptied again).
+func removeCreated(dir string, existed bool, log *slog.Logger) {
+	if !existed {
+		if err := os.RemoveAll(dir); err != nil {
+			log.Warn("a failed first start could not remove the data dir it created", "dir", dir, "err", err)
+		}
+		return
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, en := range entries {
+		if err := os.RemoveAll(filepath.Join(dir, en.Name())); err != nil {
+			log.Warn("a failed first start could not remove what it created in the data dir", "path", filepath.Join(dir, en.Name()), "err", err)
+		}
+	}
 }

@@ -20,3 +20,18 @@ var (
 	// UnknownOutcome: a write that may or may not have been applied.
 	UnknownOutcome = errors.New("dister: outcome unknown")
 )
+
+// Mark makes err match sentinel with errors.Is while its message stays
+// err's own: an operating-system error (address in use, permission denied)
+// reads as the system said it, without a sentinel's text after it.
+func Mark(err, sentinel error) error {
+	if err == nil {
+		return nil
+	}
+	return &marked{err: err, sentinel: sentinel}
+}
+
+type marked struct{ err, sentinel error }
+
+func (m *marked) Error() string   { return m.err.Error() }
+func (m *marked) Unwrap() []error { return []error{m.err, m.sentinel} }

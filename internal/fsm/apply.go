@@ -38,7 +38,7 @@ func putRecordHeader(dst *[maxRecordHeader]byte, h recordHeader) []byte {
 	return binary.AppendVarint(b, h.lease)
 }
 
-var errCorruptRecord = errors.New("fsm: corrupt stored record")
+var errCorruptRecord = errors.New("corrupt stored record")
 
 // decodeRecord splits a stored record; value aliases v.
 func decodeRecord(v []byte) (h recordHeader, value []byte, err error) {
@@ -138,7 +138,7 @@ func getRecord(b *pebble.Batch, key []byte) (h recordHeader, value []byte, close
 		return h, nil, nil, false, nil
 	}
 	if err != nil {
-		return h, nil, nil, false, fmt.Errorf("fsm: read %q: %w", key[1:], err)
+		return h, nil, nil, false, fmt.Errorf("read %q: %w", key[1:], err)
 	}
 	h, value, err = decodeRecord(v)
 	if err != nil {
@@ -180,7 +180,7 @@ func (s *StateMachine) applyTxn(b *pebble.Batch, t *Txn, rev int64) (res TxnResu
 				return res, nil, err
 			}
 			if !found {
-				return res, fmt.Errorf("fsm: %s op %d: lease %d: %w", branch, i, l, errs.LeaseNotFound), nil
+				return res, fmt.Errorf("%s op %d: lease %d: %w", branch, i, l, errs.LeaseNotFound), nil
 			}
 			checked = l
 		}
@@ -271,7 +271,7 @@ func (s *StateMachine) applyOp(b *pebble.Batch, op *Op, rev int64) (int64, error
 		copy(d.Key, s.kbuf)
 		copy(d.Value[copy(d.Value, hdr):], op.Value)
 		if err := d.Finish(); err != nil {
-			return 0, fmt.Errorf("fsm: put: %w", err)
+			return 0, fmt.Errorf("put: %w", err)
 		}
 		if old.lease != h.lease { // old is zero when not found
 			if err := s.attach(b, s.kbuf[1:], old.lease, h.lease); err != nil {
@@ -294,7 +294,7 @@ func (s *StateMachine) applyOp(b *pebble.Batch, op *Op, rev int64) (int64, error
 			return 0, err
 		}
 		if err := b.Delete(s.kbuf, nil); err != nil {
-			return 0, fmt.Errorf("fsm: delete: %w", err)
+			return 0, fmt.Errorf("delete: %w", err)
 		}
 		return 1, nil
 	case OpDeletePrefix:
@@ -339,7 +339,7 @@ func (s *StateMachine) deletePrefix(b *pebble.Batch, prefix string) (int64, erro
 			ends = append(ends, len(buf))
 		}
 		if err := it.Close(); err != nil {
-			return n, fmt.Errorf("fsm: delete prefix: %w", err)
+			return n, fmt.Errorf("delete prefix: %w", err)
 		}
 		start := 0
 		for j := 0; j < len(ends); j += 2 {
@@ -356,7 +356,7 @@ func (s *StateMachine) deletePrefix(b *pebble.Batch, prefix string) (int64, erro
 				return n, err
 			}
 			if err := b.Delete(k, nil); err != nil {
-				return n, fmt.Errorf("fsm: delete prefix: %w", err)
+				return n, fmt.Errorf("delete prefix: %w", err)
 			}
 		}
 		s.scratch, s.ends = buf[:0], ends[:0]

@@ -73,13 +73,13 @@ func EncodeCommand(c *Command) ([]byte, error) {
 // errs.Invalid.
 func ValidateCommand(c *Command) error {
 	if c == nil {
-		return fmt.Errorf("fsm: nil command: %w", errs.Invalid)
+		return fmt.Errorf("nil command: %w", errs.Invalid)
 	}
 	if c.Session != 0 && c.Mark > c.Seq {
-		return fmt.Errorf("fsm: command mark %d above its seq %d: %w", c.Mark, c.Seq, errs.Invalid)
+		return fmt.Errorf("command mark %d above its seq %d: %w", c.Mark, c.Seq, errs.Invalid)
 	}
 	if c.Time < 0 {
-		return fmt.Errorf("fsm: negative command time %d: %w", c.Time, errs.Invalid)
+		return fmt.Errorf("negative command time %d: %w", c.Time, errs.Invalid)
 	}
 	payloads := 0
 	for _, set := range [...]bool{c.Txn != nil, c.Grant != nil, c.Revoke != nil, c.Checkpoint != nil, c.Epoch != nil} {
@@ -95,58 +95,58 @@ func ValidateCommand(c *Command) error {
 	case KindLeaseGrant:
 		g := c.Grant
 		if g == nil {
-			return fmt.Errorf("fsm: lease grant without payload: %w", errs.Invalid)
+			return fmt.Errorf("lease grant without payload: %w", errs.Invalid)
 		}
 		if g.ID < 0 {
-			return fmt.Errorf("fsm: lease grant: negative id %d: %w", g.ID, errs.Invalid)
+			return fmt.Errorf("lease grant: negative id %d: %w", g.ID, errs.Invalid)
 		}
 		if g.TTL < 1 || g.TTL > MaxLeaseTTL {
-			return fmt.Errorf("fsm: lease grant: TTL %d ms outside 1..%d: %w", g.TTL, int64(MaxLeaseTTL), errs.Invalid)
+			return fmt.Errorf("lease grant: TTL %d ms outside 1..%d: %w", g.TTL, int64(MaxLeaseTTL), errs.Invalid)
 		}
 	case KindLeaseRevoke:
 		r := c.Revoke
 		if r == nil {
-			return fmt.Errorf("fsm: lease revoke without payload: %w", errs.Invalid)
+			return fmt.Errorf("lease revoke without payload: %w", errs.Invalid)
 		}
 		if len(r.IDs) == 0 {
-			return fmt.Errorf("fsm: lease revoke: no ids: %w", errs.Invalid)
+			return fmt.Errorf("lease revoke: no ids: %w", errs.Invalid)
 		}
 		if len(r.IDs) > MaxLeaseBatch {
-			return fmt.Errorf("fsm: lease revoke: %d ids, more than %d: %w", len(r.IDs), MaxLeaseBatch, errs.TooLarge)
+			return fmt.Errorf("lease revoke: %d ids, more than %d: %w", len(r.IDs), MaxLeaseBatch, errs.TooLarge)
 		}
 		for i, id := range r.IDs {
 			if id <= 0 {
-				return fmt.Errorf("fsm: lease revoke: id %d at %d is not positive: %w", id, i, errs.Invalid)
+				return fmt.Errorf("lease revoke: id %d at %d is not positive: %w", id, i, errs.Invalid)
 			}
 		}
 	case KindLeaseCheckpoint:
 		cp := c.Checkpoint
 		if cp == nil {
-			return fmt.Errorf("fsm: lease checkpoint without payload: %w", errs.Invalid)
+			return fmt.Errorf("lease checkpoint without payload: %w", errs.Invalid)
 		}
 		if len(cp.Checkpoints) == 0 {
-			return fmt.Errorf("fsm: lease checkpoint: no leases: %w", errs.Invalid)
+			return fmt.Errorf("lease checkpoint: no leases: %w", errs.Invalid)
 		}
 		if len(cp.Checkpoints) > MaxLeaseBatch {
-			return fmt.Errorf("fsm: lease checkpoint: %d leases, more than %d: %w", len(cp.Checkpoints), MaxLeaseBatch, errs.TooLarge)
+			return fmt.Errorf("lease checkpoint: %d leases, more than %d: %w", len(cp.Checkpoints), MaxLeaseBatch, errs.TooLarge)
 		}
 		for i, l := range cp.Checkpoints {
 			if l.ID <= 0 {
-				return fmt.Errorf("fsm: lease checkpoint %d: id %d is not positive: %w", i, l.ID, errs.Invalid)
+				return fmt.Errorf("lease checkpoint %d: id %d is not positive: %w", i, l.ID, errs.Invalid)
 			}
 			if l.RemainingMs < 0 || l.RemainingMs > MaxLeaseTTL {
-				return fmt.Errorf("fsm: lease checkpoint %d: remaining %d ms outside 0..%d: %w", i, l.RemainingMs, int64(MaxLeaseTTL), errs.Invalid)
+				return fmt.Errorf("lease checkpoint %d: remaining %d ms outside 0..%d: %w", i, l.RemainingMs, int64(MaxLeaseTTL), errs.Invalid)
 			}
 		}
 	case KindLeaseEpoch:
 		if c.Epoch == nil {
-			return fmt.Errorf("fsm: lease epoch without payload: %w", errs.Invalid)
+			return fmt.Errorf("lease epoch without payload: %w", errs.Invalid)
 		}
 	default:
-		return fmt.Errorf("fsm: unknown command kind %d: %w", c.Kind, errs.Invalid)
+		return fmt.Errorf("unknown command kind %d: %w", c.Kind, errs.Invalid)
 	}
 	if payloads != 1 {
-		return fmt.Errorf("fsm: command of kind %d carries %d payloads, want 1: %w", c.Kind, payloads, errs.Invalid)
+		return fmt.Errorf("command of kind %d carries %d payloads, want 1: %w", c.Kind, payloads, errs.Invalid)
 	}
 	return nil
 }
@@ -271,7 +271,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 // errCorrupt is returned for every structural decoding failure: the cause
 // is a bug or a forged entry, and a static error keeps the hot path free of
 // allocations.
-var errCorrupt = fmt.Errorf("fsm: corrupt command: %w", errs.Invalid)
+var errCorrupt = fmt.Errorf("corrupt command: %w", errs.Invalid)
 
 // cmdAlloc lets one allocation hold the Command and its Txn.
 type cmdAlloc struct {
@@ -288,7 +288,7 @@ func decodeCommand(b []byte, alias bool) (*Command, error) {
 		if len(b) == 0 {
 			return nil, errCorrupt
 		}
-		return nil, fmt.Errorf("fsm: unknown command codec version %d: %w", b[0], errs.Invalid)
+		return nil, fmt.Errorf("unknown command codec version %d: %w", b[0], errs.Invalid)
 	}
 	kind := CmdKind(d.byte())
 	if d.err != nil {
@@ -300,11 +300,11 @@ func decodeCommand(b []byte, alias bool) (*Command, error) {
 		return decodeLeaseCommand(&d, kind, v)
 	case KindLeaseEpoch:
 		if v == cmdCodecVersionV1 {
-			return nil, fmt.Errorf("fsm: command kind %d in codec version 1: %w", kind, errs.Invalid)
+			return nil, fmt.Errorf("command kind %d in codec version 1: %w", kind, errs.Invalid)
 		}
 		return decodeLeaseCommand(&d, kind, v)
 	default:
-		return nil, fmt.Errorf("fsm: unknown command kind %d: %w", kind, errs.Invalid)
+		return nil, fmt.Errorf("unknown command kind %d: %w", kind, errs.Invalid)
 	}
 	a := &cmdAlloc{}
 	c := &a.cmd
@@ -525,24 +525,24 @@ func (d *decoder) ops(budget *int) []Op {
 // limit wrap errs.TooLarge, everything else errs.Invalid.
 func ValidateTxn(t *Txn) error {
 	if t == nil {
-		return fmt.Errorf("fsm: nil txn: %w", errs.Invalid)
+		return fmt.Errorf("nil txn: %w", errs.Invalid)
 	}
 	if n := len(t.Compares) + len(t.Then) + len(t.Else); n > MaxTxnOps {
-		return fmt.Errorf("fsm: txn has %d compares and ops, more than %d: %w", n, MaxTxnOps, errs.TooLarge)
+		return fmt.Errorf("txn has %d compares and ops, more than %d: %w", n, MaxTxnOps, errs.TooLarge)
 	}
 	for i := range t.Compares {
 		c := &t.Compares[i]
 		if err := validateKey(c.Key, false); err != nil {
-			return fmt.Errorf("fsm: compare %d: %w", i, err)
+			return fmt.Errorf("compare %d: %w", i, err)
 		}
 		if c.Target < TargetValue || c.Target > TargetCreateRevision {
-			return fmt.Errorf("fsm: compare %d: unknown target %d: %w", i, c.Target, errs.Invalid)
+			return fmt.Errorf("compare %d: unknown target %d: %w", i, c.Target, errs.Invalid)
 		}
 		if c.Op < OpEqual || c.Op > OpGreater {
-			return fmt.Errorf("fsm: compare %d: unknown operator %d: %w", i, c.Op, errs.Invalid)
+			return fmt.Errorf("compare %d: unknown operator %d: %w", i, c.Op, errs.Invalid)
 		}
 		if c.Target == TargetValue && len(c.Value) > MaxValueSize {
-			return fmt.Errorf("fsm: compare %d: value of %d bytes, more than %d: %w", i, len(c.Value), MaxValueSize, errs.TooLarge)
+			return fmt.Errorf("compare %d: value of %d bytes, more than %d: %w", i, len(c.Value), MaxValueSize, errs.TooLarge)
 		}
 	}
 	if err := validateOps("then", t.Then); err != nil {
@@ -557,17 +557,17 @@ func validateOps(branch string, ops []Op) error {
 		switch op.Type {
 		case OpPut:
 			if len(op.Value) > MaxValueSize {
-				return fmt.Errorf("fsm: %s op %d: value of %d bytes, more than %d: %w", branch, i, len(op.Value), MaxValueSize, errs.TooLarge)
+				return fmt.Errorf("%s op %d: value of %d bytes, more than %d: %w", branch, i, len(op.Value), MaxValueSize, errs.TooLarge)
 			}
 			if op.Lease < 0 {
-				return fmt.Errorf("fsm: %s op %d: negative lease %d: %w", branch, i, op.Lease, errs.Invalid)
+				return fmt.Errorf("%s op %d: negative lease %d: %w", branch, i, op.Lease, errs.Invalid)
 			}
 		case OpDelete, OpDeletePrefix:
 		default:
-			return fmt.Errorf("fsm: %s op %d: unknown op type %d: %w", branch, i, op.Type, errs.Invalid)
+			return fmt.Errorf("%s op %d: unknown op type %d: %w", branch, i, op.Type, errs.Invalid)
 		}
 		if err := validateKey(op.Key, op.Type == OpDeletePrefix); err != nil {
-			return fmt.Errorf("fsm: %s op %d: %w", branch, i, err)
+			return fmt.Errorf("%s op %d: %w", branch, i, err)
 		}
 	}
 	return nil
@@ -603,13 +603,13 @@ func ValidateUserKey(k string, allowEmpty bool) error {
 func RejectReserved(t *Txn) error {
 	for i := range t.Compares {
 		if IsReserved(t.Compares[i].Key) {
-			return fmt.Errorf("fsm: compare %d: key contains NUL: %w", i, errs.Invalid)
+			return fmt.Errorf("compare %d: key contains NUL: %w", i, errs.Invalid)
 		}
 	}
 	for _, ops := range [][]Op{t.Then, t.Else} {
 		for i := range ops {
 			if IsReserved(ops[i].Key) {
-				return fmt.Errorf("fsm: op %d: key contains NUL: %w", i, errs.Invalid)
+				return fmt.Errorf("op %d: key contains NUL: %w", i, errs.Invalid)
 			}
 		}
 	}

@@ -57,7 +57,7 @@ func appendEventRecord(dst []byte, h recordHeader, valueLen int) []byte {
 func (s *StateMachine) writeEvent(b *pebble.Batch, typ EventType, key []byte,
 	cur recordHeader, value []byte, hasPrev bool, prev recordHeader, prevValue []byte) error {
 	if s.evSeq == math.MaxUint32 {
-		return errors.New("fsm: more than 2^32-1 events in one revision")
+		return errors.New("more than 2^32-1 events in one revision")
 	}
 	var kb [eventKeyLen]byte
 	k := eventKey(&kb, s.evRev, s.evSeq)
@@ -94,12 +94,12 @@ func (s *StateMachine) writeEvent(b *pebble.Batch, typ EventType, key []byte,
 	off += copy(d.Value[off:], prevRec)
 	copy(d.Value[off:], prevValue)
 	if err := d.Finish(); err != nil {
-		return fmt.Errorf("fsm: write event: %w", err)
+		return fmt.Errorf("write event: %w", err)
 	}
 	return nil
 }
 
-var errCorruptEvent = errors.New("fsm: corrupt stored event")
+var errCorruptEvent = errors.New("corrupt stored event")
 
 // decodeEvent decodes a stored event of revision rev; nothing aliases v.
 func decodeEvent(rev int64, v []byte) (Event, error) {
@@ -181,11 +181,11 @@ func (s *StateMachine) trimEvents(b *pebble.Batch, rev uint64, compact *int64) e
 			keys = append(keys, it.Key()...)
 		}
 		if err := it.Close(); err != nil {
-			return fmt.Errorf("fsm: trim events: %w", err)
+			return fmt.Errorf("trim events: %w", err)
 		}
 		for off := 0; off < len(keys); off += eventKeyLen {
 			if err := b.Delete(keys[off:off+eventKeyLen], nil); err != nil {
-				return fmt.Errorf("fsm: trim events: %w", err)
+				return fmt.Errorf("trim events: %w", err)
 			}
 		}
 		s.scratch = keys[:0]
@@ -199,7 +199,7 @@ func (s *StateMachine) trimEvents(b *pebble.Batch, rev uint64, compact *int64) e
 	var v [8]byte
 	binary.BigEndian.PutUint64(v[:], next)
 	if err := b.Set(metaCompactKey, v[:], nil); err != nil {
-		return fmt.Errorf("fsm: trim events: %w", err)
+		return fmt.Errorf("trim events: %w", err)
 	}
 	*compact = int64(next)
 	return nil
@@ -211,11 +211,11 @@ func readCompact(v []byte, found bool) (int64, error) {
 		return 1, nil
 	}
 	if len(v) != 8 {
-		return 0, fmt.Errorf("fsm: corrupt compact revision (%d bytes)", len(v))
+		return 0, fmt.Errorf("corrupt compact revision (%d bytes)", len(v))
 	}
 	c := binary.BigEndian.Uint64(v)
 	if c < 1 || c > math.MaxInt64 {
-		return 0, fmt.Errorf("fsm: corrupt compact revision %d", c)
+		return 0, fmt.Errorf("corrupt compact revision %d", c)
 	}
 	return int64(c), nil
 }
@@ -235,17 +235,17 @@ type CompactedError struct {
 }
 
 func (e *CompactedError) Error() string {
-	return fmt.Sprintf("fsm: events from revision %d: history starts at %d: %v", e.From, e.CompactRevision, errs.Compacted)
+	return fmt.Sprintf("events from revision %d: history starts at %d: %v", e.From, e.CompactRevision, errs.Compacted)
 }
 
 func (e *CompactedError) Unwrap() error { return errs.Compacted }
 
 func (s *StateMachine) events(q *EventsQuery) (*EventsResult, error) {
 	if q.From < 1 {
-		return nil, fmt.Errorf("fsm: events: from revision %d, want >= 1: %w", q.From, errs.Invalid)
+		return nil, fmt.Errorf("events: from revision %d, want >= 1: %w", q.From, errs.Invalid)
 	}
 	if q.Limit < 0 {
-		return nil, fmt.Errorf("fsm: events: negative limit %d: %w", q.Limit, errs.Invalid)
+		return nil, fmt.Errorf("events: negative limit %d: %w", q.Limit, errs.Invalid)
 	}
 	limit := q.Limit
 	if limit == 0 {
@@ -270,7 +270,7 @@ func (s *StateMachine) events(q *EventsQuery) (*EventsResult, error) {
 		return nil, err
 	}
 	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("fsm: events: %w", err)
+		return nil, fmt.Errorf("events: %w", err)
 	}
 	if q.From < res.CompactRevision {
 		return nil, &CompactedError{From: q.From, CompactRevision: res.CompactRevision, Revision: rev}
@@ -302,7 +302,7 @@ func (s *StateMachine) events(q *EventsQuery) (*EventsResult, error) {
 		last = r
 	}
 	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("fsm: events: %w", err)
+		return nil, fmt.Errorf("events: %w", err)
 	}
 	return res, nil
 }

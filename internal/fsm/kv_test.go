@@ -261,7 +261,7 @@ func TestInvalidCommandsAreDeterministicErrors(t *testing.T) {
 	}
 	// The message survives the round trip.
 	_, err := DecodeResult(h.applyRaw(forged(&Txn{Then: []Op{{Type: OpPut, Key: "ok"}, {Type: OpDelete, Key: "a\x00"}}}))[0])
-	if !errors.Is(err, errs.Invalid) || err.Error() != "fsm: then op 1: key contains NUL: dister: invalid argument" {
+	if !errors.Is(err, errs.Invalid) || err.Error() != "then op 1: key contains NUL: dister: invalid argument" {
 		t.Errorf("NUL key via Update: %v", err)
 	}
 	// A length over a limit is corrupt input: no encoder produces it.

@@ -39,7 +39,7 @@ func appendLeaseRecord(dst []byte, l leaseRecord) []byte {
 	return binary.AppendUvarint(dst, uint64(l.remaining))
 }
 
-var errCorruptLease = errors.New("fsm: corrupt stored lease")
+var errCorruptLease = errors.New("corrupt stored lease")
 
 func decodeLeaseRecord(v []byte) (leaseRecord, error) {
 	d := decoder{b: v}
@@ -61,7 +61,7 @@ func getLease(b *pebble.Batch, id int64) (leaseRecord, bool, error) {
 		return leaseRecord{}, false, nil
 	}
 	if err != nil {
-		return leaseRecord{}, false, fmt.Errorf("fsm: read lease %d: %w", id, err)
+		return leaseRecord{}, false, fmt.Errorf("read lease %d: %w", id, err)
 	}
 	l, err := decodeLeaseRecord(v)
 	_ = closer.Close()
@@ -75,7 +75,7 @@ func setLease(b *pebble.Batch, id int64, l leaseRecord) error {
 	var kb [leaseKeyLen]byte
 	var vb [1 + 2*binary.MaxVarintLen64]byte
 	if err := b.Set(leaseKey(&kb, id), appendLeaseRecord(vb[:0], l), nil); err != nil {
-		return fmt.Errorf("fsm: write lease %d: %w", id, err)
+		return fmt.Errorf("write lease %d: %w", id, err)
 	}
 	return nil
 }
@@ -86,7 +86,7 @@ func (s *StateMachine) applyGrant(b *pebble.Batch, g *LeaseGrant, index uint64) 
 	if id == 0 {
 		id = int64(index) + s.leaseBase
 		if id <= 0 {
-			return res, fmt.Errorf("fsm: lease grant: index %d is no lease id: %w", index, errs.Invalid), nil
+			return res, fmt.Errorf("lease grant: index %d is no lease id: %w", index, errs.Invalid), nil
 		}
 	}
 	_, found, err := getLease(b, id)
@@ -94,7 +94,7 @@ func (s *StateMachine) applyGrant(b *pebble.Batch, g *LeaseGrant, index uint64) 
 		return res, nil, err
 	}
 	if found {
-		return res, fmt.Errorf("fsm: lease grant: lease %d already exists: %w", id, errs.Conflict), nil
+		return res, fmt.Errorf("lease grant: lease %d already exists: %w", id, errs.Conflict), nil
 	}
 	if err := setLease(b, id, leaseRecord{ttl: g.TTL}); err != nil {
 		return res, nil, err
@@ -127,7 +127,7 @@ func (s *StateMachine) applyRevoke(b *pebble.Batch, r *LeaseRevoke) (res LeaseRe
 				return res, nil, err
 			}
 			if !found {
-				return res, fmt.Errorf("fsm: lease revoke: lease %d: %w", id, errs.LeaseNotFound), nil
+				return res, fmt.Errorf("lease revoke: lease %d: %w", id, errs.LeaseNotFound), nil
 			}
 		}
 	}
@@ -173,7 +173,7 @@ func (s *StateMachine) revokeLease(b *pebble.Batch, id int64) (int64, error) {
 			ends = append(ends, len(buf))
 		}
 		if err := it.Close(); err != nil {
-			return n, fmt.Errorf("fsm: revoke lease %d: %w", id, err)
+			return n, fmt.Errorf("revoke lease %d: %w", id, err)
 		}
 		start := 0
 		for _, end := range ends {
@@ -196,13 +196,13 @@ func (s *StateMachine) revokeLease(b *pebble.Batch, id int64) (int64, error) {
 				}
 				if attached {
 					if err := b.Delete(s.kbuf, nil); err != nil {
-						return n, fmt.Errorf("fsm: revoke lease %d: %w", id, err)
+						return n, fmt.Errorf("revoke lease %d: %w", id, err)
 					}
 					n++
 				}
 			}
 			if err := b.Delete(ak, nil); err != nil {
-				return n, fmt.Errorf("fsm: revoke lease %d: %w", id, err)
+				return n, fmt.Errorf("revoke lease %d: %w", id, err)
 			}
 		}
 		s.scratch, s.ends = buf[:0], ends[:0]
@@ -216,7 +216,7 @@ func (s *StateMachine) revokeLease(b *pebble.Batch, id int64) (int64, error) {
 	s.releaseScratch()
 	var kb [leaseKeyLen]byte
 	if err := b.Delete(leaseKey(&kb, id), nil); err != nil {
-		return n, fmt.Errorf("fsm: revoke lease %d: %w", id, err)
+		return n, fmt.Errorf("revoke lease %d: %w", id, err)
 	}
 	return n, nil
 }
@@ -254,13 +254,13 @@ func (s *StateMachine) attach(b *pebble.Batch, key []byte, from, to int64) error
 	if from != 0 {
 		s.abuf = appendAttachKey(s.abuf, from, key)
 		if err := b.Delete(s.abuf, nil); err != nil {
-			return fmt.Errorf("fsm: detach from lease %d: %w", from, err)
+			return fmt.Errorf("detach from lease %d: %w", from, err)
 		}
 	}
 	if to != 0 {
 		s.abuf = appendAttachKey(s.abuf, to, key)
 		if err := b.Set(s.abuf, nil, nil); err != nil {
-			return fmt.Errorf("fsm: attach to lease %d: %w", to, err)
+			return fmt.Errorf("attach to lease %d: %w", to, err)
 		}
 	}
 	return nil
@@ -290,7 +290,7 @@ func (s *StateMachine) leases() (*LeasesResult, error) {
 		res.Leases = append(res.Leases, info)
 	}
 	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("fsm: leases: %w", err)
+		return nil, fmt.Errorf("leases: %w", err)
 	}
 	return res, nil
 }
@@ -308,7 +308,7 @@ func leaseInfo(k, v []byte) (LeaseInfo, error) {
 
 func (s *StateMachine) lease(id int64) (*LeaseInfo, error) {
 	if id <= 0 {
-		return nil, fmt.Errorf("fsm: lease: id %d is not positive: %w", id, errs.Invalid)
+		return nil, fmt.Errorf("lease: id %d is not positive: %w", id, errs.Invalid)
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -322,9 +322,9 @@ func (s *StateMachine) lease(id int64) (*LeaseInfo, error) {
 	it.SetBounds(k, append(k[:leaseKeyLen:leaseKeyLen], 0))
 	if !it.First() {
 		if err := it.Error(); err != nil {
-			return nil, fmt.Errorf("fsm: lease: %w", err)
+			return nil, fmt.Errorf("lease: %w", err)
 		}
-		return nil, fmt.Errorf("fsm: lease %d: %w", id, errs.LeaseNotFound)
+		return nil, fmt.Errorf("lease %d: %w", id, errs.LeaseNotFound)
 	}
 	info, err := leaseInfo(it.Key(), it.Value())
 	if err != nil {
@@ -338,7 +338,7 @@ func (s *StateMachine) lease(id int64) (*LeaseInfo, error) {
 		info.Keys = append(info.Keys, string(it.Key()[attachHeaderLen:]))
 	}
 	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("fsm: lease: %w", err)
+		return nil, fmt.Errorf("lease: %w", err)
 	}
 	return &info, nil
 }

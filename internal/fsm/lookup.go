@@ -51,7 +51,7 @@ func (s *StateMachine) Lookup(q any) (any, error) {
 		s.mu.RLock()
 		defer s.mu.RUnlock()
 		if s.db == nil {
-			return nil, fmt.Errorf("fsm: lookup: %w", errs.Closed)
+			return nil, fmt.Errorf("lookup: %w", errs.Closed)
 		}
 		return s.revision.Load(), nil
 	case DumpQuery, *DumpQuery:
@@ -60,11 +60,11 @@ func (s *StateMachine) Lookup(q any) (any, error) {
 		s.mu.RLock()
 		defer s.mu.RUnlock()
 		if s.db == nil {
-			return nil, fmt.Errorf("fsm: lookup: %w", errs.Closed)
+			return nil, fmt.Errorf("lookup: %w", errs.Closed)
 		}
 		return s.epoch.Load(), nil
 	}
-	return nil, fmt.Errorf("fsm: unknown query %T: %w", q, errs.Invalid)
+	return nil, fmt.Errorf("unknown query %T: %w", q, errs.Invalid)
 }
 
 // readView opens an iterator (a point-in-time view: it reads at the
@@ -73,7 +73,7 @@ func (s *StateMachine) Lookup(q any) (any, error) {
 // sets the iterator's bounds before using it.
 func (s *StateMachine) readView() (*pebble.Iterator, int64, error) {
 	if s.db == nil {
-		return nil, 0, fmt.Errorf("fsm: lookup: %w", errs.Closed)
+		return nil, 0, fmt.Errorf("lookup: %w", errs.Closed)
 	}
 	it := s.db.NewIter(&pebble.IterOptions{
 		LowerBound: []byte{prefixMeta},
@@ -96,12 +96,12 @@ func (s *StateMachine) readView() (*pebble.Iterator, int64, error) {
 func viewUint64(it *pebble.Iterator, key []byte) (uint64, bool, error) {
 	if !it.SeekGE(key) || !bytes.Equal(it.Key(), key) {
 		if err := it.Error(); err != nil {
-			return 0, false, fmt.Errorf("fsm: lookup: %w", err)
+			return 0, false, fmt.Errorf("lookup: %w", err)
 		}
 		return 0, false, nil
 	}
 	if len(it.Value()) != 8 {
-		return 0, false, fmt.Errorf("fsm: corrupt meta value %q (%d bytes)", key[1:], len(it.Value()))
+		return 0, false, fmt.Errorf("corrupt meta value %q (%d bytes)", key[1:], len(it.Value()))
 	}
 	return binary.BigEndian.Uint64(it.Value()), true, nil
 }
@@ -127,7 +127,7 @@ func (s *StateMachine) get(key string) (*GetResult, error) {
 		res.KV = makeKV(key, h, v)
 	}
 	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("fsm: get: %w", err)
+		return nil, fmt.Errorf("get: %w", err)
 	}
 	return res, nil
 }
@@ -144,7 +144,7 @@ func makeKV(key string, h recordHeader, v []byte) KV {
 
 func (s *StateMachine) list(q *ListQuery) (*ListResult, error) {
 	if q.Limit < 0 {
-		return nil, fmt.Errorf("fsm: list: negative limit %d: %w", q.Limit, errs.Invalid)
+		return nil, fmt.Errorf("list: negative limit %d: %w", q.Limit, errs.Invalid)
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -185,7 +185,7 @@ func (s *StateMachine) list(q *ListQuery) (*ListResult, error) {
 		res.KVs = append(res.KVs, makeKV(string(it.Key()[1:]), h, v))
 	}
 	if err := it.Error(); err != nil {
-		return nil, fmt.Errorf("fsm: list: %w", err)
+		return nil, fmt.Errorf("list: %w", err)
 	}
 	return res, nil
 }

@@ -87,9 +87,9 @@ func (e *decodedError) Error() string { return e.msg }
 func (e *decodedError) Unwrap() error { return e.sentinel }
 
 var (
-	errCorruptResult  = fmt.Errorf("fsm: corrupt result: %w", errs.Invalid)
-	errNotTxnResult   = fmt.Errorf("fsm: result of a lease command read as a txn result: %w", errs.Invalid)
-	errNotLeaseResult = fmt.Errorf("fsm: result of a txn read as a lease result: %w", errs.Invalid)
+	errCorruptResult  = fmt.Errorf("corrupt result: %w", errs.Invalid)
+	errNotTxnResult   = fmt.Errorf("result of a lease command read as a txn result: %w", errs.Invalid)
+	errNotLeaseResult = fmt.Errorf("result of a txn read as a lease result: %w", errs.Invalid)
 )
 
 // DecodeResult returns the TxnResult carried by r (the result of a

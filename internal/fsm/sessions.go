@@ -108,11 +108,11 @@ func (s *StateMachine) dedup(b *pebble.Batch, cmd *Command, e *Entry) (done bool
 	var kb [dedupIDKeyLen]byte
 	v, closer, err := b.Get(dedupIDKey(&kb, cmd.Session, cmd.Seq))
 	if err != nil {
-		return false, fmt.Errorf("fsm: dedup lookup: %w", err)
+		return false, fmt.Errorf("dedup lookup: %w", err)
 	}
 	defer closer.Close()
 	if len(v) < 8 {
-		return false, errors.New("fsm: corrupt dedup entry")
+		return false, errors.New("corrupt dedup entry")
 	}
 	data := append([]byte(nil), v[8:]...)
 	value := binary.BigEndian.Uint64(v) // the index it applied at, as the first time
@@ -131,7 +131,7 @@ func (s *StateMachine) storeResult(b *pebble.Batch, cmd *Command, index uint64, 
 	binary.BigEndian.PutUint64(d.Value, index)
 	copy(d.Value[8:], data)
 	if err := d.Finish(); err != nil {
-		return fmt.Errorf("fsm: dedup store: %w", err)
+		return fmt.Errorf("dedup store: %w", err)
 	}
 	ss := s.sessions[cmd.Session]
 	i, _ := slices.BinarySearch(ss.stored, cmd.Seq)
@@ -149,7 +149,7 @@ func (s *StateMachine) forgetBelow(b *pebble.Batch, ss *session, mark uint64) er
 			break
 		}
 		if err := b.Delete(dedupIDKey(&kb, ss.id, seq), nil); err != nil {
-			return fmt.Errorf("fsm: dedup trim: %w", err)
+			return fmt.Errorf("dedup trim: %w", err)
 		}
 		n++
 	}
@@ -179,7 +179,7 @@ func (s *StateMachine) writeSessions(b *pebble.Batch) error {
 		binary.BigEndian.PutUint64(v[:8], ss.mark)
 		binary.BigEndian.PutUint64(v[8:], uint64(ss.last))
 		if err := b.Set(sessionKey(&kb, ss.id), v[:], nil); err != nil {
-			return fmt.Errorf("fsm: write session: %w", err)
+			return fmt.Errorf("write session: %w", err)
 		}
 	}
 	clear(s.dirtySessions)
@@ -188,7 +188,7 @@ func (s *StateMachine) writeSessions(b *pebble.Batch) error {
 		var c [8]byte
 		binary.BigEndian.PutUint64(c[:], uint64(s.clock))
 		if err := b.Set(metaClockKey, c[:], nil); err != nil {
-			return fmt.Errorf("fsm: write clock: %w", err)
+			return fmt.Errorf("write clock: %w", err)
 		}
 		s.clockDirty = false
 	}
@@ -207,7 +207,7 @@ func (s *StateMachine) sweepSessions(b *pebble.Batch) error {
 			return err
 		}
 		if err := b.Delete(sessionKey(&kb, id), nil); err != nil {
-			return fmt.Errorf("fsm: sweep sessions: %w", err)
+			return fmt.Errorf("sweep sessions: %w", err)
 		}
 		delete(s.sessions, id)
 	}
@@ -235,12 +235,12 @@ func (s *StateMachine) deleteRange(b *pebble.Batch, lower, upper []byte) error {
 			ends = append(ends, len(buf))
 		}
 		if err := it.Close(); err != nil {
-			return fmt.Errorf("fsm: delete range: %w", err)
+			return fmt.Errorf("delete range: %w", err)
 		}
 		start := 0
 		for _, end := range ends {
 			if err := b.Delete(buf[start:end], nil); err != nil {
-				return fmt.Errorf("fsm: delete range: %w", err)
+				return fmt.Errorf("delete range: %w", err)
 			}
 			start = end
 		}
@@ -269,43 +269,43 @@ func loadSessions(db *pebble.DB) (map[uint64]*session, int64, bool, error) {
 		k, v := it.Key(), it.Value()
 		if len(k) != sessionKeyLen || len(v) != 16 {
 			_ = it.Close()
-			return nil, 0, false, fmt.Errorf("fsm: corrupt session row %x", k)
+			return nil, 0, false, fmt.Errorf("corrupt session row %x", k)
 		}
 		ss := get(binary.BigEndian.Uint64(k[1:]))
 		ss.mark = binary.BigEndian.Uint64(v[:8])
 		ss.last = int64(binary.BigEndian.Uint64(v[8:]))
 	}
 	if err := it.Close(); err != nil {
-		return nil, 0, false, fmt.Errorf("fsm: load sessions: %w", err)
+		return nil, 0, false, fmt.Errorf("load sessions: %w", err)
 	}
 	it = db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixDedupID}, UpperBound: []byte{prefixDedupID + 1}})
 	for valid := it.First(); valid; valid = it.Next() {
 		k := it.Key()
 		if len(k) != dedupIDKeyLen {
 			_ = it.Close()
-			return nil, 0, false, fmt.Errorf("fsm: corrupt dedup row %x", k)
+			return nil, 0, false, fmt.Errorf("corrupt dedup row %x", k)
 		}
 		ss := get(binary.BigEndian.Uint64(k[1:9]))
 		ss.stored = append(ss.stored, binary.BigEndian.Uint64(k[9:])) // keys are sorted
 	}
 	if err := it.Close(); err != nil {
-		return nil, 0, false, fmt.Errorf("fsm: load dedup rows: %w", err)
+		return nil, 0, false, fmt.Errorf("load dedup rows: %w", err)
 	}
 	it = db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixDedupIdx}, UpperBound: []byte{prefixDedupIdx + 1}})
 	legacy := it.First()
 	if err := it.Close(); err != nil {
-		return nil, 0, false, fmt.Errorf("fsm: look for the old dedup index: %w", err)
+		return nil, 0, false, fmt.Errorf("look for the old dedup index: %w", err)
 	}
 	var clock int64
 	v, closer, err := db.Get(metaClockKey)
 	switch {
 	case errors.Is(err, pebble.ErrNotFound):
 	case err != nil:
-		return nil, 0, false, fmt.Errorf("fsm: read clock: %w", err)
+		return nil, 0, false, fmt.Errorf("read clock: %w", err)
 	default:
 		if len(v) != 8 {
 			_ = closer.Close()
-			return nil, 0, false, fmt.Errorf("fsm: corrupt clock (%d bytes)", len(v))
+			return nil, 0, false, fmt.Errorf("corrupt clock (%d bytes)", len(v))
 		}
 		clock = int64(binary.BigEndian.Uint64(v))
 		_ = closer.Close()

@@ -64,7 +64,7 @@ func (s *StateMachine) PrepareSnapshot() (any, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
-		return nil, fmt.Errorf("fsm: prepare snapshot: %w", errs.Closed)
+		return nil, fmt.Errorf("prepare snapshot: %w", errs.Closed)
 	}
 	return &snapshotCtx{db: s.db, snap: s.db.NewSnapshot()}, nil
 }
@@ -82,7 +82,7 @@ func isStopped(stop <-chan struct{}) bool {
 func (s *StateMachine) SaveSnapshot(ctx any, w io.Writer, stop <-chan struct{}) error {
 	sc, ok := ctx.(*snapshotCtx)
 	if !ok || sc == nil {
-		return fmt.Errorf("fsm: save snapshot: context %T is not from PrepareSnapshot: %w", ctx, errs.Invalid)
+		return fmt.Errorf("save snapshot: context %T is not from PrepareSnapshot: %w", ctx, errs.Invalid)
 	}
 	defer sc.release()
 	// Holding the read lock keeps Close and RecoverFromSnapshot from closing
@@ -90,7 +90,7 @@ func (s *StateMachine) SaveSnapshot(ctx any, w io.Writer, stop <-chan struct{}) 
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil || s.db != sc.db {
-		return fmt.Errorf("fsm: save snapshot: database closed or replaced: %w", errs.Closed)
+		return fmt.Errorf("save snapshot: database closed or replaced: %w", errs.Closed)
 	}
 	bw := bufio.NewWriterSize(w, 256<<10)
 	sw := snapWriter{w: bw}
@@ -114,7 +114,7 @@ func (s *StateMachine) SaveSnapshot(ctx any, w io.Writer, stop <-chan struct{}) 
 		n++
 	}
 	if err := it.Close(); err != nil {
-		return fmt.Errorf("fsm: save snapshot: %w", err)
+		return fmt.Errorf("save snapshot: %w", err)
 	}
 	sw.write(binary.AppendUvarint(append(lb[:0], snapTagEnd), n))
 	var sum [4]byte
@@ -124,7 +124,7 @@ func (s *StateMachine) SaveSnapshot(ctx any, w io.Writer, stop <-chan struct{}) 
 		sw.err = bw.Flush()
 	}
 	if sw.err != nil {
-		return fmt.Errorf("fsm: save snapshot: %w", sw.err)
+		return fmt.Errorf("save snapshot: %w", sw.err)
 	}
 	return nil
 }
@@ -143,7 +143,7 @@ func (w *snapWriter) write(p []byte) {
 	_, w.err = w.w.Write(p)
 }
 
-var errCorruptSnapshot = errors.New("fsm: corrupt snapshot")
+var errCorruptSnapshot = errors.New("corrupt snapshot")
 
 // RecoverFromSnapshot replaces the whole state with the stream's. The
 // stream is loaded into a new database directory; only once it is complete,
@@ -154,11 +154,11 @@ func (s *StateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 	open, gen := s.db != nil, s.gen
 	s.mu.RUnlock()
 	if !open {
-		return fmt.Errorf("fsm: recover snapshot: %w", errs.Closed)
+		return fmt.Errorf("recover snapshot: %w", errs.Closed)
 	}
 	path := filepath.Join(s.dir, dbDirName(gen+1))
 	if err := os.RemoveAll(path); err != nil {
-		return fmt.Errorf("fsm: recover snapshot: %w", err)
+		return fmt.Errorf("recover snapshot: %w", err)
 	}
 	ndb, err := openPebble(path, s.cache)
 	if err != nil {
@@ -173,7 +173,7 @@ func (s *StateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 		return abandon(err)
 	}
 	if err := ndb.Flush(); err != nil {
-		return abandon(fmt.Errorf("fsm: recover snapshot: sync: %w", err))
+		return abandon(fmt.Errorf("recover snapshot: sync: %w", err))
 	}
 	st, err := loadState(ndb)
 	if err != nil {
@@ -238,13 +238,13 @@ func loadSnapshot(db *pebble.DB, r io.Reader, stop <-chan struct{}) error {
 			return fmt.Errorf("%w: record %d out of order", errCorruptSnapshot, n)
 		}
 		if err := b.Set(key, val, nil); err != nil {
-			return fmt.Errorf("fsm: recover snapshot: %w", err)
+			return fmt.Errorf("recover snapshot: %w", err)
 		}
 		prev, key = key, prev
 		n++
 		if b.Len() >= recoverBatchSize {
 			if err := b.Commit(pebble.NoSync); err != nil {
-				return fmt.Errorf("fsm: recover snapshot: %w", err)
+				return fmt.Errorf("recover snapshot: %w", err)
 			}
 			_ = b.Close()
 			b = db.NewBatch()
@@ -267,7 +267,7 @@ func loadSnapshot(db *pebble.DB, r io.Reader, stop <-chan struct{}) error {
 		return fmt.Errorf("%w: checksum mismatch", errCorruptSnapshot)
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("fsm: recover snapshot: %w", err)
+		return fmt.Errorf("recover snapshot: %w", err)
 	}
 	return nil
 }

@@ -22,7 +22,7 @@ import (
 // ErrStopped is returned by Open, SaveSnapshot and RecoverFromSnapshot when
 // their stop channel was closed; internal/shard maps it to dragonboat's
 // ErrOpenStopped / ErrSnapshotStopped.
-var ErrStopped = errors.New("fsm: stopped")
+var ErrStopped = errors.New("stopped")
 
 // Options configures a StateMachine.
 type Options struct {
@@ -142,10 +142,10 @@ func (s *StateMachine) Open(stop <-chan struct{}) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
-		return 0, fmt.Errorf("fsm: open after close: %w", errs.Closed)
+		return 0, fmt.Errorf("open after close: %w", errs.Closed)
 	}
 	if s.db != nil {
-		return 0, errors.New("fsm: already open")
+		return 0, errors.New("already open")
 	}
 	select {
 	case <-stop:
@@ -153,7 +153,7 @@ func (s *StateMachine) Open(stop <-chan struct{}) (uint64, error) {
 	default:
 	}
 	if err := os.MkdirAll(s.dir, 0o750); err != nil {
-		return 0, fmt.Errorf("fsm: open: %w", err)
+		return 0, fmt.Errorf("open: %w", err)
 	}
 	gen, fresh, err := readCurrent(s.dir)
 	if err != nil {
@@ -225,7 +225,7 @@ func openPebble(path string, shared *pebble.Cache) (*pebble.DB, error) {
 	}
 	db, err := pebble.Open(path, opts)
 	if err != nil {
-		return nil, fmt.Errorf("fsm: open pebble %s: %w", path, err)
+		return nil, fmt.Errorf("open pebble %s: %w", path, err)
 	}
 	return db, nil
 }
@@ -263,11 +263,11 @@ func readUint64(db *pebble.DB, key []byte, what string) (v uint64, found bool, e
 		return 0, false, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("fsm: read %s: %w", what, err)
+		return 0, false, fmt.Errorf("read %s: %w", what, err)
 	}
 	defer closer.Close()
 	if len(b) != 8 {
-		return 0, false, fmt.Errorf("fsm: corrupt %s (%d bytes)", what, len(b))
+		return 0, false, fmt.Errorf("corrupt %s (%d bytes)", what, len(b))
 	}
 	return binary.BigEndian.Uint64(b), true, nil
 }
@@ -289,7 +289,7 @@ func loadState(db *pebble.DB) (st loadedState, err error) {
 		rev = st.applied
 	}
 	if rev > math.MaxInt64 {
-		return st, fmt.Errorf("fsm: corrupt revision %d", rev)
+		return st, fmt.Errorf("corrupt revision %d", rev)
 	}
 	st.revision = int64(rev)
 	if st.epoch, _, err = readUint64(db, metaEpochKey, "lessor epoch"); err != nil {
@@ -324,12 +324,12 @@ func readCurrent(dir string) (gen uint64, fresh bool, err error) {
 		return 1, true, nil
 	}
 	if err != nil {
-		return 0, false, fmt.Errorf("fsm: read %s: %w", currentFile, err)
+		return 0, false, fmt.Errorf("read %s: %w", currentFile, err)
 	}
 	name := strings.TrimSpace(string(b))
 	gen, err = strconv.ParseUint(strings.TrimPrefix(name, dbDirPrefix), 10, 64)
 	if err != nil || !strings.HasPrefix(name, dbDirPrefix) || gen == 0 {
-		return 0, false, fmt.Errorf("fsm: corrupt %s %q", currentFile, name)
+		return 0, false, fmt.Errorf("corrupt %s %q", currentFile, name)
 	}
 	return gen, false, nil
 }
@@ -339,7 +339,7 @@ func writeCurrent(dir string, gen uint64) error {
 	tmp := filepath.Join(dir, currentFile+".tmp")
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
 	if err != nil {
-		return fmt.Errorf("fsm: write %s: %w", currentFile, err)
+		return fmt.Errorf("write %s: %w", currentFile, err)
 	}
 	_, err = f.WriteString(dbDirName(gen) + "\n")
 	if err == nil {
@@ -355,7 +355,7 @@ func writeCurrent(dir string, gen uint64) error {
 		err = syncDir(dir)
 	}
 	if err != nil {
-		return fmt.Errorf("fsm: write %s: %w", currentFile, err)
+		return fmt.Errorf("write %s: %w", currentFile, err)
 	}
 	return nil
 }
@@ -377,13 +377,13 @@ func syncDir(dir string) error {
 func removeStale(dir string, keep uint64) error {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return fmt.Errorf("fsm: open: %w", err)
+		return fmt.Errorf("open: %w", err)
 	}
 	for _, e := range ents {
 		name := e.Name()
 		if name == currentFile+".tmp" || (strings.HasPrefix(name, dbDirPrefix) && name != dbDirName(keep)) {
 			if err := os.RemoveAll(filepath.Join(dir, name)); err != nil {
-				return fmt.Errorf("fsm: remove stale %s: %w", name, err)
+				return fmt.Errorf("remove stale %s: %w", name, err)
 			}
 		}
 	}
@@ -405,7 +405,7 @@ func (s *StateMachine) Close() error {
 	// restart the replay (a failed flush only costs that replay).
 	_ = db.Flush()
 	if err := db.Close(); err != nil {
-		return fmt.Errorf("fsm: close: %w", err)
+		return fmt.Errorf("close: %w", err)
 	}
 	return nil
 }
@@ -417,10 +417,10 @@ func (s *StateMachine) Sync() error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
-		return fmt.Errorf("fsm: sync: %w", errs.Closed)
+		return fmt.Errorf("sync: %w", errs.Closed)
 	}
 	if err := s.db.Flush(); err != nil {
-		return fmt.Errorf("fsm: sync: %w", err)
+		return fmt.Errorf("sync: %w", err)
 	}
 	return nil
 }
@@ -463,7 +463,7 @@ func (s *StateMachine) wait(ctx context.Context, reached func() bool) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-s.done:
-			return fmt.Errorf("fsm: wait: %w", errs.Closed)
+			return fmt.Errorf("wait: %w", errs.Closed)
 		}
 	}
 }
@@ -488,7 +488,7 @@ func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
-		return entries, fmt.Errorf("fsm: update: %w", errs.Closed)
+		return entries, fmt.Errorf("update: %w", errs.Closed)
 	}
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
@@ -542,25 +542,25 @@ func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
 	var ab [8]byte
 	binary.BigEndian.PutUint64(ab[:], last)
 	if err := b.Set(metaAppliedKey, ab[:], nil); err != nil {
-		return entries, fmt.Errorf("fsm: update: %w", err)
+		return entries, fmt.Errorf("update: %w", err)
 	}
 	if counting {
 		binary.BigEndian.PutUint64(ab[:], uint64(rev))
 		if err := b.Set(metaRevisionKey, ab[:], nil); err != nil {
-			return entries, fmt.Errorf("fsm: update: %w", err)
+			return entries, fmt.Errorf("update: %w", err)
 		}
 	}
 	if epoch != s.epoch.Load() {
 		binary.BigEndian.PutUint64(ab[:], epoch)
 		if err := b.Set(metaEpochKey, ab[:], nil); err != nil {
-			return entries, fmt.Errorf("fsm: update: %w", err)
+			return entries, fmt.Errorf("update: %w", err)
 		}
 	}
 	if err := s.writeSessions(b); err != nil {
 		return entries, err
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
-		return entries, fmt.Errorf("fsm: update: commit: %w", err)
+		return entries, fmt.Errorf("update: commit: %w", err)
 	}
 	s.compact.Store(compact)
 	s.epoch.Store(epoch)

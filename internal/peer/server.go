@@ -34,7 +34,7 @@ type Server struct {
 func Listen(addr string, h Handler, log *slog.Logger, opts ...grpc.ServerOption) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("listen on peer address %s: %v: %w", addr, err, errs.Invalid)
+		return nil, errs.Mark(fmt.Errorf("listen on peer address %s: %w", addr, err), errs.Invalid)
 	}
 	srv := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.ForceServerCodec(rawCodec{}),

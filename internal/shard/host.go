@@ -126,7 +126,7 @@ type leaderState struct {
 // NewHost starts a NodeHost. No shard runs until StartShard.
 func NewHost(cfg Config) (*Host, error) {
 	cfg.setDefaults()
-	installLogger(cfg.Logger)
+	installLogger(cfg.Logger, cfg.RaftAddr)
 	h := &Host{
 		cfg:      cfg,
 		machines: make(map[uint64]*fsm.StateMachine),
@@ -140,7 +140,7 @@ func NewHost(cfg Config) (*Host, error) {
 	h.life, h.end = context.WithCancel(context.Background())
 	raftDir := filepath.Join(cfg.DataDir, "raft")
 	if err := os.MkdirAll(raftDir, 0o750); err != nil {
-		return nil, fmt.Errorf("create raft dir: %v: %w", err, errs.Invalid)
+		return nil, errs.Mark(fmt.Errorf("create raft dir: %w", err), errs.Invalid)
 	}
 	logdb := config.GetTinyMemLogDBConfig()
 	// One LogDB shard: every group's entries share one WAL and one fsync
@@ -164,7 +164,7 @@ func NewHost(cfg Config) (*Host, error) {
 		h.end()
 		// Address in use, unusable directory, or a data dir written with
 		// other settings: all problems of the configuration.
-		return nil, fmt.Errorf("start raft host on %s in %s: %v: %w", cfg.RaftAddr, raftDir, err, errs.Invalid)
+		return nil, errs.Mark(fmt.Errorf("start raft host on %s in %s: %w", cfg.RaftAddr, raftDir, err), errs.Invalid)
 	}
 	h.nh = nh
 	h.cache = pebble.NewCache(cfg.StateCacheBytes)

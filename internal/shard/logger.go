@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -17,18 +19,103 @@ import (
 var (
 	installOnce sync.Once
 	engineSink  atomic.Pointer[slog.Logger]
+	// engineLoopback: the most recently opened Host's Raft address is on
+	// a loopback host, where unencrypted transport is no risk.
+	engineLoopback atomic.Bool
 )
 
-func installLogger(l *slog.Logger) {
+func installLogger(l *slog.Logger, raftAddr string) {
 	engineSink.Store(l.With("component", "dragonboat"))
+	engineLoopback.Store(loopbackAddr(raftAddr))
 	installOnce.Do(func() {
 		logger.SetLoggerFactory(func(pkg string) logger.ILogger {
-			// Warning level by default, so a healthy cluster stays quiet.
+			// dragonboat filters at INFO; engineLevel then decides what
+			// each of its messages is worth to an operator.
 			a := &slogAdapter{pkg: pkg}
-			a.level.Store(int32(logger.WARNING))
+			a.level.Store(int32(logger.INFO))
 			return a
 		})
 	})
+}
+
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// routine lists dragonboat WARNING messages (by the start of their format
+// string) that are normal Raft operation, not something an operator must
+// act on: elections, votes, messages dropped while there is no leader (the
+// callers retry), the notice every StaleRead prints. They are logged at
+// INFO, so a healthy cluster at the default level prints no WARN line.
+// Real trouble (a lost quorum, unreachable peers, snapshot failures,
+// rejected configuration changes) stays WARN.
+var routine = []string{
+	"%s became PreVote candidate",
+	"%s became candidate",
+	"%s received %s rejection from %s",
+	"%s received %s from %s",
+	"%s sent RequestPreVote to %s",
+	"%s sent RequestVote to %s",
+	"%s dropped RequestVote at term %d from %s, leader available",
+	"%s received %s with higher term (%d) from %s",
+	"%s become follower",
+	"%s become followerKE",
+	"%s campaign skipped, pending config change",
+	"%s cast preVote from",
+	"%s rejected preVote",
+	"%s cast vote from",
+	"%s rejected vote",
+	"%s dropped proposal, leader transferring",
+	"%s dropped ReadIndex, not ready",
+	"%s dropped proposal, no leader",
+	"%s dropped ReadIndex, no leader",
+	"%s dropped read index, no leader",
+	"%s dropped LeaderTransfer, no leader",
+	"%s received %d votes and %d rejections",
+	"%s received %d preVotes and %d rejections",
+	"dropped RequestVoteResp from nonVoting",
+	"dropped RequestPreVoteResp from nonVoting",
+	"StaleRead called",
+	"%s dropped proposal, shard stopped",
+	// Ticks queued while a replica opened its state machine at start, or
+	// while a loaded machine did not schedule it for half an election
+	// timeout; elections that follow are counted in the metrics.
+	"%s had %d LocalTick msgs in one batch",
+}
+
+// engineLevel is the slog level of one dragonboat message.
+func engineLevel(l logger.LogLevel, format string) slog.Level {
+	switch l {
+	case logger.DEBUG:
+		return slog.LevelDebug
+	case logger.INFO:
+		// dragonboat's INFO is chatty (every replica start, snapshot,
+		// log compaction): DEBUG here.
+		return slog.LevelDebug
+	case logger.WARNING:
+		if strings.HasPrefix(format, "mutual TLS disabled") {
+			// Unencrypted Raft traffic matters only off this host.
+			if engineLoopback.Load() {
+				return slog.LevelInfo
+			}
+			return slog.LevelWarn
+		}
+		for _, r := range routine {
+			if strings.HasPrefix(format, r) {
+				return slog.LevelInfo
+			}
+		}
+		return slog.LevelWarn
+	}
+	return slog.LevelError
 }
 
 type slogAdapter struct {
@@ -38,23 +125,25 @@ type slogAdapter struct {
 
 func (a *slogAdapter) SetLevel(l logger.LogLevel) { a.level.Store(int32(l)) }
 
-func (a *slogAdapter) log(l logger.LogLevel, sl slog.Level, format string, args []any) {
+func (a *slogAdapter) log(l logger.LogLevel, format string, args []any) {
 	if int32(l) > a.level.Load() {
 		return
 	}
 	sink := engineSink.Load()
-	if sink == nil || !sink.Enabled(context.Background(), sl) {
+	if sink == nil {
+		return
+	}
+	sl := engineLevel(l, format)
+	if !sink.Enabled(context.Background(), sl) {
 		return
 	}
 	sink.Log(context.Background(), sl, fmt.Sprintf(format, args...), "pkg", a.pkg)
 }
 
-func (a *slogAdapter) Debugf(f string, args ...any) { a.log(logger.DEBUG, slog.LevelDebug, f, args) }
-func (a *slogAdapter) Infof(f string, args ...any)  { a.log(logger.INFO, slog.LevelInfo, f, args) }
-func (a *slogAdapter) Warningf(f string, args ...any) {
-	a.log(logger.WARNING, slog.LevelWarn, f, args)
-}
-func (a *slogAdapter) Errorf(f string, args ...any) { a.log(logger.ERROR, slog.LevelError, f, args) }
+func (a *slogAdapter) Debugf(f string, args ...any)   { a.log(logger.DEBUG, f, args) }
+func (a *slogAdapter) Infof(f string, args ...any)    { a.log(logger.INFO, f, args) }
+func (a *slogAdapter) Warningf(f string, args ...any) { a.log(logger.WARNING, f, args) }
+func (a *slogAdapter) Errorf(f string, args ...any)   { a.log(logger.ERROR, f, args) }
 
 // Panicf is called by dragonboat on invariant violations; it must not return.
 func (a *slogAdapter) Panicf(f string, args ...any) {

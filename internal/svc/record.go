@@ -156,7 +156,7 @@ type Record struct {
 func (r *Record) Encode() ([]byte, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
-		return nil, fmt.Errorf("svc: encode instance %s/%s: %v: %w", r.Service, r.ID, err, errs.Invalid)
+		return nil, fmt.Errorf("encode instance %s/%s: %v: %w", r.Service, r.ID, err, errs.Invalid)
 	}
 	return b, nil
 }
@@ -165,7 +165,7 @@ func (r *Record) Encode() ([]byte, error) {
 func Decode(b []byte) (*Record, error) {
 	var r Record
 	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("svc: corrupt instance record: %v: %w", err, errs.Invalid)
+		return nil, fmt.Errorf("corrupt instance record: %v: %w", err, errs.Invalid)
 	}
 	return &r, nil
 }

@@ -51,18 +51,18 @@ func TestCLI(t *testing.T) {
 
 	t.Run("kv", func(t *testing.T) {
 		wantMatch(t, "put", run("kv", "put", "app/name", "dister").ok(t, "put"), `^OK revision \d+\n$`)
-		want(t, "get", run("kv", "get", "app/name").ok(t, "get"), "dister\n")
+		want(t, "get", run("kv", "get", "app/name").ok(t, "get"), "dister")
 		var e entry
 		if err := json.Unmarshal([]byte(run("kv", "get", "app/name", "-o", "json").ok(t, "get json")), &e); err != nil ||
 			e.Key != "app/name" || e.Value == nil || *e.Value != "dister" || e.Version != 1 || e.ModRevision == 0 {
 			t.Fatalf("get -o json: %+v %v", e, err)
 		}
 		cli(t, d, "line one\nline two\n", nil, "kv", "put", "app/multi", "-").ok(t, "put from stdin")
-		want(t, "get stdin value", run("kv", "get", "app/multi").ok(t, "get"), "line one\nline two\n\n")
+		want(t, "get stdin value", run("kv", "get", "app/multi").ok(t, "get"), "line one\nline two\n")
 		// Keys travel escaped: slashes, spaces and a percent sign.
 		odd := "app/dir//odd key%2F"
 		run("kv", "put", odd, "x").ok(t, "put odd key")
-		want(t, "get odd key", run("kv", "get", odd).ok(t, "get odd"), "x\n")
+		want(t, "get odd key", run("kv", "get", odd).ok(t, "get odd"), "x")
 
 		run("kv", "put", "app/new", "1", "--cas", "0").ok(t, "create-only put")
 		line := run("kv", "put", "app/new", "2", "--cas", "0").fails(t, "second create-only put", 1)
@@ -92,7 +92,7 @@ func TestCLI(t *testing.T) {
 		want(t, "ls", run("group", "ls").ok(t, "ls"), "billing\ndefault\n")
 		run("kv", "put", "--group", "billing", "rate", "7").ok(t, "put in group")
 		want(t, "isolation", run("kv", "get", "rate").fails(t, "get in default", 1), `dister: kv get "rate": not found`)
-		want(t, "get in group", run("kv", "get", "rate", "--group", "billing").ok(t, "get in group"), "7\n")
+		want(t, "get in group", run("kv", "get", "rate", "--group", "billing").ok(t, "get in group"), "7")
 		wantMatch(t, "create twice", run("group", "create", "billing").fails(t, "create twice", 1), `\(conflict\)$`)
 		want(t, "rm", run("group", "rm", "billing").ok(t, "rm"), "group \"billing\" removed\n")
 		want(t, "gone", run("kv", "get", "rate", "--group", "billing").fails(t, "get in removed group", 1),

@@ -39,13 +39,22 @@ func (c *client) bindFlags(cmd *cobra.Command, getenv env) {
 	// Not defaulted from the environment: help would print the secret.
 	f.StringVar(&c.token, "token", "", "bearer token of the daemon (env DISTER_TOKEN)")
 	f.StringVar(&c.group, "group", "", "group to work in (default: the group \"default\")")
-	f.StringVarP(&c.output, "output", "o", "table", "output format: table or json")
+	f.StringVarP(&c.output, "output", "o", "", "output format: table (the default) or json; balance also addr (v1.5's commands print as v1.5 did unless -o is given)")
 	f.DurationVar(&c.timeout, "timeout", 30*time.Second, "how long to wait for the daemon's answer")
 	cmd.PersistentPreRunE = func(run *cobra.Command, _ []string) error {
 		if !run.Flags().Changed("token") {
 			c.token = getenv("DISTER_TOKEN")
 		}
-		if c.output != "table" && c.output != "json" {
+		switch c.output {
+		case "", "table", "json":
+		case "addr":
+			if run.Name() != "balance" {
+				return usagef("-o addr is for balance only; %s takes -o table or -o json", run.CommandPath())
+			}
+		default:
+			if run.Name() == "balance" {
+				return usagef("-o %q: want table, json or addr", c.output)
+			}
 			return usagef("-o %q: want table or json", c.output)
 		}
 		if c.timeout <= 0 {
@@ -57,6 +66,9 @@ func (c *client) bindFlags(cmd *cobra.Command, getenv env) {
 }
 
 func (c *client) json() bool { return c.output == "json" }
+
+// v15 reports that a v1.5 command prints v1.5's output: no -o was given.
+func (c *client) v15() bool { return c.output == "" }
 
 // apiError is a /v1 error answer: {"error":{"code","message"}}.
 type apiError struct {
@@ -200,6 +212,8 @@ func (c *client) printJSON(data []byte) error { return c.printIndent(data, "  ")
 // is not JSON).
 func (c *client) printIndent(data []byte, indent string) error {
 	var buf bytes.Buffer
+	// The daemon ends its JSON with a newline; one is added below.
+	data = bytes.TrimRight(data, " \t\r\n")
 	if err := json.Indent(&buf, data, "", indent); err != nil {
 		buf.Reset()
 		buf.Write(data)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"os"
 	"strconv"
 	"text/tabwriter"
 	"time"
@@ -81,7 +82,12 @@ func newKVGetCmd(c *client) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		_, err = c.stdout.Write(append(v, '\n'))
+		// The value's bytes exactly, for pipes and files; a newline only
+		// for a person at a terminal.
+		if isTerminal(c.stdout) {
+			v = append(v, '\n')
+		}
+		_, err = c.stdout.Write(v)
 		return err
 	})
 	return cmd
@@ -274,4 +280,14 @@ func shorten(s string, n int) string {
 	}
 	r := []rune(s)
 	return string(r[:n]) + "..."
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -102,7 +102,9 @@ flags. The other commands talk to a running daemon over its REST API
 		SilenceUsage:  true,
 		Args:          noArgs,
 	}
-	root.CompletionOptions.DisableDefaultCmd = true
+	// cobra adds its own "completion bash|zsh|fish|powershell" command
+	// (root.CompletionOptions left as they are); the scripts call its
+	// hidden __complete command, which completes subcommands and flags.
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
@@ -130,7 +132,14 @@ flags. The other commands talk to a running daemon over its REST API
 // noArgs refuses arguments, naming the first one as an unknown command.
 func noArgs(cmd *cobra.Command, args []string) error {
 	if len(args) > 0 {
-		return usagef("unknown command %q for %q (see %s --help)", args[0], cmd.CommandPath(), cmd.CommandPath())
+		hint := ""
+		if cmd.SuggestionsMinimumDistance <= 0 {
+			cmd.SuggestionsMinimumDistance = 2 // cobra's own default, set only on its path
+		}
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			hint = fmt.Sprintf("; did you mean %q?", s[0])
+		}
+		return usagef("unknown command %q for %q%s (see %s --help)", args[0], cmd.CommandPath(), hint, cmd.CommandPath())
 	}
 	return nil
 }

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -165,7 +169,7 @@ by "dister service heartbeat" within --check-ttl) and never.`,
 		var ans instance
 		data, err := c.call(cmd.Context(), "PUT", instancePath(service, id), c.groupQuery(), jsonBody(body), &ans)
 		if err != nil {
-			return fmt.Errorf("service register %s/%s: %w", service, id, err)
+			return fmt.Errorf("service register %s/%s: %w", service, id, withFlagNames(err))
 		}
 		if c.json() {
 			return c.printJSON(data)
@@ -207,19 +211,24 @@ func newServiceGetCmd(c *client) *cobra.Command {
 		if c.json() {
 			return c.printJSON(data)
 		}
-		tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tADDRESS\tPRIORITY\tSTATUS\tCHECK\tTAGS")
-		for _, in := range ans.Instances {
-			check := "-"
-			if in.Check != nil {
-				check = in.Check.Type
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", in.ID, printable(in.Address), in.Priority, in.Status, check,
-				printable(strings.Join(in.Tags, ",")))
-		}
-		return tw.Flush()
+		return printInstances(c.stdout, ans.Instances)
 	})
 	return cmd
+}
+
+// printInstances prints /v1 instances as a table.
+func printInstances(w io.Writer, list []instance) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tADDRESS\tPRIORITY\tSTATUS\tCHECK\tTAGS")
+	for _, in := range list {
+		check := "-"
+		if in.Check != nil {
+			check = in.Check.Type
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\n", in.ID, printable(in.Address), in.Priority, in.Status, check,
+			printable(strings.Join(in.Tags, ",")))
+	}
+	return tw.Flush()
 }
 
 func newBalanceCmd(c *client) *cobra.Command {
@@ -245,7 +254,21 @@ or hash (by --key; --key alone means --strategy hash).`,
 			if err != nil {
 				return fmt.Errorf("balance %q: %w", name, err)
 			}
-			return c.printIndented(data)
+			switch c.output {
+			case "":
+				return c.printIndented(data)
+			case "json":
+				return c.printJSON(data)
+			}
+			var n map[string]json.RawMessage
+			if err := json.Unmarshal(data, &n); err != nil {
+				return fmt.Errorf("balance %q: the daemon's answer is not a node: %w", name, err)
+			}
+			if c.output == "addr" {
+				_, err := fmt.Fprintln(c.stdout, legacyNodeAddr(n))
+				return err
+			}
+			return printLegacyServices(c.stdout, []legacyService{{Name: name, Node: []map[string]json.RawMessage{n}}})
 		}
 		if key != "" && strategy == "" {
 			strategy = "hash"
@@ -260,11 +283,22 @@ or hash (by --key; --key alone means --strategy hash).`,
 		if key != "" {
 			q.Set("key", key)
 		}
-		data, err := c.call(cmd.Context(), "GET", "/v1/balance/"+url.PathEscape(name), q, nil, nil)
+		var in instance
+		data, err := c.call(cmd.Context(), "GET", "/v1/balance/"+url.PathEscape(name), q, nil, &in)
 		if err != nil {
 			return fmt.Errorf("balance %q: %w", name, err)
 		}
-		return c.printIndented(data)
+		switch c.output {
+		case "":
+			// As before -o existed: the /v1 instance, indented.
+			return c.printIndented(data)
+		case "json":
+			return c.printJSON(data)
+		case "addr":
+			_, err := fmt.Fprintln(c.stdout, in.Address)
+			return err
+		}
+		return printInstances(c.stdout, []instance{in})
 	})
 	return cmd
 }
@@ -305,4 +339,26 @@ the servers. Off by default.`,
 		return err
 	})
 	return cmd
+}
+
+// checkFields maps the check fields the daemon names in its errors to the
+// flags that set them.
+var checkFields = regexp.MustCompile(`\b(interval|timeout|ttl|deregister_critical_after) (-?[0-9])`)
+
+// withFlagNames rewords a daemon's refusal of a registration in terms of
+// this command's flags ("interval 1ms outside ..." -> "--check-interval
+// 1ms outside ...").
+func withFlagNames(err error) error {
+	var ae *apiError
+	if !errors.As(err, &ae) || ae.Code != "invalid" {
+		return err
+	}
+	out := *ae
+	out.Message = checkFields.ReplaceAllStringFunc(ae.Message, func(m string) string {
+		sub := checkFields.FindStringSubmatch(m)
+		flag := map[string]string{"interval": "--check-interval", "timeout": "--check-timeout",
+			"ttl": "--check-ttl", "deregister_critical_after": "--deregister-critical-after"}[sub[1]]
+		return flag + " " + sub[2]
+	})
+	return &out
 }

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,12 @@ func TestCLIServices(t *testing.T) {
 		want(t, "ls", run("service", "ls").ok(t, "ls"), "NAME  INSTANCES  PASSING\nweb   2          2\n")
 
 		var picked instance
+		out := run("balance", "web", "--strategy", "round_robin", "-o", "addr").ok(t, "balance -o addr")
+		if !strings.HasSuffix(out, "\n") || strings.Count(out, "\n") != 1 || strings.ContainsAny(out, "{ ") {
+			t.Errorf("balance -o addr: %q, want one address line", out)
+		}
+		wantMatch(t, "balance -o table", run("balance", "web", "--key", "u", "-o", "table").ok(t, "balance -o table"),
+			`^ID +ADDRESS +PRIORITY +STATUS +CHECK +TAGS\n\S+ +\S+ +[0-9]+ +\S+ +\S+.*\n$`)
 		if err := json.Unmarshal([]byte(run("balance", "web", "--strategy", "round_robin").ok(t, "balance rr")), &picked); err != nil ||
 			(picked.ID != "i1" && picked.ID != "i2") {
 			t.Fatalf("balance --strategy round_robin: %+v %v", picked, err)
@@ -65,6 +72,9 @@ func TestCLIServices(t *testing.T) {
 		run("settings", "--script-checks", "false").fails(t, "settings with a separate value", 2)
 		want(t, "settings off", run("settings", "--script-checks=false").ok(t, "settings off"), "script_checks: false\n")
 
+		wantMatch(t, "flag names in errors", run("service", "register", "web", "i9", "--address", "10.0.0.9:80",
+			"--check-type", "tcp", "--check-target", "10.0.0.9:80", "--check-interval", "1ms").fails(t, "register 1ms", 1),
+			`--check-interval 1ms outside`)
 		for _, args := range [][]string{
 			{"service"}, {"service", "register", "web"}, {"service", "register", "web", "x", "--meta", "novalue"},
 			{"service", "register", "web", "x", "--check-interval", "1s"}, {"service", "get"},
@@ -120,6 +130,23 @@ func TestCLIServices(t *testing.T) {
     "url": "`+web.URL+`/health"
 }
 `)
+		want(t, "balance -o addr", run("balance", "site", "-o", "addr").ok(t, "balance -o addr"), web.URL+"/health\n")
+		wantMatch(t, "balance -o table", run("balance", "site", "-o", "table").ok(t, "balance -o table"),
+			`^SERVICE +TYPE +NODE +ADDRESS +PRIORITY +STATUS\nsite +0 +`+regexp.QuoteMeta(web.URL)+`/health +100 +alive\n$`)
+		wantMatch(t, "getservice -o table", run("getservice", "misc", "-o", "table").ok(t, "getservice -o table"),
+			`^SERVICE +TYPE +NODE +ADDRESS +PRIORITY +STATUS\nmisc +ftp +0 +10\.0\.0\.1:21 +1 +unchecked\n$`)
+		wantMatch(t, "services -o table", run("services", "-o", "table").ok(t, "services -o table"),
+			`^SERVICE .*\nmisc +ftp .*\nsite +web +0 .* alive\n`)
+		if err := json.Unmarshal([]byte(run("getservice", "misc", "-o", "json").ok(t, "getservice -o json")), new(map[string]any)); err != nil {
+			t.Errorf("getservice -o json: %v", err)
+		}
+		want(t, "-o addr elsewhere", run("getservice", "misc", "-o", "addr").fails(t, "getservice -o addr", 2),
+			"dister: -o addr is for balance only; dister getservice takes -o table or -o json")
+		want(t, "delservice missing", run("delservice", "nosuch,misc").fails(t, "delservice missing", 1),
+			`dister: delservice: no service named "nosuch" (removed misc)`)
+		want(t, "delservice missing only", run("delservice", "misc").fails(t, "delservice missing only", 1),
+			`dister: delservice: no service named "misc"`)
+		run("addservice", file).ok(t, "addservice again")
 		want(t, "balance misc", run("balance", "misc").fails(t, "balance misc", 1),
 			`dister: balance "misc": no nodes of this service are alive`)
 		want(t, "balance nosuch", run("balance", "nosuch").fails(t, "balance nosuch", 1),
@@ -141,7 +168,7 @@ func TestCLIServices(t *testing.T) {
 			t.Fatal(err)
 		}
 		want(t, "addservice invalid", run("addservice", bad).fails(t, "addservice invalid", 1),
-			"dister: addservice "+bad+": invalid config of service: w, type: web, node index: 1")
+			"dister: addservice "+bad+`: invalid config of service: w, type: web, node index: 1: "url" must be an http or https URL (a JSON string)`)
 		run("delservice", ",").fails(t, "delservice nothing", 2)
 	})
 }
