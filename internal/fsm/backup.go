@@ -322,8 +322,16 @@ func (s *Seeder) maybeCommit() error {
 
 // Finish sets the revision (the compact revision goes just above it: the
 // history before is not carried), flushes, and makes the seeded database
-// the replica's.
+// the replica's. On an error it aborts (see Abort): nothing stays open.
 func (s *Seeder) Finish(revision int64) error {
+	err := s.finish(revision)
+	if err != nil {
+		s.Abort()
+	}
+	return err
+}
+
+func (s *Seeder) finish(revision int64) error {
 	for id := range s.needed {
 		if !s.leases[id] {
 			return fmt.Errorf("%w: keys are attached to lease %d, which the backup lacks", errCorruptBackup, id)
@@ -363,12 +371,15 @@ func (s *Seeder) Finish(revision int64) error {
 }
 
 // Abort drops what was seeded and the directory.
+// Idempotent.
 func (s *Seeder) Abort() {
 	if s.b != nil {
 		_ = s.b.Close()
+		s.b = nil
 	}
 	if s.db != nil {
 		_ = s.db.Close()
+		s.db = nil
 	}
 	_ = os.RemoveAll(s.dir)
 }
