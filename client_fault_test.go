@@ -19,6 +19,7 @@ import (
 // on under the new leader, and a ttl instance the client keeps alive
 // survives the leader change.
 func TestClientServerCloseAndLeaderChange(t *testing.T) {
+	t.Parallel() // waits on a ttl instance's TTL: runs beside the others
 	c := testcluster.New(t, 3)
 	cl := openClient(t, c, 0)
 	ctx := ctxT(t)
@@ -81,6 +82,11 @@ func TestClientServerCloseAndLeaderChange(t *testing.T) {
 	c.Stop(leader)
 	closedAt := time.Now()
 	waitUntil(t, "writes under the new leader", func() bool {
+		select {
+		case err := <-errc:
+			t.Fatal(err)
+		default:
+		}
 		for _, w := range ws {
 			if atomic.LoadInt64(&w.afterStop) < 10 {
 				return false

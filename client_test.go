@@ -57,6 +57,7 @@ func TestClientOptionsValidated(t *testing.T) {
 // Every SDK call from a client node over 3 servers, with one seed: the
 // client discovers the rest.
 func TestClientEverySDKCall(t *testing.T) {
+	t.Parallel() // waits on a lease's TTL: runs beside the others
 	c := testcluster.New(t, 3)
 	cl := openClient(t, c, 0, c.Options(2).PeerAddr)
 	ctx := ctxT(t)

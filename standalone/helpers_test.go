@@ -2,11 +2,13 @@ package standalone_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -33,11 +35,27 @@ func serve(t testing.TB, n *dister.Node, o standalone.Options) *httptest.Server 
 	return srv
 }
 
-// one starts a single-server cluster and serves it.
+// one starts a single-server cluster and serves it; with
+// DISTER_TEST_ROLE=client it serves a client-role node over that server
+// instead (the REST suite run against a client node).
 func one(t testing.TB, o standalone.Options) (*testcluster.Cluster, *httptest.Server) {
 	t.Helper()
 	c := testcluster.New(t, 1)
-	return c, serve(t, c.Node(1), o)
+	if os.Getenv("DISTER_TEST_ROLE") != "client" {
+		return c, serve(t, c.Node(1), o)
+	}
+	n, err := dister.Open(context.Background(), dister.Options{Role: dister.RoleClient,
+		Servers: []string{c.Options(1).PeerAddr}, Logger: testcluster.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c, serve(t, n, o)
 }
 
 type resp struct {

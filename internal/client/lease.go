@@ -121,7 +121,9 @@ func (e *Engine) renewLoop() {
 			for _, id := range ids {
 				shortest = min(shortest, ttls[renewal{group, id}])
 			}
-			ctx, cancel := context.WithTimeout(e.life, max(shortest/3, renewTick))
+			// Half the TTL: a slow leader (an election, a loaded machine)
+			// still gets the renewal in before the lease runs out.
+			ctx, cancel := context.WithTimeout(e.life, max(shortest/2, renewTick))
 			_, errs2, err := e.keepAlives(ctx, group, ids)
 			cancel()
 			if err != nil {

@@ -23,6 +23,7 @@ type stream struct {
 	e      *Engine
 	group  string
 	prefix string
+	prevKV bool  // events carry the previous entry
 	next   int64 // the first revision not yet delivered
 
 	mu   sync.Mutex
@@ -49,7 +50,7 @@ func (s *stream) open(ctx, start context.Context) (*peer.WatchStream, context.Ca
 	}, func(addr string) error {
 		sctx, cancel := context.WithCancel(ctx)
 		unbound := context.AfterFunc(start, cancel)
-		w, err := e.peers.Watch(sctx, addr, &peer.WatchRequest{Group: s.group, Prefix: s.prefix, From: s.next})
+		w, err := e.peers.Watch(sctx, addr, &peer.WatchRequest{Group: s.group, Prefix: s.prefix, From: s.next, PrevKV: s.prevKV})
 		if err == nil {
 			// The first frame says the watch started, or why not.
 			var f *peer.WatchFrame
@@ -98,7 +99,10 @@ func (s *stream) follow(ctx context.Context, w *peer.WatchStream, stop context.C
 			if f.Revision < s.next && len(f.Events) > 0 {
 				continue // cannot happen: the server starts at s.next
 			}
-			if len(f.Events) > 0 || f.Revision >= s.next {
+			// Events, and progress notes up to where the watch is (a
+			// note at s.next-1 says nothing new happened: still news to
+			// a consumer that asked for progress).
+			if len(f.Events) > 0 || f.Revision >= s.next-1 {
 				if !deliver(f) {
 					return nil
 				}
@@ -160,7 +164,19 @@ func (e *Engine) Watch(ctx context.Context, req core.WatchRequest) error {
 	if e.closed.Load() {
 		return errs.Closed
 	}
-	s := &stream{e: e, group: groupName(req.Group), prefix: req.Prefix, next: req.From}
+	// The caller's events have their previous entries, as the server
+	// engine's do (the root package drops them unless asked for).
+	s := &stream{e: e, group: groupName(req.Group), prefix: req.Prefix, next: req.From, prevKV: true}
+	// The watch ends with ctx or with the engine, whichever first.
+	ctx, end := context.WithCancel(ctx)
+	unlink := context.AfterFunc(e.life, end)
+	started := false
+	defer func() {
+		if !started {
+			unlink()
+			end()
+		}
+	}()
 	sctx, cancel := context.WithTimeout(ctx, callTimeout*2)
 	defer cancel()
 	if s.next == 0 {
@@ -173,16 +189,23 @@ func (e *Engine) Watch(ctx context.Context, req core.WatchRequest) error {
 		return err
 	}
 	e.trackWatch(s, true)
-	if !e.spawn(func() {
+	started = e.spawn(func() {
+		defer func() {
+			unlink()
+			end()
+		}()
 		defer e.trackWatch(s, false)
 		err := s.follow(ctx, w, stop, func(f *peer.WatchFrame) bool {
 			return req.Send(core.WatchBatch{Revision: f.Revision, Events: f.Events}, e.life.Done())
 		}, nil, nil)
-		if err == nil {
-			err = ctx.Err()
-		}
-		if err == nil {
+		switch {
+		case e.life.Err() != nil:
 			err = errs.Closed
+		case err == nil || errors.Is(err, context.Canceled):
+			// The consumer stopped, or the caller's ctx ended.
+			if err = ctx.Err(); err == nil {
+				err = errs.Closed
+			}
 		}
 		var ce *fsm.CompactedError
 		compact := int64(0)
@@ -190,7 +213,9 @@ func (e *Engine) Watch(ctx context.Context, req core.WatchRequest) error {
 			compact = ce.CompactRevision
 		}
 		req.End(err, compact)
-	}) {
+	})
+	if !started {
+		e.trackWatch(s, false)
 		stop()
 		return errs.Closed
 	}

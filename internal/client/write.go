@@ -74,10 +74,12 @@ func (e *Engine) propose(ctx context.Context, group string, c *fsm.Command) ([]b
 }
 
 // maybeApplied tells whether a failed try may have reached the state
-// machine: a transport failure (the request may have arrived) or a
-// server's unknown outcome. NoQuorum and a server's Closed mean it did not.
+// machine: a transport failure after the request may have left (not a
+// failed dial) or a server's unknown outcome. NoQuorum and a server's
+// Closed mean it did not.
 func maybeApplied(err error) bool {
-	return errors.Is(err, errs.UnknownOutcome) || errors.Is(err, peer.ErrUnreachable)
+	return errors.Is(err, errs.UnknownOutcome) ||
+		(errors.Is(err, peer.ErrUnreachable) && !errors.Is(err, peer.ErrNotSent))
 }
 
 // gaveUp is the error of a write that ran out of time or was closed.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -20,6 +21,11 @@ import (
 
 // ErrUnreachable wraps transport failures, so callers can try another server.
 var ErrUnreachable = errors.New("peer unreachable")
+
+// ErrNotSent marks (with ErrUnreachable) a call that failed before it
+// reached the server: no connection could be made, so a write was not
+// applied.
+var ErrNotSent = errors.New("not sent")
 
 // Client calls other nodes' RPC. It keeps one connection per address, on
 // which every call to that address is multiplexed.
@@ -86,7 +92,14 @@ func transportError(ctx context.Context, addr string, err error) error {
 	if status.Code(err) == codes.Canceled && errors.Is(err, errs.Closed) {
 		return errs.Closed
 	}
-	return fmt.Errorf("peer %s: %v: %w", addr, status.Convert(err).Message(), ErrUnreachable)
+	msg := status.Convert(err).Message()
+	// gRPC fails a call at once, before sending it, while the channel has
+	// no connection (WaitForReady is off); its status then carries the
+	// dial error. Its text is the only sign of that gRPC gives.
+	if status.Code(err) == codes.Unavailable && strings.Contains(msg, "while dialing") {
+		return fmt.Errorf("peer %s: %v: %w: %w", addr, msg, ErrNotSent, ErrUnreachable)
+	}
+	return fmt.Errorf("peer %s: %v: %w", addr, msg, ErrUnreachable)
 }
 
 func (c *Client) unary(ctx context.Context, addr, method string, in []byte) ([]byte, error) {

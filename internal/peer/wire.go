@@ -462,8 +462,11 @@ var errorCodes = []struct {
 	err  error
 }{
 	{"unknown_outcome", errs.UnknownOutcome},
+	// group_not_found before invalid, as the REST API orders them: a
+	// malformed group name is both, and reads as a group not found.
+	{"group_not_found", errs.GroupNotFound},
 	{"invalid", errs.Invalid}, {"conflict", errs.Conflict}, {"not_found", errs.NotFound},
-	{"group_not_found", errs.GroupNotFound}, {"lease_not_found", errs.LeaseNotFound},
+	{"lease_not_found", errs.LeaseNotFound},
 	{"too_large", errs.TooLarge}, {"compacted", errs.Compacted},
 	{"watch_overflow", errs.WatchOverflow}, {"no_instance", errs.NoInstance},
 	{"no_quorum", errs.NoQuorum}, {"closed", errs.Closed},
