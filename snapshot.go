@@ -100,7 +100,9 @@ func InspectSnapshot(ctx context.Context, r io.Reader, onHeader func(SnapshotInf
 // The whole file is checked first: a file whose SHA-256 does not match,
 // that is cut short, or of another format version is refused with
 // ErrInvalid and nothing is written. A DataDir that already holds a server
-// is refused too. If writing fails midway, what was written is removed.
+// is refused too. file must be a regular file: it is read twice (to check,
+// then to write), and a file whose content changed between the two reads
+// is refused with what was written removed. If writing fails midway, what was written is removed.
 func Restore(ctx context.Context, file string, o Options) (SnapshotInfo, error) {
 	if err := o.validate(); err != nil {
 		return SnapshotInfo{}, err

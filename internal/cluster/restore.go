@@ -62,10 +62,22 @@ func Restore(ctx context.Context, path string, cfg Config) (core.SnapshotInfo, e
 		}
 	}
 
-	// First pass: check the whole file, writing nothing.
-	info, h, err := inspect(ctx, path, backup.Visitor{})
+	// Both passes read one open file, and the second must hash as the
+	// first did: a file replaced or rewritten meanwhile (a scheduled save
+	// renaming a new backup into place) must not be restored as a mix of
+	// two backups, the second one unchecked.
+	f, err := os.Open(path)
 	if err != nil {
-		return info, err
+		return core.SnapshotInfo{}, fmt.Errorf("restore: %v: %w", err, errs.Invalid)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return core.SnapshotInfo{}, fmt.Errorf("restore: %s is not a regular file (a restore reads it twice: once to check it, once to write): %w", path, errs.Invalid)
+	}
+	// First pass: check the whole file, writing nothing.
+	info, h, err := ReadBackup(ctx, f, nil, backup.Visitor{})
+	if err != nil {
+		return info, fmt.Errorf("restore: %s: %w", path, err)
 	}
 	if err := checkGroups(h.Groups); err != nil {
 		return info, err
@@ -102,7 +114,10 @@ func Restore(ctx context.Context, path string, cfg Config) (core.SnapshotInfo, e
 		return err
 	}
 	n := 0
-	_, _, err = readFile(ctx, path, backup.Visitor{
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return info, fmt.Errorf("restore: %s: %v: %w", path, err, errs.Invalid)
+	}
+	second, _, err := ReadBackup(ctx, f, nil, backup.Visitor{
 		Group: func(g backup.Group) error {
 			if err := finish(); err != nil {
 				return err
@@ -123,6 +138,9 @@ func Restore(ctx context.Context, path string, cfg Config) (core.SnapshotInfo, e
 			return cur.Add(k, v)
 		},
 	})
+	if err == nil && second.SHA256 != info.SHA256 {
+		err = fmt.Errorf("%s changed while it was restored (SHA-256 %s, then %s): %w", path, info.SHA256, second.SHA256, errs.Invalid)
+	}
 	if err == nil {
 		err = finish()
 	}
@@ -189,23 +207,6 @@ func seedCatalog(dataDir string, h backup.Header, members map[uint64]string) err
 		return fmt.Errorf("restore: catalog: %w", err)
 	}
 	return nil
-}
-
-func inspect(ctx context.Context, path string, v backup.Visitor) (core.SnapshotInfo, backup.Header, error) {
-	info, h, err := readFile(ctx, path, v)
-	if err != nil {
-		return info, h, fmt.Errorf("restore: %s: %w", path, err)
-	}
-	return info, h, nil
-}
-
-func readFile(ctx context.Context, path string, v backup.Visitor) (core.SnapshotInfo, backup.Header, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return core.SnapshotInfo{}, backup.Header{}, fmt.Errorf("%v: %w", err, errs.Invalid)
-	}
-	defer f.Close()
-	return ReadBackup(ctx, f, nil, v)
 }
 
 // ReadBackup reads and checks a whole backup from r (see backup.Read);

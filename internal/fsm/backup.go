@@ -218,6 +218,7 @@ type Seeder struct {
 	n        int
 	abuf     []byte
 	leaseMax int64
+	maxMod   int64          // the newest mod revision of a key record
 	leases   map[int64]bool // leases seen
 	needed   map[int64]bool // leases named by key records
 }
@@ -226,6 +227,12 @@ type Seeder struct {
 // without an id gets Raft index + base, above every restored lease id
 // (absent = 0).
 var metaLeaseBaseKey = []byte{prefixMeta, 'l', 'e', 'a', 's', 'e', 'b', 'a', 's', 'e'}
+
+// maxLeaseBase bounds the lease id base (and so a restored lease id), so
+// that index + base never overflows; loadState refuses a larger base, so
+// the Seeder refuses such a lease rather than seed a replica that cannot
+// open.
+const maxLeaseBase = math.MaxInt64 / 2
 
 // NewSeeder creates dir (which must not exist or be empty) and a database
 // generation in it to seed.
@@ -262,6 +269,10 @@ func (s *Seeder) Add(key, value []byte) error {
 		if err != nil {
 			return fmt.Errorf("%w: key %q: %v", errCorruptBackup, key[1:], err)
 		}
+		if h.create > h.mod || h.create < 0 {
+			return fmt.Errorf("%w: key %q created at revision %d, modified at %d", errCorruptBackup, key[1:], h.create, h.mod)
+		}
+		s.maxMod = max(s.maxMod, h.mod)
 		if h.lease != 0 {
 			s.needed[h.lease] = true
 			s.abuf = appendAttachKey(s.abuf, h.lease, key[1:])
@@ -271,7 +282,7 @@ func (s *Seeder) Add(key, value []byte) error {
 		}
 	case key[0] == prefixLease:
 		id, _, _, err := LeaseOf(key, value)
-		if err != nil || id <= 0 {
+		if err != nil || id <= 0 || id > maxLeaseBase {
 			return fmt.Errorf("%w: lease %x: %v", errCorruptBackup, key, err)
 		}
 		s.leases[id] = true
@@ -311,8 +322,16 @@ func (s *Seeder) maybeCommit() error {
 
 // Finish sets the revision (the compact revision goes just above it: the
 // history before is not carried), flushes, and makes the seeded database
-// the replica's.
+// the replica's. On an error it aborts (see Abort): nothing stays open.
 func (s *Seeder) Finish(revision int64) error {
+	err := s.finish(revision)
+	if err != nil {
+		s.Abort()
+	}
+	return err
+}
+
+func (s *Seeder) finish(revision int64) error {
 	for id := range s.needed {
 		if !s.leases[id] {
 			return fmt.Errorf("%w: keys are attached to lease %d, which the backup lacks", errCorruptBackup, id)
@@ -320,6 +339,10 @@ func (s *Seeder) Finish(revision int64) error {
 	}
 	if revision < 0 || revision >= math.MaxInt64-1 {
 		return fmt.Errorf("fsm: seed: revision %d: %w", revision, errs.Invalid)
+	}
+	if s.maxMod > revision {
+		// Revisions would go backwards: the next write is below a key's.
+		return fmt.Errorf("%w: a key modified at revision %d, above the group's %d", errCorruptBackup, s.maxMod, revision)
 	}
 	var v [8]byte
 	for _, m := range []struct {
@@ -348,12 +371,15 @@ func (s *Seeder) Finish(revision int64) error {
 }
 
 // Abort drops what was seeded and the directory.
+// Idempotent.
 func (s *Seeder) Abort() {
 	if s.b != nil {
 		_ = s.b.Close()
+		s.b = nil
 	}
 	if s.db != nil {
 		_ = s.db.Close()
+		s.db = nil
 	}
 	_ = os.RemoveAll(s.dir)
 }

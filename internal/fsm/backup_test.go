@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -152,5 +153,70 @@ func TestSeederRefuses(t *testing.T) {
 			t.Errorf("%s: %v, want a corrupt backup error", name, err)
 		}
 		s.Abort()
+	}
+}
+
+// TestSeederRefusesCraftedBounds: records a cluster never writes but that
+// a crafted file with a valid SHA-256 can carry. Before the fix the seeder
+// took both: a lease id above MaxInt64/2 made Finish succeed and the
+// seeded replica then failed to open ("corrupt lease id base"), and a key
+// modified at a revision above the group's made revisions go backwards.
+func TestSeederRefusesCraftedBounds(t *testing.T) {
+	rec := func(h recordHeader, v string) []byte {
+		var hb [maxRecordHeader]byte
+		return append(putRecordHeader(&hb, h), v...)
+	}
+	lease := func(s *Seeder, id int64) error {
+		var kb [leaseKeyLen]byte
+		return s.Add(leaseKey(&kb, id), appendLeaseRecord(nil, leaseRecord{ttl: 1000, remaining: 500}))
+	}
+	cases := map[string]func(s *Seeder) error{
+		"huge lease id": func(s *Seeder) error {
+			if err := lease(s, math.MaxInt64/2+1); err != nil {
+				return err
+			}
+			return s.Finish(10)
+		},
+		"mod above the revision": func(s *Seeder) error {
+			if err := s.Add([]byte("ka"), rec(recordHeader{1, 11, 1, 0}, "x")); err != nil {
+				return err
+			}
+			return s.Finish(10)
+		},
+		"create above mod": func(s *Seeder) error {
+			if err := s.Add([]byte("ka"), rec(recordHeader{5, 3, 1, 0}, "x")); err != nil {
+				return err
+			}
+			return s.Finish(10)
+		},
+	}
+	for name, f := range cases {
+		dir := filepath.Join(t.TempDir(), "s")
+		s, err := NewSeeder(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f(s); !errors.Is(err, errCorruptBackup) {
+			t.Errorf("%s: %v, want a corrupt backup error", name, err)
+		}
+		s.Abort()
+	}
+	// The largest id still allowed seeds a replica that opens and grants
+	// ids above it.
+	dir := filepath.Join(t.TempDir(), "ok")
+	s, err := NewSeeder(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lease(s, math.MaxInt64/2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Finish(10); err != nil {
+		t.Fatal(err)
+	}
+	r := &harness{t: t, dir: dir}
+	r.open(Options{})
+	if res := r.applyLease(grantCmd(0, 1000)); res[0].ID <= math.MaxInt64/2 {
+		t.Errorf("grant after seeding: %+v", res[0])
 	}
 }

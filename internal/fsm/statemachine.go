@@ -309,7 +309,7 @@ func loadState(db *pebble.DB) (st loadedState, err error) {
 	if st.leaseBase, _, err = readUint64(db, metaLeaseBaseKey, "lease id base"); err != nil {
 		return st, err
 	}
-	if st.leaseBase > math.MaxInt64/2 {
+	if st.leaseBase > maxLeaseBase {
 		return st, fmt.Errorf("fsm: corrupt lease id base %d", st.leaseBase)
 	}
 	st.sessions, st.clock, st.legacy, err = loadSessions(db)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -23,7 +24,7 @@ func newSnapshotCmd(c *client) *cobra.Command {
 		Short: "Save one consistent snapshot of the whole cluster (REST GET /v1/snapshot) into FILE",
 		Long: `Save one consistent snapshot of the whole cluster into FILE: every group's
 keys, leases and service instances (each group at one revision) and the
-catalog's groups and settings. The file is written as FILE.part, checked
+catalog's groups and settings. The file is written as FILE.*.part (a new file), checked
 (its SHA-256 included) and renamed to FILE only once complete. A progress
 bar goes to stderr. --timeout bounds the wait for the daemon's first answer,
 not the transfer.`,
@@ -130,11 +131,13 @@ func (c *client) saveSnapshot(ctx context.Context, file string, progress bool) e
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		return fmt.Errorf("snapshot save: %w", c.answerError(resp.StatusCode, data))
 	}
-	part := file + ".part"
-	out, err := os.OpenFile(part, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	// A new file of its own (O_EXCL, mode 0600) next to FILE: a fixed name
+	// would follow a symlink planted there, or be shared by two saves.
+	out, err := os.CreateTemp(filepath.Dir(file), filepath.Base(file)+".*.part")
 	if err != nil {
 		return fmt.Errorf("snapshot save: %w", err)
 	}
+	part := out.Name()
 	ok := false
 	defer func() {
 		if !ok {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,8 +31,8 @@ func TestSnapshotCommands(t *testing.T) {
 	if line := cli(t, d, "", nil, "snapshot", "save", file, "--no-progress").fails(t, "save without a token", exitFailure); !strings.Contains(line, "unauthorized") {
 		t.Errorf("save without a token: %s", line)
 	}
-	if _, err := os.Stat(file + ".part"); !os.IsNotExist(err) {
-		t.Errorf("a refused save left %s.part (%v)", file, err)
+	if parts, _ := filepath.Glob(file + "*.part"); len(parts) != 0 {
+		t.Errorf("a refused save left %v", parts)
 	}
 	r := cli(t, d, "", tok, "snapshot", "save", file)
 	if r.code != 0 || !strings.Contains(r.stderr, "snapshot") {
@@ -88,5 +89,45 @@ func TestSnapshotCommands(t *testing.T) {
 	n.mustJSONCall("GET", "/v1/services/api", nil, &svc)
 	if len(svc.Instances) != 1 || svc.Instances[0].ID != "a1" {
 		t.Errorf("restored instances: %+v", svc)
+	}
+}
+
+// TestSnapshotSaveTempFile: save writes to a temporary file of its own
+// next to FILE. Before the fix it opened FILE.part with O_TRUNC, following
+// a symlink planted there (a shared backup dir): the victim file was
+// truncated and overwritten with the daemon's answer, here "garbage",
+// before the answer was even checked.
+func TestSnapshotSaveTempFile(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		_, _ = w.Write([]byte("garbage"))
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "c.snap")
+	if err := os.Symlink(victim, file+".part"); err != nil {
+		t.Skipf("symlink: %v", err)
+	}
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	line := cli(t, nil, "", []string{"DISTER_ADDR=" + addr}, "snapshot", "save", file, "--no-progress").
+		fails(t, "save of a damaged answer", exitFailure)
+	if !strings.Contains(line, "not a dister backup") {
+		t.Errorf("save of a damaged answer: %s", line)
+	}
+	if b, err := os.ReadFile(victim); err != nil || string(b) != "precious" {
+		t.Errorf("the file a planted %s.part pointed at now holds %q (%v)", file, b, err)
+	}
+	if _, err := os.Stat(file); !os.IsNotExist(err) {
+		t.Errorf("a refused save left %s (%v)", file, err)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.Name() != "victim" && e.Name() != "c.snap.part" {
+			t.Errorf("a refused save left %s", e.Name())
+		}
 	}
 }
