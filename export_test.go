@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/dister/dister/internal/cluster"
+	"github.com/dister/dister/internal/svc"
 )
 
 // SetProposeHook exposes the engine's test hook: h runs after every
@@ -64,3 +65,12 @@ func SetHubHook(n *Node, h func(shardID uint64)) { server(n).SetHubHook(h) }
 
 // server is n's server engine (tests of the server role only).
 func server(n *Node) *cluster.Engine { return n.e.(*cluster.Engine) }
+
+// SetCheckWriteHook runs h (the instance key) before every checker write
+// on n; nil removes it.
+func SetCheckWriteHook(n *Node, h func(key string)) { server(n).SetCheckWriteHook(h) }
+
+// CheckerStore is the store n's checker of group writes through.
+func CheckerStore(ctx context.Context, n *Node, group string) (svc.Store, error) {
+	return server(n).CheckerStore(ctx, group)
+}

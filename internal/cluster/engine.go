@@ -106,6 +106,9 @@ type Engine struct {
 	watchMu  sync.Mutex // orders starting watch goroutines against Close
 	// hubHook, when set (tests only), runs before each hub advance.
 	hubHook atomic.Pointer[func(shardID uint64)]
+	// checkWriteHook, when set (tests only), runs before each write of a
+	// checker (a status update or a removal) with the instance key.
+	checkWriteHook atomic.Pointer[func(key string)]
 
 	leaseWake chan struct{} // buffered(1)
 	leaseDone chan struct{}

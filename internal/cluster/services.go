@@ -392,26 +392,46 @@ func (g *groupStore) Load(ctx context.Context) ([]svc.Stored, map[string]bool, e
 	return out, beats, nil
 }
 
-func (g *groupStore) Update(ctx context.Context, r *svc.Record, modRev int64) error {
+func (g *groupStore) hook(key string) {
+	if h := g.e.checkWriteHook.Load(); h != nil {
+		(*h)(key)
+	}
+}
+
+func (g *groupStore) Update(ctx context.Context, r *svc.Record, modRev int64) (int64, error) {
 	value, err := r.Encode()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	key := svc.InstanceKey(r.Service, r.ID)
-	_, err = g.e.txn(ctx, g.sid, &fsm.Txn{
+	g.hook(key)
+	res, err := g.e.txn(ctx, g.sid, &fsm.Txn{
 		Compares: []fsm.Compare{{Key: key, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: modRev}},
 		Then:     []fsm.Op{{Type: fsm.OpPut, Key: key, Value: value}},
 	})
-	return err
+	if err != nil {
+		return 0, err
+	}
+	if !res.Succeeded {
+		return 0, fmt.Errorf("instance %s/%s is no longer at revision %d: %w", r.Service, r.ID, modRev, errs.Conflict)
+	}
+	return res.Revision, nil
 }
 
 func (g *groupStore) Remove(ctx context.Context, r *svc.Record, modRev int64) error {
 	key := svc.InstanceKey(r.Service, r.ID)
-	_, err := g.e.txn(ctx, g.sid, &fsm.Txn{
+	g.hook(key)
+	res, err := g.e.txn(ctx, g.sid, &fsm.Txn{
 		Compares: []fsm.Compare{{Key: key, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: modRev}},
 		Then:     []fsm.Op{{Type: fsm.OpDelete, Key: key}, {Type: fsm.OpDelete, Key: svc.HeartbeatKey(r.Service, r.ID)}},
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	if !res.Succeeded {
+		return fmt.Errorf("instance %s/%s is no longer at revision %d: %w", r.Service, r.ID, modRev, errs.Conflict)
+	}
+	return nil
 }
 
 // ServiceCounts returns each service of group with its instance count,

@@ -25,10 +25,12 @@ type Store interface {
 	// Load reads every instance, and the keys of the live heartbeats, from
 	// the local replica.
 	Load(ctx context.Context) (instances []Stored, heartbeats map[string]bool, err error)
-	// Update replaces the record at key if it is still at modRev.
-	Update(ctx context.Context, r *Record, modRev int64) error
+	// Update replaces the record at key if it is still at modRev and
+	// returns the revision it wrote; a lost CAS is an error wrapping
+	// errs.Conflict, never a success.
+	Update(ctx context.Context, r *Record, modRev int64) (int64, error)
 	// Remove deletes the instance (and its heartbeat) if it is still at
-	// modRev.
+	// modRev; a lost CAS wraps errs.Conflict.
 	Remove(ctx context.Context, r *Record, modRev int64) error
 }
 
@@ -91,6 +93,8 @@ type probeResult struct {
 type writeDone struct {
 	t       *target
 	written *Record // nil for a removal
+	base    int64   // the revision the write was a CAS on
+	rev     int64   // the revision it wrote (a committed update)
 	err     error
 }
 
@@ -242,9 +246,11 @@ func (c *Checker) step(ctx context.Context, now time.Time) {
 	}
 }
 
-// written ends a write. A committed status is what t holds from now on
-// (its mod revision comes with the next reload), so the same change is not
-// written again while a reload is throttled.
+// written ends a write. The checker writes only the status fields onto
+// the exact record revision it holds (t.rec at t.modRev), so a committed
+// write gives it that record at the revision written; a write that lost its
+// CAS (a re-registration or deregistration beat it) changes nothing it
+// holds: the reload that follows brings the record that won.
 func (c *Checker) written(ctx context.Context, wd writeDone) {
 	t := wd.t
 	t.writing = false
@@ -252,7 +258,11 @@ func (c *Checker) written(ctx context.Context, wd writeDone) {
 		if ctx.Err() == nil {
 			c.cfg.Logger.Debug("instance status not written", "key", t.key, "err", wd.err)
 		}
-		t.holdUntil = time.Now().Add(max(t.rec.Check.Interval, time.Second))
+		if t.modRev == wd.base {
+			// Hold further writes until the reload that shows why (a lost
+			// CAS), or for an interval (no quorum).
+			t.holdUntil = time.Now().Add(max(t.rec.Check.Interval, time.Second))
+		}
 		return
 	}
 	if wd.written == nil { // removed
@@ -261,8 +271,16 @@ func (c *Checker) written(ctx context.Context, wd writeDone) {
 		}
 		return
 	}
-	t.rec = wd.written
-	if t.rec.Status == Critical && t.criticalSince.IsZero() {
+	if t.modRev != wd.base {
+		// A reload during the write already saw this write or a later
+		// one: what it loaded is newer than what was written.
+		return
+	}
+	t.rec, t.modRev = wd.written, wd.rev
+	switch {
+	case t.rec.Status != Critical:
+		t.criticalSince = time.Time{}
+	case t.criticalSince.IsZero():
 		t.criticalSince = time.Now()
 	}
 }
@@ -318,9 +336,9 @@ func (c *Checker) write(ctx context.Context, t *target, st health.Status, output
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		err := c.cfg.Store.Update(ctx, &r, modRev)
+		rev, err := c.cfg.Store.Update(ctx, &r, modRev)
 		select {
-		case c.writes <- writeDone{t, &r, err}:
+		case c.writes <- writeDone{t: t, written: &r, base: modRev, rev: rev, err: err}:
 		case <-ctx.Done():
 		}
 	}()
@@ -336,7 +354,7 @@ func (c *Checker) remove(ctx context.Context, t *target) {
 		defer c.wg.Done()
 		err := c.cfg.Store.Remove(ctx, r, modRev)
 		select {
-		case c.writes <- writeDone{t, nil, err}:
+		case c.writes <- writeDone{t: t, base: modRev, err: err}:
 		case <-ctx.Done():
 		}
 	}()
