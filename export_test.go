@@ -74,3 +74,6 @@ func SetCheckWriteHook(n *Node, h func(key string)) { server(n).SetCheckWriteHoo
 func CheckerStore(ctx context.Context, n *Node, group string) (svc.Store, error) {
 	return server(n).CheckerStore(ctx, group)
 }
+
+// ProbesNotRun counts the probes n's checkers could not run.
+func ProbesNotRun(n *Node) uint64 { return server(n).ProbesNotRun() }

@@ -81,6 +81,21 @@ type Options struct {
 	// a never-checked instance takes its first result at once). Zero = 2.
 	// At most 100.
 	CheckDamping int
+	// EnableScriptChecks lets this server run script and custom health
+	// checks (commands, without a shell, as the server's user) of the
+	// groups it leads. Such a check runs only while the cluster setting
+	// Settings.ScriptChecks is on too, and can be registered only while the
+	// group's leader has this flag: the setting alone, which any REST
+	// client may change, never lets anyone run commands. Zero = off (like
+	// Consul's enable_script_checks). Each server records its flag in the
+	// catalog; under a leader without it a script check is not run and
+	// its status stays as it was.
+	EnableScriptChecks bool
+	// CheckOutputBody puts up to 1 KiB of a failing http or web check's
+	// response body into the instance's output. Zero = off: outputs are
+	// readable by anyone who can read the registry, and a body may hold
+	// anything the target serves.
+	CheckOutputBody bool
 	// Metrics receives the Node's Prometheus series (proposals by group and
 	// result, proposal latency, leader changes, each group's revision and
 	// leader). Nil = none. A registry takes one Node at a time; Close

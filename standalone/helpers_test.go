@@ -34,11 +34,14 @@ func serve(t testing.TB, n *dister.Node, o standalone.Options) *httptest.Server 
 }
 
 // one starts a single-server cluster and serves it.
-func one(t testing.TB, o standalone.Options) (*testcluster.Cluster, *httptest.Server) {
+func one(t testing.TB, o standalone.Options, tune ...testcluster.Option) (*testcluster.Cluster, *httptest.Server) {
 	t.Helper()
-	c := testcluster.New(t, 1)
+	c := testcluster.New(t, 1, tune...)
 	return c, serve(t, c.Node(1), o)
 }
+
+// scripts starts the server with EnableScriptChecks.
+func scripts(o *dister.Options) { o.EnableScriptChecks = true }
 
 type resp struct {
 	status int

@@ -40,7 +40,7 @@ func (e *Engine) SetSettings(ctx context.Context, s Settings) error {
 	_, err = e.txn(ctx, SystemShard, &fsm.Txn{Then: []fsm.Op{{Type: fsm.OpPut, Key: keySettings, Value: val}}})
 	if err == nil {
 		// Apply locally now rather than at the next pass.
-		e.prober.SetAllowScript(s.ScriptChecks)
+		e.prober.SetAllowScript(s.ScriptChecks && e.cfg.EnableScriptChecks)
 	}
 	return err
 }
@@ -97,7 +97,8 @@ func (e *Engine) checkLoop() {
 			r := running{cancel: cancel, done: make(chan struct{})}
 			checkers[sid] = r
 			c := svc.NewChecker(svc.CheckerConfig{Store: newGroupStore(e, sid), Prober: e.prober,
-				Logger: e.log.With("shard", sid), Damping: e.cfg.CheckDamping})
+				Logger: e.log.With("shard", sid), Damping: e.cfg.CheckDamping,
+				NotRun: func() { e.notRun.Add(1) }})
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -107,3 +108,7 @@ func (e *Engine) checkLoop() {
 		}
 	}
 }
+
+// ProbesNotRun counts the probes of this server's checkers that could not
+// run (script checks not enabled here, no free probe slot in time).
+func (e *Engine) ProbesNotRun() uint64 { return e.notRun.Load() }

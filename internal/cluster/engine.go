@@ -58,6 +58,11 @@ type Config struct {
 	// CheckDamping is how many consecutive health-check results must agree
 	// before an instance's status changes; 0 = health.DefaultDamping (2).
 	CheckDamping int
+	// EnableScriptChecks lets this server run script and custom checks of
+	// the groups it leads, when the cluster setting allows them too.
+	EnableScriptChecks bool
+	// CheckOutputBody: failing http checks show their response body.
+	CheckOutputBody bool
 	// ReconcileInterval is the period of the catalog/membership pass that
 	// also runs on every catalog change; 0 = 1s.
 	ReconcileInterval time.Duration
@@ -87,6 +92,7 @@ type Engine struct {
 	mu       sync.Mutex
 	groups   map[string]groupRecord // catalog as last applied locally
 	servers  map[uint64]Peer        // likewise
+	flags    map[uint64]serverFlags // likewise
 	recorded bool                   // the catalog has this server's addresses
 	lessors  map[uint64]*lessor     // groups this server leads
 	renewals map[renewal]time.Duration
@@ -115,6 +121,7 @@ type Engine struct {
 	renewDone chan struct{}
 	checkDone chan struct{}
 	prober    *health.Prober // shared by the checkers of every group led here
+	notRun    atomic.Uint64  // probes of this server's checkers that could not run
 	// reconciling: the reconcile loop runs (Open got that far); set before
 	// Open returns, read by Close.
 	reconciling bool
@@ -159,7 +166,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		leaseDone: make(chan struct{}),
 		renewDone: make(chan struct{}),
 		checkDone: make(chan struct{}),
-		prober:    newProber(),
+		prober:    newProber(cfg),
 		settled:   make(chan struct{}),
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),

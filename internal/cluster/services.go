@@ -38,18 +38,39 @@ func casBackoff(ctx context.Context, attempt int) error {
 	}
 }
 
-// ServiceEnv is what validating an instance needs to know about the
-// cluster, as this server knows it. The script setting is read
-// linearizably, and only when scripts asks for it.
-func (e *Engine) ServiceEnv(ctx context.Context, script bool) (svc.Env, error) {
+// ServiceEnv is what validating an instance of group needs to know about
+// the cluster, as this server knows it. With script (the instance has a
+// script or custom check) it also tells whether such a check may be
+// registered: the cluster setting, read linearizably, must be on, and the
+// group's current leader must have been started with EnableScriptChecks
+// (the catalog records each server's flag). A refusal is ErrInvalid.
+func (e *Engine) ServiceEnv(ctx context.Context, group string, script bool) (svc.Env, error) {
 	env := svc.Env{AllLoopback: e.allLoopback()}
-	if script {
-		s, err := e.Settings(ctx)
-		if err != nil {
-			return env, err
-		}
-		env.AllowScript = s.ScriptChecks
+	if !script {
+		return env, nil
 	}
+	s, err := e.Settings(ctx)
+	if err != nil {
+		return env, err
+	}
+	if !s.ScriptChecks {
+		return env, fmt.Errorf("script and custom checks run commands on the leader and are disabled by the cluster setting (script_checks): %w", errs.Invalid)
+	}
+	sid, err := e.resolve(ctx, group)
+	if err != nil {
+		return env, err
+	}
+	if err := e.host.WaitLeader(ctx, sid); err != nil {
+		return env, err
+	}
+	leader, _ := e.host.Leader(sid)
+	e.mu.Lock()
+	on := e.flags[leader].ScriptChecks
+	e.mu.Unlock()
+	if !on {
+		return env, fmt.Errorf("script checks are not enabled on the leader (server %d was not started with --enable-script-checks): %w", leader, errs.Invalid)
+	}
+	env.AllowScript = true
 	return env, nil
 }
 
@@ -76,7 +97,7 @@ func (e *Engine) allLoopback() bool {
 // revoked.
 func (e *Engine) Register(ctx context.Context, group string, r *svc.Record, autoRenew bool) error {
 	svc.Normalize(r)
-	env, err := e.ServiceEnv(ctx, r.Check.Probe().IsScript())
+	env, err := e.ServiceEnv(ctx, group, r.Check.Probe().IsScript())
 	if err != nil {
 		return err
 	}
@@ -201,7 +222,7 @@ func (e *Engine) ReplaceServices(ctx context.Context, group string, names []stri
 		svc.Normalize(r)
 		script = script || r.Check.Probe().IsScript()
 	}
-	env, err := e.ServiceEnv(ctx, script)
+	env, err := e.ServiceEnv(ctx, group, script)
 	if err != nil {
 		return err
 	}
@@ -450,4 +471,6 @@ func ServiceCounts(instances []svc.Stored) (names []string, counts map[string]in
 
 // newProber is the engine's one prober, shared by the checkers of every
 // group it leads so that the concurrency bound holds per server.
-func newProber() *health.Prober { return health.NewProber(health.Options{}) }
+func newProber(cfg Config) *health.Prober {
+	return health.NewProber(health.Options{OutputBody: cfg.CheckOutputBody})
+}

@@ -23,6 +23,11 @@ type Options struct {
 	// registered while the setting was on is still not run after it is
 	// turned off (see SetAllowScript).
 	AllowScript bool
+	// OutputBody puts up to MaxOutput bytes of a failing http or web
+	// check's response body into its output. Off by default: outputs are
+	// readable by anyone who can read the registry, and a body can hold
+	// anything the target serves.
+	OutputBody bool
 }
 
 // Prober runs checks. It is safe for concurrent use and starts no
@@ -33,6 +38,7 @@ type Prober struct {
 	transport   *http.Transport
 	client      *http.Client
 	dialer      net.Dialer
+	outputBody  bool
 }
 
 // NewProber returns a Prober; Close it to drop idle connections.
@@ -41,7 +47,7 @@ func NewProber(o Options) *Prober {
 	if n <= 0 {
 		n = DefaultMaxConcurrent
 	}
-	p := &Prober{slots: make(chan struct{}, n)}
+	p := &Prober{slots: make(chan struct{}, n), outputBody: o.OutputBody}
 	p.allowScript.Store(o.AllowScript)
 	p.transport = newTransport(&p.dialer)
 	p.client = &http.Client{Transport: p.transport, CheckRedirect: sameHostRedirects}
@@ -69,7 +75,7 @@ func (p *Prober) Probe(ctx context.Context, c Check) (r Result) {
 		return Result{Status: Critical, Output: cut(err.Error())}
 	}
 	if c.IsScript() && !p.allowScript.Load() {
-		return Result{Status: Critical, Output: c.Type + " checks are disabled by the cluster setting; not run"}
+		return Result{NotRun: true, Output: "not run: " + c.Type + " checks are not enabled on this leader (the cluster setting and the server's --enable-script-checks must both allow them)"}
 	}
 	select {
 	case p.slots <- struct{}{}:

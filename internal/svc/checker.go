@@ -44,6 +44,8 @@ type CheckerConfig struct {
 	Damping int
 	// Tick is how often the checker looks for due work; 0 = 100ms.
 	Tick time.Duration
+	// NotRun, when set, is called for every probe that could not run.
+	NotRun func()
 }
 
 // Checker probes the instances of one group and writes their status
@@ -123,7 +125,7 @@ func (c *Checker) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case pr := <-c.results:
-			c.observe(pr)
+			c.observe(ctx, pr)
 		case wd := <-c.writes:
 			c.written(ctx, wd)
 		case <-tick.C:
@@ -305,13 +307,25 @@ func (c *Checker) probe(ctx context.Context, t *target) {
 // While a change waits for confirmation the next probe comes after a
 // quarter interval: damping then delays a death by about half an interval
 // rather than a whole one.
-func (c *Checker) observe(pr probeResult) {
+func (c *Checker) observe(ctx context.Context, pr probeResult) {
 	t := pr.t
 	t.probing = false
 	iv := t.rec.Check.Interval
 	if c.targets[t.key] != t || pr.checked != t.rec.Check {
 		// Deregistered, or re-registered with another check: the result
 		// says nothing about what is registered now.
+		return
+	}
+	if pr.r.NotRun {
+		// Nothing learned about the target: the status stays, damping
+		// counts nothing, and the output says why (written once).
+		if c.cfg.NotRun != nil {
+			c.cfg.NotRun()
+		}
+		t.next = time.Now().Add(iv - iv/10 + rand.N(iv/5+1))
+		if t.rec.Output != pr.r.Output {
+			c.writeRecord(ctx, t, func(r *Record) { r.Output = pr.r.Output })
+		}
 		return
 	}
 	changed, cur := t.damper.Observe(pr.r.Status)
@@ -326,12 +340,21 @@ func (c *Checker) observe(pr probeResult) {
 
 // write commits a new status for t unless a write of t is in flight.
 func (c *Checker) write(ctx context.Context, t *target, st health.Status, output string, now time.Time) {
-	if t.writing || now.Before(t.holdUntil) {
+	c.writeRecord(ctx, t, func(r *Record) {
+		r.Status, r.Output, r.LastCheckedMs = st.String(), output, now.UnixMilli()
+	})
+}
+
+// writeRecord commits t's record with the status fields set changes,
+// unless a write of t is in flight or held back. It is a CAS on the exact
+// revision t holds: nothing but the status fields ever differs.
+func (c *Checker) writeRecord(ctx context.Context, t *target, set func(r *Record)) {
+	if t.writing || time.Now().Before(t.holdUntil) {
 		return
 	}
 	t.writing = true
 	r := *t.rec
-	r.Status, r.Output, r.LastCheckedMs = st.String(), output, now.UnixMilli()
+	set(&r)
 	modRev := t.modRev
 	c.wg.Add(1)
 	go func() {
