@@ -23,6 +23,7 @@ type Node struct {
 
 	log       *slog.Logger
 	balancers sync.Map // group name -> *Balancer
+	keep      *keeper  // renews this Node's leases
 
 	// life ends at Close and stops the Node's own goroutines (balancer
 	// views, service watches), which watchers counts; mu orders starting
@@ -125,6 +126,8 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 	n := &Node{e: e, timeout: timeout, log: o.Logger}
 	n.life, n.stop = context.WithCancel(context.Background())
 	n.def = &Group{n: n, name: cluster.DefaultGroup}
+	n.keep = newKeeper(n)
+	n.spawn(n.keep.run)
 	return n, nil
 }
 

@@ -77,3 +77,25 @@ func CheckerStore(ctx context.Context, n *Node, group string) (svc.Store, error)
 
 // ProbesNotRun counts the probes n's checkers could not run.
 func ProbesNotRun(n *Node) uint64 { return server(n).ProbesNotRun() }
+
+// InstanceLease is the lease that keeps a ttl instance's heartbeat (0 if
+// none), read linearizably through n.
+func InstanceLease(ctx context.Context, n *Node, group, service, id string) (LeaseID, error) {
+	sts, _, err := n.e.Instances(ctx, group, service, cluster.ReadOpts{Consistency: cluster.Linearizable})
+	if err != nil {
+		return 0, err
+	}
+	for _, st := range sts {
+		if st.Record.ID == id {
+			return LeaseID(st.Record.Lease), nil
+		}
+	}
+	return 0, ErrNotFound
+}
+
+// KeepAliveBatches counts the KeepAliveBatch calls n's keeper made.
+func KeepAliveBatches(n *Node) int64 {
+	n.keep.mu.Lock()
+	defer n.keep.mu.Unlock()
+	return n.keep.batches
+}

@@ -95,11 +95,10 @@ type Engine struct {
 	flags    map[uint64]serverFlags // likewise
 	recorded bool                   // the catalog has this server's addresses
 	lessors  map[uint64]*lessor     // groups this server leads
-	renewals map[renewal]time.Duration
-	settled  chan struct{} // closed and replaced after each reconcile pass
-	removed  bool          // this server was removed from the cluster
-	left     bool          // ...and has stopped its group replicas
-	shardsMu sync.Mutex    // serializes starting group shards with leave
+	settled  chan struct{}          // closed and replaced after each reconcile pass
+	removed  bool                   // this server was removed from the cluster
+	left     bool                   // ...and has stopped its group replicas
+	shardsMu sync.Mutex             // serializes starting group shards with leave
 
 	wake chan struct{}   // buffered(1): asks the reconciler for a pass
 	life context.Context // ends at Close; bounds the engine's own goroutines
@@ -118,7 +117,6 @@ type Engine struct {
 
 	leaseWake chan struct{} // buffered(1)
 	leaseDone chan struct{}
-	renewDone chan struct{}
 	checkDone chan struct{}
 	prober    *health.Prober // shared by the checkers of every group led here
 	notRun    atomic.Uint64  // probes of this server's checkers that could not run
@@ -161,10 +159,8 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		groups:    map[string]groupRecord{},
 		servers:   map[uint64]Peer{},
 		lessors:   map[uint64]*lessor{},
-		renewals:  map[renewal]time.Duration{},
 		leaseWake: make(chan struct{}, 1),
 		leaseDone: make(chan struct{}),
-		renewDone: make(chan struct{}),
 		checkDone: make(chan struct{}),
 		prober:    newProber(cfg),
 		settled:   make(chan struct{}),
@@ -230,7 +226,6 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	e.reconciling = true
 	go e.reconcileLoop(e.life)
 	go e.leaseLoop()
-	go e.renewLoop()
 	go e.checkLoop()
 	ok = true
 	return e, nil
@@ -348,7 +343,6 @@ func (e *Engine) Close() error {
 		if e.reconciling {
 			<-e.done
 			<-e.leaseDone
-			<-e.renewDone
 			<-e.checkDone
 		}
 		e.watchers.Wait()

@@ -92,10 +92,10 @@ func (e *Engine) allLoopback() bool {
 
 // Register validates r and stores it, replacing the instance with its id.
 // A replacement with the same check keeps the status already known. A ttl
-// instance gets a fresh lease (renewed by this server when autoRenew) with
-// its heartbeat key attached; the lease of the instance it replaced is
+// instance gets a fresh lease (r.Lease; the caller renews it) with its
+// heartbeat key attached; the lease of the instance it replaced is
 // revoked.
-func (e *Engine) Register(ctx context.Context, group string, r *svc.Record, autoRenew bool) error {
+func (e *Engine) Register(ctx context.Context, group string, r *svc.Record) error {
 	svc.Normalize(r)
 	env, err := e.ServiceEnv(ctx, group, r.Check.Probe().IsScript())
 	if err != nil {
@@ -108,9 +108,6 @@ func (e *Engine) Register(ctx context.Context, group string, r *svc.Record, auto
 	if r.Check.Type == svc.TypeTTL {
 		if lease, err = e.GrantLease(ctx, group, r.Check.TTL); err != nil {
 			return err
-		}
-		if autoRenew {
-			e.AutoRenew(group, lease, r.Check.TTL)
 		}
 	}
 	old, err := e.register(ctx, group, r, lease)
@@ -178,10 +175,9 @@ func (e *Engine) register(ctx context.Context, group string, r *svc.Record, leas
 	return nil, fmt.Errorf("instance changed %d times while being registered: %w", maxRegisterRetries, errs.Conflict)
 }
 
-// dropLease stops renewing a lease and revokes it, best effort: a lease
-// left behind expires by itself.
+// dropLease revokes a lease, best effort: a lease left behind expires by
+// itself.
 func (e *Engine) dropLease(group string, id int64) {
-	e.StopRenew(group, id)
 	ctx, cancel := context.WithTimeout(e.life, 5*time.Second)
 	defer cancel()
 	if err := e.RevokeLease(ctx, group, id); err != nil && !errors.Is(err, errs.LeaseNotFound) {

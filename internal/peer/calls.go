@@ -5,26 +5,27 @@ import "time"
 // The ops of Call: JSON requests and answers for everything that is not on
 // the hot path (membership, groups, settings, services, discovery).
 const (
-	OpJoin          = "join"           // JoinRequest -> JoinResponse
-	OpStatus        = "status"         // nothing -> Status
-	OpKeepAlive     = "keepalive"      // KeepAliveRequest -> KeepAliveResponse
-	OpTopology      = "topology"       // nothing -> Topology
-	OpProgress      = "progress"       // GroupRequest -> nothing
-	OpGroups        = "groups"         // nothing -> []string
-	OpCreateGroup   = "group.create"   // GroupRequest -> nothing
-	OpDeleteGroup   = "group.delete"   // GroupRequest -> nothing
-	OpMembers       = "members"        // nothing -> []Member
-	OpAddServer     = "server.add"     // JoinRequest -> JoinResponse
-	OpRemoveServer  = "server.remove"  // ServerRequest -> nothing
-	OpSettings      = "settings"       // nothing -> Settings
-	OpSetSettings   = "settings.set"   // Settings -> nothing
-	OpRegister      = "svc.register"   // RegisterRequest -> RegisterResponse
-	OpDeregister    = "svc.deregister" // InstanceRequest -> DeregisterResponse
-	OpHeartbeat     = "svc.heartbeat"  // InstanceRequest -> nothing
-	OpInstances     = "svc.instances"  // InstancesRequest -> InstancesResponse
-	OpReplace       = "svc.replace"    // ReplaceRequest -> nothing
-	OpLeaseGet      = "lease.get"      // KeepAliveRequest -> LeaseDetail (linearizable)
-	OpGroupRevision = "group.revision" // GroupRequest -> RevisionResponse (ReadIndex on the leader)
+	OpJoin          = "join"            // JoinRequest -> JoinResponse
+	OpStatus        = "status"          // nothing -> Status
+	OpKeepAlive     = "keepalive"       // KeepAliveRequest -> KeepAliveResponse
+	OpKeepAlives    = "keepalive.batch" // KeepAliveBatchRequest -> KeepAliveBatchResponse
+	OpTopology      = "topology"        // nothing -> Topology
+	OpProgress      = "progress"        // GroupRequest -> nothing
+	OpGroups        = "groups"          // nothing -> []string
+	OpCreateGroup   = "group.create"    // GroupRequest -> nothing
+	OpDeleteGroup   = "group.delete"    // GroupRequest -> nothing
+	OpMembers       = "members"         // nothing -> []Member
+	OpAddServer     = "server.add"      // JoinRequest -> JoinResponse
+	OpRemoveServer  = "server.remove"   // ServerRequest -> nothing
+	OpSettings      = "settings"        // nothing -> Settings
+	OpSetSettings   = "settings.set"    // Settings -> nothing
+	OpRegister      = "svc.register"    // RegisterRequest -> RegisterResponse
+	OpDeregister    = "svc.deregister"  // InstanceRequest -> DeregisterResponse
+	OpHeartbeat     = "svc.heartbeat"   // InstanceRequest -> nothing
+	OpInstances     = "svc.instances"   // InstancesRequest -> InstancesResponse
+	OpReplace       = "svc.replace"     // ReplaceRequest -> nothing
+	OpLeaseGet      = "lease.get"       // KeepAliveRequest -> LeaseDetail (linearizable)
+	OpGroupRevision = "group.revision"  // GroupRequest -> RevisionResponse (ReadIndex on the leader)
 )
 
 // JoinRequest asks a running server to add the sender to the cluster.
