@@ -172,6 +172,7 @@ func TestOpenOneAfterAnother(t *testing.T) {
 // Join, and reads old data through it linearizably; then a 5th joins with
 // NodeID 0 through Servers and gets the next free id.
 func TestAddServerAndJoin(t *testing.T) {
+	t.Parallel() // long, mostly waiting on timers: runs beside the others
 	c := testcluster.New(t, 3)
 	ctx := ctxT(t)
 	if err := c.Node(1).CreateGroup(ctx, "g1"); err != nil {

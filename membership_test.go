@@ -20,6 +20,7 @@ import (
 // longer holds the early writes, so a joining server must install a
 // snapshot of the pebble state to serve them.
 func TestJoinAfterCompaction(t *testing.T) {
+	t.Parallel() // long, mostly waiting on timers: runs beside the others
 	c := testcluster.New(t, 3, func(o *dister.Options) {
 		o.SnapshotEntries = 20
 		o.CompactionOverhead = 5
@@ -212,6 +213,7 @@ func TestRemoveServerNeedsLiveMajority(t *testing.T) {
 // while it removes a server: the removal is recorded, so the next leader
 // finishes it, and no group is left without quorum.
 func TestRemoveServerResumesUnderNewLeader(t *testing.T) {
+	t.Parallel() // long, mostly waiting on timers: runs beside the others
 	c := testcluster.New(t, 4)
 	ctx := ctxT(t)
 	groups := []string{"g1", "g2"}
@@ -361,6 +363,7 @@ func TestPromotionNeedsTheShard(t *testing.T) {
 // system shard, by an injected error) must not stop the others, so a new
 // server still joins and is promoted in the groups.
 func TestMembershipShardFailureDoesNotBlockOthers(t *testing.T) {
+	t.Parallel() // long, mostly waiting on timers: runs beside the others
 	c := testcluster.New(t, 3)
 	ctx := ctxT(t)
 	if err := c.Node(1).CreateGroup(ctx, "g"); err != nil {
@@ -390,5 +393,79 @@ func TestMembershipShardFailureDoesNotBlockOthers(t *testing.T) {
 	// non-voter there, and nobody promoted it.
 	if v, nv, err := dister.ShardMembers(ctx, n1, system); err != nil || slices.Contains(v, n4.ID()) || !slices.Contains(nv, n4.ID()) {
 		t.Fatalf("system shard: voters %v non-voters %v (%v)", v, nv, err)
+	}
+}
+
+// TestConcurrentRemovalsKeepALiveMajority: with four servers and one down,
+// either of two live servers may be removed, but not both. Two removals
+// decided at once must see each other: the one decided second is checked
+// again against the first, which is still under way (its server still in
+// every configuration), and refused.
+func TestConcurrentRemovalsKeepALiveMajority(t *testing.T) {
+	c := testcluster.New(t, 4)
+	ctx := ctxT(t)
+	n1 := c.Node(1)
+	if err := n1.CreateGroup(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range c.IDs() {
+		waitRunsGroup(t, c.Node(id), "g")
+	}
+	c.Stop(4)
+	// Server 2's removal passes its check and waits before it is
+	// recorded; server 3's removal is recorded and waits before its first
+	// configuration change.
+	decided2, release2 := make(chan struct{}), make(chan struct{})
+	leaving3, release3 := make(chan struct{}), make(chan struct{})
+	var once2, once3 sync.Once
+	hook := func(ctx context.Context, step string, id uint64) error {
+		var release chan struct{}
+		switch {
+		case step == "decide" && id == 2:
+			once2.Do(func() { close(decided2) })
+			release = release2
+		case step == "leaving" && id == 3:
+			once3.Do(func() { close(leaving3) })
+			release = release3
+		default:
+			return nil
+		}
+		select {
+		case <-release:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for _, id := range []uint64{1, 2, 3} {
+		dister.SetStepHook(c.Node(id), hook)
+	}
+	rctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	err2 := make(chan error, 1)
+	go func() { err2 <- n1.RemoveServer(rctx, 2) }()
+	waitClosed(t, decided2, "server 2's removal was never decided")
+	err3 := make(chan error, 1)
+	go func() { err3 <- n1.RemoveServer(rctx, 3) }()
+	waitClosed(t, leaving3, "server 3's removal never started")
+	close(release2)
+	if err := <-err2; !errors.Is(err, dister.ErrInvalid) {
+		t.Fatalf("removing server 2 while server 3 leaves, with server 4 down: %v, want ErrInvalid", err)
+	}
+	close(release3)
+	if err := <-err3; err != nil {
+		t.Fatalf("remove server 3: %v", err)
+	}
+	putEverywhere(t, n1, "after-removal", "g")
+	putEverywhere(t, c.Node(2), "after-removal", "g")
+	wantConfig(t, n1, []uint64{1, 2, 4}, "g")
+}
+
+func waitClosed(t *testing.T, ch chan struct{}, msg string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(20 * time.Second):
+		t.Fatal(msg)
 	}
 }

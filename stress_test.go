@@ -38,6 +38,7 @@ var (
 //
 // `go test -run TestStressRounds -stress.rounds 100 .` for a long run.
 func TestStressRounds(t *testing.T) {
+	t.Parallel() // long, mostly waiting on timers: runs beside the others
 	seed := *stressSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
@@ -431,6 +432,13 @@ func (s *stress) check() {
 		e, ok := all[k]
 		if !ok || e.ModRevision != rev || e.Version != 1 {
 			s.t.Errorf("acknowledged write %s at revision %d: %+v (present %v)", k, rev, e, ok)
+		}
+	}
+	// Every key is written by one Put: a write of unknown outcome is there
+	// or not, but never applied twice.
+	for k, e := range all {
+		if e.Version != 1 {
+			s.t.Errorf("key %s written once has version %d", k, e.Version)
 		}
 	}
 	for k, err := range s.refused {

@@ -179,6 +179,7 @@ func hubLoops() int {
 // TestDeletedGroupsLeaveNoHub: the watch fan-out of a deleted group stops
 // with it, so creating and deleting watched groups leaves no goroutine.
 func TestDeletedGroupsLeaveNoHub(t *testing.T) {
+	t.Parallel() // long, mostly waiting on timers: runs beside the others
 	c := testcluster.New(t, 1)
 	ctx := ctxT(t)
 	n := c.Node(1)
@@ -225,6 +226,7 @@ func TestDeletedGroupsLeaveNoHub(t *testing.T) {
 // installing a snapshot delivers, to a watch opened before the snapshot
 // came, every event the snapshot brought, with no later write to wake it.
 func TestWatchDeliversWhatASnapshotBrought(t *testing.T) {
+	t.Parallel() // long, mostly waiting on timers: runs beside the others
 	c := testcluster.New(t, 3, func(o *dister.Options) {
 		o.SnapshotEntries = 20
 		o.CompactionOverhead = 5

@@ -22,8 +22,12 @@ const (
 	removedPrefix = "removed/" // + %020d id -> Peer JSON or "" (ids are never reused)
 	keyNextShard  = "meta/next_shard"
 	keyNextServer = "meta/next_server"
-	keySettings   = "setting/cluster" // -> Settings JSON
-	flagsPrefix   = "flags/"          // + %020d id -> serverFlags JSON
+	// keyRemovals changes with every removal decided, so that two removals
+	// decided at once cannot both pass the live-majority check (see
+	// removal.go): the second one's write fails and it checks again.
+	keyRemovals = "meta/removals"
+	keySettings = "setting/cluster" // -> Settings JSON
+	flagsPrefix = "flags/"          // + %020d id -> serverFlags JSON
 )
 
 // serverFlags are a server's own settings that other servers must know:
@@ -55,6 +59,8 @@ type catalog struct {
 	// nextShardRev is the mod revision of the group counter: it changes
 	// with every group created.
 	nextShardRev int64
+	// removalsRev is the mod revision of keyRemovals (0 when unset).
+	removalsRev int64
 }
 
 func serverKey(id uint64) string  { return fmt.Sprintf("%s%020d", serverPrefix, id) }
@@ -123,6 +129,8 @@ func (e *Engine) readCatalog(ctx context.Context, c Consistency) (*catalog, erro
 			cat.flags[id] = f
 		case kv.Key == keyNextShard:
 			cat.nextShardRev = kv.ModRevision
+		case kv.Key == keyRemovals:
+			cat.removalsRev = kv.ModRevision
 		}
 	}
 	return cat, nil

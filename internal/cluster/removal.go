@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -62,42 +63,8 @@ func (e *Engine) RemoveServer(ctx context.Context, id uint64) error {
 }
 
 func (e *Engine) removeServer(ctx context.Context, id uint64) error {
-	cat, err := e.readCatalog(ctx, Linearizable)
-	if err != nil {
+	if err := e.decideRemoval(ctx, id); err != nil {
 		return err
-	}
-	m, err := e.host.Membership(ctx, SystemShard)
-	if err != nil {
-		return err
-	}
-	p, listed := cat.servers[id]
-	_, leaving := cat.leaving[id]
-	_, removed := cat.removed[id]
-	if !listed && !leaving && !m.Has(id) {
-		return fmt.Errorf("server %d: %w", id, errs.NotFound)
-	}
-	if !leaving && !removed {
-		if _, voter := m.Voters[id]; voter && len(m.Voters) == 1 {
-			return fmt.Errorf("server %d is the last voter: %w", id, errs.Invalid)
-		}
-		if err := e.checkRemoval(ctx, cat, id); err != nil {
-			return err
-		}
-		val, _ := json.Marshal(p)
-		res, err := e.txn(ctx, SystemShard, &fsm.Txn{
-			Compares: []fsm.Compare{
-				{Key: leavingKey(id), Target: fsm.TargetCreateRevision, Op: fsm.OpEqual, Int: 0},
-				{Key: removedKey(id), Target: fsm.TargetCreateRevision, Op: fsm.OpEqual, Int: 0},
-			},
-			Then: []fsm.Op{{Type: fsm.OpPut, Key: leavingKey(id), Value: val}},
-		})
-		if err != nil {
-			return err
-		}
-		if res.Succeeded {
-			e.log.Info("removing server", "member", id)
-		} // else another call recorded it first: help it along
-		e.kick()
 	}
 	// Retry what may pass on a later try (a group just created and not
 	// started here yet, an election) until ctx ends.
@@ -113,6 +80,61 @@ func (e *Engine) removeServer(ctx context.Context, id uint64) error {
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// decideRemoval records the removal of server id as under way (step 1)
+// once the live-majority check passed, or finds it under way or done
+// already. The record is written only if no other removal was decided
+// since the catalog the check read: otherwise it checks again, against
+// the other removal too.
+func (e *Engine) decideRemoval(ctx context.Context, id uint64) error {
+	for {
+		cat, err := e.readCatalog(ctx, Linearizable)
+		if err != nil {
+			return err
+		}
+		m, err := e.host.Membership(ctx, SystemShard)
+		if err != nil {
+			return err
+		}
+		p, listed := cat.servers[id]
+		_, leaving := cat.leaving[id]
+		_, removed := cat.removed[id]
+		if !listed && !leaving && !m.Has(id) {
+			return fmt.Errorf("server %d: %w", id, errs.NotFound)
+		}
+		if leaving || removed {
+			return nil // under way: help it along
+		}
+		if _, voter := m.Voters[id]; voter && len(m.Voters) == 1 {
+			return fmt.Errorf("server %d is the last voter: %w", id, errs.Invalid)
+		}
+		if err := e.checkRemoval(ctx, cat, id); err != nil {
+			return err
+		}
+		if err := e.step(ctx, "decide", id); err != nil {
+			return err
+		}
+		val, _ := json.Marshal(p)
+		res, err := e.txn(ctx, SystemShard, &fsm.Txn{
+			Compares: []fsm.Compare{
+				{Key: keyRemovals, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: cat.removalsRev},
+			},
+			Then: []fsm.Op{
+				{Type: fsm.OpPut, Key: leavingKey(id), Value: val},
+				{Type: fsm.OpPut, Key: keyRemovals, Value: []byte(strconv.FormatUint(id, 10))},
+			},
+		})
+		if err != nil {
+			return err
+		}
+		if res.Succeeded {
+			e.log.Info("removing server", "member", id)
+			e.kick()
+			return nil
+		}
+		// Another removal was decided meanwhile (or this one): read again.
 	}
 }
 
@@ -148,7 +170,8 @@ func catalogShards(cat *catalog) []shardRef {
 // not have a live majority of its voters, or that could not commit because
 // the shard has none now (etcd's strict reconfiguration check). Live = this
 // server, or a server that answers the status call within liveTimeout and
-// runs the shard.
+// runs the shard. Servers whose removal is under way count as gone already:
+// they leave every configuration soon.
 func (e *Engine) checkRemoval(ctx context.Context, cat *catalog, id uint64) error {
 	status := e.statuses(ctx, cat.servers)
 	var short []string
@@ -176,7 +199,9 @@ func (e *Engine) checkRemoval(ctx context.Context, cat *catalog, id uint64) erro
 			if live(v) {
 				before++
 			}
-			if v != id {
+			_, leaving := cat.leaving[v]
+			_, removed := cat.removed[v]
+			if v != id && !leaving && !removed {
 				remain++
 				if live(v) {
 					after++

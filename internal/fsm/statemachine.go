@@ -84,11 +84,15 @@ type StateMachine struct {
 	dirtySessions []*session
 	clock         int64 // the newest command time applied
 	clockDirty    bool
-	legacyDedup   bool   // the data dir holds a pre-session dedup index
-	kbuf          []byte // 'k'+key of the op being applied
-	abuf          []byte // 'a'+lease+key being written
-	scratch       []byte // keys collected by trimDedup, deletePrefix and revokeLease
-	ends          []int  // where the items in scratch end
+	legacyDedup   bool // the data dir holds a pre-session dedup index
+	// counting: revisions are the counter (see Update); false until the
+	// first entry of the current codec, while entries of the previous
+	// binary keep its revisions, their indexes.
+	counting bool
+	kbuf     []byte // 'k'+key of the op being applied
+	abuf     []byte // 'a'+lease+key being written
+	scratch  []byte // keys collected by trimDedup, deletePrefix and revokeLease
+	ends     []int  // where the items in scratch end
 
 	evRev           uint64 // revision of the events being written
 	evSeq           uint32 // sequence of the next event of evRev
@@ -234,12 +238,13 @@ type loadedState struct {
 	sessions map[uint64]*session
 	clock    int64
 	legacy   bool // pre-session dedup index present
+	counting bool // a revision counter is stored
 }
 
 // loaded installs st as the state Update works from (the applied index is
 // published by the caller, after the database is in place).
 func (s *StateMachine) loaded(st loadedState) {
-	s.sessions, s.clock, s.legacyDedup = st.sessions, st.clock, st.legacy
+	s.sessions, s.clock, s.legacyDedup, s.counting = st.sessions, st.clock, st.legacy, st.counting
 	s.dirtySessions, s.clockDirty = nil, false
 	s.revision.Store(st.revision)
 	s.epoch.Store(st.epoch)
@@ -263,8 +268,9 @@ func readUint64(db *pebble.DB, key []byte, what string) (v uint64, found bool, e
 }
 
 // loadState reads what Update keeps in memory. A data dir written before
-// revisions were a counter has none stored: its revision was the applied
-// index, and the counter continues from there.
+// revisions were a counter (or a fresh one) has none stored: its revision
+// was the applied index, and the counter starts from there at the first
+// entry of the current codec.
 func loadState(db *pebble.DB) (st loadedState, err error) {
 	if st.applied, _, err = readUint64(db, metaAppliedKey, "applied index"); err != nil {
 		return st, err
@@ -273,6 +279,7 @@ func loadState(db *pebble.DB) (st loadedState, err error) {
 	if err != nil {
 		return st, err
 	}
+	st.counting = found
 	if !found {
 		rev = st.applied
 	}
@@ -478,6 +485,7 @@ func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
 	rev := s.revision.Load()
 	epoch := s.epoch.Load()
 	compact := s.compact.Load()
+	counting := s.counting
 	s.leasesChanged = false
 	s.reservedChanged = false
 	for i := range entries {
@@ -485,14 +493,27 @@ func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
 		if e.Index <= last {
 			continue
 		}
-		// The entry's changes, if it makes any, are the next revision.
+		// The entry's changes, if it makes any, are the next revision. An
+		// entry of the previous binary (codec version 1) before the first
+		// of the current codec keeps that binary's revision, its index: a
+		// replica upgraded early and one upgraded late must agree.
+		previous := !counting && (len(e.Cmd) == 0 || e.Cmd[0] != cmdCodecVersion)
+		counting = counting || !previous
+		if previous {
+			rev = int64(e.Index) - 1
+		}
 		s.evRev, s.evSeq, s.epochNow = uint64(rev)+1, 0, epoch
 		if err := s.applyEntry(b, e); err != nil {
 			return entries, err
 		}
 		epoch = s.epochNow
+		if previous {
+			rev = int64(e.Index)
+		}
 		if s.evSeq > 0 {
-			rev++
+			if !previous {
+				rev++
+			}
 			if err := s.trimEvents(b, uint64(rev), &compact); err != nil {
 				return entries, err
 			}
@@ -512,9 +533,11 @@ func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
 	if err := b.Set(metaAppliedKey, ab[:], nil); err != nil {
 		return entries, fmt.Errorf("fsm: update: %w", err)
 	}
-	binary.BigEndian.PutUint64(ab[:], uint64(rev))
-	if err := b.Set(metaRevisionKey, ab[:], nil); err != nil {
-		return entries, fmt.Errorf("fsm: update: %w", err)
+	if counting {
+		binary.BigEndian.PutUint64(ab[:], uint64(rev))
+		if err := b.Set(metaRevisionKey, ab[:], nil); err != nil {
+			return entries, fmt.Errorf("fsm: update: %w", err)
+		}
 	}
 	if epoch != s.epoch.Load() {
 		binary.BigEndian.PutUint64(ab[:], epoch)
@@ -530,6 +553,7 @@ func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
 	}
 	s.compact.Store(compact)
 	s.epoch.Store(epoch)
+	s.counting = counting
 	if s.leasesChanged {
 		s.leaseGen.Add(1)
 	}
