@@ -111,6 +111,7 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		CheckDamping:       o.CheckDamping,
 		EnableScriptChecks: o.EnableScriptChecks,
 		CheckOutputBody:    o.CheckOutputBody,
+		CheckTargets:       o.CheckTargets,
 		Shard: shard.Config{
 			RTT:                o.RTT,
 			ElectionRTT:        o.ElectionRTT,

@@ -63,6 +63,8 @@ type Config struct {
 	EnableScriptChecks bool
 	// CheckOutputBody: failing http checks show their response body.
 	CheckOutputBody bool
+	// CheckTargets: what checks may connect to (health.ParseTargets).
+	CheckTargets []string
 	// ReconcileInterval is the period of the catalog/membership pass that
 	// also runs on every catalog change; 0 = 1s.
 	ReconcileInterval time.Duration
@@ -143,6 +145,10 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	prober, err := newProber(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.ReconcileInterval == 0 {
 		cfg.ReconcileInterval = time.Second
 	}
@@ -162,7 +168,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		leaseWake: make(chan struct{}, 1),
 		leaseDone: make(chan struct{}),
 		checkDone: make(chan struct{}),
-		prober:    newProber(cfg),
+		prober:    prober,
 		settled:   make(chan struct{}),
 		wake:      make(chan struct{}, 1),
 		done:      make(chan struct{}),

@@ -467,6 +467,10 @@ func ServiceCounts(instances []svc.Stored) (names []string, counts map[string]in
 
 // newProber is the engine's one prober, shared by the checkers of every
 // group it leads so that the concurrency bound holds per server.
-func newProber(cfg Config) *health.Prober {
-	return health.NewProber(health.Options{OutputBody: cfg.CheckOutputBody})
+func newProber(cfg Config) (*health.Prober, error) {
+	targets, err := health.ParseTargets(cfg.CheckTargets)
+	if err != nil {
+		return nil, err
+	}
+	return health.NewProber(health.Options{OutputBody: cfg.CheckOutputBody, Targets: targets}), nil
 }

@@ -15,12 +15,12 @@ import (
 // maxRedirects bounds same-host redirects; more is a loop, not a service.
 const maxRedirects = 5
 
-func newTransport(d *net.Dialer) *http.Transport {
+func newTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
 	return &http.Transport{
 		// No proxy from the environment: a check must reach the instance
 		// itself, not a proxy's opinion of it.
 		Proxy:       nil,
-		DialContext: d.DialContext,
+		DialContext: dial,
 		// Each probe opens a fresh connection: that is what tells whether
 		// the instance still accepts new clients, and a thousand checked
 		// instances do not pin a thousand idle sockets on the leader.

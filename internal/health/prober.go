@@ -28,6 +28,9 @@ type Options struct {
 	// readable by anyone who can read the registry, and a body can hold
 	// anything the target serves.
 	OutputBody bool
+	// Targets is what probes may connect to (see TargetPolicy); nil =
+	// everything but link-local addresses.
+	Targets *TargetPolicy
 }
 
 // Prober runs checks. It is safe for concurrent use and starts no
@@ -39,6 +42,7 @@ type Prober struct {
 	client      *http.Client
 	dialer      net.Dialer
 	outputBody  bool
+	targets     *TargetPolicy
 }
 
 // NewProber returns a Prober; Close it to drop idle connections.
@@ -47,9 +51,9 @@ func NewProber(o Options) *Prober {
 	if n <= 0 {
 		n = DefaultMaxConcurrent
 	}
-	p := &Prober{slots: make(chan struct{}, n), outputBody: o.OutputBody}
+	p := &Prober{slots: make(chan struct{}, n), outputBody: o.OutputBody, targets: o.Targets}
 	p.allowScript.Store(o.AllowScript)
-	p.transport = newTransport(&p.dialer)
+	p.transport = newTransport(p.dial)
 	p.client = &http.Client{Transport: p.transport, CheckRedirect: sameHostRedirects}
 	return p
 }
@@ -104,9 +108,9 @@ func (p *Prober) Probe(ctx context.Context, c Check) (r Result) {
 	case TypeTCP:
 		return p.probeTCP(ctx, c.Target, timeout)
 	case TypeMySQL:
-		return probeMySQL(ctx, c.Target, timeout)
+		return probeMySQL(ctx, c.Target, timeout, p.dial)
 	case TypePgSQL:
-		return probePgSQL(ctx, c.Target, timeout)
+		return probePgSQL(ctx, c.Target, timeout, p.dial)
 	case TypeScript:
 		return probeScript(ctx, c.Target, timeout)
 	case TypeCustom:

@@ -233,6 +233,7 @@ func (c serverConfig) openOptions() (dister.Options, error) {
 
 		EnableScriptChecks: c.EnableScriptChecks,
 		CheckOutputBody:    c.CheckOutputBody,
+		CheckTargets:       c.CheckTargets,
 	}
 	if o.Join && members != nil {
 		return o, errors.New("--join and --initial-member exclude each other: a server either bootstraps a new cluster or joins a running one")
