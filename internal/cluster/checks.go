@@ -96,7 +96,7 @@ func (e *Engine) checkLoop() {
 			ctx, cancel := context.WithCancel(e.life)
 			r := running{cancel: cancel, done: make(chan struct{})}
 			checkers[sid] = r
-			c := svc.NewChecker(svc.CheckerConfig{Store: newGroupStore(e, sid), Prober: e.prober,
+			c := svc.NewChecker(svc.CheckerConfig{Store: newGroupStore(e, sid), Prober: e.prober.Lane(),
 				Logger: e.log.With("shard", sid), Damping: e.cfg.CheckDamping,
 				NotRun: func() { e.notRun.Add(1) }})
 			wg.Add(1)

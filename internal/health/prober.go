@@ -68,25 +68,58 @@ func (p *Prober) Close() error {
 	return nil
 }
 
-// Probe runs c once and reports the outcome. It waits for a free slot for
-// as long as ctx allows; once it has one, the probe is bounded by c.Timeout
+// Probe runs c once and reports the outcome. It waits for a free slot at
+// most c's timeout (else the result is NotRun); once it has one, the probe is bounded by c.Timeout
 // (DefaultTimeout if zero) and ctx. It never panics: an invalid check or an
 // internal failure is a Critical result whose Output says why. A Critical
 // result returned because ctx ended is not about the target: callers that
 // cancel ctx (shutdown, lost leadership) should drop it.
-func (p *Prober) Probe(ctx context.Context, c Check) (r Result) {
+func (p *Prober) Probe(ctx context.Context, c Check) Result {
+	return p.probe(ctx, c, nil)
+}
+
+// Lane is one user's share of a Prober (the engine gives each group it
+// leads one): a lane holds at most half of the prober's slots, so a group
+// whose targets all hang cannot take every slot of the server, and the
+// other groups' probes still run.
+type Lane struct {
+	p     *Prober
+	slots chan struct{}
+}
+
+// Lane returns a new lane of p.
+func (p *Prober) Lane() *Lane {
+	return &Lane{p: p, slots: make(chan struct{}, max(1, cap(p.slots)/2))}
+}
+
+// Probe is Prober.Probe within the lane's share.
+func (l *Lane) Probe(ctx context.Context, c Check) Result { return l.p.probe(ctx, c, l.slots) }
+
+// probe waits for a slot of lane (if any) and of the prober, at most the
+// check's timeout: a probe that gets none in that time is not run (NotRun;
+// the caller keeps the status it had).
+func (p *Prober) probe(ctx context.Context, c Check, lane chan struct{}) (r Result) {
 	if err := c.Validate(true); err != nil {
 		return Result{Status: Critical, Output: cut(err.Error())}
 	}
 	if c.IsScript() && !p.allowScript.Load() {
 		return Result{NotRun: true, Output: "not run: " + c.Type + " checks are not enabled on this leader (the cluster setting and the server's --enable-script-checks must both allow them)"}
 	}
-	select {
-	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return Result{Status: Critical, Output: cut(fmt.Sprintf("probe not run: no free slot: %v", ctx.Err()))}
+	wait := time.NewTimer(c.timeout())
+	defer wait.Stop()
+	for _, slots := range []chan struct{}{lane, p.slots} {
+		if slots == nil {
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+		case <-wait.C:
+			return Result{NotRun: true, Output: fmt.Sprintf("not run: no free probe slot within %v (%d probes in flight on this server)", c.timeout(), len(p.slots))}
+		case <-ctx.Done():
+			return Result{NotRun: true, Output: cut(fmt.Sprintf("not run: no free probe slot: %v", ctx.Err()))}
+		}
 	}
-	defer func() { <-p.slots }()
 
 	start := time.Now()
 	defer func() {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,10 +35,15 @@ type Store interface {
 	Remove(ctx context.Context, r *Record, modRev int64) error
 }
 
+// Prober runs probes: a *health.Prober, or a *health.Lane of one.
+type Prober interface {
+	Probe(ctx context.Context, c health.Check) health.Result
+}
+
 // CheckerConfig configures a Checker.
 type CheckerConfig struct {
 	Store  Store
-	Prober *health.Prober
+	Prober Prober
 	Logger *slog.Logger
 	// Damping is how many consecutive results must agree before a status
 	// changes; 0 = health.DefaultDamping.
@@ -323,7 +329,7 @@ func (c *Checker) observe(ctx context.Context, pr probeResult) {
 			c.cfg.NotRun()
 		}
 		t.next = time.Now().Add(iv - iv/10 + rand.N(iv/5+1))
-		if t.rec.Output != pr.r.Output {
+		if !strings.HasPrefix(t.rec.Output, "not run") {
 			c.writeRecord(ctx, t, func(r *Record) { r.Output = pr.r.Output })
 		}
 		return
