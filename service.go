@@ -58,7 +58,10 @@ type Check struct {
 	// TTL of a ttl check: 1s..24h.
 	TTL time.Duration
 	// DeregisterCriticalAfter removes the instance once it has been
-	// critical this long (counted by the group leader). Zero = never.
+	// critical this long, counted by the group leader from the stored time
+	// it became critical (or was last registered, if later): a leader
+	// change does not restart the count. The count uses the servers'
+	// clocks, which should agree within a fraction of it. Zero = never.
 	DeregisterCriticalAfter time.Duration
 }
 

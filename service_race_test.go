@@ -126,3 +126,44 @@ func TestCheckerDoesNotUndoReregistration(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestDeregisterCriticalAfterSurvivesLeaderChanges: the countdown of
+// DeregisterCriticalAfter runs from the stored time the instance became
+// critical, so leaders that each last less than it still remove the
+// instance. Before the fix every new leader started the count afresh and a
+// critical instance outlived any number of short leaders.
+func TestDeregisterCriticalAfterSurvivesLeaderChanges(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	s := c.Node(1).Services()
+	dead := listen(t)
+	addr := dead.Addr().String()
+	dead.Close()
+	const after = 6 * time.Second
+	if err := s.Register(ctx, dister.Instance{Service: "web", ID: "dead", Address: addr,
+		Check: dister.Check{Type: dister.CheckTCP, Target: addr, Interval: fastCheck, DeregisterCriticalAfter: after}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		in, ok := getInstance(t, s, "web", "dead")
+		return ok && !in.LastChecked.IsZero()
+	})
+	for round := range 30 {
+		leader := c.Leader()
+		start := time.Now()
+		c.Stop(leader)
+		c.Restart(leader)
+		c.WaitReady()
+		var reader *dister.Node
+		for _, id := range c.IDs() {
+			reader = c.Node(id)
+		}
+		if _, ok := getInstance(t, reader.Services(), "web", "dead"); !ok {
+			t.Logf("removed after %d leader changes", round+1)
+			return
+		}
+		// Each leader lasts less than the countdown.
+		time.Sleep(max(0, after/2-time.Since(start)))
+	}
+	t.Fatal("a critical instance outlived its DeregisterCriticalAfter across 30 short leaders")
+}

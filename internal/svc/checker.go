@@ -84,8 +84,9 @@ type target struct {
 	next   time.Time
 	// probing: a probe is in flight; writing: a write or removal is.
 	probing, writing bool
-	// criticalSince is when this leader first saw the stored status
-	// critical; zero otherwise. DeregisterCriticalAfter counts from it.
+	// criticalSince is when the stored record became critical (see
+	// CriticalSince); zero otherwise. DeregisterCriticalAfter counts from
+	// it, so a new leader goes on with the count rather than restarting it.
 	criticalSince time.Time
 	// holdUntil holds writes and removals back after one failed, until
 	// the reload that shows why (a lost CAS) or for an interval (no quorum).
@@ -177,25 +178,28 @@ func (c *Checker) sync(ctx context.Context) {
 				t.damper = seededDamper(c.cfg.Damping, s.Record)
 			}
 		}
-		// A registrar that registers again is alive: the countdown to
-		// removal starts over.
-		reregistered := t.rec != nil && t.rec.RegisteredMs != s.Record.RegisteredMs
 		t.rec, t.modRev = s.Record, s.ModRevision
 		// The reload that shows why a write was lost has come.
 		t.holdUntil = time.Time{}
-		if t.rec.Status == Critical {
-			if t.criticalSince.IsZero() || reregistered {
-				t.criticalSince = now
-			}
-		} else {
-			t.criticalSince = time.Time{}
-		}
+		t.criticalSince = CriticalSince(t.rec)
 	}
 	for key := range c.targets {
 		if !seen[key] {
 			delete(c.targets, key)
 		}
 	}
+}
+
+// CriticalSince is when r's stored status became critical (zero when it is
+// not critical): the status and LastCheckedMs change together, so that is
+// LastCheckedMs, or the registration when that is later (a registrar that
+// registers again is alive: the countdown to removal starts over). It is
+// stored, so every leader counts from the same time.
+func CriticalSince(r *Record) time.Time {
+	if r.Status != Critical {
+		return time.Time{}
+	}
+	return time.UnixMilli(max(r.LastCheckedMs, r.RegisteredMs, 1))
 }
 
 // reset starts t afresh for r: a new damper, and a first probe spread over
@@ -210,7 +214,6 @@ func (t *target) reset(r *Record, damping int, now time.Time) {
 	if spread > 0 {
 		t.next = now.Add(rand.N(spread))
 	}
-	t.criticalSince = time.Time{}
 }
 
 // seededDamper is a damper that already holds r's stored status, so that
@@ -285,12 +288,7 @@ func (c *Checker) written(ctx context.Context, wd writeDone) {
 		return
 	}
 	t.rec, t.modRev = wd.written, wd.rev
-	switch {
-	case t.rec.Status != Critical:
-		t.criticalSince = time.Time{}
-	case t.criticalSince.IsZero():
-		t.criticalSince = time.Now()
-	}
+	t.criticalSince = CriticalSince(t.rec)
 }
 
 func (c *Checker) probe(ctx context.Context, t *target) {
