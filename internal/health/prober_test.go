@@ -113,7 +113,9 @@ func TestLanesKeepGroupsApart(t *testing.T) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for range 8 {
-		wg.Go(func() { slow.Probe(context.Background(), Check{Type: TypeHTTP, Target: hang.URL, Timeout: 3 * time.Second}) })
+		wg.Go(func() {
+			slow.Probe(context.Background(), Check{Type: TypeHTTP, Target: hang.URL, Timeout: 3 * time.Second})
+		})
 	}
 	time.Sleep(100 * time.Millisecond) // let them take their slots
 	if r := fast.Probe(context.Background(), Check{Type: TypeHTTP, Target: ok.URL, Timeout: 2 * time.Second}); r.Status != Passing {
