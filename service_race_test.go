@@ -167,3 +167,57 @@ func TestDeregisterCriticalAfterSurvivesLeaderChanges(t *testing.T) {
 	}
 	t.Fatal("a critical instance outlived its DeregisterCriticalAfter across 30 short leaders")
 }
+
+// TestReplaceKeepsUnchangedStatus: replacing a service's instances with
+// the same set (the legacy API re-POSTing an unchanged /service) keeps
+// every unchanged instance's status and writes nothing; a changed one
+// starts over. Before the fix every instance went back to "not checked"
+// and nothing could be picked until the checker ran again.
+func TestReplaceKeepsUnchangedStatus(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	s := c.Node(2).Services()
+	var insts []dister.Instance
+	for _, id := range []string{"a", "b", "c"} {
+		addr := listen(t).Addr().String()
+		insts = append(insts, dister.Instance{Service: "web", ID: id, Address: addr, Priority: 1,
+			Check: dister.Check{Type: dister.CheckTCP, Target: addr, Interval: time.Second}})
+	}
+	if err := s.Replace(ctx, []string{"web"}, insts); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range insts {
+		waitStatus(t, s, "web", in.ID, dister.StatusPassing)
+	}
+	rev, err := c.Node(2).KV().Revision(ctx, dister.Linearizable())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Replace(ctx, []string{"web"}, insts); err != nil {
+		t.Fatal(err)
+	}
+	for _, in := range insts {
+		if got := instanceStatus(t, s, "web", in.ID); got != dister.StatusPassing {
+			t.Fatalf("%s is %q right after an unchanged replace", in.ID, got)
+		}
+	}
+	if after, err := c.Node(2).KV().Revision(ctx, dister.Linearizable()); err != nil || after != rev {
+		t.Fatalf("an unchanged replace wrote: revision %d -> %d (%v)", rev, after, err)
+	}
+	changed := append([]dister.Instance(nil), insts...)
+	changed[2].Priority = 5            // same check: keeps its status
+	changed[1].Address = "127.0.0.1:1" // another address: checked afresh
+	changed[1].Check.Target = "127.0.0.1:1"
+	if err := s.Replace(ctx, []string{"web"}, changed); err != nil {
+		t.Fatal(err)
+	}
+	if got := instanceStatus(t, s, "web", "a"); got != dister.StatusPassing {
+		t.Fatalf("unchanged a is %q", got)
+	}
+	if got := instanceStatus(t, s, "web", "c"); got != dister.StatusPassing {
+		t.Fatalf("c with a new priority only is %q", got)
+	}
+	if got := instanceStatus(t, s, "web", "b"); got != dister.StatusCritical {
+		t.Fatalf("b with a new check is %q, want critical until checked", got)
+	}
+}

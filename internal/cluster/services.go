@@ -211,7 +211,10 @@ func (e *Engine) Deregister(ctx context.Context, group, service, id string) (boo
 
 // ReplaceServices replaces, in one write, every instance of each named
 // service with recs (the legacy API's "POST replaces all nodes"). recs are
-// validated first; none may use a ttl check.
+// validated first; none may use a ttl check. An instance registered before
+// with the same address and check keeps its status (a re-POST of an
+// unchanged set is no outage), and when nothing changes at all nothing is
+// written.
 func (e *Engine) ReplaceServices(ctx context.Context, group string, names []string, recs []*svc.Record) error {
 	script := false
 	for _, r := range recs {
@@ -222,14 +225,10 @@ func (e *Engine) ReplaceServices(ctx context.Context, group string, names []stri
 	if err != nil {
 		return err
 	}
-	t := &fsm.Txn{}
-	now := time.Now()
 	for _, name := range names {
 		if err := svc.ValidName("service name", name); err != nil {
 			return err
 		}
-		t.Then = append(t.Then, fsm.Op{Type: fsm.OpDeletePrefix, Key: svc.ServicePrefix(name)},
-			fsm.Op{Type: fsm.OpDeletePrefix, Key: svc.HeartbeatsPrefix + name + "/"})
 	}
 	for _, r := range recs {
 		if r.Check.Type == svc.TypeTTL {
@@ -238,30 +237,57 @@ func (e *Engine) ReplaceServices(ctx context.Context, group string, names []stri
 		if err := svc.Validate(r, env); err != nil {
 			return fmt.Errorf("instance %s/%s: %w", r.Service, r.ID, err)
 		}
-		r.InitialStatus(now)
-		r.RegisteredMs = now.UnixMilli()
+	}
+	// What is there now: its statuses carry over, and the ttl instances
+	// being replaced leave leases behind to revoke after.
+	old := map[string]*svc.Record{}
+	var leases []int64
+	for _, name := range names {
+		sts, _, err := e.Instances(ctx, group, name, ReadOpts{Consistency: Linearizable})
+		if err != nil {
+			return err
+		}
+		for _, st := range sts {
+			old[svc.InstanceKey(st.Record.Service, st.Record.ID)] = st.Record
+			if st.Record.Lease != 0 {
+				leases = append(leases, st.Record.Lease)
+			}
+		}
+	}
+	t := &fsm.Txn{}
+	for _, name := range names {
+		t.Then = append(t.Then, fsm.Op{Type: fsm.OpDeletePrefix, Key: svc.ServicePrefix(name)},
+			fsm.Op{Type: fsm.OpDeletePrefix, Key: svc.HeartbeatsPrefix + name + "/"})
+	}
+	now := time.Now()
+	same := len(recs) == len(old)
+	for _, r := range recs {
+		key := svc.InstanceKey(r.Service, r.ID)
+		prev := old[key]
+		if prev != nil && svc.SameCheck(prev, r) && prev.Lease == 0 {
+			r.Status, r.Output, r.LastCheckedMs, r.RegisteredMs = prev.Status, prev.Output, prev.LastCheckedMs, prev.RegisteredMs
+		} else {
+			r.InitialStatus(now)
+			r.RegisteredMs = now.UnixMilli()
+		}
 		value, err := r.Encode()
 		if err != nil {
 			return err
 		}
-		t.Then = append(t.Then, fsm.Op{Type: fsm.OpPut, Key: svc.InstanceKey(r.Service, r.ID), Value: value})
+		if same && prev != nil {
+			pv, err := prev.Encode()
+			same = err == nil && string(pv) == string(value)
+		} else {
+			same = false
+		}
+		t.Then = append(t.Then, fsm.Op{Type: fsm.OpPut, Key: key, Value: value})
 	}
 	if len(t.Then) > fsm.MaxTxnOps {
 		return fmt.Errorf("%d services with %d instances take %d writes, more than %d in one: %w",
 			len(names), len(recs), len(t.Then), fsm.MaxTxnOps, errs.TooLarge)
 	}
-	// ttl instances being replaced leave leases behind: revoke them after.
-	var leases []int64
-	for _, name := range names {
-		old, _, err := e.Instances(ctx, group, name, ReadOpts{})
-		if err != nil {
-			return err
-		}
-		for _, st := range old {
-			if st.Record.Lease != 0 {
-				leases = append(leases, st.Record.Lease)
-			}
-		}
+	if same {
+		return nil
 	}
 	if _, err = e.ReservedTxn(ctx, group, t); err != nil {
 		return err
