@@ -39,8 +39,8 @@ type Balancer struct {
 type view struct {
 	set   atomic.Pointer[balance.Set[Instance]]
 	rr    balance.Counter // the round-robin position, kept across rebuilds
-	ready chan struct{} // closed once set is first stored, or err set
-	err   error         // why the view ended before its first load
+	ready chan struct{}   // closed once set is first stored, or err set
+	err   error           // why the view ended before its first load
 	// size is how many instances the service has (usable or not); used
 	// tells whether a Pick read the view since the last sweep. A view of
 	// no instances that nobody picked from is dropped by the sweep.
