@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/dister/dister/internal/client"
 	"github.com/dister/dister/internal/cluster"
 	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/shard"
@@ -15,9 +16,12 @@ import (
 // Version is dister's version string.
 const Version = "0.1.0-dev"
 
-// Node is one running dister server. Its methods are safe for concurrent use.
+// Node is one running dister node: a server, or a client node (see
+// RoleClient) with the same methods. Its methods are safe for concurrent
+// use.
 type Node struct {
 	e       core.Engine // the server engine, or a client node's
+	role    Role
 	timeout time.Duration
 	def     *Group
 
@@ -37,8 +41,10 @@ type Node struct {
 	closeErr  error
 }
 
-// Status is what a server reports about itself, without a network round
-// trip.
+// Status is what a node reports about itself, without a network round
+// trip. A client node has NodeID 0, and each group's Revision is the one
+// its cache has reached (0 without a cache, or before the group's first
+// Get).
 type Status struct {
 	NodeID  uint64
 	Role    Role
@@ -55,7 +61,7 @@ type GroupStatus struct {
 
 // Status reports this server's view of itself and its groups.
 func (n *Node) Status() Status {
-	st := Status{NodeID: n.ID(), Role: RoleServer, Version: Version}
+	st := Status{NodeID: n.ID(), Role: n.role, Version: Version}
 	for _, g := range n.e.GroupStates() {
 		st.Groups = append(st.Groups, GroupStatus{Name: g.Name, Leader: g.Leader, Revision: g.Revision})
 	}
@@ -77,6 +83,9 @@ type Member struct {
 // of one cluster can be opened one after another; calls wait for a leader
 // within their ctx, and WaitReady waits explicitly. A Join asks Servers to
 // add this server, which needs a leader: Open waits for that within ctx.
+//
+// With Role RoleClient, Open starts a client node on Servers and returns at
+// once; calls wait for the servers within their ctx.
 func Open(ctx context.Context, o Options) (*Node, error) {
 	if err := o.validate(); err != nil {
 		return nil, err
@@ -87,6 +96,9 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 	timeout := o.RequestTimeout
 	if timeout == 0 {
 		timeout = defaultRequestTimeout
+	}
+	if o.Role == RoleClient {
+		return openClient(o, timeout)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -132,6 +144,26 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 	return n, nil
 }
 
+// openClient starts a client-role node. It does not wait for the servers:
+// calls do, within their ctx (WaitReady waits explicitly).
+func openClient(o Options, timeout time.Duration) (*Node, error) {
+	size := o.CacheSize
+	switch {
+	case size == 0:
+		size = defaultCacheSize
+	case size < 0:
+		size = 0
+	}
+	e, err := client.Open(client.Config{Servers: o.Servers, CacheSize: size, Logger: o.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("dister.Open: %w", err)
+	}
+	n := &Node{e: e, role: RoleClient, timeout: timeout, log: o.Logger}
+	n.life, n.stop = context.WithCancel(context.Background())
+	n.def = &Group{n: n, name: cluster.DefaultGroup}
+	return n, nil
+}
+
 // bound gives ctx the Node's RequestTimeout when it has no deadline.
 func (n *Node) bound(ctx context.Context) (context.Context, context.CancelFunc) {
 	if _, ok := ctx.Deadline(); ok {
@@ -139,6 +171,9 @@ func (n *Node) bound(ctx context.Context) (context.Context, context.CancelFunc) 
 	}
 	return context.WithTimeout(ctx, n.timeout)
 }
+
+// Role is the node's role.
+func (n *Node) Role() Role { return n.role }
 
 // ID is this server's node id (assigned by the cluster after a Join with
 // NodeID 0).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/dister/dister/internal/client"
 	"github.com/dister/dister/internal/cluster"
 	"github.com/dister/dister/internal/svc"
 )
@@ -63,6 +64,12 @@ func SetStepHook(n *Node, h func(ctx context.Context, step string, id uint64) er
 // blocks in h to make a hub fall behind.
 func SetHubHook(n *Node, h func(shardID uint64)) { server(n).SetHubHook(h) }
 
+// ClientFeedServer is the PeerAddr of the server that streams a client
+// node's cache feed of group ("" = none yet).
+func ClientFeedServer(n *Node, group string) string {
+	return n.e.(*client.Engine).FeedServer(group)
+}
+
 // server is n's server engine (tests of the server role only).
 func server(n *Node) *cluster.Engine { return n.e.(*cluster.Engine) }
 
@@ -99,3 +106,13 @@ func KeepAliveBatches(n *Node) int64 {
 	defer n.keep.mu.Unlock()
 	return n.keep.batches
 }
+
+// StoredLeases maps each lease of a group, as n's replica stores it, to
+// its TTL and checkpointed remaining time in ms (0 = no checkpoint).
+func StoredLeases(ctx context.Context, n *Node, group string) (map[int64][2]int64, error) {
+	return server(n).StoredLeases(ctx, group)
+}
+
+// RestorePending tells whether n still has restored shards whose Raft log
+// it has not compacted.
+func RestorePending(n *Node) bool { return server(n).RestorePending() }

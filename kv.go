@@ -51,7 +51,10 @@ func readOpts(opts []ReadOption) readOptions {
 }
 
 func (o readOptions) cluster() cluster.ReadOpts {
-	return cluster.ReadOpts{Consistency: o.consistency, MinRevision: o.minRevision}
+	if o.cacheHit != nil {
+		*o.cacheHit = false
+	}
+	return cluster.ReadOpts{Consistency: o.consistency, MinRevision: o.minRevision, CacheHit: o.cacheHit}
 }
 
 // Get reads one key; ErrNotFound if it does not exist.

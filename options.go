@@ -15,8 +15,26 @@ import (
 // Role is what a Node is in the cluster.
 type Role int
 
-// RoleServer (the zero value) votes in Raft and stores data.
-const RoleServer Role = 0
+// The roles.
+const (
+	// RoleServer (the zero value) votes in Raft and stores data.
+	RoleServer Role = 0
+	// RoleClient stores nothing and votes in nothing: it sends writes to
+	// the group leaders and reads to the servers (Options.Servers are its
+	// seeds), and answers Gets from a cache that a watch keeps current.
+	RoleClient Role = 1
+)
+
+// String is the role's name: "server" or "client".
+func (r Role) String() string {
+	switch r {
+	case RoleServer:
+		return "server"
+	case RoleClient:
+		return "client"
+	}
+	return fmt.Sprintf("role(%d)", int(r))
+}
 
 // Peer is a server's two addresses.
 type Peer struct {
@@ -26,7 +44,10 @@ type Peer struct {
 
 // Options configure Open. Every zero value has a documented meaning.
 type Options struct {
-	// Role: zero = RoleServer, the only role so far.
+	// Role: zero = RoleServer. A RoleClient node needs Servers alone: it
+	// has no NodeID, DataDir, RaftAddr, PeerAddr, InitialMembers or Join
+	// (setting them is ErrInvalid), nor any of the Raft and server tuning
+	// below, which it ignores.
 	Role Role
 	// NodeID is the server's id, unique in the cluster and > 0. Zero is
 	// allowed with Join (the cluster assigns the next free id) and on a
@@ -48,8 +69,13 @@ type Options struct {
 	// a restart.
 	Join bool
 	// Servers are PeerAddrs of running servers, asked in turn to add this
-	// one when Join is set. Required with Join.
+	// one when Join is set. Required with Join, and for RoleClient (from
+	// any one of them the client discovers the others, and follows
+	// membership changes).
 	Servers []string
+	// CacheSize (RoleClient) is how many keys the client caches per group.
+	// Zero = 10,000; negative = no cache (every read goes to a server).
+	CacheSize int
 
 	// RequestTimeout bounds a call whose ctx has no deadline. Zero = 10s.
 	RequestTimeout time.Duration
@@ -116,13 +142,23 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-const defaultRequestTimeout = 10 * time.Second
+const (
+	defaultRequestTimeout = 10 * time.Second
+	defaultCacheSize      = 10_000
+)
 
 func (o *Options) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("dister.Open: "+format+": %w", append(args, errs.Invalid)...)
 	}
-	if o.Role != RoleServer {
+	if o.RequestTimeout < 0 {
+		return bad("RequestTimeout cannot be negative")
+	}
+	switch o.Role {
+	case RoleServer:
+	case RoleClient:
+		return o.validateClient(bad)
+	default:
 		return bad("Role %d is not a known role", o.Role)
 	}
 	if o.DataDir == "" {
@@ -191,11 +227,34 @@ func (o *Options) validate() error {
 	return nil
 }
 
+func (o *Options) validateClient(bad func(string, ...any) error) error {
+	if len(o.Servers) == 0 {
+		return bad("RoleClient needs Servers (PeerAddrs of running servers)")
+	}
+	for i, a := range o.Servers {
+		if err := cluster.ValidAddr(fmt.Sprintf("Servers[%d]", i), a); err != nil {
+			return fmt.Errorf("dister.Open: %w", err)
+		}
+	}
+	switch {
+	case o.NodeID != 0:
+		return bad("NodeID is for servers; a client node has none")
+	case o.DataDir != "":
+		return bad("DataDir is for servers; a client node stores nothing")
+	case o.RaftAddr != "" || o.PeerAddr != "":
+		return bad("RaftAddr and PeerAddr are for servers; a client node listens on neither")
+	case len(o.InitialMembers) > 0 || o.Join:
+		return bad("InitialMembers and Join are for servers; a client node uses Servers")
+	}
+	return nil
+}
+
 // ReadOption tunes one read.
 type ReadOption func(*readOptions)
 
 type readOptions struct {
 	consistency cluster.Consistency
+	cacheHit    *bool
 	minRevision int64
 	limit       int
 	after       string
@@ -219,6 +278,10 @@ func Stale() ReadOption { return func(o *readOptions) { o.consistency = cluster.
 // revision r (for a session carried across servers, e.g. from
 // X-Dister-Revision). It applies to Stale and SessionRead.
 func MinRevision(r int64) ReadOption { return func(o *readOptions) { o.minRevision = r } }
+
+// CacheInfo makes a Get tell in *hit whether it was answered from the
+// client node's cache (always false on a server, and for other reads).
+func CacheInfo(hit *bool) ReadOption { return func(o *readOptions) { o.cacheHit = hit } }
 
 // Limit caps how many entries List returns (1..MaxListLimit).
 func Limit(n int) ReadOption { return func(o *readOptions) { o.limit = n } }

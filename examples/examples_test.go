@@ -31,7 +31,7 @@ func build(t *testing.T) string {
 	}
 	dir := t.TempDir()
 	cmd := exec.Command(gobin, "build", "-o", dir+string(filepath.Separator),
-		"./embedded", "./cluster", "./groups", "../standalone/cmd/dister")
+		"./embedded", "./cluster", "./groups", "./client", "../standalone/cmd/dister")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
@@ -59,7 +59,7 @@ func runLogged(t *testing.T, name string, cmd *exec.Cmd) string {
 
 func TestExamples(t *testing.T) {
 	bin := build(t)
-	for _, name := range []string{"embedded", "cluster", "groups"} {
+	for _, name := range []string{"embedded", "cluster", "groups", "client"} {
 		t.Run(name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()

@@ -11,9 +11,11 @@ import (
 
 // auth requires "Authorization: Bearer TOKEN" on every route when
 // Options.Token is set, /healthz and /metrics included: the daemon may
-// listen beyond loopback only with a token, and then nothing is public.
+// listen beyond loopback only with a token, and then nothing is public
+// but the console's static files (/ui), which hold no data: the console
+// sends the token with each of its /v1 calls.
 func (s *Server) auth(c *gin.Context) {
-	if s.opts.Token == "" {
+	if s.opts.Token == "" || isUIPath(c.Request.URL.Path) {
 		c.Next()
 		return
 	}

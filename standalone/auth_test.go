@@ -19,7 +19,7 @@ func TestToken(t *testing.T) {
 		{"DELETE", "/v1/services/web/instances/a"}, {"PUT", "/v1/services/web/instances/a/heartbeat"},
 		{"GET", "/v1/watch/services/web"}, {"GET", "/v1/balance/web"}, {"GET", "/v1/settings"}, {"PUT", "/v1/settings"},
 		{"GET", "/service"}, {"POST", "/service"}, {"PUT", "/service"}, {"DELETE", "/service"}, {"GET", "/balance?name=web"},
-		{"GET", "/no/such/route"}, {"PATCH", "/v1/kv/k"},
+		{"GET", "/v1/snapshot"}, {"GET", "/no/such/route"}, {"PATCH", "/v1/kv/k"},
 	}
 	for _, rt := range routes {
 		for _, auth := range []string{"", "Bearer", "Bearer ", "Bearer wrong", "Bearer s3cret2", "Bearer s3cre",

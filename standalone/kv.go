@@ -145,7 +145,16 @@ func (s *Server) getKV(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	// A client-role node tells whether its cache answered.
+	client := s.node.Role() == dister.RoleClient
+	var hit bool
+	if client {
+		opts = append(opts, dister.CacheInfo(&hit))
+	}
 	e, rev, err := s.kv(c).GetWithRevision(c.Request.Context(), key, opts...)
+	if client {
+		c.Header(headerCache, map[bool]string{true: "hit", false: "miss"}[hit])
+	}
 	if err != nil {
 		s.fail(c, err)
 		return

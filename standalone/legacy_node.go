@@ -25,7 +25,7 @@ type legacyNode struct {
 	ID        uint64 `json:"id"`        // the server id
 	IP        string `json:"ip"`        // the Raft address, what POST /node takes
 	Status    int    `json:"status"`    // 1 alive, 0 dead
-	Role      int    `json:"role"`      // 0 server
+	Role      int    `json:"role"`      // 0 server, 1 client
 	Raft      int    `json:"raft"`      // 0 follower, 2 leader (of "default")
 	LogID     int64  `json:"logid"`     // "default"'s revision on this server; 0 for the others (unknown here)
 	ServiceID int64  `json:"serviceid"` // 0 until services exist
@@ -45,7 +45,13 @@ func (s *Server) legacyGetNodes(c *gin.Context) {
 			selfRev = g.Revision
 		}
 	}
-	nodes := make([]legacyNode, 0, len(ms))
+	nodes := make([]legacyNode, 0, len(ms)+1)
+	if self.Role == dister.RoleClient {
+		// A client-role daemon lists itself first, as v1.5's client nodes
+		// were listed: no id, no Raft address, its cache's revision.
+		nodes = append(nodes, legacyNode{Name: "dister-client", Group: "default", Status: 1, Role: 1,
+			LogID: selfRev, Version: dister.Version})
+	}
 	for _, m := range ms {
 		n := legacyNode{Name: fmt.Sprintf("dister-%d", m.ID), Group: "default", ID: m.ID, IP: m.RaftAddr,
 			Version: dister.Version}

@@ -15,7 +15,9 @@ import (
 const (
 	headerRevision    = "X-Dister-Revision"
 	headerModRevision = "X-Dister-Mod-Revision"
-	contentJSON       = "application/json"
+	// headerCache, on a client-role node's GET of a key: hit or miss.
+	headerCache = "X-Dister-Cache"
+	contentJSON = "application/json"
 
 	// noRevision: the handler knows no revision; reply looks the selected
 	// group's up.

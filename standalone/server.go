@@ -1,6 +1,6 @@
 // Package standalone serves a dister Node over HTTP: the /v1 REST API of
 // DESIGN.md, the legacy API of dister v1.5 (/kv, /node, /service,
-// /balance), /healthz, /readyz and /metrics. It is what the dister daemon runs, and a Go program can
+// /balance), /healthz, /readyz, /metrics and the web console at /ui (ui.go). It is what the dister daemon runs, and a Go program can
 // mount it beside its own routes. It uses only the public dister API.
 //
 // Conventions of /v1 (see each file for its routes' JSON):
@@ -26,6 +26,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -72,6 +73,9 @@ type Server struct {
 	// streams ends every watch stream when CloseStreams cancels it.
 	streams    context.Context
 	endStreams context.CancelFunc
+	// ui holds the console's files, prepared at the first /ui request.
+	uiOnce sync.Once
+	ui     map[string]*uiAsset
 }
 
 // New builds the handler for n. It starts no goroutine; serve it with an
@@ -127,6 +131,9 @@ func (s *Server) routes() {
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.deadline(true), s.readyz)
 	e.GET("/metrics", s.serveMetrics)
+	e.GET("/ui", s.uiRedirect)
+	e.GET("/ui/*file", s.uiFile)
+	e.HEAD("/ui/*file", s.uiFile)
 
 	v1 := e.Group("/v1", s.deadline(true), s.selectGroup)
 	v1.GET("/kv", s.listKV)
@@ -158,6 +165,7 @@ func (s *Server) routes() {
 
 	// Outside /v1's group: its deadline would cut the stream.
 	e.GET("/v1/watch", s.selectGroup, s.watch)
+	e.GET("/v1/snapshot", s.snapshot)
 	e.GET("/v1/watch/services/:name", s.selectGroup, s.watchServices)
 
 	legacy := e.Group("", s.deadline(false))

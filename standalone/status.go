@@ -69,9 +69,4 @@ func (s *Server) status(c *gin.Context) {
 	s.reply(c, http.StatusOK, out, noRevision)
 }
 
-func roleName(r dister.Role) string {
-	if r == dister.RoleServer {
-		return "server"
-	}
-	return fmt.Sprintf("role-%d", r)
-}
+func roleName(r dister.Role) string { return r.String() }

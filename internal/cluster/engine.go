@@ -120,8 +120,10 @@ type Engine struct {
 	leaseWake chan struct{} // buffered(1)
 	leaseDone chan struct{}
 	checkDone chan struct{}
-	prober    *health.Prober // shared by the checkers of every group led here
-	notRun    atomic.Uint64  // probes of this server's checkers that could not run
+	// restoreDone: closed when compactRestored (restore.go) ends.
+	restoreDone chan struct{}
+	prober      *health.Prober // shared by the checkers of every group led here
+	notRun      atomic.Uint64  // probes of this server's checkers that could not run
 	// reconciling: the reconcile loop runs (Open got that far); set before
 	// Open returns, read by Close.
 	reconciling bool
@@ -159,19 +161,20 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, fmt.Errorf("create data dir: %v: %w", err, errs.Invalid)
 	}
 	e := &Engine{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		peers:     peer.NewClient(),
-		groups:    map[string]groupRecord{},
-		servers:   map[uint64]Peer{},
-		lessors:   map[uint64]*lessor{},
-		leaseWake: make(chan struct{}, 1),
-		leaseDone: make(chan struct{}),
-		checkDone: make(chan struct{}),
-		prober:    prober,
-		settled:   make(chan struct{}),
-		wake:      make(chan struct{}, 1),
-		done:      make(chan struct{}),
+		cfg:         cfg,
+		log:         cfg.Logger,
+		peers:       peer.NewClient(),
+		groups:      map[string]groupRecord{},
+		servers:     map[uint64]Peer{},
+		lessors:     map[uint64]*lessor{},
+		leaseWake:   make(chan struct{}, 1),
+		leaseDone:   make(chan struct{}),
+		checkDone:   make(chan struct{}),
+		restoreDone: make(chan struct{}),
+		prober:      prober,
+		settled:     make(chan struct{}),
+		wake:        make(chan struct{}, 1),
+		done:        make(chan struct{}),
 	}
 	e.life, e.stop = context.WithCancel(context.Background())
 	var b [8]byte
@@ -233,6 +236,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	go e.reconcileLoop(e.life)
 	go e.leaseLoop()
 	go e.checkLoop()
+	go e.compactRestored()
 	ok = true
 	return e, nil
 }
@@ -350,6 +354,7 @@ func (e *Engine) Close() error {
 			<-e.done
 			<-e.leaseDone
 			<-e.checkDone
+			<-e.restoreDone
 		}
 		e.watchers.Wait()
 		if e.peerSrv != nil {

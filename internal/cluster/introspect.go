@@ -2,9 +2,12 @@ package cluster
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"sort"
 
 	"github.com/dister/dister/internal/svc"
+	"github.com/dister/dister/internal/fsm"
 )
 
 // These report engine internals that the public API does not show, for the
@@ -100,4 +103,30 @@ func (e *Engine) CheckerStore(ctx context.Context, group string) (svc.Store, err
 		return nil, err
 	}
 	return newGroupStore(e, sid), nil
+}
+
+// StoredLeases maps each lease of group's local replica to its TTL and
+// checkpointed remaining time (ms; 0 = none), as the state machine holds
+// them.
+func (e *Engine) StoredLeases(ctx context.Context, group string) (map[int64][2]int64, error) {
+	sid, err := e.resolve(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	v, err := e.host.Read(ctx, sid, fsm.LeasesQuery{})
+	if err != nil {
+		return nil, err
+	}
+	out := map[int64][2]int64{}
+	for _, l := range v.(*fsm.LeasesResult).Leases {
+		out[l.ID] = [2]int64{l.TTL, l.Remaining}
+	}
+	return out, nil
+}
+
+// RestorePending tells whether restored shards still have to compact
+// their Raft log here.
+func (e *Engine) RestorePending() bool {
+	_, err := os.Stat(filepath.Join(e.cfg.DataDir, restoredFile))
+	return err == nil
 }

@@ -170,6 +170,11 @@ func (h *peerHandler) Watch(ctx context.Context, req *peer.WatchRequest, send fu
 	if err != nil {
 		return err
 	}
+	// The first frame says the watch started (a client node's Watch
+	// returns then): a progress note at From-1, where nothing is promised.
+	if err := send(&peer.WatchFrame{Revision: max(req.From-1, 0)}); err != nil {
+		return nil
+	}
 	for {
 		select {
 		case f := <-frames:
@@ -291,6 +296,13 @@ func (h *peerHandler) Call(ctx context.Context, op string, body []byte) (any, er
 		}
 		d, err := e.Lease(ctx, req.Group, req.Lease)
 		return peer.LeaseDetail{TTL: d.TTL, Keys: d.Keys}, err
+	case peer.OpLeaseLeft:
+		var req peer.ShardRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		left, err := e.leaseLeftHere(ctx, req.Shard)
+		return peer.LeaseLeftResponse{Left: left}, err
 	case peer.OpRegister, peer.OpDeregister, peer.OpHeartbeat, peer.OpInstances, peer.OpReplace:
 		return h.serviceCall(ctx, op, decode)
 	}
@@ -314,18 +326,32 @@ func (h *peerHandler) serviceCall(ctx context.Context, op string, decode func(an
 		if err := e.Register(ctx, req.Group, r); err != nil {
 			return nil, err
 		}
-		b, err := r.Encode()
-		return peer.RegisterResponse{Record: b}, err
+		// Answer the record as stored: it carries the lease the caller
+		// renews (Register leaves r without it).
+		got, err := e.Get(ctx, req.Group, svc.InstanceKey(r.Service, r.ID), ReadOpts{})
+		if err != nil {
+			return nil, err
+		}
+		if !got.Found {
+			return nil, fmt.Errorf("instance %s/%s was removed as it was registered: %w", r.Service, r.ID, errs.Conflict)
+		}
+		return peer.RegisterResponse{Record: got.KV.Value, Revision: got.Revision}, nil
 	case peer.OpDeregister, peer.OpHeartbeat:
 		var req peer.InstanceRequest
 		if err := decode(&req); err != nil {
 			return nil, err
 		}
 		if op == peer.OpHeartbeat {
-			return nil, e.Heartbeat(ctx, req.Group, req.Service, req.ID)
+			if err := e.Heartbeat(ctx, req.Group, req.Service, req.ID); err != nil {
+				return nil, err
+			}
+			return peer.RevisionResponse{Revision: e.appliedRevision(ctx, req.Group)}, nil
 		}
 		found, err := e.Deregister(ctx, req.Group, req.Service, req.ID)
-		return peer.DeregisterResponse{Found: found}, err
+		if err != nil {
+			return nil, err
+		}
+		return peer.DeregisterResponse{Found: found, Revision: e.appliedRevision(ctx, req.Group)}, nil
 	case peer.OpInstances:
 		var req peer.InstancesRequest
 		if err := decode(&req); err != nil {
@@ -359,8 +385,22 @@ func (h *peerHandler) serviceCall(ctx context.Context, op string, decode func(an
 			}
 			recs[i] = r
 		}
-		return nil, e.ReplaceServices(ctx, req.Group, req.Services, recs)
+		if err := e.ReplaceServices(ctx, req.Group, req.Services, recs); err != nil {
+			return nil, err
+		}
+		return peer.RevisionResponse{Revision: e.appliedRevision(ctx, req.Group)}, nil
 	}
+}
+
+// appliedRevision is the group's revision on this server as it is (0 when
+// it cannot be read): after a write this server applied, at least the
+// write's revision.
+func (e *Engine) appliedRevision(ctx context.Context, group string) int64 {
+	rev, err := e.Revision(ctx, group, ReadOpts{Consistency: Stale})
+	if err != nil {
+		return 0
+	}
+	return rev
 }
 
 // topology is this server's view of the cluster, for client nodes.

@@ -6,6 +6,7 @@ package core
 
 import (
 	"context"
+	"io"
 	"time"
 
 	"github.com/dister/dister/internal/fsm"
@@ -154,4 +155,27 @@ type Engine interface {
 	// GroupStates is this node's view of its groups, without a network
 	// round trip.
 	GroupStates() []GroupState
+	// Snapshot streams a backup of the whole cluster to w.
+	Snapshot(ctx context.Context, w io.Writer) (SnapshotInfo, error)
+}
+
+// SnapshotInfo describes a backup of a cluster (a snapshot file).
+type SnapshotInfo struct {
+	Format  int
+	Created time.Time
+	Groups  []SnapshotGroup
+	// EstimatedBytes is what the writer expected the file to weigh.
+	EstimatedBytes int64
+	Bytes          int64  // the whole file
+	SHA256         string // hex, of everything before it
+}
+
+// SnapshotGroup is one group of a backup.
+type SnapshotGroup struct {
+	Name      string
+	Revision  int64 // the group's records are at this revision
+	Keys      int64 // client keys
+	Instances int64 // service instances
+	Leases    int64
+	Bytes     int64 // its records' bytes in the file
 }

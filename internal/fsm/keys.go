@@ -11,7 +11,9 @@ import "encoding/binary"
 //	                                 index: a data dir from before revisions were a counter);
 //	                                 "mcompact" compact revision (absent = 1: nothing trimmed
 //	                                 yet); "mlessor" lessor epoch (absent = 0); "mclock" the
-//	                                 newest command time (sessions.go)
+//	                                 newest command time (sessions.go); "mleasebase" added to
+//	                                 the Raft index to make a lease id (absent = 0; set by a
+//	                                 restore, backup.go)
 //	'k' + user key                   record (see encodeRecord)
 //	's' + session(8 BE)              client session -> mark(8 BE) + last time(8 BE)
 //	'd' + session(8 BE) + seq(8 BE)  stored result -> index(8 BE) + encoded result

@@ -84,7 +84,7 @@ func setLease(b *pebble.Batch, id int64, l leaseRecord) error {
 func (s *StateMachine) applyGrant(b *pebble.Batch, g *LeaseGrant, index uint64) (res LeaseResult, fail, err error) {
 	id := g.ID
 	if id == 0 {
-		id = int64(index)
+		id = int64(index) + s.leaseBase
 		if id <= 0 {
 			return res, fmt.Errorf("fsm: lease grant: index %d is no lease id: %w", index, errs.Invalid), nil
 		}

@@ -13,7 +13,7 @@ import (
 // Lookup answers a query: GetQuery -> *GetResult, ListQuery -> *ListResult,
 // RevisionQuery -> int64, EventsQuery -> *EventsResult (or a
 // *CompactedError), LeasesQuery -> *LeasesResult, LeaseQuery -> *LeaseInfo
-// EpochQuery -> uint64 (values or pointers). Each answer is read from one
+// EpochQuery -> uint64, DumpQuery -> *Dump (values or pointers). Each answer is read from one
 // point-in-time view, and its Revision is the revision of that view.
 // Results never alias pebble memory.
 func (s *StateMachine) Lookup(q any) (any, error) {
@@ -54,6 +54,8 @@ func (s *StateMachine) Lookup(q any) (any, error) {
 			return nil, fmt.Errorf("fsm: lookup: %w", errs.Closed)
 		}
 		return s.revision.Load(), nil
+	case DumpQuery, *DumpQuery:
+		return s.dump()
 	case EpochQuery, *EpochQuery:
 		s.mu.RLock()
 		defer s.mu.RUnlock()

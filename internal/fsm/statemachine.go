@@ -84,7 +84,8 @@ type StateMachine struct {
 	dirtySessions []*session
 	clock         int64 // the newest command time applied
 	clockDirty    bool
-	legacyDedup   bool // the data dir holds a pre-session dedup index
+	legacyDedup   bool  // the data dir holds a pre-session dedup index
+	leaseBase     int64 // added to the index to make a lease id (backup.go)
 	// counting: revisions are the counter (see Update); false until the
 	// first entry of the current codec, while entries of the previous
 	// binary keep its revisions, their indexes.
@@ -239,12 +240,16 @@ type loadedState struct {
 	clock    int64
 	legacy   bool // pre-session dedup index present
 	counting bool // a revision counter is stored
+	// leaseBase is added to the Raft index to make a lease id (restored
+	// replicas, see backup.go).
+	leaseBase uint64
 }
 
 // loaded installs st as the state Update works from (the applied index is
 // published by the caller, after the database is in place).
 func (s *StateMachine) loaded(st loadedState) {
 	s.sessions, s.clock, s.legacyDedup, s.counting = st.sessions, st.clock, st.legacy, st.counting
+	s.leaseBase = int64(st.leaseBase)
 	s.dirtySessions, s.clockDirty = nil, false
 	s.revision.Store(st.revision)
 	s.epoch.Store(st.epoch)
@@ -300,6 +305,12 @@ func loadState(db *pebble.DB) (st loadedState, err error) {
 	}
 	if st.compact, err = readCompact(cb, found); err != nil {
 		return st, err
+	}
+	if st.leaseBase, _, err = readUint64(db, metaLeaseBaseKey, "lease id base"); err != nil {
+		return st, err
+	}
+	if st.leaseBase > math.MaxInt64/2 {
+		return st, fmt.Errorf("fsm: corrupt lease id base %d", st.leaseBase)
 	}
 	st.sessions, st.clock, st.legacy, err = loadSessions(db)
 	return st, err

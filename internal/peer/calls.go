@@ -21,12 +21,24 @@ const (
 	OpSetSettings   = "settings.set"    // Settings -> nothing
 	OpRegister      = "svc.register"    // RegisterRequest -> RegisterResponse
 	OpDeregister    = "svc.deregister"  // InstanceRequest -> DeregisterResponse
-	OpHeartbeat     = "svc.heartbeat"   // InstanceRequest -> nothing
+	OpHeartbeat     = "svc.heartbeat"   // InstanceRequest -> RevisionResponse
 	OpInstances     = "svc.instances"   // InstancesRequest -> InstancesResponse
-	OpReplace       = "svc.replace"     // ReplaceRequest -> nothing
+	OpReplace       = "svc.replace"     // ReplaceRequest -> RevisionResponse
 	OpLeaseGet      = "lease.get"       // KeepAliveRequest -> LeaseDetail (linearizable)
 	OpGroupRevision = "group.revision"  // GroupRequest -> RevisionResponse (ReadIndex on the leader)
+	OpLeaseLeft     = "lease.left"      // ShardRequest -> LeaseLeftResponse (the shard's leader only)
 )
+
+// ShardRequest names a shard.
+type ShardRequest struct {
+	Shard uint64 `json:"shard"`
+}
+
+// LeaseLeftResponse is the remaining time of every lease a group leader's
+// lessor counts down (ms), for a backup.
+type LeaseLeftResponse struct {
+	Left map[int64]int64 `json:"left"`
+}
 
 // JoinRequest asks a running server to add the sender to the cluster.
 type JoinRequest struct {
@@ -108,8 +120,13 @@ type RegisterRequest struct {
 }
 
 // RegisterResponse returns the record as stored (with its lease).
+// Revision, here and in the other answers to service writes, is the
+// group's revision on the answering server after the write applied there:
+// a client node raises its session floor to it, so it reads its own
+// service writes.
 type RegisterResponse struct {
-	Record []byte `json:"record"`
+	Record   []byte `json:"record"`
+	Revision int64  `json:"revision"`
 }
 
 // InstanceRequest names one instance.
@@ -121,7 +138,8 @@ type InstanceRequest struct {
 
 // DeregisterResponse tells whether there was an instance.
 type DeregisterResponse struct {
-	Found bool `json:"found"`
+	Found    bool  `json:"found"`
+	Revision int64 `json:"revision"`
 }
 
 // InstancesRequest reads the instances of a service ("" = all).

@@ -24,13 +24,19 @@ var ErrUnreachable = errors.New("peer unreachable")
 // Client calls other nodes' RPC. It keeps one connection per address, on
 // which every call to that address is multiplexed.
 type Client struct {
+	dial   []grpc.DialOption
 	mu     sync.Mutex
 	conns  map[string]*grpc.ClientConn
 	closed bool
 }
 
-// NewClient returns a client; Close releases its connections.
-func NewClient() *Client { return &Client{conns: map[string]*grpc.ClientConn{}} }
+// NewClient returns a client; Close releases its connections. Options are
+// added to every connection's (the place for transport credentials and
+// per-call tokens: grpc.WithTransportCredentials replaces the default
+// insecure one, grpc.WithPerRPCCredentials and interceptors add to it).
+func NewClient(opts ...grpc.DialOption) *Client {
+	return &Client{conns: map[string]*grpc.ClientConn{}, dial: opts}
+}
 
 // Close closes every connection; calls after it fail with errs.Closed.
 func (c *Client) Close() {
@@ -52,12 +58,13 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 	if cc := c.conns[addr]; cc != nil {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient("passthrough:///"+addr,
+	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{}),
 			grpc.MaxCallRecvMsgSize(maxMessage), grpc.MaxCallSendMsgSize(maxMessage)),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
-	)
+	}, c.dial...)
+	cc, err := grpc.NewClient("passthrough:///"+addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("peer %s: %v: %w", addr, err, errs.Invalid)
 	}
@@ -70,6 +77,11 @@ func (c *Client) conn(addr string) (*grpc.ClientConn, error) {
 func transportError(ctx context.Context, addr string, err error) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
+	}
+	// The server may notice the deadline it was sent (and reset the
+	// stream) a moment before this side's ctx timer fires.
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
 	}
 	if status.Code(err) == codes.Canceled && errors.Is(err, errs.Closed) {
 		return errs.Closed

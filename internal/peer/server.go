@@ -29,19 +29,20 @@ type Server struct {
 	done chan struct{}
 }
 
-// Listen binds addr and serves h until Close.
-func Listen(addr string, h Handler, log *slog.Logger) (*Server, error) {
+// Listen binds addr and serves h until Close. Options are added to the
+// server's (credentials, interceptors for tokens).
+func Listen(addr string, h Handler, log *slog.Logger, opts ...grpc.ServerOption) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on peer address %s: %v: %w", addr, err, errs.Invalid)
 	}
-	srv := grpc.NewServer(
+	srv := grpc.NewServer(append([]grpc.ServerOption{
 		grpc.ForceServerCodec(rawCodec{}),
 		grpc.MaxRecvMsgSize(maxMessage),
 		grpc.MaxSendMsgSize(maxMessage),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
+	}, opts...)...)
 	srv.RegisterService(&serviceDesc, &handlerBox{h: h})
 	s := &Server{srv: srv, ln: ln, done: make(chan struct{})}
 	go func() {

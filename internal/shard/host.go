@@ -367,8 +367,25 @@ func (h *Host) machine(shardID uint64) *fsm.StateMachine {
 	return h.machines[shardID]
 }
 
-func (h *Host) stateDir(shardID uint64) string {
-	return filepath.Join(h.cfg.DataDir, "state", fmt.Sprintf("shard-%d", shardID))
+func (h *Host) stateDir(shardID uint64) string { return StateDir(h.cfg.DataDir, shardID) }
+
+// StateDir is where a host with dataDir keeps the state machine of
+// shardID (a restore seeds it there before the host first starts).
+func StateDir(dataDir string, shardID uint64) string {
+	return filepath.Join(dataDir, "state", fmt.Sprintf("shard-%d", shardID))
+}
+
+// CompactLog makes the local replica of shardID take a snapshot and drop
+// its whole Raft log behind it, so a replica that joins later is sent the
+// state instead of the log (a restored replica's state did not come from
+// its log).
+func (h *Host) CompactLog(ctx context.Context, shardID uint64) error {
+	_, err := h.nh.SyncRequestSnapshot(ctx, shardID, dragonboat.SnapshotOption{
+		OverrideCompactionOverhead: true, CompactionOverhead: 0})
+	if err != nil {
+		return fmt.Errorf("compact the log of shard %d: %w", shardID, translate(err))
+	}
+	return nil
 }
 
 // Leader reports the leader this host knows of for shardID. dragonboat

@@ -38,6 +38,25 @@ type Option func(*dister.Options)
 // they are ready.
 func New(tb testing.TB, n int, opts ...Option) *Cluster {
 	tb.Helper()
+	return build(tb, n, nil, opts)
+}
+
+// Restore opens n servers (ids 1..n) of a new cluster, each seeded first
+// from the snapshot in file (dister.Restore), and waits until they are
+// ready.
+func Restore(tb testing.TB, n int, file string, opts ...Option) *Cluster {
+	tb.Helper()
+	return build(tb, n, func(o dister.Options) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		if _, err := dister.Restore(ctx, file, o); err != nil {
+			tb.Fatalf("restore server %d: %v", o.NodeID, err)
+		}
+	}, opts)
+}
+
+func build(tb testing.TB, n int, prepare func(dister.Options), opts []Option) *Cluster {
+	tb.Helper()
 	// TempDir first: cleanups run last-in first-out, so the servers are
 	// closed before their data is removed.
 	c := &Cluster{tb: tb, base: tb.TempDir(), nodes: map[uint64]*dister.Node{}, opts: map[uint64]dister.Options{}}
@@ -61,6 +80,9 @@ func New(tb testing.TB, n int, opts ...Option) *Cluster {
 			Logger:         Logger(),
 		}
 		c.tune(&o)
+		if prepare != nil {
+			prepare(o)
+		}
 		c.open(id, o)
 	}
 	c.WaitReady()

@@ -34,7 +34,21 @@ type serverConfig struct {
 	EnableScriptChecks bool       `yaml:"enable-script-checks"`
 	CheckTargets       stringList `yaml:"check-target"`
 	CheckOutputBody    bool       `yaml:"check-output-body"`
+	// Role is "server" (default) or "client"; a client-role daemon needs
+	// Servers (PEERADDRs) and no server-only setting.
+	Role    string     `yaml:"role"`
+	Servers stringList `yaml:"server"`
+
+	// explicit names the settings given (file, environment or flag),
+	// for refusing server-only ones in the client role.
+	explicit map[string]bool `yaml:"-"`
 }
+
+// serverOnly are the settings a client-role daemon has no use for.
+var serverOnly = []string{"node-id", "data-dir", "raft-addr", "peer-addr", "initial-member", "join"}
+
+// client tells whether the daemon runs in the client role.
+func (c serverConfig) client() bool { return strings.EqualFold(c.Role, "client") }
 
 func defaultServerConfig() serverConfig {
 	return serverConfig{
@@ -43,6 +57,7 @@ func defaultServerConfig() serverConfig {
 		PeerAddr: "127.0.0.1:4167",
 		HTTPAddr: "127.0.0.1:4168",
 		LogLevel: "info",
+		explicit: map[string]bool{},
 	}
 }
 
@@ -97,6 +112,11 @@ var settings = []setting{
 		return nil
 	}},
 	{"token", "DISTER_TOKEN", setString(func(c *serverConfig) *string { return &c.Token })},
+	{"role", "DISTER_ROLE", setString(func(c *serverConfig) *string { return &c.Role })},
+	{"server", "DISTER_SERVER", func(c *serverConfig, v string) error {
+		c.Servers = splitList(v)
+		return nil
+	}},
 	{"log-level", "DISTER_LOG_LEVEL", setString(func(c *serverConfig) *string { return &c.LogLevel })},
 	{"enable-script-checks", "DISTER_ENABLE_SCRIPT_CHECKS", setBool(func(c *serverConfig) *bool { return &c.EnableScriptChecks })},
 	{"check-target", "DISTER_CHECK_TARGET", func(c *serverConfig, v string) error {
@@ -138,6 +158,7 @@ func loadServerConfig(flags *pflag.FlagSet, getenv env) (serverConfig, error) {
 	}
 	for _, s := range settings {
 		if v := getenv(s.env); v != "" {
+			cfg.explicit[s.flag] = true
 			if err := s.set(&cfg, v); err != nil {
 				return cfg, fmt.Errorf("%s: %w", s.env, err)
 			}
@@ -148,6 +169,7 @@ func loadServerConfig(flags *pflag.FlagSet, getenv env) (serverConfig, error) {
 		if f == nil || !f.Changed {
 			continue
 		}
+		cfg.explicit[s.flag] = true
 		// Repeatable flags arrive whole, not as one string to split.
 		if sa, ok := f.Value.(pflag.SliceValue); ok {
 			vals := sa.GetSlice()
@@ -164,12 +186,34 @@ func loadServerConfig(flags *pflag.FlagSet, getenv env) (serverConfig, error) {
 				for _, v := range vals {
 					cfg.CheckTargets = append(cfg.CheckTargets, splitList(v)...)
 				}
+			case "server":
+				cfg.Servers = nil
+				for _, v := range vals {
+					cfg.Servers = append(cfg.Servers, splitList(v)...)
+				}
 			}
 			continue
 		}
 		if err := s.set(&cfg, f.Value.String()); err != nil {
 			return cfg, fmt.Errorf("--%s: %w", s.flag, err)
 		}
+	}
+	switch strings.ToLower(cfg.Role) {
+	case "", "server":
+		if len(cfg.Servers) > 0 {
+			return cfg, errors.New("--server is for --role client; a server joins with --join")
+		}
+	case "client":
+		for _, name := range serverOnly {
+			if cfg.explicit[name] {
+				return cfg, fmt.Errorf("--%s is for servers; a --role client daemon stores nothing and needs only --server", name)
+			}
+		}
+		if len(cfg.Servers) == 0 {
+			return cfg, errors.New("--role client needs --server PEERADDR (repeatable): a running server's peer address")
+		}
+	default:
+		return cfg, fmt.Errorf("--role %q: want server or client", cfg.Role)
 	}
 	return cfg, nil
 }
@@ -184,6 +228,12 @@ func readConfigFile(path string, cfg *serverConfig) error {
 	dec.KnownFields(true)
 	if err := dec.Decode(cfg); err != nil && !errors.Is(err, io.EOF) {
 		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	var keys map[string]any
+	if err := yaml.Unmarshal(data, &keys); err == nil {
+		for k := range keys {
+			cfg.explicit[k] = true
+		}
 	}
 	return nil
 }
@@ -218,6 +268,9 @@ const identityFile = "dister-node.json"
 // else left for the SDK to read from the data dir on a restart or to assign
 // on a join, else 1 for the first start of a cluster of one.
 func (c serverConfig) openOptions() (dister.Options, error) {
+	if c.client() {
+		return dister.Options{Role: dister.RoleClient, Servers: c.Servers}, nil
+	}
 	members, err := parseMembers(c.InitialMembers)
 	if err != nil {
 		return dister.Options{}, err

@@ -185,6 +185,34 @@ func TestLogLevel(t *testing.T) {
 	}
 }
 
+func TestClientRoleConfig(t *testing.T) {
+	cfg, err := parseServerFlags(t, nil, "--role", "client", "--server", "127.0.0.1:1", "--server", "127.0.0.1:2,127.0.0.1:3")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := cfg.openOptions()
+	if err != nil || o.Role != dister.RoleClient || !reflect.DeepEqual(o.Servers, []string{"127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"}) ||
+		o.DataDir != "" || o.RaftAddr != "" {
+		t.Fatalf("options %+v, %v", o, err)
+	}
+	cfg, err = parseServerFlags(t, map[string]string{"DISTER_ROLE": "client", "DISTER_SERVER": "127.0.0.1:1 127.0.0.1:2"})
+	if err != nil || !cfg.client() || len(cfg.Servers) != 2 {
+		t.Fatalf("from the environment: %+v, %v", cfg, err)
+	}
+	for name, args := range map[string][]string{
+		"no server":       {"--role", "client"},
+		"data dir":        {"--role", "client", "--server", "127.0.0.1:1", "--data-dir", "/x"},
+		"raft addr":       {"--role", "client", "--server", "127.0.0.1:1", "--raft-addr", "127.0.0.1:5"},
+		"join":            {"--role", "client", "--server", "127.0.0.1:1", "--join", "127.0.0.1:5"},
+		"server w/o role": {"--server", "127.0.0.1:1"},
+		"bad role":        {"--role", "witness"},
+	} {
+		if _, err := parseServerFlags(t, nil, args...); err == nil {
+			t.Errorf("%s: %v accepted", name, args)
+		}
+	}
+}
+
 // TestCheckSettings: the server-local health-check settings come from
 // flags, DISTER_* variables and the config file, and reach Options.
 func TestCheckSettings(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -37,6 +38,10 @@ func newServerCmd(stdout, stderr io.Writer, getenv env) *cobra.Command {
 		Short: "Run a dister server with its REST API",
 		Long: `Run a dister server with its REST API.
 
+With --role client the daemon is a client node: it needs --server PEERADDR
+(repeatable) and serves the same REST API with no data dir; Gets answer
+X-Dister-Cache: hit or miss. Server-only flags are a usage error then.
+
 A first start without --initial-member or --join makes a cluster of this
 server alone (node id 1 unless --node-id says otherwise). A restart from an
 existing --data-dir needs none of them: the id is read from the data dir.
@@ -44,8 +49,8 @@ existing --data-dir needs none of them: the id is read from the data dir.
 Settings come from, strongest first: flags, DISTER_* variables (DISTER_NODE_ID,
 DISTER_DATA_DIR, DISTER_RAFT_ADDR, DISTER_PEER_ADDR, DISTER_HTTP_ADDR,
 DISTER_INITIAL_MEMBER (entries separated by spaces or ';'), DISTER_JOIN,
-DISTER_TOKEN, DISTER_LOG_LEVEL, DISTER_ENABLE_SCRIPT_CHECKS, DISTER_CHECK_TARGET,
-DISTER_CHECK_OUTPUT_BODY, DISTER_CONFIG), the YAML file of --config
+DISTER_TOKEN, DISTER_LOG_LEVEL, DISTER_ROLE, DISTER_SERVER, DISTER_ENABLE_SCRIPT_CHECKS,
+DISTER_CHECK_TARGET, DISTER_CHECK_OUTPUT_BODY, DISTER_CONFIG), the YAML file of --config
 (keys named as the flags: node-id, data-dir, initial-member: [...], ...),
 and the defaults.`,
 		Args: noArgs,
@@ -64,6 +69,8 @@ and the defaults.`,
 	f.Bool("enable-script-checks", false, "let this server run script and custom health checks (commands) of the groups it leads, when the cluster setting script_checks allows them too")
 	f.StringArray("check-target", nil, "`CIDR|HOST` health checks of groups this server leads may reach (repeatable; default: anything but link-local addresses)")
 	f.Bool("check-output-body", false, "put a failing http/web check's response body (up to 1 KiB) into its output")
+	f.String("role", "server", "server, or client: a node that stores nothing and votes in nothing, sends writes to the group leaders, reads from the servers and caches Gets (needs --server; no data dir)")
+	f.StringArray("server", nil, "`PEERADDR` of a running server for --role client to discover the cluster from (repeatable)")
 	cmd.RunE = runE(func(c *cobra.Command, _ []string) error {
 		// Run as the root command ("dister" alone), c has none of these
 		// flags: every setting then comes from the environment or defaults.
@@ -132,9 +139,14 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 
-	dir, _ := filepath.Abs(cfg.DataDir)
-	fmt.Fprintf(stdout, "dister %s: node %d serving HTTP on http://%s (Raft %s, peer %s), data in %s\n",
-		dister.Version, node.ID(), ln.Addr(), cfg.RaftAddr, cfg.PeerAddr, dir)
+	if cfg.client() {
+		fmt.Fprintf(stdout, "dister %s: client node serving HTTP on http://%s (servers %s)\n",
+			dister.Version, ln.Addr(), strings.Join(cfg.Servers, ", "))
+	} else {
+		dir, _ := filepath.Abs(cfg.DataDir)
+		fmt.Fprintf(stdout, "dister %s: node %d serving HTTP on http://%s (Raft %s, peer %s), data in %s\n",
+			dister.Version, node.ID(), ln.Addr(), cfg.RaftAddr, cfg.PeerAddr, dir)
+	}
 
 	select {
 	case err := <-served:

@@ -1,0 +1,248 @@
+package dister_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/dister/dister"
+	"github.com/dister/dister/internal/testcluster"
+)
+
+// openClient opens a client-role node on c's servers (every server a
+// seed unless seeds are given).
+func openClient(t testing.TB, c *testcluster.Cluster, cacheSize int, seeds ...string) *dister.Node {
+	t.Helper()
+	if len(seeds) == 0 {
+		for _, id := range c.IDs() {
+			seeds = append(seeds, c.Options(id).PeerAddr)
+		}
+	}
+	n, err := dister.Open(context.Background(), dister.Options{Role: dister.RoleClient,
+		Servers: seeds, CacheSize: cacheSize, Logger: testcluster.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n.WaitReady(ctx); err != nil {
+		t.Fatalf("client not ready: %v", err)
+	}
+	return n
+}
+
+func TestClientOptionsValidated(t *testing.T) {
+	for name, o := range map[string]dister.Options{
+		"no servers":   {Role: dister.RoleClient},
+		"bad server":   {Role: dister.RoleClient, Servers: []string{"nohost"}},
+		"data dir":     {Role: dister.RoleClient, Servers: []string{"127.0.0.1:1"}, DataDir: "/tmp/x"},
+		"node id":      {Role: dister.RoleClient, Servers: []string{"127.0.0.1:1"}, NodeID: 3},
+		"raft addr":    {Role: dister.RoleClient, Servers: []string{"127.0.0.1:1"}, RaftAddr: "127.0.0.1:2"},
+		"join":         {Role: dister.RoleClient, Servers: []string{"127.0.0.1:1"}, Join: true},
+		"unknown role": {Role: dister.Role(7), Servers: []string{"127.0.0.1:1"}},
+	} {
+		if n, err := dister.Open(context.Background(), o); !errors.Is(err, dister.ErrInvalid) {
+			if n != nil {
+				n.Close()
+			}
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+// Every SDK call from a client node over 3 servers, with one seed: the
+// client discovers the rest.
+func TestClientEverySDKCall(t *testing.T) {
+	c := testcluster.New(t, 3)
+	cl := openClient(t, c, 0, c.Options(2).PeerAddr)
+	ctx := ctxT(t)
+
+	st := cl.Status()
+	if st.Role != dister.RoleClient || st.NodeID != 0 || cl.ID() != 0 {
+		t.Fatalf("status %+v; want the client role and node id 0", st)
+	}
+	ms, err := cl.Members(ctx)
+	if err != nil || len(ms) != 3 {
+		t.Fatalf("members %v, %v; want the 3 servers", ms, err)
+	}
+	leader, err := cl.Group("").Leader(ctx)
+	if err != nil || leader == 0 {
+		t.Fatalf("leader %d, %v", leader, err)
+	}
+
+	// KV.
+	kv := cl.KV()
+	rev, err := kv.Put(ctx, "a", []byte("1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := kv.Get(ctx, "a")
+	if err != nil || string(e.Value) != "1" || e.ModRevision != rev {
+		t.Fatalf("get a: %+v, %v (put at %d)", e, err, rev)
+	}
+	if _, err := kv.Put(ctx, "a", []byte("x"), dister.IfModRevision(rev-1)); !errors.Is(err, dister.ErrConflict) {
+		t.Fatalf("CAS on a stale revision: %v", err)
+	}
+	if _, err := kv.Put(ctx, "b", []byte("2"), dister.IfModRevision(0)); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []dister.ReadOption{dister.SessionRead(), dister.Linearizable(), dister.Stale()} {
+		if _, err := kv.Get(ctx, "nope", c); !errors.Is(err, dister.ErrNotFound) {
+			t.Fatalf("missing key: %v", err)
+		}
+	}
+	list, _, err := kv.List(ctx, "")
+	if err != nil || len(list) != 2 {
+		t.Fatalf("list %v, %v", list, err)
+	}
+	tr, err := kv.Txn(ctx, dister.Txn{If: []dister.Compare{{Key: "a", Target: dister.CompareValue, Op: dister.Equal, Value: []byte("1")}},
+		Then: []dister.Op{dister.Put("c", []byte("3"))}})
+	if err != nil || !tr.Succeeded {
+		t.Fatalf("txn %+v, %v", tr, err)
+	}
+	if r, err := kv.Revision(ctx, dister.Linearizable()); err != nil || r < tr.Revision {
+		t.Fatalf("revision %d, %v; want >= %d", r, err, tr.Revision)
+	}
+	dr, err := kv.Delete(ctx, "", dister.WithPrefix())
+	if err != nil || dr.Deleted != 3 {
+		t.Fatalf("delete all: %+v, %v", dr, err)
+	}
+	if _, err := kv.Get(ctx, "a"); !errors.Is(err, dister.ErrNotFound) {
+		t.Fatalf("deleted key read %v", err)
+	}
+	if _, err := kv.Put(ctx, "", nil); !errors.Is(err, dister.ErrInvalid) {
+		t.Fatalf("empty key: %v", err)
+	}
+
+	// Watch: events from a server, then progress on request.
+	wctx, wcancel := context.WithCancel(ctx)
+	w := kv.Watch(wctx, "w/")
+	wrev, _ := kv.Put(ctx, "w/1", []byte("v"))
+	ev := nextEvent(t, w)
+	if ev.Entry.Key != "w/1" || ev.Revision != wrev {
+		t.Fatalf("watch event %+v; want w/1 at %d", ev, wrev)
+	}
+	wcancel()
+
+	// Leases.
+	ls := cl.Leases()
+	id, err := ls.Grant(ctx, 2*time.Second, dister.AutoRenew())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "leased", []byte("v"), dister.WithLease(id)); err != nil {
+		t.Fatal(err)
+	}
+	info, err := ls.Get(ctx, id)
+	if err != nil || info.TTL != 2*time.Second || !slices.Equal(info.Keys, []string{"leased"}) {
+		t.Fatalf("lease info %+v, %v", info, err)
+	}
+	if ttl, err := ls.Renew(ctx, id); err != nil || ttl != 2*time.Second {
+		t.Fatalf("renew: %v, %v", ttl, err)
+	}
+	time.Sleep(3 * time.Second) // longer than the TTL: AutoRenew keeps it
+	if _, err := kv.Get(ctx, "leased", dister.Linearizable()); err != nil {
+		t.Fatalf("auto-renewed lease's key: %v", err)
+	}
+	if err := ls.Revoke(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Get(ctx, "leased"); !errors.Is(err, dister.ErrNotFound) {
+		t.Fatalf("revoked lease's key: %v", err)
+	}
+	if err := ls.KeepAlive(ctx, id); !errors.Is(err, dister.ErrLeaseNotFound) {
+		t.Fatalf("keepalive of a revoked lease: %v", err)
+	}
+
+	// Services.
+	svcs := cl.Services()
+	inst := dister.Instance{Service: "api", ID: "i1", Address: "127.0.0.1:8080",
+		Check: dister.Check{Type: dister.CheckTTL, TTL: 2 * time.Second}}
+	if err := svcs.Register(ctx, inst); err != nil {
+		t.Fatal(err)
+	}
+	if err := svcs.Heartbeat(ctx, "api", "i1"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := svcs.Get(ctx, "api")
+	if err != nil || len(got) != 1 || got[0].ID != "i1" {
+		t.Fatalf("instances %+v, %v", got, err)
+	}
+	sw := svcs.Watch(ctx, "api")
+	select {
+	case ev := <-sw:
+		if len(ev.Instances) != 1 {
+			t.Fatalf("service watch: %+v", ev)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no service watch event")
+	}
+	if in, err := cl.Balancer().Pick(ctx, "api"); err != nil || in.ID != "i1" {
+		t.Fatalf("balancer pick %+v, %v", in, err)
+	}
+	if err := svcs.Deregister(ctx, "api", "i1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := svcs.Deregister(ctx, "api", "i1"); !errors.Is(err, dister.ErrNotFound) {
+		t.Fatalf("second deregister: %v", err)
+	}
+
+	// Groups and settings, forwarded.
+	if err := cl.CreateGroup(ctx, "g2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Group("g2").KV().Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	if gs, err := cl.Groups(ctx); err != nil || !slices.Contains(gs, "g2") {
+		t.Fatalf("groups %v, %v", gs, err)
+	}
+	if err := cl.DeleteGroup(ctx, "g2"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Group("g2").KV().Get(ctx, "k"); !errors.Is(err, dister.ErrGroupNotFound) {
+		t.Fatalf("deleted group: %v", err)
+	}
+	if _, err := cl.Group("nope").KV().Put(ctx, "k", nil); !errors.Is(err, dister.ErrGroupNotFound) {
+		t.Fatalf("missing group: %v", err)
+	}
+	if err := cl.SetSettings(ctx, dister.Settings{ScriptChecks: true}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := cl.Settings(ctx); err != nil || !s.ScriptChecks {
+		t.Fatalf("settings %+v, %v", s, err)
+	}
+	for _, g := range cl.Status().Groups {
+		if g.Name == "default" && g.Revision == 0 {
+			t.Fatalf("the default group's cache revision is 0 after reads: %+v", g)
+		}
+	}
+}
+
+// nextEvent is the watch's next change (progress notes skipped).
+func nextEvent(t *testing.T, w <-chan dister.WatchEvent) dister.WatchEvent {
+	t.Helper()
+	for {
+		select {
+		case ev, ok := <-w:
+			if !ok {
+				t.Fatal("watch closed")
+			}
+			if ev.Err != nil {
+				t.Fatalf("watch ended: %v", ev.Err)
+			}
+			if ev.Type == dister.EventProgress {
+				continue
+			}
+			return ev
+		case <-time.After(20 * time.Second):
+			t.Fatal("no watch event")
+		}
+	}
+}
+
+var _ = fmt.Sprint

@@ -1,0 +1,265 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dister/dister/internal/cache"
+	"github.com/dister/dister/internal/core"
+	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/fsm"
+	"github.com/dister/dister/internal/peer"
+)
+
+// feed is a group's cache and the watch that keeps it current.
+type feed struct {
+	cache   *cache.Cache[fsm.KV]
+	stream  *stream
+	stopped atomic.Bool
+}
+
+func (f *feed) running() bool { return !f.stopped.Load() }
+
+// feedOf returns g's feed, starting it on the group's first Get; nil
+// without a cache.
+func (e *Engine) feedOf(g *group) *feed {
+	if e.cfg.CacheSize <= 0 {
+		return nil
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if g.feed != nil && g.feed.running() {
+		return g.feed
+	}
+	f := &feed{cache: cache.New[fsm.KV](e.cfg.CacheSize),
+		stream: &stream{e: e, group: g.name}}
+	if !e.spawn(func() { e.runFeed(g, f) }) {
+		return nil
+	}
+	g.feed = f
+	return f
+}
+
+// runFeed follows the group from its current revision with an empty cache;
+// when the watch cannot resume without a gap it starts again, empty. It
+// ends with the engine, or when the group is gone.
+func (e *Engine) runFeed(g *group, f *feed) {
+	defer f.stopped.Store(true)
+	ctx := e.life
+	for n := 0; ctx.Err() == nil; n++ {
+		err := e.feedOnce(ctx, f)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errs.GroupNotFound) || errors.Is(err, errs.Invalid) {
+			return
+		}
+		f.cache.Untrust()
+		e.log.Debug("client cache feed restarts", "group", g.name, "err", err)
+		if e.backoff(ctx, n) != nil {
+			return
+		}
+	}
+}
+
+func (e *Engine) feedOnce(ctx context.Context, f *feed) error {
+	s := f.stream
+	start, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	if err := s.fromNow(start); err != nil {
+		return err
+	}
+	w, stop, err := s.open(ctx, start)
+	if err != nil {
+		return err
+	}
+	f.cache.Reset(s.next - 1)
+	return s.follow(ctx, w, stop, func(fr *peer.WatchFrame) bool {
+		if len(fr.Events) == 0 {
+			f.cache.Progress(fr.Revision)
+			return true
+		}
+		evs := make([]cache.Event[fsm.KV], len(fr.Events))
+		for i, ev := range fr.Events {
+			evs[i] = cache.Event[fsm.KV]{Key: ev.KV.Key, Value: ev.KV, Found: ev.Type == fsm.EventPut}
+		}
+		f.cache.Apply(fr.Revision, evs)
+		return true
+	}, f.cache.Untrust, f.cache.Trust)
+}
+
+// cachedGet answers a Get from the cache when its consistency allows:
+//   - Session: the cache is trusted and has reached the session floor and
+//     MinRevision (the app's own writes and reads).
+//   - Linearizable: the group's committed revision, read from its leader
+//     with a ReadIndex (one call shared by the reads that wait for it), has
+//     reached the cache through the watch (a progress note is asked for:
+//     the newest revision often changes no key); a watch lagging past the
+//     bound sends the read to a server.
+//   - Stale: the key is cached (MinRevision still applies).
+//
+// A miss reads from a server, and the answer fills the cache.
+func (e *Engine) cachedGet(ctx context.Context, g *group, f *feed, key string, o core.ReadOpts) (*fsm.GetResult, error) {
+	need := o.MinRevision
+	switch o.Consistency {
+	case core.Session:
+		need = max(need, g.floor.Load())
+	case core.Linearizable:
+		rev, err := e.committedRevision(ctx, g)
+		if err != nil {
+			return nil, err
+		}
+		need = max(need, rev)
+		if pos, trusted := f.cache.Pos(); trusted && pos < need && !e.waitFeed(ctx, g, f, need) {
+			// Lagging: read through at the committed revision.
+			return e.getThrough(ctx, g, key, core.ReadOpts{Consistency: core.Stale, MinRevision: need, CacheHit: o.CacheHit}, f)
+		}
+	}
+	kv, found, at, ok, trusted := f.cache.Lookup(key)
+	if ok && at >= need && (trusted || o.Consistency == core.Stale) {
+		if o.CacheHit != nil {
+			*o.CacheHit = true
+		}
+		g.raiseFloor(at)
+		r := &fsm.GetResult{Found: found, Revision: at}
+		if found {
+			r.KV = kv
+		}
+		return r, nil
+	}
+	through := o
+	if o.Consistency == core.Linearizable {
+		// The ReadIndex is done: any server that applied need will do.
+		through = core.ReadOpts{Consistency: core.Stale, MinRevision: need}
+	}
+	return e.getThrough(ctx, g, key, through, f)
+}
+
+// waitFeed waits until f's cache reaches rev, asking its server for
+// progress notes, for at most the lag bound.
+func (e *Engine) waitFeed(ctx context.Context, g *group, f *feed, rev int64) bool {
+	wctx, cancel := context.WithTimeout(ctx, e.cfg.LagBound)
+	defer cancel()
+	for {
+		moved := f.cache.Moved()
+		if pos, trusted := f.cache.Pos(); pos >= rev {
+			return trusted
+		}
+		if addr := f.stream.server(); addr != "" {
+			g.progress.ask(e, addr, g.name)
+		}
+		select {
+		case <-moved:
+		case <-wctx.Done():
+			pos, trusted := f.cache.Pos()
+			return pos >= rev && trusted
+		case <-time.After(2 * time.Millisecond):
+			// The progress note may have been for an older revision.
+		}
+	}
+}
+
+// progressAsk sends one progress request at a time per group: concurrent
+// reads waiting for the same feed share it.
+type progressAsk struct{ busy atomic.Bool }
+
+func (p *progressAsk) ask(e *Engine, addr, group string) {
+	if !p.busy.CompareAndSwap(false, true) {
+		return
+	}
+	if !e.spawn(func() {
+		defer p.busy.Store(false)
+		ctx, cancel := context.WithTimeout(e.life, callTimeout)
+		defer cancel()
+		_ = e.peers.Call(ctx, addr, peer.OpProgress, peer.GroupRequest{Group: group}, nil)
+	}) {
+		p.busy.Store(false)
+	}
+}
+
+// revBatch shares ReadIndex calls among concurrent linearizable reads. A
+// read may only use a call that started after the read did (an earlier
+// one may predate a write acknowledged before the read), so reads join the
+// next call, which starts as soon as the one in flight returns.
+type revBatch struct {
+	mu       sync.Mutex
+	inFlight bool
+	next     *revCall
+}
+
+type revCall struct {
+	done chan struct{}
+	rev  int64
+	err  error
+}
+
+// committedRevision is the group's committed revision from its leader,
+// from a ReadIndex that started after this call did.
+func (e *Engine) committedRevision(ctx context.Context, g *group) (int64, error) {
+	b := &g.revs
+	b.mu.Lock()
+	c := b.next
+	if c == nil {
+		c = &revCall{done: make(chan struct{})}
+		b.next = c
+		if !b.inFlight {
+			e.launchRev(g)
+		}
+	}
+	b.mu.Unlock()
+	select {
+	case <-c.done:
+		return c.rev, c.err
+	case <-ctx.Done():
+		return 0, ctxError(ctx.Err(), nil)
+	}
+}
+
+// launchRev starts the next call; b.mu held.
+func (e *Engine) launchRev(g *group) {
+	b := &g.revs
+	c := b.next
+	b.next = nil
+	b.inFlight = true
+	run := func() {
+		ctx, cancel := context.WithTimeout(e.life, callTimeout)
+		var resp peer.RevisionResponse
+		err := e.retry(ctx, func(skip map[string]bool) (string, bool) { return e.leaderAddr(g.name, skip) },
+			func(addr string) error {
+				return e.peers.Call(ctx, addr, peer.OpGroupRevision, peer.GroupRequest{Group: g.name}, &resp)
+			})
+		cancel()
+		c.rev, c.err = resp.Revision, err
+		if err == nil {
+			g.raiseFloor(resp.Revision)
+		}
+		close(c.done)
+		b.mu.Lock()
+		b.inFlight = false
+		if b.next != nil {
+			e.launchRev(g)
+		}
+		b.mu.Unlock()
+	}
+	if !e.spawn(run) {
+		c.err = errs.Closed
+		close(c.done)
+		b.inFlight = false
+	}
+}
+
+// FeedServer is the address of the server streaming group's cache feed
+// ("" = none); for tests.
+func (e *Engine) FeedServer(group string) string {
+	g := e.group(group)
+	e.mu.Lock()
+	f := g.feed
+	e.mu.Unlock()
+	if f == nil {
+		return ""
+	}
+	return f.stream.server()
+}

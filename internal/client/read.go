@@ -1,0 +1,99 @@
+package client
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/dister/dister/internal/core"
+	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/fsm"
+	"github.com/dister/dister/internal/peer"
+)
+
+// read sends req to the server the ring picks for key (the next one when
+// it fails), and raises the group's session floor to the answer's revision.
+func (e *Engine) read(ctx context.Context, g *group, key string, req *peer.ReadRequest) (*peer.ReadResponse, error) {
+	if e.closed.Load() {
+		return nil, errs.Closed
+	}
+	req.Group = g.name
+	var resp *peer.ReadResponse
+	err := e.retry(ctx, func(skip map[string]bool) (string, bool) { return e.pick(g.name+"\x00"+key, skip) },
+		func(addr string) error {
+			r, err := e.peers.Read(ctx, addr, req)
+			resp = r
+			return err
+		})
+	if err != nil {
+		return nil, err
+	}
+	g.raiseFloor(resp.Revision)
+	return resp, nil
+}
+
+// readRequest is a read at o's consistency; a session read carries the
+// group's floor as its MinRevision.
+func readRequest(g *group, o core.ReadOpts, q peer.Query) *peer.ReadRequest {
+	req := &peer.ReadRequest{Consistency: peer.Consistency(o.Consistency), MinRevision: o.MinRevision, Query: q}
+	if o.Consistency == core.Session {
+		req.MinRevision = max(req.MinRevision, g.floor.Load())
+	}
+	return req
+}
+
+// Get reads one key: from the cache when the read's consistency allows
+// (see cachedGet), else from a server.
+func (e *Engine) Get(ctx context.Context, group, key string, o core.ReadOpts) (*fsm.GetResult, error) {
+	if o.CacheHit != nil {
+		*o.CacheHit = false
+	}
+	g := e.group(group)
+	f := e.feedOf(g)
+	if f == nil {
+		return e.getThrough(ctx, g, key, o, nil)
+	}
+	return e.cachedGet(ctx, g, f, key, o)
+}
+
+// getThrough reads key from a server; with f, the answer fills the cache.
+func (e *Engine) getThrough(ctx context.Context, g *group, key string, o core.ReadOpts, f *feed) (*fsm.GetResult, error) {
+	req := readRequest(g, o, peer.QueryGet)
+	req.Key = key
+	resp, err := e.read(ctx, g, key, req)
+	if err != nil {
+		return nil, err
+	}
+	r := &fsm.GetResult{Found: resp.Found, Revision: resp.Revision}
+	if resp.Found {
+		if len(resp.KVs) != 1 {
+			return nil, fmt.Errorf("get answer with %d entries: %w", len(resp.KVs), peer.ErrUnreachable)
+		}
+		r.KV = resp.KVs[0]
+	}
+	if f != nil {
+		f.cache.Fill(key, r.KV, r.Found, r.Revision)
+	}
+	return r, nil
+}
+
+// List reads a page from a server (lists are not cached).
+func (e *Engine) List(ctx context.Context, group string, q fsm.ListQuery, o core.ReadOpts) (*fsm.ListResult, error) {
+	g := e.group(group)
+	req := readRequest(g, o, peer.QueryList)
+	req.Key, req.After, req.Limit = q.Prefix, q.After, q.Limit
+	resp, err := e.read(ctx, g, q.Prefix, req)
+	if err != nil {
+		return nil, err
+	}
+	return &fsm.ListResult{KVs: resp.KVs, More: resp.More, Revision: resp.Revision}, nil
+}
+
+// Revision is the group's revision as a server has it under o's rules.
+func (e *Engine) Revision(ctx context.Context, group string, o core.ReadOpts) (int64, error) {
+	g := e.group(group)
+	resp, err := e.read(ctx, g, "", readRequest(g, o, peer.QueryRevision))
+	if err != nil {
+		return 0, err
+	}
+	return resp.Revision, nil
+}
