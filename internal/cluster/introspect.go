@@ -6,8 +6,8 @@ import (
 	"path/filepath"
 	"sort"
 
-	"github.com/dister/dister/internal/svc"
 	"github.com/dister/dister/internal/fsm"
+	"github.com/dister/dister/internal/svc"
 )
 
 // These report engine internals that the public API does not show, for the
