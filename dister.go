@@ -161,6 +161,8 @@ func openClient(o Options, timeout time.Duration) (*Node, error) {
 	n := &Node{e: e, role: RoleClient, timeout: timeout, log: o.Logger}
 	n.life, n.stop = context.WithCancel(context.Background())
 	n.def = &Group{n: n, name: cluster.DefaultGroup}
+	n.keep = newKeeper(n)
+	n.spawn(n.keep.run)
 	return n, nil
 }
 
