@@ -38,8 +38,9 @@ type Balancer struct {
 
 type view struct {
 	set   atomic.Pointer[balance.Set[Instance]]
-	ready chan struct{} // closed once set is first stored, or err set
-	err   error         // why the view ended before its first load
+	rr    balance.Counter // the round-robin position, kept across rebuilds
+	ready chan struct{}   // closed once set is first stored, or err set
+	err   error           // why the view ended before its first load
 	// size is how many instances the service has (usable or not); used
 	// tells whether a Pick read the view since the last sweep. A view of
 	// no instances that nobody picked from is dropped by the sweep.
@@ -171,7 +172,7 @@ func (b *Balancer) read(ctx context.Context, service string) (*balance.Set[Insta
 	for _, in := range insts {
 		set[in.ID] = in
 	}
-	return buildSet(set), nil
+	return buildSet(new(balance.Counter), set), nil
 }
 
 // start runs the goroutine that keeps v fresh until the Node closes,
@@ -188,7 +189,7 @@ func (b *Balancer) start(service string, v *view) bool {
 		for {
 			err := b.s.follow(ctx, service, func(_ int64, set map[string]Instance) bool {
 				v.size.Store(int64(len(set)))
-				v.set.Store(buildSet(set))
+				v.set.Store(buildSet(&v.rr, set))
 				once.Do(func() { close(v.ready) })
 				backoff = 50 * time.Millisecond
 				return true
@@ -253,7 +254,7 @@ func (b *Balancer) sweep() {
 }
 
 // buildSet is the balancer's snapshot of an instance set.
-func buildSet(set map[string]Instance) *balance.Set[Instance] {
+func buildSet(rr *balance.Counter, set map[string]Instance) *balance.Set[Instance] {
 	members := make([]balance.Member[Instance], 0, len(set))
 	for id, in := range set {
 		tier := balance.Unusable
@@ -265,5 +266,5 @@ func buildSet(set map[string]Instance) *balance.Set[Instance] {
 		}
 		members = append(members, balance.Member[Instance]{ID: id, Priority: in.Priority, Tier: tier, Value: in})
 	}
-	return balance.New(members...)
+	return balance.NewShared(rr, members...)
 }

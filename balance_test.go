@@ -176,3 +176,35 @@ func TestBalancerDropsIdleEmptyViews(t *testing.T) {
 	}
 	waitFor(t, func() bool { in, err := b.Pick(ctx, "ghost3"); return err == nil && in.ID == "x" })
 }
+
+// TestRoundRobinFairUnderChanges: the rotation goes on when the instance
+// set changes between picks (a real Balancer over a changing registry).
+// Before, every change restarted it at the first instance.
+func TestRoundRobinFairUnderChanges(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	s, b := c.Node(1).Services(), c.Node(1).Balancer()
+	for i := range 10 {
+		if err := s.Register(ctx, dister.Instance{Service: "rr", ID: fmt.Sprint(i), Address: fmt.Sprintf("10.0.0.%d:80", i+1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, func() bool { _, err := b.Pick(ctx, "rr"); return err == nil })
+	seen := map[string]int{}
+	for i := range 30 {
+		// A change of the set (an instance that is never picked).
+		if err := s.Register(ctx, dister.Instance{Service: "rr", ID: "x", Address: "10.0.0.99:80", Priority: i,
+			Check: dister.Check{Type: dister.CheckNever}}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(30 * time.Millisecond) // let the view follow
+		in, err := b.Pick(ctx, "rr", dister.RoundRobin())
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[in.ID]++
+	}
+	if len(seen) < 8 {
+		t.Fatalf("round robin over 10 instances picked only %v in 30 picks with a change before each", seen)
+	}
+}

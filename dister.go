@@ -27,6 +27,7 @@ type Node struct {
 
 	log       *slog.Logger
 	balancers sync.Map // group name -> *Balancer
+	keep      *keeper  // renews this Node's leases
 
 	// life ends at Close and stops the Node's own goroutines (balancer
 	// views, service watches), which watchers counts; mu orders starting
@@ -109,17 +110,20 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		initial[id] = cluster.Peer{RaftAddr: p.RaftAddr, PeerAddr: p.PeerAddr}
 	}
 	e, err := cluster.Open(ctx, cluster.Config{
-		NodeID:          o.NodeID,
-		DataDir:         o.DataDir,
-		RaftAddr:        o.RaftAddr,
-		PeerAddr:        o.PeerAddr,
-		InitialMembers:  initial,
-		Join:            o.Join,
-		Servers:         o.Servers,
-		Logger:          o.Logger,
-		Metrics:         o.Metrics,
-		LeaseCheckpoint: o.LeaseCheckpoint,
-		CheckDamping:    o.CheckDamping,
+		NodeID:             o.NodeID,
+		DataDir:            o.DataDir,
+		RaftAddr:           o.RaftAddr,
+		PeerAddr:           o.PeerAddr,
+		InitialMembers:     initial,
+		Join:               o.Join,
+		Servers:            o.Servers,
+		Logger:             o.Logger,
+		Metrics:            o.Metrics,
+		LeaseCheckpoint:    o.LeaseCheckpoint,
+		CheckDamping:       o.CheckDamping,
+		EnableScriptChecks: o.EnableScriptChecks,
+		CheckOutputBody:    o.CheckOutputBody,
+		CheckTargets:       o.CheckTargets,
 		Shard: shard.Config{
 			RTT:                o.RTT,
 			ElectionRTT:        o.ElectionRTT,
@@ -135,6 +139,8 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 	n := &Node{e: e, timeout: timeout, log: o.Logger}
 	n.life, n.stop = context.WithCancel(context.Background())
 	n.def = &Group{n: n, name: cluster.DefaultGroup}
+	n.keep = newKeeper(n)
+	n.spawn(n.keep.run)
 	return n, nil
 }
 
@@ -155,6 +161,8 @@ func openClient(o Options, timeout time.Duration) (*Node, error) {
 	n := &Node{e: e, role: RoleClient, timeout: timeout, log: o.Logger}
 	n.life, n.stop = context.WithCancel(context.Background())
 	n.def = &Group{n: n, name: cluster.DefaultGroup}
+	n.keep = newKeeper(n)
+	n.spawn(n.keep.run)
 	return n, nil
 }
 

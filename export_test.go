@@ -7,6 +7,7 @@ import (
 
 	"github.com/dister/dister/internal/client"
 	"github.com/dister/dister/internal/cluster"
+	"github.com/dister/dister/internal/svc"
 )
 
 // SetProposeHook exposes the engine's test hook: h runs after every
@@ -75,6 +76,40 @@ func server(n *Node) *cluster.Engine { return n.e.(*cluster.Engine) }
 
 // NodeLogger is the logger n writes to (Options.Logger, or what Open chose).
 func NodeLogger(n *Node) *slog.Logger { return n.log }
+
+// SetCheckWriteHook runs h (the instance key) before every checker write
+// on n; nil removes it.
+func SetCheckWriteHook(n *Node, h func(key string)) { server(n).SetCheckWriteHook(h) }
+
+// CheckerStore is the store n's checker of group writes through.
+func CheckerStore(ctx context.Context, n *Node, group string) (svc.Store, error) {
+	return server(n).CheckerStore(ctx, group)
+}
+
+// ProbesNotRun counts the probes n's checkers could not run.
+func ProbesNotRun(n *Node) uint64 { return server(n).ProbesNotRun() }
+
+// InstanceLease is the lease that keeps a ttl instance's heartbeat (0 if
+// none), read linearizably through n.
+func InstanceLease(ctx context.Context, n *Node, group, service, id string) (LeaseID, error) {
+	sts, _, err := n.e.Instances(ctx, group, service, cluster.ReadOpts{Consistency: cluster.Linearizable})
+	if err != nil {
+		return 0, err
+	}
+	for _, st := range sts {
+		if st.Record.ID == id {
+			return LeaseID(st.Record.Lease), nil
+		}
+	}
+	return 0, ErrNotFound
+}
+
+// KeepAliveBatches counts the KeepAliveBatch calls n's keeper made.
+func KeepAliveBatches(n *Node) int64 {
+	n.keep.mu.Lock()
+	defer n.keep.mu.Unlock()
+	return n.keep.batches
+}
 
 // StoredLeases maps each lease of a group, as n's replica stores it, to
 // its TTL and checkpointed remaining time in ms (0 = no checkpoint).

@@ -40,9 +40,11 @@ type LeaseOption func(*leaseOptions)
 
 type leaseOptions struct{ autoRenew bool }
 
-// AutoRenew makes this Node keep the lease alive (every third of its TTL)
-// until Revoke or Close: keys tied to a process vanish soon after the
-// process dies.
+// AutoRenew makes this Node keep the lease alive (every third of its TTL,
+// batched with its other leases of the group) until Revoke or Close: keys
+// tied to a process vanish soon after the process dies. A lease found
+// expired (e.g. after a partition longer than its TTL) is not renewed
+// again: its keys are gone.
 func AutoRenew() LeaseOption { return func(o *leaseOptions) { o.autoRenew = true } }
 
 func checkTTL(ttl time.Duration) error {
@@ -68,7 +70,7 @@ func (l *Leases) Grant(ctx context.Context, ttl time.Duration, opts ...LeaseOpti
 		return 0, fmt.Errorf("grant lease: %w", err)
 	}
 	if o.autoRenew {
-		l.n.e.AutoRenew(l.group, id, ttl)
+		l.n.keep.add(l.group, id, ttl, nil)
 	}
 	return LeaseID(id), nil
 }
@@ -95,7 +97,7 @@ func (l *Leases) Renew(ctx context.Context, id LeaseID) (time.Duration, error) {
 func (l *Leases) Revoke(ctx context.Context, id LeaseID) error {
 	ctx, cancel := l.n.bound(ctx)
 	defer cancel()
-	l.n.e.StopRenew(l.group, int64(id))
+	l.n.keep.remove(l.group, int64(id))
 	if err := l.n.e.RevokeLease(ctx, l.group, int64(id)); err != nil {
 		return fmt.Errorf("revoke lease %d: %w", id, err)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/dister/dister/internal/cluster"
 	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/health"
 )
 
 // Role is what a Node is in the cluster.
@@ -107,6 +108,29 @@ type Options struct {
 	// a never-checked instance takes its first result at once). Zero = 2.
 	// At most 100.
 	CheckDamping int
+	// EnableScriptChecks lets this server run script and custom health
+	// checks (commands, without a shell, as the server's user) of the
+	// groups it leads. Such a check runs only while the cluster setting
+	// Settings.ScriptChecks is on too, and can be registered only while the
+	// group's leader has this flag: the setting alone, which any REST
+	// client may change, never lets anyone run commands. Zero = off (like
+	// Consul's enable_script_checks). Each server records its flag in the
+	// catalog; under a leader without it a script check is not run and
+	// its status stays as it was.
+	EnableScriptChecks bool
+	// CheckOutputBody puts up to 1 KiB of a failing http or web check's
+	// response body into the instance's output. Zero = off: outputs are
+	// readable by anyone who can read the registry, and a body may hold
+	// anything the target serves.
+	CheckOutputBody bool
+	// CheckTargets are what the health checks of the groups this server
+	// leads may connect to: CIDRs ("10.0.0.0/8"), IP addresses and host
+	// names (allowed whatever they resolve to). Applied at dial time, to
+	// the address actually connected after name resolution. Zero (empty) =
+	// everything except link-local addresses (169.254.0.0/16, fe80::/10:
+	// cloud metadata services); set, only what it lists. A check denied
+	// here is critical with an output saying so.
+	CheckTargets []string
 	// Metrics receives the Node's Prometheus series (proposals by group and
 	// result, proposal latency, leader changes, each group's revision and
 	// leader). Nil = none. A registry takes one Node at a time; Close
@@ -191,6 +215,9 @@ func (o *Options) validate() error {
 	}
 	if o.RequestTimeout < 0 || o.RTT < 0 || o.LeaseCheckpoint < 0 {
 		return bad("RequestTimeout, RTT and LeaseCheckpoint cannot be negative")
+	}
+	if _, err := health.ParseTargets(o.CheckTargets); err != nil {
+		return fmt.Errorf("dister.Open: CheckTargets: %w", err)
 	}
 	if o.CheckDamping < 0 || o.CheckDamping > 100 {
 		return bad("CheckDamping %d is outside 0..100", o.CheckDamping)

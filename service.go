@@ -58,7 +58,10 @@ type Check struct {
 	// TTL of a ttl check: 1s..24h.
 	TTL time.Duration
 	// DeregisterCriticalAfter removes the instance once it has been
-	// critical this long (counted by the group leader). Zero = never.
+	// critical this long, counted by the group leader from the stored time
+	// it became critical (or was last registered, if later): a leader
+	// change does not restart the count. The count uses the servers'
+	// clocks, which should agree within a fraction of it. Zero = never.
 	DeregisterCriticalAfter time.Duration
 }
 
@@ -139,7 +142,10 @@ type registerOptions struct{ external bool }
 // ExternalHeartbeat makes a ttl instance depend on Services.Heartbeat calls
 // alone. By default the registering Node keeps a ttl instance alive itself
 // for as long as it runs, so the instance turns critical when the Node's
-// process stops (or Close is called).
+// process stops (or Close is called); should its lease be lost while the
+// Node runs (a partition longer than the TTL), the Node registers it again
+// with a new lease, unless it was deregistered or registered again by
+// someone else meanwhile.
 func ExternalHeartbeat() RegisterOption { return func(o *registerOptions) { o.external = true } }
 
 // Register adds inst, or replaces the instance with the same Service and ID
@@ -155,8 +161,16 @@ func (s *Services) Register(ctx context.Context, inst Instance, opts ...Register
 		f(&o)
 	}
 	r := toRecord(inst)
-	if err := s.n.e.Register(ctx, s.group, r, !o.external); err != nil {
+	mu := s.n.keep.stripe(s.group, inst.Service, inst.ID)
+	mu.Lock()
+	defer mu.Unlock()
+	if err := s.n.e.Register(ctx, s.group, r); err != nil {
 		return fmt.Errorf("register %s/%s: %w", inst.Service, inst.ID, err)
+	}
+	if r.Check.Type == svc.TypeTTL && !o.external {
+		s.n.keep.add(s.group, r.Lease, r.Check.TTL, toRecord(inst))
+	} else {
+		s.n.keep.removeInstance(s.group, inst.Service, inst.ID)
 	}
 	return nil
 }
@@ -165,6 +179,10 @@ func (s *Services) Register(ctx context.Context, inst Instance, opts ...Register
 func (s *Services) Deregister(ctx context.Context, service, id string) error {
 	ctx, cancel := s.n.bound(ctx)
 	defer cancel()
+	mu := s.n.keep.stripe(s.group, service, id)
+	mu.Lock()
+	defer mu.Unlock()
+	s.n.keep.removeInstance(s.group, service, id)
 	found, err := s.n.e.Deregister(ctx, s.group, service, id)
 	if err == nil && !found {
 		err = errs.NotFound

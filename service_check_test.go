@@ -106,7 +106,7 @@ func TestServiceDBChecks(t *testing.T) {
 }
 
 func TestServiceScriptChecksAreAClusterSetting(t *testing.T) {
-	c := testcluster.New(t, 3)
+	c := testcluster.New(t, 3, enableScripts)
 	ctx := ctxT(t)
 	s := c.Node(1).Services()
 	in := dister.Instance{Service: "job", ID: "1", Address: "127.0.0.1:1",
@@ -136,12 +136,21 @@ func TestServiceScriptChecksAreAClusterSetting(t *testing.T) {
 	waitStatus(t, s, "job", "1", dister.StatusPassing)
 	waitStatus(t, s, "job", "2", dister.StatusWarning)
 	waitStatus(t, s, "job", "3", dister.StatusPassing)
-	// Turned off again: the leader stops running them; they turn critical.
+	// Turned off again: the leader stops running them; their status stays
+	// and their output says they were not run.
 	if err := c.Node(3).SetSettings(ctx, dister.Settings{ScriptChecks: false}); err != nil {
 		t.Fatal(err)
 	}
-	waitStatus(t, s, "job", "1", dister.StatusCritical)
+	waitFor(t, func() bool {
+		in, ok := getInstance(t, s, "job", "1")
+		if ok && in.Status != dister.StatusPassing {
+			t.Fatalf("a script check that was not run changed the status: %+v", in)
+		}
+		return ok && strings.HasPrefix(in.Output, "not run")
+	})
 }
+
+func enableScripts(o *dister.Options) { o.EnableScriptChecks = true }
 
 // A ttl instance registered through a Node is kept alive by it; once the
 // Node is closed the instance turns critical, then is removed.

@@ -38,9 +38,9 @@ func serve(t testing.TB, n *dister.Node, o standalone.Options) *httptest.Server 
 // one starts a single-server cluster and serves it; with
 // DISTER_TEST_ROLE=client it serves a client-role node over that server
 // instead (the REST suite run against a client node).
-func one(t testing.TB, o standalone.Options) (*testcluster.Cluster, *httptest.Server) {
+func one(t testing.TB, o standalone.Options, tune ...testcluster.Option) (*testcluster.Cluster, *httptest.Server) {
 	t.Helper()
-	c := testcluster.New(t, 1)
+	c := testcluster.New(t, 1, tune...)
 	if os.Getenv("DISTER_TEST_ROLE") != "client" {
 		return c, serve(t, c.Node(1), o)
 	}
@@ -57,6 +57,9 @@ func one(t testing.TB, o standalone.Options) (*testcluster.Cluster, *httptest.Se
 	}
 	return c, serve(t, n, o)
 }
+
+// scripts starts the server with EnableScriptChecks.
+func scripts(o *dister.Options) { o.EnableScriptChecks = true }
 
 type resp struct {
 	status int

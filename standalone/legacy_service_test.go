@@ -130,7 +130,7 @@ func TestLegacyServiceTypes(t *testing.T) {
 }
 
 func TestLegacyServiceInvalid(t *testing.T) {
-	_, srv := one(t, standalone.Options{MaxBodyBytes: 1 << 20})
+	_, srv := one(t, standalone.Options{MaxBodyBytes: 1 << 20}, scripts)
 	legacy(t, call(t, srv, "POST", "/service", `[{"name":"keep","type":"ftp","node":[{"a":1}]}]`), legacyOK)
 	// v1.5's message, then what is wrong (": ..."), which names the field.
 	cfg := func(name, typ string, i int) string {
@@ -193,7 +193,8 @@ func TestLegacyServiceInvalid(t *testing.T) {
 		t.Fatalf("priorities: %+v", s)
 	}
 
-	// Once script checks are on, a custom node is accepted.
+	// Once script checks are on (and the server runs them), a custom node
+	// is accepted.
 	expect(t, call(t, srv, "PUT", "/v1/settings", `{"script_checks":true}`), 200, "")
 	legacy(t, call(t, srv, "POST", "/service", `[{"name":"c","type":"custom","node":[{"script":"echo 1"}]}]`), legacyOK)
 

@@ -308,9 +308,21 @@ func TestSettingsREST(t *testing.T) {
 	expect(t, r, 200, "")
 	jsonEqual(t, r.body, `{"script_checks":true}`)
 	jsonEqual(t, call(t, srv, "GET", "/v1/settings", nil).body, `{"script_checks":true}`)
-	expect(t, call(t, srv, "PUT", "/v1/services/job/instances/a", script), 200, "")
+	// The setting alone does not let REST clients run commands: the
+	// leader was not started with --enable-script-checks.
+	r = call(t, srv, "PUT", "/v1/services/job/instances/a", script)
+	expect(t, r, 400, "invalid")
+	if !strings.Contains(string(r.body), "script checks are not enabled on the leader") {
+		t.Fatalf("refusal %s does not say why", r.body)
+	}
 	jsonEqual(t, call(t, srv, "PUT", "/v1/settings", `{"script_checks":false}`).body, `{"script_checks":false}`)
 	jsonEqual(t, call(t, srv, "GET", "/v1/settings", nil).body, `{"script_checks":false}`)
+
+	// A server started with the flag runs them once the setting is on.
+	_, srv = one(t, standalone.Options{}, scripts)
+	expect(t, call(t, srv, "PUT", "/v1/services/job/instances/a", script), 400, "invalid")
+	expect(t, call(t, srv, "PUT", "/v1/settings", `{"script_checks":true}`), 200, "")
+	expect(t, call(t, srv, "PUT", "/v1/services/job/instances/a", script), 200, "")
 }
 
 func TestServiceWatchSSE(t *testing.T) {

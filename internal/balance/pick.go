@@ -30,13 +30,14 @@ func (s *Set[T]) Pick(rnd uint64) (T, bool) {
 }
 
 // RoundRobin returns the eligible members in turn, ignoring priority. The
-// counter lives in the Set, so a rebuilt Set starts the rotation afresh.
+// position is the Set's Counter, shared with the Sets rebuilt after it
+// (NewShared), so a change of the set does not restart the rotation.
 func (s *Set[T]) RoundRobin() (T, bool) {
 	n := uint64(len(s.values))
 	if n == 0 {
 		var zero T
 		return zero, false
 	}
-	i := (s.rr.Add(1) - 1) % n
+	i := (s.rr.n.Add(1) - 1) % n
 	return s.values[i], true
 }

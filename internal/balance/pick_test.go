@@ -146,3 +146,28 @@ func strategies(s *Set[string]) []func() (string, bool) {
 		func() (string, bool) { return s.HashKey("k") },
 	}
 }
+
+// TestRoundRobinFairAcrossRebuilds: a service layer rebuilds the Set on
+// every change; sharing one counter across the rebuilds keeps the rotation
+// going. Before, each rebuilt Set started at the first member: with a
+// change between picks, one member got every pick.
+func TestRoundRobinFairAcrossRebuilds(t *testing.T) {
+	var rr Counter
+	counts := map[string]int{}
+	for range 100 {
+		s := NewShared(&rr, members(10)...)
+		v, ok := s.RoundRobin()
+		if !ok {
+			t.Fatal("no member")
+		}
+		counts[v]++
+	}
+	for id, n := range counts {
+		if n != 10 {
+			t.Fatalf("%s got %d of 100 picks across rebuilds, want 10 each (%v)", id, n, counts)
+		}
+	}
+	if len(counts) != 10 {
+		t.Fatalf("%d members picked, want 10: %v", len(counts), counts)
+	}
+}

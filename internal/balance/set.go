@@ -53,14 +53,22 @@ type Set[T any] struct {
 	values []T      // eligible members, sorted by ID so builds are order-independent
 	ids    []string // parallel to values
 	cum    []uint64 // cumulative weights, parallel to values; cum[len-1] is the total
-	rr     atomic.Uint64
+	rr     *Counter
 	ring   ring // partition → index into values
 }
+
+// Counter is a round-robin position that Sets built one after another
+// share (NewShared), so the rotation goes on across rebuilds instead of
+// restarting at the first member each time the instance set changes.
+type Counter struct{ n atomic.Uint64 }
 
 // New builds a Set. Members with a duplicate ID are dropped except the last
 // one, matching "register replaces" in the service layer. New never fails:
 // with no usable member the Set is empty and every pick reports ok=false.
-func New[T any](members ...Member[T]) *Set[T] {
+func New[T any](members ...Member[T]) *Set[T] { return NewShared(new(Counter), members...) }
+
+// NewShared is New with a round-robin position shared with other Sets.
+func NewShared[T any](rr *Counter, members ...Member[T]) *Set[T] {
 	last := make(map[string]int, len(members))
 	for i, m := range members {
 		last[m.ID] = i
@@ -71,7 +79,7 @@ func New[T any](members ...Member[T]) *Set[T] {
 			best = m.Tier
 		}
 	}
-	s := &Set[T]{}
+	s := &Set[T]{rr: rr}
 	if best == Unusable {
 		return s
 	}

@@ -74,6 +74,20 @@ type renewal struct {
 	id    int64
 }
 
+// KeepAliveBatch renews leases of one group. For now one keepalive per
+// lease (the servers' keepalive.batch op is not used yet).
+func (e *Engine) KeepAliveBatch(ctx context.Context, group string, ids []int64) ([]core.KeepAliveResult, error) {
+	out := make([]core.KeepAliveResult, len(ids))
+	for i, id := range ids {
+		ttl, err := e.KeepAlive(ctx, group, id)
+		if err != nil && !errors.Is(err, errs.LeaseNotFound) {
+			return nil, err
+		}
+		out[i] = core.KeepAliveResult{TTL: ttl, Err: err}
+	}
+	return out, nil
+}
+
 // AutoRenew keeps a lease alive from this client until StopRenew or Close.
 func (e *Engine) AutoRenew(group string, id int64, ttl time.Duration) {
 	e.renewMu.Lock()

@@ -21,9 +21,9 @@ func (e *Engine) serviceCall(ctx context.Context, group, op string, in, out any)
 		func(addr string) error { return e.peers.Call(ctx, addr, op, in, out) })
 }
 
-// Register stores r; a ttl instance's lease is renewed by this client when
-// autoRenew.
-func (e *Engine) Register(ctx context.Context, group string, r *svc.Record, autoRenew bool) error {
+// Register stores r; a ttl instance's new lease is in r.Lease, renewed by
+// the root package's keeper.
+func (e *Engine) Register(ctx context.Context, group string, r *svc.Record) error {
 	group = groupName(group)
 	b, err := r.Encode()
 	if err != nil {
@@ -39,9 +39,6 @@ func (e *Engine) Register(ctx context.Context, group string, r *svc.Record, auto
 		return fmt.Errorf("registered record: %w", err)
 	}
 	*r = *stored
-	if autoRenew && r.Lease != 0 {
-		e.AutoRenew(group, r.Lease, r.Check.TTL)
-	}
 	return nil
 }
 

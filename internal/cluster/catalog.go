@@ -27,7 +27,17 @@ const (
 	// removal.go): the second one's write fails and it checks again.
 	keyRemovals = "meta/removals"
 	keySettings = "setting/cluster" // -> Settings JSON
+	flagsPrefix = "flags/"          // + %020d id -> serverFlags JSON
 )
+
+// serverFlags are a server's own settings that other servers must know:
+// each server records its own at start.
+type serverFlags struct {
+	// ScriptChecks: started with EnableScriptChecks, so it runs script
+	// and custom checks of the groups it leads (if the cluster setting
+	// allows them too).
+	ScriptChecks bool `json:"script_checks"`
+}
 
 // groupRecord is one group's catalog entry. Members are the voters of the
 // system shard when the group was created: those servers bootstrap the
@@ -45,6 +55,7 @@ type catalog struct {
 	leaving  map[uint64]Peer // removals under way
 	removed  map[uint64]Peer // removed servers with their last addresses (zero if unknown)
 	settings Settings
+	flags    map[uint64]serverFlags
 	// nextShardRev is the mod revision of the group counter: it changes
 	// with every group created.
 	nextShardRev int64
@@ -55,6 +66,7 @@ type catalog struct {
 func serverKey(id uint64) string  { return fmt.Sprintf("%s%020d", serverPrefix, id) }
 func leavingKey(id uint64) string { return fmt.Sprintf("%s%020d", leavingPrefix, id) }
 func removedKey(id uint64) string { return fmt.Sprintf("%s%020d", removedPrefix, id) }
+func flagsKey(id uint64) string   { return fmt.Sprintf("%s%020d", flagsPrefix, id) }
 
 var groupName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$`)
 
@@ -79,6 +91,7 @@ func (e *Engine) readCatalog(ctx context.Context, c Consistency) (*catalog, erro
 		servers:  map[uint64]Peer{},
 		leaving:  map[uint64]Peer{},
 		removed:  map[uint64]Peer{},
+		flags:    map[uint64]serverFlags{},
 	}
 	for _, kv := range lr.KVs {
 		switch {
@@ -109,6 +122,11 @@ func (e *Engine) readCatalog(ctx context.Context, c Consistency) (*catalog, erro
 			var p Peer
 			_ = json.Unmarshal(kv.Value, &p) // "" in catalogs written before removal steps
 			cat.removed[id] = p
+		case strings.HasPrefix(kv.Key, flagsPrefix):
+			id, _ := strconv.ParseUint(strings.TrimPrefix(kv.Key, flagsPrefix), 10, 64)
+			var f serverFlags
+			_ = json.Unmarshal(kv.Value, &f) // unreadable = no flags
+			cat.flags[id] = f
 		case kv.Key == keyNextShard:
 			cat.nextShardRev = kv.ModRevision
 		case kv.Key == keyRemovals:

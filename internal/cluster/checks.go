@@ -40,7 +40,7 @@ func (e *Engine) SetSettings(ctx context.Context, s Settings) error {
 	_, err = e.txn(ctx, SystemShard, &fsm.Txn{Then: []fsm.Op{{Type: fsm.OpPut, Key: keySettings, Value: val}}})
 	if err == nil {
 		// Apply locally now rather than at the next pass.
-		e.prober.SetAllowScript(s.ScriptChecks)
+		e.prober.SetAllowScript(s.ScriptChecks && e.cfg.EnableScriptChecks)
 	}
 	return err
 }
@@ -96,8 +96,9 @@ func (e *Engine) checkLoop() {
 			ctx, cancel := context.WithCancel(e.life)
 			r := running{cancel: cancel, done: make(chan struct{})}
 			checkers[sid] = r
-			c := svc.NewChecker(svc.CheckerConfig{Store: newGroupStore(e, sid), Prober: e.prober,
-				Logger: e.log.With("shard", sid), Damping: e.cfg.CheckDamping})
+			c := svc.NewChecker(svc.CheckerConfig{Store: newGroupStore(e, sid), Prober: e.prober.Lane(),
+				Logger: e.log.With("shard", sid), Damping: e.cfg.CheckDamping,
+				NotRun: func() { e.notRun.Add(1) }})
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -107,3 +108,7 @@ func (e *Engine) checkLoop() {
 		}
 	}
 }
+
+// ProbesNotRun counts the probes of this server's checkers that could not
+// run (script checks not enabled here, no free probe slot in time).
+func (e *Engine) ProbesNotRun() uint64 { return e.notRun.Load() }

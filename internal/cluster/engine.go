@@ -59,6 +59,13 @@ type Config struct {
 	// CheckDamping is how many consecutive health-check results must agree
 	// before an instance's status changes; 0 = health.DefaultDamping (2).
 	CheckDamping int
+	// EnableScriptChecks lets this server run script and custom checks of
+	// the groups it leads, when the cluster setting allows them too.
+	EnableScriptChecks bool
+	// CheckOutputBody: failing http checks show their response body.
+	CheckOutputBody bool
+	// CheckTargets: what checks may connect to (health.ParseTargets).
+	CheckTargets []string
 	// ReconcileInterval is the period of the catalog/membership pass that
 	// also runs on every catalog change; 0 = 1s.
 	ReconcileInterval time.Duration
@@ -88,13 +95,13 @@ type Engine struct {
 	mu       sync.Mutex
 	groups   map[string]groupRecord // catalog as last applied locally
 	servers  map[uint64]Peer        // likewise
+	flags    map[uint64]serverFlags // likewise
 	recorded bool                   // the catalog has this server's addresses
 	lessors  map[uint64]*lessor     // groups this server leads
-	renewals map[renewal]time.Duration
-	settled  chan struct{} // closed and replaced after each reconcile pass
-	removed  bool          // this server was removed from the cluster
-	left     bool          // ...and has stopped its group replicas
-	shardsMu sync.Mutex    // serializes starting group shards with leave
+	settled  chan struct{}          // closed and replaced after each reconcile pass
+	removed  bool                   // this server was removed from the cluster
+	left     bool                   // ...and has stopped its group replicas
+	shardsMu sync.Mutex             // serializes starting group shards with leave
 
 	wake chan struct{}   // buffered(1): asks the reconciler for a pass
 	life context.Context // ends at Close; bounds the engine's own goroutines
@@ -107,14 +114,17 @@ type Engine struct {
 	watchMu  sync.Mutex // orders starting watch goroutines against Close
 	// hubHook, when set (tests only), runs before each hub advance.
 	hubHook atomic.Pointer[func(shardID uint64)]
+	// checkWriteHook, when set (tests only), runs before each write of a
+	// checker (a status update or a removal) with the instance key.
+	checkWriteHook atomic.Pointer[func(key string)]
 
 	leaseWake chan struct{} // buffered(1)
 	leaseDone chan struct{}
-	renewDone chan struct{}
 	checkDone chan struct{}
 	// restoreDone: closed when compactRestored (restore.go) ends.
 	restoreDone chan struct{}
 	prober      *health.Prober // shared by the checkers of every group led here
+	notRun      atomic.Uint64  // probes of this server's checkers that could not run
 	// reconciling: the reconcile loop runs (Open got that far); set before
 	// Open returns, read by Close.
 	reconciling bool
@@ -138,6 +148,10 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	prober, err := newProber(cfg)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.ReconcileInterval == 0 {
 		cfg.ReconcileInterval = time.Second
 	}
@@ -158,13 +172,11 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		groups:      map[string]groupRecord{},
 		servers:     map[uint64]Peer{},
 		lessors:     map[uint64]*lessor{},
-		renewals:    map[renewal]time.Duration{},
 		leaseWake:   make(chan struct{}, 1),
 		leaseDone:   make(chan struct{}),
-		renewDone:   make(chan struct{}),
 		checkDone:   make(chan struct{}),
 		restoreDone: make(chan struct{}),
-		prober:      newProber(),
+		prober:      prober,
 		settled:     make(chan struct{}),
 		wake:        make(chan struct{}, 1),
 		done:        make(chan struct{}),
@@ -231,7 +243,6 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	e.reconciling = true
 	go e.reconcileLoop(e.life)
 	go e.leaseLoop()
-	go e.renewLoop()
 	go e.checkLoop()
 	go e.compactRestored()
 	ok = true
@@ -350,7 +361,6 @@ func (e *Engine) Close() error {
 		if e.reconciling {
 			<-e.done
 			<-e.leaseDone
-			<-e.renewDone
 			<-e.checkDone
 			<-e.restoreDone
 		}

@@ -7,6 +7,7 @@ import (
 	"sort"
 
 	"github.com/dister/dister/internal/fsm"
+	"github.com/dister/dister/internal/svc"
 )
 
 // These report engine internals that the public API does not show, for the
@@ -82,6 +83,26 @@ func (e *Engine) step(ctx context.Context, step string, id uint64) error {
 		return (*h)(ctx, step, id)
 	}
 	return nil
+}
+
+// SetCheckWriteHook installs (or, with nil, removes) a hook that runs
+// before every write of this server's checkers, with the instance key; a
+// test blocks in it to make the write race a registration.
+func (e *Engine) SetCheckWriteHook(h func(key string)) {
+	if h == nil {
+		e.checkWriteHook.Store(nil)
+		return
+	}
+	e.checkWriteHook.Store(&h)
+}
+
+// CheckerStore is the store a checker of group uses on this server.
+func (e *Engine) CheckerStore(ctx context.Context, group string) (svc.Store, error) {
+	sid, err := e.resolve(ctx, group)
+	if err != nil {
+		return nil, err
+	}
+	return newGroupStore(e, sid), nil
 }
 
 // StoredLeases maps each lease of group's local replica to its TTL and

@@ -37,7 +37,6 @@ import (
 
 const (
 	leaseTick         = 100 * time.Millisecond
-	renewTick         = 200 * time.Millisecond
 	defaultCheckpoint = 5 * time.Minute
 )
 
@@ -116,22 +115,36 @@ func (e *Engine) Lease(ctx context.Context, group string, id int64) (LeaseDetail
 // KeepAlive renews a lease at its group's leader, wherever that is, and
 // returns its TTL.
 func (e *Engine) KeepAlive(ctx context.Context, group string, id int64) (time.Duration, error) {
-	sid, err := e.resolve(ctx, group)
+	rs, err := e.KeepAliveBatch(ctx, group, []int64{id})
 	if err != nil {
 		return 0, err
+	}
+	return rs[0].TTL, rs[0].Err
+}
+
+// KeepAliveBatch renews leases of one group at its leader, wherever that
+// is: one RPC (none when this server leads) and one leadership
+// confirmation for the whole batch.
+func (e *Engine) KeepAliveBatch(ctx context.Context, group string, ids []int64) ([]core.KeepAliveResult, error) {
+	if len(ids) > core.MaxKeepAliveBatch {
+		return nil, fmt.Errorf("%d leases in one keepalive batch, more than %d: %w", len(ids), core.MaxKeepAliveBatch, errs.TooLarge)
+	}
+	sid, err := e.resolve(ctx, group)
+	if err != nil {
+		return nil, err
 	}
 	backoff := 5 * time.Millisecond
 	for {
 		if e.closed.Load() {
-			return 0, errs.Closed
+			return nil, errs.Closed
 		}
 		if err := e.host.WaitLeader(ctx, sid); err != nil {
-			return 0, err
+			return nil, err
 		}
-		var ttl time.Duration
+		var rs []core.KeepAliveResult
 		leader, _ := e.host.Leader(sid)
 		if leader == e.cfg.NodeID {
-			ttl, err = e.renew(ctx, sid, id)
+			rs, err = e.renewBatch(ctx, sid, ids)
 		} else {
 			e.mu.Lock()
 			p, known := e.servers[leader]
@@ -139,19 +152,31 @@ func (e *Engine) KeepAlive(ctx context.Context, group string, id int64) (time.Du
 			if !known {
 				err = fmt.Errorf("leader %d has no known peer address: %w", leader, errs.NoQuorum)
 			} else {
-				var r peer.KeepAliveResponse
-				r, err = e.peers.KeepAlive(ctx, p.PeerAddr, peer.KeepAliveRequest{Shard: sid, Lease: id})
-				ttl = time.Duration(r.TTLMillis) * time.Millisecond
+				var r peer.KeepAliveBatchResponse
+				r, err = e.peers.KeepAlives(ctx, p.PeerAddr, peer.KeepAliveBatchRequest{Shard: sid, Leases: ids})
+				if err == nil && len(r.TTLMillis) != len(ids) {
+					err = fmt.Errorf("keepalive batch: %d answers for %d leases: %w", len(r.TTLMillis), len(ids), errs.NoQuorum)
+				}
+				if err == nil {
+					rs = make([]core.KeepAliveResult, len(ids))
+					for i, ms := range r.TTLMillis {
+						if ms == 0 {
+							rs[i].Err = fmt.Errorf("lease %d: %w", ids[i], errs.LeaseNotFound)
+						} else {
+							rs[i].TTL = time.Duration(ms) * time.Millisecond
+						}
+					}
+				}
 			}
 		}
 		// Only "not the leader (any more)" and an unreachable leader are
 		// worth another try: the leader may be changing.
 		if err == nil || !(errors.Is(err, errs.NoQuorum) || errors.Is(err, peer.ErrUnreachable)) {
-			return ttl, err
+			return rs, err
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctxError(ctx.Err(), err)
+			return nil, ctxError(ctx.Err(), err)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 200*time.Millisecond)
@@ -162,62 +187,77 @@ func ctxError(ctxErr, last error) error {
 	return fmt.Errorf("%w (last try: %v): %w", ctxErr, last, errs.NoQuorum)
 }
 
-// renew restarts a lease's countdown on this server, which must lead sid,
-// and returns its TTL.
-func (e *Engine) renew(ctx context.Context, sid uint64, id int64) (time.Duration, error) {
+// renewBatch restarts the countdown of leases on this server, which must
+// lead sid, and returns their TTLs: one ReadIndex round for the batch, and
+// one Raft write clearing the checkpoints some of them hold.
+func (e *Engine) renewBatch(ctx context.Context, sid uint64, ids []int64) ([]core.KeepAliveResult, error) {
 	if leader, _ := e.host.Leader(sid); leader != e.cfg.NodeID {
-		return 0, fmt.Errorf("server %d does not lead shard %d: %w", e.cfg.NodeID, sid, errs.NoQuorum)
+		return nil, fmt.Errorf("server %d does not lead shard %d: %w", e.cfg.NodeID, sid, errs.NoQuorum)
 	}
 	l := e.lessor(sid)
 	epoch := l.currentEpoch()
 	if epoch == 0 {
 		e.kickLessor()
-		return 0, fmt.Errorf("the lessor of shard %d on server %d is starting: %w", sid, e.cfg.NodeID, errs.NoQuorum)
+		return nil, fmt.Errorf("the lessor of shard %d on server %d is starting: %w", sid, e.cfg.NodeID, errs.NoQuorum)
 	}
 	// Still the leader, and still the current lessor? A ReadIndex round
 	// confirms the first and brings the local replica up to date for the
 	// second (and for a grant this lessor has not loaded yet).
 	v, err := e.host.Read(ctx, sid, fsm.EpochQuery{})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	if cur := v.(uint64); cur != epoch {
 		e.dropLessor(sid, l)
-		return 0, fmt.Errorf("lessor epoch %d of server %d was superseded by %d: %w", epoch, e.cfg.NodeID, cur, errs.NoQuorum)
+		return nil, fmt.Errorf("lessor epoch %d of server %d was superseded by %d: %w", epoch, e.cfg.NodeID, cur, errs.NoQuorum)
 	}
 	e.refresh(sid, l)
+	out := make([]core.KeepAliveResult, len(ids))
+	var held []int64
+	now := time.Now()
 	l.mu.Lock()
-	ttl, ok := l.ttl[id]
-	expiring := l.expiring[id]
-	if ok && !expiring {
-		l.deadline[id] = time.Now().Add(ttl)
-	}
-	held := l.held[id]
-	l.mu.Unlock()
-	if !ok || expiring {
-		return 0, fmt.Errorf("lease %d: %w", id, errs.LeaseNotFound)
-	}
-	if held {
-		if err := e.clearCheckpoint(ctx, sid, l, id); err != nil {
-			return 0, err
+	for i, id := range ids {
+		ttl, ok := l.ttl[id]
+		if !ok || l.expiring[id] {
+			out[i].Err = fmt.Errorf("lease %d: %w", id, errs.LeaseNotFound)
+			continue
+		}
+		l.deadline[id] = now.Add(ttl)
+		out[i].TTL = ttl
+		if l.held[id] {
+			held = append(held, id)
 		}
 	}
-	return ttl, nil
+	l.mu.Unlock()
+	for len(held) > 0 {
+		batch := held[:min(len(held), fsm.MaxLeaseBatch)]
+		held = held[len(batch):]
+		if err := e.clearCheckpoints(ctx, sid, l, batch); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
-// clearCheckpoint removes lease id's checkpoint (one Raft write), so that a
-// new leader starts the renewed lease at its full TTL.
-func (e *Engine) clearCheckpoint(ctx context.Context, sid uint64, l *lessor, id int64) error {
+// clearCheckpoints removes the checkpoints of leases ids (one Raft
+// write), so that a new leader starts the renewed leases at their full TTL.
+func (e *Engine) clearCheckpoints(ctx context.Context, sid uint64, l *lessor, ids []int64) error {
 	l.cpMu.Lock()
 	defer l.cpMu.Unlock()
+	var cps []fsm.LeaseRemaining
 	l.mu.Lock()
-	held, epoch := l.held[id], l.epoch
+	for _, id := range ids {
+		if l.held[id] {
+			cps = append(cps, fsm.LeaseRemaining{ID: id})
+		}
+	}
+	epoch := l.epoch
 	l.mu.Unlock()
-	if !held {
+	if len(cps) == 0 {
 		return nil
 	}
 	_, err := e.proposeLease(ctx, sid, &fsm.Command{Kind: fsm.KindLeaseCheckpoint,
-		Checkpoint: &fsm.LeaseCheckpoint{Epoch: epoch, Checkpoints: []fsm.LeaseRemaining{{ID: id}}}})
+		Checkpoint: &fsm.LeaseCheckpoint{Epoch: epoch, Checkpoints: cps}})
 	if err != nil {
 		if deposed(err) {
 			e.dropLessor(sid, l)
@@ -225,7 +265,9 @@ func (e *Engine) clearCheckpoint(ctx context.Context, sid uint64, l *lessor, id 
 		return err
 	}
 	l.mu.Lock()
-	delete(l.held, id)
+	for _, cp := range cps {
+		delete(l.held, cp.ID)
+	}
 	l.mu.Unlock()
 	return nil
 }
@@ -456,62 +498,5 @@ func (e *Engine) checkpoint(sid uint64, l *lessor) {
 			}
 		}
 		l.mu.Unlock()
-	}
-}
-
-// renewal is a lease this server keeps alive for its own process.
-type renewal struct {
-	group string
-	id    int64
-}
-
-// AutoRenew keeps a lease alive from this server until StopRenew or Close.
-func (e *Engine) AutoRenew(group string, id int64, ttl time.Duration) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.renewals[renewal{group, id}] = ttl
-}
-
-// StopRenew ends AutoRenew for a lease.
-func (e *Engine) StopRenew(group string, id int64) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	delete(e.renewals, renewal{group, id})
-}
-
-// renewLoop sends the keepalives of AutoRenew leases every third of their TTL.
-func (e *Engine) renewLoop() {
-	defer close(e.renewDone)
-	next := map[renewal]time.Time{}
-	t := time.NewTicker(renewTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-e.life.Done():
-			return
-		case <-t.C:
-		}
-		e.mu.Lock()
-		due := map[renewal]time.Duration{}
-		now := time.Now()
-		for r, ttl := range e.renewals {
-			if at, ok := next[r]; !ok || now.After(at) {
-				due[r] = ttl
-			}
-		}
-		e.mu.Unlock()
-		for r, ttl := range due {
-			ctx, cancel := context.WithTimeout(e.life, ttl/3)
-			_, err := e.KeepAlive(ctx, r.group, r.id)
-			cancel()
-			switch {
-			case err == nil:
-				next[r] = time.Now().Add(ttl / 3)
-			case errors.Is(err, errs.LeaseNotFound), errors.Is(err, errs.GroupNotFound):
-				e.StopRenew(r.group, r.id)
-				delete(next, r)
-			default: // try again at the next tick
-			}
-		}
 	}
 }

@@ -191,11 +191,32 @@ func (h *peerHandler) KeepAlive(ctx context.Context, req peer.KeepAliveRequest) 
 	e := (*Engine)(h)
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	ttl, err := e.renew(ctx, req.Shard, req.Lease)
+	rs, err := e.renewBatch(ctx, req.Shard, []int64{req.Lease})
 	if err != nil {
 		return peer.KeepAliveResponse{}, err
 	}
-	return peer.KeepAliveResponse{TTLMillis: ttl.Milliseconds()}, nil
+	return peer.KeepAliveResponse{TTLMillis: rs[0].TTL.Milliseconds()}, rs[0].Err
+}
+
+func (h *peerHandler) KeepAlives(ctx context.Context, req peer.KeepAliveBatchRequest) (peer.KeepAliveBatchResponse, error) {
+	e := (*Engine)(h)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	rs, err := e.renewBatch(ctx, req.Shard, req.Leases)
+	if err != nil {
+		return peer.KeepAliveBatchResponse{}, err
+	}
+	return batchResponse(rs), nil
+}
+
+func batchResponse(rs []core.KeepAliveResult) peer.KeepAliveBatchResponse {
+	out := peer.KeepAliveBatchResponse{TTLMillis: make([]int64, len(rs))}
+	for i, r := range rs {
+		if r.Err == nil {
+			out.TTLMillis[i] = max(r.TTL.Milliseconds(), 1)
+		}
+	}
+	return out
 }
 
 func (h *peerHandler) Status(ctx context.Context) (peer.Status, error) {

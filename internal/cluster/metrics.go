@@ -38,7 +38,11 @@ func newMetrics(e *Engine, reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"group"}),
 	}
 	m.reg = reg
-	for _, c := range []prometheus.Collector{m.proposals, m.proposalTime, m.leaderChanges, (*stateCollector)(e)} {
+	notRun := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "dister_probes_not_run_total",
+		Help: "Health-check probes this server's checkers could not run (script checks not enabled here, no free probe slot in time); the status stayed as it was.",
+	}, func() float64 { return float64(e.notRun.Load()) })
+	for _, c := range []prometheus.Collector{m.proposals, m.proposalTime, m.leaderChanges, notRun, (*stateCollector)(e)} {
 		if err := reg.Register(c); err != nil {
 			m.unregister()
 			var dup prometheus.AlreadyRegisteredError

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
 	"github.com/dister/dister/internal/peer"
@@ -226,6 +227,19 @@ func (h *peerHandler) Call(ctx context.Context, op string, body []byte) (any, er
 		}
 		ttl, err := e.KeepAlive(ctx, req.Group, req.Lease)
 		return peer.KeepAliveResponse{TTLMillis: ttl.Milliseconds()}, err
+	case peer.OpKeepAlives:
+		var req peer.KeepAliveBatchRequest
+		if err := decode(&req); err != nil {
+			return nil, err
+		}
+		if len(req.Leases) > core.MaxKeepAliveBatch {
+			return nil, fmt.Errorf("%d leases in one keepalive batch, more than %d: %w", len(req.Leases), core.MaxKeepAliveBatch, errs.TooLarge)
+		}
+		if req.Group == "" {
+			return h.KeepAlives(ctx, req)
+		}
+		rs, err := e.KeepAliveBatch(ctx, req.Group, req.Leases)
+		return batchResponse(rs), err
 	case peer.OpTopology:
 		return e.topology(), nil
 	case peer.OpProgress:
@@ -309,7 +323,7 @@ func (h *peerHandler) serviceCall(ctx context.Context, op string, decode func(an
 			return nil, fmt.Errorf("instance record: %w", err)
 		}
 		// The caller keeps a ttl instance's lease alive itself.
-		if err := e.Register(ctx, req.Group, r, false); err != nil {
+		if err := e.Register(ctx, req.Group, r); err != nil {
 			return nil, err
 		}
 		// Answer the record as stored: it carries the lease the caller

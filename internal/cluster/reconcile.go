@@ -198,12 +198,13 @@ func (r *reconciler) removeLeftovers(e *Engine, cat *catalog) {
 	}
 }
 
-// recordSelf writes this server's addresses into the catalog when they are
-// missing or stale (first start of an initial member, or a new PeerAddr).
+// recordSelf writes this server's addresses and flags into the catalog when
+// they are missing or stale (first start of an initial member, a new
+// PeerAddr, a restart with other flags).
 func (r *reconciler) recordSelf(ctx context.Context, e *Engine, cat *catalog) {
 	self := e.cfg.NodeID
 	want := Peer{RaftAddr: e.cfg.RaftAddr, PeerAddr: e.cfg.PeerAddr}
-	if cat.servers[self] == want {
+	if e.recordedIn(cat) {
 		r.recorded = true
 		return
 	}
@@ -213,9 +214,11 @@ func (r *reconciler) recordSelf(ctx context.Context, e *Engine, cat *catalog) {
 	wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	val, _ := json.Marshal(want)
+	flags, _ := json.Marshal(e.ownFlags())
 	_, err := e.txn(wctx, SystemShard, &fsm.Txn{
 		Compares: []fsm.Compare{{Key: removedKey(self), Target: fsm.TargetCreateRevision, Op: fsm.OpEqual, Int: 0}},
-		Then:     []fsm.Op{{Type: fsm.OpPut, Key: serverKey(self), Value: val}},
+		Then: []fsm.Op{{Type: fsm.OpPut, Key: serverKey(self), Value: val},
+			{Type: fsm.OpPut, Key: flagsKey(self), Value: flags}},
 	})
 	if err != nil && ctx.Err() == nil {
 		e.log.Debug("reconcile: record own addresses", "err", err)
@@ -342,8 +345,21 @@ func (e *Engine) settle(cat *catalog) {
 	defer e.mu.Unlock()
 	e.groups = cat.groups
 	e.servers = cat.servers
-	e.prober.SetAllowScript(cat.settings.ScriptChecks)
-	e.recorded = cat.servers[e.cfg.NodeID] == Peer{RaftAddr: e.cfg.RaftAddr, PeerAddr: e.cfg.PeerAddr}
+	e.flags = cat.flags
+	e.prober.SetAllowScript(cat.settings.ScriptChecks && e.cfg.EnableScriptChecks)
+	e.recorded = e.recordedIn(cat)
 	close(e.settled)
 	e.settled = make(chan struct{})
+}
+
+// ownFlags are this server's flags as the catalog should record them.
+func (e *Engine) ownFlags() serverFlags {
+	return serverFlags{ScriptChecks: e.cfg.EnableScriptChecks}
+}
+
+// recordedIn tells whether cat has this server's addresses and flags.
+func (e *Engine) recordedIn(cat *catalog) bool {
+	f, ok := cat.flags[e.cfg.NodeID]
+	return cat.servers[e.cfg.NodeID] == Peer{RaftAddr: e.cfg.RaftAddr, PeerAddr: e.cfg.PeerAddr} &&
+		ok && f == e.ownFlags()
 }

@@ -38,18 +38,39 @@ func casBackoff(ctx context.Context, attempt int) error {
 	}
 }
 
-// ServiceEnv is what validating an instance needs to know about the
-// cluster, as this server knows it. The script setting is read
-// linearizably, and only when scripts asks for it.
-func (e *Engine) ServiceEnv(ctx context.Context, script bool) (svc.Env, error) {
+// ServiceEnv is what validating an instance of group needs to know about
+// the cluster, as this server knows it. With script (the instance has a
+// script or custom check) it also tells whether such a check may be
+// registered: the cluster setting, read linearizably, must be on, and the
+// group's current leader must have been started with EnableScriptChecks
+// (the catalog records each server's flag). A refusal is ErrInvalid.
+func (e *Engine) ServiceEnv(ctx context.Context, group string, script bool) (svc.Env, error) {
 	env := svc.Env{AllLoopback: e.allLoopback()}
-	if script {
-		s, err := e.Settings(ctx)
-		if err != nil {
-			return env, err
-		}
-		env.AllowScript = s.ScriptChecks
+	if !script {
+		return env, nil
 	}
+	s, err := e.Settings(ctx)
+	if err != nil {
+		return env, err
+	}
+	if !s.ScriptChecks {
+		return env, fmt.Errorf("script and custom checks run commands on the leader and are disabled by the cluster setting (script_checks): %w", errs.Invalid)
+	}
+	sid, err := e.resolve(ctx, group)
+	if err != nil {
+		return env, err
+	}
+	if err := e.host.WaitLeader(ctx, sid); err != nil {
+		return env, err
+	}
+	leader, _ := e.host.Leader(sid)
+	e.mu.Lock()
+	on := e.flags[leader].ScriptChecks
+	e.mu.Unlock()
+	if !on {
+		return env, fmt.Errorf("script checks are not enabled on the leader (server %d was not started with --enable-script-checks): %w", leader, errs.Invalid)
+	}
+	env.AllowScript = true
 	return env, nil
 }
 
@@ -71,12 +92,12 @@ func (e *Engine) allLoopback() bool {
 
 // Register validates r and stores it, replacing the instance with its id.
 // A replacement with the same check keeps the status already known. A ttl
-// instance gets a fresh lease (renewed by this server when autoRenew) with
-// its heartbeat key attached; the lease of the instance it replaced is
+// instance gets a fresh lease (r.Lease; the caller renews it) with its
+// heartbeat key attached; the lease of the instance it replaced is
 // revoked.
-func (e *Engine) Register(ctx context.Context, group string, r *svc.Record, autoRenew bool) error {
+func (e *Engine) Register(ctx context.Context, group string, r *svc.Record) error {
 	svc.Normalize(r)
-	env, err := e.ServiceEnv(ctx, r.Check.Probe().IsScript())
+	env, err := e.ServiceEnv(ctx, group, r.Check.Probe().IsScript())
 	if err != nil {
 		return err
 	}
@@ -87,9 +108,6 @@ func (e *Engine) Register(ctx context.Context, group string, r *svc.Record, auto
 	if r.Check.Type == svc.TypeTTL {
 		if lease, err = e.GrantLease(ctx, group, r.Check.TTL); err != nil {
 			return err
-		}
-		if autoRenew {
-			e.AutoRenew(group, lease, r.Check.TTL)
 		}
 	}
 	old, err := e.register(ctx, group, r, lease)
@@ -157,10 +175,9 @@ func (e *Engine) register(ctx context.Context, group string, r *svc.Record, leas
 	return nil, fmt.Errorf("instance changed %d times while being registered: %w", maxRegisterRetries, errs.Conflict)
 }
 
-// dropLease stops renewing a lease and revokes it, best effort: a lease
-// left behind expires by itself.
+// dropLease revokes a lease, best effort: a lease left behind expires by
+// itself.
 func (e *Engine) dropLease(group string, id int64) {
-	e.StopRenew(group, id)
 	ctx, cancel := context.WithTimeout(e.life, 5*time.Second)
 	defer cancel()
 	if err := e.RevokeLease(ctx, group, id); err != nil && !errors.Is(err, errs.LeaseNotFound) {
@@ -194,25 +211,24 @@ func (e *Engine) Deregister(ctx context.Context, group, service, id string) (boo
 
 // ReplaceServices replaces, in one write, every instance of each named
 // service with recs (the legacy API's "POST replaces all nodes"). recs are
-// validated first; none may use a ttl check.
+// validated first; none may use a ttl check. An instance registered before
+// with the same address and check keeps its status (a re-POST of an
+// unchanged set is no outage), and when nothing changes at all nothing is
+// written.
 func (e *Engine) ReplaceServices(ctx context.Context, group string, names []string, recs []*svc.Record) error {
 	script := false
 	for _, r := range recs {
 		svc.Normalize(r)
 		script = script || r.Check.Probe().IsScript()
 	}
-	env, err := e.ServiceEnv(ctx, script)
+	env, err := e.ServiceEnv(ctx, group, script)
 	if err != nil {
 		return err
 	}
-	t := &fsm.Txn{}
-	now := time.Now()
 	for _, name := range names {
 		if err := svc.ValidName("service name", name); err != nil {
 			return err
 		}
-		t.Then = append(t.Then, fsm.Op{Type: fsm.OpDeletePrefix, Key: svc.ServicePrefix(name)},
-			fsm.Op{Type: fsm.OpDeletePrefix, Key: svc.HeartbeatsPrefix + name + "/"})
 	}
 	for _, r := range recs {
 		if r.Check.Type == svc.TypeTTL {
@@ -221,30 +237,57 @@ func (e *Engine) ReplaceServices(ctx context.Context, group string, names []stri
 		if err := svc.Validate(r, env); err != nil {
 			return fmt.Errorf("instance %s/%s: %w", r.Service, r.ID, err)
 		}
-		r.InitialStatus(now)
-		r.RegisteredMs = now.UnixMilli()
+	}
+	// What is there now: its statuses carry over, and the ttl instances
+	// being replaced leave leases behind to revoke after.
+	old := map[string]*svc.Record{}
+	var leases []int64
+	for _, name := range names {
+		sts, _, err := e.Instances(ctx, group, name, ReadOpts{Consistency: Linearizable})
+		if err != nil {
+			return err
+		}
+		for _, st := range sts {
+			old[svc.InstanceKey(st.Record.Service, st.Record.ID)] = st.Record
+			if st.Record.Lease != 0 {
+				leases = append(leases, st.Record.Lease)
+			}
+		}
+	}
+	t := &fsm.Txn{}
+	for _, name := range names {
+		t.Then = append(t.Then, fsm.Op{Type: fsm.OpDeletePrefix, Key: svc.ServicePrefix(name)},
+			fsm.Op{Type: fsm.OpDeletePrefix, Key: svc.HeartbeatsPrefix + name + "/"})
+	}
+	now := time.Now()
+	same := len(recs) == len(old)
+	for _, r := range recs {
+		key := svc.InstanceKey(r.Service, r.ID)
+		prev := old[key]
+		if prev != nil && svc.SameCheck(prev, r) && prev.Lease == 0 {
+			r.Status, r.Output, r.LastCheckedMs, r.RegisteredMs = prev.Status, prev.Output, prev.LastCheckedMs, prev.RegisteredMs
+		} else {
+			r.InitialStatus(now)
+			r.RegisteredMs = now.UnixMilli()
+		}
 		value, err := r.Encode()
 		if err != nil {
 			return err
 		}
-		t.Then = append(t.Then, fsm.Op{Type: fsm.OpPut, Key: svc.InstanceKey(r.Service, r.ID), Value: value})
+		if same && prev != nil {
+			pv, err := prev.Encode()
+			same = err == nil && string(pv) == string(value)
+		} else {
+			same = false
+		}
+		t.Then = append(t.Then, fsm.Op{Type: fsm.OpPut, Key: key, Value: value})
 	}
 	if len(t.Then) > fsm.MaxTxnOps {
 		return fmt.Errorf("%d services with %d instances take %d writes, more than %d in one: %w",
 			len(names), len(recs), len(t.Then), fsm.MaxTxnOps, errs.TooLarge)
 	}
-	// ttl instances being replaced leave leases behind: revoke them after.
-	var leases []int64
-	for _, name := range names {
-		old, _, err := e.Instances(ctx, group, name, ReadOpts{})
-		if err != nil {
-			return err
-		}
-		for _, st := range old {
-			if st.Record.Lease != 0 {
-				leases = append(leases, st.Record.Lease)
-			}
-		}
+	if same {
+		return nil
 	}
 	if _, err = e.ReservedTxn(ctx, group, t); err != nil {
 		return err
@@ -392,26 +435,46 @@ func (g *groupStore) Load(ctx context.Context) ([]svc.Stored, map[string]bool, e
 	return out, beats, nil
 }
 
-func (g *groupStore) Update(ctx context.Context, r *svc.Record, modRev int64) error {
+func (g *groupStore) hook(key string) {
+	if h := g.e.checkWriteHook.Load(); h != nil {
+		(*h)(key)
+	}
+}
+
+func (g *groupStore) Update(ctx context.Context, r *svc.Record, modRev int64) (int64, error) {
 	value, err := r.Encode()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	key := svc.InstanceKey(r.Service, r.ID)
-	_, err = g.e.txn(ctx, g.sid, &fsm.Txn{
+	g.hook(key)
+	res, err := g.e.txn(ctx, g.sid, &fsm.Txn{
 		Compares: []fsm.Compare{{Key: key, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: modRev}},
 		Then:     []fsm.Op{{Type: fsm.OpPut, Key: key, Value: value}},
 	})
-	return err
+	if err != nil {
+		return 0, err
+	}
+	if !res.Succeeded {
+		return 0, fmt.Errorf("instance %s/%s is no longer at revision %d: %w", r.Service, r.ID, modRev, errs.Conflict)
+	}
+	return res.Revision, nil
 }
 
 func (g *groupStore) Remove(ctx context.Context, r *svc.Record, modRev int64) error {
 	key := svc.InstanceKey(r.Service, r.ID)
-	_, err := g.e.txn(ctx, g.sid, &fsm.Txn{
+	g.hook(key)
+	res, err := g.e.txn(ctx, g.sid, &fsm.Txn{
 		Compares: []fsm.Compare{{Key: key, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: modRev}},
 		Then:     []fsm.Op{{Type: fsm.OpDelete, Key: key}, {Type: fsm.OpDelete, Key: svc.HeartbeatKey(r.Service, r.ID)}},
 	})
-	return err
+	if err != nil {
+		return err
+	}
+	if !res.Succeeded {
+		return fmt.Errorf("instance %s/%s is no longer at revision %d: %w", r.Service, r.ID, modRev, errs.Conflict)
+	}
+	return nil
 }
 
 // ServiceCounts returns each service of group with its instance count,
@@ -430,4 +493,10 @@ func ServiceCounts(instances []svc.Stored) (names []string, counts map[string]in
 
 // newProber is the engine's one prober, shared by the checkers of every
 // group it leads so that the concurrency bound holds per server.
-func newProber() *health.Prober { return health.NewProber(health.Options{}) }
+func newProber(cfg Config) (*health.Prober, error) {
+	targets, err := health.ParseTargets(cfg.CheckTargets)
+	if err != nil {
+		return nil, err
+	}
+	return health.NewProber(health.Options{OutputBody: cfg.CheckOutputBody, Targets: targets}), nil
+}

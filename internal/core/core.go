@@ -95,6 +95,15 @@ type LeaseDetail struct {
 	Keys []string
 }
 
+// KeepAliveResult is the outcome of renewing one lease of a batch.
+type KeepAliveResult struct {
+	TTL time.Duration // the lease's TTL, the time it now has
+	Err error         // nil, or an error wrapping errs.LeaseNotFound
+}
+
+// MaxKeepAliveBatch bounds the leases of one KeepAliveBatch call.
+const MaxKeepAliveBatch = 4096
+
 // Engine is what a dister.Node runs on. Both engines implement it with the
 // same meaning: the root package calls nothing else.
 type Engine interface {
@@ -112,18 +121,22 @@ type Engine interface {
 	Watch(ctx context.Context, req WatchRequest) error
 	RequestProgress(ctx context.Context, group string) error
 
-	// Leases of one group; AutoRenew keeps one alive from this node until
-	// StopRenew or Close.
+	// Leases of one group. The root package keeps leases alive itself
+	// (its keeper), with KeepAliveBatch.
 	GrantLease(ctx context.Context, group string, ttl time.Duration) (int64, error)
 	RevokeLease(ctx context.Context, group string, id int64) error
 	Lease(ctx context.Context, group string, id int64) (LeaseDetail, error)
 	KeepAlive(ctx context.Context, group string, id int64) (time.Duration, error)
-	AutoRenew(group string, id int64, ttl time.Duration)
-	StopRenew(group string, id int64)
+	// KeepAliveBatch renews up to MaxKeepAliveBatch leases of one group at
+	// its leader with one leadership confirmation for them all: one result
+	// per id, in order. The error is for the whole batch (no leader, ctx,
+	// closed); a lease that does not exist is its own result's Err.
+	KeepAliveBatch(ctx context.Context, group string, ids []int64) ([]KeepAliveResult, error)
 
-	// Services of one group (records of internal/svc); a ttl instance's
-	// lease is renewed by this node when autoRenew.
-	Register(ctx context.Context, group string, r *svc.Record, autoRenew bool) error
+	// Services of one group (records of internal/svc). Register sets
+	// r.Lease to the new lease of a ttl instance; keeping it alive is the
+	// caller's business.
+	Register(ctx context.Context, group string, r *svc.Record) error
 	Deregister(ctx context.Context, group, service, id string) (bool, error)
 	Heartbeat(ctx context.Context, group, service, id string) error
 	Instances(ctx context.Context, group, service string, o ReadOpts) ([]svc.Stored, int64, error)

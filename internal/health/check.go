@@ -64,6 +64,10 @@ type Result struct {
 	Output string
 	// Took is the time the probe itself ran, not the wait for a slot.
 	Took time.Duration
+	// NotRun: the probe could not run (script checks not enabled here, no
+	// free slot in time). Status is then 0 and says nothing about the
+	// target: the caller keeps the status it had.
+	NotRun bool
 }
 
 // Check kinds.

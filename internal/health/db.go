@@ -4,16 +4,20 @@ import (
 	"context"
 	"database/sql/driver"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
 )
 
+// dialFunc connects under the prober's target policy.
+type dialFunc = func(ctx context.Context, network, addr string) (net.Conn, error)
+
 // probeMySQL opens one connection with the DSN and pings it. It uses the
 // driver's connector directly rather than a database/sql pool: a pool would
 // keep a goroutine and idle connections per target between probes.
-func probeMySQL(ctx context.Context, dsn string, timeout time.Duration) Result {
+func probeMySQL(ctx context.Context, dsn string, timeout time.Duration, dial dialFunc) Result {
 	cfg, err := mysql.ParseDSN(dsn)
 	if err != nil {
 		return Result{Status: Critical, Output: fmt.Sprintf("mysql: bad DSN: %v", err)}
@@ -26,6 +30,7 @@ func probeMySQL(ctx context.Context, dsn string, timeout time.Duration) Result {
 			*t = timeout
 		}
 	}
+	cfg.DialFunc = dial
 	connector, err := mysql.NewConnector(cfg)
 	if err != nil {
 		return Result{Status: Critical, Output: fmt.Sprintf("%s: %v", where, err)}
@@ -45,7 +50,7 @@ func probeMySQL(ctx context.Context, dsn string, timeout time.Duration) Result {
 
 // probePgSQL connects with pgx and pings. pgx redacts the password from the
 // errors it returns, so they can go into Output as they are.
-func probePgSQL(ctx context.Context, connString string, timeout time.Duration) Result {
+func probePgSQL(ctx context.Context, connString string, timeout time.Duration, dial dialFunc) Result {
 	cfg, err := pgx.ParseConfig(connString)
 	if err != nil {
 		return Result{Status: Critical, Output: fmt.Sprintf("pgsql: bad connection string: %v", err)}
@@ -54,6 +59,7 @@ func probePgSQL(ctx context.Context, connString string, timeout time.Duration) R
 	if cfg.ConnectTimeout <= 0 || cfg.ConnectTimeout > timeout {
 		cfg.ConnectTimeout = timeout
 	}
+	cfg.DialFunc = dial
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return Result{Status: Critical, Output: timeoutOr(ctx, timeout, where+": connect", err)}

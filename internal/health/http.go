@@ -15,12 +15,12 @@ import (
 // maxRedirects bounds same-host redirects; more is a loop, not a service.
 const maxRedirects = 5
 
-func newTransport(d *net.Dialer) *http.Transport {
+func newTransport(dial func(ctx context.Context, network, addr string) (net.Conn, error)) *http.Transport {
 	return &http.Transport{
 		// No proxy from the environment: a check must reach the instance
 		// itself, not a proxy's opinion of it.
 		Proxy:       nil,
-		DialContext: d.DialContext,
+		DialContext: dial,
 		// Each probe opens a fresh connection: that is what tells whether
 		// the instance still accepts new clients, and a thousand checked
 		// instances do not pin a thousand idle sockets on the leader.
@@ -71,7 +71,7 @@ func (p *Prober) probeHTTP(ctx context.Context, target string, timeout time.Dura
 	if err != nil {
 		return Result{Status: Critical, Output: err.Error()}
 	}
-	shown := u.Redacted()
+	shown := shownURL(u)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
 		return Result{Status: Critical, Output: fmt.Sprintf("GET %s: %v", shown, err)}
@@ -91,13 +91,40 @@ func (p *Prober) probeHTTP(ctx context.Context, target string, timeout time.Dura
 	out := fmt.Sprintf("GET %s: %s", shown, resp.Status)
 	if s != Passing {
 		if loc := resp.Header.Get("Location"); resp.StatusCode >= 300 && resp.StatusCode < 400 && loc != "" {
-			out += " (redirect to " + loc + " not followed: another host or too many hops)"
+			shownLoc := "elsewhere"
+			if lu, err := resp.Request.URL.Parse(loc); err == nil {
+				shownLoc = shownURL(lu)
+			}
+			out += " (redirect to " + shownLoc + " not followed: another host or too many hops)"
 		}
-		// A little of the body usually says why (an error page, a JSON reason).
-		body, _ := io.ReadAll(io.LimitReader(resp.Body, MaxOutput))
-		if b := strings.TrimSpace(string(body)); b != "" {
-			out += ": " + b
+		// A little of the body usually says why (an error page, a JSON
+		// reason), but it may hold anything the target serves: shown only
+		// when the server was started to show it.
+		if p.outputBody {
+			body, _ := io.ReadAll(io.LimitReader(resp.Body, MaxOutput))
+			if b := strings.TrimSpace(string(body)); b != "" {
+				out += ": " + b
+			}
 		}
 	}
 	return Result{Status: s, Output: out}
+}
+
+// shownURL is u as a probe output may show it: without the userinfo
+// password, and with every query value replaced (tokens and passwords
+// travel in queries as often as not).
+func shownURL(u *url.URL) string {
+	c := *u
+	if _, has := c.User.Password(); has {
+		c.User = url.UserPassword(c.User.Username(), "xxxxx")
+	}
+	if c.RawQuery != "" {
+		q := c.Query()
+		for k := range q {
+			q[k] = []string{"xxxxx"}
+		}
+		c.RawQuery = q.Encode()
+	}
+	c.Fragment, c.RawFragment = "", ""
+	return c.String()
 }

@@ -27,7 +27,8 @@ func codeServer(t *testing.T, code int) *httptest.Server {
 }
 
 func TestHTTPAndWebCodes(t *testing.T) {
-	p := newProber(t, Options{})
+	p := newProber(t, Options{OutputBody: true})
+	quiet := newProber(t, Options{})
 	cases := []struct {
 		code      int
 		http, web Status
@@ -50,6 +51,11 @@ func TestHTTPAndWebCodes(t *testing.T) {
 			}
 			if want != Passing && c.code != 204 && !strings.Contains(r.Output, "reason here") {
 				t.Errorf("%s on %d: output %q lacks the body", typ, c.code, r.Output)
+			}
+			// Without OutputBody the body never shows.
+			r = quiet.Probe(context.Background(), Check{Type: typ, Target: srv.URL + "/health"})
+			if r.Status != want || strings.Contains(r.Output, "reason here") {
+				t.Errorf("%s on %d without OutputBody: %v %q", typ, c.code, r.Status, r.Output)
 			}
 		}
 	}
@@ -133,5 +139,36 @@ func TestHTTPOutputRedactsPassword(t *testing.T) {
 	r = p.Probe(context.Background(), Check{Type: TypeHTTP, Target: target})
 	if r.Status != Critical || strings.Contains(r.Output, "s3cret") {
 		t.Fatalf("%v %q: want critical without the password", r.Status, r.Output)
+	}
+}
+
+// TestHTTPOutputHasNoSecrets: the output of an http probe is shown to
+// anyone who can read the registry; the target's password, query values
+// and a redirect's query must not appear in it. Before the fix
+// ?password= and ?token= values were shown as registered.
+func TestHTTPOutputHasNoSecrets(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/redirect" {
+			http.Redirect(w, r, "http://elsewhere.example/login?session=s3cr3t-loc", http.StatusFound)
+			return
+		}
+		w.WriteHeader(http.StatusInternalServerError)
+	}))
+	t.Cleanup(srv.Close)
+	p := newProber(t, Options{})
+	u := strings.Replace(srv.URL, "http://", "http://user:s3cr3t-pw@", 1)
+	for _, target := range []string{
+		u + "/health?password=s3cr3t-q&token=s3cr3t-t",
+		u + "/redirect?api_key=s3cr3t-k",
+	} {
+		for _, typ := range []string{TypeHTTP, TypeWeb} {
+			r := p.Probe(context.Background(), Check{Type: typ, Target: target, Timeout: 5 * time.Second})
+			if r.Status != Critical {
+				t.Errorf("%s %s: %v %q, want critical", typ, target, r.Status, r.Output)
+			}
+			if strings.Contains(r.Output, "s3cr3t") {
+				t.Errorf("%s output shows a secret: %q", typ, r.Output)
+			}
+		}
 	}
 }

@@ -23,6 +23,14 @@ type Options struct {
 	// registered while the setting was on is still not run after it is
 	// turned off (see SetAllowScript).
 	AllowScript bool
+	// OutputBody puts up to MaxOutput bytes of a failing http or web
+	// check's response body into its output. Off by default: outputs are
+	// readable by anyone who can read the registry, and a body can hold
+	// anything the target serves.
+	OutputBody bool
+	// Targets is what probes may connect to (see TargetPolicy); nil =
+	// everything but link-local addresses.
+	Targets *TargetPolicy
 }
 
 // Prober runs checks. It is safe for concurrent use and starts no
@@ -33,6 +41,8 @@ type Prober struct {
 	transport   *http.Transport
 	client      *http.Client
 	dialer      net.Dialer
+	outputBody  bool
+	targets     *TargetPolicy
 }
 
 // NewProber returns a Prober; Close it to drop idle connections.
@@ -41,9 +51,9 @@ func NewProber(o Options) *Prober {
 	if n <= 0 {
 		n = DefaultMaxConcurrent
 	}
-	p := &Prober{slots: make(chan struct{}, n)}
+	p := &Prober{slots: make(chan struct{}, n), outputBody: o.OutputBody, targets: o.Targets}
 	p.allowScript.Store(o.AllowScript)
-	p.transport = newTransport(&p.dialer)
+	p.transport = newTransport(p.dial)
 	p.client = &http.Client{Transport: p.transport, CheckRedirect: sameHostRedirects}
 	return p
 }
@@ -58,25 +68,58 @@ func (p *Prober) Close() error {
 	return nil
 }
 
-// Probe runs c once and reports the outcome. It waits for a free slot for
-// as long as ctx allows; once it has one, the probe is bounded by c.Timeout
+// Probe runs c once and reports the outcome. It waits for a free slot at
+// most c's timeout (else the result is NotRun); once it has one, the probe is bounded by c.Timeout
 // (DefaultTimeout if zero) and ctx. It never panics: an invalid check or an
 // internal failure is a Critical result whose Output says why. A Critical
 // result returned because ctx ended is not about the target: callers that
 // cancel ctx (shutdown, lost leadership) should drop it.
-func (p *Prober) Probe(ctx context.Context, c Check) (r Result) {
+func (p *Prober) Probe(ctx context.Context, c Check) Result {
+	return p.probe(ctx, c, nil)
+}
+
+// Lane is one user's share of a Prober (the engine gives each group it
+// leads one): a lane holds at most half of the prober's slots, so a group
+// whose targets all hang cannot take every slot of the server, and the
+// other groups' probes still run.
+type Lane struct {
+	p     *Prober
+	slots chan struct{}
+}
+
+// Lane returns a new lane of p.
+func (p *Prober) Lane() *Lane {
+	return &Lane{p: p, slots: make(chan struct{}, max(1, cap(p.slots)/2))}
+}
+
+// Probe is Prober.Probe within the lane's share.
+func (l *Lane) Probe(ctx context.Context, c Check) Result { return l.p.probe(ctx, c, l.slots) }
+
+// probe waits for a slot of lane (if any) and of the prober, at most the
+// check's timeout: a probe that gets none in that time is not run (NotRun;
+// the caller keeps the status it had).
+func (p *Prober) probe(ctx context.Context, c Check, lane chan struct{}) (r Result) {
 	if err := c.Validate(true); err != nil {
 		return Result{Status: Critical, Output: cut(err.Error())}
 	}
 	if c.IsScript() && !p.allowScript.Load() {
-		return Result{Status: Critical, Output: c.Type + " checks are disabled by the cluster setting; not run"}
+		return Result{NotRun: true, Output: "not run: " + c.Type + " checks are not enabled on this leader (the cluster setting and the server's --enable-script-checks must both allow them)"}
 	}
-	select {
-	case p.slots <- struct{}{}:
-	case <-ctx.Done():
-		return Result{Status: Critical, Output: cut(fmt.Sprintf("probe not run: no free slot: %v", ctx.Err()))}
+	wait := time.NewTimer(c.timeout())
+	defer wait.Stop()
+	for _, slots := range []chan struct{}{lane, p.slots} {
+		if slots == nil {
+			continue
+		}
+		select {
+		case slots <- struct{}{}:
+			defer func() { <-slots }()
+		case <-wait.C:
+			return Result{NotRun: true, Output: fmt.Sprintf("not run: no free probe slot within %v (%d probes in flight on this server)", c.timeout(), len(p.slots))}
+		case <-ctx.Done():
+			return Result{NotRun: true, Output: cut(fmt.Sprintf("not run: no free probe slot: %v", ctx.Err()))}
+		}
 	}
-	defer func() { <-p.slots }()
 
 	start := time.Now()
 	defer func() {
@@ -98,9 +141,9 @@ func (p *Prober) Probe(ctx context.Context, c Check) (r Result) {
 	case TypeTCP:
 		return p.probeTCP(ctx, c.Target, timeout)
 	case TypeMySQL:
-		return probeMySQL(ctx, c.Target, timeout)
+		return probeMySQL(ctx, c.Target, timeout, p.dial)
 	case TypePgSQL:
-		return probePgSQL(ctx, c.Target, timeout)
+		return probePgSQL(ctx, c.Target, timeout, p.dial)
 	case TypeScript:
 		return probeScript(ctx, c.Target, timeout)
 	case TypeCustom:

@@ -66,8 +66,13 @@ func TestProbeWaitsForSlotWithinCtx(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	r := p.Probe(ctx, Check{Type: TypeTCP, Target: "127.0.0.1:1"})
-	if r.Status != Critical || !strings.Contains(r.Output, "no free slot") {
-		t.Fatalf("queued probe: %v %q", r.Status, r.Output)
+	if !r.NotRun || r.Status != 0 || !strings.Contains(r.Output, "no free probe slot") {
+		t.Fatalf("queued probe: %v %v %q, want not run", r.NotRun, r.Status, r.Output)
+	}
+	// Without a ctx deadline the wait is bounded by the check's timeout.
+	r = p.Probe(context.Background(), Check{Type: TypeTCP, Target: "127.0.0.1:1", Timeout: 100 * time.Millisecond})
+	if !r.NotRun || !strings.Contains(r.Output, "no free probe slot") {
+		t.Fatalf("queued probe without a deadline: %v %v %q, want not run", r.NotRun, r.Status, r.Output)
 	}
 	close(release)
 	if r := <-done; r.Status != Passing {
@@ -85,5 +90,39 @@ func TestProbeHonoursCtx(t *testing.T) {
 	r := p.Probe(ctx, Check{Type: TypeHTTP, Target: srv.URL, Timeout: 10 * time.Second})
 	if r.Status != Critical || time.Since(start) > 2*time.Second {
 		t.Fatalf("%v %q after %v", r.Status, r.Output, time.Since(start))
+	}
+}
+
+// TestLanesKeepGroupsApart: one group's hanging probes hold at most half of
+// the server's slots; another group's healthy probe still runs and passes.
+// Before lanes, the hanging group took every slot and the healthy probe
+// came back critical "no free slot" (issue 11, item 7).
+func TestLanesKeepGroupsApart(t *testing.T) {
+	release := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	defer hang.Close()
+	defer close(release)
+	ok := codeServer(t, 200)
+	p := newProber(t, Options{MaxConcurrent: 4})
+	slow, fast := p.Lane(), p.Lane()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for range 8 {
+		wg.Go(func() {
+			slow.Probe(context.Background(), Check{Type: TypeHTTP, Target: hang.URL, Timeout: 3 * time.Second})
+		})
+	}
+	time.Sleep(100 * time.Millisecond) // let them take their slots
+	if r := fast.Probe(context.Background(), Check{Type: TypeHTTP, Target: ok.URL, Timeout: 2 * time.Second}); r.Status != Passing {
+		t.Fatalf("healthy probe of another lane: %v %v %q", r.NotRun, r.Status, r.Output)
+	}
+	r := slow.Probe(context.Background(), Check{Type: TypeHTTP, Target: ok.URL, Timeout: 100 * time.Millisecond})
+	if !r.NotRun || r.Status != 0 {
+		t.Fatalf("probe of the full lane: %v %v %q, want not run", r.NotRun, r.Status, r.Output)
 	}
 }

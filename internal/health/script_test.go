@@ -116,7 +116,7 @@ func TestScriptDisabledInProber(t *testing.T) {
 	p := newProber(t, Options{})
 	for _, typ := range []string{TypeScript, TypeCustom} {
 		r := p.Probe(context.Background(), Check{Type: typ, Target: "echo 1"})
-		if r.Status != Critical || !strings.Contains(r.Output, "disabled") {
+		if !r.NotRun || r.Status != 0 || !strings.Contains(r.Output, "not run") {
 			t.Errorf("%s with scripts off: %v %q", typ, r.Status, r.Output)
 		}
 	}

@@ -5,27 +5,28 @@ import "time"
 // The ops of Call: JSON requests and answers for everything that is not on
 // the hot path (membership, groups, settings, services, discovery).
 const (
-	OpJoin          = "join"           // JoinRequest -> JoinResponse
-	OpStatus        = "status"         // nothing -> Status
-	OpKeepAlive     = "keepalive"      // KeepAliveRequest -> KeepAliveResponse
-	OpTopology      = "topology"       // nothing -> Topology
-	OpProgress      = "progress"       // GroupRequest -> nothing
-	OpGroups        = "groups"         // nothing -> []string
-	OpCreateGroup   = "group.create"   // GroupRequest -> nothing
-	OpDeleteGroup   = "group.delete"   // GroupRequest -> nothing
-	OpMembers       = "members"        // nothing -> []Member
-	OpAddServer     = "server.add"     // JoinRequest -> JoinResponse
-	OpRemoveServer  = "server.remove"  // ServerRequest -> nothing
-	OpSettings      = "settings"       // nothing -> Settings
-	OpSetSettings   = "settings.set"   // Settings -> nothing
-	OpRegister      = "svc.register"   // RegisterRequest -> RegisterResponse
-	OpDeregister    = "svc.deregister" // InstanceRequest -> DeregisterResponse
-	OpHeartbeat     = "svc.heartbeat"  // InstanceRequest -> RevisionResponse
-	OpInstances     = "svc.instances"  // InstancesRequest -> InstancesResponse
-	OpReplace       = "svc.replace"    // ReplaceRequest -> RevisionResponse
-	OpLeaseGet      = "lease.get"      // KeepAliveRequest -> LeaseDetail (linearizable)
-	OpGroupRevision = "group.revision" // GroupRequest -> RevisionResponse (ReadIndex on the leader)
-	OpLeaseLeft     = "lease.left"     // ShardRequest -> LeaseLeftResponse (the shard's leader only)
+	OpJoin          = "join"            // JoinRequest -> JoinResponse
+	OpStatus        = "status"          // nothing -> Status
+	OpKeepAlive     = "keepalive"       // KeepAliveRequest -> KeepAliveResponse
+	OpKeepAlives    = "keepalive.batch" // KeepAliveBatchRequest -> KeepAliveBatchResponse
+	OpTopology      = "topology"        // nothing -> Topology
+	OpProgress      = "progress"        // GroupRequest -> nothing
+	OpGroups        = "groups"          // nothing -> []string
+	OpCreateGroup   = "group.create"    // GroupRequest -> nothing
+	OpDeleteGroup   = "group.delete"    // GroupRequest -> nothing
+	OpMembers       = "members"         // nothing -> []Member
+	OpAddServer     = "server.add"      // JoinRequest -> JoinResponse
+	OpRemoveServer  = "server.remove"   // ServerRequest -> nothing
+	OpSettings      = "settings"        // nothing -> Settings
+	OpSetSettings   = "settings.set"    // Settings -> nothing
+	OpRegister      = "svc.register"    // RegisterRequest -> RegisterResponse
+	OpDeregister    = "svc.deregister"  // InstanceRequest -> DeregisterResponse
+	OpHeartbeat     = "svc.heartbeat"   // InstanceRequest -> RevisionResponse
+	OpInstances     = "svc.instances"   // InstancesRequest -> InstancesResponse
+	OpReplace       = "svc.replace"     // ReplaceRequest -> RevisionResponse
+	OpLeaseGet      = "lease.get"       // KeepAliveRequest -> LeaseDetail (linearizable)
+	OpGroupRevision = "group.revision"  // GroupRequest -> RevisionResponse (ReadIndex on the leader)
+	OpLeaseLeft     = "lease.left"      // ShardRequest -> LeaseLeftResponse (the shard's leader only)
 )
 
 // ShardRequest names a shard.

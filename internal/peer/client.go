@@ -178,6 +178,14 @@ func (c *Client) KeepAlive(ctx context.Context, addr string, req KeepAliveReques
 	return resp, err
 }
 
+// KeepAlives asks the server at addr, the leader of the leases' group, to
+// renew them.
+func (c *Client) KeepAlives(ctx context.Context, addr string, req KeepAliveBatchRequest) (KeepAliveBatchResponse, error) {
+	var resp KeepAliveBatchResponse
+	err := c.Call(ctx, addr, OpKeepAlives, req, &resp)
+	return resp, err
+}
+
 // Status asks the server at addr for its status.
 func (c *Client) Status(ctx context.Context, addr string) (Status, error) {
 	var st Status

@@ -448,6 +448,20 @@ type KeepAliveResponse struct {
 	TTLMillis int64 `json:"ttl_ms"`
 }
 
+// KeepAliveBatchRequest renews several leases of one group at its leader:
+// servers name the group's shard, client nodes its name.
+type KeepAliveBatchRequest struct {
+	Shard  uint64  `json:"shard,omitempty"`
+	Group  string  `json:"group,omitempty"`
+	Leases []int64 `json:"leases"`
+}
+
+// KeepAliveBatchResponse has, per lease in order, its TTL, or 0 when the
+// lease does not exist.
+type KeepAliveBatchResponse struct {
+	TTLMillis []int64 `json:"ttl_ms"`
+}
+
 func truncate(s string) string {
 	if len(s) > maxErrText {
 		return s[:maxErrText]

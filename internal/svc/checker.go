@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,23 +26,32 @@ type Store interface {
 	// Load reads every instance, and the keys of the live heartbeats, from
 	// the local replica.
 	Load(ctx context.Context) (instances []Stored, heartbeats map[string]bool, err error)
-	// Update replaces the record at key if it is still at modRev.
-	Update(ctx context.Context, r *Record, modRev int64) error
+	// Update replaces the record at key if it is still at modRev and
+	// returns the revision it wrote; a lost CAS is an error wrapping
+	// errs.Conflict, never a success.
+	Update(ctx context.Context, r *Record, modRev int64) (int64, error)
 	// Remove deletes the instance (and its heartbeat) if it is still at
-	// modRev.
+	// modRev; a lost CAS wraps errs.Conflict.
 	Remove(ctx context.Context, r *Record, modRev int64) error
+}
+
+// Prober runs probes: a *health.Prober, or a *health.Lane of one.
+type Prober interface {
+	Probe(ctx context.Context, c health.Check) health.Result
 }
 
 // CheckerConfig configures a Checker.
 type CheckerConfig struct {
 	Store  Store
-	Prober *health.Prober
+	Prober Prober
 	Logger *slog.Logger
 	// Damping is how many consecutive results must agree before a status
 	// changes; 0 = health.DefaultDamping.
 	Damping int
 	// Tick is how often the checker looks for due work; 0 = 100ms.
 	Tick time.Duration
+	// NotRun, when set, is called for every probe that could not run.
+	NotRun func()
 }
 
 // Checker probes the instances of one group and writes their status
@@ -74,8 +84,9 @@ type target struct {
 	next   time.Time
 	// probing: a probe is in flight; writing: a write or removal is.
 	probing, writing bool
-	// criticalSince is when this leader first saw the stored status
-	// critical; zero otherwise. DeregisterCriticalAfter counts from it.
+	// criticalSince is when the stored record became critical (see
+	// CriticalSince); zero otherwise. DeregisterCriticalAfter counts from
+	// it, so a new leader goes on with the count rather than restarting it.
 	criticalSince time.Time
 	// holdUntil holds writes and removals back after one failed, until
 	// the reload that shows why (a lost CAS) or for an interval (no quorum).
@@ -91,6 +102,8 @@ type probeResult struct {
 type writeDone struct {
 	t       *target
 	written *Record // nil for a removal
+	base    int64   // the revision the write was a CAS on
+	rev     int64   // the revision it wrote (a committed update)
 	err     error
 }
 
@@ -119,7 +132,7 @@ func (c *Checker) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case pr := <-c.results:
-			c.observe(pr)
+			c.observe(ctx, pr)
 		case wd := <-c.writes:
 			c.written(ctx, wd)
 		case <-tick.C:
@@ -165,25 +178,28 @@ func (c *Checker) sync(ctx context.Context) {
 				t.damper = seededDamper(c.cfg.Damping, s.Record)
 			}
 		}
-		// A registrar that registers again is alive: the countdown to
-		// removal starts over.
-		reregistered := t.rec != nil && t.rec.RegisteredMs != s.Record.RegisteredMs
 		t.rec, t.modRev = s.Record, s.ModRevision
 		// The reload that shows why a write was lost has come.
 		t.holdUntil = time.Time{}
-		if t.rec.Status == Critical {
-			if t.criticalSince.IsZero() || reregistered {
-				t.criticalSince = now
-			}
-		} else {
-			t.criticalSince = time.Time{}
-		}
+		t.criticalSince = CriticalSince(t.rec)
 	}
 	for key := range c.targets {
 		if !seen[key] {
 			delete(c.targets, key)
 		}
 	}
+}
+
+// CriticalSince is when r's stored status became critical (zero when it is
+// not critical): the status and LastCheckedMs change together, so that is
+// LastCheckedMs, or the registration when that is later (a registrar that
+// registers again is alive: the countdown to removal starts over). It is
+// stored, so every leader counts from the same time.
+func CriticalSince(r *Record) time.Time {
+	if r.Status != Critical {
+		return time.Time{}
+	}
+	return time.UnixMilli(max(r.LastCheckedMs, r.RegisteredMs, 1))
 }
 
 // reset starts t afresh for r: a new damper, and a first probe spread over
@@ -198,7 +214,6 @@ func (t *target) reset(r *Record, damping int, now time.Time) {
 	if spread > 0 {
 		t.next = now.Add(rand.N(spread))
 	}
-	t.criticalSince = time.Time{}
 }
 
 // seededDamper is a damper that already holds r's stored status, so that
@@ -242,9 +257,11 @@ func (c *Checker) step(ctx context.Context, now time.Time) {
 	}
 }
 
-// written ends a write. A committed status is what t holds from now on
-// (its mod revision comes with the next reload), so the same change is not
-// written again while a reload is throttled.
+// written ends a write. The checker writes only the status fields onto
+// the exact record revision it holds (t.rec at t.modRev), so a committed
+// write gives it that record at the revision written; a write that lost its
+// CAS (a re-registration or deregistration beat it) changes nothing it
+// holds: the reload that follows brings the record that won.
 func (c *Checker) written(ctx context.Context, wd writeDone) {
 	t := wd.t
 	t.writing = false
@@ -252,7 +269,11 @@ func (c *Checker) written(ctx context.Context, wd writeDone) {
 		if ctx.Err() == nil {
 			c.cfg.Logger.Debug("instance status not written", "key", t.key, "err", wd.err)
 		}
-		t.holdUntil = time.Now().Add(max(t.rec.Check.Interval, time.Second))
+		if t.modRev == wd.base {
+			// Hold further writes until the reload that shows why (a lost
+			// CAS), or for an interval (no quorum).
+			t.holdUntil = time.Now().Add(max(t.rec.Check.Interval, time.Second))
+		}
 		return
 	}
 	if wd.written == nil { // removed
@@ -261,10 +282,13 @@ func (c *Checker) written(ctx context.Context, wd writeDone) {
 		}
 		return
 	}
-	t.rec = wd.written
-	if t.rec.Status == Critical && t.criticalSince.IsZero() {
-		t.criticalSince = time.Now()
+	if t.modRev != wd.base {
+		// A reload during the write already saw this write or a later
+		// one: what it loaded is newer than what was written.
+		return
 	}
+	t.rec, t.modRev = wd.written, wd.rev
+	t.criticalSince = CriticalSince(t.rec)
 }
 
 func (c *Checker) probe(ctx context.Context, t *target) {
@@ -287,13 +311,25 @@ func (c *Checker) probe(ctx context.Context, t *target) {
 // While a change waits for confirmation the next probe comes after a
 // quarter interval: damping then delays a death by about half an interval
 // rather than a whole one.
-func (c *Checker) observe(pr probeResult) {
+func (c *Checker) observe(ctx context.Context, pr probeResult) {
 	t := pr.t
 	t.probing = false
 	iv := t.rec.Check.Interval
 	if c.targets[t.key] != t || pr.checked != t.rec.Check {
 		// Deregistered, or re-registered with another check: the result
 		// says nothing about what is registered now.
+		return
+	}
+	if pr.r.NotRun {
+		// Nothing learned about the target: the status stays, damping
+		// counts nothing, and the output says why (written once).
+		if c.cfg.NotRun != nil {
+			c.cfg.NotRun()
+		}
+		t.next = time.Now().Add(iv - iv/10 + rand.N(iv/5+1))
+		if !strings.HasPrefix(t.rec.Output, "not run") {
+			c.writeRecord(ctx, t, func(r *Record) { r.Output = pr.r.Output })
+		}
 		return
 	}
 	changed, cur := t.damper.Observe(pr.r.Status)
@@ -308,19 +344,28 @@ func (c *Checker) observe(pr probeResult) {
 
 // write commits a new status for t unless a write of t is in flight.
 func (c *Checker) write(ctx context.Context, t *target, st health.Status, output string, now time.Time) {
-	if t.writing || now.Before(t.holdUntil) {
+	c.writeRecord(ctx, t, func(r *Record) {
+		r.Status, r.Output, r.LastCheckedMs = st.String(), output, now.UnixMilli()
+	})
+}
+
+// writeRecord commits t's record with the status fields set changes,
+// unless a write of t is in flight or held back. It is a CAS on the exact
+// revision t holds: nothing but the status fields ever differs.
+func (c *Checker) writeRecord(ctx context.Context, t *target, set func(r *Record)) {
+	if t.writing || time.Now().Before(t.holdUntil) {
 		return
 	}
 	t.writing = true
 	r := *t.rec
-	r.Status, r.Output, r.LastCheckedMs = st.String(), output, now.UnixMilli()
+	set(&r)
 	modRev := t.modRev
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
-		err := c.cfg.Store.Update(ctx, &r, modRev)
+		rev, err := c.cfg.Store.Update(ctx, &r, modRev)
 		select {
-		case c.writes <- writeDone{t, &r, err}:
+		case c.writes <- writeDone{t: t, written: &r, base: modRev, rev: rev, err: err}:
 		case <-ctx.Done():
 		}
 	}()
@@ -336,7 +381,7 @@ func (c *Checker) remove(ctx context.Context, t *target) {
 		defer c.wg.Done()
 		err := c.cfg.Store.Remove(ctx, r, modRev)
 		select {
-		case c.writes <- writeDone{t, nil, err}:
+		case c.writes <- writeDone{t: t, base: modRev, err: err}:
 		case <-ctx.Done():
 		}
 	}()

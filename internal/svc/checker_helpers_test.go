@@ -85,7 +85,7 @@ func (s *fakeStore) Load(ctx context.Context) ([]Stored, map[string]bool, error)
 	return out, beats, nil
 }
 
-func (s *fakeStore) Update(ctx context.Context, r *Record, modRev int64) error {
+func (s *fakeStore) Update(ctx context.Context, r *Record, modRev int64) (int64, error) {
 	s.mu.Lock()
 	hook := s.beforeUpdate
 	s.mu.Unlock()
@@ -98,11 +98,11 @@ func (s *fakeStore) Update(ctx context.Context, r *Record, modRev int64) error {
 	cur, ok := s.recs[key]
 	if !ok || cur.modRev != modRev {
 		s.failed++
-		return fmt.Errorf("fake: %s not at revision %d: %w", key, modRev, errs.Conflict)
+		return 0, fmt.Errorf("fake: %s not at revision %d: %w", key, modRev, errs.Conflict)
 	}
 	b, err := r.Encode()
 	if err != nil {
-		return err
+		return 0, err
 	}
 	s.rev++
 	s.recs[key] = storedValue{b, s.rev}
@@ -110,7 +110,7 @@ func (s *fakeStore) Update(ctx context.Context, r *Record, modRev int64) error {
 	s.updates++
 	cp, _ := Decode(b)
 	s.history = append(s.history, cp)
-	return nil
+	return s.rev, nil
 }
 
 func (s *fakeStore) Remove(ctx context.Context, r *Record, modRev int64) error {

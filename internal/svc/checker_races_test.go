@@ -337,13 +337,13 @@ func TestCheckerReRegistrationRestartsDeregisterCountdown(t *testing.T) {
 	r := probedRecord("again", health.TypeTCP, closedPort(t))
 	r.Check.DeregisterCriticalAfter = after
 	r.Status, r.Output, r.LastCheckedMs = Critical, "connection refused", time.Now().Add(-time.Minute).UnixMilli()
-	r.RegisteredMs = 1
+	r.RegisteredMs = time.Now().UnixMilli() // critical for a minute, but registered just now
 	st.put(t, r)
 	runChecker(t, st, 2)
 	time.Sleep(after / 2)
 	again := *r
-	again.RegisteredMs = 2
-	registered := time.Now()
+	registered := time.UnixMilli(time.Now().UnixMilli()) // as stored
+	again.RegisteredMs = registered.UnixMilli()
 	st.put(t, &again)
 	waitFor(t, "the re-registered instance removed", func() bool { return st.stats().removes >= 1 })
 	if took := st.stats().removedAt.Sub(registered); took < after {

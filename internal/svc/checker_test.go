@@ -181,11 +181,15 @@ func TestCheckerDeregisterCriticalAfter(t *testing.T) {
 	const after = 500 * time.Millisecond
 	st := newFakeStore()
 	h := newHTTPTarget(t, false, always(200))
+	// Critical for a minute, but registered now: the countdown runs from
+	// the later of the two, as stored.
+	start := time.UnixMilli(time.Now().UnixMilli())
 
 	// Stored critical, and stays so: removed after `after`.
 	down := probedRecord("down", health.TypeTCP, closedPort(t))
 	down.Check.DeregisterCriticalAfter = after
 	down.Status, down.Output, down.LastCheckedMs = Critical, "connection refused", time.Now().Add(-time.Minute).UnixMilli()
+	down.RegisteredMs = start.UnixMilli()
 	downKey := InstanceKey(down.Service, down.ID)
 	st.put(t, down)
 	st.setBeat(HeartbeatKey(down.Service, down.ID), true) // removed with the instance
@@ -195,6 +199,7 @@ func TestCheckerDeregisterCriticalAfter(t *testing.T) {
 	back := probedRecord("back", health.TypeHTTP, h.URL)
 	back.Check.DeregisterCriticalAfter = 3 * after
 	back.Status, back.Output, back.LastCheckedMs = Critical, "was down", time.Now().Add(-time.Minute).UnixMilli()
+	back.RegisteredMs = start.UnixMilli()
 	backKey := InstanceKey(back.Service, back.ID)
 	st.put(t, back)
 
@@ -205,7 +210,6 @@ func TestCheckerDeregisterCriticalAfter(t *testing.T) {
 	upKey := InstanceKey(up.Service, up.ID)
 	st.put(t, up)
 
-	start := time.Now()
 	runChecker(t, st, 2)
 
 	waitFor(t, "the critical instance removed", func() bool { return st.stats().removes >= 1 })

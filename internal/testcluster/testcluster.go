@@ -195,6 +195,16 @@ func (c *Cluster) Restart(id uint64) *dister.Node {
 	return c.open(id, o)
 }
 
+// RestartWith opens a stopped server again from its DataDir with its
+// options changed by tune (kept for later restarts).
+func (c *Cluster) RestartWith(id uint64, tune Option) *dister.Node {
+	c.tb.Helper()
+	o := c.Options(id)
+	o.InitialMembers, o.Join, o.Servers = nil, false, nil
+	tune(&o)
+	return c.open(id, o)
+}
+
 // Join opens a new server that joins through the running servers' peer
 // addresses with the given id (0 = let the cluster choose).
 func (c *Cluster) Join(id uint64) *dister.Node {

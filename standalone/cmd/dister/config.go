@@ -30,6 +30,10 @@ type serverConfig struct {
 	Join           stringList `yaml:"join"`
 	Token          string     `yaml:"token"`
 	LogLevel       string     `yaml:"log-level"`
+	// Server-local health-check settings (see dister.Options).
+	EnableScriptChecks bool       `yaml:"enable-script-checks"`
+	CheckTargets       stringList `yaml:"check-target"`
+	CheckOutputBody    bool       `yaml:"check-output-body"`
 	// Role is "server" (default) or "client"; a client-role daemon needs
 	// Servers (PEERADDRs) and no server-only setting.
 	Role    string     `yaml:"role"`
@@ -114,6 +118,23 @@ var settings = []setting{
 		return nil
 	}},
 	{"log-level", "DISTER_LOG_LEVEL", setString(func(c *serverConfig) *string { return &c.LogLevel })},
+	{"enable-script-checks", "DISTER_ENABLE_SCRIPT_CHECKS", setBool(func(c *serverConfig) *bool { return &c.EnableScriptChecks })},
+	{"check-target", "DISTER_CHECK_TARGET", func(c *serverConfig, v string) error {
+		c.CheckTargets = splitList(v)
+		return nil
+	}},
+	{"check-output-body", "DISTER_CHECK_OUTPUT_BODY", setBool(func(c *serverConfig) *bool { return &c.CheckOutputBody })},
+}
+
+func setBool(p func(c *serverConfig) *bool) func(*serverConfig, string) error {
+	return func(c *serverConfig, v string) error {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", v)
+		}
+		*p(c) = b
+		return nil
+	}
 }
 
 // splitList splits on commas and white space, dropping empty entries.
@@ -159,6 +180,11 @@ func loadServerConfig(flags *pflag.FlagSet, getenv env) (serverConfig, error) {
 				cfg.Join = nil
 				for _, v := range vals {
 					cfg.Join = append(cfg.Join, splitList(v)...)
+				}
+			case "check-target":
+				cfg.CheckTargets = nil
+				for _, v := range vals {
+					cfg.CheckTargets = append(cfg.CheckTargets, splitList(v)...)
 				}
 			case "server":
 				cfg.Servers = nil
@@ -257,6 +283,10 @@ func (c serverConfig) openOptions() (dister.Options, error) {
 		InitialMembers: members,
 		Join:           len(c.Join) > 0,
 		Servers:        c.Join,
+
+		EnableScriptChecks: c.EnableScriptChecks,
+		CheckOutputBody:    c.CheckOutputBody,
+		CheckTargets:       c.CheckTargets,
 	}
 	if o.Join && members != nil {
 		return o, errors.New("--join and --initial-member exclude each other: a server either bootstraps a new cluster or joins a running one")

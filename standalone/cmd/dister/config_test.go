@@ -212,3 +212,35 @@ func TestClientRoleConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckSettings: the server-local health-check settings come from
+// flags, DISTER_* variables and the config file, and reach Options.
+func TestCheckSettings(t *testing.T) {
+	cfg, err := parseServerFlags(t, nil, "--enable-script-checks", "--check-target", "10.0.0.0/8",
+		"--check-target", "db.internal", "--check-output-body")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := cfg.openOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.EnableScriptChecks || !o.CheckOutputBody || !reflect.DeepEqual(o.CheckTargets, []string{"10.0.0.0/8", "db.internal"}) {
+		t.Fatalf("flags: %+v", o)
+	}
+	cfg, err = parseServerFlags(t, map[string]string{"DISTER_ENABLE_SCRIPT_CHECKS": "true",
+		"DISTER_CHECK_TARGET": "10.1.0.0/16,192.168.0.0/16", "DISTER_CHECK_OUTPUT_BODY": "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cfg.EnableScriptChecks || !cfg.CheckOutputBody || !reflect.DeepEqual([]string(cfg.CheckTargets), []string{"10.1.0.0/16", "192.168.0.0/16"}) {
+		t.Fatalf("env: %+v", cfg)
+	}
+	if _, err := parseServerFlags(t, map[string]string{"DISTER_ENABLE_SCRIPT_CHECKS": "maybe"}); err == nil {
+		t.Fatal("DISTER_ENABLE_SCRIPT_CHECKS=maybe accepted")
+	}
+	cfg, err = parseServerFlags(t, nil)
+	if err != nil || cfg.EnableScriptChecks || cfg.CheckOutputBody || len(cfg.CheckTargets) != 0 {
+		t.Fatalf("defaults: %+v %v", cfg, err)
+	}
+}

@@ -49,8 +49,8 @@ existing --data-dir needs none of them: the id is read from the data dir.
 Settings come from, strongest first: flags, DISTER_* variables (DISTER_NODE_ID,
 DISTER_DATA_DIR, DISTER_RAFT_ADDR, DISTER_PEER_ADDR, DISTER_HTTP_ADDR,
 DISTER_INITIAL_MEMBER (entries separated by spaces or ';'), DISTER_JOIN,
-DISTER_TOKEN, DISTER_LOG_LEVEL, DISTER_ROLE, DISTER_SERVER, DISTER_CONFIG), the
-YAML file of --config
+DISTER_TOKEN, DISTER_LOG_LEVEL, DISTER_ROLE, DISTER_SERVER, DISTER_ENABLE_SCRIPT_CHECKS,
+DISTER_CHECK_TARGET, DISTER_CHECK_OUTPUT_BODY, DISTER_CONFIG), the YAML file of --config
 (keys named as the flags: node-id, data-dir, initial-member: [...], ...),
 and the defaults.`,
 		Args: noArgs,
@@ -66,6 +66,9 @@ and the defaults.`,
 	f.String("config", "", "YAML `FILE` with the same settings as the flags")
 	f.String("token", "", "require 'Authorization: Bearer TOKEN' on every REST request")
 	f.String("log-level", d.LogLevel, "debug, info, warn or error (logs go to stderr)")
+	f.Bool("enable-script-checks", false, "let this server run script and custom health checks (commands) of the groups it leads, when the cluster setting script_checks allows them too")
+	f.StringArray("check-target", nil, "`CIDR|HOST` health checks of groups this server leads may reach (repeatable; default: anything but link-local addresses)")
+	f.Bool("check-output-body", false, "put a failing http/web check's response body (up to 1 KiB) into its output")
 	f.String("role", "server", "server, or client: a node that stores nothing and votes in nothing, sends writes to the group leaders, reads from the servers and caches Gets (needs --server; no data dir)")
 	f.StringArray("server", nil, "`PEERADDR` of a running server for --role client to discover the cluster from (repeatable)")
 	cmd.RunE = runE(func(c *cobra.Command, _ []string) error {
