@@ -44,7 +44,7 @@ func TestCLILeases(t *testing.T) {
 	}
 	ka := startCLI(t, d, "keepalive", "lease", "keepalive", m[1], "--forever")
 	time.Sleep(1500 * time.Millisecond) // past the TTL
-	want(t, "kept key", run("kv", "get", "l/ttl").ok(t, "get kept key"), "v\n")
+	want(t, "kept key", run("kv", "get", "l/ttl").ok(t, "get kept key"), "v")
 	ka.signal(syscall.SIGINT)
 	if code := ka.waitExit(10 * time.Second); code != 0 || ka.ownStderr() != "" {
 		t.Fatalf("keepalive --forever after SIGINT: exit %d, stderr %q", code, ka.ownStderr())

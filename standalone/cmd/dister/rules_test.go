@@ -64,7 +64,7 @@ func TestNonLoopbackNeedsToken(t *testing.T) {
 	line := cli(t, d, "", nil, "kv", "put", "k", "v").fails(t, "CLI without the token", 1)
 	want(t, "401 line", line, `dister: kv put "k": unauthorized: the daemon wants a valid --token (or DISTER_TOKEN)`)
 	cli(t, d, "", nil, "kv", "put", "k", "v", "--token", "s3cret").ok(t, "CLI with --token")
-	want(t, "get with env token", cli(t, d, "", []string{"DISTER_TOKEN=s3cret"}, "kv", "get", "k").ok(t, "CLI with DISTER_TOKEN"), "v\n")
+	want(t, "get with env token", cli(t, d, "", []string{"DISTER_TOKEN=s3cret"}, "kv", "get", "k").ok(t, "CLI with DISTER_TOKEN"), "v")
 	want(t, "legacy with token", cli(t, d, "", nil, "getkv", "k", "--token", "s3cret").ok(t, "getkv with --token"), "v\n")
 	cli(t, d, "", nil, "kvs").fails(t, "kvs without the token", 1)
 	d.stop()
@@ -158,6 +158,6 @@ func TestNoArguments(t *testing.T) {
 	// A restart from the data dir needs nothing either.
 	d.startArgs()
 	d.waitReady()
-	want(t, "after restart", cli(t, d, "", nil, "kv", "get", "k").ok(t, "get"), "v\n")
+	want(t, "after restart", cli(t, d, "", nil, "kv", "get", "k").ok(t, "get"), "v")
 	d.stop()
 }
