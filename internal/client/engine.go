@@ -77,9 +77,6 @@ type Engine struct {
 	rounds  chan struct{} // closed and replaced after each discovery round
 	ring    atomic.Pointer[router.Ring]
 	wake    chan struct{}
-
-	renewMu  sync.Mutex
-	renewals map[renewal]time.Duration
 }
 
 var _ core.Engine = (*Engine)(nil)
@@ -104,11 +101,10 @@ func Open(cfg Config) (*Engine, error) {
 		session: binary.LittleEndian.Uint64(b[:]) | 1,
 		seeds:   slices.Clone(cfg.Servers), servers: map[uint64]peer.ServerInfo{},
 		down: map[string]bool{}, groups: map[string]*group{}, rounds: make(chan struct{}),
-		wake: make(chan struct{}, 1), renewals: map[renewal]time.Duration{}}
+		wake: make(chan struct{}, 1)}
 	e.life, e.stop = context.WithCancel(context.Background())
 	e.ring.Store(router.New(e.seeds))
 	e.spawn(e.discoverLoop)
-	e.spawn(e.renewLoop)
 	return e, nil
 }
 

@@ -11,9 +11,6 @@ import (
 	"github.com/dister/dister/internal/peer"
 )
 
-// renewTick is how often the renewal loop looks for leases due.
-const renewTick = 200 * time.Millisecond
-
 // GrantLease creates a lease in group (a Raft write through the leader,
 // with this client's dedup id).
 func (e *Engine) GrantLease(ctx context.Context, group string, ttl time.Duration) (int64, error) {
@@ -69,11 +66,6 @@ func (e *Engine) keepAlives(ctx context.Context, group string, ids []int64) ([]t
 	return ttls, fails, nil
 }
 
-type renewal struct {
-	group string
-	id    int64
-}
-
 // KeepAliveBatch renews leases of one group. For now one keepalive per
 // lease (the servers' keepalive.batch op is not used yet).
 func (e *Engine) KeepAliveBatch(ctx context.Context, group string, ids []int64) ([]core.KeepAliveResult, error) {
@@ -86,78 +78,4 @@ func (e *Engine) KeepAliveBatch(ctx context.Context, group string, ids []int64) 
 		out[i] = core.KeepAliveResult{TTL: ttl, Err: err}
 	}
 	return out, nil
-}
-
-// AutoRenew keeps a lease alive from this client until StopRenew or Close.
-func (e *Engine) AutoRenew(group string, id int64, ttl time.Duration) {
-	e.renewMu.Lock()
-	defer e.renewMu.Unlock()
-	e.renewals[renewal{groupName(group), id}] = ttl
-}
-
-// StopRenew ends AutoRenew for a lease.
-func (e *Engine) StopRenew(group string, id int64) {
-	e.renewMu.Lock()
-	defer e.renewMu.Unlock()
-	delete(e.renewals, renewal{groupName(group), id})
-}
-
-// renewLoop renews the AutoRenew leases every third of their TTL, those
-// of one group in one call to its leader.
-func (e *Engine) renewLoop() {
-	next := map[renewal]time.Time{}
-	t := time.NewTicker(renewTick)
-	defer t.Stop()
-	for {
-		select {
-		case <-e.life.Done():
-			return
-		case <-t.C:
-		}
-		now := time.Now()
-		due := map[string][]int64{}
-		ttls := map[renewal]time.Duration{}
-		e.renewMu.Lock()
-		for r, ttl := range e.renewals {
-			if at, ok := next[r]; !ok || now.After(at) {
-				due[r.group] = append(due[r.group], r.id)
-				ttls[r] = ttl
-			}
-		}
-		for r := range next {
-			if _, ok := e.renewals[r]; !ok {
-				delete(next, r)
-			}
-		}
-		e.renewMu.Unlock()
-		for group, ids := range due {
-			shortest := time.Duration(1<<63 - 1)
-			for _, id := range ids {
-				shortest = min(shortest, ttls[renewal{group, id}])
-			}
-			// Half the TTL: a slow leader (an election, a loaded machine)
-			// still gets the renewal in before the lease runs out.
-			ctx, cancel := context.WithTimeout(e.life, max(shortest/2, renewTick))
-			_, errs2, err := e.keepAlives(ctx, group, ids)
-			cancel()
-			if err != nil {
-				e.log.Debug("lease renewals failed", "group", group, "leases", len(ids), "err", err)
-				continue // every lease of the group again at the next tick
-			}
-			for i, id := range ids {
-				r := renewal{group, id}
-				if errs2[i] != nil {
-					e.log.Debug("lease renewal failed", "group", group, "lease", id, "err", errs2[i])
-				}
-				switch err := errs2[i]; {
-				case err == nil:
-					next[r] = time.Now().Add(ttls[r] / 3)
-				case errors.Is(err, errs.LeaseNotFound), errors.Is(err, errs.GroupNotFound):
-					e.log.Debug("lease renewal stops", "group", group, "lease", id, "err", err)
-					e.StopRenew(group, id)
-					delete(next, r)
-				}
-			}
-		}
-	}
 }
