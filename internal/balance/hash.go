@@ -1,31 +1,36 @@
 package balance
 
 import (
+	"sync"
+	"sync/atomic"
+
 	"github.com/buraksezer/consistent"
 	"github.com/cespare/xxhash/v2"
 )
 
 // Ring parameters. buraksezer/consistent assigns partitions to members with
-// bounded loads (no member gets more than Load × the average); keys map to a
-// partition by hash modulo the partition count. More partitions give a finer
-// split (better balance and closer to 1/n keys moving when a member leaves);
-// more replicas spread each member around the ring. Measured with
-// TestHashKeyMovement (worst case over which member leaves, 100,000 keys):
-// 271/20 moved up to 1/n+8.4% with 4.9% between staying members; 1021/40
-// moves at most 1/n+3% with under 1% between staying members. 2039/40 is no
-// better and doubles the table. See hashPartitions for large sets.
+// bounded loads (no member gets more than Load × the average); a key maps
+// to a partition by hash modulo the partition count. The partition count
+// is fixed (it does not follow the eligible count), so a key's partition
+// never changes and a member joining or leaving moves only the partitions
+// whose owner changes: about 1/n of keys (TestHashKeyCrossing256). It must
+// be at least the member count (the library has no room otherwise); sets
+// larger than it hash over their first Partitions members by ID (see
+// table). Memory while hashed: the library's tables, about 100 bytes per
+// partition plus 50 per member and replica, and 4 bytes per partition for
+// the pick table.
 const (
-	basePartitions    = 1021
-	replicationFactor = 40
+	Partitions        = 16381 // prime, so keys spread evenly
+	replicationFactor = 20
 	loadFactor        = 1.25
 )
 
-// ring is a precomputed partition → member table. consistent.LocateKey is
-// not used on the pick path: it needs a []byte (an allocation for a string
-// key), calls the hasher through an interface and takes a read lock. Hashing
-// the key here with the same hasher and reading the table gives the same
-// answer with no allocation and no lock.
-type ring struct {
+// ringTable is a precomputed partition → member table for one Set.
+// consistent.LocateKey is not used on the pick path: it needs a []byte (an
+// allocation for a string key), calls the hasher through an interface and
+// takes a read lock. Hashing the key here with the same hasher and reading
+// the table gives the same answer with no allocation and no lock.
+type ringTable struct {
 	owner []int32 // index into Set.values, by partition
 }
 
@@ -37,56 +42,98 @@ type ringMember string
 
 func (m ringMember) String() string { return string(m) }
 
-// hashPartitions keeps the partition count fixed for every realistic set so a
-// key's partition never changes, and grows it only when there are more
-// members than partitions, where consistent would otherwise panic (every
-// member needs room for at least one partition). Four partitions per member
-// guarantees that room at a load factor of 1.25.
-//
-// Build cost is the library's: it re-sorts the ring after each member, so New
-// grows as n² log n — about a millisecond at tens of members, but seconds at
-// a thousand. Sets are rebuilt only on membership change, off the pick path.
-func hashPartitions(n int) int {
-	p := basePartitions
-	for p < 4*n {
-		p = p*2 + 1
-	}
-	return p
+// ringSource keeps one consistent ring for all the Sets of a View, so that
+// a change adds or removes the members that changed instead of building
+// the ring anew (the library sorts its whole ring once per member added,
+// so a build from scratch grows as n² log n).
+type ringSource struct {
+	wanted atomic.Bool // a HashKey asked for a table: keep one from now on
+	mu     sync.Mutex
+	c      *consistent.Consistent
+	in     map[string]struct{} // the members in c
 }
 
-func buildRing(ids []string) ring {
-	if len(ids) == 0 {
-		return ring{}
-	}
-	members := make([]consistent.Member, len(ids))
-	index := make(map[string]int32, len(ids))
-	for i, id := range ids {
-		members[i] = ringMember(id)
-		index[id] = int32(i)
-	}
-	p := hashPartitions(len(ids))
-	c := consistent.New(members, consistent.Config{
+func ringConfig() consistent.Config {
+	return consistent.Config{
 		Hasher:            xxHasher{},
-		PartitionCount:    p,
+		PartitionCount:    Partitions,
 		ReplicationFactor: replicationFactor,
 		Load:              loadFactor,
-	})
-	owner := make([]int32, p)
-	for part := range owner {
-		owner[part] = index[c.GetPartitionOwner(part).String()]
 	}
-	return ring{owner: owner}
+}
+
+// table brings the ring to exactly ids and returns its table, indexing ids.
+func (r *ringSource) table(ids []string) *ringTable {
+	if len(ids) == 0 {
+		return &ringTable{}
+	}
+	if len(ids) > Partitions {
+		ids = ids[:Partitions]
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	index := make(map[string]int32, len(ids))
+	for i, id := range ids {
+		index[id] = int32(i)
+	}
+	if r.c == nil {
+		ms := make([]consistent.Member, len(ids))
+		for i, id := range ids {
+			ms[i] = ringMember(id)
+		}
+		r.c = consistent.New(ms, ringConfig())
+		r.in = make(map[string]struct{}, len(ids))
+		for _, id := range ids {
+			r.in[id] = struct{}{}
+		}
+	} else {
+		// Remove first: the ring then never holds more than Partitions
+		// members (the library panics without room for each). A ring
+		// emptied on the way is fine: Add starts it afresh.
+		for id := range r.in {
+			if _, ok := index[id]; !ok {
+				r.c.Remove(id)
+				delete(r.in, id)
+			}
+		}
+		for _, id := range ids {
+			if _, ok := r.in[id]; !ok {
+				r.c.Add(ringMember(id))
+				r.in[id] = struct{}{}
+			}
+		}
+	}
+	owner := make([]int32, Partitions)
+	for part := range owner {
+		owner[part] = index[r.c.GetPartitionOwner(part).String()]
+	}
+	return &ringTable{owner: owner}
 }
 
 // HashKey returns the member that owns key on the consistent-hash ring, so a
 // key sticks to its member while the set is stable and, when one of n members
-// leaves, only about 1/n of keys move.
+// joins or leaves, only about 1/n of keys move. The first HashKey of a
+// View's Sets builds the ring (and allocates); from then on the View keeps
+// it up to date as it publishes Sets, and HashKey allocates nothing.
 func (s *Set[T]) HashKey(key string) (T, bool) {
-	if len(s.ring.owner) == 0 {
+	t := s.ring.Load()
+	if t == nil {
+		// From now on the View keeps a ring, also while it is empty.
+		if !s.src.wanted.Load() {
+			s.src.wanted.Store(true)
+		}
+		if len(s.values) == 0 {
+			var zero T
+			return zero, false
+		}
+		t = s.src.table(s.ids)
+		s.ring.Store(t)
+	}
+	if len(t.owner) == 0 {
 		var zero T
 		return zero, false
 	}
 	// Same hash and modulo as consistent.FindPartitionID.
-	part := xxhash.Sum64String(key) % uint64(len(s.ring.owner))
-	return s.values[s.ring.owner[part]], true
+	part := xxhash.Sum64String(key) % Partitions
+	return s.values[t.owner[part]], true
 }

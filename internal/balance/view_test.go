@@ -1,0 +1,120 @@
+package balance
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"testing"
+)
+
+// A View whose Sets nobody hashes never builds a ring; the first HashKey
+// builds one, and from then on every published Set carries one.
+func TestViewRingLazy(t *testing.T) {
+	v := NewView[string](nil)
+	for i := range 50 {
+		v.Put(mem(fmt.Sprintf("i-%02d", i), 1, Passing))
+	}
+	s := v.Set()
+	s.Pick(1)
+	s.RoundRobin()
+	if s.Hashed() || v.src.c != nil {
+		t.Fatal("ring built though nobody hashed")
+	}
+	v.Put(mem("i-50", 1, Passing))
+	if s2 := v.Set(); s2.Hashed() || v.src.c != nil {
+		t.Fatal("ring built on publish though nobody hashed")
+	}
+	if _, ok := v.Set().HashKey("k"); !ok || v.src.c == nil {
+		t.Fatal("HashKey did not build the ring")
+	}
+	v.Delete("i-00")
+	if !v.Set().Hashed() {
+		t.Fatal("a Set published after a HashKey has no table")
+	}
+}
+
+// A View fed a random sequence of puts, deletes and status and priority
+// changes publishes, after each, the same Set as New over the same members,
+// hash table included.
+func TestViewIncrementalEqualsFromScratch(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	v := NewView[string](nil)
+	live := map[string]Member[string]{}
+	v.Set().HashKey("start") // keep a ring from the start
+	const ks = 2000
+	for step := range 600 {
+		id := fmt.Sprintf("i-%03d", r.IntN(120))
+		switch op := r.IntN(10); {
+		case op < 2:
+			v.Delete(id)
+			delete(live, id)
+		default:
+			m := mem(id, r.IntN(4), Tier(r.IntN(3)))
+			m.Value = fmt.Sprintf("%s/%d", id, step) // a new record each time
+			v.Put(m)
+			live[id] = m
+		}
+		got := v.Set()
+		var all []Member[string]
+		for _, m := range live {
+			all = append(all, m)
+		}
+		want := New(all...)
+		if !slices.Equal(got.IDs(), want.IDs()) || !slices.Equal(got.Values(), want.Values()) || !slices.Equal(got.cum, want.cum) {
+			t.Fatalf("step %d: incremental %v %v, from scratch %v %v", step, got.IDs(), got.cum, want.IDs(), want.cum)
+		}
+		if !got.Hashed() {
+			t.Fatalf("step %d: no hash table after HashKey", step)
+		}
+		if step%50 == 0 || step == 599 {
+			for k := range ks {
+				key := fmt.Sprint("key-", k)
+				a, okA := got.HashKey(key)
+				b, okB := want.HashKey(key)
+				if a != b || okA != okB {
+					t.Fatalf("step %d: key %q on %q (incremental ring) vs %q (fresh ring)", step, key, a, b)
+				}
+			}
+		}
+	}
+}
+
+// With 10,000 keys, one instance joining or leaving moves about 1/n of
+// them, also where the eligible count crosses 256 (the partition count
+// used to double there and reshuffle nearly every key).
+func TestHashKeyCrossing256(t *testing.T) {
+	const nkeys = 10_000
+	ks := make([]string, nkeys)
+	for i := range ks {
+		ks[i] = fmt.Sprintf("user-%d", i)
+	}
+	v := NewView[string](nil)
+	for i := range 254 {
+		v.Put(mem(fmt.Sprintf("10.0.%d.%d:80", i/200, i%200), 1, Passing))
+	}
+	prev := assign(v.Set(), ks)
+	step := func(what string, n int) {
+		t.Helper()
+		cur := assign(v.Set(), ks)
+		moved := 0
+		for i := range ks {
+			if cur[i] != prev[i] {
+				moved++
+			}
+		}
+		limit := 3 * nkeys / n
+		t.Logf("%s (n=%d): %d of %d keys moved (1/n = %d)", what, n, moved, nkeys, nkeys/n)
+		if moved > limit {
+			t.Errorf("%s (n=%d): %d keys moved, want < 3/n = %d", what, n, moved, limit)
+		}
+		prev = cur
+	}
+	for i := 254; i < 260; i++ {
+		v.Put(mem(fmt.Sprintf("10.0.%d.%d:80", i/200, i%200), 1, Passing))
+		step("join", i+1)
+	}
+	for i := 259; i >= 252; i-- {
+		v.Delete(fmt.Sprintf("10.0.%d.%d:80", i/200, i%200))
+		step("leave", i)
+	}
+}
