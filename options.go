@@ -131,6 +131,14 @@ type Options struct {
 	// cloud metadata services); set, only what it lists. A check denied
 	// here is critical with an output saying so.
 	CheckTargets []string
+	// BalancerStaleAfter bounds how long a Balancer's local view of a
+	// service may go without hearing from the cluster (an event, or a
+	// progress note confirmed against the group's leader, which the
+	// Balancer asks for every third of this bound) before a Pick from it
+	// fails with ErrStaleView instead of serving instances that may be long
+	// gone (a partitioned node). Zero = 30 s; negative = never stale. Pick
+	// with Fresh() reads the registry instead of the view.
+	BalancerStaleAfter time.Duration
 	// Metrics receives the Node's Prometheus series (proposals by group and
 	// result, proposal latency, leader changes, each group's revision and
 	// leader). Nil = none. A registry takes one Node at a time; Close
@@ -315,3 +323,17 @@ func WithLease(id LeaseID) WriteOption { return func(o *writeOptions) { o.lease 
 
 // WithPrefix makes Delete remove every key starting with the given key.
 func WithPrefix() WriteOption { return func(o *writeOptions) { o.prefix = true } }
+
+// defaultStaleAfter is BalancerStaleAfter's zero value.
+const defaultStaleAfter = 30 * time.Second
+
+// staleAfter applies BalancerStaleAfter's default; 0 = never stale.
+func staleAfter(d time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return defaultStaleAfter
+	case d < 0:
+		return 0
+	}
+	return d
+}

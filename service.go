@@ -359,6 +359,38 @@ func sortedInstances(set map[string]Instance) []Instance {
 // changed it. It returns why it stopped (ctx.Err() when ctx ended or the
 // Node closed, errs.Closed) — never nil. publish returning false stops it.
 func (s *Services) follow(ctx context.Context, service string, publish func(rev int64, set map[string]Instance) bool) error {
+	var set map[string]Instance
+	return s.feed(ctx, service, feedFuncs{
+		load: func(rev int64, insts []*Instance) bool {
+			set = make(map[string]Instance, len(insts))
+			for _, in := range insts {
+				set[in.ID] = *in
+			}
+			return publish(rev, set)
+		},
+		put:    func(in *Instance) { set[in.ID] = *in },
+		del:    func(id string) { delete(set, id) },
+		commit: func(rev int64) bool { return publish(rev, set) },
+	})
+}
+
+// feedFuncs receive a service's instances and their changes from feed.
+type feedFuncs struct {
+	load     func(rev int64, insts []*Instance) bool // the whole set, at the start
+	put      func(in *Instance)                      // one change of a revision...
+	del      func(id string)
+	commit   func(rev int64) bool // ...and the end of that revision
+	progress func(rev int64)      // optional: every change up to rev was delivered
+	// coalesce: commit only once the revisions that came meanwhile are
+	// applied too, so a slow consumer keeps up with a burst of changes.
+	coalesce bool
+}
+
+// feed reads service's instances and then follows its changes one at a
+// time, so a consumer can apply them incrementally. It returns why it
+// stopped (ctx.Err() when ctx ended or the Node closed, errs.Closed) —
+// never nil. load or commit returning false stops it.
+func (s *Services) feed(ctx context.Context, service string, f feedFuncs) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	// The Node's own end stops the watch too.
@@ -375,13 +407,15 @@ func (s *Services) follow(ctx context.Context, service string, publish func(rev 
 	if err != nil {
 		return err
 	}
-	set := make(map[string]Instance, len(stored))
-	for _, st := range stored {
-		set[st.Record.ID] = toInstance(st)
+	insts := make([]*Instance, len(stored))
+	for i, st := range stored {
+		in := toInstance(st)
+		insts[i] = &in
 	}
-	if !publish(rev, set) {
+	if !f.load(rev, insts) {
 		return ctx.Err()
 	}
+	insts = nil
 	batches := make(chan cluster.WatchBatch, 64)
 	ended := make(chan error, 1)
 	err = s.n.e.Watch(ctx, cluster.WatchRequest{
@@ -413,7 +447,10 @@ func (s *Services) follow(ctx context.Context, service string, publish func(rev 
 		select {
 		case b := <-batches:
 			if len(b.Events) == 0 {
-				continue // progress note
+				if f.progress != nil {
+					f.progress(b.Revision)
+				}
+				continue
 			}
 			for _, ev := range b.Events {
 				_, id, _ := svc.SplitKey(ev.KV.Key)
@@ -422,12 +459,16 @@ func (s *Services) follow(ctx context.Context, service string, publish func(rev 
 					if err != nil {
 						return err
 					}
-					set[id] = toInstance(svc.Stored{Record: r, ModRevision: ev.KV.ModRevision})
+					in := toInstance(svc.Stored{Record: r, ModRevision: ev.KV.ModRevision})
+					f.put(&in)
 				} else {
-					delete(set, id)
+					f.del(id)
 				}
 			}
-			if !publish(b.Revision, set) {
+			if f.coalesce && len(batches) > 0 {
+				continue
+			}
+			if !f.commit(b.Revision) {
 				return ctx.Err()
 			}
 		case err := <-ended:

@@ -1,6 +1,7 @@
 package balance
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"strconv"
 	"testing"
@@ -68,5 +69,66 @@ func BenchmarkNew(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		New(ms...)
+	}
+}
+
+// BenchmarkViewChange is the cost of one change to a service's view (one
+// instance turning warning or passing again) and the publish of the Set
+// that follows, at 1,000 and 10,000 instances:
+//
+//	go test -run '^$' -bench ViewChange -benchmem ./internal/balance
+//
+// "scratch" is what the service layer did before View: a Set built anew
+// from every member after each change, with its hash ring (consistent's
+// build sorts the whole ring once per member: n² log n). It runs at 1,000
+// only; at 10,000 one op takes many minutes. "hashed" is a View whose
+// Sets someone hashed, so it keeps its ring up to date.
+func BenchmarkViewChange(b *testing.B) {
+	for _, n := range []int{1000, 10_000} {
+		ms := make([]Member[int], n)
+		for i := range ms {
+			ms[i] = Member[int]{ID: "i-" + strconv.Itoa(i), Priority: 1 + i%3, Tier: Passing, Value: i}
+		}
+		flip := func(i int) Member[int] {
+			m := &ms[(i*7919)%n]
+			m.Tier = Warning + Passing - m.Tier
+			return *m
+		}
+		if n <= 1000 {
+			b.Run(fmt.Sprintf("n=%d/scratch", n), func(b *testing.B) {
+				rr := new(Counter)
+				i := 0
+				for b.Loop() {
+					flip(i)
+					NewShared(rr, ms...).HashKey("k")
+					i++
+				}
+			})
+		}
+		for _, hashed := range []bool{false, true} {
+			name := fmt.Sprintf("n=%d/incremental", n)
+			if hashed {
+				name += "-hashed"
+			}
+			b.Run(name, func(b *testing.B) {
+				v := NewView[int](nil)
+				for _, m := range ms {
+					v.Put(m)
+				}
+				if hashed {
+					v.Set().HashKey("k")
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				i := 0
+				for b.Loop() {
+					v.Put(flip(i))
+					if s := v.Set(); s.Len() == 0 || s.Hashed() != hashed {
+						b.Fatal("bad set")
+					}
+					i++
+				}
+			})
+		}
 	}
 }

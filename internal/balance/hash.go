@@ -38,9 +38,16 @@ type xxHasher struct{}
 
 func (xxHasher) Sum64(b []byte) uint64 { return xxhash.Sum64(b) }
 
+// ringMember is a member's name on the ring: its ID and a NUL. The
+// library names a member's replicas by appending the replica number to
+// the name, so without the NUL "i-1" (replica 10) and "i-11" (replica 0)
+// would share a point, and removing one would leave the other's point
+// without an owner (a nil dereference in the library).
 type ringMember string
 
 func (m ringMember) String() string { return string(m) }
+
+func ringName(id string) string { return id + "\x00" }
 
 // ringSource keeps one consistent ring for all the Sets of a View, so that
 // a change adds or removes the members that changed instead of building
@@ -72,34 +79,34 @@ func (r *ringSource) table(ids []string) *ringTable {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	index := make(map[string]int32, len(ids))
+	index := make(map[string]int32, len(ids)) // by ring name
 	for i, id := range ids {
-		index[id] = int32(i)
+		index[ringName(id)] = int32(i)
 	}
 	if r.c == nil {
 		ms := make([]consistent.Member, len(ids))
 		for i, id := range ids {
-			ms[i] = ringMember(id)
+			ms[i] = ringMember(ringName(id))
 		}
 		r.c = consistent.New(ms, ringConfig())
 		r.in = make(map[string]struct{}, len(ids))
 		for _, id := range ids {
-			r.in[id] = struct{}{}
+			r.in[ringName(id)] = struct{}{}
 		}
 	} else {
 		// Remove first: the ring then never holds more than Partitions
 		// members (the library panics without room for each). A ring
 		// emptied on the way is fine: Add starts it afresh.
-		for id := range r.in {
-			if _, ok := index[id]; !ok {
-				r.c.Remove(id)
-				delete(r.in, id)
+		for name := range r.in {
+			if _, ok := index[name]; !ok {
+				r.c.Remove(name)
+				delete(r.in, name)
 			}
 		}
 		for _, id := range ids {
-			if _, ok := r.in[id]; !ok {
-				r.c.Add(ringMember(id))
-				r.in[id] = struct{}{}
+			if name := ringName(id); !hasKey(r.in, name) {
+				r.c.Add(ringMember(name))
+				r.in[name] = struct{}{}
 			}
 		}
 	}
@@ -108,6 +115,11 @@ func (r *ringSource) table(ids []string) *ringTable {
 		owner[part] = index[r.c.GetPartitionOwner(part).String()]
 	}
 	return &ringTable{owner: owner}
+}
+
+func hasKey(m map[string]struct{}, k string) bool {
+	_, ok := m[k]
+	return ok
 }
 
 // HashKey returns the member that owns key on the consistent-hash ring, so a

@@ -109,6 +109,15 @@ func NewView[T any](rr *Counter) *View[T] {
 // Len is how many members the View holds, usable or not.
 func (v *View[T]) Len() int { return len(v.byID) }
 
+// IDs lists the IDs of all the View's members, usable or not.
+func (v *View[T]) IDs() []string {
+	out := make([]string, 0, len(v.byID))
+	for id := range v.byID {
+		out = append(out, id)
+	}
+	return out
+}
+
 // Put adds m or replaces the member with its ID.
 func (v *View[T]) Put(m Member[T]) {
 	if m.Tier < Passing || m.Tier > Unusable {

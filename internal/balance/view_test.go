@@ -118,3 +118,21 @@ func TestHashKeyCrossing256(t *testing.T) {
 		step("leave", i)
 	}
 }
+
+// IDs where one is another plus digits ("i-1", "i-11") used to share ring
+// points in the library (it names replicas by appending their number), and
+// removing one then crashed it.
+func TestHashRingPrefixIDs(t *testing.T) {
+	v := NewView[string](nil)
+	for i := range 120 {
+		v.Put(mem(fmt.Sprintf("i-%d", i), 1, Passing))
+	}
+	v.Set().HashKey("k")
+	for i := range 120 {
+		v.Delete(fmt.Sprintf("i-%d", i))
+		s := v.Set()
+		if _, ok := s.HashKey("k"); ok != (i < 119) {
+			t.Fatalf("after %d deletes: ok=%v", i+1, ok)
+		}
+	}
+}
