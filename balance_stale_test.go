@@ -139,3 +139,26 @@ func TestClientBalancerStaleAndFresh(t *testing.T) {
 	// With the fan-outs held the view hears nothing and goes stale.
 	waitFor(t, func() bool { _, err := b.Pick(ctx, "api"); return errors.Is(err, dister.ErrStaleView) })
 }
+
+// TestPickAllocatesNothing: a Pick from a view (each strategy, with the
+// staleness check) allocates nothing; BenchmarkPick measures its speed.
+func TestPickAllocatesNothing(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	for _, id := range []string{"a", "b", "c"} {
+		if err := c.Node(1).Services().Register(ctx, dister.Instance{Service: "api", ID: id, Address: "10.0.0.1:80", Priority: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := c.Node(1).Balancer()
+	waitFor(t, func() bool { _, err := b.Pick(ctx, "api", dister.HashKey("k")); return err == nil })
+	for _, opt := range []dister.PickOption{dister.PriorityWeighted(), dister.RoundRobin(), dister.HashKey("user-42")} {
+		if n := testing.AllocsPerRun(1000, func() {
+			if _, err := b.Pick(ctx, "api", opt); err != nil {
+				t.Fatal(err)
+			}
+		}); n != 0 {
+			t.Errorf("%+v: %.1f allocations per Pick, want 0", opt, n)
+		}
+	}
+}

@@ -51,7 +51,7 @@ func (b *Balancer) start(service string, v *view) bool {
 					for _, in := range insts {
 						bv.Put(member(in))
 					}
-					v.heard.Store(b.now())
+					b.heard(v, b.now())
 					publish()
 					once.Do(func() { close(v.ready) })
 					backoff = 50 * time.Millisecond
@@ -60,7 +60,7 @@ func (b *Balancer) start(service string, v *view) bool {
 				put: func(in *Instance) { bv.Put(member(in)) },
 				del: func(id string) { bv.Delete(id) },
 				commit: func(rev int64) bool {
-					v.heard.Store(b.now())
+					b.heard(v, b.now())
 					publish()
 					return true
 				},
@@ -98,11 +98,36 @@ func (b *Balancer) heardAt(v *view, rev int64) {
 	for i := range b.confirms {
 		if c := b.confirms[i].Load(); c != nil && c.rev <= rev {
 			if c.at > v.heard.Load() {
-				v.heard.Store(c.at)
+				b.heard(v, c.at)
 			}
 			return
 		}
 	}
+}
+
+// heard records that v was current at at (since the epoch).
+func (b *Balancer) heard(v *view, at int64) {
+	v.heard.Store(at)
+	if v.stale.Load() && b.now()-at <= int64(b.s.n.staleAfter) {
+		v.stale.Store(false)
+	}
+}
+
+// markStale flags the views that have not heard for longer than the bound.
+func (b *Balancer) markStale() {
+	now, bound := b.now(), int64(b.s.n.staleAfter)
+	b.views.Range(func(_, v any) bool {
+		vw := v.(*view)
+		if vw.set.Load() != nil && now-vw.heard.Load() > bound && !vw.stale.Load() {
+			vw.stale.Store(true)
+			// The view may have heard in between: heard() saw no flag
+			// to clear then.
+			if b.now()-vw.heard.Load() <= bound {
+				vw.stale.Store(false)
+			}
+		}
+		return true
+	})
 }
 
 // confirm reads the group's revision from its leader (linearizably) and
@@ -160,6 +185,7 @@ func (b *Balancer) sweep() {
 		case <-confirmC:
 			if b.count.Load() > 0 {
 				b.confirm(period)
+				b.markStale()
 			}
 		case <-t.C:
 			b.views.Range(func(k, v any) bool {

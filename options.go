@@ -134,10 +134,11 @@ type Options struct {
 	// BalancerStaleAfter bounds how long a Balancer's local view of a
 	// service may go without hearing from the cluster (an event, or a
 	// progress note confirmed against the group's leader, which the
-	// Balancer asks for every third of this bound) before a Pick from it
-	// fails with ErrStaleView instead of serving instances that may be long
-	// gone (a partitioned node). Zero = 30 s; negative = never stale. Pick
-	// with Fresh() reads the registry instead of the view.
+	// Balancer asks for every third of this bound, when it also checks the
+	// views) before a Pick from it fails with ErrStaleView instead of
+	// serving instances that may be long gone (a partitioned node): within
+	// the bound and two thirds more. Zero = 30 s; negative = never stale.
+	// Pick with Fresh() reads the registry instead of the view.
 	BalancerStaleAfter time.Duration
 	// Metrics receives the Node's Prometheus series (proposals by group and
 	// result, proposal latency, leader changes, each group's revision and
