@@ -3,6 +3,7 @@ package balance
 import (
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"testing"
 )
@@ -131,4 +132,43 @@ func BenchmarkViewChange(b *testing.B) {
 			})
 		}
 	}
+}
+
+// BenchmarkViewMemory reports the heap a View of 10,000 members and its
+// published Set hold, per member (the values themselves not counted),
+// without and with a hash ring:
+//
+//	go test -run '^$' -bench ViewMemory -benchtime 1x ./internal/balance
+func BenchmarkViewMemory(b *testing.B) {
+	const n = 10_000
+	for _, hashed := range []bool{false, true} {
+		b.Run(fmt.Sprintf("hashed=%v", hashed), func(b *testing.B) {
+			for b.Loop() {
+				ids := make([]string, n)
+				for i := range ids {
+					ids[i] = fmt.Sprintf("instance-%06d", i)
+				}
+				before := heap()
+				v := NewView[*int](nil)
+				for _, id := range ids {
+					v.Put(Member[*int]{ID: id, Priority: 1, Tier: Passing})
+				}
+				s := v.Set()
+				if hashed {
+					s.HashKey("k")
+				}
+				after := heap()
+				b.ReportMetric(float64(after-before)/n, "B/member")
+				runtime.KeepAlive(s)
+				runtime.KeepAlive(v)
+			}
+		})
+	}
+}
+
+func heap() uint64 {
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
 }
