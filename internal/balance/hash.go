@@ -1,10 +1,14 @@
 package balance
 
 import (
+	"cmp"
+	"encoding/binary"
+	"math"
+	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
-	"github.com/buraksezer/consistent"
 	"github.com/cespare/xxhash/v2"
 )
 
@@ -34,40 +38,67 @@ type ringTable struct {
 	owner []int32 // index into Set.values, by partition
 }
 
-type xxHasher struct{}
-
-func (xxHasher) Sum64(b []byte) uint64 { return xxhash.Sum64(b) }
-
-// ringMember is a member's name on the ring: its ID and a NUL. The
-// library names a member's replicas by appending the replica number to
-// the name, so without the NUL "i-1" (replica 10) and "i-11" (replica 0)
-// would share a point, and removing one would leave the other's point
-// without an owner (a nil dereference in the library).
-type ringMember string
-
-func (m ringMember) String() string { return string(m) }
-
+// ringName is a member's name on the ring: its ID and a NUL. The library
+// names a member's replicas by appending the replica number to the name,
+// so without the NUL "i-1" (replica 10) and "i-11" (replica 0) would share
+// a point (in the library, removing one then left the other's point
+// without an owner: a nil dereference).
 func ringName(id string) string { return id + "\x00" }
 
-// ringSource keeps one consistent ring for all the Sets of a View, so that
-// a change adds or removes the members that changed instead of building
-// the ring anew (the library sorts its whole ring once per member added,
-// so a build from scratch grows as n² log n).
+// ringSource keeps one ring for all the Sets of a View, so that a change
+// adds or removes the ring points of the members that changed instead of
+// building the ring anew.
+//
+// The ring is buraksezer/consistent's — the same points (xxhash of the
+// member's name and replica number), the same bounded-load assignment of
+// partitions, so the same owner for every key (TestRingMatchesLibrary) —
+// but kept here as a sorted slice: the library sorts its whole ring once
+// per member added (a build of 10,000 members took 192 s) and redistributes
+// after each Add or Remove; here a build is one sort and a change one merge
+// and one distribution.
 type ringSource struct {
 	wanted atomic.Bool // a HashKey asked for a table: keep one from now on
 	mu     sync.Mutex
-	c      *consistent.Consistent
-	in     map[string]struct{} // the members in c
+	points []ringPoint       // sorted by hash
+	slot   map[string]int32 // ring name -> its points' slot, for members with points
+	free   []int32          // slots to reuse
+	slots  int32            // slots handed out
 }
 
-func ringConfig() consistent.Config {
-	return consistent.Config{
-		Hasher:            xxHasher{},
-		PartitionCount:    Partitions,
-		ReplicationFactor: replicationFactor,
-		Load:              loadFactor,
-	}
+type ringPoint struct {
+	hash uint64
+	slot int32 // the member's slot in its ringSource
 }
+
+// partitionHashes are the ring positions of the partitions, as the
+// library computes them (xxhash of the partition number, 8 bytes little
+// endian), sorted by position.
+var partitionHashes = sync.OnceValue(func() []partitionHash {
+	hs := make([]partitionHash, Partitions)
+	var b [8]byte
+	for p := range hs {
+		binary.LittleEndian.PutUint64(b[:], uint64(p))
+		hs[p] = partitionHash{hash: xxhash.Sum64(b[:]), part: int32(p)}
+	}
+	slices.SortFunc(hs, func(a, b partitionHash) int { return cmp.Compare(a.hash, b.hash) })
+	return hs
+})
+
+type partitionHash struct {
+	hash uint64
+	part int32
+}
+
+// memberPoints are the ring points of one member, named as the library
+// names replicas: the member's name followed by the replica number.
+func memberPoints(name string, slot int32, out []ringPoint) []ringPoint {
+	for i := range replicationFactor {
+		out = append(out, ringPoint{hash: xxhash.Sum64String(name + strconv.Itoa(i)), slot: slot})
+	}
+	return out
+}
+
+func byHash(a, b ringPoint) int { return cmp.Compare(a.hash, b.hash) }
 
 // table brings the ring to exactly ids and returns its table, indexing ids.
 func (r *ringSource) table(ids []string) *ringTable {
@@ -79,47 +110,107 @@ func (r *ringSource) table(ids []string) *ringTable {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	index := make(map[string]int32, len(ids)) // by ring name
+	if r.slot == nil {
+		r.slot = make(map[string]int32, len(ids))
+	}
+	// index: slot -> position in ids (-1: not a member now).
+	index := make([]int32, r.slots, r.slots+int32(len(ids)))
+	for i := range index {
+		index[i] = -1
+	}
+	var added []ringPoint
 	for i, id := range ids {
-		index[ringName(id)] = int32(i)
+		name := ringName(id)
+		sl, ok := r.slot[name]
+		if !ok {
+			if n := len(r.free); n > 0 {
+				sl, r.free = r.free[n-1], r.free[:n-1]
+			} else {
+				sl = r.slots
+				r.slots++
+				index = append(index, -1)
+			}
+			r.slot[name] = sl
+			added = memberPoints(name, sl, added)
+		}
+		index[sl] = int32(i)
 	}
-	if r.c == nil {
-		ms := make([]consistent.Member, len(ids))
-		for i, id := range ids {
-			ms[i] = ringMember(ringName(id))
+	// Points of members gone go; points of members new are sorted and
+	// merged in.
+	gone := false
+	for name, sl := range r.slot {
+		if index[sl] < 0 {
+			delete(r.slot, name)
+			gone = true
 		}
-		r.c = consistent.New(ms, ringConfig())
-		r.in = make(map[string]struct{}, len(ids))
-		for _, id := range ids {
-			r.in[ringName(id)] = struct{}{}
-		}
-	} else {
-		// Remove first: the ring then never holds more than Partitions
-		// members (the library panics without room for each). A ring
-		// emptied on the way is fine: Add starts it afresh.
-		for name := range r.in {
-			if _, ok := index[name]; !ok {
-				r.c.Remove(name)
-				delete(r.in, name)
+	}
+	if gone {
+		r.points = slices.DeleteFunc(r.points, func(p ringPoint) bool { return index[p.slot] < 0 })
+		r.free = r.free[:0]
+		for sl, pos := range index {
+			if pos < 0 {
+				r.free = append(r.free, int32(sl))
 			}
 		}
-		for _, id := range ids {
-			if name := ringName(id); !hasKey(r.in, name) {
-				r.c.Add(ringMember(name))
-				r.in[name] = struct{}{}
-			}
-		}
 	}
-	owner := make([]int32, Partitions)
-	for part := range owner {
-		owner[part] = index[r.c.GetPartitionOwner(part).String()]
+	if len(added) > 0 {
+		slices.SortFunc(added, byHash)
+		r.points = merge(r.points, added)
 	}
-	return &ringTable{owner: owner}
+	return &ringTable{owner: distribute(r.points, index, len(ids))}
 }
 
-func hasKey(m map[string]struct{}, k string) bool {
-	_, ok := m[k]
-	return ok
+// merge merges two slices sorted by hash.
+func merge(a, b []ringPoint) []ringPoint {
+	out := make([]ringPoint, 0, len(a)+len(b))
+	for len(a) > 0 && len(b) > 0 {
+		if b[0].hash < a[0].hash {
+			out, b = append(out, b[0]), b[1:]
+		} else {
+			out, a = append(out, a[0]), a[1:]
+		}
+	}
+	return append(append(out, a...), b...)
+}
+
+// distribute assigns every partition to a member as the library's
+// distributePartitions does: the first member at or after the partition's
+// position on the ring whose load is below the average load (the
+// partition count over the member count, rounded down, times the load
+// factor, rounded up). index maps a point's slot to the member's position.
+func distribute(points []ringPoint, index []int32, n int) []int32 {
+	avg := int32(math.Ceil(float64(Partitions/n) * loadFactor))
+	loads := make([]int32, n)
+	owner := make([]int32, Partitions)
+	// Where each partition's walk starts: the first point at or after it
+	// (one merge of the sorted partitions with the ring, instead of a
+	// binary search each).
+	start := make([]int32, Partitions)
+	j := 0
+	for _, ph := range partitionHashes() {
+		for j < len(points) && points[j].hash < ph.hash {
+			j++
+		}
+		start[ph.part] = int32(j)
+	}
+	// The walks, in partition order: each partition's owner depends on the
+	// loads the partitions before it left.
+	for part := range owner {
+		idx := int(start[part])
+		for range len(points) {
+			if idx >= len(points) {
+				idx = 0
+			}
+			m := index[points[idx].slot]
+			if loads[m] < avg {
+				loads[m]++
+				owner[part] = m
+				break
+			}
+			idx++
+		}
+	}
+	return owner
 }
 
 // HashKey returns the member that owns key on the consistent-hash ring, so a

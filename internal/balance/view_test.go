@@ -5,6 +5,9 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/buraksezer/consistent"
+	"github.com/cespare/xxhash/v2"
 )
 
 // A View whose Sets nobody hashes never builds a ring; the first HashKey
@@ -17,14 +20,14 @@ func TestViewRingLazy(t *testing.T) {
 	s := v.Set()
 	s.Pick(1)
 	s.RoundRobin()
-	if s.Hashed() || v.src.c != nil {
+	if s.Hashed() || v.src.points != nil {
 		t.Fatal("ring built though nobody hashed")
 	}
 	v.Put(mem("i-50", 1, Passing))
-	if s2 := v.Set(); s2.Hashed() || v.src.c != nil {
+	if s2 := v.Set(); s2.Hashed() || v.src.points != nil {
 		t.Fatal("ring built on publish though nobody hashed")
 	}
-	if _, ok := v.Set().HashKey("k"); !ok || v.src.c == nil {
+	if _, ok := v.Set().HashKey("k"); !ok || v.src.points == nil {
 		t.Fatal("HashKey did not build the ring")
 	}
 	v.Delete("i-00")
@@ -133,6 +136,51 @@ func TestHashRingPrefixIDs(t *testing.T) {
 		s := v.Set()
 		if _, ok := s.HashKey("k"); ok != (i < 119) {
 			t.Fatalf("after %d deletes: ok=%v", i+1, ok)
+		}
+	}
+}
+
+type xxHasher struct{}
+
+func (xxHasher) Sum64(b []byte) uint64 { return xxhash.Sum64(b) }
+
+type ringMember string
+
+func (m ringMember) String() string { return string(m) }
+
+// The ring kept here gives every partition the owner that
+// buraksezer/consistent gives it, built at once or after a random sequence
+// of joins and leaves (IDs that are prefixes of each other included).
+func TestRingMatchesLibrary(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	src := new(ringSource)
+	live := map[string]bool{}
+	for step := range 40 {
+		for range 1 + r.IntN(30) {
+			id := fmt.Sprintf("i-%d", r.IntN(400))
+			live[id] = !live[id]
+		}
+		var ids []string
+		for id, in := range live {
+			if in {
+				ids = append(ids, id)
+			}
+		}
+		if len(ids) == 0 {
+			continue
+		}
+		slices.Sort(ids)
+		got := src.table(ids)
+		ms := make([]consistent.Member, len(ids))
+		for i, id := range ids {
+			ms[i] = ringMember(ringName(id))
+		}
+		c := consistent.New(ms, consistent.Config{Hasher: xxHasher{}, PartitionCount: Partitions,
+			ReplicationFactor: replicationFactor, Load: loadFactor})
+		for part := range Partitions {
+			if want := c.GetPartitionOwner(part).String(); ringName(ids[got.owner[part]]) != want {
+				t.Fatalf("step %d (%d members): partition %d owned by %q, library says %q", step, len(ids), part, ids[got.owner[part]], want)
+			}
 		}
 	}
 }
