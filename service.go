@@ -386,6 +386,10 @@ type feedFuncs struct {
 	coalesce bool
 }
 
+// maxCoalesce bounds how many revisions a coalescing feed applies before it
+// commits, so a steady stream of changes cannot hold its consumer back.
+const maxCoalesce = 64
+
 // feed reads service's instances and then follows its changes one at a
 // time, so a consumer can apply them incrementally. It returns why it
 // stopped (ctx.Err() when ctx ended or the Node closed, errs.Closed) —
@@ -443,6 +447,7 @@ func (s *Services) feed(ctx context.Context, service string, f feedFuncs) error 
 	if err != nil {
 		return err
 	}
+	held := 0 // revisions applied but not committed (coalesce)
 	for {
 		select {
 		case b := <-batches:
@@ -465,9 +470,11 @@ func (s *Services) feed(ctx context.Context, service string, f feedFuncs) error 
 					f.del(id)
 				}
 			}
-			if f.coalesce && len(batches) > 0 {
+			if f.coalesce && len(batches) > 0 && held < maxCoalesce {
+				held++
 				continue
 			}
+			held = 0
 			if !f.commit(b.Revision) {
 				return ctx.Err()
 			}
