@@ -13,7 +13,7 @@ import (
 // staleBound is BalancerStaleAfter in these tests: short, so a view that
 // stopped following is found out quickly, yet long enough for a
 // leader-confirmed progress note on a loaded machine.
-const staleBound = 2 * time.Second
+const staleBound = 3 * time.Second
 
 func shortStale(o *dister.Options) { o.BalancerStaleAfter = staleBound }
 
@@ -36,6 +36,7 @@ func pickStaysFresh(t *testing.T, b *dister.Balancer, service, want string) {
 // either; and the view is fresh again once the cluster is back. Before,
 // the Pick went on answering from the old view.
 func TestBalancerStaleViewWithoutQuorum(t *testing.T) {
+	t.Parallel() // mostly waiting out the bound
 	c := testcluster.New(t, 3, shortStale)
 	ctx := ctxT(t)
 	if err := c.Node(1).Services().Register(ctx, dister.Instance{Service: "api", ID: "a", Address: "10.0.0.1:80"}); err != nil {
@@ -99,6 +100,7 @@ func TestBalancerFreshReadsPastTheView(t *testing.T) {
 // views follow a watch stream from a server: Fresh() reads past a view
 // that is behind, and a client that lost every server gets ErrStaleView.
 func TestClientBalancerStaleAndFresh(t *testing.T) {
+	t.Parallel() // mostly waiting out the bound
 	c := testcluster.New(t, 3)
 	ctx := ctxT(t)
 	var seeds []string
