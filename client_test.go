@@ -5,8 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dister/dister"
 	"github.com/dister/dister/internal/testcluster"
@@ -247,3 +250,53 @@ func nextEvent(t *testing.T, w <-chan dister.WatchEvent) dister.WatchEvent {
 }
 
 var _ = fmt.Sprint
+
+// A client node renews its auto-renewed leases of a group with one batched
+// call per tick, not one call per lease: the servers' peer API counts the
+// requests it gets by op.
+func TestClientRenewsLeasesInBatches(t *testing.T) {
+	t.Parallel() // waits on TTLs: runs beside the others
+	regs := map[uint64]*prometheus.Registry{}
+	var mu sync.Mutex
+	c := testcluster.New(t, 3, func(o *dister.Options) {
+		r := prometheus.NewRegistry()
+		mu.Lock()
+		regs[o.NodeID] = r
+		mu.Unlock()
+		o.Metrics = r
+	})
+	cl := openClient(t, c, 0)
+	ctx := ctxT(t)
+	const n, ttl = 30, 2 * time.Second
+	for i := range n {
+		id, err := cl.Leases().Grant(ctx, ttl, dister.AutoRenew())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.KV().Put(ctx, fmt.Sprintf("leased/%d", i), []byte("x"), dister.WithLease(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	requests := func(op string) float64 {
+		var sum float64
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range regs {
+			sum += counterValue(t, r, "dister_peer_requests_total", op)
+		}
+		return sum
+	}
+	single, batches := requests("keepalive"), requests("keepalive.batch")
+	const window = 3 * ttl // every lease is renewed several times
+	time.Sleep(window)
+	single, batches = requests("keepalive")-single, requests("keepalive.batch")-batches
+	t.Logf("%d leases, TTL %v, %v: %v single keepalives, %v batches", n, ttl, window, single, batches)
+	if single != 0 || batches == 0 || batches >= n {
+		t.Fatalf("%v single keepalives and %v batches for %d leases in %v: not batched", single, batches, n, window)
+	}
+	// Renewed: every key outlived its lease's TTL several times over.
+	entries, _, err := cl.KV().List(ctx, "leased/", dister.Linearizable())
+	if err != nil || len(entries) != n {
+		t.Fatalf("%d leased keys after %v, want %d (%v)", len(entries), window, n, err)
+	}
+}
