@@ -1,6 +1,7 @@
 package dister_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -299,4 +300,69 @@ func TestClientRenewsLeasesInBatches(t *testing.T) {
 	if err != nil || len(entries) != n {
 		t.Fatalf("%d leased keys after %v, want %d (%v)", len(entries), window, n, err)
 	}
+}
+
+// A client node saves a snapshot through a server: the file checks out,
+// holds what the cluster holds, and the client's description matches the
+// file's. With its first server stopped it takes the snapshot from
+// another; a writer that fails mid-file ends the save with that error.
+func TestClientSnapshot(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	seeds := []string{c.Options(1).PeerAddr, c.Options(2).PeerAddr, c.Options(3).PeerAddr}
+	cl := openClient(t, c, 0, seeds...)
+	if err := cl.CreateGroup(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		for _, g := range []string{"default", "g"} {
+			if _, err := cl.Group(g).KV().Put(ctx, fmt.Sprintf("k%02d", i), bytes.Repeat([]byte("v"), 100)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	save := func() (dister.SnapshotInfo, []byte) {
+		t.Helper()
+		var buf bytes.Buffer
+		info, err := cl.Snapshot(ctx, &buf)
+		if err != nil {
+			t.Fatalf("client snapshot: %v", err)
+		}
+		checked, err := dister.InspectSnapshot(ctx, bytes.NewReader(buf.Bytes()), nil)
+		if err != nil {
+			t.Fatalf("the client's file does not check out: %v", err)
+		}
+		if info.SHA256 != checked.SHA256 || info.Bytes != int64(buf.Len()) || len(checked.Groups) != 2 {
+			t.Fatalf("client says %+v, the file says %+v (%d bytes)", info, checked, buf.Len())
+		}
+		for _, g := range checked.Groups {
+			if g.Keys != 50 {
+				t.Fatalf("group %q: %d keys in the file, want 50", g.Name, g.Keys)
+			}
+		}
+		return info, buf.Bytes()
+	}
+	save()
+	c.Stop(1)
+	save()
+
+	broken := &failingWriter{after: 100}
+	if _, err := cl.Snapshot(ctx, broken); !errors.Is(err, errBrokenWriter) {
+		t.Fatalf("snapshot into a writer that fails: %v", err)
+	}
+}
+
+var errBrokenWriter = errors.New("disk full")
+
+// failingWriter takes after bytes, then fails every write.
+type failingWriter struct{ after, took int }
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.took+len(p) > w.after {
+		n := w.after - w.took
+		w.took = w.after
+		return n, errBrokenWriter
+	}
+	w.took += len(p)
+	return len(p), nil
 }

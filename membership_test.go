@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -337,6 +338,10 @@ func (f *fakeServer) Read(context.Context, *peer.ReadRequest) (*peer.ReadRespons
 
 func (f *fakeServer) Watch(context.Context, *peer.WatchRequest, func(*peer.WatchFrame) error) error {
 	return dister.ErrInvalid
+}
+
+func (f *fakeServer) Snapshot(context.Context, io.Writer) (any, error) {
+	return nil, dister.ErrInvalid
 }
 
 func (f *fakeServer) Call(_ context.Context, op string, _ []byte) (any, error) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/dister/dister/internal/core"
@@ -200,6 +201,14 @@ func (h *peerHandler) Watch(ctx context.Context, req *peer.WatchRequest, send fu
 			return err
 		}
 	}
+}
+
+// Snapshot streams a backup of the whole cluster to a client node, taken
+// here as Engine.Snapshot takes it.
+func (h *peerHandler) Snapshot(ctx context.Context, w io.Writer) (any, error) {
+	e := (*Engine)(h)
+	e.metrics.peerRequest(peer.OpSnapshot)
+	return e.Snapshot(ctx, w)
 }
 
 // Call runs one of the JSON ops of peer.Call.

@@ -32,9 +32,10 @@ const (
 // The ops that are RPC methods of their own rather than Call ops, as
 // metrics name them.
 const (
-	OpPropose = "propose"
-	OpRead    = "read"
-	OpWatch   = "watch"
+	OpPropose  = "propose"
+	OpRead     = "read"
+	OpWatch    = "watch"
+	OpSnapshot = "snapshot"
 )
 
 // KnownOp tells whether op is one the API has (Call's ops and the methods').
@@ -43,7 +44,7 @@ func KnownOp(op string) bool {
 	case OpJoin, OpStatus, OpKeepAlive, OpKeepAlives, OpTopology, OpProgress, OpGroups,
 		OpCreateGroup, OpDeleteGroup, OpMembers, OpAddServer, OpRemoveServer, OpSettings,
 		OpSetSettings, OpRegister, OpDeregister, OpHeartbeat, OpInstances, OpReplace,
-		OpLeaseGet, OpGroupRevision, OpLeaseLeft, OpPropose, OpRead, OpWatch:
+		OpLeaseGet, OpGroupRevision, OpLeaseLeft, OpPropose, OpRead, OpWatch, OpSnapshot:
 		return true
 	}
 	return false
