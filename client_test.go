@@ -366,3 +366,16 @@ func (w *failingWriter) Write(p []byte) (int, error) {
 	w.took += len(p)
 	return len(p), nil
 }
+
+// A closed client node is not ready: WaitReady says ErrClosed (it answered
+// nil from what it knew before Close).
+func TestClientClosedNotReady(t *testing.T) {
+	c := testcluster.New(t, 1)
+	cl := openClient(t, c, 0)
+	if err := cl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.WaitReady(ctxT(t)); !errors.Is(err, dister.ErrClosed) {
+		t.Fatalf("WaitReady after Close: %v", err)
+	}
+}
