@@ -3,7 +3,6 @@ package dister
 import (
 	"context"
 	"fmt"
-	"strconv"
 
 	"github.com/dister/dister/internal/cluster"
 	"github.com/dister/dister/internal/errs"
@@ -223,14 +222,7 @@ func checkKey(key string) error {
 	return fsm.ValidateUserKey(key, false)
 }
 
-// maxEchoedKey bounds a key or prefix quoted in an error message.
-const maxEchoedKey = 200
-
-// quoteKey is a key as error messages show it: quoted, and cut to 200 bytes
-// (a 4 KiB key would drown the message and every log line repeating it).
-func quoteKey(k string) string {
-	if len(k) <= maxEchoedKey {
-		return strconv.Quote(k)
-	}
-	return strconv.Quote(k[:maxEchoedKey]) + "..."
-}
+// quoteKey is a key (or a service name) as error messages show it: quoted,
+// and cut to 200 bytes (a 4 KiB key would drown the message and every log
+// line repeating it).
+func quoteKey(k string) string { return errs.Quote(k) }
