@@ -82,3 +82,19 @@ func TestServiceErrorsCutEchoes(t *testing.T) {
 		}
 	}
 }
+
+// A put is a one-op transaction inside, but its errors say so in a put's
+// words: no "then op 0".
+func TestPutErrorsNameNoTxnOp(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	kv := c.Node(1).KV()
+	_, err := kv.Put(ctx, "k", []byte("v"), dister.WithLease(99))
+	if !errors.Is(err, dister.ErrLeaseNotFound) || err.Error() != `put "k": lease 99: dister: lease not found` {
+		t.Errorf("put with a missing lease: %v", err)
+	}
+	_, err = kv.Put(ctx, "k", make([]byte, 2<<20))
+	if !errors.Is(err, dister.ErrTooLarge) || strings.Contains(err.Error(), "op 0") {
+		t.Errorf("put of a value over the limit: %v", err)
+	}
+}

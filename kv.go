@@ -2,6 +2,7 @@ package dister
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/dister/dister/internal/cluster"
@@ -95,11 +96,21 @@ func (kv *KV) Put(ctx context.Context, key string, value []byte, opts ...WriteOp
 	if o.prefix {
 		return 0, fmt.Errorf("put %s: WithPrefix is for Delete: %w", quoteKey(key), errs.Invalid)
 	}
+	// A put is a one-op transaction inside; its errors name no "then op 0".
+	if len(value) > fsm.MaxValueSize {
+		return 0, fmt.Errorf("put %s: value of %d bytes, more than %d: %w", quoteKey(key), len(value), fsm.MaxValueSize, errs.TooLarge)
+	}
+	if o.lease < 0 {
+		return 0, fmt.Errorf("put %s: lease %d: want a lease id > 0: %w", quoteKey(key), o.lease, errs.Invalid)
+	}
 	t := &fsm.Txn{Then: []fsm.Op{{Type: fsm.OpPut, Key: key, Value: value, Lease: int64(o.lease)}}}
 	if o.cas {
 		t.Compares = []fsm.Compare{modRevisionIs(key, o.modRev)}
 	}
 	r, err := kv.n.e.Txn(ctx, kv.group, t)
+	if errors.Is(err, errs.LeaseNotFound) {
+		return 0, fmt.Errorf("put %s: lease %d: %w", quoteKey(key), o.lease, errs.LeaseNotFound)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("put %s: %w", quoteKey(key), err)
 	}
