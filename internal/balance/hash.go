@@ -64,6 +64,7 @@ type ringSource struct {
 	slot   map[string]int32 // ring name -> its points' slot, for members with points
 	free   []int32          // slots to reuse
 	slots  int32            // slots handed out
+	last   *ringTable       // the table for the members in slot
 }
 
 type ringPoint struct {
@@ -154,11 +155,17 @@ func (r *ringSource) table(ids []string) *ringTable {
 			}
 		}
 	}
+	if !gone && len(added) == 0 && r.last != nil {
+		// The same members, so the same positions (ids are sorted): a
+		// change that left the candidates as they were costs nothing here.
+		return r.last
+	}
 	if len(added) > 0 {
 		slices.SortFunc(added, byHash)
 		r.points = merge(r.points, added)
 	}
-	return &ringTable{owner: distribute(r.points, index, len(ids))}
+	r.last = &ringTable{owner: distribute(r.points, index, len(ids))}
+	return r.last
 }
 
 // merge merges two slices sorted by hash.
