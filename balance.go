@@ -17,7 +17,7 @@ import (
 // one Node) keeps a watched local view of. Picks of further services read
 // the registry each time (a network round trip and allocations, but the
 // same answers). A view holds one copy of each of its service's instances
-// (shared by every snapshot it publishes) and about 100 bytes of tables
+// (shared by every snapshot it publishes) and about 120 bytes of tables
 // per instance; a view that HashKey used also holds the hash ring (see
 // docs/balancing.md). Views that no Pick read for ten minutes are
 // dropped, so memory follows the services in use.
