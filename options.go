@@ -144,6 +144,15 @@ type Options struct {
 	// is process-wide: with several Nodes in one process, engine messages
 	// go to the last opened one's.
 	Logger *slog.Logger
+
+	// TLS turns on mutual TLS between nodes: on the Raft transport and on
+	// the peer API (see the TLS type). Nil = plaintext, which a server
+	// accepts only on loopback addresses unless InsecureTransport is set.
+	TLS *TLS
+	// InsecureTransport lets a server whose RaftAddr or PeerAddr is not on
+	// a loopback host start without TLS (inside a private network that is
+	// itself trusted). Zero = refused with ErrInsecureTransport.
+	InsecureTransport bool
 }
 
 const (
@@ -157,6 +166,9 @@ func (o *Options) validate() error {
 	}
 	if o.RequestTimeout < 0 {
 		return bad("RequestTimeout cannot be negative")
+	}
+	if err := o.validateTLS(bad); err != nil {
+		return err
 	}
 	switch o.Role {
 	case RoleServer:
