@@ -2,6 +2,9 @@ package tlsutil
 
 import (
 	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -86,8 +89,25 @@ type refusals struct {
 // maxRemembered bounds the memory a scan of many hosts could take.
 const maxRemembered = 4096
 
+// reason is what makes two refusals the same: the kind of verification
+// failure, since the text of some (an expired certificate) carries the time.
+func reason(err error) string {
+	var invalid x509.CertificateInvalidError
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	switch {
+	case errors.As(err, &invalid):
+		return fmt.Sprintf("certificate invalid (%d)", invalid.Reason)
+	case errors.As(err, &unknown):
+		return "unknown authority"
+	case errors.As(err, &host):
+		return "hostname " + host.Host
+	}
+	return err.Error()
+}
+
 func (r *refusals) note(log *slog.Logger, msg, remote string, err error) {
-	reason := err.Error()
+	reason := reason(err)
 	r.mu.Lock()
 	if r.last == nil || len(r.last) >= maxRemembered {
 		r.last = map[string]string{}
