@@ -71,6 +71,7 @@ and the defaults.`,
 	f.Bool("check-output-body", false, "put a failing http/web check's response body (up to 1 KiB) into its output")
 	f.String("role", "server", "server, or client: a node that stores nothing and votes in nothing, sends writes to the group leaders, reads from the servers and caches Gets (needs --server; no data dir)")
 	f.StringArray("server", nil, "`PEERADDR` of a running server for --role client to discover the cluster from (repeatable)")
+	addTransportFlags(f)
 	cmd.RunE = runE(func(c *cobra.Command, _ []string) error {
 		// Run as the root command ("dister" alone), c has none of these
 		// flags: every setting then comes from the environment or defaults.
@@ -91,6 +92,9 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 		return &usageError{err}
 	}
 	if err := cfg.checkExposure(); err != nil {
+		return &usageError{err}
+	}
+	if err := cfg.checkTransport(); err != nil {
 		return &usageError{err}
 	}
 	opts, err := cfg.openOptions()
@@ -116,6 +120,9 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 	octx, cancel := context.WithTimeout(ctx, openTimeout)
 	node, err := dister.Open(octx, opts)
 	cancel()
+	if errors.Is(err, dister.ErrInsecureTransport) {
+		return &usageError{err}
+	}
 	if err != nil {
 		return err
 	}
