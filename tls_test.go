@@ -30,7 +30,7 @@ type pki struct {
 	client         [2]string
 }
 
-func newPKI(t *testing.T, n int) *pki {
+func newPKI(t testing.TB, n int) *pki {
 	t.Helper()
 	dir := t.TempDir()
 	p := &pki{dir: dir, servers: map[uint64][2]string{}}
@@ -53,7 +53,7 @@ func (p *pki) serverTLS(o *dister.Options) {
 }
 
 // tlsConf is what a raw test connection presents.
-func (p *pki) tlsConf(t *testing.T, cert, key string) *tls.Config {
+func (p *pki) tlsConf(t testing.TB, cert, key string) *tls.Config {
 	t.Helper()
 	pool := x509.NewCertPool()
 	pool.AddCert(p.ca.Cert)
@@ -137,13 +137,13 @@ func (l *logBuf) lines(s string) []string {
 	return out
 }
 
-func openTLSClient(t *testing.T, c *testcluster.Cluster, tl *dister.TLS) *dister.Node {
+func openTLSClient(t testing.TB, c *testcluster.Cluster, tl *dister.TLS, cache int) *dister.Node {
 	t.Helper()
 	var seeds []string
 	for _, id := range c.IDs() {
 		seeds = append(seeds, c.Options(id).PeerAddr)
 	}
-	n, err := dister.Open(context.Background(), dister.Options{Role: dister.RoleClient, Servers: seeds, TLS: tl, Logger: testcluster.Logger()})
+	n, err := dister.Open(context.Background(), dister.Options{Role: dister.RoleClient, Servers: seeds, TLS: tl, CacheSize: cache, Logger: testcluster.Logger()})
 	if err != nil {
 		t.Fatalf("open client node: %v", err)
 	}
@@ -168,7 +168,7 @@ func TestMutualTLS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
-	app := openTLSClient(t, c, &dister.TLS{CAFile: p.ca.File, CertFile: p.client[0], KeyFile: p.client[1]})
+	app := openTLSClient(t, c, &dister.TLS{CAFile: p.ca.File, CertFile: p.client[0], KeyFile: p.client[1]}, 0)
 	if _, err := app.KV().Put(ctx, "k", []byte("v1")); err != nil {
 		t.Fatalf("put through a client node over mTLS: %v", err)
 	}
@@ -254,7 +254,7 @@ func TestMutualTLS(t *testing.T) {
 	}
 
 	// A client node without a certificate is refused.
-	anon := openTLSClient(t, c, &dister.TLS{CAFile: p.ca.File})
+	anon := openTLSClient(t, c, &dister.TLS{CAFile: p.ca.File}, 0)
 	actx, acancel := context.WithTimeout(ctx, 2*time.Second)
 	if _, err := anon.KV().Put(actx, "k", []byte("anon")); err == nil {
 		t.Error("a client node without a certificate wrote")
@@ -277,7 +277,7 @@ func TestTLSRotation(t *testing.T) {
 	c := testcluster.New(t, 3, p.serverTLS)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	app := openTLSClient(t, c, &dister.TLS{CAFile: p.ca.File, CertFile: p.client[0], KeyFile: p.client[1]})
+	app := openTLSClient(t, c, &dister.TLS{CAFile: p.ca.File, CertFile: p.client[0], KeyFile: p.client[1]}, 0)
 	probe := p.tlsConf(t, p.client[0], p.client[1])
 
 	// Peer API: the same paths, new contents.
