@@ -372,3 +372,33 @@ func TestInsecureTransportRefused(t *testing.T) {
 		t.Errorf("loopback addresses were refused: %v", err)
 	}
 }
+
+// TestTLSOptionsValidation: inconsistent TLS settings are ErrInvalid
+// before anything starts.
+func TestTLSOptionsValidation(t *testing.T) {
+	dir := t.TempDir()
+	srv := func(tl *dister.TLS) dister.Options {
+		return dister.Options{NodeID: 1, DataDir: filepath.Join(dir, "d"), RaftAddr: "127.0.0.1:1", PeerAddr: "127.0.0.1:2", TLS: tl}
+	}
+	cl := func(tl *dister.TLS) dister.Options {
+		return dister.Options{Role: dister.RoleClient, Servers: []string{"127.0.0.1:2"}, TLS: tl}
+	}
+	insecure := srv(&dister.TLS{CAFile: "ca", CertFile: "c", KeyFile: "k"})
+	insecure.InsecureTransport = true
+	for name, o := range map[string]dister.Options{
+		"server without a certificate":  srv(&dister.TLS{CAFile: "ca"}),
+		"server with Config alone":      srv(&dister.TLS{Config: &tls.Config{}}),
+		"certificate without a key":     srv(&dister.TLS{CAFile: "ca", CertFile: "c"}),
+		"TLS and InsecureTransport":     insecure,
+		"client with a client CA":       cl(&dister.TLS{CAFile: "ca", ClientCAFile: "cca"}),
+		"client with nothing to verify": cl(&dister.TLS{CertFile: "c", KeyFile: "k"}),
+		"missing files":                 srv(&dister.TLS{CAFile: filepath.Join(dir, "no-ca.pem"), CertFile: "c", KeyFile: "k"}),
+	} {
+		if _, err := dister.Open(context.Background(), o); !errors.Is(err, dister.ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "d")); !os.IsNotExist(err) {
+		t.Errorf("a refused Open created its data dir (%v)", err)
+	}
+}

@@ -54,6 +54,12 @@ func NewCA(tb testing.TB, dir, name string) *CA {
 // until notAfter (zero = a day from now; in the past = expired).
 func (ca *CA) Issue(tb testing.TB, dir, name string, notAfter time.Time) (certFile, keyFile string) {
 	tb.Helper()
+	return ca.IssueFor(tb, dir, name, []string{"localhost", "127.0.0.1", "::1"}, notAfter)
+}
+
+// IssueFor is Issue for the given hosts (IP addresses or DNS names).
+func (ca *CA) IssueFor(tb testing.TB, dir, name string, hosts []string, notAfter time.Time) (certFile, keyFile string) {
+	tb.Helper()
 	if notAfter.IsZero() {
 		notAfter = time.Now().Add(24 * time.Hour)
 	}
@@ -68,8 +74,13 @@ func (ca *CA) Issue(tb testing.TB, dir, name string, notAfter time.Time) (certFi
 		NotAfter:     notAfter,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		DNSNames:     []string{"localhost"},
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+	}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
 	if err != nil {

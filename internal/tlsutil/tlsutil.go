@@ -188,13 +188,6 @@ func (s *Source) current() *material {
 	return m
 }
 
-// Recheck makes the next handshake look at the files at once (tests).
-func (s *Source) Recheck() {
-	s.mu.Lock()
-	s.checked = time.Time{}
-	s.mu.Unlock()
-}
-
 // ServerConfig is the peer API's configuration for one handshake: client
 // certificates are required and verified against the server CA and the
 // client CA.
