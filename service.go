@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/dister/dister/internal/cluster"
@@ -165,7 +166,7 @@ func (s *Services) Register(ctx context.Context, inst Instance, opts ...Register
 	mu.Lock()
 	defer mu.Unlock()
 	if err := s.n.e.Register(ctx, s.group, r); err != nil {
-		return fmt.Errorf("register %s/%s: %w", inst.Service, inst.ID, err)
+		return fmt.Errorf("register %s/%s: %w", errs.Cut(inst.Service), errs.Cut(inst.ID), err)
 	}
 	if r.Check.Type == svc.TypeTTL && !o.external {
 		s.n.keep.add(s.group, r.Lease, r.Check.TTL, toRecord(inst))
@@ -188,7 +189,7 @@ func (s *Services) Deregister(ctx context.Context, service, id string) error {
 		err = errs.NotFound
 	}
 	if err != nil {
-		return fmt.Errorf("deregister %s/%s: %w", service, id, err)
+		return fmt.Errorf("deregister %s/%s: %w", errs.Cut(service), errs.Cut(id), err)
 	}
 	return nil
 }
@@ -204,12 +205,12 @@ func (s *Services) Replace(ctx context.Context, services []string, instances []I
 	recs := make([]*svc.Record, len(instances))
 	for i, in := range instances {
 		if !slices.Contains(services, in.Service) {
-			return fmt.Errorf("replace services: instance %s/%s is not of a named service: %w", in.Service, in.ID, errs.Invalid)
+			return fmt.Errorf("replace services: instance %s/%s is not of a named service: %w", errs.Cut(in.Service), errs.Cut(in.ID), errs.Invalid)
 		}
 		recs[i] = toRecord(in)
 	}
 	if err := s.n.e.ReplaceServices(ctx, s.group, services, recs); err != nil {
-		return fmt.Errorf("replace services %q: %w", services, err)
+		return fmt.Errorf("replace services %s: %w", quoteNames(services), err)
 	}
 	return nil
 }
@@ -221,7 +222,7 @@ func (s *Services) Heartbeat(ctx context.Context, service, id string) error {
 	ctx, cancel := s.n.bound(ctx)
 	defer cancel()
 	if err := s.n.e.Heartbeat(ctx, s.group, service, id); err != nil {
-		return fmt.Errorf("heartbeat %s/%s: %w", service, id, err)
+		return fmt.Errorf("heartbeat %s/%s: %w", errs.Cut(service), errs.Cut(id), err)
 	}
 	return nil
 }
@@ -260,7 +261,7 @@ func (s *Services) Get(ctx context.Context, service string, opts ...QueryOption)
 	}
 	out, err := s.read(ctx, service, opts)
 	if err != nil {
-		return nil, fmt.Errorf("get service %q: %w", service, err)
+		return nil, fmt.Errorf("get service %s: %w", quoteKey(service), err)
 	}
 	return out, nil
 }
@@ -335,12 +336,12 @@ func (s *Services) Watch(ctx context.Context, service string) <-chan ServiceEven
 			}
 		})
 		select {
-		case out <- ServiceEvent{Err: fmt.Errorf("watch service %q: %w", service, err)}:
+		case out <- ServiceEvent{Err: fmt.Errorf("watch service %s: %w", quoteKey(service), err)}:
 		case <-ctx.Done():
 		}
 	}
 	if !s.n.spawn(run) {
-		out <- ServiceEvent{Err: fmt.Errorf("watch service %q: %w", service, errs.Closed)}
+		out <- ServiceEvent{Err: fmt.Errorf("watch service %s: %w", quoteKey(service), errs.Closed)}
 		close(out)
 	}
 	return out
@@ -459,4 +460,19 @@ func toInstance(st svc.Stored) Instance {
 			Timeout: r.Check.Timeout, TTL: r.Check.TTL, DeregisterCriticalAfter: r.Check.DeregisterCriticalAfter},
 		Status: HealthStatus(r.Status), LastChecked: r.LastChecked(), Output: r.Output, ModRevision: st.ModRevision,
 	}
+}
+
+// quoteNames is a list of names as error messages show it: the first few,
+// each cut as quoteKey cuts it, and how many more.
+func quoteNames(names []string) string {
+	const shown = 5
+	q := make([]string, 0, min(len(names), shown))
+	for _, n := range names[:min(len(names), shown)] {
+		q = append(q, quoteKey(n))
+	}
+	out := "[" + strings.Join(q, " ") + "]"
+	if len(names) > shown {
+		out += fmt.Sprintf(" and %d more", len(names)-shown)
+	}
+	return out
 }
