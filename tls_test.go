@@ -176,6 +176,11 @@ func TestMutualTLS(t *testing.T) {
 	if err != nil || string(e.Value) != "v1" {
 		t.Fatalf("get on server 2: %v %v", e, err)
 	}
+	// An embedder's *tls.Config alone does for a client node.
+	embedded := openTLSClient(t, c, &dister.TLS{Config: p.tlsConf(t, p.client[0], p.client[1])}, 0)
+	if e, err := embedded.KV().Get(ctx, "k", dister.Linearizable()); err != nil || string(e.Value) != "v1" {
+		t.Fatalf("get through a client node with a *tls.Config: %v %v", e, err)
+	}
 
 	expC, expK := p.ca.Issue(t, p.dir, "expired", time.Now().Add(-time.Hour))
 	otherC, otherK := p.other.Issue(t, p.dir, "foreign", time.Time{})
