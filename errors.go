@@ -1,6 +1,10 @@
 package dister
 
-import "github.com/dister/dister/internal/errs"
+import (
+	"errors"
+
+	"github.com/dister/dister/internal/errs"
+)
 
 // Sentinel errors. Every error dister returns matches one of them with
 // errors.Is, except that context errors (context.DeadlineExceeded,
@@ -45,3 +49,10 @@ var (
 	// in contrast, mean that the write was surely not applied.
 	ErrUnknownOutcome = errs.UnknownOutcome
 )
+
+// ErrInsecureTransport: Open refused a server whose Raft or peer address is
+// not on a loopback host while Options.TLS is nil and
+// Options.InsecureTransport is false: anyone who reaches those ports could
+// join the cluster or read and write everything. It also matches
+// ErrInvalid.
+var ErrInsecureTransport = errors.New("insecure transport")

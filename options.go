@@ -154,6 +154,15 @@ type Options struct {
 	// is process-wide: with several Nodes in one process, engine messages
 	// go to the last opened one's.
 	Logger *slog.Logger
+
+	// TLS turns on mutual TLS between nodes: on the Raft transport and on
+	// the peer API (see the TLS type). Nil = plaintext, which a server
+	// accepts only on loopback addresses unless InsecureTransport is set.
+	TLS *TLS
+	// InsecureTransport lets a server whose RaftAddr or PeerAddr is not on
+	// a loopback host start without TLS (inside a private network that is
+	// itself trusted). Zero = refused with ErrInsecureTransport.
+	InsecureTransport bool
 }
 
 const (
@@ -170,6 +179,9 @@ func (o *Options) validate() error {
 	}
 	if o.BalancerStaleAfter > 0 && o.BalancerStaleAfter < minStaleAfter {
 		return bad("BalancerStaleAfter %v is below %v", o.BalancerStaleAfter, minStaleAfter)
+	}
+	if err := o.validateTLS(bad); err != nil {
+		return err
 	}
 	switch o.Role {
 	case RoleServer:

@@ -39,6 +39,13 @@ type serverConfig struct {
 	Role    string     `yaml:"role"`
 	Servers stringList `yaml:"server"`
 
+	// Transport security between nodes (tlsflags.go).
+	TLSCA             string `yaml:"tls-ca"`
+	TLSCert           string `yaml:"tls-cert"`
+	TLSKey            string `yaml:"tls-key"`
+	ClientCA          string `yaml:"client-ca"`
+	InsecureTransport bool   `yaml:"insecure-transport"`
+
 	// explicit names the settings given (file, environment or flag),
 	// for refusing server-only ones in the client role.
 	explicit map[string]bool `yaml:"-"`
@@ -269,7 +276,7 @@ const identityFile = "dister-node.json"
 // on a join, else 1 for the first start of a cluster of one.
 func (c serverConfig) openOptions() (dister.Options, error) {
 	if c.client() {
-		return dister.Options{Role: dister.RoleClient, Servers: c.Servers}, nil
+		return c.withTransport(dister.Options{Role: dister.RoleClient, Servers: c.Servers}), nil
 	}
 	members, err := parseMembers(c.InitialMembers)
 	if err != nil {
@@ -288,6 +295,7 @@ func (c serverConfig) openOptions() (dister.Options, error) {
 		CheckOutputBody:    c.CheckOutputBody,
 		CheckTargets:       c.CheckTargets,
 	}
+	o = c.withTransport(o)
 	if o.Join && members != nil {
 		return o, errors.New("--join and --initial-member exclude each other: a server either bootstraps a new cluster or joins a running one")
 	}

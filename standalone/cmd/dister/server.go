@@ -42,6 +42,10 @@ With --role client the daemon is a client node: it needs --server PEERADDR
 (repeatable) and serves the same REST API with no data dir; Gets answer
 X-Dister-Cache: hit or miss. Server-only flags are a usage error then.
 
+A server whose --raft-addr or --peer-addr is not a loopback address needs
+--tls-ca, --tls-cert and --tls-key (mutual TLS between nodes; "dister certs"
+writes them) or --insecure-transport.
+
 A first start without --initial-member or --join makes a cluster of this
 server alone (node id 1 unless --node-id says otherwise). A restart from an
 existing --data-dir needs none of them: the id is read from the data dir.
@@ -50,7 +54,8 @@ Settings come from, strongest first: flags, DISTER_* variables (DISTER_NODE_ID,
 DISTER_DATA_DIR, DISTER_RAFT_ADDR, DISTER_PEER_ADDR, DISTER_HTTP_ADDR,
 DISTER_INITIAL_MEMBER (entries separated by spaces or ';'), DISTER_JOIN,
 DISTER_TOKEN, DISTER_LOG_LEVEL, DISTER_ROLE, DISTER_SERVER, DISTER_ENABLE_SCRIPT_CHECKS,
-DISTER_CHECK_TARGET, DISTER_CHECK_OUTPUT_BODY, DISTER_CONFIG), the YAML file of --config
+DISTER_CHECK_TARGET, DISTER_CHECK_OUTPUT_BODY, DISTER_TLS_CA, DISTER_TLS_CERT,
+DISTER_TLS_KEY, DISTER_CLIENT_CA, DISTER_INSECURE_TRANSPORT, DISTER_CONFIG), the YAML file of --config
 (keys named as the flags: node-id, data-dir, initial-member: [...], ...),
 and the defaults.`,
 		Args: noArgs,
@@ -71,6 +76,7 @@ and the defaults.`,
 	f.Bool("check-output-body", false, "put a failing http/web check's response body (up to 1 KiB) into its output")
 	f.String("role", "server", "server, or client: a node that stores nothing and votes in nothing, sends writes to the group leaders, reads from the servers and caches Gets (needs --server; no data dir)")
 	f.StringArray("server", nil, "`PEERADDR` of a running server for --role client to discover the cluster from (repeatable)")
+	addTransportFlags(f)
 	cmd.RunE = runE(func(c *cobra.Command, _ []string) error {
 		// Run as the root command ("dister" alone), c has none of these
 		// flags: every setting then comes from the environment or defaults.
@@ -91,6 +97,9 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 		return &usageError{err}
 	}
 	if err := cfg.checkExposure(); err != nil {
+		return &usageError{err}
+	}
+	if err := cfg.checkTransport(); err != nil {
 		return &usageError{err}
 	}
 	opts, err := cfg.openOptions()
@@ -116,6 +125,9 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 	octx, cancel := context.WithTimeout(ctx, openTimeout)
 	node, err := dister.Open(octx, opts)
 	cancel()
+	if errors.Is(err, dister.ErrInsecureTransport) {
+		return &usageError{err}
+	}
 	if err != nil {
 		return err
 	}
