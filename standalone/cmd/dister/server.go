@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -50,7 +51,8 @@ Settings come from, strongest first: flags, DISTER_* variables (DISTER_NODE_ID,
 DISTER_DATA_DIR, DISTER_RAFT_ADDR, DISTER_PEER_ADDR, DISTER_HTTP_ADDR,
 DISTER_INITIAL_MEMBER (entries separated by spaces or ';'), DISTER_JOIN,
 DISTER_TOKEN, DISTER_LOG_LEVEL, DISTER_ROLE, DISTER_SERVER, DISTER_ENABLE_SCRIPT_CHECKS,
-DISTER_CHECK_TARGET, DISTER_CHECK_OUTPUT_BODY, DISTER_CONFIG), the YAML file of --config
+DISTER_CHECK_TARGET, DISTER_CHECK_OUTPUT_BODY, DISTER_TOKEN_FILE, DISTER_HTTP_CERT,
+DISTER_HTTP_KEY, DISTER_HTTP_CLIENT_CA, DISTER_ALLOWED_HOST, DISTER_CONFIG), the YAML file of --config
 (keys named as the flags: node-id, data-dir, initial-member: [...], ...),
 and the defaults.`,
 		Args: noArgs,
@@ -71,6 +73,7 @@ and the defaults.`,
 	f.Bool("check-output-body", false, "put a failing http/web check's response body (up to 1 KiB) into its output")
 	f.String("role", "server", "server, or client: a node that stores nothing and votes in nothing, sends writes to the group leaders, reads from the servers and caches Gets (needs --server; no data dir)")
 	f.StringArray("server", nil, "`PEERADDR` of a running server for --role client to discover the cluster from (repeatable)")
+	addRESTSecurityFlags(f)
 	cmd.RunE = runE(func(c *cobra.Command, _ []string) error {
 		// Run as the root command ("dister" alone), c has none of these
 		// flags: every setting then comes from the environment or defaults.
@@ -98,6 +101,14 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 		return &usageError{err}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	tokens, err := cfg.loadTokens(logger)
+	if err != nil {
+		return &usageError{err}
+	}
+	tlsCfg, err := cfg.restTLS()
+	if err != nil {
+		return &usageError{err}
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts.Logger, opts.Metrics = logger, reg
@@ -112,6 +123,10 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 		return fmt.Errorf("listen on --http-addr: %w", err)
 	}
 	defer ln.Close()
+	scheme := "http"
+	if tlsCfg != nil {
+		ln, scheme = tls.NewListener(ln, tlsCfg), "https"
+	}
 
 	octx, cancel := context.WithTimeout(ctx, openTimeout)
 	node, err := dister.Open(octx, opts)
@@ -122,7 +137,7 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 	defer node.Close()
 
 	handler := standalone.New(node, standalone.Options{
-		Token: cfg.Token, Logger: logger, Metrics: reg,
+		Token: cfg.Token, Tokens: tokens, AllowedHosts: cfg.allowedHosts(tlsCfg), Logger: logger, Metrics: reg,
 	})
 	srv := &http.Server{
 		Handler:           handler,
@@ -140,12 +155,12 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 	go func() { served <- srv.Serve(ln) }()
 
 	if cfg.client() {
-		fmt.Fprintf(stdout, "dister %s: client node serving HTTP on http://%s (servers %s)\n",
-			dister.Version, ln.Addr(), strings.Join(cfg.Servers, ", "))
+		fmt.Fprintf(stdout, "dister %s: client node serving HTTP on %s://%s (servers %s)\n",
+			dister.Version, scheme, ln.Addr(), strings.Join(cfg.Servers, ", "))
 	} else {
 		dir, _ := filepath.Abs(cfg.DataDir)
-		fmt.Fprintf(stdout, "dister %s: node %d serving HTTP on http://%s (Raft %s, peer %s), data in %s\n",
-			dister.Version, node.ID(), ln.Addr(), cfg.RaftAddr, cfg.PeerAddr, dir)
+		fmt.Fprintf(stdout, "dister %s: node %d serving HTTP on %s://%s (Raft %s, peer %s), data in %s\n",
+			dister.Version, node.ID(), scheme, ln.Addr(), cfg.RaftAddr, cfg.PeerAddr, dir)
 	}
 
 	select {

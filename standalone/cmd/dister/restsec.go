@@ -1,0 +1,169 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/dister/dister"
+)
+
+// restSecurity are the REST API's own security settings (docs/auth.md):
+// tokens with roles, TLS, and the host names browsers may use.
+type restSecurity struct {
+	TokenFile    string     `yaml:"token-file"`
+	HTTPCert     string     `yaml:"http-cert"`
+	HTTPKey      string     `yaml:"http-key"`
+	HTTPClientCA string     `yaml:"http-client-ca"`
+	AllowedHosts stringList `yaml:"allowed-host"`
+}
+
+func addRESTSecurityFlags(f *pflag.FlagSet) {
+	f.String("token-file", "", "`FILE` of tokens with roles, one a line: ROLE TOKEN [GROUP,GROUP...] (ROLE read, write or admin; reread when it changes)")
+	f.String("http-cert", "", "certificate `FILE` (PEM) to serve the REST API over HTTPS with (needs --http-key)")
+	f.String("http-key", "", "private key `FILE` (PEM) of --http-cert")
+	f.String("http-client-ca", "", "CA `FILE` (PEM): REST clients must present a certificate it signed (needs --http-cert)")
+	f.StringArray("allowed-host", nil, "host `NAME` browsers and clients may reach the REST API by, besides IP addresses, localhost, --http-addr's host and --http-cert's names (repeatable; * allows any)")
+}
+
+func init() {
+	settings = append(settings,
+		setting{"token-file", "DISTER_TOKEN_FILE", setString(func(c *serverConfig) *string { return &c.TokenFile })},
+		setting{"http-cert", "DISTER_HTTP_CERT", setString(func(c *serverConfig) *string { return &c.HTTPCert })},
+		setting{"http-key", "DISTER_HTTP_KEY", setString(func(c *serverConfig) *string { return &c.HTTPKey })},
+		setting{"http-client-ca", "DISTER_HTTP_CLIENT_CA", setString(func(c *serverConfig) *string { return &c.HTTPClientCA })},
+		setting{"allowed-host", "DISTER_ALLOWED_HOST", func(c *serverConfig, v string) error {
+			c.AllowedHosts = splitList(v)
+			return nil
+		}},
+	)
+}
+
+// hasTokens reports whether the REST API needs tokens.
+func (c serverConfig) hasTokens() bool { return c.Token != "" || c.TokenFile != "" }
+
+// loadTokens is the token set of --token-file and --token (nil without
+// either). A file that cannot be read or parsed fails the start.
+func (c serverConfig) loadTokens(logger *slog.Logger) (*dister.Tokens, error) {
+	if c.TokenFile == "" {
+		return nil, nil // standalone.Options.Token carries --token alone
+	}
+	var extra map[string]dister.Grant
+	if c.Token != "" {
+		extra = map[string]dister.Grant{c.Token: {Access: dister.AccessAdmin}}
+	}
+	t, err := dister.LoadTokens(c.TokenFile, extra, logger)
+	if err != nil {
+		return nil, fmt.Errorf("--token-file: %w", err)
+	}
+	return t, nil
+}
+
+// restTLS is the REST listener's TLS configuration (nil for plain HTTP).
+func (c serverConfig) restTLS() (*tls.Config, error) {
+	if c.HTTPCert == "" && c.HTTPKey == "" {
+		if c.HTTPClientCA != "" {
+			return nil, errors.New("--http-client-ca needs --http-cert and --http-key: client certificates are checked over TLS only")
+		}
+		return nil, nil
+	}
+	if c.HTTPCert == "" || c.HTTPKey == "" {
+		return nil, errors.New("--http-cert and --http-key go together")
+	}
+	cert, err := tls.LoadX509KeyPair(c.HTTPCert, c.HTTPKey)
+	if err != nil {
+		return nil, fmt.Errorf("--http-cert/--http-key: %w", err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if c.HTTPClientCA != "" {
+		pool, err := readPool(c.HTTPClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("--http-client-ca: %w", err)
+		}
+		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return cfg, nil
+}
+
+// allowedHosts are the names the REST API answers to (besides IP
+// literals and localhost): --allowed-host, --http-addr's host, and the DNS
+// names of the REST certificate, which are the names it is meant to be
+// reached by.
+func (c serverConfig) allowedHosts(t *tls.Config) []string {
+	hosts := append([]string(nil), c.AllowedHosts...)
+	if h, _, err := net.SplitHostPort(c.HTTPAddr); err == nil && h != "" {
+		hosts = append(hosts, h)
+	}
+	if t != nil {
+		for _, cert := range t.Certificates {
+			if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil {
+				hosts = append(hosts, leaf.DNSNames...)
+			}
+		}
+	}
+	return hosts
+}
+
+func readPool(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// bindTLSFlags gives a client command --cacert, --cert and --key (env
+// DISTER_CACERT, DISTER_CERT, DISTER_KEY) for a daemon serving HTTPS.
+func (c *client) bindTLSFlags(cmd *cobra.Command, getenv env) {
+	f := cmd.PersistentFlags()
+	f.StringVar(&c.cacert, "cacert", getenv("DISTER_CACERT"), "CA `FILE` (PEM) to verify the daemon's HTTPS certificate with (env DISTER_CACERT; implies https://)")
+	f.StringVar(&c.cert, "cert", getenv("DISTER_CERT"), "client certificate `FILE` (PEM) for a daemon with --http-client-ca (env DISTER_CERT; needs --key)")
+	f.StringVar(&c.key, "key", getenv("DISTER_KEY"), "private key `FILE` (PEM) of --cert (env DISTER_KEY)")
+}
+
+// tlsConfig is the client side of REST over TLS (nil when no TLS flag is
+// given: the system's roots then verify an https:// --addr).
+func (c *client) tlsConfig() (*tls.Config, error) {
+	if c.cacert == "" && c.cert == "" && c.key == "" {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.cacert != "" {
+		pool, err := readPool(c.cacert)
+		if err != nil {
+			return nil, usagef("--cacert: %v", err)
+		}
+		cfg.RootCAs = pool
+	}
+	if (c.cert == "") != (c.key == "") {
+		return nil, usagef("--cert and --key go together")
+	}
+	if c.cert != "" {
+		pair, err := tls.LoadX509KeyPair(c.cert, c.key)
+		if err != nil {
+			return nil, usagef("--cert/--key: %v", err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
+}
+
+// scheme is https when a TLS flag is given or --addr says so.
+func (c *client) scheme() string {
+	if c.tls != nil || strings.HasPrefix(c.addr, "https://") {
+		return "https"
+	}
+	return "http"
+}
