@@ -124,6 +124,8 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		EnableScriptChecks: o.EnableScriptChecks,
 		CheckOutputBody:    o.CheckOutputBody,
 		CheckTargets:       o.CheckTargets,
+		PeerAuth:           peerAuthorizer(o.PeerTokens),
+		PeerDial:           peerDial(o),
 		Shard: shard.Config{
 			RTT:                o.RTT,
 			ElectionRTT:        o.ElectionRTT,
@@ -154,7 +156,7 @@ func openClient(o Options, timeout time.Duration) (*Node, error) {
 	case size < 0:
 		size = 0
 	}
-	e, err := client.Open(client.Config{Servers: o.Servers, CacheSize: size, Logger: o.Logger})
+	e, err := client.Open(client.Config{Servers: o.Servers, CacheSize: size, Logger: o.Logger, Dial: peerDial(o)})
 	if err != nil {
 		return nil, fmt.Errorf("dister.Open: %w", err)
 	}

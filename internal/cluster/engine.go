@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 
 	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
@@ -69,6 +70,12 @@ type Config struct {
 	// ReconcileInterval is the period of the catalog/membership pass that
 	// also runs on every catalog change; 0 = 1s.
 	ReconcileInterval time.Duration
+
+	// PeerAuth checks every call to this server's peer API (nil = none).
+	PeerAuth peer.Authorizer
+	// PeerDial is added to the options of this server's own peer calls
+	// (its token).
+	PeerDial []grpc.DialOption
 }
 
 // Peer is a server's two addresses.
@@ -168,7 +175,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg:         cfg,
 		log:         cfg.Logger,
-		peers:       peer.NewClient(),
+		peers:       peer.NewClient(cfg.PeerDial...),
 		groups:      map[string]groupRecord{},
 		servers:     map[uint64]Peer{},
 		lessors:     map[uint64]*lessor{},
@@ -226,7 +233,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if e.metrics, err = newMetrics(e, cfg.Metrics); err != nil {
 		return nil, fmt.Errorf("%v: %w", err, errs.Invalid)
 	}
-	if e.peerSrv, err = peer.Listen(cfg.PeerAddr, (*peerHandler)(e), e.log); err != nil {
+	if e.peerSrv, err = peer.Listen(cfg.PeerAddr, peer.Guard((*peerHandler)(e), cfg.PeerAuth), e.log); err != nil {
 		return nil, err
 	}
 	initial, join := e.bootstrapMembers(restart)

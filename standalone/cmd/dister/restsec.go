@@ -24,6 +24,7 @@ type restSecurity struct {
 	HTTPKey      string     `yaml:"http-key"`
 	HTTPClientCA string     `yaml:"http-client-ca"`
 	AllowedHosts stringList `yaml:"allowed-host"`
+	PeerToken    string     `yaml:"peer-token"`
 }
 
 func addRESTSecurityFlags(f *pflag.FlagSet) {
@@ -31,6 +32,7 @@ func addRESTSecurityFlags(f *pflag.FlagSet) {
 	f.String("http-cert", "", "certificate `FILE` (PEM) to serve the REST API over HTTPS with (needs --http-key)")
 	f.String("http-key", "", "private key `FILE` (PEM) of --http-cert")
 	f.String("http-client-ca", "", "CA `FILE` (PEM): REST clients must present a certificate it signed (needs --http-cert)")
+	f.String("peer-token", "", "token this node presents on its peer calls: a --role client daemon to the servers, a server to the other servers (default: --token)")
 	f.StringArray("allowed-host", nil, "host `NAME` browsers and clients may reach the REST API by, besides IP addresses, localhost, --http-addr's host and --http-cert's names (repeatable; * allows any)")
 }
 
@@ -40,6 +42,7 @@ func init() {
 		setting{"http-cert", "DISTER_HTTP_CERT", setString(func(c *serverConfig) *string { return &c.HTTPCert })},
 		setting{"http-key", "DISTER_HTTP_KEY", setString(func(c *serverConfig) *string { return &c.HTTPKey })},
 		setting{"http-client-ca", "DISTER_HTTP_CLIENT_CA", setString(func(c *serverConfig) *string { return &c.HTTPClientCA })},
+		setting{"peer-token", "DISTER_PEER_TOKEN", setString(func(c *serverConfig) *string { return &c.PeerToken })},
 		setting{"allowed-host", "DISTER_ALLOWED_HOST", func(c *serverConfig, v string) error {
 			c.AllowedHosts = splitList(v)
 			return nil
@@ -51,20 +54,37 @@ func init() {
 func (c serverConfig) hasTokens() bool { return c.Token != "" || c.TokenFile != "" }
 
 // loadTokens is the token set of --token-file and --token (nil without
-// either). A file that cannot be read or parsed fails the start.
+// either), for the REST API and, on a server, the peer API. A file that
+// cannot be read or parsed fails the start.
 func (c serverConfig) loadTokens(logger *slog.Logger) (*dister.Tokens, error) {
-	if c.TokenFile == "" {
-		return nil, nil // standalone.Options.Token carries --token alone
+	if !c.hasTokens() {
+		return nil, nil
 	}
 	var extra map[string]dister.Grant
 	if c.Token != "" {
 		extra = map[string]dister.Grant{c.Token: {Access: dister.AccessAdmin}}
 	}
 	t, err := dister.LoadTokens(c.TokenFile, extra, logger)
-	if err != nil {
+	if err != nil && c.TokenFile != "" {
 		return nil, fmt.Errorf("--token-file: %w", err)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("--token: %w", err)
+	}
 	return t, nil
+}
+
+// peerSecurity sets what the node presents and checks on the peer API:
+// its token (--peer-token, else --token), and on a server the token set,
+// so that the peer API grants what the REST API grants.
+func (c serverConfig) peerSecurity(o *dister.Options, tokens *dister.Tokens) {
+	o.Token = c.PeerToken
+	if o.Token == "" {
+		o.Token = c.Token
+	}
+	if !c.client() {
+		o.PeerTokens = tokens
+	}
 }
 
 // restTLS is the REST listener's TLS configuration (nil for plain HTTP).

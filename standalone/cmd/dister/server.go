@@ -109,6 +109,7 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 	if err != nil {
 		return &usageError{err}
 	}
+	cfg.peerSecurity(&opts, tokens)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts.Logger, opts.Metrics = logger, reg
@@ -137,7 +138,7 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 	defer node.Close()
 
 	handler := standalone.New(node, standalone.Options{
-		Token: cfg.Token, Tokens: tokens, AllowedHosts: cfg.allowedHosts(tlsCfg), Logger: logger, Metrics: reg,
+		Tokens: tokens, AllowedHosts: cfg.allowedHosts(tlsCfg), Logger: logger, Metrics: reg,
 	})
 	srv := &http.Server{
 		Handler:           handler,
