@@ -246,3 +246,50 @@ func TestRESTOverTLS(t *testing.T) {
 		t.Errorf("the refused start created its data dir (%v)", err)
 	}
 }
+
+// TestClientRoleDaemonPeerToken: a server with a token set checks the peer
+// calls of a client-role daemon against it: with --peer-token of a write
+// token it writes, with none it is refused (REST 403 forbidden on the
+// client daemon), and an admin operation needs an admin token.
+func TestClientRoleDaemonPeerToken(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte("admin srv\nwrite cw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := newDaemon(t, "server", "--token-file", tokens, "--peer-token", "srv")
+	s.token = "srv"
+	s.start()
+	s.waitReady()
+
+	client := func(name string, extra ...string) *daemon {
+		c := newDaemon(t, name)
+		c.args = append([]string{"--role", "client", "--server", s.flag("peer-addr"),
+			"--http-addr", c.httpAddr, "--log-level", "warn"}, extra...)
+		c.start()
+		return c
+	}
+	w := client("client-cw", "--peer-token", "cw")
+	w.waitReady()
+	if code, body, err := w.do("PUT", "/v1/kv/k", []byte("v")); err != nil || code != 200 {
+		t.Fatalf("PUT through a client daemon with a write token: %d %s %v", code, body, err)
+	}
+	if code, body, err := w.do("GET", "/v1/members", nil); err != nil || code != 403 || !strings.Contains(string(body), `"forbidden"`) {
+		t.Fatalf("GET /v1/members through a client daemon with a write token: %d %s %v, want 403 forbidden", code, body, err)
+	}
+	n := client("client-none")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		code, body, err := n.do("PUT", "/v1/kv/k", []byte("x"))
+		if err == nil && code == 403 && strings.Contains(string(body), `"forbidden"`) {
+			break
+		}
+		if time.Now().After(deadline) || code == 200 {
+			t.Fatalf("PUT through a client daemon without a token: %d %s %v, want 403 forbidden", code, body, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if code, body, _ := s.do("GET", "/v1/kv/k?raw", nil); code != 200 || string(body) != "v" {
+		t.Fatalf("value after the refused write: %d %q", code, body)
+	}
+}
