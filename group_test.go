@@ -255,10 +255,17 @@ func TestOpenValidation(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	waitWithin(t, 20*time.Second, cond, func() string { return "condition not met" })
+}
+
+// waitWithin polls cond until it holds; after d it fails with what
+// describe says of the state it was stuck in.
+func waitWithin(t *testing.T, d time.Duration, cond func() bool, describe func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 20s")
+			t.Fatalf("not met in %v: %s", d, describe())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

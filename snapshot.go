@@ -61,8 +61,8 @@ func snapshotInfo(i core.SnapshotInfo) SnapshotInfo {
 // one revision that includes every write acknowledged before the call;
 // writes go on while it runs, held up by nothing longer than one Raft
 // round. Leases are saved with the time they had left; servers' addresses
-// are not saved. The Node's RequestTimeout does not apply: bound the call
-// with ctx.
+// are not saved. A client-role Node streams the file from a server. The
+// Node's RequestTimeout does not apply: bound the call with ctx.
 func (n *Node) Snapshot(ctx context.Context, w io.Writer) (SnapshotInfo, error) {
 	i, err := n.e.Snapshot(ctx, w)
 	if err != nil {

@@ -418,9 +418,13 @@ func (e *Engine) retry(ctx context.Context, where func(skip map[string]bool) (st
 }
 
 // WaitReady returns once the client knows the cluster and every group has
-// a leader.
+// a leader; ErrClosed once the client is closed (what it knew is no
+// longer followed).
 func (e *Engine) WaitReady(ctx context.Context) error {
 	for {
+		if e.closed.Load() {
+			return errs.Closed
+		}
 		e.mu.Lock()
 		ready := e.known && len(e.groups) > 0
 		for _, g := range e.groups {
