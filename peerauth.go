@@ -59,6 +59,7 @@ var peerAccess = map[string]peerNeed{
 	peer.OpSetSettings:  {AccessAdmin, peerCluster},
 	peer.OpJoin:         {AccessAdmin, peerCluster},
 	peer.OpLeaseLeft:    {AccessAdmin, peerCluster},
+	peer.OpSnapshot:     {AccessAdmin, peerCluster},
 }
 
 // peerAuthorizer checks peer calls against tokens (nil = no check).

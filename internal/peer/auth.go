@@ -3,6 +3,7 @@ package peer
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -10,20 +11,13 @@ import (
 )
 
 // Authorizer decides whether the caller of a peer operation may run it.
-// op is "propose", "read", "watch" or a Call op (calls.go); group is the
+// op is one of the Op constants (calls.go: the methods' and Call's); group is the
 // group the operation names ("" for server and cluster-wide ops). The
 // caller's token is TokenFrom(ctx); a caller authenticated otherwise (a
 // server certificate, once the peer API speaks mutual TLS) is for the
 // Authorizer to recognise from ctx as well. Its error goes back to the
 // caller as it is (it should match errs.Forbidden).
 type Authorizer func(ctx context.Context, op, group string) error
-
-// Operation names of the three methods other than Call, for Authorizer.
-const (
-	OpPropose = "propose"
-	OpRead    = "read"
-	OpWatch   = "watch"
-)
 
 // tokenKey is the gRPC metadata key of the token (lower case, as gRPC
 // wants).
@@ -94,6 +88,13 @@ func (g *guarded) Watch(ctx context.Context, req *WatchRequest, send func(*Watch
 		return err
 	}
 	return g.h.Watch(ctx, req, send)
+}
+
+func (g *guarded) Snapshot(ctx context.Context, w io.Writer) (any, error) {
+	if err := g.auth(ctx, OpSnapshot, ""); err != nil {
+		return nil, err
+	}
+	return g.h.Snapshot(ctx, w)
 }
 
 // Call finds the group in the op's JSON request: every request that acts
