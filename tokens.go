@@ -189,7 +189,8 @@ func parseTokens(data []byte) (tokenTable, error) {
 		}
 		a, err := ParseAccess(f[0])
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %w", n, err)
+			// Not quoted: with the fields swapped it would be the token.
+			return nil, fmt.Errorf("line %d: the first field is not a role (read, write or admin): %w", n, errs.Invalid)
 		}
 		g := Grant{Access: a}
 		if len(f) == 3 {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -31,10 +32,18 @@ func TestTokenFileParse(t *testing.T) {
 			t.Errorf("%q: err %v, want ErrInvalid", bad, err)
 		}
 	}
+	// Fields swapped: the error names the line, not the token.
+	f := filepath.Join(dir, "swapped")
+	if err := os.WriteFile(f, []byte("read r\nS3CRET admin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dister.LoadTokens(f, nil, nil); err == nil || strings.Contains(err.Error(), "S3CRET") || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("swapped fields: %v", err)
+	}
 	if _, err := dister.LoadTokens(filepath.Join(dir, "missing"), nil, nil); err == nil || errors.Is(err, dister.ErrInvalid) {
 		t.Errorf("missing file: err %v, want a file error", err)
 	}
-	f := filepath.Join(dir, "ok")
+	f = filepath.Join(dir, "ok")
 	if err := os.WriteFile(f, []byte("# comment\n\n  READ r1\nwrite w1 a,b\t\nadmin A1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
