@@ -94,4 +94,29 @@ func TestPeerTokens(t *testing.T) {
 	_, err = dister.Open(ctx, dister.Options{DataDir: t.TempDir(), RaftAddr: refused, PeerAddr: testcluster.FreeAddr(t),
 		Join: true, Servers: []string{peerAddr}, Token: "cw", Logger: testcluster.Logger()})
 	forbidden("join with a write token", err)
+
+	// With the admin token it joins, and the servers' own calls to each
+	// other (liveness) pass: both are seen alive.
+	j, err := dister.Open(ctx, dister.Options{DataDir: t.TempDir(), RaftAddr: testcluster.FreeAddr(t), PeerAddr: testcluster.FreeAddr(t),
+		Join: true, Servers: []string{peerAddr}, Token: "srv", PeerTokens: tokens, Logger: testcluster.Logger()})
+	if err != nil {
+		t.Fatalf("join with the admin token: %v", err)
+	}
+	t.Cleanup(func() { _ = j.Close() })
+	for {
+		ms, err := j.Members(ctx)
+		alive := 0
+		for _, m := range ms {
+			if m.Alive {
+				alive++
+			}
+		}
+		if err == nil && alive == 2 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("members after the join: %+v %v", ms, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
