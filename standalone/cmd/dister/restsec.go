@@ -77,14 +77,23 @@ func (c serverConfig) loadTokens(logger *slog.Logger) (*dister.Tokens, error) {
 // peerSecurity sets what the node presents and checks on the peer API:
 // its token (--peer-token, else --token), and on a server the token set,
 // so that the peer API grants what the REST API grants.
-func (c serverConfig) peerSecurity(o *dister.Options, tokens *dister.Tokens) {
+// A server of several with a token set and no token to present would
+// have its calls to the others (joins, liveness) refused: that is a usage
+// error.
+func (c serverConfig) peerSecurity(o *dister.Options, tokens *dister.Tokens) error {
 	o.Token = c.PeerToken
 	if o.Token == "" {
 		o.Token = c.Token
 	}
-	if !c.client() {
-		o.PeerTokens = tokens
+	if c.client() {
+		return nil
 	}
+	o.PeerTokens = tokens
+	if tokens != nil && o.Token == "" && (len(c.Join) > 0 || len(c.InitialMembers) > 1) {
+		return errors.New("--token-file without --peer-token (or --token): the other servers check peer calls against their tokens " +
+			"and would refuse this server's; give every server an admin token with --peer-token")
+	}
+	return nil
 }
 
 // restTLS is the REST listener's TLS configuration (nil for plain HTTP).

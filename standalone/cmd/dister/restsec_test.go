@@ -18,6 +18,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dister/dister"
 )
 
 // restPKI is a CA with the files of one server and one client
@@ -291,5 +293,34 @@ func TestClientRoleDaemonPeerToken(t *testing.T) {
 	}
 	if code, body, _ := s.do("GET", "/v1/kv/k?raw", nil); code != 200 || string(body) != "v" {
 		t.Fatalf("value after the refused write: %d %q", code, body)
+	}
+}
+
+// A server presents --peer-token, else --token; one of several servers
+// with a token set and nothing to present is refused at start.
+func TestPeerSecurityConfig(t *testing.T) {
+	tokens, err := dister.LoadTokens("", map[string]dister.Grant{"a": {Access: dister.AccessAdmin}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		cfg     serverConfig
+		token   string
+		checks  bool
+		refused bool
+	}{
+		{cfg: serverConfig{Token: "a"}, token: "a", checks: true},
+		{cfg: serverConfig{Token: "a", restSecurity: restSecurity{PeerToken: "p"}}, token: "p", checks: true},
+		{cfg: serverConfig{restSecurity: restSecurity{TokenFile: "f"}}, checks: true},
+		{cfg: serverConfig{Join: stringList{"x:1"}, restSecurity: restSecurity{TokenFile: "f"}}, refused: true},
+		{cfg: serverConfig{InitialMembers: stringList{"1=a:1,a:2", "2=b:1,b:2"}, restSecurity: restSecurity{TokenFile: "f"}}, refused: true},
+		{cfg: serverConfig{Join: stringList{"x:1"}, restSecurity: restSecurity{TokenFile: "f", PeerToken: "p"}}, token: "p", checks: true},
+		{cfg: serverConfig{Role: "client", Token: "a"}, token: "a"},
+	} {
+		var o dister.Options
+		err := c.cfg.peerSecurity(&o, tokens)
+		if (err != nil) != c.refused || (!c.refused && (o.Token != c.token || (o.PeerTokens != nil) != c.checks)) {
+			t.Errorf("%+v: err %v, token %q, checks %v", c.cfg, err, o.Token, o.PeerTokens != nil)
+		}
 	}
 }

@@ -109,7 +109,9 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 	if err != nil {
 		return &usageError{err}
 	}
-	cfg.peerSecurity(&opts, tokens)
+	if err := cfg.peerSecurity(&opts, tokens); err != nil {
+		return &usageError{err}
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts.Logger, opts.Metrics = logger, reg
