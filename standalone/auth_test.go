@@ -35,6 +35,9 @@ func TestToken(t *testing.T) {
 			}
 		}
 	}
+	// With a token, a wrong method and an unknown route read as such.
+	expect(t, call(t, srv, "PATCH", "/v1/kv/k", "v", "Authorization", "Bearer s3cret"), 405, "invalid")
+	expect(t, call(t, srv, "GET", "/no/such/route", nil, "Authorization", "Bearer s3cret"), 404, "not_found")
 	// The probes need no token: an orchestrator has none.
 	expect(t, call(t, srv, "GET", "/healthz", nil), 200, "")
 	expect(t, call(t, srv, "GET", "/readyz", nil), 200, "")
