@@ -9,6 +9,9 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -97,7 +100,7 @@ func (c serverConfig) peerSecurity(o *dister.Options, tokens *dister.Tokens) err
 }
 
 // restTLS is the REST listener's TLS configuration (nil for plain HTTP).
-func (c serverConfig) restTLS() (*tls.Config, error) {
+func (c serverConfig) restTLS(logger *slog.Logger) (*tls.Config, error) {
 	if c.HTTPCert == "" && c.HTTPKey == "" {
 		if c.HTTPClientCA != "" {
 			return nil, errors.New("--http-client-ca needs --http-cert and --http-key: client certificates are checked over TLS only")
@@ -111,7 +114,13 @@ func (c serverConfig) restTLS() (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--http-cert/--http-key: %w", err)
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	kp := &keyPair{certFile: c.HTTPCert, keyFile: c.HTTPKey, logger: logger}
+	kp.cur.Store(&cert)
+	kp.stamp = kp.files()
+	// GetCertificate alone (crypto/tls prefers Certificates when a client
+	// sends no server name): it serves the files as they are now, so a
+	// renewed certificate needs no restart.
+	cfg := &tls.Config{GetCertificate: kp.get, MinVersion: tls.VersionTLS12}
 	if c.HTTPClientCA != "" {
 		pool, err := readPool(c.HTTPClientCA)
 		if err != nil {
@@ -132,7 +141,7 @@ func (c serverConfig) allowedHosts(t *tls.Config) []string {
 		hosts = append(hosts, h)
 	}
 	if t != nil {
-		for _, cert := range t.Certificates {
+		if cert, err := t.GetCertificate(&tls.ClientHelloInfo{}); err == nil {
 			if leaf, err := x509.ParseCertificate(cert.Certificate[0]); err == nil {
 				hosts = append(hosts, leaf.DNSNames...)
 			}
@@ -195,4 +204,47 @@ func (c *client) scheme() string {
 		return "https"
 	}
 	return "http"
+}
+
+// keyPair serves --http-cert/--http-key and reloads them when they change
+// (looked at on a handshake, at most once a second). A pair that does not
+// load (say, the certificate replaced before its key) leaves the one in
+// force and is logged; the next change is tried again.
+type keyPair struct {
+	certFile, keyFile string
+	logger            *slog.Logger
+	cur               atomic.Pointer[tls.Certificate]
+
+	mu    sync.Mutex
+	next  time.Time
+	stamp string // the files' sizes and times when last loaded or tried
+}
+
+func (k *keyPair) files() string {
+	var b strings.Builder
+	for _, f := range []string{k.certFile, k.keyFile} {
+		if fi, err := os.Stat(f); err == nil {
+			fmt.Fprintf(&b, "%d/%d;", fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	return b.String()
+}
+
+func (k *keyPair) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	if k.mu.TryLock() {
+		if now := time.Now(); now.After(k.next) {
+			k.next = now.Add(time.Second)
+			if st := k.files(); st != k.stamp {
+				k.stamp = st
+				if cert, err := tls.LoadX509KeyPair(k.certFile, k.keyFile); err != nil {
+					k.logger.Error("REST certificate not reloaded; serving the previous one", "err", err)
+				} else {
+					k.cur.Store(&cert)
+					k.logger.Info("REST certificate reloaded", "cert", k.certFile)
+				}
+			}
+		}
+		k.mu.Unlock()
+	}
+	return k.cur.Load(), nil
 }

@@ -30,6 +30,8 @@ type restPKI struct {
 	clientCA, clientCert, clientKey string
 	pool                            *x509.CertPool
 	client                          tls.Certificate
+	caCert                          *x509.Certificate
+	caKey                           *ecdsa.PrivateKey
 }
 
 func newRestPKI(t *testing.T) *restPKI {
@@ -37,7 +39,7 @@ func newRestPKI(t *testing.T) *restPKI {
 	p := &restPKI{dir: t.TempDir()}
 	caCert, caKey, caFile := restCA(t, p.dir, "ca")
 	ccaCert, ccaKey, ccaFile := restCA(t, p.dir, "client-ca")
-	p.ca, p.clientCA = caFile, ccaFile
+	p.ca, p.clientCA, p.caCert, p.caKey = caFile, ccaFile, caCert, caKey
 	p.serverCert, p.serverKey = restLeaf(t, p.dir, "server", caCert, caKey, x509.ExtKeyUsageServerAuth)
 	p.clientCert, p.clientKey = restLeaf(t, p.dir, "client", ccaCert, ccaKey, x509.ExtKeyUsageClientAuth)
 	p.pool = x509.NewCertPool()
@@ -190,12 +192,41 @@ func TestRESTOverTLS(t *testing.T) {
 	}
 	cli(t, d, "", []string{"DISTER_TOKEN=R"}, append([]string{"--cacert", p.ca}, "kv", "get", "k")...).fails(t, "CLI without a client certificate", 1)
 
+	// A renewed certificate is served without a restart: the files are
+	// replaced (each by a rename), and new connections get the new one.
+	newCert, newKey := restLeaf(t, t.TempDir(), "server2", p.caCert, p.caKey, x509.ExtKeyUsageServerAuth)
+	if err := os.Rename(newCert, p.serverCert); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(newKey, p.serverKey); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		conn, err := tls.Dial("tcp", d.httpAddr, &tls.Config{RootCAs: p.pool, Certificates: []tls.Certificate{p.client}})
+		if err != nil {
+			t.Fatalf("handshake after the renewal: %v", err)
+		}
+		cn := conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+		conn.Close()
+		if cn == "server2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("still served %q after the files were replaced", cn)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st, b := curl(t, with("-H", "Authorization: Bearer R", base+"/v1/kv/k?raw")...); st != "200" || b != "v3" {
+		t.Fatalf("curl after the renewal: %s %q", st, b)
+	}
+
 	// Hot reload: a new token works without a restart; a broken file
 	// leaves the tokens in force.
 	if err := os.WriteFile(tokens, []byte("read R\nwrite W2\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
+	deadline = time.Now().Add(20 * time.Second)
 	for {
 		st, _ := curl(t, with("-X", "PUT", "--data-binary", "v5", "-H", "Authorization: Bearer W2", base+"/v1/kv/k")...)
 		if st == "200" {

@@ -105,7 +105,7 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 	if err != nil {
 		return &usageError{err}
 	}
-	tlsCfg, err := cfg.restTLS()
+	tlsCfg, err := cfg.restTLS(logger)
 	if err != nil {
 		return &usageError{err}
 	}
