@@ -48,6 +48,7 @@ func TestClientOptionsValidated(t *testing.T) {
 		"raft addr":    {Role: dister.RoleClient, Servers: []string{"127.0.0.1:1"}, RaftAddr: "127.0.0.1:2"},
 		"join":         {Role: dister.RoleClient, Servers: []string{"127.0.0.1:1"}, Join: true},
 		"unknown role": {Role: dister.Role(7), Servers: []string{"127.0.0.1:1"}},
+		"stale bound":  {Role: dister.RoleClient, Servers: []string{"127.0.0.1:1"}, BalancerStaleAfter: 10 * time.Millisecond},
 	} {
 		if n, err := dister.Open(context.Background(), o); !errors.Is(err, dister.ErrInvalid) {
 			if n != nil {

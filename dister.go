@@ -24,6 +24,9 @@ type Node struct {
 	role    Role
 	timeout time.Duration
 	def     *Group
+	// staleAfter is Options.BalancerStaleAfter with the default applied;
+	// 0 = never stale.
+	staleAfter time.Duration
 
 	log       *slog.Logger
 	balancers sync.Map // group name -> *Balancer
@@ -138,7 +141,7 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dister.Open: %w", err)
 	}
-	n := &Node{e: e, timeout: timeout, log: o.Logger}
+	n := &Node{e: e, timeout: timeout, log: o.Logger, staleAfter: staleAfter(o.BalancerStaleAfter)}
 	n.life, n.stop = context.WithCancel(context.Background())
 	n.def = &Group{n: n, name: cluster.DefaultGroup}
 	n.keep = newKeeper(n)
@@ -160,7 +163,7 @@ func openClient(o Options, timeout time.Duration) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dister.Open: %w", err)
 	}
-	n := &Node{e: e, role: RoleClient, timeout: timeout, log: o.Logger}
+	n := &Node{e: e, role: RoleClient, timeout: timeout, log: o.Logger, staleAfter: staleAfter(o.BalancerStaleAfter)}
 	n.life, n.stop = context.WithCancel(context.Background())
 	n.def = &Group{n: n, name: cluster.DefaultGroup}
 	n.keep = newKeeper(n)

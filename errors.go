@@ -24,6 +24,10 @@ var (
 	ErrLeaseNotFound = errs.LeaseNotFound
 	// ErrNoInstance: no usable service instance.
 	ErrNoInstance = errs.NoInstance
+	// ErrStaleView: a Pick's local view of the service has not heard from
+	// the cluster for longer than Options.BalancerStaleAfter (a partitioned
+	// node); Fresh() reads the registry instead.
+	ErrStaleView = errs.StaleView
 	// ErrWatchOverflow: a watcher fell too far behind and was cancelled.
 	ErrWatchOverflow = errs.WatchOverflow
 	// ErrTooLarge: a key, value, transaction or result over its limit.

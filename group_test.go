@@ -227,6 +227,7 @@ func TestOpenValidation(t *testing.T) {
 		{"unknown role", dister.Options{Role: 7, NodeID: 1, DataDir: dir, RaftAddr: a, PeerAddr: b}},
 		{"no node id", dister.Options{DataDir: dir, RaftAddr: a, PeerAddr: b}},
 		{"election too short", dister.Options{NodeID: 1, DataDir: dir, RaftAddr: a, PeerAddr: b, ElectionRTT: 2}},
+		{"stale bound too short", dister.Options{NodeID: 1, DataDir: dir, RaftAddr: a, PeerAddr: b, BalancerStaleAfter: time.Millisecond}},
 	}
 	for _, tc := range cases {
 		if _, err := dister.Open(ctxT(t), tc.o); !errors.Is(err, dister.ErrInvalid) {

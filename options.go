@@ -144,6 +144,16 @@ type Options struct {
 	// cloud metadata services); set, only what it lists. A check denied
 	// here is critical with an output saying so.
 	CheckTargets []string
+	// BalancerStaleAfter bounds how long a Balancer's local view of a
+	// service may go without hearing from the cluster (an event, or a
+	// progress note confirmed against the group's leader, which the
+	// Balancer asks for every third of this bound, when it also checks the
+	// views) before a Pick from it fails with ErrStaleView instead of
+	// serving instances that may be long gone (a partitioned node): within
+	// the bound and two thirds more. Zero = 30 s; negative = never stale;
+	// at least 300 ms.
+	// Pick with Fresh() reads the registry instead of the view.
+	BalancerStaleAfter time.Duration
 	// Metrics receives the Node's Prometheus series (proposals by group and
 	// result, proposal latency, leader changes, each group's revision and
 	// leader). Nil = none. A registry takes one Node at a time; Close
@@ -176,6 +186,9 @@ func (o *Options) validate() error {
 	}
 	if o.RequestTimeout < 0 {
 		return bad("RequestTimeout cannot be negative")
+	}
+	if o.BalancerStaleAfter > 0 && o.BalancerStaleAfter < minStaleAfter {
+		return bad("BalancerStaleAfter %v is below %v", o.BalancerStaleAfter, minStaleAfter)
 	}
 	switch o.Role {
 	case RoleServer:
@@ -334,3 +347,22 @@ func WithLease(id LeaseID) WriteOption { return func(o *writeOptions) { o.lease 
 
 // WithPrefix makes Delete remove every key starting with the given key.
 func WithPrefix() WriteOption { return func(o *writeOptions) { o.prefix = true } }
+
+// defaultStaleAfter is BalancerStaleAfter's zero value; minStaleAfter its
+// least positive value (the Balancer confirms its views every third of it,
+// with a linearizable read each time).
+const (
+	defaultStaleAfter = 30 * time.Second
+	minStaleAfter     = 300 * time.Millisecond
+)
+
+// staleAfter applies BalancerStaleAfter's default; 0 = never stale.
+func staleAfter(d time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return defaultStaleAfter
+	case d < 0:
+		return 0
+	}
+	return d
+}

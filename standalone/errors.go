@@ -29,6 +29,7 @@ const (
 	codeNoInstance    = "no_instance"     // 503: ErrNoInstance
 	codeClosed        = "closed"          // 503: ErrClosed
 	codeWatchOverflow = "watch_overflow"  // 503: ErrWatchOverflow, only in a watch stream's error event
+	codeStaleView     = "stale_view"      // 503: ErrStaleView
 	codeTimeout       = "timeout"         // 504: deadline exceeded, ErrUnknownOutcome
 	codeInternal      = "internal"        // 500
 )
@@ -76,6 +77,8 @@ func classify(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, codeTooLarge
 	case errors.Is(err, dister.ErrNoInstance):
 		return http.StatusServiceUnavailable, codeNoInstance
+	case errors.Is(err, dister.ErrStaleView):
+		return http.StatusServiceUnavailable, codeStaleView
 	case errors.Is(err, dister.ErrWatchOverflow):
 		return http.StatusServiceUnavailable, codeWatchOverflow
 	case errors.Is(err, dister.ErrInvalid):

@@ -14,6 +14,7 @@ var (
 	LeaseNotFound = errors.New("dister: lease not found")
 	NoInstance    = errors.New("dister: no usable instance")
 	WatchOverflow = errors.New("dister: watch buffer overflow")
+	StaleView     = errors.New("dister: balancer view is stale")
 	TooLarge      = errors.New("dister: too large")
 	Invalid       = errors.New("dister: invalid argument")
 	Closed        = errors.New("dister: closed")

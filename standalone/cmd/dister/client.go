@@ -170,9 +170,21 @@ func (c *client) send(ctx context.Context, method, path string, q url.Values, bo
 		return nil, nil, fmt.Errorf("reading the answer of %s: %w", c.addr, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, resp.Header, c.answerError(resp.StatusCode, data)
+		e := c.answerError(resp.StatusCode, data)
+		e.Message = flagNames(e.Message, q)
+		return nil, resp.Header, e
 	}
 	return data, resp.Header, nil
+}
+
+// flagNames rewrites the REST parameters a message names ("?ttl=...") as
+// the flags they came from ("--ttl ..."; the commands name their flags
+// after the parameters they set): the command line has no parameters.
+func flagNames(msg string, q url.Values) string {
+	for name := range q {
+		msg = strings.ReplaceAll(msg, "?"+name+"=", "--"+strings.ReplaceAll(name, "_", "-")+" ")
+	}
+	return msg
 }
 
 // answerError decodes a non-2xx answer.
