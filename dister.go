@@ -133,6 +133,8 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		CheckOutputBody:    o.CheckOutputBody,
 		CheckTargets:       o.CheckTargets,
 		TLS:                tlsSrc,
+		PeerAuth:           peerAuthorizer(o.PeerTokens),
+		PeerDial:           peerDial(o),
 		Shard: shard.Config{
 			RTT:                o.RTT,
 			ElectionRTT:        o.ElectionRTT,
@@ -164,7 +166,7 @@ func openClient(o Options, timeout time.Duration, tlsSrc *tlsutil.Source) (*Node
 	case size < 0:
 		size = 0
 	}
-	e, err := client.Open(client.Config{Servers: o.Servers, CacheSize: size, Logger: o.Logger, TLS: tlsSrc})
+	e, err := client.Open(client.Config{Servers: o.Servers, CacheSize: size, Logger: o.Logger, TLS: tlsSrc, Dial: peerDial(o)})
 	if err != nil {
 		return nil, fmt.Errorf("dister.Open: %w", err)
 	}

@@ -48,6 +48,11 @@ var (
 	// a retry of the same call is a new write. ErrNoQuorum and ErrClosed,
 	// in contrast, mean that the write was surely not applied.
 	ErrUnknownOutcome = errs.UnknownOutcome
+	// ErrForbidden: a token (REST or a client-role node's Options.Token)
+	// that is unknown, or lacks the role or group the operation needs
+	// (tokens.go). REST answers 401 for a missing or unknown token and 403
+	// forbidden for a wrong role or group.
+	ErrForbidden = errs.Forbidden
 )
 
 // ErrInsecureTransport: Open refused a server whose Raft or peer address is

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 
 	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
@@ -74,6 +75,11 @@ type Config struct {
 	// TLS, if set, secures the peer API (server and client side) with
 	// mutual TLS; the Raft transport's files are in Shard.TLS.
 	TLS *tlsutil.Source
+	// PeerAuth checks every call to this server's peer API (nil = none).
+	PeerAuth peer.Authorizer
+	// PeerDial is added to the options of this server's own peer calls
+	// (its token).
+	PeerDial []grpc.DialOption
 }
 
 // Peer is a server's two addresses.
@@ -173,7 +179,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg:         cfg,
 		log:         cfg.Logger,
-		peers:       peer.NewClient(peerDial(cfg.TLS)...),
+		peers:       peer.NewClient(append(peerDial(cfg.TLS), cfg.PeerDial...)...),
 		groups:      map[string]groupRecord{},
 		servers:     map[uint64]Peer{},
 		lessors:     map[uint64]*lessor{},
@@ -231,7 +237,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if e.metrics, err = newMetrics(e, cfg.Metrics); err != nil {
 		return nil, fmt.Errorf("%v: %w", err, errs.Invalid)
 	}
-	if e.peerSrv, err = peer.Listen(cfg.PeerAddr, (*peerHandler)(e), e.log, peerServe(cfg.TLS)...); err != nil {
+	if e.peerSrv, err = peer.Listen(cfg.PeerAddr, peer.Guard((*peerHandler)(e), e.peerAuthorizer()), e.log, peerServe(cfg.TLS)...); err != nil {
 		return nil, err
 	}
 	initial, join := e.bootstrapMembers(restart)

@@ -9,6 +9,7 @@ import (
 	grpcpeer "google.golang.org/grpc/peer"
 
 	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/peer"
 	"github.com/dister/dister/internal/tlsutil"
 )
 
@@ -45,4 +46,36 @@ func (e *Engine) requireServerCert(ctx context.Context, what string) error {
 		return nil
 	}
 	return fmt.Errorf("%s needs a server certificate (from the server CA), not a client one: %w", what, errs.Invalid)
+}
+
+// fromServerCert tells whether a peer call came with a certificate of the
+// server CA, verified in the handshake: a server of this cluster, which
+// may run every peer operation.
+func (e *Engine) fromServerCert(ctx context.Context) bool {
+	if e.cfg.TLS == nil {
+		return false
+	}
+	p, ok := grpcpeer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	return ok && e.cfg.TLS.FromServer(info.State.VerifiedChains)
+}
+
+// peerAuthorizer checks peer calls when cfg.PeerAuth is set: a caller
+// with a server certificate may do anything; any other (a client-role
+// node, with a client certificate when TLS is on) needs what PeerAuth
+// grants its token. Without PeerAuth every caller that got through the
+// handshake is allowed (nil: no check at all).
+func (e *Engine) peerAuthorizer() peer.Authorizer {
+	if e.cfg.PeerAuth == nil {
+		return nil
+	}
+	return func(ctx context.Context, op, group string) error {
+		if e.fromServerCert(ctx) {
+			return nil
+		}
+		return e.cfg.PeerAuth(ctx, op, group)
+	}
 }

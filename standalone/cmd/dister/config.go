@@ -38,6 +38,8 @@ type serverConfig struct {
 	// Servers (PEERADDRs) and no server-only setting.
 	Role    string     `yaml:"role"`
 	Servers stringList `yaml:"server"`
+	// REST security: token file, TLS, allowed hosts (restsec.go).
+	restSecurity `yaml:",inline"`
 
 	// Transport security between nodes (tlsflags.go).
 	TLSCA             string `yaml:"tls-ca"`
@@ -192,6 +194,11 @@ func loadServerConfig(flags *pflag.FlagSet, getenv env) (serverConfig, error) {
 				cfg.CheckTargets = nil
 				for _, v := range vals {
 					cfg.CheckTargets = append(cfg.CheckTargets, splitList(v)...)
+				}
+			case "allowed-host":
+				cfg.AllowedHosts = nil
+				for _, v := range vals {
+					cfg.AllowedHosts = append(cfg.AllowedHosts, splitList(v)...)
 				}
 			case "server":
 				cfg.Servers = nil
@@ -349,11 +356,11 @@ func (c serverConfig) checkExposure() error {
 	if err != nil {
 		return fmt.Errorf("--http-addr %q: want host:port: %w", c.HTTPAddr, err)
 	}
-	if c.Token != "" || isLoopback(host) {
+	if c.hasTokens() || isLoopback(host) {
 		return nil
 	}
 	return fmt.Errorf("refusing to serve the REST API on %s without a token: it would be open to the network; "+
-		"set --token (or DISTER_TOKEN), or listen on a loopback address such as 127.0.0.1", c.HTTPAddr)
+		"set --token (or DISTER_TOKEN) or --token-file, or listen on a loopback address such as 127.0.0.1", c.HTTPAddr)
 }
 
 // isLoopback is true for localhost and loopback IPs; an empty host means

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -55,7 +56,8 @@ DISTER_DATA_DIR, DISTER_RAFT_ADDR, DISTER_PEER_ADDR, DISTER_HTTP_ADDR,
 DISTER_INITIAL_MEMBER (entries separated by spaces or ';'), DISTER_JOIN,
 DISTER_TOKEN, DISTER_LOG_LEVEL, DISTER_ROLE, DISTER_SERVER, DISTER_ENABLE_SCRIPT_CHECKS,
 DISTER_CHECK_TARGET, DISTER_CHECK_OUTPUT_BODY, DISTER_TLS_CA, DISTER_TLS_CERT,
-DISTER_TLS_KEY, DISTER_CLIENT_CA, DISTER_INSECURE_TRANSPORT, DISTER_CONFIG), the YAML file of --config
+DISTER_TLS_KEY, DISTER_CLIENT_CA, DISTER_INSECURE_TRANSPORT, DISTER_TOKEN_FILE, DISTER_HTTP_CERT,
+DISTER_HTTP_KEY, DISTER_HTTP_CLIENT_CA, DISTER_ALLOWED_HOST, DISTER_PEER_TOKEN, DISTER_CONFIG), the YAML file of --config
 (keys named as the flags: node-id, data-dir, initial-member: [...], ...),
 and the defaults.`,
 		Args: noArgs,
@@ -77,6 +79,7 @@ and the defaults.`,
 	f.String("role", "server", "server, or client: a node that stores nothing and votes in nothing, sends writes to the group leaders, reads from the servers and caches Gets (needs --server; no data dir)")
 	f.StringArray("server", nil, "`PEERADDR` of a running server for --role client to discover the cluster from (repeatable)")
 	addTransportFlags(f)
+	addRESTSecurityFlags(f)
 	cmd.RunE = runE(func(c *cobra.Command, _ []string) error {
 		// Run as the root command ("dister" alone), c has none of these
 		// flags: every setting then comes from the environment or defaults.
@@ -107,6 +110,17 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 		return &usageError{err}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	tokens, err := cfg.loadTokens(logger)
+	if err != nil {
+		return &usageError{err}
+	}
+	tlsCfg, err := cfg.restTLS(logger)
+	if err != nil {
+		return &usageError{err}
+	}
+	if err := cfg.peerSecurity(&opts, tokens); err != nil {
+		return &usageError{err}
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts.Logger, opts.Metrics = logger, reg
@@ -121,6 +135,10 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 		return fmt.Errorf("listen on --http-addr: %w", err)
 	}
 	defer ln.Close()
+	scheme := "http"
+	if tlsCfg != nil {
+		ln, scheme = tls.NewListener(ln, tlsCfg), "https"
+	}
 
 	octx, cancel := context.WithTimeout(ctx, openTimeout)
 	node, err := dister.Open(octx, opts)
@@ -134,7 +152,7 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 	defer node.Close()
 
 	handler := standalone.New(node, standalone.Options{
-		Token: cfg.Token, Logger: logger, Metrics: reg,
+		Tokens: tokens, AllowedHosts: cfg.allowedHosts(tlsCfg), Logger: logger, Metrics: reg,
 	})
 	srv := &http.Server{
 		Handler:           handler,
@@ -152,12 +170,12 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 	go func() { served <- srv.Serve(ln) }()
 
 	if cfg.client() {
-		fmt.Fprintf(stdout, "dister %s: client node serving HTTP on http://%s (servers %s)\n",
-			dister.Version, ln.Addr(), strings.Join(cfg.Servers, ", "))
+		fmt.Fprintf(stdout, "dister %s: client node serving HTTP on %s://%s (servers %s)\n",
+			dister.Version, scheme, ln.Addr(), strings.Join(cfg.Servers, ", "))
 	} else {
 		dir, _ := filepath.Abs(cfg.DataDir)
-		fmt.Fprintf(stdout, "dister %s: node %d serving HTTP on http://%s (Raft %s, peer %s), data in %s\n",
-			dister.Version, node.ID(), ln.Addr(), cfg.RaftAddr, cfg.PeerAddr, dir)
+		fmt.Fprintf(stdout, "dister %s: node %d serving HTTP on %s://%s (Raft %s, peer %s), data in %s\n",
+			dister.Version, node.ID(), scheme, ln.Addr(), cfg.RaftAddr, cfg.PeerAddr, dir)
 	}
 
 	select {
