@@ -80,9 +80,9 @@ func (c serverConfig) loadTokens(logger *slog.Logger) (*dister.Tokens, error) {
 // peerSecurity sets what the node presents and checks on the peer API:
 // its token (--peer-token, else --token), and on a server the token set,
 // so that the peer API grants what the REST API grants.
-// A server of several with a token set and no token to present would
-// have its calls to the others (joins, liveness) refused: that is a usage
-// error.
+// A server of several with a token set, no token to present and no TLS
+// (with TLS its certificate speaks for it) would have its calls to the
+// others (joins, liveness) refused: that is a usage error.
 func (c serverConfig) peerSecurity(o *dister.Options, tokens *dister.Tokens) error {
 	o.Token = c.PeerToken
 	if o.Token == "" {
@@ -92,9 +92,9 @@ func (c serverConfig) peerSecurity(o *dister.Options, tokens *dister.Tokens) err
 		return nil
 	}
 	o.PeerTokens = tokens
-	if tokens != nil && o.Token == "" && (len(c.Join) > 0 || len(c.InitialMembers) > 1) {
-		return errors.New("--token-file without --peer-token (or --token): the other servers check peer calls against their tokens " +
-			"and would refuse this server's; give every server an admin token with --peer-token")
+	if tokens != nil && o.Token == "" && c.TLSCA == "" && (len(c.Join) > 0 || len(c.InitialMembers) > 1) {
+		return errors.New("--token-file without --peer-token (or --token) or --tls-ca: the other servers check peer calls against their tokens " +
+			"and would refuse this server's; give every server an admin token with --peer-token, or certificates with --tls-ca/--tls-cert/--tls-key")
 	}
 	return nil
 }
