@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dister/dister/internal/health"
@@ -73,6 +74,9 @@ type Checker struct {
 	results  chan probeResult
 	writes   chan writeDone
 	wg       sync.WaitGroup
+	// visits counts the targets the checker looked at (for tests: a
+	// steady group costs nothing per tick).
+	visits atomic.Int64
 }
 
 type target struct {
@@ -232,6 +236,7 @@ func seededDamper(n int, r *Record) *health.Damper {
 // step starts due probes, evaluates ttl checks, and writes what changed.
 func (c *Checker) step(ctx context.Context, now time.Time) {
 	for _, t := range c.targets {
+		c.visits.Add(1)
 		chk := t.rec.Check
 		switch {
 		case chk.Type == TypeTTL:
