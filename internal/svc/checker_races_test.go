@@ -95,10 +95,9 @@ func TestCheckerReplacedCheckIgnoresStaleProbe(t *testing.T) {
 	waitFor(t, "the probe of the old check", func() bool { return oldReqs.Load() == 1 })
 
 	// Re-registered with a new target while that probe hangs.
-	loads := st.stats().loads
 	r2 := probedRecord("s1", health.TypeHTTP, srv.URL+"/new")
-	st.put(t, r2)
-	waitFor(t, "the checker to load the new record", func() bool { return st.stats().loads > loads })
+	rev := st.put(t, r2)
+	waitFor(t, "the checker to read the new record", func() bool { return st.stats().seen >= rev })
 	close(release) // the old probe now passes
 
 	waitFor(t, "a result of the new check written", func() bool {
@@ -156,9 +155,8 @@ func TestCheckerForgetsRemovedInstance(t *testing.T) {
 	runChecker(t, st, 2)
 	waitFor(t, "passing written", func() bool { return st.status(key) == Passing })
 
-	loads := st.stats().loads
-	st.del(key)
-	waitFor(t, "the checker to reload", func() bool { return st.stats().loads > loads })
+	rev := st.del(key)
+	waitFor(t, "the checker to read the deletion", func() bool { return st.stats().seen >= rev })
 	h.setRespond(always(500))
 	reqs := h.reqs.Load()
 	time.Sleep(500 * time.Millisecond)
