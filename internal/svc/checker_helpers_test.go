@@ -45,6 +45,9 @@ type fakeStore struct {
 	// beforeUpdate, when set, runs at the start of every Update, outside
 	// the lock.
 	beforeUpdate func(ctx context.Context, r *Record, modRev int64)
+	// beforeChanges, when set, runs at the start of every Changes outside
+	// the lock; an error it returns is Changes' answer.
+	beforeChanges func(ctx context.Context) error
 }
 
 type storedValue struct {
@@ -92,6 +95,14 @@ func (s *fakeStore) Load(ctx context.Context) ([]Stored, map[string]bool, int64,
 }
 
 func (s *fakeStore) Changes(ctx context.Context, after int64) ([]Change, int64, error) {
+	s.mu.Lock()
+	hook := s.beforeChanges
+	s.mu.Unlock()
+	if hook != nil {
+		if err := hook(ctx); err != nil {
+			return nil, 0, err
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if after+1 < s.compacted {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
@@ -75,5 +76,131 @@ func TestCheckerChangesAreIncremental(t *testing.T) {
 	// tick would be n visits more at least.
 	if v := c.visits.Load(); v >= 2*n {
 		t.Errorf("%d target visits with %d steady instances and one new: the ticks walk every target", v, n)
+	}
+}
+
+// TestCheckerReloadsWhenHistoryTrimmed: when the history no longer holds
+// the changes after what the checker applied, it loads everything again
+// and ends up with the current set: a deregistered instance forgotten, a
+// new one checked.
+func TestCheckerReloadsWhenHistoryTrimmed(t *testing.T) {
+	t.Parallel()
+	st := newFakeStore()
+	h := newHTTPTarget(t, false, always(200))
+	gone := probedRecord("gone", health.TypeHTTP, h.URL+"/gone")
+	st.put(t, gone)
+	runChecker(t, st, 2)
+	waitFor(t, "the first instance passing", func() bool { return st.status(InstanceKey(gone.Service, gone.ID)) == Passing })
+
+	// Hold the checker's reads of the history while the set changes and
+	// the history is trimmed past it.
+	block := make(chan struct{})
+	st.mu.Lock()
+	st.beforeChanges = func(ctx context.Context) error {
+		select {
+		case <-block:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	st.mu.Unlock()
+	st.del(InstanceKey(gone.Service, gone.ID))
+	fresh := probedRecord("fresh", health.TypeHTTP, h.URL+"/fresh")
+	rev := st.put(t, fresh)
+	st.mu.Lock()
+	st.compacted = rev + 1
+	st.mu.Unlock()
+	close(block)
+
+	waitFor(t, "the new instance passing", func() bool { return st.status(InstanceKey(fresh.Service, fresh.ID)) == Passing })
+	if s := st.stats(); s.loads != 2 {
+		t.Fatalf("%d loads, want 2 (the first and one after the trim)", s.loads)
+	}
+	gets := h.reqs.Load()
+	time.Sleep(300 * time.Millisecond)
+	if st.get(InstanceKey(gone.Service, gone.ID)) != nil {
+		t.Fatal("the deregistered instance came back")
+	}
+	// Only the fresh one is probed now (every MinInterval): at most one
+	// probe of it and one of the old one already in flight.
+	if n := h.reqs.Load() - gets; n > 2 {
+		t.Fatalf("%d probes in 300ms with one instance every %v", n, MinInterval)
+	}
+}
+
+// TestCheckerLeadershipMovesMidStep: the leader loses leadership (its
+// checker's ctx ends) while a status write, a probe and a read of the
+// history are all in flight; Run returns, and the write it had started
+// commits late (a write cannot be recalled). The next leader's checker
+// starts from what is stored: it does not write that status again, and it
+// finishes what the old one left (the probed instance's first result).
+func TestCheckerLeadershipMovesMidStep(t *testing.T) {
+	t.Parallel()
+	st := newFakeStore()
+	now := time.Now().UnixMilli()
+	ttl := &Record{Service: "cache", ID: "t1", Address: "10.0.0.7:6379", Lease: 7,
+		Check: Check{Type: TypeTTL, TTL: time.Second}, Status: Passing, LastCheckedMs: now}
+	ttlKey, beat := InstanceKey(ttl.Service, ttl.ID), HeartbeatKey(ttl.Service, ttl.ID)
+	st.put(t, ttl)
+	st.setBeat(beat, true)
+	gated := newHTTPTarget(t, true, nil)
+	probed := probedRecord("p1", health.TypeHTTP, gated.URL)
+	probedKey := InstanceKey(probed.Service, probed.ID)
+	st.put(t, probed)
+
+	writing := make(chan struct{})
+	var once sync.Once
+	st.mu.Lock()
+	st.beforeUpdate = func(ctx context.Context, r *Record, _ int64) {
+		if r.ID == ttl.ID {
+			once.Do(func() { close(writing) })
+			<-ctx.Done() // leadership lost mid-write; the write still lands
+		}
+	}
+	st.mu.Unlock()
+	p := health.NewProber(health.Options{})
+	defer p.Close()
+	_, stopOld := startChecker(t, st, p)
+	gated.waitReqs(t, 1) // the probe of p1 hangs
+	st.setBeat(beat, false)
+	select {
+	case <-writing:
+	case <-time.After(waitLimit):
+		t.Fatal("the ttl instance's critical status was never written")
+	}
+	// The next read of the history hangs too.
+	st.mu.Lock()
+	st.beforeChanges = func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+	st.mu.Unlock()
+	st.put(t, &Record{Service: "other", ID: "o1", Address: "10.0.0.8:80"})
+	time.Sleep(50 * time.Millisecond)
+	stopOld()
+	if s := st.stats(); s.updates != 1 || st.status(ttlKey) != Critical || st.status(probedKey) != Critical {
+		t.Fatalf("after the old leader: %d writes, ttl %q, probed %q; want its one late write (critical) and p1 unchecked",
+			s.updates, st.status(ttlKey), st.status(probedKey))
+	}
+
+	st.mu.Lock()
+	st.beforeUpdate, st.beforeChanges = nil, nil
+	st.mu.Unlock()
+	startChecker(t, st, p) // the new leader
+	quit, fed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(fed)
+		for { // answer p1's probes, the old leader's hung one included
+			select {
+			case gated.gate <- 200:
+			case <-quit:
+				return
+			}
+		}
+	}()
+	defer func() { close(quit); <-fed }()
+	waitFor(t, "p1's first result written by the new leader", func() bool { return st.status(probedKey) == Passing })
+	time.Sleep(100 * time.Millisecond)
+	if s := st.stats(); s.updates != 2 || s.failed != 0 || st.status(ttlKey) != Critical {
+		t.Fatalf("%d writes (%d refused), ttl %q; want 2 (the late critical, p1's passing), none refused, critical",
+			s.updates, s.failed, st.status(ttlKey))
 	}
 }
