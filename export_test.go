@@ -86,6 +86,10 @@ func CheckerStore(ctx context.Context, n *Node, group string) (svc.Store, error)
 	return server(n).CheckerStore(ctx, group)
 }
 
+// RaftApplied is the last Raft index n's replica of group applied
+// ("_system": the catalog).
+func RaftApplied(n *Node, group string) uint64 { return server(n).RaftApplied(group) }
+
 // ProbesNotRun counts the probes n's checkers could not run.
 func ProbesNotRun(n *Node) uint64 { return server(n).ProbesNotRun() }
 

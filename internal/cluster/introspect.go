@@ -37,6 +37,11 @@ func (e *Engine) ShardOf(group string) uint64 {
 	return 0
 }
 
+// RaftApplied is the last Raft log index this server's replica of group
+// applied ("_system": the catalog), 0 when it runs none: every committed
+// entry moves it, whether or not it changed a key.
+func (e *Engine) RaftApplied(group string) uint64 { return e.host.Applied(e.ShardOf(group)) }
+
 // ShardMembers reads a shard's Raft configuration through this server:
 // voters and non-voters, each sorted.
 func (e *Engine) ShardMembers(ctx context.Context, shardID uint64) (voters, nonVoters []uint64, err error) {
