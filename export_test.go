@@ -86,6 +86,10 @@ func CheckerStore(ctx context.Context, n *Node, group string) (svc.Store, error)
 	return server(n).CheckerStore(ctx, group)
 }
 
+// CheckerLoads counts the full reads of a group's instances n's checkers
+// made.
+func CheckerLoads(n *Node) uint64 { return server(n).CheckerLoads() }
+
 // RaftApplied is the last Raft index n's replica of group applied
 // ("_system": the catalog).
 func RaftApplied(n *Node, group string) uint64 { return server(n).RaftApplied(group) }

@@ -37,6 +37,11 @@ func (e *Engine) ShardOf(group string) uint64 {
 	return 0
 }
 
+// CheckerLoads counts the full reads of a group's instances that this
+// server's checkers made (one when a checker starts; the changes after it
+// come from the watch history).
+func (e *Engine) CheckerLoads() uint64 { return e.checkLoads.Load() }
+
 // RaftApplied is the last Raft log index this server's replica of group
 // applied ("_system": the catalog), 0 when it runs none: every committed
 // entry moves it, whether or not it changed a key.

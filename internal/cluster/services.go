@@ -406,6 +406,7 @@ func (g *groupStore) Generation() uint64 { return g.e.host.ReservedGeneration(g.
 // Load lists the whole reserved namespace (instances and heartbeats) in
 // one read, so both are as of the one revision it returns.
 func (g *groupStore) Load(ctx context.Context) ([]svc.Stored, map[string]bool, int64, error) {
+	g.e.checkLoads.Add(1)
 	v, err := g.e.host.StaleRead(ctx, g.sid, fsm.ListQuery{Prefix: fsm.ReservedPrefix})
 	if err != nil {
 		return nil, nil, 0, err
