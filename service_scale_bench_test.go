@@ -122,7 +122,9 @@ func BenchmarkServicesScale(b *testing.B) {
 		b.Fatalf("%d of %d registrations failed", failed.Load(), n)
 	}
 	b.ReportMetric(float64(n)/regTook.Seconds(), "reg-ops/s")
+	progress("registered %d instances in %v", n, regTook.Round(time.Millisecond))
 	scaleWaitPassing(b, c.Node(leader).Services(), n+1)
+	progress("all passing; steady window of %v", window)
 	time.Sleep(2 * time.Second) // the last first results' writes
 
 	// Steady state: Raft entries and CPU over the window.
@@ -134,6 +136,7 @@ func BenchmarkServicesScale(b *testing.B) {
 	writes := applied() - a0
 	b.ReportMetric(float64(writes)/window.Minutes(), "raft-writes/min")
 	b.ReportMetric(max(busy-idle, 0), "steady-cores")
+	progress("steady: %d Raft entries, %.3f cores (idle %.3f)", writes, busy, idle)
 	if l := c.Leader(); l != leader {
 		b.Logf("the leader moved from %d to %d during the run", leader, l)
 	}
@@ -194,6 +197,7 @@ func BenchmarkServicesScale(b *testing.B) {
 		}
 	}
 	slices.Sort(lat)
+	progress("status changes: %v", lat)
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "change-p50-ms")
 	b.ReportMetric(float64(lat[(len(lat)*99+99)/100-1].Microseconds())/1000, "change-p99-ms")
 
@@ -212,6 +216,11 @@ func BenchmarkServicesScale(b *testing.B) {
 	ns := float64(time.Since(t).Nanoseconds()) / picks
 	b.ReportMetric(ns, "pick-ns")
 	b.ReportMetric(1000/ns, "pick-M/s")
+}
+
+// progress tells on stderr how a long run goes (b.Log shows only at the end).
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s scale: %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }
 
 func scaleEnvInt(b *testing.B, name string, def int) int {
