@@ -123,8 +123,9 @@ func BenchmarkServicesScale(b *testing.B) {
 	}
 	b.ReportMetric(float64(n)/regTook.Seconds(), "reg-ops/s")
 	progress("registered %d instances in %v", n, regTook.Round(time.Millisecond))
-	scaleWaitPassing(b, c.Node(leader).Services(), n+1)
-	progress("all passing; steady window of %v", window)
+	notPassing := scaleWaitPassing(b, c.Node(leader).Services(), n+1)
+	b.ReportMetric(float64(notPassing), "not-passing")
+	progress("steady window of %v", window)
 	time.Sleep(2 * time.Second) // the last first results' writes
 
 	// Steady state: Raft entries and CPU over the window.
@@ -256,20 +257,28 @@ func heapAfterGC() uint64 {
 }
 
 // scaleWaitPassing waits until n instances pass, reading them all every
-// second or so.
-func scaleWaitPassing(b *testing.B, s *dister.Services, n int) {
+// second or so, and returns how many do not pass when its patience ends
+// (telling on stderr which and why).
+func scaleWaitPassing(b *testing.B, s *dister.Services, n int) int {
 	deadline := time.Now().Add(time.Minute + time.Duration(n)*time.Millisecond)
 	for {
-		list, err := s.List(context.Background(), dister.WithRead(dister.Linearizable()))
+		all, err := s.All(context.Background(), dister.WithRead(dister.Linearizable()))
 		passing := 0
-		for _, l := range list {
-			passing += l.Passing
+		why := map[string]int{}
+		for _, in := range all {
+			if in.Status == dister.StatusPassing {
+				passing++
+				continue
+			}
+			out, _, _ := strings.Cut(in.Output, ":")
+			why[fmt.Sprintf("%s %s %q", in.Check.Type, in.Status, out)]++
 		}
 		if err == nil && passing == n {
-			return
+			return 0
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("%d of %d instances passing (%v)", passing, n, err)
+			progress("%d of %d instances passing (%v); the others: %v", passing, n, err, why)
+			return n - passing
 		}
 		time.Sleep(time.Second)
 	}
