@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,7 +34,8 @@ import (
 //	DISTER_SCALE_N=1000 go test -run '^$' -bench BenchmarkServicesScale -benchtime 1x .  (what CI runs)
 //
 // DISTER_SCALE_N sets N (a multiple of 20); DISTER_SCALE_WINDOW the steady
-// window (default 60 s from 10,000 instances, 5 s below). Figures:
+// window (default 60 s from 10,000 instances, 5 s below);
+// DISTER_SCALE_CPUPROFILE=FILE writes a CPU profile of that window. Figures:
 //
 //	reg-ops/s         Register calls per second, 64 at a time
 //	raft-writes/min   Raft entries committed (default group and catalog) in the steady window: the goal is 0
@@ -128,16 +130,34 @@ func BenchmarkServicesScale(b *testing.B) {
 	progress("steady window of %v", window)
 	time.Sleep(2 * time.Second) // the last first results' writes
 
-	// Steady state: Raft entries and CPU over the window.
-	applied := func() uint64 {
-		return dister.RaftApplied(c.Node(leader), "default") + dister.RaftApplied(c.Node(leader), "_system")
+	// Every status write of the checkers is counted; the flipping
+	// instance's are timed too.
+	var statusWrites atomic.Int64
+	written := make(chan time.Time, 16)
+	for _, id := range c.IDs() {
+		dister.SetCheckWriteHook(c.Node(id), func(key string) {
+			statusWrites.Add(1)
+			if key == flipKey {
+				select {
+				case written <- time.Now():
+				default:
+				}
+			}
+		})
+		defer dister.SetCheckWriteHook(c.Node(id), nil)
 	}
-	a0 := applied()
+
+	// Steady state: Raft entries and CPU over the window.
+	ln := c.Node(leader)
+	d0, s0, w0 := dister.RaftApplied(ln, "default"), dister.RaftApplied(ln, "_system"), statusWrites.Load()
+	stopProfile := scaleProfile(b)
 	busy := cpuCores(func() { time.Sleep(window) })
-	writes := applied() - a0
-	b.ReportMetric(float64(writes)/window.Minutes(), "raft-writes/min")
+	stopProfile()
+	d, sys, w := dister.RaftApplied(ln, "default")-d0, dister.RaftApplied(ln, "_system")-s0, statusWrites.Load()-w0
+	b.ReportMetric(float64(d+sys)/window.Minutes(), "raft-writes/min")
 	b.ReportMetric(max(busy-idle, 0), "steady-cores")
-	progress("steady: %d Raft entries, %.3f cores (idle %.3f)", writes, busy, idle)
+	progress("steady: %d Raft entries in the group (%d of them status writes), %d in the catalog; %.3f cores (idle %.3f)",
+		d, w, sys, busy, idle)
 	if l := c.Leader(); l != leader {
 		b.Logf("the leader moved from %d to %d during the run", leader, l)
 	}
@@ -155,17 +175,8 @@ func BenchmarkServicesScale(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(heapAfterGC()-heap0)/float64(n)/3, "heap-B/inst")
-	written := make(chan time.Time, 16)
-	for _, id := range c.IDs() {
-		dister.SetCheckWriteHook(c.Node(id), func(key string) {
-			if key == flipKey {
-				select {
-				case written <- time.Now():
-				default:
-				}
-			}
-		})
-		defer dister.SetCheckWriteHook(c.Node(id), nil)
+	for len(written) > 0 {
+		<-written
 	}
 	samples := 40
 	if n < 10000 {
@@ -192,6 +203,9 @@ func BenchmarkServicesScale(b *testing.B) {
 			time.Sleep(100 * time.Microsecond)
 		}
 		lat = append(lat, time.Since(t0))
+		if (i+1)%10 == 0 {
+			progress("%d status changes, the last seen by Pick after %v", i+1, lat[i])
+		}
 		time.Sleep(300 * time.Millisecond)
 		for len(written) > 0 { // a retried write of the same change
 			<-written
@@ -247,6 +261,26 @@ func cpuCores(f func()) float64 {
 	c0, t0 := cpu(), time.Now()
 	f()
 	return float64(cpu()-c0) / float64(time.Since(t0))
+}
+
+// scaleProfile starts a CPU profile of the steady window into the file
+// DISTER_SCALE_CPUPROFILE names, if any; the returned func stops it.
+func scaleProfile(b *testing.B) func() {
+	path := os.Getenv("DISTER_SCALE_CPUPROFILE")
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
 }
 
 func heapAfterGC() uint64 {
