@@ -79,7 +79,17 @@ func NodeLogger(n *Node) *slog.Logger { return n.log }
 
 // SetCheckWriteHook runs h (the instance key) before every checker write
 // on n; nil removes it.
-func SetCheckWriteHook(n *Node, h func(key string)) { server(n).SetCheckWriteHook(h) }
+func SetCheckWriteHook(n *Node, h func(key string)) {
+	if h == nil {
+		server(n).SetCheckWriteHook(nil)
+		return
+	}
+	server(n).SetCheckWriteHook(func(key, _ string) { h(key) })
+}
+
+// SetCheckStatusHook runs h (the instance key and the status written, ""
+// for a removal) before every checker write on n; nil removes it.
+func SetCheckStatusHook(n *Node, h func(key, status string)) { server(n).SetCheckWriteHook(h) }
 
 // CheckerStore is the store n's checker of group writes through.
 func CheckerStore(ctx context.Context, n *Node, group string) (svc.Store, error) {

@@ -35,7 +35,9 @@ import (
 //
 // DISTER_SCALE_N sets N (a multiple of 20); DISTER_SCALE_WINDOW the steady
 // window (default 60 s from 10,000 instances, 5 s below);
-// DISTER_SCALE_CPUPROFILE=FILE writes a CPU profile of that window. Figures:
+// DISTER_SCALE_CPUPROFILE=FILE writes a CPU profile of that window;
+// DISTER_SCALE_SAMPLES the status changes timed (default 40, 6 below
+// 10,000 instances). Figures:
 //
 //	reg-ops/s         Register calls per second, 64 at a time
 //	raft-writes/min   Raft entries committed (default group and catalog) in the steady window: the goal is 0
@@ -46,6 +48,7 @@ import (
 //	                  server reflecting it, in a service of N/10 instances
 //	pick-ns, pick-allocs, pick-M/s
 //	                  Pick (priority-weighted) of a service of N/10 instances, one goroutine
+//	probes-not-run    probes that found no free slot in time (status kept) over the whole run
 //	heap-B/inst       Go heap growth per instance per server (the process heap after GC, less an idle
 //	                  cluster's, / N / 3); it includes the registering Nodes' keepers and one server's
 //	                  balancer view
@@ -75,8 +78,8 @@ func BenchmarkServicesScale(b *testing.B) {
 	heap0 := heapAfterGC()
 	idle := cpuCores(func() { time.Sleep(min(window, 10*time.Second)) })
 
-	// The flipping instance: the only one of service s0 with a weight, so
-	// Pick returns it exactly while it passes.
+	// The flipping instance, one of service s0: Pick by a key hashed to
+	// it returns it exactly while it passes.
 	flip := newFlipTarget(b)
 	flipKey := svc.InstanceKey("s0", "flip")
 	if err := c.Node(1).Services().Register(ctx, dister.Instance{Service: "s0", ID: "flip", Address: flip.addr, Priority: 1,
@@ -99,9 +102,6 @@ func BenchmarkServicesScale(b *testing.B) {
 					return
 				}
 				in := dister.Instance{Service: fmt.Sprintf("s%d", i%10), ID: strconv.Itoa(i), Priority: 1}
-				if in.Service == "s0" {
-					in.Priority = 0
-				}
 				if i%2 == 0 {
 					in.Address = targets[i/2%len(targets)]
 					in.Check = dister.Check{Type: dister.CheckTCP, Target: in.Address, Interval: 10 * time.Second}
@@ -130,21 +130,25 @@ func BenchmarkServicesScale(b *testing.B) {
 	progress("steady window of %v", window)
 	time.Sleep(2 * time.Second) // the last first results' writes
 
-	// Every status write of the checkers is counted; the flipping
-	// instance's are timed too.
+	// Every write of the checkers is counted; the flipping instance's
+	// status changes are timed too.
 	var statusWrites atomic.Int64
-	written := make(chan time.Time, 16)
+	type change struct {
+		at     time.Time
+		status string
+	}
+	written := make(chan change, 16)
 	for _, id := range c.IDs() {
-		dister.SetCheckWriteHook(c.Node(id), func(key string) {
+		dister.SetCheckStatusHook(c.Node(id), func(key, status string) {
 			statusWrites.Add(1)
 			if key == flipKey {
 				select {
-				case written <- time.Now():
+				case written <- change{time.Now(), status}:
 				default:
 				}
 			}
 		})
-		defer dister.SetCheckWriteHook(c.Node(id), nil)
+		defer dister.SetCheckStatusHook(c.Node(id), nil)
 	}
 
 	// Steady state: Raft entries and CPU over the window.
@@ -181,6 +185,15 @@ func BenchmarkServicesScale(b *testing.B) {
 		}
 	}
 	progress("the views of two services loaded on server %d in %v", other, time.Since(start).Round(time.Millisecond))
+	key := ""
+	for j := 0; key == "" && j < 100*n; j++ {
+		if in, err := bal.Pick(ctx, "s0", dister.HashKey(strconv.Itoa(j))); err == nil && in.ID == "flip" {
+			key = strconv.Itoa(j)
+		}
+	}
+	if key == "" {
+		b.Fatal("no key hashes to the flipping instance")
+	}
 	b.ReportMetric(float64(heapAfterGC()-heap0)/float64(n)/3, "heap-B/inst")
 	for len(written) > 0 {
 		<-written
@@ -189,18 +202,30 @@ func BenchmarkServicesScale(b *testing.B) {
 	if n < 10000 {
 		samples = 6
 	}
+	samples = scaleEnvInt(b, "DISTER_SCALE_SAMPLES", samples)
 	var lat []time.Duration
 	for i := range samples {
 		up := i%2 == 1 // the flip passes now; odd samples bring it back
 		flip.set(b, up)
+		// The write of the new status (not an output-only write, such as
+		// a probe that could not run).
+		want := dister.StatusCritical
+		if up {
+			want = dister.StatusPassing
+		}
 		var t0 time.Time
-		select {
-		case t0 = <-written:
-		case <-time.After(30 * time.Second):
-			b.Fatalf("sample %d: no status written for the flipping instance in 30 s", i)
+		for t0.IsZero() {
+			select {
+			case ch := <-written:
+				if ch.status == string(want) {
+					t0 = ch.at
+				}
+			case <-time.After(30 * time.Second):
+				b.Fatalf("sample %d: no %s status written for the flipping instance in 30 s", i, want)
+			}
 		}
 		for deadline := time.Now().Add(30 * time.Second); ; {
-			in, err := bal.Pick(ctx, "s0")
+			in, err := bal.Pick(ctx, "s0", dister.HashKey(key))
 			if (err == nil && in.ID == "flip") == up {
 				break
 			}
@@ -220,6 +245,11 @@ func BenchmarkServicesScale(b *testing.B) {
 	}
 	slices.Sort(lat)
 	progress("status changes: %v", lat)
+	var notRun uint64
+	for _, id := range c.IDs() {
+		notRun += dister.ProbesNotRun(c.Node(id))
+	}
+	b.ReportMetric(float64(notRun), "probes-not-run")
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "change-p50-ms")
 	b.ReportMetric(float64(lat[(len(lat)*99+99)/100-1].Microseconds())/1000, "change-p99-ms")
 

@@ -115,8 +115,9 @@ type Engine struct {
 	// hubHook, when set (tests only), runs before each hub advance.
 	hubHook atomic.Pointer[func(shardID uint64)]
 	// checkWriteHook, when set (tests only), runs before each write of a
-	// checker (a status update or a removal) with the instance key.
-	checkWriteHook atomic.Pointer[func(key string)]
+	// checker with the instance key and the status it writes ("" for a
+	// removal).
+	checkWriteHook atomic.Pointer[func(key, status string)]
 
 	leaseWake chan struct{} // buffered(1)
 	leaseDone chan struct{}

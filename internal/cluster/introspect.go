@@ -98,7 +98,7 @@ func (e *Engine) step(ctx context.Context, step string, id uint64) error {
 // SetCheckWriteHook installs (or, with nil, removes) a hook that runs
 // before every write of this server's checkers, with the instance key; a
 // test blocks in it to make the write race a registration.
-func (e *Engine) SetCheckWriteHook(h func(key string)) {
+func (e *Engine) SetCheckWriteHook(h func(key, status string)) {
 	if h == nil {
 		e.checkWriteHook.Store(nil)
 		return

@@ -463,9 +463,9 @@ func (g *groupStore) Changes(ctx context.Context, after int64) ([]svc.Change, in
 	}
 }
 
-func (g *groupStore) hook(key string) {
+func (g *groupStore) hook(key, status string) {
 	if h := g.e.checkWriteHook.Load(); h != nil {
-		(*h)(key)
+		(*h)(key, status)
 	}
 }
 
@@ -475,7 +475,7 @@ func (g *groupStore) Update(ctx context.Context, r *svc.Record, modRev int64) (i
 		return 0, err
 	}
 	key := svc.InstanceKey(r.Service, r.ID)
-	g.hook(key)
+	g.hook(key, r.Status)
 	res, err := g.e.txn(ctx, g.sid, &fsm.Txn{
 		Compares: []fsm.Compare{{Key: key, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: modRev}},
 		Then:     []fsm.Op{{Type: fsm.OpPut, Key: key, Value: value}},
@@ -491,7 +491,7 @@ func (g *groupStore) Update(ctx context.Context, r *svc.Record, modRev int64) (i
 
 func (g *groupStore) Remove(ctx context.Context, r *svc.Record, modRev int64) error {
 	key := svc.InstanceKey(r.Service, r.ID)
-	g.hook(key)
+	g.hook(key, "")
 	res, err := g.e.txn(ctx, g.sid, &fsm.Txn{
 		Compares: []fsm.Compare{{Key: key, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: modRev}},
 		Then:     []fsm.Op{{Type: fsm.OpDelete, Key: key}, {Type: fsm.OpDelete, Key: svc.HeartbeatKey(r.Service, r.ID)}},
