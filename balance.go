@@ -2,7 +2,6 @@ package dister
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -14,45 +13,76 @@ import (
 	"github.com/dister/dister/internal/svc"
 )
 
-// MaxBalancedServices is how many services one Balancer keeps a watched
-// local view of. Picks of further services read the registry each time
-// (a network round trip and allocations, but the same answers).
+// MaxBalancedServices is how many services one Balancer (so one group on
+// one Node) keeps a watched local view of. Picks of further services read
+// the registry each time (a network round trip and allocations, but the
+// same answers). A view holds one copy of each of its service's instances
+// (shared by every snapshot it publishes) and about 120 bytes of tables
+// per instance; a view that HashKey used also holds the hash ring (see
+// docs/balancing.md). Views that no Pick read for ten minutes are
+// dropped, so memory follows the services in use.
 const MaxBalancedServices = 4096
 
 // Balancer picks one usable instance of a service. The first Pick of a
 // service loads its instances and starts a watch that keeps a local view
-// fresh until the Node closes; every later Pick reads that view only: no
-// network round trip, no lock, no allocation.
+// fresh; every later Pick reads that view only: no network round trip, no
+// lock, no allocation.
 //
 // Usable means passing; only when no instance passes, warning instances
 // are used. Critical instances, and instances not checked yet, never are.
 // Within the usable tier, instances with priority 0 are standbys, picked
-// only when every usable instance has priority 0.
+// only when every usable instance has priority 0 (then uniformly).
+//
+// A view that has not heard from the cluster for Options.BalancerStaleAfter
+// fails Picks with ErrStaleView; Fresh() reads the registry instead.
 type Balancer struct {
 	s       *Services
 	views   sync.Map // service name -> *view
 	count   atomic.Int64
 	sweeper sync.Once
 	idle    time.Duration // the sweep period; 0 = viewIdle (tests shorten it)
+	epoch   time.Time     // views' clocks count from here (monotonic)
+	// confirms are the latest two leader-confirmed revisions and when
+	// they were read: a view that has delivered everything up to one of
+	// them was current at that time (see confirm).
+	confirms [2]atomic.Pointer[confirmation]
+}
+
+type confirmation struct {
+	rev int64
+	at  int64 // since epoch
 }
 
 type view struct {
-	set   atomic.Pointer[balance.Set[Instance]]
-	rr    balance.Counter // the round-robin position, kept across rebuilds
+	set   atomic.Pointer[balance.Set[*Instance]]
+	rr    balance.Counter // the round-robin position, kept across changes
 	ready chan struct{}   // closed once set is first stored, or err set
 	err   error           // why the view ended before its first load
+	// heard is when (since the Balancer's epoch) the view last knew itself
+	// current: its load, an event, or a progress note at a confirmed
+	// revision.
+	heard atomic.Int64
+	// stale is set by the sweep once heard is older than the bound and
+	// cleared when the view hears again: Pick reads one flag instead of
+	// the clock (a clock read costs more than the rest of a Pick on some
+	// machines).
+	stale atomic.Bool
 	// size is how many instances the service has (usable or not); used
-	// tells whether a Pick read the view since the last sweep. A view of
-	// no instances that nobody picked from is dropped by the sweep.
+	// tells whether a Pick read the view since the last sweep.
 	size atomic.Int64
 	used atomic.Bool
+	idle int // sweeps in a row without a Pick; the sweep's alone
 	stop context.CancelFunc
 }
 
 // viewIdle is the sweep period: a view of a service without instances
-// that was not picked from for this long is dropped (Picks of names that
-// never exist would otherwise keep a watch each until Close).
-const viewIdle = time.Minute
+// that was not picked from for this long is dropped, and any view after
+// idleSweeps such periods (its watch and memory; the next Pick loads it
+// again).
+const (
+	viewIdle   = time.Minute
+	idleSweeps = 10
+)
 
 // Balancer is the balancer of group "default".
 func (n *Node) Balancer() *Balancer { return n.def.Balancer() }
@@ -62,21 +92,24 @@ func (g *Group) Balancer() *Balancer {
 	if b, ok := g.n.balancers.Load(g.name); ok {
 		return b.(*Balancer)
 	}
-	b, _ := g.n.balancers.LoadOrStore(g.name, &Balancer{s: g.Services()})
+	b, _ := g.n.balancers.LoadOrStore(g.name, &Balancer{s: g.Services(), epoch: time.Now()})
 	return b.(*Balancer)
 }
 
-// PickOption chooses the strategy of a Pick; the default is
-// priority-weighted random (dister v1.5's).
+// PickOption chooses the strategy of a Pick (the default is
+// priority-weighted random, dister v1.5's; of several strategies the last
+// counts), or how it reads (Fresh).
 type PickOption struct {
 	strategy pickStrategy
 	key      string
+	fresh    bool
 }
 
 type pickStrategy uint8
 
 const (
-	strategyPriority pickStrategy = iota
+	strategyNone pickStrategy = iota
+	strategyPriority
 	strategyRoundRobin
 	strategyHash
 )
@@ -90,22 +123,40 @@ func PriorityWeighted() PickOption { return PickOption{strategy: strategyPriorit
 func RoundRobin() PickOption { return PickOption{strategy: strategyRoundRobin} }
 
 // HashKey picks by consistent hashing of key: the same key gets the same
-// instance while the usable set is stable, and when an instance leaves only
-// its keys move.
+// instance while the usable set is stable, and when an instance joins or
+// leaves only about 1/n of keys move.
 func HashKey(key string) PickOption { return PickOption{strategy: strategyHash, key: key} }
 
-// Pick returns one usable instance of service, or ErrNoInstance. ctx bounds
-// only the first Pick of a service (the load of its view).
+// Fresh reads the service's instances linearizably (a round trip to the
+// group's leader, and allocations) instead of from the local view, and
+// picks among them by the same rules: for a caller that must not act on
+// an old view, or one that got ErrStaleView. HashKey under Fresh builds
+// the hash ring for this Pick alone.
+func Fresh() PickOption { return PickOption{fresh: true} }
+
+// Pick returns one usable instance of service, or ErrNoInstance, or
+// ErrStaleView when its view stopped hearing from the cluster. ctx bounds
+// only the first Pick of a service (the load of its view), and Fresh ones.
 func (b *Balancer) Pick(ctx context.Context, service string, opts ...PickOption) (Instance, error) {
 	var o PickOption
-	if len(opts) > 0 {
-		o = opts[len(opts)-1]
+	for _, op := range opts {
+		if op.fresh {
+			o.fresh = true
+		} else if op.strategy != strategyNone {
+			o.strategy, o.key = op.strategy, op.key
+		}
 	}
-	set, err := b.set(ctx, service)
+	var set *balance.Set[*Instance]
+	var err error
+	if o.fresh {
+		set, err = b.fresh(ctx, service)
+	} else {
+		set, err = b.set(ctx, service)
+	}
 	if err != nil {
 		return Instance{}, fmt.Errorf("pick %q: %w", service, err)
 	}
-	var inst Instance
+	var inst *Instance
 	var ok bool
 	switch o.strategy {
 	case strategyRoundRobin:
@@ -118,11 +169,14 @@ func (b *Balancer) Pick(ctx context.Context, service string, opts ...PickOption)
 	if !ok {
 		return Instance{}, fmt.Errorf("pick %q: %w", service, errs.NoInstance)
 	}
-	return inst, nil
+	return *inst, nil
 }
 
+// now is the Balancer's clock: monotonic, without allocating.
+func (b *Balancer) now() int64 { return int64(time.Since(b.epoch)) }
+
 // set returns the current view of service, starting it on first use.
-func (b *Balancer) set(ctx context.Context, service string) (*balance.Set[Instance], error) {
+func (b *Balancer) set(ctx context.Context, service string) (*balance.Set[*Instance], error) {
 	v, ok := b.views.Load(service)
 	if !ok {
 		if err := svc.ValidName("service name", service); err != nil {
@@ -144,127 +198,60 @@ func (b *Balancer) set(ctx context.Context, service string) (*balance.Set[Instan
 	if !vw.used.Load() {
 		vw.used.Store(true)
 	}
-	if s := vw.set.Load(); s != nil {
-		return s, nil
-	}
-	ctx, cancel := b.s.n.bound(ctx)
-	defer cancel()
-	select {
-	case <-vw.ready:
-		if s := vw.set.Load(); s != nil {
-			return s, nil
+	s := vw.set.Load()
+	if s == nil {
+		ctx, cancel := b.s.n.bound(ctx)
+		defer cancel()
+		select {
+		case <-vw.ready:
+			if s = vw.set.Load(); s == nil {
+				return nil, vw.err
+			}
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-b.s.n.life.Done():
+			return nil, errs.Closed
 		}
-		return nil, vw.err
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	case <-b.s.n.life.Done():
-		return nil, errs.Closed
 	}
+	if vw.stale.Load() {
+		return nil, errs.StaleView
+	}
+	return s, nil
 }
 
 // read builds a one-off set from the registry (over MaxBalancedServices).
-func (b *Balancer) read(ctx context.Context, service string) (*balance.Set[Instance], error) {
-	insts, err := b.s.Get(ctx, service)
+func (b *Balancer) read(ctx context.Context, service string, opts ...QueryOption) (*balance.Set[*Instance], error) {
+	insts, err := b.s.Get(ctx, service, opts...)
 	if err != nil {
 		return nil, err
 	}
-	set := make(map[string]Instance, len(insts))
-	for _, in := range insts {
-		set[in.ID] = in
+	rr := new(balance.Counter)
+	if v, ok := b.views.Load(service); ok {
+		rr = &v.(*view).rr // keep the rotation of the view
 	}
-	return buildSet(new(balance.Counter), set), nil
+	bv := balance.NewView[*Instance](rr)
+	for i := range insts {
+		bv.Put(member(&insts[i]))
+	}
+	return bv.Set(), nil
 }
 
-// start runs the goroutine that keeps v fresh until the Node closes,
-// reloading after any watch failure; false when the Node is closed.
-func (b *Balancer) start(service string, v *view) bool {
-	n := b.s.n
-	b.sweeper.Do(func() { n.spawn(b.sweep) })
-	ctx, stop := context.WithCancel(n.life)
-	v.stop = stop
-	ok := n.spawn(func() {
-		defer stop()
-		var once sync.Once
-		backoff := 50 * time.Millisecond
-		for {
-			err := b.s.follow(ctx, service, func(_ int64, set map[string]Instance) bool {
-				v.size.Store(int64(len(set)))
-				v.set.Store(buildSet(&v.rr, set))
-				once.Do(func() { close(v.ready) })
-				backoff = 50 * time.Millisecond
-				return true
-			})
-			if ctx.Err() != nil {
-				return
-			}
-			if errors.Is(err, errs.GroupNotFound) {
-				// The group is gone (or never was): drop the view, so a
-				// later Pick starts afresh and sees that.
-				b.drop(service, v)
-				once.Do(func() { v.err = err; close(v.ready) })
-				return
-			}
-			n.log.Debug("balancer view of a service restarts", "service", service, "err", err)
-			select {
-			case <-time.After(backoff):
-			case <-ctx.Done():
-				return
-			}
-			backoff = min(2*backoff, 5*time.Second)
-		}
-	})
-	if !ok {
-		stop()
+// fresh reads service's instances linearizably (Fresh).
+func (b *Balancer) fresh(ctx context.Context, service string) (*balance.Set[*Instance], error) {
+	if err := svc.ValidName("service name", service); err != nil {
+		return nil, err
 	}
-	return ok
+	return b.read(ctx, service, WithRead(Linearizable()))
 }
 
-// drop forgets v (if it is still service's view) and stops its watch.
-func (b *Balancer) drop(service string, v *view) {
-	if b.views.CompareAndDelete(service, v) {
-		b.count.Add(-1)
+// member is how the balancer sees an instance.
+func member(in *Instance) balance.Member[*Instance] {
+	tier := balance.Unusable
+	switch in.Status {
+	case StatusPassing:
+		tier = balance.Passing
+	case StatusWarning:
+		tier = balance.Warning
 	}
-	v.stop()
-}
-
-// sweep drops, every viewIdle, the views of services without instances
-// that no Pick read since the previous sweep.
-func (b *Balancer) sweep() {
-	life := b.s.n.life
-	idle := b.idle
-	if idle == 0 {
-		idle = viewIdle
-	}
-	t := time.NewTicker(idle)
-	defer t.Stop()
-	for {
-		select {
-		case <-life.Done():
-			return
-		case <-t.C:
-		}
-		b.views.Range(func(k, v any) bool {
-			vw := v.(*view)
-			if !vw.used.Swap(false) && vw.size.Load() == 0 && vw.set.Load() != nil {
-				b.drop(k.(string), vw)
-			}
-			return true
-		})
-	}
-}
-
-// buildSet is the balancer's snapshot of an instance set.
-func buildSet(rr *balance.Counter, set map[string]Instance) *balance.Set[Instance] {
-	members := make([]balance.Member[Instance], 0, len(set))
-	for id, in := range set {
-		tier := balance.Unusable
-		switch in.Status {
-		case StatusPassing:
-			tier = balance.Passing
-		case StatusWarning:
-			tier = balance.Warning
-		}
-		members = append(members, balance.Member[Instance]{ID: id, Priority: in.Priority, Tier: tier, Value: in})
-	}
-	return balance.NewShared(rr, members...)
+	return balance.Member[*Instance]{ID: in.ID, Priority: in.Priority, Tier: tier, Value: in}
 }

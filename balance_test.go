@@ -3,7 +3,9 @@ package dister_test
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -145,8 +147,8 @@ func TestBalancerUnknownGroup(t *testing.T) {
 	}
 }
 
-// Views of services without instances that nobody picks from are dropped;
-// views of services with instances stay.
+// Views of services without instances that nobody picks from are dropped
+// at the next sweep; views of services with instances stay longer.
 func TestBalancerDropsIdleEmptyViews(t *testing.T) {
 	c := testcluster.New(t, 1)
 	ctx := ctxT(t)
@@ -207,4 +209,85 @@ func TestRoundRobinFairUnderChanges(t *testing.T) {
 	if len(seen) < 8 {
 		t.Fatalf("round robin over 10 instances picked only %v in 30 picks with a change before each", seen)
 	}
+}
+
+// TestBalancerDropsIdleViews: a view with instances that no Pick read for
+// ten sweep periods is dropped too (memory follows the services in use),
+// and the next Pick loads it again.
+func TestBalancerDropsIdleViews(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	b := c.Node(1).Group("default").Balancer()
+	dister.SetViewIdle(b, 50*time.Millisecond)
+	if err := c.Node(1).Services().Register(ctx, dister.Instance{Service: "real", ID: "1", Address: "127.0.0.1:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Pick(ctx, "real"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return dister.ViewCount(b) == 0 })
+	if in, err := b.Pick(ctx, "real"); err != nil || in.ID != "1" {
+		t.Fatalf("pick after the view was dropped: %v, %v", in.ID, err)
+	}
+	if n := dister.ViewCount(b); n != 1 {
+		t.Fatalf("%d views after a Pick, want 1", n)
+	}
+}
+
+// TestBalancerViewFollowsChanges: a view fed change by change by the
+// watch (registrations, re-registrations with other priorities, never
+// checked instances, deregistrations, on the real store) ends up with the
+// candidates a fresh read of the registry gives.
+func TestBalancerViewFollowsChanges(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	s, b := c.Node(1).Services(), c.Node(1).Balancer()
+	r := rand.New(rand.NewPCG(9, 10))
+	if err := s.Register(ctx, dister.Instance{Service: "f", ID: "seed", Address: "10.0.0.1:80"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Pick(ctx, "f"); err != nil { // the view starts here
+		t.Fatal(err)
+	}
+	for range 120 {
+		id := fmt.Sprint("i", r.IntN(25))
+		in := dister.Instance{Service: "f", ID: id, Address: "10.0.0.2:80", Priority: r.IntN(3)}
+		switch r.IntN(4) {
+		case 0:
+			if err := s.Deregister(ctx, "f", id); err != nil && !errors.Is(err, dister.ErrNotFound) {
+				t.Fatal(err)
+			}
+			continue
+		case 1:
+			in.Check = dister.Check{Type: dister.CheckNever}
+		}
+		if err := s.Register(ctx, in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	insts, err := s.Get(ctx, "f", dister.WithRead(dister.Linearizable()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	anyWeight := false
+	for _, in := range insts {
+		anyWeight = anyWeight || (in.Status == dister.StatusPassing && in.Priority > 0)
+	}
+	for _, in := range insts {
+		if in.Status == dister.StatusPassing && (in.Priority > 0 || !anyWeight) {
+			want[in.ID] = true
+		}
+	}
+	waitFor(t, func() bool {
+		got := map[string]bool{}
+		for range 2 * len(want) {
+			in, err := b.Pick(ctx, "f", dister.RoundRobin())
+			if err != nil {
+				return false
+			}
+			got[in.ID] = true
+		}
+		return maps.Equal(got, want)
+	})
 }

@@ -1,12 +1,16 @@
 package dister_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dister/dister"
 	"github.com/dister/dister/internal/testcluster"
@@ -44,6 +48,7 @@ func TestClientOptionsValidated(t *testing.T) {
 		"raft addr":    {Role: dister.RoleClient, Servers: []string{"127.0.0.1:1"}, RaftAddr: "127.0.0.1:2"},
 		"join":         {Role: dister.RoleClient, Servers: []string{"127.0.0.1:1"}, Join: true},
 		"unknown role": {Role: dister.Role(7), Servers: []string{"127.0.0.1:1"}},
+		"stale bound":  {Role: dister.RoleClient, Servers: []string{"127.0.0.1:1"}, BalancerStaleAfter: 10 * time.Millisecond},
 	} {
 		if n, err := dister.Open(context.Background(), o); !errors.Is(err, dister.ErrInvalid) {
 			if n != nil {
@@ -247,3 +252,131 @@ func nextEvent(t *testing.T, w <-chan dister.WatchEvent) dister.WatchEvent {
 }
 
 var _ = fmt.Sprint
+
+// A client node renews its auto-renewed leases of a group with one batched
+// call per tick, not one call per lease: the servers' peer API counts the
+// requests it gets by op.
+func TestClientRenewsLeasesInBatches(t *testing.T) {
+	t.Parallel() // waits on TTLs: runs beside the others
+	regs := map[uint64]*prometheus.Registry{}
+	var mu sync.Mutex
+	c := testcluster.New(t, 3, func(o *dister.Options) {
+		r := prometheus.NewRegistry()
+		mu.Lock()
+		regs[o.NodeID] = r
+		mu.Unlock()
+		o.Metrics = r
+	})
+	cl := openClient(t, c, 0)
+	ctx := ctxT(t)
+	const n, ttl = 30, 2 * time.Second
+	for i := range n {
+		id, err := cl.Leases().Grant(ctx, ttl, dister.AutoRenew())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.KV().Put(ctx, fmt.Sprintf("leased/%d", i), []byte("x"), dister.WithLease(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	requests := func(op string) float64 {
+		var sum float64
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range regs {
+			sum += counterValue(t, r, "dister_peer_requests_total", op)
+		}
+		return sum
+	}
+	single, batches := requests("keepalive"), requests("keepalive.batch")
+	const window = 3 * ttl // every lease is renewed several times
+	time.Sleep(window)
+	single, batches = requests("keepalive")-single, requests("keepalive.batch")-batches
+	t.Logf("%d leases, TTL %v, %v: %v single keepalives, %v batches", n, ttl, window, single, batches)
+	if single != 0 || batches == 0 || batches >= n {
+		t.Fatalf("%v single keepalives and %v batches for %d leases in %v: not batched", single, batches, n, window)
+	}
+	// Renewed: every key outlived its lease's TTL several times over.
+	entries, _, err := cl.KV().List(ctx, "leased/", dister.Linearizable())
+	if err != nil || len(entries) != n {
+		t.Fatalf("%d leased keys after %v, want %d (%v)", len(entries), window, n, err)
+	}
+}
+
+// A client node saves a snapshot through a server: the file checks out,
+// holds what the cluster holds, and the client's description matches the
+// file's. With its first server stopped it takes the snapshot from
+// another; a writer that fails mid-file ends the save with that error.
+func TestClientSnapshot(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	seeds := []string{c.Options(1).PeerAddr, c.Options(2).PeerAddr, c.Options(3).PeerAddr}
+	cl := openClient(t, c, 0, seeds...)
+	if err := cl.CreateGroup(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 50 {
+		for _, g := range []string{"default", "g"} {
+			if _, err := cl.Group(g).KV().Put(ctx, fmt.Sprintf("k%02d", i), bytes.Repeat([]byte("v"), 100)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	save := func() (dister.SnapshotInfo, []byte) {
+		t.Helper()
+		var buf bytes.Buffer
+		info, err := cl.Snapshot(ctx, &buf)
+		if err != nil {
+			t.Fatalf("client snapshot: %v", err)
+		}
+		checked, err := dister.InspectSnapshot(ctx, bytes.NewReader(buf.Bytes()), nil)
+		if err != nil {
+			t.Fatalf("the client's file does not check out: %v", err)
+		}
+		if info.SHA256 != checked.SHA256 || info.Bytes != int64(buf.Len()) || len(checked.Groups) != 2 {
+			t.Fatalf("client says %+v, the file says %+v (%d bytes)", info, checked, buf.Len())
+		}
+		for _, g := range checked.Groups {
+			if g.Keys != 50 {
+				t.Fatalf("group %q: %d keys in the file, want 50", g.Name, g.Keys)
+			}
+		}
+		return info, buf.Bytes()
+	}
+	save()
+	c.Stop(1)
+	save()
+
+	broken := &failingWriter{after: 100}
+	if _, err := cl.Snapshot(ctx, broken); !errors.Is(err, errBrokenWriter) {
+		t.Fatalf("snapshot into a writer that fails: %v", err)
+	}
+}
+
+var errBrokenWriter = errors.New("disk full")
+
+// failingWriter takes after bytes, then fails every write.
+type failingWriter struct{ after, took int }
+
+func (w *failingWriter) Write(p []byte) (int, error) {
+	if w.took+len(p) > w.after {
+		n := w.after - w.took
+		w.took = w.after
+		return n, errBrokenWriter
+	}
+	w.took += len(p)
+	return len(p), nil
+}
+
+// A closed client node is not ready: WaitReady says ErrClosed (it answered
+// nil from what it knew before Close).
+func TestClientClosedNotReady(t *testing.T) {
+	c := testcluster.New(t, 1)
+	cl := openClient(t, c, 0)
+	if err := cl.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.WaitReady(ctxT(t)); !errors.Is(err, dister.ErrClosed) {
+		t.Fatalf("WaitReady after Close: %v", err)
+	}
+}

@@ -227,6 +227,7 @@ func TestOpenValidation(t *testing.T) {
 		{"unknown role", dister.Options{Role: 7, NodeID: 1, DataDir: dir, RaftAddr: a, PeerAddr: b}},
 		{"no node id", dister.Options{DataDir: dir, RaftAddr: a, PeerAddr: b}},
 		{"election too short", dister.Options{NodeID: 1, DataDir: dir, RaftAddr: a, PeerAddr: b, ElectionRTT: 2}},
+		{"stale bound too short", dister.Options{NodeID: 1, DataDir: dir, RaftAddr: a, PeerAddr: b, BalancerStaleAfter: time.Millisecond}},
 	}
 	for _, tc := range cases {
 		if _, err := dister.Open(ctxT(t), tc.o); !errors.Is(err, dister.ErrInvalid) {
@@ -255,10 +256,17 @@ func TestOpenValidation(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	waitWithin(t, 20*time.Second, cond, func() string { return "condition not met" })
+}
+
+// waitWithin polls cond until it holds; after d it fails with what
+// describe says of the state it was stuck in.
+func waitWithin(t *testing.T, d time.Duration, cond func() bool, describe func() string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met in 20s")
+			t.Fatalf("not met in %v: %s", d, describe())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -2,8 +2,8 @@ package dister
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/dister/dister/internal/cluster"
 	"github.com/dister/dister/internal/errs"
@@ -96,11 +96,21 @@ func (kv *KV) Put(ctx context.Context, key string, value []byte, opts ...WriteOp
 	if o.prefix {
 		return 0, fmt.Errorf("put %s: WithPrefix is for Delete: %w", quoteKey(key), errs.Invalid)
 	}
+	// A put is a one-op transaction inside; its errors name no "then op 0".
+	if len(value) > fsm.MaxValueSize {
+		return 0, fmt.Errorf("put %s: value of %d bytes, more than %d: %w", quoteKey(key), len(value), fsm.MaxValueSize, errs.TooLarge)
+	}
+	if o.lease < 0 {
+		return 0, fmt.Errorf("put %s: lease %d: want a lease id > 0: %w", quoteKey(key), o.lease, errs.Invalid)
+	}
 	t := &fsm.Txn{Then: []fsm.Op{{Type: fsm.OpPut, Key: key, Value: value, Lease: int64(o.lease)}}}
 	if o.cas {
 		t.Compares = []fsm.Compare{modRevisionIs(key, o.modRev)}
 	}
 	r, err := kv.n.e.Txn(ctx, kv.group, t)
+	if errors.Is(err, errs.LeaseNotFound) {
+		return 0, fmt.Errorf("put %s: lease %d: %w", quoteKey(key), o.lease, errs.LeaseNotFound)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("put %s: %w", quoteKey(key), err)
 	}
@@ -223,14 +233,7 @@ func checkKey(key string) error {
 	return fsm.ValidateUserKey(key, false)
 }
 
-// maxEchoedKey bounds a key or prefix quoted in an error message.
-const maxEchoedKey = 200
-
-// quoteKey is a key as error messages show it: quoted, and cut to 200 bytes
-// (a 4 KiB key would drown the message and every log line repeating it).
-func quoteKey(k string) string {
-	if len(k) <= maxEchoedKey {
-		return strconv.Quote(k)
-	}
-	return strconv.Quote(k[:maxEchoedKey]) + "..."
-}
+// quoteKey is a key (or a service name) as error messages show it: quoted,
+// and cut to 200 bytes (a 4 KiB key would drown the message and every log
+// line repeating it).
+func quoteKey(k string) string { return errs.Quote(k) }

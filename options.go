@@ -3,6 +3,7 @@ package dister
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,6 +78,18 @@ type Options struct {
 	// Zero = 10,000; negative = no cache (every read goes to a server).
 	CacheSize int
 
+	// Token is the bearer token this node presents on its peer calls: a
+	// client-role node on all of them, a server on its calls to other
+	// servers (joins, liveness, lease renewals). Empty = none. See
+	// PeerTokens and docs/auth.md.
+	Token string
+	// PeerTokens (server) are the tokens the peer API accepts, with the
+	// same roles and groups as the REST API (peerauth.go lists what each
+	// operation needs); a call without a known token, or whose token lacks
+	// the role or group, fails with ErrForbidden. Nil = the peer API checks
+	// no token (anyone who reaches PeerAddr is trusted, as on one host).
+	PeerTokens *Tokens
+
 	// RequestTimeout bounds a call whose ctx has no deadline. Zero = 10s.
 	RequestTimeout time.Duration
 	// RTT is the Raft tick, the unit of ElectionRTT and HeartbeatRTT.
@@ -131,6 +144,16 @@ type Options struct {
 	// cloud metadata services); set, only what it lists. A check denied
 	// here is critical with an output saying so.
 	CheckTargets []string
+	// BalancerStaleAfter bounds how long a Balancer's local view of a
+	// service may go without hearing from the cluster (an event, or a
+	// progress note confirmed against the group's leader, which the
+	// Balancer asks for every third of this bound, when it also checks the
+	// views) before a Pick from it fails with ErrStaleView instead of
+	// serving instances that may be long gone (a partitioned node): within
+	// the bound and two thirds more. Zero = 30 s; negative = never stale;
+	// at least 300 ms.
+	// Pick with Fresh() reads the registry instead of the view.
+	BalancerStaleAfter time.Duration
 	// Metrics receives the Node's Prometheus series (proposals by group and
 	// result, proposal latency, leader changes, each group's revision and
 	// leader). Nil = none. A registry takes one Node at a time; Close
@@ -144,6 +167,15 @@ type Options struct {
 	// is process-wide: with several Nodes in one process, engine messages
 	// go to the last opened one's.
 	Logger *slog.Logger
+
+	// TLS turns on mutual TLS between nodes: on the Raft transport and on
+	// the peer API (see the TLS type). Nil = plaintext, which a server
+	// accepts only on loopback addresses unless InsecureTransport is set.
+	TLS *TLS
+	// InsecureTransport lets a server whose RaftAddr or PeerAddr is not on
+	// a loopback host start without TLS (inside a private network that is
+	// itself trusted). Zero = refused with ErrInsecureTransport.
+	InsecureTransport bool
 }
 
 const (
@@ -155,8 +187,20 @@ func (o *Options) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("dister.Open: "+format+": %w", append(args, errs.Invalid)...)
 	}
+	if strings.ContainsAny(o.Token, " \t\r\n") {
+		return bad("Token contains white space")
+	}
+	if o.Role == RoleClient && o.PeerTokens != nil {
+		return bad("PeerTokens is for servers; a client node serves no peer API")
+	}
 	if o.RequestTimeout < 0 {
 		return bad("RequestTimeout cannot be negative")
+	}
+	if o.BalancerStaleAfter > 0 && o.BalancerStaleAfter < minStaleAfter {
+		return bad("BalancerStaleAfter %v is below %v", o.BalancerStaleAfter, minStaleAfter)
+	}
+	if err := o.validateTLS(bad); err != nil {
+		return err
 	}
 	switch o.Role {
 	case RoleServer:
@@ -315,3 +359,22 @@ func WithLease(id LeaseID) WriteOption { return func(o *writeOptions) { o.lease 
 
 // WithPrefix makes Delete remove every key starting with the given key.
 func WithPrefix() WriteOption { return func(o *writeOptions) { o.prefix = true } }
+
+// defaultStaleAfter is BalancerStaleAfter's zero value; minStaleAfter its
+// least positive value (the Balancer confirms its views every third of it,
+// with a linearizable read each time).
+const (
+	defaultStaleAfter = 30 * time.Second
+	minStaleAfter     = 300 * time.Millisecond
+)
+
+// staleAfter applies BalancerStaleAfter's default; 0 = never stale.
+func staleAfter(d time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return defaultStaleAfter
+	case d < 0:
+		return 0
+	}
+	return d
+}

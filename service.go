@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/dister/dister/internal/cluster"
@@ -165,7 +166,7 @@ func (s *Services) Register(ctx context.Context, inst Instance, opts ...Register
 	mu.Lock()
 	defer mu.Unlock()
 	if err := s.n.e.Register(ctx, s.group, r); err != nil {
-		return fmt.Errorf("register %s/%s: %w", inst.Service, inst.ID, err)
+		return fmt.Errorf("register %s/%s: %w", errs.Cut(inst.Service), errs.Cut(inst.ID), err)
 	}
 	if r.Check.Type == svc.TypeTTL && !o.external {
 		s.n.keep.add(s.group, r.Lease, r.Check.TTL, toRecord(inst))
@@ -188,7 +189,7 @@ func (s *Services) Deregister(ctx context.Context, service, id string) error {
 		err = errs.NotFound
 	}
 	if err != nil {
-		return fmt.Errorf("deregister %s/%s: %w", service, id, err)
+		return fmt.Errorf("deregister %s/%s: %w", errs.Cut(service), errs.Cut(id), err)
 	}
 	return nil
 }
@@ -204,12 +205,12 @@ func (s *Services) Replace(ctx context.Context, services []string, instances []I
 	recs := make([]*svc.Record, len(instances))
 	for i, in := range instances {
 		if !slices.Contains(services, in.Service) {
-			return fmt.Errorf("replace services: instance %s/%s is not of a named service: %w", in.Service, in.ID, errs.Invalid)
+			return fmt.Errorf("replace services: instance %s/%s is not of a named service: %w", errs.Cut(in.Service), errs.Cut(in.ID), errs.Invalid)
 		}
 		recs[i] = toRecord(in)
 	}
 	if err := s.n.e.ReplaceServices(ctx, s.group, services, recs); err != nil {
-		return fmt.Errorf("replace services %q: %w", services, err)
+		return fmt.Errorf("replace services %s: %w", quoteNames(services), err)
 	}
 	return nil
 }
@@ -221,7 +222,7 @@ func (s *Services) Heartbeat(ctx context.Context, service, id string) error {
 	ctx, cancel := s.n.bound(ctx)
 	defer cancel()
 	if err := s.n.e.Heartbeat(ctx, s.group, service, id); err != nil {
-		return fmt.Errorf("heartbeat %s/%s: %w", service, id, err)
+		return fmt.Errorf("heartbeat %s/%s: %w", errs.Cut(service), errs.Cut(id), err)
 	}
 	return nil
 }
@@ -260,7 +261,7 @@ func (s *Services) Get(ctx context.Context, service string, opts ...QueryOption)
 	}
 	out, err := s.read(ctx, service, opts)
 	if err != nil {
-		return nil, fmt.Errorf("get service %q: %w", service, err)
+		return nil, fmt.Errorf("get service %s: %w", quoteKey(service), err)
 	}
 	return out, nil
 }
@@ -335,12 +336,12 @@ func (s *Services) Watch(ctx context.Context, service string) <-chan ServiceEven
 			}
 		})
 		select {
-		case out <- ServiceEvent{Err: fmt.Errorf("watch service %q: %w", service, err)}:
+		case out <- ServiceEvent{Err: fmt.Errorf("watch service %s: %w", quoteKey(service), err)}:
 		case <-ctx.Done():
 		}
 	}
 	if !s.n.spawn(run) {
-		out <- ServiceEvent{Err: fmt.Errorf("watch service %q: %w", service, errs.Closed)}
+		out <- ServiceEvent{Err: fmt.Errorf("watch service %s: %w", quoteKey(service), errs.Closed)}
 		close(out)
 	}
 	return out
@@ -359,6 +360,42 @@ func sortedInstances(set map[string]Instance) []Instance {
 // changed it. It returns why it stopped (ctx.Err() when ctx ended or the
 // Node closed, errs.Closed) — never nil. publish returning false stops it.
 func (s *Services) follow(ctx context.Context, service string, publish func(rev int64, set map[string]Instance) bool) error {
+	var set map[string]Instance
+	return s.feed(ctx, service, feedFuncs{
+		load: func(rev int64, insts []*Instance) bool {
+			set = make(map[string]Instance, len(insts))
+			for _, in := range insts {
+				set[in.ID] = *in
+			}
+			return publish(rev, set)
+		},
+		put:    func(in *Instance) { set[in.ID] = *in },
+		del:    func(id string) { delete(set, id) },
+		commit: func(rev int64) bool { return publish(rev, set) },
+	})
+}
+
+// feedFuncs receive a service's instances and their changes from feed.
+type feedFuncs struct {
+	load     func(rev int64, insts []*Instance) bool // the whole set, at the start
+	put      func(in *Instance)                      // one change of a revision...
+	del      func(id string)
+	commit   func(rev int64) bool // ...and the end of that revision
+	progress func(rev int64)      // optional: every change up to rev was delivered
+	// coalesce: commit only once the revisions that came meanwhile are
+	// applied too, so a slow consumer keeps up with a burst of changes.
+	coalesce bool
+}
+
+// maxCoalesce bounds how many revisions a coalescing feed applies before it
+// commits, so a steady stream of changes cannot hold its consumer back.
+const maxCoalesce = 64
+
+// feed reads service's instances and then follows its changes one at a
+// time, so a consumer can apply them incrementally. It returns why it
+// stopped (ctx.Err() when ctx ended or the Node closed, errs.Closed) —
+// never nil. load or commit returning false stops it.
+func (s *Services) feed(ctx context.Context, service string, f feedFuncs) error {
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	// The Node's own end stops the watch too.
@@ -375,13 +412,15 @@ func (s *Services) follow(ctx context.Context, service string, publish func(rev 
 	if err != nil {
 		return err
 	}
-	set := make(map[string]Instance, len(stored))
-	for _, st := range stored {
-		set[st.Record.ID] = toInstance(st)
+	insts := make([]*Instance, len(stored))
+	for i, st := range stored {
+		in := toInstance(st)
+		insts[i] = &in
 	}
-	if !publish(rev, set) {
+	if !f.load(rev, insts) {
 		return ctx.Err()
 	}
+	insts = nil
 	batches := make(chan cluster.WatchBatch, 64)
 	ended := make(chan error, 1)
 	err = s.n.e.Watch(ctx, cluster.WatchRequest{
@@ -409,11 +448,15 @@ func (s *Services) follow(ctx context.Context, service string, publish func(rev 
 	if err != nil {
 		return err
 	}
+	held := 0 // revisions applied but not committed (coalesce)
 	for {
 		select {
 		case b := <-batches:
 			if len(b.Events) == 0 {
-				continue // progress note
+				if f.progress != nil {
+					f.progress(b.Revision)
+				}
+				continue
 			}
 			for _, ev := range b.Events {
 				_, id, _ := svc.SplitKey(ev.KV.Key)
@@ -422,12 +465,18 @@ func (s *Services) follow(ctx context.Context, service string, publish func(rev 
 					if err != nil {
 						return err
 					}
-					set[id] = toInstance(svc.Stored{Record: r, ModRevision: ev.KV.ModRevision})
+					in := toInstance(svc.Stored{Record: r, ModRevision: ev.KV.ModRevision})
+					f.put(&in)
 				} else {
-					delete(set, id)
+					f.del(id)
 				}
 			}
-			if !publish(b.Revision, set) {
+			if f.coalesce && len(batches) > 0 && held < maxCoalesce {
+				held++
+				continue
+			}
+			held = 0
+			if !f.commit(b.Revision) {
 				return ctx.Err()
 			}
 		case err := <-ended:
@@ -459,4 +508,19 @@ func toInstance(st svc.Stored) Instance {
 			Timeout: r.Check.Timeout, TTL: r.Check.TTL, DeregisterCriticalAfter: r.Check.DeregisterCriticalAfter},
 		Status: HealthStatus(r.Status), LastChecked: r.LastChecked(), Output: r.Output, ModRevision: st.ModRevision,
 	}
+}
+
+// quoteNames is a list of names as error messages show it: the first few,
+// each cut as quoteKey cuts it, and how many more.
+func quoteNames(names []string) string {
+	const shown = 5
+	q := make([]string, 0, min(len(names), shown))
+	for _, n := range names[:min(len(names), shown)] {
+		q = append(q, quoteKey(n))
+	}
+	out := "[" + strings.Join(q, " ") + "]"
+	if len(names) > shown {
+		out += fmt.Sprintf(" and %d more", len(names)-shown)
+	}
+	return out
 }

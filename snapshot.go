@@ -61,8 +61,8 @@ func snapshotInfo(i core.SnapshotInfo) SnapshotInfo {
 // one revision that includes every write acknowledged before the call;
 // writes go on while it runs, held up by nothing longer than one Raft
 // round. Leases are saved with the time they had left; servers' addresses
-// are not saved. The Node's RequestTimeout does not apply: bound the call
-// with ctx.
+// are not saved. A client-role Node streams the file from a server. The
+// Node's RequestTimeout does not apply: bound the call with ctx.
 func (n *Node) Snapshot(ctx context.Context, w io.Writer) (SnapshotInfo, error) {
 	i, err := n.e.Snapshot(ctx, w)
 	if err != nil {
@@ -104,6 +104,11 @@ func InspectSnapshot(ctx context.Context, r io.Reader, onHeader func(SnapshotInf
 // then to write), and a file whose content changed between the two reads
 // is refused with what was written removed. If writing fails midway, what was written is removed.
 func Restore(ctx context.Context, file string, o Options) (SnapshotInfo, error) {
+	// A restore only writes the data dir: the transport rule (TLS off
+	// loopback) is checked when the server is opened on it.
+	if o.TLS == nil {
+		o.InsecureTransport = true
+	}
 	if err := o.validate(); err != nil {
 		return SnapshotInfo{}, err
 	}

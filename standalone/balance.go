@@ -14,10 +14,12 @@ import (
 // default) picks at random weighted by priority; round_robin rotates;
 // hash picks by consistent hashing of key, which it requires (and only it
 // takes). Passing instances are used, warning ones only when none passes;
-// none usable is 503 no_instance.
+// none usable is 503 no_instance; a local view that stopped hearing from
+// the cluster is 503 stale_view. fresh=true reads the registry from the
+// group's leader instead of the view (dister.Fresh).
 
 func (s *Server) balance(c *gin.Context) {
-	if err := params(c, "strategy", "key"); err != nil {
+	if err := params(c, "strategy", "key", "fresh"); err != nil {
 		s.fail(c, err)
 		return
 	}
@@ -49,7 +51,16 @@ func (s *Server) balance(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	inst, err := s.node.Group(c.GetString(keyGroup)).Balancer().Pick(c.Request.Context(), c.Param("name"), opt)
+	opts := []dister.PickOption{opt}
+	switch c.Query("fresh") {
+	case "", "false":
+	case "true":
+		opts = append(opts, dister.Fresh())
+	default:
+		s.fail(c, invalidf("?fresh=%q: want true or false", c.Query("fresh")))
+		return
+	}
+	inst, err := s.node.Group(c.GetString(keyGroup)).Balancer().Pick(c.Request.Context(), c.Param("name"), opts...)
 	if err != nil {
 		s.fail(c, err)
 		return

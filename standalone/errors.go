@@ -17,7 +17,8 @@ import (
 const (
 	codeInvalid       = "invalid"         // 400: malformed input, ErrInvalid
 	codeUnauthorized  = "unauthorized"    // 401: missing or wrong token
-	codeCrossSite     = "cross_site"      // 403: a browser write sent by a page of another site
+	codeCrossSite     = "cross_site"      // 403: a browser write sent by a page of another site, or a Host not allowed
+	codeForbidden     = "forbidden"       // 403: ErrForbidden, a token without the role or group
 	codeNotFound      = "not_found"       // 404: ErrNotFound, unknown route
 	codeGroupNotFound = "group_not_found" // 404: ErrGroupNotFound
 	codeLeaseNotFound = "lease_not_found" // 404: ErrLeaseNotFound
@@ -28,6 +29,7 @@ const (
 	codeNoInstance    = "no_instance"     // 503: ErrNoInstance
 	codeClosed        = "closed"          // 503: ErrClosed
 	codeWatchOverflow = "watch_overflow"  // 503: ErrWatchOverflow, only in a watch stream's error event
+	codeStaleView     = "stale_view"      // 503: ErrStaleView
 	codeTimeout       = "timeout"         // 504: deadline exceeded, ErrUnknownOutcome
 	codeInternal      = "internal"        // 500
 )
@@ -75,10 +77,14 @@ func classify(err error) (int, string) {
 		return http.StatusRequestEntityTooLarge, codeTooLarge
 	case errors.Is(err, dister.ErrNoInstance):
 		return http.StatusServiceUnavailable, codeNoInstance
+	case errors.Is(err, dister.ErrStaleView):
+		return http.StatusServiceUnavailable, codeStaleView
 	case errors.Is(err, dister.ErrWatchOverflow):
 		return http.StatusServiceUnavailable, codeWatchOverflow
 	case errors.Is(err, dister.ErrInvalid):
 		return http.StatusBadRequest, codeInvalid
+	case errors.Is(err, dister.ErrForbidden):
+		return http.StatusForbidden, codeForbidden
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		// Canceled: the client went away or the server is shutting down;
 		// nobody reads the answer, but it must not count as a bug.

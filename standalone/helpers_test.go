@@ -11,6 +11,7 @@ import (
 	"os"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -41,7 +42,7 @@ func serve(t testing.TB, n *dister.Node, o standalone.Options) *httptest.Server 
 func one(t testing.TB, o standalone.Options, tune ...testcluster.Option) (*testcluster.Cluster, *httptest.Server) {
 	t.Helper()
 	c := testcluster.New(t, 1, tune...)
-	if os.Getenv("DISTER_TEST_ROLE") != "client" {
+	if !clientRole() {
 		return c, serve(t, c.Node(1), o)
 	}
 	n, err := dister.Open(context.Background(), dister.Options{Role: dister.RoleClient,
@@ -55,7 +56,26 @@ func one(t testing.TB, o standalone.Options, tune ...testcluster.Option) (*testc
 	if err := n.WaitReady(ctx); err != nil {
 		t.Fatal(err)
 	}
+	servedClients.Store(c, n)
+	t.Cleanup(func() { servedClients.Delete(c) })
 	return c, serve(t, n, o)
+}
+
+// servedClients maps a cluster of one() to the client-role Node served
+// over it (DISTER_TEST_ROLE=client).
+var servedClients sync.Map
+
+// clientRole tells whether the REST suite runs against a client-role node.
+func clientRole() bool { return os.Getenv("DISTER_TEST_ROLE") == "client" }
+
+// closeServed closes the Node that one() serves: the server, or the
+// client-role node over it.
+func closeServed(c *testcluster.Cluster) {
+	if n, ok := servedClients.Load(c); ok {
+		_ = n.(*dister.Node).Close()
+		return
+	}
+	c.Stop(1)
 }
 
 // scripts starts the server with EnableScriptChecks.

@@ -154,7 +154,7 @@ func TestLeaseErrors(t *testing.T) {
 	} {
 		expect(t, call(t, srv, rq.method, rq.path, nil), 404, "lease_not_found")
 	}
-	c.Stop(1)
+	closeServed(c)
 	for _, rq := range []struct{ method, path string }{
 		{"POST", "/v1/leases"},
 		{"GET", "/v1/leases/1"},

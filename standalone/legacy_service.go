@@ -2,9 +2,11 @@ package standalone
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"regexp"
@@ -37,7 +39,8 @@ import (
 // connect and ping), custom (script: run without a shell, alive if it
 // prints 1; only while the script checks setting is on). Any other type is
 // stored but never checked, so never balanced. Common fields: priority (an
-// integer as a JSON string or number, default 0) and interval (ms, string
+// integer as a JSON string or number; a node without one is stored with
+// priority 0 but never balanced to, as in v1.5) and interval (ms, string
 // or number, default 2000, at least 100). port may be a string or a number.
 //
 // The node object is kept as posted, unknown fields and "pass" included
@@ -482,7 +485,9 @@ func (s *Server) legacyDeleteServices(c *gin.Context) {
 }
 
 // legacyBalance picks an alive node with the Balancer's default strategy
-// (priority-weighted random, v1.5's). Only passing nodes count as alive.
+// (priority-weighted random, v1.5's). Only passing nodes count as alive,
+// and only nodes with a priority are candidates (v1.5's rule); when every
+// candidate has priority 0 they are picked uniformly.
 func (s *Server) legacyBalance(c *gin.Context) {
 	name := c.Query("name")
 	if name == "" {
@@ -491,6 +496,12 @@ func (s *Server) legacyBalance(c *gin.Context) {
 	}
 	ctx := c.Request.Context()
 	inst, err := s.node.Balancer().Pick(ctx, name)
+	if err == nil && inst.Status == dister.StatusPassing && !legacyHasPriority(&inst) {
+		// A node posted without a priority is stored with priority 0, so
+		// the balancer picked it among candidates that all have priority
+		// 0; v1.5 never picks it: choose among the others, uniformly.
+		inst, err = s.legacyPickZero(ctx, name)
+	}
 	switch {
 	case err == nil && inst.Status == dister.StatusPassing:
 		_, node := serviceNode(&inst)
@@ -515,4 +526,36 @@ func (s *Server) legacyBalance(c *gin.Context) {
 		return
 	}
 	s.legacyFail(c, msgNoneAlive)
+}
+
+// legacyHasPriority tells whether a node has a priority (v1.5 balanced only
+// those). A posted priority that is not an integer was refused, so present
+// means valid; an instance registered through /v1 always has one.
+func legacyHasPriority(in *dister.Instance) bool {
+	var x legacyExtra
+	if len(in.Extra) == 0 || json.Unmarshal(in.Extra, &x) != nil || x.Node == nil {
+		return true
+	}
+	_, ok := x.Node["priority"]
+	return ok
+}
+
+// legacyPickZero picks uniformly among the alive nodes of service that
+// have a priority, for when the balancer's candidates all have priority 0
+// (so weights say nothing): ErrNoInstance when there is none.
+func (s *Server) legacyPickZero(ctx context.Context, service string) (dister.Instance, error) {
+	insts, err := s.node.Services().Get(ctx, service)
+	if err != nil {
+		return dister.Instance{}, err
+	}
+	var cands []int
+	for i := range insts {
+		if insts[i].Status == dister.StatusPassing && legacyHasPriority(&insts[i]) {
+			cands = append(cands, i)
+		}
+	}
+	if len(cands) == 0 {
+		return dister.Instance{}, dister.ErrNoInstance
+	}
+	return insts[cands[rand.IntN(len(cands))]], nil
 }

@@ -264,3 +264,47 @@ func TestLegacyServicesTooMany(t *testing.T) {
 		t.Fatalf("s8: %s", data)
 	}
 }
+
+// A node without a priority is never balanced to (v1.5 picked only nodes
+// with a valid integer priority), even when every other candidate has
+// priority 0; nodes that all have priority 0 are picked uniformly.
+func TestLegacyBalanceNeedsPriority(t *testing.T) {
+	_, srv := one(t, standalone.Options{})
+	web := okServer(t)
+	node := func(prio string) string {
+		if prio == "" {
+			return `{"url":"` + web.URL + `/none","interval":"100"}`
+		}
+		return `{"url":"` + web.URL + `/p` + prio + `","interval":"100","priority":"` + prio + `"}`
+	}
+	body := `[{"name":"web","type":"web","node":[` + node("") + `,` + node("0") + `,` + node("") + `]},
+		{"name":"zero","type":"web","node":[` + node("0") + `,` + node("") + `,` + strings.Replace(node("0"), "/p0", "/q0", 1) + `]},
+		{"name":"bare","type":"web","node":[` + node("") + `]}]`
+	legacy(t, call(t, srv, "POST", "/service", body), legacyOK)
+	eventually(t, "all alive", func() bool {
+		for name, nodes := range map[string]int{"web": 3, "zero": 3, "bare": 1} {
+			if strings.Count(string(call(t, srv, "GET", "/service?name="+name, nil).body), `"status":1`) != nodes {
+				return false
+			}
+		}
+		return true
+	})
+	seen := map[string]int{}
+	for range 60 {
+		for _, name := range []string{"web", "zero"} {
+			d := legacyData(t, call(t, srv, "GET", "/balance?name="+name, nil))
+			var n map[string]any
+			if err := json.Unmarshal(d, &n); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := n["priority"]; !ok {
+				t.Fatalf("%s: picked a node without a priority: %s", name, d)
+			}
+			seen[fmt.Sprint(n["url"])]++
+		}
+	}
+	if seen[web.URL+"/p0"] == 0 || seen[web.URL+"/q0"] == 0 {
+		t.Fatalf("priority-0 nodes not both picked: %v", seen)
+	}
+	legacy(t, call(t, srv, "GET", "/balance?name=bare", nil), legacyErr("no nodes of this service are alive"))
+}

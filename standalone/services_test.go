@@ -260,7 +260,7 @@ func TestBalanceREST(t *testing.T) {
 	_, srv := one(t, standalone.Options{})
 	expect(t, call(t, srv, "GET", "/v1/balance/web", nil), 503, "no_instance")
 	for _, q := range []string{"?strategy=hash", "?strategy=hash&key=", "?strategy=random", "?key=k",
-		"?strategy=round_robin&key=k", "?strategy=priority&bogus=1"} {
+		"?strategy=round_robin&key=k", "?strategy=priority&bogus=1", "?fresh=1", "?fresh=yes"} {
 		expect(t, call(t, srv, "GET", "/v1/balance/web"+q, nil), 400, "invalid")
 	}
 	expect(t, call(t, srv, "GET", "/v1/balance/bad%20name", nil), 400, "invalid")
@@ -294,6 +294,16 @@ func TestBalanceREST(t *testing.T) {
 		}
 	}
 	expect(t, call(t, srv, "GET", "/v1/balance/web?strategy=priority", nil), 200, "")
+	// fresh=true reads the registry: an instance registered just now is
+	// there at once, whatever the view has seen.
+	expect(t, call(t, srv, "PUT", "/v1/services/web/instances/c", `{"address":"10.0.0.1:80","priority":1000000}`), 200, "")
+	expect(t, call(t, srv, "DELETE", "/v1/services/web/instances/a", nil), 200, "")
+	expect(t, call(t, srv, "DELETE", "/v1/services/web/instances/b", nil), 200, "")
+	r = call(t, srv, "GET", "/v1/balance/web?fresh=true&strategy=round_robin", nil)
+	expect(t, r, 200, "")
+	if id := decode[instanceOut](t, r).ID; id != "c" {
+		t.Fatalf("fresh pick: %s, want c", id)
+	}
 }
 
 func TestSettingsREST(t *testing.T) {

@@ -18,6 +18,7 @@ func TestWatchErrorCodes(t *testing.T) {
 		{dister.ErrCompacted, codeCompacted},
 		{dister.ErrClosed, codeClosed},
 		{dister.ErrGroupNotFound, codeGroupNotFound},
+		{dister.ErrStaleView, codeStaleView}, // a Pick's, not a watch's
 	} {
 		if _, code := classify(fmt.Errorf("watch %q: %w", "p/", c.err)); code != c.code {
 			t.Errorf("%v: code %q, want %q", c.err, code, c.code)

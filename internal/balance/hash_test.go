@@ -101,19 +101,3 @@ func TestHashKeyMovement(t *testing.T) {
 		t.Logf("n=%d: worst moved %.4f (1/n = %.4f), of which between staying members %.4f", n, worst, 1/float64(n), worstOther)
 	}
 }
-
-func TestHashKeyManyMembers(t *testing.T) {
-	// Enough members to need more partitions; consistent panics without them.
-	s := New(members(basePartitions/4 + 50)...)
-	seen := map[string]bool{}
-	for _, k := range keys()[:20000] {
-		v, ok := s.HashKey(k)
-		if !ok {
-			t.Fatal("HashKey failed")
-		}
-		seen[v] = true
-	}
-	if len(seen) < s.Len()/2 {
-		t.Fatalf("only %d of %d members own keys", len(seen), s.Len())
-	}
-}

@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -97,9 +99,49 @@ func (e *Engine) Leader(ctx context.Context, group string) (uint64, error) {
 	return g.leader.Load(), nil
 }
 
-// Snapshot is not served by a client node, which keeps no data of its
-// own: save through a server (its Node, or GET /v1/snapshot of a daemon
-// in the server role).
+// Snapshot streams a backup of the whole cluster from a server (which
+// takes it as a server's Node.Snapshot does) into w. A server that cannot
+// be reached before the first byte arrived is skipped for another; once w
+// took bytes, a failure is final (w holds an incomplete file).
 func (e *Engine) Snapshot(ctx context.Context, w io.Writer) (core.SnapshotInfo, error) {
-	return core.SnapshotInfo{}, fmt.Errorf("a client node keeps no data to save: take the snapshot through a server: %w", errs.Invalid)
+	var info core.SnapshotInfo
+	var last error
+	skip := map[string]bool{}
+	for n := 0; ; n++ {
+		if e.closed.Load() {
+			return info, errs.Closed
+		}
+		addr, ok := e.pick("snapshot", skip)
+		if !ok {
+			clear(skip)
+			if err := e.rediscover(ctx); err != nil {
+				return info, ctxError(err, last)
+			}
+			continue
+		}
+		raw, written, err := e.peers.Snapshot(ctx, addr, w)
+		if err == nil {
+			if err := json.Unmarshal(raw, &info); err != nil {
+				return core.SnapshotInfo{}, fmt.Errorf("snapshot from %s: decode its description: %v: %w", addr, err, errs.Invalid)
+			}
+			return info, nil
+		}
+		if written > 0 || !retryable(err) || ctx.Err() != nil {
+			if written > 0 {
+				return info, fmt.Errorf("snapshot from %s broke off after %d bytes: %w", addr, written, err)
+			}
+			if ctx.Err() != nil && retryable(err) {
+				return info, ctxError(ctx.Err(), err)
+			}
+			return info, err
+		}
+		last = err
+		if errors.Is(err, peer.ErrUnreachable) {
+			e.markDown(addr)
+		}
+		skip[addr] = true
+		if err := e.backoff(ctx, n); err != nil {
+			return info, ctxError(err, last)
+		}
+	}
 }

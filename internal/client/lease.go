@@ -2,7 +2,7 @@ package client
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"time"
 
 	"github.com/dister/dister/internal/core"
@@ -51,31 +51,34 @@ func (e *Engine) KeepAlive(ctx context.Context, group string, id int64) (time.Du
 	return time.Duration(resp.TTLMillis) * time.Millisecond, nil
 }
 
-// keepAlives renews leases of group, each at its leader: the TTL or error
-// of each. (A batched peer op comes with the core.Engine's KeepAliveBatch;
-// until then one call per lease.)
-func (e *Engine) keepAlives(ctx context.Context, group string, ids []int64) ([]time.Duration, []error, error) {
-	ttls := make([]time.Duration, len(ids))
-	fails := make([]error, len(ids))
-	for i, id := range ids {
-		ttls[i], fails[i] = e.KeepAlive(ctx, group, id)
-		if ctx.Err() != nil {
-			return nil, nil, ctx.Err()
-		}
-	}
-	return ttls, fails, nil
-}
-
-// KeepAliveBatch renews leases of one group. For now one keepalive per
-// lease (the servers' keepalive.batch op is not used yet).
+// KeepAliveBatch renews up to core.MaxKeepAliveBatch leases of one group
+// with one call to its leader (the servers' keepalive.batch op): one result
+// per id, in order; a lease that does not exist has ErrLeaseNotFound.
 func (e *Engine) KeepAliveBatch(ctx context.Context, group string, ids []int64) ([]core.KeepAliveResult, error) {
+	if len(ids) > core.MaxKeepAliveBatch {
+		return nil, fmt.Errorf("%d leases in one keepalive batch, more than %d: %w", len(ids), core.MaxKeepAliveBatch, errs.TooLarge)
+	}
+	group = groupName(group)
+	var resp peer.KeepAliveBatchResponse
+	err := e.retry(ctx, func(skip map[string]bool) (string, bool) { return e.leaderAddr(group, skip) },
+		func(addr string) error {
+			var err error
+			resp, err = e.peers.KeepAlives(ctx, addr, peer.KeepAliveBatchRequest{Group: group, Leases: ids})
+			if err == nil && len(resp.TTLMillis) != len(ids) {
+				return fmt.Errorf("peer %s: keepalive batch: %d answers for %d leases: %w", addr, len(resp.TTLMillis), len(ids), peer.ErrUnreachable)
+			}
+			return err
+		})
+	if err != nil {
+		return nil, err
+	}
 	out := make([]core.KeepAliveResult, len(ids))
-	for i, id := range ids {
-		ttl, err := e.KeepAlive(ctx, group, id)
-		if err != nil && !errors.Is(err, errs.LeaseNotFound) {
-			return nil, err
+	for i, ms := range resp.TTLMillis {
+		if ms == 0 {
+			out[i].Err = fmt.Errorf("lease %d: %w", ids[i], errs.LeaseNotFound)
+		} else {
+			out[i].TTL = time.Duration(ms) * time.Millisecond
 		}
-		out[i] = core.KeepAliveResult{TTL: ttl, Err: err}
 	}
 	return out, nil
 }

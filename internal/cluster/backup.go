@@ -189,24 +189,10 @@ func (e *Engine) leaseLeft(ctx context.Context, sid uint64) (map[int64]int64, er
 // (still the leader, still the current lessor, every lease committed
 // before is loaded), the remaining time of each lease, in ms.
 func (e *Engine) leaseLeftHere(ctx context.Context, sid uint64) (map[int64]int64, error) {
-	if leader, _ := e.host.Leader(sid); leader != e.cfg.NodeID {
-		return nil, fmt.Errorf("server %d does not lead shard %d: %w", e.cfg.NodeID, sid, errs.NoQuorum)
-	}
-	l := e.lessor(sid)
-	epoch := l.currentEpoch()
-	if epoch == 0 {
-		e.kickLessor()
-		return nil, fmt.Errorf("the lessor of shard %d on server %d is starting: %w", sid, e.cfg.NodeID, errs.NoQuorum)
-	}
-	v, err := e.host.Read(ctx, sid, fsm.EpochQuery{})
+	l, err := e.confirmedLessor(ctx, sid)
 	if err != nil {
 		return nil, err
 	}
-	if cur := v.(uint64); cur != epoch {
-		e.dropLessor(sid, l)
-		return nil, fmt.Errorf("lessor epoch %d of server %d was superseded by %d: %w", epoch, e.cfg.NodeID, cur, errs.NoQuorum)
-	}
-	e.refresh(sid, l)
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()

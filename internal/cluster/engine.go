@@ -22,12 +22,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 
 	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/health"
 	"github.com/dister/dister/internal/peer"
 	"github.com/dister/dister/internal/shard"
+	"github.com/dister/dister/internal/tlsutil"
 )
 
 // Shard ids: the system shard, then the default group; created groups get
@@ -69,6 +71,15 @@ type Config struct {
 	// ReconcileInterval is the period of the catalog/membership pass that
 	// also runs on every catalog change; 0 = 1s.
 	ReconcileInterval time.Duration
+
+	// TLS, if set, secures the peer API (server and client side) with
+	// mutual TLS; the Raft transport's files are in Shard.TLS.
+	TLS *tlsutil.Source
+	// PeerAuth checks every call to this server's peer API (nil = none).
+	PeerAuth peer.Authorizer
+	// PeerDial is added to the options of this server's own peer calls
+	// (its token).
+	PeerDial []grpc.DialOption
 }
 
 // Peer is a server's two addresses.
@@ -170,7 +181,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg:         cfg,
 		log:         cfg.Logger,
-		peers:       peer.NewClient(),
+		peers:       peer.NewClient(append(peerDial(cfg.TLS), cfg.PeerDial...)...),
 		groups:      map[string]groupRecord{},
 		servers:     map[uint64]Peer{},
 		lessors:     map[uint64]*lessor{},
@@ -228,7 +239,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if e.metrics, err = newMetrics(e, cfg.Metrics); err != nil {
 		return nil, fmt.Errorf("%v: %w", err, errs.Invalid)
 	}
-	if e.peerSrv, err = peer.Listen(cfg.PeerAddr, (*peerHandler)(e), e.log); err != nil {
+	if e.peerSrv, err = peer.Listen(cfg.PeerAddr, peer.Guard((*peerHandler)(e), e.peerAuthorizer()), e.log, peerServe(cfg.TLS)...); err != nil {
 		return nil, err
 	}
 	initial, join := e.bootstrapMembers(restart)

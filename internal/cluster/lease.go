@@ -191,27 +191,10 @@ func ctxError(ctxErr, last error) error {
 // lead sid, and returns their TTLs: one ReadIndex round for the batch, and
 // one Raft write clearing the checkpoints some of them hold.
 func (e *Engine) renewBatch(ctx context.Context, sid uint64, ids []int64) ([]core.KeepAliveResult, error) {
-	if leader, _ := e.host.Leader(sid); leader != e.cfg.NodeID {
-		return nil, fmt.Errorf("server %d does not lead shard %d: %w", e.cfg.NodeID, sid, errs.NoQuorum)
-	}
-	l := e.lessor(sid)
-	epoch := l.currentEpoch()
-	if epoch == 0 {
-		e.kickLessor()
-		return nil, fmt.Errorf("the lessor of shard %d on server %d is starting: %w", sid, e.cfg.NodeID, errs.NoQuorum)
-	}
-	// Still the leader, and still the current lessor? A ReadIndex round
-	// confirms the first and brings the local replica up to date for the
-	// second (and for a grant this lessor has not loaded yet).
-	v, err := e.host.Read(ctx, sid, fsm.EpochQuery{})
+	l, err := e.confirmedLessor(ctx, sid)
 	if err != nil {
 		return nil, err
 	}
-	if cur := v.(uint64); cur != epoch {
-		e.dropLessor(sid, l)
-		return nil, fmt.Errorf("lessor epoch %d of server %d was superseded by %d: %w", epoch, e.cfg.NodeID, cur, errs.NoQuorum)
-	}
-	e.refresh(sid, l)
 	out := make([]core.KeepAliveResult, len(ids))
 	var held []int64
 	now := time.Now()
@@ -237,6 +220,35 @@ func (e *Engine) renewBatch(ctx context.Context, sid uint64, ids []int64) ([]cor
 		}
 	}
 	return out, nil
+}
+
+// confirmedLessor is shard sid's lessor once this server is confirmed to
+// lead the shard and the lessor to be the current one, with the local
+// replica up to date: what a renewal, and a backup's remaining TTLs, may
+// answer from. Otherwise NoQuorum (the caller tries the leader).
+func (e *Engine) confirmedLessor(ctx context.Context, sid uint64) (*lessor, error) {
+	if leader, _ := e.host.Leader(sid); leader != e.cfg.NodeID {
+		return nil, fmt.Errorf("server %d does not lead shard %d: %w", e.cfg.NodeID, sid, errs.NoQuorum)
+	}
+	l := e.lessor(sid)
+	epoch := l.currentEpoch()
+	if epoch == 0 {
+		e.kickLessor()
+		return nil, fmt.Errorf("the lessor of shard %d on server %d is starting: %w", sid, e.cfg.NodeID, errs.NoQuorum)
+	}
+	// Still the leader, and still the current lessor? A ReadIndex round
+	// confirms the first and brings the local replica up to date for the
+	// second (and for a grant this lessor has not loaded yet).
+	v, err := e.host.Read(ctx, sid, fsm.EpochQuery{})
+	if err != nil {
+		return nil, err
+	}
+	if cur := v.(uint64); cur != epoch {
+		e.dropLessor(sid, l)
+		return nil, fmt.Errorf("lessor epoch %d of server %d was superseded by %d: %w", epoch, e.cfg.NodeID, cur, errs.NoQuorum)
+	}
+	e.refresh(sid, l)
+	return l, nil
 }
 
 // clearCheckpoints removes the checkpoints of leases ids (one Raft

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dister/dister/internal/peer"
 )
 
 // metrics are the engine's Prometheus series; nil when no registry was
@@ -16,6 +18,7 @@ type metrics struct {
 	proposals     *prometheus.CounterVec
 	proposalTime  prometheus.Histogram
 	leaderChanges *prometheus.CounterVec
+	peerRequests  *prometheus.CounterVec
 }
 
 func newMetrics(e *Engine, reg prometheus.Registerer) (*metrics, error) {
@@ -36,13 +39,17 @@ func newMetrics(e *Engine, reg prometheus.Registerer) (*metrics, error) {
 			Name: "dister_leader_changes_total",
 			Help: "Leader changes this server observed, by group.",
 		}, []string{"group"}),
+		peerRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "dister_peer_requests_total",
+			Help: "Requests this server's peer API received (from client-role nodes and other servers), by op.",
+		}, []string{"op"}),
 	}
 	m.reg = reg
 	notRun := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "dister_probes_not_run_total",
 		Help: "Health-check probes this server's checkers could not run (script checks not enabled here, no free probe slot in time); the status stayed as it was.",
 	}, func() float64 { return float64(e.notRun.Load()) })
-	for _, c := range []prometheus.Collector{m.proposals, m.proposalTime, m.leaderChanges, notRun, (*stateCollector)(e)} {
+	for _, c := range []prometheus.Collector{m.proposals, m.proposalTime, m.leaderChanges, m.peerRequests, notRun, (*stateCollector)(e)} {
 		if err := reg.Register(c); err != nil {
 			m.unregister()
 			var dup prometheus.AlreadyRegisteredError
@@ -88,6 +95,19 @@ func (m *metrics) leaderChange(group string) {
 		return
 	}
 	m.leaderChanges.WithLabelValues(group).Inc()
+}
+
+// peerRequest counts a request of the peer API. op comes off the wire:
+// only the ops the API has become labels, so a caller cannot grow the
+// series without bound.
+func (m *metrics) peerRequest(op string) {
+	if m == nil {
+		return
+	}
+	if !peer.KnownOp(op) {
+		op = "unknown"
+	}
+	m.peerRequests.WithLabelValues(op).Inc()
 }
 
 // stateCollector reports per-group gauges read at scrape time.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/dister/dister/internal/core"
@@ -24,6 +25,7 @@ import (
 // expiries, checkpoints and epochs are the servers' own).
 func (h *peerHandler) Propose(ctx context.Context, req *peer.ProposeRequest) (*peer.ProposeResponse, error) {
 	e := (*Engine)(h)
+	e.metrics.peerRequest(peer.OpPropose)
 	if e.closed.Load() {
 		return nil, errs.Closed
 	}
@@ -67,6 +69,7 @@ func (h *peerHandler) Propose(ctx context.Context, req *peer.ProposeRequest) (*p
 // Read answers a client's read at the consistency it asked for.
 func (h *peerHandler) Read(ctx context.Context, req *peer.ReadRequest) (*peer.ReadResponse, error) {
 	e := (*Engine)(h)
+	e.metrics.peerRequest(peer.OpRead)
 	o := ReadOpts{Consistency: Consistency(req.Consistency), MinRevision: req.MinRevision}
 	switch req.Query {
 	case peer.QueryGet:
@@ -125,6 +128,7 @@ const watchFrames = 64
 // blocks on the client's flow control).
 func (h *peerHandler) Watch(ctx context.Context, req *peer.WatchRequest, send func(*peer.WatchFrame) error) error {
 	e := (*Engine)(h)
+	e.metrics.peerRequest(peer.OpWatch)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	frames := make(chan *peer.WatchFrame, watchFrames)
@@ -199,9 +203,18 @@ func (h *peerHandler) Watch(ctx context.Context, req *peer.WatchRequest, send fu
 	}
 }
 
+// Snapshot streams a backup of the whole cluster to a client node, taken
+// here as Engine.Snapshot takes it.
+func (h *peerHandler) Snapshot(ctx context.Context, w io.Writer) (any, error) {
+	e := (*Engine)(h)
+	e.metrics.peerRequest(peer.OpSnapshot)
+	return e.Snapshot(ctx, w)
+}
+
 // Call runs one of the JSON ops of peer.Call.
 func (h *peerHandler) Call(ctx context.Context, op string, body []byte) (any, error) {
 	e := (*Engine)(h)
+	e.metrics.peerRequest(op)
 	decode := func(v any) error {
 		if err := json.Unmarshal(body, v); err != nil {
 			return fmt.Errorf("%s request: %v: %w", op, err, errs.Invalid)
@@ -213,6 +226,11 @@ func (h *peerHandler) Call(ctx context.Context, op string, body []byte) (any, er
 		var req peer.JoinRequest
 		if err := decode(&req); err != nil {
 			return nil, err
+		}
+		if op == peer.OpJoin {
+			if err := e.requireServerCert(ctx, "joining as a server"); err != nil {
+				return nil, err
+			}
 		}
 		return h.Join(ctx, req)
 	case peer.OpStatus:

@@ -14,11 +14,14 @@ var (
 	LeaseNotFound = errors.New("dister: lease not found")
 	NoInstance    = errors.New("dister: no usable instance")
 	WatchOverflow = errors.New("dister: watch buffer overflow")
+	StaleView     = errors.New("dister: balancer view is stale")
 	TooLarge      = errors.New("dister: too large")
 	Invalid       = errors.New("dister: invalid argument")
 	Closed        = errors.New("dister: closed")
 	// UnknownOutcome: a write that may or may not have been applied.
 	UnknownOutcome = errors.New("dister: outcome unknown")
+	// Forbidden: the caller's token lacks the role or group an operation needs.
+	Forbidden = errors.New("dister: forbidden")
 )
 
 // Mark makes err match sentinel with errors.Is while its message stays

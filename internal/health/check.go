@@ -53,7 +53,7 @@ func ParseStatus(s string) (Status, error) {
 	case "critical":
 		return Critical, nil
 	}
-	return 0, fmt.Errorf("health status %q: want passing, warning or critical: %w", s, errs.Invalid)
+	return 0, fmt.Errorf("health status %s: want passing, warning or critical: %w", errs.Quote(s), errs.Invalid)
 }
 
 // Result is the outcome of one probe.
@@ -135,7 +135,7 @@ func (c Check) validate(allowScript bool) error {
 		return fmt.Errorf("target is %d bytes, more than %d: %w", len(c.Target), MaxTargetLen, errs.Invalid)
 	}
 	if c.Type != "" && strings.TrimSpace(c.Target) == "" {
-		return fmt.Errorf("%s check has an empty target: %w", c.Type, errs.Invalid)
+		return fmt.Errorf("%s check has an empty target: %w", errs.Cut(string(c.Type)), errs.Invalid)
 	}
 	switch c.Type {
 	case TypeHTTP, TypeWeb:
@@ -163,7 +163,7 @@ func (c Check) validate(allowScript bool) error {
 	case "":
 		return fmt.Errorf("check type is empty (want http, web, tcp, mysql, pgsql, script or custom): %w", errs.Invalid)
 	}
-	return fmt.Errorf("unknown check type %q (want http, web, tcp, mysql, pgsql, script or custom): %w", c.Type, errs.Invalid)
+	return fmt.Errorf("unknown check type %s (want http, web, tcp, mysql, pgsql, script or custom): %w", errs.Quote(c.Type), errs.Invalid)
 }
 
 func parseHTTPURL(target string) (*url.URL, error) {
@@ -173,10 +173,10 @@ func parseHTTPURL(target string) (*url.URL, error) {
 		return nil, fmt.Errorf("target is not a URL: %w", errs.Invalid)
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("target %q: scheme must be http or https: %w", u.Redacted(), errs.Invalid)
+		return nil, fmt.Errorf("target %s: scheme must be http or https: %w", errs.Quote(u.Redacted()), errs.Invalid)
 	}
 	if u.Host == "" {
-		return nil, fmt.Errorf("target %q has no host: %w", u.Redacted(), errs.Invalid)
+		return nil, fmt.Errorf("target %s has no host: %w", errs.Quote(u.Redacted()), errs.Invalid)
 	}
 	return u, nil
 }
@@ -184,14 +184,14 @@ func parseHTTPURL(target string) (*url.URL, error) {
 func validateHostPort(target string) error {
 	host, port, err := net.SplitHostPort(target)
 	if err != nil {
-		return fmt.Errorf("tcp target %q is not host:port: %v: %w", target, err, errs.Invalid)
+		return fmt.Errorf("tcp target %s is not host:port: %v: %w", errs.Quote(target), err, errs.Invalid)
 	}
 	if host == "" {
-		return fmt.Errorf("tcp target %q has no host: %w", target, errs.Invalid)
+		return fmt.Errorf("tcp target %s has no host: %w", errs.Quote(target), errs.Invalid)
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("tcp target %q: port must be a number in 1..65535: %w", target, errs.Invalid)
+		return fmt.Errorf("tcp target %s: port must be a number in 1..65535: %w", errs.Quote(target), errs.Invalid)
 	}
 	return nil
 }

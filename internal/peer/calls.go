@@ -29,6 +29,27 @@ const (
 	OpLeaseLeft     = "lease.left"      // ShardRequest -> LeaseLeftResponse (the shard's leader only)
 )
 
+// The ops that are RPC methods of their own rather than Call ops, as
+// metrics name them.
+const (
+	OpPropose  = "propose"
+	OpRead     = "read"
+	OpWatch    = "watch"
+	OpSnapshot = "snapshot"
+)
+
+// KnownOp tells whether op is one the API has (Call's ops and the methods').
+func KnownOp(op string) bool {
+	switch op {
+	case OpJoin, OpStatus, OpKeepAlive, OpKeepAlives, OpTopology, OpProgress, OpGroups,
+		OpCreateGroup, OpDeleteGroup, OpMembers, OpAddServer, OpRemoveServer, OpSettings,
+		OpSetSettings, OpRegister, OpDeregister, OpHeartbeat, OpInstances, OpReplace,
+		OpLeaseGet, OpGroupRevision, OpLeaseLeft, OpPropose, OpRead, OpWatch, OpSnapshot:
+		return true
+	}
+	return false
+}
+
 // ShardRequest names a shard.
 type ShardRequest struct {
 	Shard uint64 `json:"shard"`

@@ -53,6 +53,14 @@ func (f fakeHandler) Watch(ctx context.Context, _ *WatchRequest, send func(*Watc
 	return f.end
 }
 
+func (f fakeHandler) Snapshot(_ context.Context, w io.Writer) (any, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	_, err := w.Write([]byte("snapshot"))
+	return map[string]int{"bytes": 8}, err
+}
+
 func (f fakeHandler) Call(_ context.Context, op string, body []byte) (any, error) {
 	if f.err != nil {
 		return nil, f.err

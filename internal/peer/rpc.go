@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 
 	"google.golang.org/grpc"
 )
@@ -25,10 +26,11 @@ const serviceName = "dister.peer.v2.Node"
 
 // Methods of the service.
 const (
-	methodPropose = "/" + serviceName + "/Propose"
-	methodRead    = "/" + serviceName + "/Read"
-	methodCall    = "/" + serviceName + "/Call"
-	methodWatch   = "/" + serviceName + "/Watch"
+	methodPropose  = "/" + serviceName + "/Propose"
+	methodRead     = "/" + serviceName + "/Read"
+	methodCall     = "/" + serviceName + "/Call"
+	methodWatch    = "/" + serviceName + "/Watch"
+	methodSnapshot = "/" + serviceName + "/Snapshot"
 )
 
 // rawCodec passes []byte through. It is forced on the server and on every
@@ -68,6 +70,9 @@ type Handler interface {
 	// Call runs one of the ops of calls.go: body is its JSON request, the
 	// answer is encoded as JSON.
 	Call(ctx context.Context, op string, body []byte) (any, error)
+	// Snapshot writes a backup of the whole cluster to w; the answer
+	// describes it (encoded as JSON for the caller).
+	Snapshot(ctx context.Context, w io.Writer) (any, error)
 }
 
 type handlerBox struct{ h Handler }
@@ -112,7 +117,7 @@ var serviceDesc = grpc.ServiceDesc{
 			return json.Marshal(out)
 		})},
 	},
-	Streams: []grpc.StreamDesc{{StreamName: "Watch", ServerStreams: true, Handler: watchHandler}},
+	Streams: []grpc.StreamDesc{{StreamName: "Watch", ServerStreams: true, Handler: watchHandler}, snapshotDesc},
 }
 
 // unary adapts f to a gRPC method handler with the status-byte envelope.

@@ -156,7 +156,7 @@ type Record struct {
 func (r *Record) Encode() ([]byte, error) {
 	b, err := json.Marshal(r)
 	if err != nil {
-		return nil, fmt.Errorf("encode instance %s/%s: %v: %w", r.Service, r.ID, err, errs.Invalid)
+		return nil, fmt.Errorf("encode instance %s/%s: %v: %w", errs.Cut(r.Service), errs.Cut(r.ID), err, errs.Invalid)
 	}
 	return b, nil
 }

@@ -50,14 +50,14 @@ type Env struct {
 // [A-Za-z0-9_.-], not starting with '.' or '-'.
 func ValidName(what, s string) error {
 	if s == "" || len(s) > MaxNameLen {
-		return fmt.Errorf("%s %q: want 1..%d characters: %w", what, s, MaxNameLen, errs.Invalid)
+		return fmt.Errorf("%s %s: want 1..%d characters: %w", what, errs.Quote(s), MaxNameLen, errs.Invalid)
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' ||
 			i > 0 && (c == '.' || c == '-')
 		if !ok {
-			return fmt.Errorf("%s %q: only letters, digits, '_', and after the first character '.' and '-': %w", what, s, errs.Invalid)
+			return fmt.Errorf("%s %s: only letters, digits, '_', and after the first character '.' and '-': %w", what, errs.Quote(s), errs.Invalid)
 		}
 	}
 	return nil
@@ -97,7 +97,7 @@ func Validate(r *Record, env Env) error {
 	}
 	for _, t := range r.Tags {
 		if t == "" || len(t) > MaxTagLen {
-			return fmt.Errorf("tag %q: want 1..%d bytes: %w", t, MaxTagLen, errs.Invalid)
+			return fmt.Errorf("tag %s: want 1..%d bytes: %w", errs.Quote(t), MaxTagLen, errs.Invalid)
 		}
 	}
 	if len(r.Meta) > MaxMeta {
@@ -105,7 +105,7 @@ func Validate(r *Record, env Env) error {
 	}
 	for k, v := range r.Meta {
 		if k == "" || len(k) > MaxMetaKeyLen || len(v) > MaxMetaValueLen {
-			return fmt.Errorf("meta %q: keys 1..%d bytes, values up to %d: %w", k, MaxMetaKeyLen, MaxMetaValueLen, errs.Invalid)
+			return fmt.Errorf("meta %s: keys 1..%d bytes, values up to %d: %w", errs.Quote(k), MaxMetaKeyLen, MaxMetaValueLen, errs.Invalid)
 		}
 	}
 	if len(r.Extra) > MaxExtraLen {
@@ -159,7 +159,7 @@ func validateCheck(c Check, env Env) error {
 	}
 	for _, host := range targetHosts(c) {
 		if isLoopback(host) {
-			return fmt.Errorf("target host %q is loopback, but the servers are on more than one host (the leader could not reach it): %w", host, errs.Invalid)
+			return fmt.Errorf("target host %s is loopback, but the servers are on more than one host (the leader could not reach it): %w", errs.Quote(host), errs.Invalid)
 		}
 	}
 	return nil
@@ -181,7 +181,7 @@ func validateAddress(addr string, optional bool, env Env) error {
 		return err
 	}
 	if !env.AllLoopback && isLoopback(host) {
-		return fmt.Errorf("address %q is loopback, but the servers are on more than one host: %w", addr, errs.Invalid)
+		return fmt.Errorf("address %s is loopback, but the servers are on more than one host: %w", errs.Quote(addr), errs.Invalid)
 	}
 	return nil
 }
@@ -190,16 +190,16 @@ func addressHost(addr string) (string, error) {
 	if strings.Contains(addr, "://") {
 		u, err := url.Parse(addr)
 		if err != nil || u.Hostname() == "" {
-			return "", fmt.Errorf("address %q is not a URL with a host: %w", addr, errs.Invalid)
+			return "", fmt.Errorf("address %s is not a URL with a host: %w", errs.Quote(addr), errs.Invalid)
 		}
 		return u.Hostname(), nil
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil || host == "" {
-		return "", fmt.Errorf("address %q: want host:port or a URL: %w", addr, errs.Invalid)
+		return "", fmt.Errorf("address %s: want host:port or a URL: %w", errs.Quote(addr), errs.Invalid)
 	}
 	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
-		return "", fmt.Errorf("address %q: port must be 1..65535: %w", addr, errs.Invalid)
+		return "", fmt.Errorf("address %s: port must be 1..65535: %w", errs.Quote(addr), errs.Invalid)
 	}
 	return host, nil
 }

@@ -67,6 +67,13 @@ func TestCLI(t *testing.T) {
 		run("kv", "put", "app/new", "1", "--cas", "0").ok(t, "create-only put")
 		line := run("kv", "put", "app/new", "2", "--cas", "0").fails(t, "second create-only put", 1)
 		wantMatch(t, "cas conflict", line, `^dister: kv put "app/new": .*\(conflict\)$`)
+		// Errors name the flags, not the REST parameters they became.
+		want(t, "bad --consistency", run("kv", "get", "app/new", "--consistency", "bogus").fails(t, "bad --consistency", 1),
+			`dister: kv get "app/new": --consistency "bogus": want linearizable, session or stale (invalid)`)
+		want(t, "missing --lease", run("kv", "put", "app/new", "3", "--lease", "99").fails(t, "missing --lease", 1),
+			`dister: kv put "app/new": put "app/new": lease 99 (lease_not_found)`)
+		want(t, "bad lease id", run("lease", "revoke", "x").fails(t, "bad lease id", 2),
+			`dister: lease revoke "x": want a lease id > 0`)
 
 		want(t, "ls", run("kv", "ls", "app/").ok(t, "ls"), lsTable(t, d, "app/"))
 		out := run("kv", "ls", "app/", "--limit", "2").ok(t, "ls --limit")

@@ -25,7 +25,7 @@ func leasePath(id int64) string { return "/v1/leases/" + strconv.FormatInt(id, 1
 func parseLeaseID(cmd *cobra.Command, arg string) (int64, error) {
 	id, err := strconv.ParseInt(arg, 10, 64)
 	if err != nil || id <= 0 {
-		return 0, usagef("%s %q: want a lease id > 0", cmd.CommandPath(), arg)
+		return 0, usagef("%s %q: want a lease id > 0", commandName(cmd), arg)
 	}
 	return id, nil
 }

@@ -38,6 +38,15 @@ type usageError struct{ err error }
 func (e *usageError) Error() string { return e.err.Error() }
 func (e *usageError) Unwrap() error { return e.err }
 
+// commandName is the command as messages name it, after the "dister: "
+// every message starts with ("lease revoke", not "dister lease revoke").
+func commandName(cmd *cobra.Command) string {
+	if !cmd.HasParent() {
+		return cmd.Name()
+	}
+	return strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")
+}
+
 func usagef(format string, args ...any) error {
 	return &usageError{fmt.Errorf(format, args...)}
 }
@@ -113,6 +122,7 @@ flags. The other commands talk to a running daemon over its REST API
 	srv := newServerCmd(stdout, stderr, getenv)
 	root.RunE = srv.RunE
 	root.AddCommand(srv)
+	root.AddCommand(newCertsCmd(stdout))
 
 	c := &client{stdin: stdin, stdout: stdout, stderr: stderr}
 	for _, cmd := range []*cobra.Command{
@@ -148,7 +158,7 @@ func noArgs(cmd *cobra.Command, args []string) error {
 func exactArgs(n int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != n {
-			return usagef("%s wants %d argument(s), got %d (usage: %s)", cmd.CommandPath(), n, len(args), cmd.UseLine())
+			return usagef("%s wants %d argument(s), got %d (usage: %s)", commandName(cmd), n, len(args), cmd.UseLine())
 		}
 		return nil
 	}
@@ -158,7 +168,7 @@ func exactArgs(n int) cobra.PositionalArgs {
 func rangeArgs(lo, hi int) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) < lo || len(args) > hi {
-			return usagef("%s wants %d to %d arguments, got %d (usage: %s)", cmd.CommandPath(), lo, hi, len(args), cmd.UseLine())
+			return usagef("%s wants %d to %d arguments, got %d (usage: %s)", commandName(cmd), lo, hi, len(args), cmd.UseLine())
 		}
 		return nil
 	}
