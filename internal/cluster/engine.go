@@ -126,8 +126,9 @@ type Engine struct {
 	// hubHook, when set (tests only), runs before each hub advance.
 	hubHook atomic.Pointer[func(shardID uint64)]
 	// checkWriteHook, when set (tests only), runs before each write of a
-	// checker (a status update or a removal) with the instance key.
-	checkWriteHook atomic.Pointer[func(key string)]
+	// checker with the instance key and the status it writes ("" for a
+	// removal).
+	checkWriteHook atomic.Pointer[func(key, status string)]
 
 	leaseWake chan struct{} // buffered(1)
 	leaseDone chan struct{}
@@ -136,6 +137,7 @@ type Engine struct {
 	restoreDone chan struct{}
 	prober      *health.Prober // shared by the checkers of every group led here
 	notRun      atomic.Uint64  // probes of this server's checkers that could not run
+	checkLoads  atomic.Uint64  // full reads of a group's instances by this server's checkers
 	// reconciling: the reconcile loop runs (Open got that far); set before
 	// Open returns, read by Close.
 	reconciling bool
