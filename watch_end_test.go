@@ -181,7 +181,10 @@ func hubLoops() int {
 func TestDeletedGroupsLeaveNoHub(t *testing.T) {
 	t.Parallel() // long, mostly waiting on timers: runs beside the others
 	c := testcluster.New(t, 1)
-	ctx := ctxT(t)
+	// 20 groups created and deleted in turn: 7 s alone, far more beside
+	// the other parallel tests under -race.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	n := c.Node(1)
 	before := hubLoops()
 	for i := range 20 {
