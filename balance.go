@@ -154,7 +154,7 @@ func (b *Balancer) Pick(ctx context.Context, service string, opts ...PickOption)
 		set, err = b.set(ctx, service)
 	}
 	if err != nil {
-		return Instance{}, fmt.Errorf("pick %q: %w", service, err)
+		return Instance{}, fmt.Errorf("pick %s: %w", quoteKey(service), err)
 	}
 	var inst *Instance
 	var ok bool
@@ -167,7 +167,7 @@ func (b *Balancer) Pick(ctx context.Context, service string, opts ...PickOption)
 		inst, ok = set.Pick(rand.Uint64())
 	}
 	if !ok {
-		return Instance{}, fmt.Errorf("pick %q: %w", service, errs.NoInstance)
+		return Instance{}, fmt.Errorf("pick %s: %w", quoteKey(service), errs.NoInstance)
 	}
 	return *inst, nil
 }
