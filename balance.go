@@ -16,7 +16,8 @@ import (
 // MaxBalancedServices is how many services one Balancer (so one group on
 // one Node) keeps a watched local view of. Picks of further services read
 // the registry each time (a network round trip and allocations, but the
-// same answers). A view holds one copy of each of its service's instances
+// same answers, ErrStaleView included: they read no older than the
+// Balancer's latest leader confirmation). A view holds one copy of each of its service's instances
 // (shared by every snapshot it publishes) and about 120 bytes of tables
 // per instance; a view that HashKey used also holds the hash ring (see
 // docs/balancing.md). Views that no Pick read for ten minutes are
@@ -183,7 +184,7 @@ func (b *Balancer) set(ctx context.Context, service string) (*balance.Set[*Insta
 			return nil, err
 		}
 		if b.count.Load() >= MaxBalancedServices {
-			return b.read(ctx, service)
+			return b.unwatched(ctx, service)
 		}
 		nv := &view{ready: make(chan struct{})}
 		var loaded bool
@@ -234,6 +235,26 @@ func (b *Balancer) read(ctx context.Context, service string, opts ...QueryOption
 		bv.Put(member(&insts[i]))
 	}
 	return bv.Set(), nil
+}
+
+// unwatched reads service's instances for a Pick past the view bound by
+// the views' rule: no newer than the latest revision confirmed with the
+// leader, and only while that confirmation is within the bound (a
+// server's own replica answers a plain read even when it is cut off).
+func (b *Balancer) unwatched(ctx context.Context, service string) (*balance.Set[*Instance], error) {
+	bound := b.s.n.staleAfter
+	if bound == 0 {
+		return b.read(ctx, service)
+	}
+	c := b.confirms[0].Load()
+	if c == nil {
+		// Not confirmed yet (the first third of the bound): ask the leader.
+		return b.read(ctx, service, WithRead(Linearizable()))
+	}
+	if b.now()-c.at > int64(bound) {
+		return nil, errs.StaleView
+	}
+	return b.read(ctx, service, WithRead(MinRevision(c.rev)))
 }
 
 // fresh reads service's instances linearizably (Fresh).
