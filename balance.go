@@ -15,9 +15,9 @@ import (
 
 // MaxBalancedServices is how many services one Balancer (so one group on
 // one Node) keeps a watched local view of. Picks of further services read
-// the registry each time (a network round trip and allocations, but the
-// same answers, ErrStaleView included: they read no older than the
-// Balancer's latest leader confirmation). A view holds one copy of each of its service's instances
+// the registry each time (allocations, but the same answers, ErrStaleView
+// included: they read no older than the Balancer's latest leader
+// confirmation). A view holds one copy of each of its service's instances
 // (shared by every snapshot it publishes) and about 120 bytes of tables
 // per instance; a view that HashKey used also holds the hash ring (see
 // docs/balancing.md). Views that no Pick read for ten minutes are
