@@ -48,6 +48,15 @@ func TestFeedCommitsHeldChangesBeforeProgressNote(t *testing.T) {
 		})
 	}()
 	<-loaded
+	// A watch beside the feed's, on the same fan-out: its notes tell when
+	// the feed's has been queued.
+	side := n.KV().Watch(fctx, "zz/")
+	if _, err := n.KV().Put(ctx, "zz/x", nil); err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-side; ev.Type != dister.EventPut {
+		t.Fatalf("side watch: %+v", ev)
+	}
 	if err := s.Register(ctx, dister.Instance{Service: "api", ID: "b", Address: "10.0.0.2:80"}); err != nil {
 		t.Fatal(err)
 	}
@@ -63,8 +72,15 @@ func TestFeedCommitsHeldChangesBeforeProgressNote(t *testing.T) {
 	}
 	// The feed is applying b's revision; a progress note queues behind it.
 	<-inPut
-	if err := dister.RequestProgress(ctx, n, ""); err != nil {
-		t.Fatal(err)
+	// Two rounds of notes seen beside: the first round, which queued one
+	// for the feed too, is over.
+	for range 2 {
+		if err := dister.RequestProgress(ctx, n, ""); err != nil {
+			t.Fatal(err)
+		}
+		if ev := <-side; ev.Type != dister.EventProgress {
+			t.Fatalf("side watch: %+v", ev)
+		}
 	}
 	close(release)
 	for {
