@@ -51,3 +51,29 @@ func TestBalancerPastViewBoundStaleWithoutQuorum(t *testing.T) {
 		t.Fatalf("pick past the view bound on a server without quorum: served %q from its own replica", in.ID)
 	}
 }
+
+// TestBalancerFreshRoundRobinRotates: RoundRobin under Fresh() rotates
+// through the instances of a service this Balancer keeps no view of, as
+// it does from a view. Before, each such Pick started a new rotation, so
+// every one returned the first instance.
+func TestBalancerFreshRoundRobinRotates(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	for _, id := range []string{"a", "b", "c"} {
+		if err := c.Node(1).Services().Register(ctx, dister.Instance{Service: "api", ID: id, Address: "10.0.0.1:80"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := c.Node(1).Balancer()
+	seen := map[string]int{}
+	for range 6 {
+		in, err := b.Pick(ctx, "api", dister.Fresh(), dister.RoundRobin())
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen[in.ID]++
+	}
+	if len(seen) != 3 {
+		t.Fatalf("6 fresh round-robin picks of 3 instances: %v", seen)
+	}
+}
