@@ -3,6 +3,7 @@ package dister
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,11 @@ type Balancer struct {
 	sweeper sync.Once
 	idle    time.Duration // the sweep period; 0 = viewIdle (tests shorten it)
 	epoch   time.Time     // views' clocks count from here (monotonic)
+	// spare are the round-robin positions of the services without a view
+	// (Fresh picks, and those past MaxBalancedServices), by a hash of the
+	// name: bounded memory, and a rotation that goes on from Pick to Pick.
+	spare [256]balance.Counter
+	seed  maphash.Seed
 	// confirms are the latest two leader-confirmed revisions and when
 	// they were read: a view that has delivered everything up to one of
 	// them was current at that time (see confirm).
@@ -93,7 +99,7 @@ func (g *Group) Balancer() *Balancer {
 	if b, ok := g.n.balancers.Load(g.name); ok {
 		return b.(*Balancer)
 	}
-	b, _ := g.n.balancers.LoadOrStore(g.name, &Balancer{s: g.Services(), epoch: time.Now()})
+	b, _ := g.n.balancers.LoadOrStore(g.name, &Balancer{s: g.Services(), epoch: time.Now(), seed: maphash.MakeSeed()})
 	return b.(*Balancer)
 }
 
@@ -226,7 +232,7 @@ func (b *Balancer) read(ctx context.Context, service string, opts ...QueryOption
 	if err != nil {
 		return nil, err
 	}
-	rr := new(balance.Counter)
+	rr := &b.spare[maphash.String(b.seed, service)%uint64(len(b.spare))]
 	if v, ok := b.views.Load(service); ok {
 		rr = &v.(*view).rr // keep the rotation of the view
 	}
