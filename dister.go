@@ -11,6 +11,7 @@ import (
 	"github.com/dister/dister/internal/cluster"
 	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/shard"
+	"github.com/dister/dister/internal/tlsutil"
 )
 
 // Version is dister's version string.
@@ -100,8 +101,12 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 	if timeout == 0 {
 		timeout = defaultRequestTimeout
 	}
+	tlsSrc, err := o.tlsSource(o.Logger)
+	if err != nil {
+		return nil, err
+	}
 	if o.Role == RoleClient {
-		return openClient(o, timeout)
+		return openClient(o, timeout, tlsSrc)
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
@@ -127,6 +132,9 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 		EnableScriptChecks: o.EnableScriptChecks,
 		CheckOutputBody:    o.CheckOutputBody,
 		CheckTargets:       o.CheckTargets,
+		TLS:                tlsSrc,
+		PeerAuth:           peerAuthorizer(o.PeerTokens),
+		PeerDial:           peerDial(o),
 		Shard: shard.Config{
 			RTT:                o.RTT,
 			ElectionRTT:        o.ElectionRTT,
@@ -134,6 +142,7 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 			SnapshotEntries:    o.SnapshotEntries,
 			CompactionOverhead: o.CompactionOverhead,
 			EventRetention:     o.EventHistory,
+			TLS:                o.raftTLS(),
 		},
 	})
 	if err != nil {
@@ -149,7 +158,7 @@ func Open(ctx context.Context, o Options) (*Node, error) {
 
 // openClient starts a client-role node. It does not wait for the servers:
 // calls do, within their ctx (WaitReady waits explicitly).
-func openClient(o Options, timeout time.Duration) (*Node, error) {
+func openClient(o Options, timeout time.Duration, tlsSrc *tlsutil.Source) (*Node, error) {
 	size := o.CacheSize
 	switch {
 	case size == 0:
@@ -157,7 +166,7 @@ func openClient(o Options, timeout time.Duration) (*Node, error) {
 	case size < 0:
 		size = 0
 	}
-	e, err := client.Open(client.Config{Servers: o.Servers, CacheSize: size, Logger: o.Logger})
+	e, err := client.Open(client.Config{Servers: o.Servers, CacheSize: size, Logger: o.Logger, TLS: tlsSrc, Dial: peerDial(o)})
 	if err != nil {
 		return nil, fmt.Errorf("dister.Open: %w", err)
 	}

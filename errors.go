@@ -1,6 +1,10 @@
 package dister
 
-import "github.com/dister/dister/internal/errs"
+import (
+	"errors"
+
+	"github.com/dister/dister/internal/errs"
+)
 
 // Sentinel errors. Every error dister returns matches one of them with
 // errors.Is, except that context errors (context.DeadlineExceeded,
@@ -44,4 +48,16 @@ var (
 	// a retry of the same call is a new write. ErrNoQuorum and ErrClosed,
 	// in contrast, mean that the write was surely not applied.
 	ErrUnknownOutcome = errs.UnknownOutcome
+	// ErrForbidden: a token (REST or a client-role node's Options.Token)
+	// that is unknown, or lacks the role or group the operation needs
+	// (tokens.go). REST answers 401 for a missing or unknown token and 403
+	// forbidden for a wrong role or group.
+	ErrForbidden = errs.Forbidden
 )
+
+// ErrInsecureTransport: Open refused a server whose Raft or peer address is
+// not on a loopback host while Options.TLS is nil and
+// Options.InsecureTransport is false: anyone who reaches those ports could
+// join the cluster or read and write everything. It also matches
+// ErrInvalid.
+var ErrInsecureTransport = errors.New("insecure transport")

@@ -79,12 +79,30 @@ func NodeLogger(n *Node) *slog.Logger { return n.log }
 
 // SetCheckWriteHook runs h (the instance key) before every checker write
 // on n; nil removes it.
-func SetCheckWriteHook(n *Node, h func(key string)) { server(n).SetCheckWriteHook(h) }
+func SetCheckWriteHook(n *Node, h func(key string)) {
+	if h == nil {
+		server(n).SetCheckWriteHook(nil)
+		return
+	}
+	server(n).SetCheckWriteHook(func(key, _ string) { h(key) })
+}
+
+// SetCheckStatusHook runs h (the instance key and the status written, ""
+// for a removal) before every checker write on n; nil removes it.
+func SetCheckStatusHook(n *Node, h func(key, status string)) { server(n).SetCheckWriteHook(h) }
 
 // CheckerStore is the store n's checker of group writes through.
 func CheckerStore(ctx context.Context, n *Node, group string) (svc.Store, error) {
 	return server(n).CheckerStore(ctx, group)
 }
+
+// CheckerLoads counts the full reads of a group's instances n's checkers
+// made.
+func CheckerLoads(n *Node) uint64 { return server(n).CheckerLoads() }
+
+// RaftApplied is the last Raft index n's replica of group applied
+// ("_system": the catalog).
+func RaftApplied(n *Node, group string) uint64 { return server(n).RaftApplied(group) }
 
 // ProbesNotRun counts the probes n's checkers could not run.
 func ProbesNotRun(n *Node) uint64 { return server(n).ProbesNotRun() }

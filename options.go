@@ -3,6 +3,7 @@ package dister
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -76,6 +77,18 @@ type Options struct {
 	// CacheSize (RoleClient) is how many keys the client caches per group.
 	// Zero = 10,000; negative = no cache (every read goes to a server).
 	CacheSize int
+
+	// Token is the bearer token this node presents on its peer calls: a
+	// client-role node on all of them, a server on its calls to other
+	// servers (joins, liveness, lease renewals). Empty = none. See
+	// PeerTokens and docs/auth.md.
+	Token string
+	// PeerTokens (server) are the tokens the peer API accepts, with the
+	// same roles and groups as the REST API (peerauth.go lists what each
+	// operation needs); a call without a known token, or whose token lacks
+	// the role or group, fails with ErrForbidden. Nil = the peer API checks
+	// no token (anyone who reaches PeerAddr is trusted, as on one host).
+	PeerTokens *Tokens
 
 	// RequestTimeout bounds a call whose ctx has no deadline. Zero = 10s.
 	RequestTimeout time.Duration
@@ -154,6 +167,15 @@ type Options struct {
 	// is process-wide: with several Nodes in one process, engine messages
 	// go to the last opened one's.
 	Logger *slog.Logger
+
+	// TLS turns on mutual TLS between nodes: on the Raft transport and on
+	// the peer API (see the TLS type). Nil = plaintext, which a server
+	// accepts only on loopback addresses unless InsecureTransport is set.
+	TLS *TLS
+	// InsecureTransport lets a server whose RaftAddr or PeerAddr is not on
+	// a loopback host start without TLS (inside a private network that is
+	// itself trusted). Zero = refused with ErrInsecureTransport.
+	InsecureTransport bool
 }
 
 const (
@@ -165,11 +187,20 @@ func (o *Options) validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("dister.Open: "+format+": %w", append(args, errs.Invalid)...)
 	}
+	if strings.ContainsAny(o.Token, " \t\r\n") {
+		return bad("Token contains white space")
+	}
+	if o.Role == RoleClient && o.PeerTokens != nil {
+		return bad("PeerTokens is for servers; a client node serves no peer API")
+	}
 	if o.RequestTimeout < 0 {
 		return bad("RequestTimeout cannot be negative")
 	}
 	if o.BalancerStaleAfter > 0 && o.BalancerStaleAfter < minStaleAfter {
 		return bad("BalancerStaleAfter %v is below %v", o.BalancerStaleAfter, minStaleAfter)
+	}
+	if err := o.validateTLS(bad); err != nil {
+		return err
 	}
 	switch o.Role {
 	case RoleServer:

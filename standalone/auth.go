@@ -1,37 +1,34 @@
 package standalone
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
+	"net"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/gin-gonic/gin"
 )
 
-// auth requires "Authorization: Bearer TOKEN" on every route when
-// Options.Token is set, /healthz and /metrics included: the daemon may
-// listen beyond loopback only with a token, and then nothing is public
-// but the console's static files (/ui), which hold no data: the console
-// sends the token with each of its /v1 calls.
+// auth requires "Authorization: Bearer TOKEN" when the Server has a token
+// set (Options.Token, Options.Tokens), and the role and group the route
+// needs (access.go). Nothing is public but /healthz, /readyz and the
+// console's static files (/ui), which hold no data: the console sends the
+// token with each of its /v1 calls.
 func (s *Server) auth(c *gin.Context) {
-	if s.opts.Token == "" || isUIPath(c.Request.URL.Path) {
+	if !s.authOn() || isUIPath(c.Request.URL.Path) {
 		c.Next()
 		return
 	}
-	scheme, token, ok := strings.Cut(c.GetHeader("Authorization"), " ")
-	if ok && strings.EqualFold(scheme, "Bearer") && tokenEqual(strings.TrimSpace(token), s.opts.Token) {
-		c.Next()
-		return
-	}
-	c.Header("WWW-Authenticate", `Bearer realm="dister"`)
-	s.failCode(c, http.StatusUnauthorized, codeUnauthorized, "missing or wrong token: send Authorization: Bearer TOKEN")
+	s.authorize(c)
 }
 
-// tokenEqual compares in constant time; hashing first hides the length too.
-func tokenEqual(got, want string) bool {
-	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
-	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
+// bearer is the token of "Authorization: Bearer TOKEN" ("" without one).
+func bearer(c *gin.Context) string {
+	scheme, token, ok := strings.Cut(c.GetHeader("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
 }
 
 // crossOrigin refuses writes a browser sends on behalf of a page of
@@ -46,4 +43,38 @@ func (s *Server) sameSite(c *gin.Context) {
 		return
 	}
 	c.Next()
+}
+
+// checkHost refuses a request whose Host names this daemon by a name it
+// was not given: DNS rebinding points a name the attacker controls at
+// 127.0.0.1, and the victim's browser then reads the daemon's answers
+// as that site's own. An IP literal, "localhost" and the names of
+// Options.AllowedHosts pass; a rebinding attack cannot send an IP literal,
+// since the page's own name is what the browser puts in Host.
+func (s *Server) checkHost(c *gin.Context) {
+	if s.hostAllowed(c.Request.Host) {
+		c.Next()
+		return
+	}
+	s.failCode(c, http.StatusForbidden, codeCrossSite,
+		"refused: Host "+quoteList([]string{hostName(c.Request.Host)})+" is not a name of this daemon (allow it with --allowed-host)")
+}
+
+func (s *Server) hostAllowed(hostport string) bool {
+	h := hostName(hostport)
+	if h == "" || h == "localhost" || net.ParseIP(h) != nil {
+		return true
+	}
+	return slices.Contains(s.allowedHosts, h) || slices.Contains(s.allowedHosts, "*")
+}
+
+// hostName is the host of a Host header, lower case, without port,
+// brackets or a final dot.
+func hostName(hostport string) string {
+	h := hostport
+	if host, _, err := net.SplitHostPort(hostport); err == nil {
+		h = host
+	}
+	h = strings.TrimSuffix(strings.Trim(h, "[]"), ".")
+	return strings.ToLower(h)
 }

@@ -9,7 +9,7 @@ import (
 func TestToken(t *testing.T) {
 	_, srv := one(t, standalone.Options{Token: "s3cret"})
 	routes := []struct{ method, path string }{
-		{"GET", "/healthz"}, {"GET", "/readyz"}, {"GET", "/metrics"}, {"GET", "/v1/status"},
+		{"GET", "/metrics"}, {"GET", "/v1/status"},
 		{"GET", "/v1/kv/k"}, {"PUT", "/v1/kv/k"}, {"DELETE", "/v1/kv/k"}, {"GET", "/v1/kv"},
 		{"POST", "/v1/txn"}, {"GET", "/v1/groups"}, {"PUT", "/v1/groups/g"}, {"DELETE", "/v1/groups/g"},
 		{"GET", "/v1/members"}, {"PUT", "/v1/members/0"}, {"DELETE", "/v1/members/9"},
@@ -35,6 +35,12 @@ func TestToken(t *testing.T) {
 			}
 		}
 	}
+	// With a token, a wrong method and an unknown route read as such.
+	expect(t, call(t, srv, "PATCH", "/v1/kv/k", "v", "Authorization", "Bearer s3cret"), 405, "invalid")
+	expect(t, call(t, srv, "GET", "/no/such/route", nil, "Authorization", "Bearer s3cret"), 404, "not_found")
+	// The probes need no token: an orchestrator has none.
+	expect(t, call(t, srv, "GET", "/healthz", nil), 200, "")
+	expect(t, call(t, srv, "GET", "/readyz", nil), 200, "")
 	// Nothing was written by the refused requests.
 	r := call(t, srv, "GET", "/v1/kv", nil, "Authorization", "Bearer s3cret")
 	expect(t, r, 200, "")

@@ -17,7 +17,8 @@ import (
 const (
 	codeInvalid       = "invalid"         // 400: malformed input, ErrInvalid
 	codeUnauthorized  = "unauthorized"    // 401: missing or wrong token
-	codeCrossSite     = "cross_site"      // 403: a browser write sent by a page of another site
+	codeCrossSite     = "cross_site"      // 403: a browser write sent by a page of another site, or a Host not allowed
+	codeForbidden     = "forbidden"       // 403: ErrForbidden, a token without the role or group
 	codeNotFound      = "not_found"       // 404: ErrNotFound, unknown route
 	codeGroupNotFound = "group_not_found" // 404: ErrGroupNotFound
 	codeLeaseNotFound = "lease_not_found" // 404: ErrLeaseNotFound
@@ -82,6 +83,8 @@ func classify(err error) (int, string) {
 		return http.StatusServiceUnavailable, codeWatchOverflow
 	case errors.Is(err, dister.ErrInvalid):
 		return http.StatusBadRequest, codeInvalid
+	case errors.Is(err, dister.ErrForbidden):
+		return http.StatusForbidden, codeForbidden
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
 		// Canceled: the client went away or the server is shutting down;
 		// nobody reads the answer, but it must not count as a bug.

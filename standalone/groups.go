@@ -31,6 +31,8 @@ func (s *Server) listGroups(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	// A token limited to groups sees only its own (access.go).
+	gs = slices.DeleteFunc(gs, func(g string) bool { return !visibleGroup(c, g) })
 	if gs == nil {
 		gs = []string{}
 	}

@@ -37,9 +37,19 @@ import (
 
 // Options configure a Server. Every zero value is documented.
 type Options struct {
-	// Token, when set, is required on every request as
-	// "Authorization: Bearer TOKEN" (401 otherwise). Empty = no auth.
+	// Token, when set, is an admin token: requests need
+	// "Authorization: Bearer TOKEN" (401 otherwise), except /healthz,
+	// /readyz and /ui. Empty = no single token.
 	Token string
+	// Tokens, when set, are the tokens with roles and groups that requests
+	// need (docs/auth.md); Token, when also set, is one admin token more.
+	// Nil (and Token empty) = no auth at all.
+	Tokens *dister.Tokens
+	// AllowedHosts are the host names (without port) requests may name in
+	// their Host header besides IP literals and "localhost": the names the
+	// daemon is reached by. "*" allows any. Nil = none; a request naming
+	// another host is 403 cross_site (DNS rebinding).
+	AllowedHosts []string
 	// Logger receives request errors. Nil = slog.Default().
 	Logger *slog.Logger
 	// Metrics is the registry /metrics serves and where the HTTP series
@@ -78,6 +88,9 @@ type Server struct {
 	ui     map[string]*uiAsset
 	// crossOrigin refuses browser writes from other sites (auth.go).
 	crossOrigin *http.CrossOriginProtection
+	// tokens is nil when no token is configured (auth.go).
+	tokens       *tokenSet
+	allowedHosts []string
 }
 
 // New builds the handler for n. It starts no goroutine; serve it with an
@@ -116,6 +129,10 @@ func New(n *dister.Node, o Options) *Server {
 	s := &Server{node: n, opts: o, engine: e, metrics: newHTTPMetrics(o.Metrics, o.Logger),
 		crossOrigin: http.NewCrossOriginProtection()}
 	s.streams, s.endStreams = context.WithCancel(context.Background())
+	s.tokens = newTokenSet(o.Token, o.Tokens, o.Logger)
+	for _, h := range o.AllowedHosts {
+		s.allowedHosts = append(s.allowedHosts, hostName(h))
+	}
 	s.routes()
 	return s
 }
@@ -127,7 +144,7 @@ func (s *Server) routes() {
 	e := s.engine
 	// Metrics outermost so that they count what recovery and auth answer;
 	// recovery before auth so that nothing escapes it.
-	e.Use(s.observe, s.recover, s.sameSite, s.auth, s.limitBody)
+	e.Use(s.observe, s.recover, s.checkHost, s.sameSite, s.auth, s.limitBody)
 	e.NoRoute(s.noRoute)
 	e.NoMethod(s.noMethod)
 

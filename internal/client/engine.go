@@ -25,6 +25,7 @@ import (
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/peer"
 	"github.com/dister/dister/internal/router"
+	"github.com/dister/dister/internal/tlsutil"
 )
 
 // DefaultGroup is the group every cluster has.
@@ -50,6 +51,8 @@ type Config struct {
 	Logger   *slog.Logger
 	// Dial is added to every connection's options (credentials, tokens).
 	Dial []grpc.DialOption
+	// TLS, if set, dials the servers with mutual TLS.
+	TLS *tlsutil.Source
 }
 
 // Engine is a client node's engine; it implements core.Engine.
@@ -97,7 +100,11 @@ func Open(cfg Config) (*Engine, error) {
 	if _, err := crand.Read(b[:]); err != nil {
 		return nil, fmt.Errorf("session id: %w", err)
 	}
-	e := &Engine{cfg: cfg, log: cfg.Logger, peers: peer.NewClient(cfg.Dial...),
+	dial := cfg.Dial
+	if cfg.TLS != nil {
+		dial = append([]grpc.DialOption{grpc.WithTransportCredentials(cfg.TLS.ClientCredentials())}, dial...)
+	}
+	e := &Engine{cfg: cfg, log: cfg.Logger, peers: peer.NewClient(dial...),
 		session: binary.LittleEndian.Uint64(b[:]) | 1,
 		seeds:   slices.Clone(cfg.Servers), servers: map[uint64]peer.ServerInfo{},
 		down: map[string]bool{}, groups: map[string]*group{}, rounds: make(chan struct{}),

@@ -22,12 +22,14 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 
 	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/health"
 	"github.com/dister/dister/internal/peer"
 	"github.com/dister/dister/internal/shard"
+	"github.com/dister/dister/internal/tlsutil"
 )
 
 // Shard ids: the system shard, then the default group; created groups get
@@ -69,6 +71,15 @@ type Config struct {
 	// ReconcileInterval is the period of the catalog/membership pass that
 	// also runs on every catalog change; 0 = 1s.
 	ReconcileInterval time.Duration
+
+	// TLS, if set, secures the peer API (server and client side) with
+	// mutual TLS; the Raft transport's files are in Shard.TLS.
+	TLS *tlsutil.Source
+	// PeerAuth checks every call to this server's peer API (nil = none).
+	PeerAuth peer.Authorizer
+	// PeerDial is added to the options of this server's own peer calls
+	// (its token).
+	PeerDial []grpc.DialOption
 }
 
 // Peer is a server's two addresses.
@@ -115,8 +126,9 @@ type Engine struct {
 	// hubHook, when set (tests only), runs before each hub advance.
 	hubHook atomic.Pointer[func(shardID uint64)]
 	// checkWriteHook, when set (tests only), runs before each write of a
-	// checker (a status update or a removal) with the instance key.
-	checkWriteHook atomic.Pointer[func(key string)]
+	// checker with the instance key and the status it writes ("" for a
+	// removal).
+	checkWriteHook atomic.Pointer[func(key, status string)]
 
 	leaseWake chan struct{} // buffered(1)
 	leaseDone chan struct{}
@@ -125,6 +137,7 @@ type Engine struct {
 	restoreDone chan struct{}
 	prober      *health.Prober // shared by the checkers of every group led here
 	notRun      atomic.Uint64  // probes of this server's checkers that could not run
+	checkLoads  atomic.Uint64  // full reads of a group's instances by this server's checkers
 	// reconciling: the reconcile loop runs (Open got that far); set before
 	// Open returns, read by Close.
 	reconciling bool
@@ -168,7 +181,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	e := &Engine{
 		cfg:         cfg,
 		log:         cfg.Logger,
-		peers:       peer.NewClient(),
+		peers:       peer.NewClient(append(peerDial(cfg.TLS), cfg.PeerDial...)...),
 		groups:      map[string]groupRecord{},
 		servers:     map[uint64]Peer{},
 		lessors:     map[uint64]*lessor{},
@@ -226,7 +239,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	if e.metrics, err = newMetrics(e, cfg.Metrics); err != nil {
 		return nil, fmt.Errorf("%v: %w", err, errs.Invalid)
 	}
-	if e.peerSrv, err = peer.Listen(cfg.PeerAddr, (*peerHandler)(e), e.log); err != nil {
+	if e.peerSrv, err = peer.Listen(cfg.PeerAddr, peer.Guard((*peerHandler)(e), e.peerAuthorizer()), e.log, peerServe(cfg.TLS)...); err != nil {
 		return nil, err
 	}
 	initial, join := e.bootstrapMembers(restart)

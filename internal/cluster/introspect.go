@@ -37,6 +37,16 @@ func (e *Engine) ShardOf(group string) uint64 {
 	return 0
 }
 
+// CheckerLoads counts the full reads of a group's instances that this
+// server's checkers made (one when a checker starts; the changes after it
+// come from the watch history).
+func (e *Engine) CheckerLoads() uint64 { return e.checkLoads.Load() }
+
+// RaftApplied is the last Raft log index this server's replica of group
+// applied ("_system": the catalog), 0 when it runs none: every committed
+// entry moves it, whether or not it changed a key.
+func (e *Engine) RaftApplied(group string) uint64 { return e.host.Applied(e.ShardOf(group)) }
+
 // ShardMembers reads a shard's Raft configuration through this server:
 // voters and non-voters, each sorted.
 func (e *Engine) ShardMembers(ctx context.Context, shardID uint64) (voters, nonVoters []uint64, err error) {
@@ -88,7 +98,7 @@ func (e *Engine) step(ctx context.Context, step string, id uint64) error {
 // SetCheckWriteHook installs (or, with nil, removes) a hook that runs
 // before every write of this server's checkers, with the instance key; a
 // test blocks in it to make the write race a registration.
-func (e *Engine) SetCheckWriteHook(h func(key string)) {
+func (e *Engine) SetCheckWriteHook(h func(key, status string)) {
 	if h == nil {
 		e.checkWriteHook.Store(nil)
 		return

@@ -116,12 +116,15 @@ type stateCollector Engine
 var (
 	revisionDesc = prometheus.NewDesc("dister_group_revision",
 		"Last revision applied by this server's replica of the group.", []string{"group"}, nil)
+	appliedDesc = prometheus.NewDesc("dister_group_applied_index",
+		"Last Raft log index applied by this server's replica of the group: it moves with every committed entry, also those that change no key (a steady cluster's stays put).", []string{"group"}, nil)
 	leaderDesc = prometheus.NewDesc("dister_group_leader",
 		"Id of the group's leader as this server knows it (0 = none).", []string{"group"}, nil)
 )
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- revisionDesc
+	ch <- appliedDesc
 	ch <- leaderDesc
 }
 
@@ -130,6 +133,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	for shardID, name := range e.shardNames() {
 		leader, _ := e.host.Leader(shardID)
 		ch <- prometheus.MustNewConstMetric(revisionDesc, prometheus.GaugeValue, float64(e.host.Revision(shardID)), name)
+		ch <- prometheus.MustNewConstMetric(appliedDesc, prometheus.GaugeValue, float64(e.host.Applied(shardID)), name)
 		ch <- prometheus.MustNewConstMetric(leaderDesc, prometheus.GaugeValue, float64(leader), name)
 	}
 }

@@ -227,6 +227,11 @@ func (h *peerHandler) Call(ctx context.Context, op string, body []byte) (any, er
 		if err := decode(&req); err != nil {
 			return nil, err
 		}
+		if op == peer.OpJoin {
+			if err := e.requireServerCert(ctx, "joining as a server"); err != nil {
+				return nil, err
+			}
+		}
 		return h.Join(ctx, req)
 	case peer.OpStatus:
 		return h.Status(ctx)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/dister/dister/internal/errs"
@@ -388,56 +389,83 @@ func (e *Engine) Instances(ctx context.Context, group, service string, o ReadOpt
 // listPage is the page size of internal scans of the reserved namespace.
 const listPage = 10000
 
-// groupStore is a svc.Store over one shard, for the checker on its leader.
-// It keeps the records it decoded by key and mod revision, so a reload
-// after a change decodes only what changed.
+// groupStore is a svc.Store over one shard, for the checker on its leader:
+// one read of the reserved namespace, then the changes from the group's
+// watch history.
 type groupStore struct {
-	e       *Engine
-	sid     uint64
-	decoded map[string]svc.Stored
+	e   *Engine
+	sid uint64
 }
 
 func newGroupStore(e *Engine, sid uint64) *groupStore {
-	return &groupStore{e: e, sid: sid, decoded: map[string]svc.Stored{}}
+	return &groupStore{e: e, sid: sid}
 }
 
 func (g *groupStore) Generation() uint64 { return g.e.host.ReservedGeneration(g.sid) }
 
-func (g *groupStore) Load(ctx context.Context) ([]svc.Stored, map[string]bool, error) {
-	v, err := g.e.host.StaleRead(ctx, g.sid, fsm.ListQuery{Prefix: svc.InstancesPrefix})
+// Load lists the whole reserved namespace (instances and heartbeats) in
+// one read, so both are as of the one revision it returns.
+func (g *groupStore) Load(ctx context.Context) ([]svc.Stored, map[string]bool, int64, error) {
+	g.e.checkLoads.Add(1)
+	v, err := g.e.host.StaleRead(ctx, g.sid, fsm.ListQuery{Prefix: fsm.ReservedPrefix})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, 0, err
 	}
-	kvs := v.(*fsm.ListResult).KVs
-	out := make([]svc.Stored, 0, len(kvs))
-	next := make(map[string]svc.Stored, len(kvs))
-	for _, kv := range kvs {
-		st, ok := g.decoded[kv.Key]
-		if !ok || st.ModRevision != kv.ModRevision {
+	res := v.(*fsm.ListResult)
+	var out []svc.Stored
+	beats := map[string]bool{}
+	for _, kv := range res.KVs {
+		switch {
+		case strings.HasPrefix(kv.Key, svc.InstancesPrefix):
 			r, err := svc.Decode(kv.Value)
 			if err != nil {
 				g.e.log.Warn("skipping corrupt instance record", "key", kv.Key, "err", err)
 				continue
 			}
-			st = svc.Stored{Record: r, ModRevision: kv.ModRevision}
+			out = append(out, svc.Stored{Record: r, ModRevision: kv.ModRevision})
+		case strings.HasPrefix(kv.Key, svc.HeartbeatsPrefix):
+			beats[kv.Key] = true
 		}
-		next[kv.Key] = st
-		out = append(out, st)
 	}
-	g.decoded = next
-	if v, err = g.e.host.StaleRead(ctx, g.sid, fsm.ListQuery{Prefix: svc.HeartbeatsPrefix}); err != nil {
-		return nil, nil, err
-	}
-	beats := map[string]bool{}
-	for _, kv := range v.(*fsm.ListResult).KVs {
-		beats[kv.Key] = true
-	}
-	return out, beats, nil
+	return out, beats, res.Revision, nil
 }
 
-func (g *groupStore) hook(key string) {
+// Changes reads the events after revision after from the group's history
+// (what its watches read), keeping those of instances and heartbeats.
+func (g *groupStore) Changes(ctx context.Context, after int64) ([]svc.Change, int64, error) {
+	var out []svc.Change
+	from := after + 1
+	for {
+		v, err := g.e.host.StaleRead(ctx, g.sid, fsm.EventsQuery{From: from, Limit: eventsPage})
+		if err != nil {
+			return nil, 0, err
+		}
+		res := v.(*fsm.EventsResult)
+		for _, ev := range res.Events {
+			ch := svc.Change{Key: ev.KV.Key, Revision: ev.Revision, Deleted: ev.Type == fsm.EventDelete}
+			switch {
+			case strings.HasPrefix(ch.Key, svc.InstancesPrefix):
+				if !ch.Deleted {
+					if ch.Record, err = svc.Decode(ev.KV.Value); err != nil {
+						g.e.log.Warn("skipping corrupt instance record", "key", ch.Key, "err", err)
+						continue
+					}
+				}
+			case !strings.HasPrefix(ch.Key, svc.HeartbeatsPrefix):
+				continue
+			}
+			out = append(out, ch)
+		}
+		if !res.More || len(res.Events) == 0 {
+			return out, res.Revision, nil
+		}
+		from = res.Events[len(res.Events)-1].Revision + 1
+	}
+}
+
+func (g *groupStore) hook(key, status string) {
 	if h := g.e.checkWriteHook.Load(); h != nil {
-		(*h)(key)
+		(*h)(key, status)
 	}
 }
 
@@ -447,7 +475,7 @@ func (g *groupStore) Update(ctx context.Context, r *svc.Record, modRev int64) (i
 		return 0, err
 	}
 	key := svc.InstanceKey(r.Service, r.ID)
-	g.hook(key)
+	g.hook(key, r.Status)
 	res, err := g.e.txn(ctx, g.sid, &fsm.Txn{
 		Compares: []fsm.Compare{{Key: key, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: modRev}},
 		Then:     []fsm.Op{{Type: fsm.OpPut, Key: key, Value: value}},
@@ -463,7 +491,7 @@ func (g *groupStore) Update(ctx context.Context, r *svc.Record, modRev int64) (i
 
 func (g *groupStore) Remove(ctx context.Context, r *svc.Record, modRev int64) error {
 	key := svc.InstanceKey(r.Service, r.ID)
-	g.hook(key)
+	g.hook(key, "")
 	res, err := g.e.txn(ctx, g.sid, &fsm.Txn{
 		Compares: []fsm.Compare{{Key: key, Target: fsm.TargetModRevision, Op: fsm.OpEqual, Int: modRev}},
 		Then:     []fsm.Op{{Type: fsm.OpDelete, Key: key}, {Type: fsm.OpDelete, Key: svc.HeartbeatKey(r.Service, r.ID)}},

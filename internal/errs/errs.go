@@ -20,6 +20,8 @@ var (
 	Closed        = errors.New("dister: closed")
 	// UnknownOutcome: a write that may or may not have been applied.
 	UnknownOutcome = errors.New("dister: outcome unknown")
+	// Forbidden: the caller's token lacks the role or group an operation needs.
+	Forbidden = errors.New("dister: forbidden")
 )
 
 // Mark makes err match sentinel with errors.Is while its message stays

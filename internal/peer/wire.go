@@ -475,7 +475,7 @@ var errorCodes = []struct {
 	code string
 	err  error
 }{
-	{"unknown_outcome", errs.UnknownOutcome},
+	{"unknown_outcome", errs.UnknownOutcome}, {"forbidden", errs.Forbidden},
 	// group_not_found before invalid, as the REST API orders them: a
 	// malformed group name is both, and reads as a group not found.
 	{"group_not_found", errs.GroupNotFound},

@@ -62,6 +62,16 @@ type Config struct {
 	// OnLeaderChange, if set, is called when this host learns of a new
 	// leader (0 = none known). It must not block.
 	OnLeaderChange func(shardID, leaderID uint64)
+
+	// TLS, if set, turns on dragonboat's mutual TLS on the Raft transport.
+	// dragonboat reads the files when the host starts (a new certificate
+	// takes effect at a restart) and trusts any certificate CAFile signed.
+	TLS *TLSFiles
+}
+
+// TLSFiles are the Raft transport's PEM files.
+type TLSFiles struct {
+	CAFile, CertFile, KeyFile string
 }
 
 func (c *Config) setDefaults() {
@@ -158,6 +168,9 @@ func NewHost(cfg Config) (*Host, error) {
 		RaftEventListener:   (*listener)(h),
 		SystemEventListener: (*sysListener)(h),
 		Expert:              config.ExpertConfig{LogDB: logdb},
+	}
+	if t := cfg.TLS; t != nil {
+		nhc.MutualTLS, nhc.CAFile, nhc.CertFile, nhc.KeyFile = true, t.CAFile, t.CertFile, t.KeyFile
 	}
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {

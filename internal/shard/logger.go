@@ -134,7 +134,7 @@ func (a *slogAdapter) log(l logger.LogLevel, format string, args []any) {
 		return
 	}
 	sl := engineLevel(l, format)
-	if !sink.Enabled(context.Background(), sl) {
+	if !sink.Enabled(context.Background(), sl) || repeatedConnFailure(format, args) {
 		return
 	}
 	sink.Log(context.Background(), sl, fmt.Sprintf(format, args...), "pkg", a.pkg)

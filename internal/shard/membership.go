@@ -134,18 +134,18 @@ func (l *sysListener) NodeDeleted(info raftio.NodeInfo) {
 	h.mu.Unlock()
 }
 
-func (l *sysListener) NodeHostShuttingDown()                       {}
-func (l *sysListener) NodeUnloaded(raftio.NodeInfo)                {}
-func (l *sysListener) NodeReady(raftio.NodeInfo)                   {}
-func (l *sysListener) MembershipChanged(raftio.NodeInfo)           {}
-func (l *sysListener) ConnectionEstablished(raftio.ConnectionInfo) {}
-func (l *sysListener) ConnectionFailed(raftio.ConnectionInfo)      {}
-func (l *sysListener) SendSnapshotStarted(raftio.SnapshotInfo)     {}
-func (l *sysListener) SendSnapshotCompleted(raftio.SnapshotInfo)   {}
-func (l *sysListener) SendSnapshotAborted(raftio.SnapshotInfo)     {}
-func (l *sysListener) SnapshotReceived(raftio.SnapshotInfo)        {}
-func (l *sysListener) SnapshotRecovered(raftio.SnapshotInfo)       {}
-func (l *sysListener) SnapshotCreated(raftio.SnapshotInfo)         {}
-func (l *sysListener) SnapshotCompacted(raftio.SnapshotInfo)       {}
-func (l *sysListener) LogCompacted(raftio.EntryInfo)               {}
-func (l *sysListener) LogDBCompacted(raftio.EntryInfo)             {}
+func (l *sysListener) NodeHostShuttingDown()                          {}
+func (l *sysListener) NodeUnloaded(raftio.NodeInfo)                   {}
+func (l *sysListener) NodeReady(raftio.NodeInfo)                      {}
+func (l *sysListener) MembershipChanged(raftio.NodeInfo)              {}
+func (l *sysListener) ConnectionEstablished(ci raftio.ConnectionInfo) { connEstablished(ci.Address) }
+func (l *sysListener) ConnectionFailed(raftio.ConnectionInfo)         {}
+func (l *sysListener) SendSnapshotStarted(raftio.SnapshotInfo)        {}
+func (l *sysListener) SendSnapshotCompleted(raftio.SnapshotInfo)      {}
+func (l *sysListener) SendSnapshotAborted(raftio.SnapshotInfo)        {}
+func (l *sysListener) SnapshotReceived(raftio.SnapshotInfo)           {}
+func (l *sysListener) SnapshotRecovered(raftio.SnapshotInfo)          {}
+func (l *sysListener) SnapshotCreated(raftio.SnapshotInfo)            {}
+func (l *sysListener) SnapshotCompacted(raftio.SnapshotInfo)          {}
+func (l *sysListener) LogCompacted(raftio.EntryInfo)                  {}
+func (l *sysListener) LogDBCompacted(raftio.EntryInfo)                {}

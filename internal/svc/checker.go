@@ -2,12 +2,15 @@ package svc
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/health"
 )
 
@@ -17,6 +20,17 @@ type Stored struct {
 	ModRevision int64
 }
 
+// Change is one committed change to an instance or a heartbeat, as the
+// group's watch history has it.
+type Change struct {
+	Key      string // an InstanceKey or a HeartbeatKey
+	Revision int64  // the revision that made it (a put's ModRevision)
+	// Record is an instance's new record; nil for a delete and for a
+	// heartbeat.
+	Record  *Record
+	Deleted bool
+}
+
 // Store is what a Checker reads and writes; the cluster engine implements
 // it over one group.
 type Store interface {
@@ -24,8 +38,13 @@ type Store interface {
 	// changed (see fsm.StateMachine.ReservedGeneration).
 	Generation() uint64
 	// Load reads every instance, and the keys of the live heartbeats, from
-	// the local replica.
-	Load(ctx context.Context) (instances []Stored, heartbeats map[string]bool, err error)
+	// the local replica as of one revision, which it returns.
+	Load(ctx context.Context) (instances []Stored, heartbeats map[string]bool, rev int64, err error)
+	// Changes returns, in order, the changes to instances and heartbeats
+	// committed after revision after, and the revision the caller has then
+	// seen everything up to. An after below the retained history fails
+	// with an error wrapping errs.Compacted: Load again.
+	Changes(ctx context.Context, after int64) (changes []Change, rev int64, err error)
 	// Update replaces the record at key if it is still at modRev and
 	// returns the revision it wrote; a lost CAS is an error wrapping
 	// errs.Conflict, never a success.
@@ -63,16 +82,29 @@ type CheckerConfig struct {
 // instance is written at once); a ttl check turns critical as soon as its
 // heartbeat key is gone (the lease TTL is its damping) and passing when it
 // is back. A steady cluster writes nothing.
+//
+// Its cost follows the work due, not the group's size: it reads every
+// instance once (Load, again only when the history it follows was trimmed
+// past it), then applies the group's changes one by one from the watch
+// history (Changes); a target is looked at when a change, a probe result or
+// a write concerns it, or when its due time (next probe, end of a hold,
+// DeregisterCriticalAfter) comes up in a heap ordered by that time.
 type Checker struct {
 	cfg      CheckerConfig
-	gen      uint64
+	gen      uint64 // the Store's Generation that rev reflects
+	rev      int64  // every change up to rev is applied
 	loaded   bool
-	nextLoad time.Time // a reload waits for it (see sync)
+	nextLoad time.Time // a reload waits for it (see load)
 	targets  map[string]*target
 	beats    map[string]bool
+	due      dueHeap
+	touched  []*target // by the changes being applied
 	results  chan probeResult
 	writes   chan writeDone
 	wg       sync.WaitGroup
+	// visits counts the targets the checker looked at (for tests: a
+	// steady group costs nothing per tick).
+	visits atomic.Int64
 }
 
 type target struct {
@@ -89,8 +121,13 @@ type target struct {
 	// it, so a new leader goes on with the count rather than restarting it.
 	criticalSince time.Time
 	// holdUntil holds writes and removals back after one failed, until
-	// the reload that shows why (a lost CAS) or for an interval (no quorum).
+	// the change that shows why (a lost CAS) or for an interval (no quorum).
 	holdUntil time.Time
+	// due is when the checker looks at t next, at index in the heap (-1:
+	// not in it, nothing due). touched: a change being applied concerns t.
+	due     time.Time
+	index   int
+	touched bool
 }
 
 type probeResult struct {
@@ -142,52 +179,154 @@ func (c *Checker) Run(ctx context.Context) {
 	}
 }
 
-// sync reloads the instances when the reserved namespace changed.
+// sync brings the targets up to date: a full load first (and after the
+// history was trimmed past what was applied), then the changes since.
 func (c *Checker) sync(ctx context.Context) {
-	gen := c.cfg.Store.Generation()
-	if c.loaded && (gen == c.gen || time.Now().Before(c.nextLoad)) {
+	if !c.loaded {
+		c.load(ctx)
 		return
 	}
+	gen := c.cfg.Store.Generation()
+	if gen == c.gen {
+		return
+	}
+	changes, rev, err := c.cfg.Store.Changes(ctx, c.rev)
+	if err != nil {
+		if errors.Is(err, errs.Compacted) {
+			c.cfg.Logger.Info("instance changes trimmed from the history: reloading", "after", c.rev)
+			c.loaded = false
+			c.load(ctx)
+			return
+		}
+		c.cfg.Logger.Debug("instance changes not read", "err", err)
+		return
+	}
+	c.gen, c.rev = gen, max(c.rev, rev)
+	now := time.Now()
+	for _, ch := range changes {
+		c.apply(ch, now)
+	}
+	c.visitTouched(ctx, now)
+}
+
+// load reads every instance and heartbeat and reconciles the targets with
+// them, keeping what it knew of the unchanged ones.
+func (c *Checker) load(ctx context.Context) {
+	if time.Now().Before(c.nextLoad) {
+		return
+	}
+	gen := c.cfg.Store.Generation()
 	start := time.Now()
-	instances, beats, err := c.cfg.Store.Load(ctx)
-	// A reload reads every instance: under a burst of registrations to a
-	// large group, keep it under a tenth of the leader's time.
+	instances, beats, rev, err := c.cfg.Store.Load(ctx)
+	// A load reads every instance: when it fails again and again, keep its
+	// retries under a tenth of the leader's time.
 	c.nextLoad = time.Now().Add(9 * time.Since(start))
 	if err != nil {
 		c.cfg.Logger.Debug("instances not loaded", "err", err)
 		return
 	}
-	c.gen, c.loaded, c.beats = gen, true, beats
+	c.gen, c.rev, c.loaded, c.beats = gen, rev, true, beats
 	now := time.Now()
 	seen := make(map[string]bool, len(instances))
 	for _, s := range instances {
 		key := InstanceKey(s.Record.Service, s.Record.ID)
 		seen[key] = true
-		t := c.targets[key]
-		switch {
-		case t == nil:
-			t = &target{key: key}
-			c.targets[key] = t
-			t.reset(s.Record, c.cfg.Damping, now)
-		case t.modRev == s.ModRevision:
-			continue
-		case !SameCheck(t.rec, s.Record):
-			t.reset(s.Record, c.cfg.Damping, now)
-		default:
-			if t.damper.Current().String() != s.Record.Status {
-				t.damper = seededDamper(c.cfg.Damping, s.Record)
+		c.put(key, s.Record, s.ModRevision, now)
+	}
+	for key, t := range c.targets {
+		if !seen[key] {
+			c.forget(t)
+		}
+	}
+	// Heartbeats may have changed for any of them: look at them all.
+	for i, t := range c.touched {
+		t.touched = false
+		c.touched[i] = nil
+	}
+	c.touched = c.touched[:0]
+	for _, t := range c.targets {
+		c.visit(ctx, t, now)
+	}
+}
+
+// apply applies one change; the targets it concerns are looked at once
+// every change of the batch is applied (visitTouched).
+func (c *Checker) apply(ch Change, now time.Time) {
+	if strings.HasPrefix(ch.Key, HeartbeatsPrefix) {
+		if ch.Deleted {
+			delete(c.beats, ch.Key)
+		} else {
+			c.beats[ch.Key] = true
+		}
+		if service, id, ok := SplitKey(ch.Key); ok {
+			if t := c.targets[InstanceKey(service, id)]; t != nil {
+				c.touch(t)
 			}
 		}
-		t.rec, t.modRev = s.Record, s.ModRevision
-		// The reload that shows why a write was lost has come.
-		t.holdUntil = time.Time{}
-		t.criticalSince = CriticalSince(t.rec)
+		return
 	}
-	for key := range c.targets {
-		if !seen[key] {
-			delete(c.targets, key)
+	t := c.targets[ch.Key]
+	switch {
+	case ch.Deleted:
+		if t != nil {
+			c.forget(t)
+		}
+	case ch.Record == nil:
+	case t != nil && ch.Revision <= t.modRev:
+		// Already held: the checker's own write, adopted when it
+		// committed.
+	default:
+		c.put(ch.Key, ch.Record, ch.Revision, now)
+	}
+}
+
+// put makes r at modRev the record of key's target.
+func (c *Checker) put(key string, r *Record, modRev int64, now time.Time) {
+	t := c.targets[key]
+	switch {
+	case t == nil:
+		t = &target{key: key, index: -1}
+		c.targets[key] = t
+		t.reset(r, c.cfg.Damping, now)
+	case t.modRev == modRev:
+		return
+	case !SameCheck(t.rec, r):
+		t.reset(r, c.cfg.Damping, now)
+	default:
+		if t.damper.Current().String() != r.Status {
+			t.damper = seededDamper(c.cfg.Damping, r)
 		}
 	}
+	t.rec, t.modRev = r, modRev
+	// The change that shows why a write was lost has come.
+	t.holdUntil = time.Time{}
+	t.criticalSince = CriticalSince(t.rec)
+	c.touch(t)
+}
+
+// forget drops a deregistered target; a probe or write in flight for it
+// finds it gone.
+func (c *Checker) forget(t *target) {
+	delete(c.targets, t.key)
+	c.schedule(t, time.Time{})
+}
+
+func (c *Checker) touch(t *target) {
+	if !t.touched {
+		t.touched = true
+		c.touched = append(c.touched, t)
+	}
+}
+
+func (c *Checker) visitTouched(ctx context.Context, now time.Time) {
+	for i, t := range c.touched {
+		t.touched = false
+		c.touched[i] = nil
+		if c.targets[t.key] == t {
+			c.visit(ctx, t, now)
+		}
+	}
+	c.touched = c.touched[:0]
 }
 
 // CriticalSince is when r's stored status became critical (zero when it is
@@ -229,39 +368,59 @@ func seededDamper(n int, r *Record) *health.Damper {
 	return d
 }
 
-// step starts due probes, evaluates ttl checks, and writes what changed.
+// step looks at the targets whose due time has come.
 func (c *Checker) step(ctx context.Context, now time.Time) {
-	for _, t := range c.targets {
-		chk := t.rec.Check
-		switch {
-		case chk.Type == TypeTTL:
-			st, out := health.Critical, "heartbeat missed: the lease expired"
-			if c.beats[HeartbeatKey(t.rec.Service, t.rec.ID)] {
-				st, out = health.Passing, "heartbeat alive"
-			}
-			if st.String() != t.rec.Status {
-				c.write(ctx, t, st, out, now)
-			}
-		case chk.Probed():
-			if !t.probing && !now.Before(t.next) {
-				c.probe(ctx, t)
-			}
-			if cur := t.damper.Current(); cur != 0 && (cur.String() != t.rec.Status || t.rec.LastCheckedMs == 0) {
-				c.write(ctx, t, cur, t.output, now)
-			}
+	for _, t := range c.due.popDue(now) {
+		c.visit(ctx, t, now)
+	}
+}
+
+// visit starts what t needs now (a probe, a status write, a removal) and
+// schedules when to look at it again; a probe or write in flight calls it
+// again when it ends.
+func (c *Checker) visit(ctx context.Context, t *target, now time.Time) {
+	c.visits.Add(1)
+	chk := t.rec.Check
+	var due time.Time
+	switch {
+	case chk.Type == TypeTTL:
+		st, out := health.Critical, "heartbeat missed: the lease expired"
+		if c.beats[HeartbeatKey(t.rec.Service, t.rec.ID)] {
+			st, out = health.Passing, "heartbeat alive"
 		}
-		if chk.DeregisterCriticalAfter > 0 && !t.criticalSince.IsZero() && !t.writing &&
-			!now.Before(t.holdUntil) && now.Sub(t.criticalSince) >= chk.DeregisterCriticalAfter {
-			c.remove(ctx, t)
+		if st.String() != t.rec.Status {
+			c.write(ctx, t, st, out, now)
+		}
+	case chk.Probed():
+		if !t.probing && !now.Before(t.next) {
+			c.probe(ctx, t)
+		}
+		if cur := t.damper.Current(); cur != 0 && (cur.String() != t.rec.Status || t.rec.LastCheckedMs == 0) {
+			c.write(ctx, t, cur, t.output, now)
+		}
+		if !t.probing {
+			due = t.next
 		}
 	}
+	if dca := chk.DeregisterCriticalAfter; dca > 0 && !t.criticalSince.IsZero() && !t.writing {
+		if !now.Before(t.holdUntil) && now.Sub(t.criticalSince) >= dca {
+			c.remove(ctx, t)
+		} else {
+			due = earliest(due, t.criticalSince.Add(dca))
+		}
+	}
+	if now.Before(t.holdUntil) {
+		// A write or removal may be held back: look again when it may go.
+		due = earliest(due, t.holdUntil)
+	}
+	c.schedule(t, due)
 }
 
 // written ends a write. The checker writes only the status fields onto
 // the exact record revision it holds (t.rec at t.modRev), so a committed
 // write gives it that record at the revision written; a write that lost its
 // CAS (a re-registration or deregistration beat it) changes nothing it
-// holds: the reload that follows brings the record that won.
+// holds: the change that follows brings the record that won.
 func (c *Checker) written(ctx context.Context, wd writeDone) {
 	t := wd.t
 	t.writing = false
@@ -270,25 +429,30 @@ func (c *Checker) written(ctx context.Context, wd writeDone) {
 			c.cfg.Logger.Debug("instance status not written", "key", t.key, "err", wd.err)
 		}
 		if t.modRev == wd.base {
-			// Hold further writes until the reload that shows why (a lost
+			// Hold further writes until the change that shows why (a lost
 			// CAS), or for an interval (no quorum).
 			t.holdUntil = time.Now().Add(max(t.rec.Check.Interval, time.Second))
+		}
+		if c.targets[t.key] == t {
+			c.visit(ctx, t, time.Now())
 		}
 		return
 	}
 	if wd.written == nil { // removed
 		if c.targets[t.key] == t {
-			delete(c.targets, t.key)
+			c.forget(t)
 		}
 		return
 	}
-	if t.modRev != wd.base {
-		// A reload during the write already saw this write or a later
-		// one: what it loaded is newer than what was written.
-		return
+	if t.modRev == wd.base {
+		t.rec, t.modRev = wd.written, wd.rev
+		t.criticalSince = CriticalSince(t.rec)
 	}
-	t.rec, t.modRev = wd.written, wd.rev
-	t.criticalSince = CriticalSince(t.rec)
+	// Otherwise a change applied during the write is this write or a
+	// later one: what it brought is newer than what was written.
+	if c.targets[t.key] == t {
+		c.visit(ctx, t, time.Now())
+	}
 }
 
 func (c *Checker) probe(ctx context.Context, t *target) {
@@ -317,7 +481,11 @@ func (c *Checker) observe(ctx context.Context, pr probeResult) {
 	iv := t.rec.Check.Interval
 	if c.targets[t.key] != t || pr.checked != t.rec.Check {
 		// Deregistered, or re-registered with another check: the result
-		// says nothing about what is registered now.
+		// says nothing about what is registered now, whose first probe
+		// waited for this one to end.
+		if c.targets[t.key] == t {
+			c.visit(ctx, t, time.Now())
+		}
 		return
 	}
 	if pr.r.NotRun {
@@ -330,6 +498,7 @@ func (c *Checker) observe(ctx context.Context, pr probeResult) {
 		if !strings.HasPrefix(t.rec.Output, "not run") {
 			c.writeRecord(ctx, t, func(r *Record) { r.Output = pr.r.Output })
 		}
+		c.visit(ctx, t, time.Now())
 		return
 	}
 	changed, cur := t.damper.Observe(pr.r.Status)
@@ -339,7 +508,9 @@ func (c *Checker) observe(ctx context.Context, pr probeResult) {
 	if !changed && pr.r.Status != cur {
 		iv = max(iv/4, MinInterval)
 	}
-	t.next = time.Now().Add(iv - iv/10 + rand.N(iv/5+1))
+	now := time.Now()
+	t.next = now.Add(iv - iv/10 + rand.N(iv/5+1))
+	c.visit(ctx, t, now)
 }
 
 // write commits a new status for t unless a write of t is in flight.

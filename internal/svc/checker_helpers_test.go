@@ -21,8 +21,8 @@ import (
 const waitLimit = 5 * time.Second
 
 // fakeStore is an in-memory Store: key → encoded record with a revision
-// counter. Generation moves on every change; Update and Remove are CAS on
-// the ModRevision.
+// counter and a history of every change (for Changes). Generation moves on
+// every change; Update and Remove are CAS on the ModRevision.
 type fakeStore struct {
 	mu        sync.Mutex
 	gen       uint64
@@ -37,10 +37,17 @@ type fakeStore struct {
 	removes   int           // successful Removes
 	removedAt time.Time
 	history   []*Record // successfully written records, in order
+	changes   []Change  // every change, in order (the watch history)
+	compacted int64     // Changes after a revision below it fail with errs.Compacted
+	loaded    int       // records returned by Loads
+	seen      int64     // the highest revision Load or Changes returned
 
 	// beforeUpdate, when set, runs at the start of every Update, outside
 	// the lock.
 	beforeUpdate func(ctx context.Context, r *Record, modRev int64)
+	// beforeChanges, when set, runs at the start of every Changes outside
+	// the lock; an error it returns is Changes' answer.
+	beforeChanges func(ctx context.Context) error
 }
 
 type storedValue struct {
@@ -58,7 +65,7 @@ func (s *fakeStore) Generation() uint64 {
 	return s.gen
 }
 
-func (s *fakeStore) Load(ctx context.Context) ([]Stored, map[string]bool, error) {
+func (s *fakeStore) Load(ctx context.Context) ([]Stored, map[string]bool, int64, error) {
 	s.mu.Lock()
 	delay := s.loadDelay
 	s.mu.Unlock()
@@ -68,21 +75,56 @@ func (s *fakeStore) Load(ctx context.Context) ([]Stored, map[string]bool, error)
 	s.loads++
 	if s.loadErrs > 0 {
 		s.loadErrs--
-		return nil, nil, errors.New("fake: replica not ready")
+		return nil, nil, 0, errors.New("fake: replica not ready")
 	}
 	out := make([]Stored, 0, len(s.recs))
 	for _, v := range s.recs {
 		r, err := Decode(v.val)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, 0, err
 		}
 		out = append(out, Stored{Record: r, ModRevision: v.modRev})
 	}
+	s.loaded += len(out)
+	s.seen = max(s.seen, s.rev)
 	beats := make(map[string]bool, len(s.beats))
 	for k, v := range s.beats {
 		beats[k] = v
 	}
-	return out, beats, nil
+	return out, beats, s.rev, nil
+}
+
+func (s *fakeStore) Changes(ctx context.Context, after int64) ([]Change, int64, error) {
+	s.mu.Lock()
+	hook := s.beforeChanges
+	s.mu.Unlock()
+	if hook != nil {
+		if err := hook(ctx); err != nil {
+			return nil, 0, err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if after+1 < s.compacted {
+		return nil, 0, fmt.Errorf("fake: history starts at %d: %w", s.compacted, errs.Compacted)
+	}
+	var out []Change
+	for _, ch := range s.changes {
+		if ch.Revision > after {
+			if ch.Record != nil {
+				cp := *ch.Record
+				ch.Record = &cp
+			}
+			out = append(out, ch)
+		}
+	}
+	s.seen = max(s.seen, s.rev)
+	return out, s.rev, nil
+}
+
+// record appends a change at the current revision; s.mu is held.
+func (s *fakeStore) record(key string, r *Record, deleted bool) {
+	s.changes = append(s.changes, Change{Key: key, Revision: s.rev, Record: r, Deleted: deleted})
 }
 
 func (s *fakeStore) Update(ctx context.Context, r *Record, modRev int64) (int64, error) {
@@ -110,6 +152,8 @@ func (s *fakeStore) Update(ctx context.Context, r *Record, modRev int64) (int64,
 	s.updates++
 	cp, _ := Decode(b)
 	s.history = append(s.history, cp)
+	cp2, _ := Decode(b)
+	s.record(key, cp2, false)
 	return s.rev, nil
 }
 
@@ -123,8 +167,12 @@ func (s *fakeStore) Remove(ctx context.Context, r *Record, modRev int64) error {
 		return fmt.Errorf("fake: %s not at revision %d: %w", key, modRev, errs.Conflict)
 	}
 	delete(s.recs, key)
-	delete(s.beats, HeartbeatKey(r.Service, r.ID))
 	s.rev++
+	s.record(key, nil, true)
+	if beat := HeartbeatKey(r.Service, r.ID); s.beats[beat] {
+		delete(s.beats, beat)
+		s.record(beat, nil, true)
+	}
 	s.gen++
 	s.removes++
 	s.removedAt = time.Now()
@@ -139,20 +187,24 @@ func (s *fakeStore) put(t *testing.T, r *Record) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cp, _ := Decode(b)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.rev++
 	s.recs[InstanceKey(r.Service, r.ID)] = storedValue{b, s.rev}
+	s.record(InstanceKey(r.Service, r.ID), cp, false)
 	s.gen++
 	return s.rev
 }
 
-func (s *fakeStore) del(key string) {
+func (s *fakeStore) del(key string) int64 {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.recs, key)
 	s.rev++
+	s.record(key, nil, true)
 	s.gen++
+	return s.rev
 }
 
 func (s *fakeStore) setBeat(key string, on bool) {
@@ -164,6 +216,7 @@ func (s *fakeStore) setBeat(key string, on bool) {
 		delete(s.beats, key)
 	}
 	s.rev++
+	s.record(key, nil, !on)
 	s.gen++
 }
 
@@ -181,6 +234,7 @@ func (s *fakeStore) get(key string) *Record {
 
 type storeStats struct {
 	loads, updates, failed, removes int
+	seen                            int64
 	removedAt                       time.Time
 	history                         []*Record
 }
@@ -188,7 +242,7 @@ type storeStats struct {
 func (s *fakeStore) stats() storeStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return storeStats{s.loads, s.updates, s.failed, s.removes, s.removedAt,
+	return storeStats{s.loads, s.updates, s.failed, s.removes, s.seen, s.removedAt,
 		append([]*Record(nil), s.history...)}
 }
 

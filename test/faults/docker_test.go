@@ -181,6 +181,11 @@ func newRunID() string {
 func startCluster(t testing.TB, image, run string, n int, logDir string) *cluster {
 	t.Helper()
 	ctx := context.Background()
+	// The servers talk over mutual TLS (they listen off loopback, where
+	// plaintext is refused): a CA and a certificate per server, made here
+	// and mounted read-only. Made before c.remove is registered, so the
+	// files outlive the containers.
+	certs := t.TempDir()
 	c := &cluster{t: t, run: run, image: image, token: "tok-" + run, logDir: logDir,
 		labelKV: fmt.Sprintf("%s=%d", label, os.Getpid())}
 	c.api = newRESTClient(c.token)
@@ -195,13 +200,19 @@ func startCluster(t testing.TB, image, run string, n int, logDir string) *cluste
 		c.nodes = append(c.nodes, nd)
 		members = append(members, fmt.Sprintf("%d=%s:4166,%s:4167", i, nd.ip, nd.ip))
 	}
+	ca := testcluster.NewCA(t, certs, "ca")
+	for _, nd := range c.nodes {
+		ca.IssueFor(t, certs, nd.name, []string{nd.ip}, time.Time{})
+	}
 	for _, nd := range c.nodes {
 		if _, err := docker(ctx, "volume", "create", "--label", c.labelKV, nd.volume); err != nil {
 			t.Fatal(err)
 		}
 		args := []string{"create", "--name", nd.name, "--label", c.labelKV, "--network", c.front,
 			"--ip", fmt.Sprintf("%s.%d", c.frontSubnet, 10+nd.id),
-			"-p", nd.rest + ":4168", "-v", nd.volume + ":/data",
+			"-p", nd.rest + ":4168", "-v", nd.volume + ":/data", "-v", certs + ":/certs:ro",
+			"-e", "DISTER_TLS_CA=/certs/ca.pem", "-e", "DISTER_TLS_CERT=/certs/" + nd.name + ".pem",
+			"-e", "DISTER_TLS_KEY=/certs/" + nd.name + "-key.pem",
 			"-e", "DISTER_NODE_ID=" + strconv.Itoa(nd.id),
 			"-e", "DISTER_RAFT_ADDR=" + nd.ip + ":4166", "-e", "DISTER_PEER_ADDR=" + nd.ip + ":4167",
 			"-e", "DISTER_HTTP_ADDR=0.0.0.0:4168", "-e", "DISTER_TOKEN=" + c.token,

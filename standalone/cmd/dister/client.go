@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +22,9 @@ import (
 type client struct {
 	addr, token, group, output string
 	timeout                    time.Duration
+	// REST over TLS (restsec.go): the flags and the config they make.
+	cacert, cert, key string
+	tls               *tls.Config
 
 	stdin          io.Reader
 	stdout, stderr io.Writer
@@ -41,6 +45,7 @@ func (c *client) bindFlags(cmd *cobra.Command, getenv env) {
 	f.StringVar(&c.group, "group", "", "group to work in (default: the group \"default\")")
 	f.StringVarP(&c.output, "output", "o", "", "output format: table (the default) or json; balance also addr (v1.5's commands print as v1.5 did unless -o is given)")
 	f.DurationVar(&c.timeout, "timeout", 30*time.Second, "how long to wait for the daemon's answer")
+	c.bindTLSFlags(cmd, getenv)
 	cmd.PersistentPreRunE = func(run *cobra.Command, _ []string) error {
 		if !run.Flags().Changed("token") {
 			c.token = getenv("DISTER_TOKEN")
@@ -60,7 +65,12 @@ func (c *client) bindFlags(cmd *cobra.Command, getenv env) {
 		if c.timeout <= 0 {
 			return usagef("--timeout %v: want a positive duration", c.timeout)
 		}
-		c.http = &http.Client{Timeout: c.timeout}
+		tlsCfg, err := c.tlsConfig()
+		if err != nil {
+			return err
+		}
+		c.tls = tlsCfg
+		c.http = &http.Client{Timeout: c.timeout, Transport: c.transport()}
 		return nil
 	}
 }
@@ -95,6 +105,8 @@ func (e *apiError) Error() string {
 		return "group not found"
 	case "unauthorized":
 		return "unauthorized: the daemon wants a valid --token (or DISTER_TOKEN)"
+	case "forbidden":
+		return "forbidden: " + e.Message
 	case "compacted":
 		return fmt.Sprintf("the history before revision %d is compacted: start at --from %d or later (compacted)",
 			e.CompactRevision, e.CompactRevision)
@@ -122,7 +134,16 @@ func (c *client) baseURL() string {
 	if strings.HasPrefix(a, "http://") || strings.HasPrefix(a, "https://") {
 		return a
 	}
-	return "http://" + a
+	return c.scheme() + "://" + a
+}
+
+// transport is a fresh transport with the TLS settings of the flags.
+func (c *client) transport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if c.tls != nil {
+		tr.TLSClientConfig = c.tls.Clone()
+	}
+	return tr
 }
 
 // send makes one request. path is already escaped. A non-2xx answer

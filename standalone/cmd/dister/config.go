@@ -38,6 +38,15 @@ type serverConfig struct {
 	// Servers (PEERADDRs) and no server-only setting.
 	Role    string     `yaml:"role"`
 	Servers stringList `yaml:"server"`
+	// REST security: token file, TLS, allowed hosts (restsec.go).
+	restSecurity `yaml:",inline"`
+
+	// Transport security between nodes (tlsflags.go).
+	TLSCA             string `yaml:"tls-ca"`
+	TLSCert           string `yaml:"tls-cert"`
+	TLSKey            string `yaml:"tls-key"`
+	ClientCA          string `yaml:"client-ca"`
+	InsecureTransport bool   `yaml:"insecure-transport"`
 
 	// explicit names the settings given (file, environment or flag),
 	// for refusing server-only ones in the client role.
@@ -186,6 +195,11 @@ func loadServerConfig(flags *pflag.FlagSet, getenv env) (serverConfig, error) {
 				for _, v := range vals {
 					cfg.CheckTargets = append(cfg.CheckTargets, splitList(v)...)
 				}
+			case "allowed-host":
+				cfg.AllowedHosts = nil
+				for _, v := range vals {
+					cfg.AllowedHosts = append(cfg.AllowedHosts, splitList(v)...)
+				}
 			case "server":
 				cfg.Servers = nil
 				for _, v := range vals {
@@ -269,7 +283,7 @@ const identityFile = "dister-node.json"
 // on a join, else 1 for the first start of a cluster of one.
 func (c serverConfig) openOptions() (dister.Options, error) {
 	if c.client() {
-		return dister.Options{Role: dister.RoleClient, Servers: c.Servers}, nil
+		return c.withTransport(dister.Options{Role: dister.RoleClient, Servers: c.Servers}), nil
 	}
 	members, err := parseMembers(c.InitialMembers)
 	if err != nil {
@@ -288,6 +302,7 @@ func (c serverConfig) openOptions() (dister.Options, error) {
 		CheckOutputBody:    c.CheckOutputBody,
 		CheckTargets:       c.CheckTargets,
 	}
+	o = c.withTransport(o)
 	if o.Join && members != nil {
 		return o, errors.New("--join and --initial-member exclude each other: a server either bootstraps a new cluster or joins a running one")
 	}
@@ -341,11 +356,11 @@ func (c serverConfig) checkExposure() error {
 	if err != nil {
 		return fmt.Errorf("--http-addr %q: want host:port: %w", c.HTTPAddr, err)
 	}
-	if c.Token != "" || isLoopback(host) {
+	if c.hasTokens() || isLoopback(host) {
 		return nil
 	}
 	return fmt.Errorf("refusing to serve the REST API on %s without a token: it would be open to the network; "+
-		"set --token (or DISTER_TOKEN), or listen on a loopback address such as 127.0.0.1", c.HTTPAddr)
+		"set --token (or DISTER_TOKEN) or --token-file, or listen on a loopback address such as 127.0.0.1", c.HTTPAddr)
 }
 
 // isLoopback is true for localhost and loopback IPs; an empty host means

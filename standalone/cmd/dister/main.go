@@ -122,6 +122,7 @@ flags. The other commands talk to a running daemon over its REST API
 	srv := newServerCmd(stdout, stderr, getenv)
 	root.RunE = srv.RunE
 	root.AddCommand(srv)
+	root.AddCommand(newCertsCmd(stdout))
 
 	c := &client{stdin: stdin, stdout: stdout, stderr: stderr}
 	for _, cmd := range []*cobra.Command{

@@ -71,6 +71,7 @@ type daemon struct {
 	dir                    string   // working directory
 	httpAddr               string   // where its REST API is reached
 	token                  string
+	tlsClient              *http.Client // set for a daemon serving HTTPS
 	stdoutPath, stderrPath string
 
 	cmd  *exec.Cmd
@@ -249,14 +250,18 @@ var httpc = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{D
 func (d *daemon) do(method, path string, body []byte) (int, []byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, "http://"+d.httpAddr+path, bytes.NewReader(body))
+	scheme, hc := "http", httpc
+	if d.tlsClient != nil {
+		scheme, hc = "https", d.tlsClient
+	}
+	req, err := http.NewRequestWithContext(ctx, method, scheme+"://"+d.httpAddr+path, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
 	}
 	if d.token != "" {
 		req.Header.Set("Authorization", "Bearer "+d.token)
 	}
-	resp, err := httpc.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, nil, err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +43,10 @@ With --role client the daemon is a client node: it needs --server PEERADDR
 (repeatable) and serves the same REST API with no data dir; Gets answer
 X-Dister-Cache: hit or miss. Server-only flags are a usage error then.
 
+A server whose --raft-addr or --peer-addr is not a loopback address needs
+--tls-ca, --tls-cert and --tls-key (mutual TLS between nodes; "dister certs"
+writes them) or --insecure-transport.
+
 A first start without --initial-member or --join makes a cluster of this
 server alone (node id 1 unless --node-id says otherwise). A restart from an
 existing --data-dir needs none of them: the id is read from the data dir.
@@ -50,7 +55,9 @@ Settings come from, strongest first: flags, DISTER_* variables (DISTER_NODE_ID,
 DISTER_DATA_DIR, DISTER_RAFT_ADDR, DISTER_PEER_ADDR, DISTER_HTTP_ADDR,
 DISTER_INITIAL_MEMBER (entries separated by spaces or ';'), DISTER_JOIN,
 DISTER_TOKEN, DISTER_LOG_LEVEL, DISTER_ROLE, DISTER_SERVER, DISTER_ENABLE_SCRIPT_CHECKS,
-DISTER_CHECK_TARGET, DISTER_CHECK_OUTPUT_BODY, DISTER_CONFIG), the YAML file of --config
+DISTER_CHECK_TARGET, DISTER_CHECK_OUTPUT_BODY, DISTER_TLS_CA, DISTER_TLS_CERT,
+DISTER_TLS_KEY, DISTER_CLIENT_CA, DISTER_INSECURE_TRANSPORT, DISTER_TOKEN_FILE, DISTER_HTTP_CERT,
+DISTER_HTTP_KEY, DISTER_HTTP_CLIENT_CA, DISTER_ALLOWED_HOST, DISTER_PEER_TOKEN, DISTER_CONFIG), the YAML file of --config
 (keys named as the flags: node-id, data-dir, initial-member: [...], ...),
 and the defaults.`,
 		Args: noArgs,
@@ -71,6 +78,8 @@ and the defaults.`,
 	f.Bool("check-output-body", false, "put a failing http/web check's response body (up to 1 KiB) into its output")
 	f.String("role", "server", "server, or client: a node that stores nothing and votes in nothing, sends writes to the group leaders, reads from the servers and caches Gets (needs --server; no data dir)")
 	f.StringArray("server", nil, "`PEERADDR` of a running server for --role client to discover the cluster from (repeatable)")
+	addTransportFlags(f)
+	addRESTSecurityFlags(f)
 	cmd.RunE = runE(func(c *cobra.Command, _ []string) error {
 		// Run as the root command ("dister" alone), c has none of these
 		// flags: every setting then comes from the environment or defaults.
@@ -93,11 +102,25 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 	if err := cfg.checkExposure(); err != nil {
 		return &usageError{err}
 	}
+	if err := cfg.checkTransport(); err != nil {
+		return &usageError{err}
+	}
 	opts, err := cfg.openOptions()
 	if err != nil {
 		return &usageError{err}
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	tokens, err := cfg.loadTokens(logger)
+	if err != nil {
+		return &usageError{err}
+	}
+	tlsCfg, err := cfg.restTLS(logger)
+	if err != nil {
+		return &usageError{err}
+	}
+	if err := cfg.peerSecurity(&opts, tokens); err != nil {
+		return &usageError{err}
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	opts.Logger, opts.Metrics = logger, reg
@@ -112,17 +135,24 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 		return fmt.Errorf("listen on --http-addr: %w", err)
 	}
 	defer ln.Close()
+	scheme := "http"
+	if tlsCfg != nil {
+		ln, scheme = tls.NewListener(ln, tlsCfg), "https"
+	}
 
 	octx, cancel := context.WithTimeout(ctx, openTimeout)
 	node, err := dister.Open(octx, opts)
 	cancel()
+	if errors.Is(err, dister.ErrInsecureTransport) {
+		return &usageError{err}
+	}
 	if err != nil {
 		return err
 	}
 	defer node.Close()
 
 	handler := standalone.New(node, standalone.Options{
-		Token: cfg.Token, Logger: logger, Metrics: reg,
+		Tokens: tokens, AllowedHosts: cfg.allowedHosts(tlsCfg), Logger: logger, Metrics: reg,
 	})
 	srv := &http.Server{
 		Handler:           handler,
@@ -140,12 +170,12 @@ func serve(ctx context.Context, cfg serverConfig, stdout, stderr io.Writer) erro
 	go func() { served <- srv.Serve(ln) }()
 
 	if cfg.client() {
-		fmt.Fprintf(stdout, "dister %s: client node serving HTTP on http://%s (servers %s)\n",
-			dister.Version, ln.Addr(), strings.Join(cfg.Servers, ", "))
+		fmt.Fprintf(stdout, "dister %s: client node serving HTTP on %s://%s (servers %s)\n",
+			dister.Version, scheme, ln.Addr(), strings.Join(cfg.Servers, ", "))
 	} else {
 		dir, _ := filepath.Abs(cfg.DataDir)
-		fmt.Fprintf(stdout, "dister %s: node %d serving HTTP on http://%s (Raft %s, peer %s), data in %s\n",
-			dister.Version, node.ID(), ln.Addr(), cfg.RaftAddr, cfg.PeerAddr, dir)
+		fmt.Fprintf(stdout, "dister %s: node %d serving HTTP on %s://%s (Raft %s, peer %s), data in %s\n",
+			dister.Version, node.ID(), scheme, ln.Addr(), cfg.RaftAddr, cfg.PeerAddr, dir)
 	}
 
 	select {

@@ -120,7 +120,9 @@ func (c *client) saveSnapshot(ctx context.Context, file string, progress bool) e
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	// --timeout bounds the wait for the answer, not the transfer.
-	hc := &http.Client{Transport: &http.Transport{Proxy: http.ProxyFromEnvironment, ResponseHeaderTimeout: c.timeout}}
+	tr := c.transport()
+	tr.ResponseHeaderTimeout = c.timeout
+	hc := &http.Client{Transport: tr}
 	defer hc.CloseIdleConnections()
 	resp, err := hc.Do(req)
 	if err != nil {

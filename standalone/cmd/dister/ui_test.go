@@ -6,13 +6,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -336,54 +333,59 @@ func TestConsole(t *testing.T) {
 	}
 }
 
-// TestConsoleReadOnly: a token that may not write. dister has one token
-// today; a proxy in front of the daemon answers writes with 403 forbidden
-// as token roles will, first from the start (the console probes the role
-// at login) and then only after login (a refused save turns it read-only).
+// TestConsoleReadOnly: a read token gets a read-only console (the console
+// probes the role at login), and a token whose role drops to read while
+// the console is open (the token file reloaded) turns it read-only at the
+// first refused save, which changes nothing.
 func TestConsoleReadOnly(t *testing.T) {
 	t.Parallel()
 	b := newBrowser(t)
-	const token = "console-test-token"
-	d := startConsoleDaemon(t, token)
-	target, _ := url.Parse("http://" + d.httpAddr)
-	var readOnly atomic.Bool
-	readOnly.Store(true)
-	proxy := httputil.NewSingleHostReverseProxy(target)
-	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if readOnly.Load() && r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(http.StatusForbidden)
-			fmt.Fprint(w, `{"error":{"code":"forbidden","message":"this token may only read"}}`)
-			return
+	const admin, reader, editor = "console-admin-token", "console-read-token", "console-edit-token"
+	file := filepath.Join(t.TempDir(), "tokens")
+	writeTokens := func(editorRole string) {
+		t.Helper()
+		if err := os.WriteFile(file, []byte("read "+reader+"\n"+editorRole+" "+editor+"\n"), 0o600); err != nil {
+			t.Fatal(err)
 		}
-		proxy.ServeHTTP(w, r)
-	}))
-	// The browser holds a stream through it: Close alone would wait for it.
-	t.Cleanup(func() {
-		front.CloseClientConnections()
-		front.Close()
-	})
+	}
+	writeTokens("write")
+	d := newDaemon(t, "ui", "--token", admin, "--token-file", file)
+	d.token = admin
+	d.start()
+	d.waitReady()
+	base := "http://" + d.httpAddr
 	putRetry(t, d, "app/x", "1")
 
-	login := func() {
+	login := func(token string) {
 		// about:blank first: a navigation that changes only the hash
 		// would not load the page again.
-		b.do("load", chromedp.Navigate("about:blank"), chromedp.Navigate(front.URL+"/ui/#/kv?key=app%2Fx"),
+		b.do("load", chromedp.Navigate("about:blank"), chromedp.Navigate(base+"/ui/#/kv?key=app%2Fx"),
 			chromedp.WaitVisible(chromedp.CSS("#login-token")),
 			chromedp.SendKeys(chromedp.CSS("#login-token"), token), chromedp.Click(chromedp.CSS("#login-form button")))
 		b.wait("kv page", `!document.getElementById('page-kv').hidden && document.getElementById('kv-value').value === '1'`)
 	}
-	login()
+	login(reader)
 	b.wait("read-only banner", `!document.getElementById('banner').hidden && document.getElementById('banner').textContent.startsWith('Read-only')`)
 	b.wait("save disabled", `document.getElementById('kv-save').disabled && document.getElementById('kv-del').disabled`)
 	b.shot("read-only")
 
 	// Writes allowed at login, refused afterwards.
-	readOnly.Store(false)
 	b.do("log out", chromedp.Evaluate[chromedp.Void](`sessionStorage.clear()`))
-	login()
-	b.wait("writable", `document.getElementById('banner').hidden && !document.getElementById('kv-save').disabled`)
-	readOnly.Store(true)
+	login(editor)
+	b.wait("writable", `!document.getElementById('kv-save').disabled && document.getElementById('banner').textContent.startsWith('This token may change keys')`)
+	writeTokens("read")
+	ed := &daemon{t: t, httpAddr: d.httpAddr, token: editor}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		// The daemon rereads the file at most once a second.
+		if code, _, _ := ed.do("PUT", "/v1/kv/probe", []byte("x")); code == http.StatusForbidden {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the editor's token still writes after its role dropped to read")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	b.do("save refused", chromedp.SetValue(chromedp.CSS("#kv-value"), "2"), chromedp.Click(chromedp.CSS("#kv-save")))
 	b.wait("turned read-only", `document.getElementById('kv-save').disabled && !document.getElementById('banner').hidden`)
 	code, body, _ := d.do("GET", "/v1/kv/app/x?raw", nil)

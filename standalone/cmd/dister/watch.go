@@ -92,7 +92,7 @@ type watcher struct {
 func (w *watcher) run(ctx context.Context) error {
 	// No overall timeout, which would cut the stream; the answer's headers
 	// must come within --timeout.
-	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr := w.c.transport()
 	tr.ResponseHeaderTimeout = w.c.timeout
 	defer tr.CloseIdleConnections()
 	hc := &http.Client{Transport: tr}

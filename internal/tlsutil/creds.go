@@ -1,0 +1,127 @@
+package tlsutil
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+
+	"google.golang.org/grpc/credentials"
+)
+
+// ServerCredentials are the peer API server's transport credentials: each
+// handshake takes the Source's current configuration, so rotated files
+// apply to the next connection, and a refused handshake is logged once per
+// remote host and reason (gRPC clients reconnect with backoff forever).
+func (s *Source) ServerCredentials() credentials.TransportCredentials {
+	return &creds{s: s, server: true}
+}
+
+// ClientCredentials dial servers' peer APIs with the Source's current
+// configuration.
+func (s *Source) ClientCredentials() credentials.TransportCredentials {
+	return &creds{s: s}
+}
+
+type creds struct {
+	s          *Source
+	server     bool
+	serverName string // OverrideServerName
+}
+
+func (c *creds) ClientHandshake(ctx context.Context, authority string, raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	cfg := c.s.ClientConfig()
+	if c.serverName != "" {
+		cfg.ServerName = c.serverName
+	}
+	conn, info, err := credentials.NewTLS(cfg).ClientHandshake(ctx, authority, raw)
+	if err != nil {
+		c.s.refused.note(c.s.log, "TLS handshake with a server failed", authority, err)
+		return nil, nil, err
+	}
+	c.s.refused.clear(authority)
+	return conn, info, nil
+}
+
+func (c *creds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	remote := raw.RemoteAddr().String()
+	if h, _, err := net.SplitHostPort(remote); err == nil {
+		remote = h
+	}
+	cfg, err := c.s.ServerConfig()
+	if err != nil {
+		c.s.refused.note(c.s.log, "peer API has no usable TLS configuration", remote, err)
+		return nil, nil, err
+	}
+	conn, info, err := credentials.NewTLS(cfg).ServerHandshake(raw)
+	if err != nil {
+		c.s.refused.note(c.s.log, "refused a peer API connection", remote, err)
+		return nil, nil, err
+	}
+	c.s.refused.clear(remote)
+	return conn, info, nil
+}
+
+func (c *creds) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2", ServerName: c.serverName}
+}
+
+func (c *creds) Clone() credentials.TransportCredentials {
+	cp := *c
+	return &cp
+}
+
+func (c *creds) OverrideServerName(name string) error { //nolint:staticcheck // part of the interface
+	c.serverName = name
+	return nil
+}
+
+// refusals remembers, per remote host, the last refusal reason logged, so
+// each distinct refusal is logged once; a successful handshake forgets it.
+type refusals struct {
+	mu   sync.Mutex
+	last map[string]string
+}
+
+// maxRemembered bounds the memory a scan of many hosts could take.
+const maxRemembered = 4096
+
+// reason is what makes two refusals the same: the kind of verification
+// failure, since the text of some (an expired certificate) carries the time.
+func reason(err error) string {
+	var invalid x509.CertificateInvalidError
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	switch {
+	case errors.As(err, &invalid):
+		return fmt.Sprintf("certificate invalid (%d)", invalid.Reason)
+	case errors.As(err, &unknown):
+		return "unknown authority"
+	case errors.As(err, &host):
+		return "hostname " + host.Host
+	}
+	return err.Error()
+}
+
+func (r *refusals) note(log *slog.Logger, msg, remote string, err error) {
+	reason := reason(err)
+	r.mu.Lock()
+	if r.last == nil || len(r.last) >= maxRemembered {
+		r.last = map[string]string{}
+	}
+	seen := r.last[remote] == reason
+	r.last[remote] = reason
+	r.mu.Unlock()
+	if !seen {
+		log.Warn(msg+" (logged once until it succeeds)", "remote", remote, "err", err)
+	}
+}
+
+func (r *refusals) clear(remote string) {
+	r.mu.Lock()
+	delete(r.last, remote)
+	r.mu.Unlock()
+}

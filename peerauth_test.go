@@ -1,0 +1,122 @@
+package dister_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/dister/dister"
+	"github.com/dister/dister/internal/testcluster"
+)
+
+// A server with PeerTokens checks every peer call: client-role nodes get
+// what their Options.Token's role and groups allow and ErrForbidden
+// beyond it; a server joining without a token is refused, with one it
+// joins.
+func TestPeerTokens(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(f, []byte("admin srv\nwrite cw\nread cr\nwrite tw t1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := dister.LoadTokens(f, nil, testcluster.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testcluster.New(t, 1, func(o *dister.Options) { o.PeerTokens, o.Token = tokens, "srv" })
+	c.WaitReady()
+	peerAddr := c.Options(1).PeerAddr
+
+	client := func(token string) *dister.Node {
+		t.Helper()
+		n, err := dister.Open(context.Background(), dister.Options{Role: dister.RoleClient, Servers: []string{peerAddr},
+			Token: token, Logger: testcluster.Logger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = n.Close() })
+		return n
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	short := func() (context.Context, context.CancelFunc) { return context.WithTimeout(ctx, 5*time.Second) }
+	forbidden := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, dister.ErrForbidden) {
+			t.Fatalf("%s: %v, want ErrForbidden", what, err)
+		}
+	}
+
+	w := client("cw")
+	if err := w.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.KV().Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatalf("write token, put: %v", err)
+	}
+	if e, err := w.KV().Get(ctx, "k", dister.Linearizable()); err != nil || string(e.Value) != "v" {
+		t.Fatalf("write token, get: %v %v", e, err)
+	}
+	if _, err := w.Leases().Grant(ctx, 10*time.Second); err != nil {
+		t.Fatalf("write token, lease: %v", err)
+	}
+	_, err = w.Members(ctx)
+	forbidden("write token, members", err)
+	forbidden("write token, create group", w.CreateGroup(ctx, "t1"))
+
+	r := client("cr")
+	if e, err := r.KV().Get(ctx, "k", dister.Linearizable()); err != nil || string(e.Value) != "v" {
+		t.Fatalf("read token, get: %v %v", e, err)
+	}
+	_, err = r.KV().Put(ctx, "k", []byte("x"))
+	forbidden("read token, put", err)
+
+	tw := client("tw")
+	_, err = tw.KV().Put(ctx, "k", []byte("x"))
+	forbidden("token of group t1, put in default", err)
+
+	for _, tok := range []string{"", "wrong"} {
+		n := client(tok)
+		sctx, scancel := short()
+		_, err := n.KV().Get(sctx, "k", dister.Linearizable())
+		scancel()
+		forbidden("token "+tok+", get", err)
+	}
+	// Nothing the refused calls sent was written.
+	if e, err := w.KV().Get(ctx, "k", dister.Linearizable()); err != nil || string(e.Value) != "v" {
+		t.Fatalf("after refused writes: %v %v", e, err)
+	}
+
+	// A server joining presents its token too.
+	refused := testcluster.FreeAddr(t)
+	_, err = dister.Open(ctx, dister.Options{DataDir: t.TempDir(), RaftAddr: refused, PeerAddr: testcluster.FreeAddr(t),
+		Join: true, Servers: []string{peerAddr}, Token: "cw", Logger: testcluster.Logger()})
+	forbidden("join with a write token", err)
+
+	// With the admin token it joins, and the servers' own calls to each
+	// other (liveness) pass: both are seen alive.
+	j, err := dister.Open(ctx, dister.Options{DataDir: t.TempDir(), RaftAddr: testcluster.FreeAddr(t), PeerAddr: testcluster.FreeAddr(t),
+		Join: true, Servers: []string{peerAddr}, Token: "srv", PeerTokens: tokens, Logger: testcluster.Logger()})
+	if err != nil {
+		t.Fatalf("join with the admin token: %v", err)
+	}
+	t.Cleanup(func() { _ = j.Close() })
+	for {
+		ms, err := j.Members(ctx)
+		alive := 0
+		for _, m := range ms {
+			if m.Alive {
+				alive++
+			}
+		}
+		if err == nil && alive == 2 {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("members after the join: %+v %v", ms, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
