@@ -3,6 +3,7 @@ package dister
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -15,8 +16,9 @@ import (
 
 // MaxBalancedServices is how many services one Balancer (so one group on
 // one Node) keeps a watched local view of. Picks of further services read
-// the registry each time (a network round trip and allocations, but the
-// same answers). A view holds one copy of each of its service's instances
+// the registry each time (allocations, but the same answers, ErrStaleView
+// included: they read no older than the Balancer's latest leader
+// confirmation). A view holds one copy of each of its service's instances
 // (shared by every snapshot it publishes) and about 120 bytes of tables
 // per instance; a view that HashKey used also holds the hash ring (see
 // docs/balancing.md). Views that no Pick read for ten minutes are
@@ -42,6 +44,11 @@ type Balancer struct {
 	sweeper sync.Once
 	idle    time.Duration // the sweep period; 0 = viewIdle (tests shorten it)
 	epoch   time.Time     // views' clocks count from here (monotonic)
+	// spare are the round-robin positions of the services without a view
+	// (Fresh picks, and those past MaxBalancedServices), by a hash of the
+	// name: bounded memory, and a rotation that goes on from Pick to Pick.
+	spare [256]balance.Counter
+	seed  maphash.Seed
 	// confirms are the latest two leader-confirmed revisions and when
 	// they were read: a view that has delivered everything up to one of
 	// them was current at that time (see confirm).
@@ -92,7 +99,7 @@ func (g *Group) Balancer() *Balancer {
 	if b, ok := g.n.balancers.Load(g.name); ok {
 		return b.(*Balancer)
 	}
-	b, _ := g.n.balancers.LoadOrStore(g.name, &Balancer{s: g.Services(), epoch: time.Now()})
+	b, _ := g.n.balancers.LoadOrStore(g.name, &Balancer{s: g.Services(), epoch: time.Now(), seed: maphash.MakeSeed()})
 	return b.(*Balancer)
 }
 
@@ -154,7 +161,7 @@ func (b *Balancer) Pick(ctx context.Context, service string, opts ...PickOption)
 		set, err = b.set(ctx, service)
 	}
 	if err != nil {
-		return Instance{}, fmt.Errorf("pick %q: %w", service, err)
+		return Instance{}, fmt.Errorf("pick %s: %w", quoteKey(service), err)
 	}
 	var inst *Instance
 	var ok bool
@@ -167,7 +174,7 @@ func (b *Balancer) Pick(ctx context.Context, service string, opts ...PickOption)
 		inst, ok = set.Pick(rand.Uint64())
 	}
 	if !ok {
-		return Instance{}, fmt.Errorf("pick %q: %w", service, errs.NoInstance)
+		return Instance{}, fmt.Errorf("pick %s: %w", quoteKey(service), errs.NoInstance)
 	}
 	return *inst, nil
 }
@@ -183,7 +190,7 @@ func (b *Balancer) set(ctx context.Context, service string) (*balance.Set[*Insta
 			return nil, err
 		}
 		if b.count.Load() >= MaxBalancedServices {
-			return b.read(ctx, service)
+			return b.unwatched(ctx, service)
 		}
 		nv := &view{ready: make(chan struct{})}
 		var loaded bool
@@ -225,7 +232,7 @@ func (b *Balancer) read(ctx context.Context, service string, opts ...QueryOption
 	if err != nil {
 		return nil, err
 	}
-	rr := new(balance.Counter)
+	rr := &b.spare[maphash.String(b.seed, service)%uint64(len(b.spare))]
 	if v, ok := b.views.Load(service); ok {
 		rr = &v.(*view).rr // keep the rotation of the view
 	}
@@ -234,6 +241,26 @@ func (b *Balancer) read(ctx context.Context, service string, opts ...QueryOption
 		bv.Put(member(&insts[i]))
 	}
 	return bv.Set(), nil
+}
+
+// unwatched reads service's instances for a Pick past the view bound by
+// the views' rule: no newer than the latest revision confirmed with the
+// leader, and only while that confirmation is within the bound (a
+// server's own replica answers a plain read even when it is cut off).
+func (b *Balancer) unwatched(ctx context.Context, service string) (*balance.Set[*Instance], error) {
+	bound := b.s.n.staleAfter
+	if bound == 0 {
+		return b.read(ctx, service)
+	}
+	c := b.confirms[0].Load()
+	if c == nil {
+		// Not confirmed yet (the first third of the bound): ask the leader.
+		return b.read(ctx, service, WithRead(Linearizable()))
+	}
+	if b.now()-c.at > int64(bound) {
+		return nil, errs.StaleView
+	}
+	return b.read(ctx, service, WithRead(MinRevision(c.rev)))
 }
 
 // fresh reads service's instances linearizably (Fresh).

@@ -98,3 +98,22 @@ func TestPutErrorsNameNoTxnOp(t *testing.T) {
 		t.Errorf("put of a value over the limit: %v", err)
 	}
 }
+
+// A Pick's errors cut the service name they echo as the other service
+// calls do: before, "pick %q" repeated a 100 KB name whole (and REST
+// /v1/balance/{name} sent it back), in every mode of Pick.
+func TestPickErrorsCutEchoes(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	b := c.Node(1).Balancer()
+	huge := strings.Repeat("x", 100_000)
+	for name, opts := range map[string][]dister.PickOption{
+		"view":  nil,
+		"fresh": {dister.Fresh()},
+	} {
+		_, err := b.Pick(ctx, huge, opts...)
+		if !errors.Is(err, dister.ErrInvalid) || len(err.Error()) > 1000 {
+			t.Errorf("%s: %d bytes of message: %.300q", name, len(fmt.Sprint(err)), err)
+		}
+	}
+}

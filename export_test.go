@@ -138,3 +138,30 @@ func StoredLeases(ctx context.Context, n *Node, group string) (map[int64][2]int6
 // RestorePending tells whether n still has restored shards whose Raft log
 // it has not compacted.
 func RestorePending(n *Node) bool { return server(n).RestorePending() }
+
+// FeedHooks receive what a coalescing feed of a service (the one the
+// Balancer's views use) delivers; Put may block to hold the feed.
+type FeedHooks struct {
+	Load     func(rev int64)
+	Put      func(id string)
+	Commit   func(rev int64)
+	Progress func(rev int64)
+}
+
+// Feed runs a coalescing feed of service on g until ctx ends.
+func Feed(ctx context.Context, g *Group, service string, h FeedHooks) error {
+	return g.Services().feed(ctx, service, feedFuncs{
+		load:     func(rev int64, _ []*Instance) bool { h.Load(rev); return true },
+		put:      func(in *Instance) { h.Put(in.ID) },
+		del:      func(string) {},
+		commit:   func(rev int64) bool { h.Commit(rev); return true },
+		progress: h.Progress,
+		coalesce: true,
+	})
+}
+
+// RequestProgress asks every watch of group on n for a progress note, as
+// the Balancer's confirmation does.
+func RequestProgress(ctx context.Context, n *Node, group string) error {
+	return n.e.RequestProgress(ctx, group)
+}

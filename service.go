@@ -448,11 +448,21 @@ func (s *Services) feed(ctx context.Context, service string, f feedFuncs) error 
 	if err != nil {
 		return err
 	}
-	held := 0 // revisions applied but not committed (coalesce)
+	held := 0      // revisions applied but not committed (coalesce)
+	var last int64 // the newest revision applied
 	for {
 		select {
 		case b := <-batches:
 			if len(b.Events) == 0 {
+				// What was held back is published before the note says
+				// the consumer is current: a note may be all that was
+				// queued behind it, and nothing else may come for long.
+				if held > 0 {
+					held = 0
+					if !f.commit(last) {
+						return ctx.Err()
+					}
+				}
 				if f.progress != nil {
 					f.progress(b.Revision)
 				}
@@ -471,6 +481,7 @@ func (s *Services) feed(ctx context.Context, service string, f feedFuncs) error 
 					f.del(id)
 				}
 			}
+			last = b.Revision
 			if f.coalesce && len(batches) > 0 && held < maxCoalesce {
 				held++
 				continue

@@ -172,7 +172,9 @@ func deliver(ctx context.Context, out chan<- WatchEvent, stop <-chan struct{}, e
 }
 
 // RequestProgress makes every watch of this group on this Node receive a
-// progress event now.
+// progress event soon, at a revision no older than what the serving
+// server's replica had applied when asked (on a server, so at least that
+// of a write or a linearizable read through it that returned before).
 func (kv *KV) RequestProgress(ctx context.Context) error {
 	ctx, cancel := kv.n.bound(ctx)
 	defer cancel()

@@ -435,3 +435,48 @@ func TestWatchTakesABurstLargerThanItsQueue(t *testing.T) {
 		t.Fatalf("event after the burst: %+v, want revision %d", ev, revs[burst])
 	}
 }
+
+// TestRequestProgressAfterWriteCarriesItsRevision: a progress note asked
+// for after a write was applied reports at least that write's revision,
+// also when the server's watch fan-out had not handed the write on yet.
+// Before, the note carried where the fan-out stood (older), so the
+// Balancer, which counts a note only at a revision it confirmed with the
+// leader, fell back to an older confirmation under steady writes and
+// views went stale on a healthy cluster at a short BalancerStaleAfter.
+func TestRequestProgressAfterWriteCarriesItsRevision(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	n := c.Node(1)
+	kv := n.KV()
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := kv.Watch(wctx, "p/")
+	if _, err := kv.Put(ctx, "p/first", nil); err != nil {
+		t.Fatal(err)
+	}
+	if ev := <-events; ev.Type != dister.EventPut {
+		t.Fatalf("first event: %+v", ev)
+	}
+	reached, unblock := holdHubs(n)
+	defer unblock()
+	rev, err := kv.Put(ctx, "p/second", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-reached // the fan-out is about to read the write, and waits
+	if err := kv.RequestProgress(ctx); err != nil {
+		t.Fatal(err)
+	}
+	unblock()
+	for ev := range events {
+		if ev.Err != nil {
+			t.Fatal(ev.Err)
+		}
+		if ev.Type == dister.EventProgress {
+			if ev.Revision < rev {
+				t.Fatalf("progress note at %d, asked for after the write at %d", ev.Revision, rev)
+			}
+			return
+		}
+	}
+}

@@ -62,6 +62,9 @@ type hub struct {
 	shard uint64
 	wake  chan struct{} // buffered(1), kicked on every apply
 	quit  chan struct{} // closed by end: the loop stops
+	// asked is buffered(1): RequestProgress wants a note once the hub
+	// has read everything applied so far.
+	asked chan struct{}
 
 	mu       sync.Mutex
 	pos      int64 // every event up to pos was handed to the registered watchers
@@ -131,14 +134,19 @@ func compactRevision(err error) int64 {
 }
 
 // RequestProgress makes every watcher of group on this server receive a
-// progress note now.
+// progress note at the revision the local replica has applied, at least:
+// the hub first hands on what it had not read yet, so a note asked for
+// after a write (or a linearizable read) reports at least its revision.
 func (e *Engine) RequestProgress(ctx context.Context, group string) error {
 	sid, err := e.resolve(ctx, group)
 	if err != nil {
 		return err
 	}
 	if v, ok := e.hubs.Load(sid); ok {
-		v.(*hub).progress()
+		select {
+		case v.(*hub).asked <- struct{}{}:
+		default: // one is pending, and will be sent after this call
+		}
 	}
 	return nil
 }
@@ -160,7 +168,7 @@ func (e *Engine) hub(ctx context.Context, sid uint64) (*hub, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &hub{e: e, shard: sid, wake: make(chan struct{}, 1), quit: make(chan struct{}),
+	h := &hub{e: e, shard: sid, wake: make(chan struct{}, 1), quit: make(chan struct{}), asked: make(chan struct{}, 1),
 		pos: rev.(int64), watchers: map[*watcher]struct{}{}}
 	e.hubs.Store(sid, h)
 	if !e.goWatch(h.loop) { // Close began meanwhile
@@ -191,6 +199,12 @@ func (h *hub) loop() {
 			h.end(errs.Closed)
 			return
 		case <-tick.C:
+			h.progress()
+		case <-h.asked:
+			if err := h.advance(); err != nil {
+				h.end(err)
+				return
+			}
 			h.progress()
 		case <-h.wake:
 			if err := h.advance(); err != nil {
