@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -107,5 +108,27 @@ func (g *guarded) Call(ctx context.Context, op string, body []byte) (any, error)
 	if err := g.auth(ctx, op, named.Group); err != nil {
 		return nil, err
 	}
-	return g.h.Call(ctx, op, body)
+	out, err := g.h.Call(ctx, op, body)
+	if err != nil {
+		return out, err
+	}
+	// The group lists answer any caller allowed to route, but show only
+	// the groups it may read: a token limited to some groups must not
+	// learn the other tenants' group names (REST's GET /v1/groups filters
+	// the same way).
+	switch v := out.(type) {
+	case []string:
+		if op == OpGroups {
+			out = slices.DeleteFunc(v, func(name string) bool { return !g.readable(ctx, name) })
+		}
+	case Topology:
+		v.Groups = slices.DeleteFunc(v.Groups, func(s GroupState) bool { return !g.readable(ctx, s.Name) })
+		out = v
+	}
+	return out, nil
+}
+
+// readable reports whether the caller may read group.
+func (g *guarded) readable(ctx context.Context, group string) bool {
+	return g.auth(ctx, OpRead, group) == nil
 }
