@@ -88,7 +88,20 @@ func (g *guarded) Watch(ctx context.Context, req *WatchRequest, send func(*Watch
 	if err := g.auth(ctx, OpWatch, req.Group); err != nil {
 		return err
 	}
-	return g.h.Watch(ctx, req, send)
+	// Checked again before each frame: a token removed from the token
+	// file (or given less) reads nothing more through a stream it opened
+	// before. The refusal ends the stream with its error.
+	var refused error
+	err := g.h.Watch(ctx, req, func(f *WatchFrame) error {
+		if refused = g.auth(ctx, OpWatch, req.Group); refused != nil {
+			return refused
+		}
+		return send(f)
+	})
+	if refused != nil {
+		return refused
+	}
+	return err
 }
 
 func (g *guarded) Snapshot(ctx context.Context, w io.Writer) (any, error) {
