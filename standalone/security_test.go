@@ -52,3 +52,25 @@ func TestWatchEndsWhenItsTokenIsRevoked(t *testing.T) {
 		}
 	}
 }
+
+// TestScriptCheckNeedsAdmin: a script or custom health check runs a
+// command on the servers; registering one is more than a write token
+// (let alone one limited to a group) may do, even with script checks on.
+// An admin token registers it.
+func TestScriptCheckNeedsAdmin(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte("admin A\nwrite W\nwrite TW default\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := dister.LoadTokens(file, nil, testcluster.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, srv := one(t, standalone.Options{Tokens: tokens}, scripts)
+	expect(t, call(t, srv, "PUT", "/v1/settings", `{"script_checks":true}`, "Authorization", "Bearer A"), http.StatusOK, "")
+	script := `{"address":"10.0.0.1:80","check":{"type":"custom","target":"echo 1","interval":"200ms"}}`
+	for _, tok := range []string{"W", "TW"} {
+		expect(t, call(t, srv, "PUT", "/v1/services/job/instances/"+tok, script, "Authorization", "Bearer "+tok), http.StatusForbidden, "forbidden")
+	}
+	expect(t, call(t, srv, "PUT", "/v1/services/job/instances/a", script, "Authorization", "Bearer A"), http.StatusOK, "")
+}
