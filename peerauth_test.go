@@ -120,3 +120,112 @@ func TestPeerTokens(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestPeerGroupsHidesOtherTenantsGroups: a client node whose token is
+// limited to some groups lists only those, as GET /v1/groups shows such a
+// token only its own: groups isolate tenants, and the names of the other
+// tenants' groups are theirs.
+func TestPeerGroupsHidesOtherTenantsGroups(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(f, []byte("admin srv\nread tr t1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := dister.LoadTokens(f, nil, testcluster.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testcluster.New(t, 1, func(o *dister.Options) { o.PeerTokens, o.Token = tokens, "srv" })
+	c.WaitReady()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, g := range []string{"t1", "othertenant"} {
+		if err := c.Node(1).CreateGroup(ctx, g); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := dister.Open(ctx, dister.Options{Role: dister.RoleClient, Servers: []string{c.Options(1).PeerAddr},
+		Token: "tr", Logger: testcluster.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	gs, err := n.Groups(ctx)
+	if err != nil {
+		t.Fatalf("groups with a token of t1: %v", err)
+	}
+	if len(gs) != 1 || gs[0] != "t1" {
+		t.Errorf("a token limited to t1 lists groups %v, want [t1]", gs)
+	}
+	if _, err := n.Group("t1").KV().Put(ctx, "k", []byte("v")); !errors.Is(err, dister.ErrForbidden) {
+		t.Errorf("read token of t1, put: %v, want ErrForbidden", err)
+	}
+	if _, err := n.Group("t1").KV().Get(ctx, "k", dister.Linearizable()); err != nil && !errors.Is(err, dister.ErrNotFound) {
+		t.Errorf("read token of t1, get in t1 after filtering: %v", err)
+	}
+}
+
+// TestPeerWatchEndsWhenItsTokenIsRevoked: a client node's watch, opened
+// with a token since removed from the servers' token file, carries no
+// change made after the removal: it ends (with ErrForbidden when it
+// tries to resume) instead.
+func TestPeerWatchEndsWhenItsTokenIsRevoked(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(f, []byte("admin srv\nread tr\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := dister.LoadTokens(f, nil, testcluster.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testcluster.New(t, 1, func(o *dister.Options) { o.PeerTokens, o.Token = tokens, "srv" })
+	c.WaitReady()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	n, err := dister.Open(ctx, dister.Options{Role: dister.RoleClient, Servers: []string{c.Options(1).PeerAddr},
+		Token: "tr", Logger: testcluster.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	if err := n.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	events := n.KV().Watch(ctx, "k")
+	// The watch is running once a put made now reaches it.
+	if _, err := c.Node(1).KV().Put(ctx, "k0", []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	for ev := range events {
+		if ev.Err != nil {
+			t.Fatalf("watch before the revocation: %v", ev.Err)
+		}
+		if ev.Type == dister.EventPut {
+			break
+		}
+	}
+	if err := os.WriteFile(f, []byte("admin srv\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// The file is reread at most once a second: wait until tr is refused.
+	for {
+		_, err := n.KV().Get(ctx, "k0", dister.Linearizable())
+		if errors.Is(err, dister.ErrForbidden) {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("tr still reads after its removal: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := c.Node(1).KV().Put(ctx, "k1", []byte("secret")); err != nil {
+		t.Fatal(err)
+	}
+	for ev := range events {
+		if ev.Err != nil {
+			return // ended
+		}
+		if ev.Type == dister.EventPut {
+			t.Fatalf("the revoked token's watch received %s=%s", ev.Entry.Key, ev.Entry.Value)
+		}
+	}
+}

@@ -98,7 +98,9 @@ const tokenReloadEvery = time.Second
 // Loaded from a file, the set follows the file: a Lookup at least a second
 // after the last one rereads it when its content changed. A file that no
 // longer parses (or cannot be read) leaves the previous set in force and
-// is logged once. No goroutine is involved, so there is nothing to close.
+// is logged once; one whose last line has no newline yet (perhaps being
+// written) is taken once seen unchanged a second later. No goroutine is
+// involved, so there is nothing to close.
 type Tokens struct {
 	extra  tokenTable
 	path   string
@@ -110,6 +112,7 @@ type Tokens struct {
 	nextCheck atomic.Int64
 	sum       [sha256.Size]byte // of the content in force
 	badSum    [sha256.Size]byte // of the last content refused, logged once
+	unended   [sha256.Size]byte // of the last content seen with its last line unended
 }
 
 type tokenEntry struct {
@@ -265,6 +268,13 @@ func (t *Tokens) maybeReload() {
 	}
 	sum := sha256.Sum256(data)
 	if sum == t.sum {
+		return
+	}
+	// A last line without its newline may be a line being written: cut
+	// before its groups, it would read as a token for every group. Such a
+	// file is taken only once it is seen unchanged at the next look.
+	if len(data) > 0 && data[len(data)-1] != '\n' && sum != t.unended {
+		t.unended = sum
 		return
 	}
 	table, err := parseTokens(data)

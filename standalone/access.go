@@ -196,7 +196,28 @@ func (s *Server) authorize(c *gin.Context) {
 		s.failCode(c, http.StatusForbidden, codeForbidden, msg)
 		return
 	}
+	token := bearer(c)
+	c.Set(keyRecheck, func() bool {
+		g, ok := s.tokens.Lookup(token)
+		return ok && g.Allows(acc.need, group)
+	})
 	c.Next()
+}
+
+// keyRecheck holds, for a request that needed a token, a func telling
+// whether the token still grants what the route needed (gin context).
+const keyRecheck = "dister.recheck"
+
+// stillAllowed reports whether the request's token still grants what its
+// route needed: a stream (SSE watch) asks before each event, so a token
+// removed from the token file, or given less, reads nothing more through
+// a stream it opened before.
+func stillAllowed(c *gin.Context) bool {
+	v, ok := c.Get(keyRecheck)
+	if !ok {
+		return true // no token needed
+	}
+	return v.(func() bool)()
 }
 
 // visibleGroup reports whether the request's token may see group: false

@@ -132,6 +132,9 @@ func (s *Server) firstServiceEvent(ctx context.Context, events <-chan dister.Ser
 
 // sendServiceEvent writes one event and flushes it; false ends the stream.
 func (s *Server) sendServiceEvent(ctx context.Context, c *gin.Context, ev dister.ServiceEvent) bool {
+	if !stillAllowed(c) {
+		return false
+	}
 	if ev.Err != nil {
 		if ctx.Err() != nil {
 			return false // the client left, ?timeout= ran out or the server shuts down

@@ -189,6 +189,9 @@ type stream struct {
 // send writes one event, flushing at the end of its revision; false ends
 // the stream.
 func (st *stream) send(ev dister.WatchEvent) bool {
+	if !stillAllowed(st.c) {
+		return false
+	}
 	if ev.Err != nil {
 		if st.ctx.Err() == nil {
 			st.sendError(ev)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -87,7 +88,20 @@ func (g *guarded) Watch(ctx context.Context, req *WatchRequest, send func(*Watch
 	if err := g.auth(ctx, OpWatch, req.Group); err != nil {
 		return err
 	}
-	return g.h.Watch(ctx, req, send)
+	// Checked again before each frame: a token removed from the token
+	// file (or given less) reads nothing more through a stream it opened
+	// before. The refusal ends the stream with its error.
+	var refused error
+	err := g.h.Watch(ctx, req, func(f *WatchFrame) error {
+		if refused = g.auth(ctx, OpWatch, req.Group); refused != nil {
+			return refused
+		}
+		return send(f)
+	})
+	if refused != nil {
+		return refused
+	}
+	return err
 }
 
 func (g *guarded) Snapshot(ctx context.Context, w io.Writer) (any, error) {
@@ -107,5 +121,27 @@ func (g *guarded) Call(ctx context.Context, op string, body []byte) (any, error)
 	if err := g.auth(ctx, op, named.Group); err != nil {
 		return nil, err
 	}
-	return g.h.Call(ctx, op, body)
+	out, err := g.h.Call(ctx, op, body)
+	if err != nil {
+		return out, err
+	}
+	// The group lists answer any caller allowed to route, but show only
+	// the groups it may read: a token limited to some groups must not
+	// learn the other tenants' group names (REST's GET /v1/groups filters
+	// the same way).
+	switch v := out.(type) {
+	case []string:
+		if op == OpGroups {
+			out = slices.DeleteFunc(v, func(name string) bool { return !g.readable(ctx, name) })
+		}
+	case Topology:
+		v.Groups = slices.DeleteFunc(v.Groups, func(s GroupState) bool { return !g.readable(ctx, s.Name) })
+		out = v
+	}
+	return out, nil
+}
+
+// readable reports whether the caller may read group.
+func (g *guarded) readable(ctx context.Context, group string) bool {
+	return g.auth(ctx, OpRead, group) == nil
 }

@@ -67,8 +67,9 @@ client-ca-key.pem off the servers: they are needed only to issue more.`,
 			if strings.ContainsAny(n, `/\`) || n == "." || n == ".." || strings.HasPrefix(n, "-") {
 				return usagef("%q cannot be a file name in --dir", n)
 			}
-			if n == "ca" || n == "client-ca" {
-				return usagef("%q is the name of a CA's files", n)
+			// NAME.pem of "ca-key" would be ca-key.pem: the CA's key.
+			if n == "ca" || n == "client-ca" || n == "ca-key" || n == "client-ca-key" {
+				return usagef("%q is the name of a CA's files (%s.pem would replace one)", n, n)
 			}
 		}
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -213,16 +214,30 @@ func writeKeyPair(certPath, keyPath string, der []byte, key *ecdsa.PrivateKey) e
 	return writeFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
+// writeFile writes data to path through a file of its own: CreateTemp
+// makes a new file (O_EXCL, mode 0600) under a random name, so a leftover
+// or planted PATH.tmp, or a symlink there, can neither receive a key nor
+// become the file renamed into place.
 func writeFile(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
 		return err
 	}
-	// WriteFile keeps the mode of a file that existed.
-	if err := os.Chmod(tmp, mode); err != nil {
-		return err
+	tmp := f.Name()
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	return os.Rename(tmp, path)
+	if err == nil {
+		err = os.Chmod(tmp, mode)
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+	}
+	return err
 }
 
 func parseCert(data []byte) (*x509.Certificate, error) {

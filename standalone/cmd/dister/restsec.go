@@ -209,7 +209,7 @@ func (c *client) scheme() string {
 // keyPair serves --http-cert/--http-key and reloads them when they change
 // (looked at on a handshake, at most once a second). A pair that does not
 // load (say, the certificate replaced before its key) leaves the one in
-// force and is logged; the next change is tried again.
+// force, is logged once, and is tried again at each look.
 type keyPair struct {
 	certFile, keyFile string
 	logger            *slog.Logger
@@ -217,7 +217,8 @@ type keyPair struct {
 
 	mu    sync.Mutex
 	next  time.Time
-	stamp string // the files' sizes and times when last loaded or tried
+	stamp string // the files' sizes and times when last loaded
+	bad   string // the last reload error logged, to log each once
 }
 
 func (k *keyPair) files() string {
@@ -234,11 +235,18 @@ func (k *keyPair) get(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	if k.mu.TryLock() {
 		if now := time.Now(); now.After(k.next) {
 			k.next = now.Add(time.Second)
+			// The stamp moves only with a pair that loaded: one caught
+			// half-written is tried again at the next look, since its
+			// completion may leave sizes and times as they were (two
+			// writes within one tick of the file system's clock).
 			if st := k.files(); st != k.stamp {
-				k.stamp = st
 				if cert, err := tls.LoadX509KeyPair(k.certFile, k.keyFile); err != nil {
-					k.logger.Error("REST certificate not reloaded; serving the previous one", "err", err)
+					if msg := err.Error(); msg != k.bad {
+						k.bad = msg
+						k.logger.Error("REST certificate not reloaded; serving the previous one", "err", err)
+					}
 				} else {
+					k.stamp, k.bad = st, ""
 					k.cur.Store(&cert)
 					k.logger.Info("REST certificate reloaded", "cert", k.certFile)
 				}
