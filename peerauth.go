@@ -60,6 +60,8 @@ var peerAccess = map[string]peerNeed{
 	peer.OpJoin:         {AccessAdmin, peerCluster},
 	peer.OpLeaseLeft:    {AccessAdmin, peerCluster},
 	peer.OpSnapshot:     {AccessAdmin, peerCluster},
+	// Registering a script or custom check runs commands on the servers.
+	peer.OpScriptCheck: {AccessAdmin, peerCluster},
 }
 
 // peerAuthorizer checks peer calls against tokens (nil = no check).

@@ -229,3 +229,54 @@ func TestPeerWatchEndsWhenItsTokenIsRevoked(t *testing.T) {
 		}
 	}
 }
+
+// A script or custom check runs commands on the servers: through the peer
+// API, as over REST, registering one needs an admin token for the whole
+// cluster, not a write token nor one limited to a group.
+func TestPeerScriptCheckNeedsAdmin(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(f, []byte("admin srv\nwrite cw\nadmin ta default\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := dister.LoadTokens(f, nil, testcluster.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testcluster.New(t, 1, func(o *dister.Options) { o.PeerTokens, o.Token, o.EnableScriptChecks = tokens, "srv", true })
+	ctx := ctxT(t)
+	client := func(token string) *dister.Node {
+		t.Helper()
+		n, err := dister.Open(context.Background(), dister.Options{Role: dister.RoleClient,
+			Servers: []string{c.Options(1).PeerAddr}, Token: token, Logger: testcluster.Logger()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = n.Close() })
+		if err := n.WaitReady(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	admin := client("srv")
+	if err := admin.SetSettings(ctx, dister.Settings{ScriptChecks: true}); err != nil {
+		t.Fatal(err)
+	}
+	script := dister.Instance{Service: "job", ID: "x", Address: "10.0.0.1:80",
+		Check: dister.Check{Type: dister.CheckCustom, Target: "echo 1", Interval: time.Second}}
+	for _, tok := range []string{"cw", "ta"} {
+		if err := client(tok).Services().Register(ctx, script); !errors.Is(err, dister.ErrForbidden) {
+			t.Fatalf("token %s registers a custom check: %v, want ErrForbidden", tok, err)
+		}
+		if err := client(tok).Services().Replace(ctx, []string{"job"}, []dister.Instance{script}); !errors.Is(err, dister.ErrForbidden) {
+			t.Fatalf("token %s replaces with a custom check: %v, want ErrForbidden", tok, err)
+		}
+	}
+	plain := script
+	plain.Check = dister.Check{Type: dister.CheckNever}
+	if err := client("cw").Services().Register(ctx, plain); err != nil {
+		t.Fatalf("write token, instance without a command: %v", err)
+	}
+	if err := admin.Services().Register(ctx, script); err != nil {
+		t.Fatalf("admin token registers a custom check: %v", err)
+	}
+}

@@ -231,6 +231,23 @@ func visibleGroup(c *gin.Context, group string) bool {
 	return !g.Limited() || g.Allows(dister.AccessRead, group)
 }
 
+// mayRunCommands reports whether the request may register a script or
+// custom check, which runs a command on the servers: only an admin token
+// limited to no group (or a daemon without tokens) may; a write token, or
+// one of a tenant's groups, would otherwise run commands on every tenant's
+// servers.
+func mayRunCommands(c *gin.Context) bool {
+	v, ok := c.Get(keyGrant)
+	if !ok {
+		return true
+	}
+	g := v.(dister.Grant)
+	return g.Access >= dister.AccessAdmin && !g.Limited()
+}
+
+// msgCommandsNeedAdmin is the refusal of a script or custom check.
+const msgCommandsNeedAdmin = "script and custom checks run commands on the servers: registering one needs an admin token not limited to groups"
+
 func quoteList(l []string) string {
 	s := ""
 	for i, x := range l {

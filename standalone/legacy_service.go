@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -418,6 +419,10 @@ func (s *Server) legacyPutServices(c *gin.Context) {
 	// A custom check needs the script checks setting; refuse the node
 	// by name rather than with the SDK's words.
 	if name, typ, i, ok := firstCustom(order, parsed); ok {
+		if !mayRunCommands(c) {
+			s.failCode(c, http.StatusForbidden, codeForbidden, msgCommandsNeedAdmin)
+			return
+		}
 		st, err := s.node.Settings(ctx)
 		if err != nil {
 			s.legacyError(c, err)

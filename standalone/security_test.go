@@ -73,4 +73,12 @@ func TestScriptCheckNeedsAdmin(t *testing.T) {
 		expect(t, call(t, srv, "PUT", "/v1/services/job/instances/"+tok, script, "Authorization", "Bearer "+tok), http.StatusForbidden, "forbidden")
 	}
 	expect(t, call(t, srv, "PUT", "/v1/services/job/instances/a", script, "Authorization", "Bearer A"), http.StatusOK, "")
+	// The v1.5 route registers custom checks too.
+	legacyScript := `[{"name":"c","type":"custom","node":[{"script":"echo 1"}]}]`
+	for _, tok := range []string{"W", "TW"} {
+		expect(t, call(t, srv, "POST", "/service", legacyScript, "Authorization", "Bearer "+tok), http.StatusForbidden, "forbidden")
+	}
+	if r := call(t, srv, "POST", "/service", legacyScript, "Authorization", "Bearer A"); r.status != http.StatusOK {
+		t.Fatalf("legacy custom check with the admin token: %d %s", r.status, r.body)
+	}
 }

@@ -197,6 +197,10 @@ func (s *Server) registerInstance(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	if (inst.Check.Type == dister.CheckScript || inst.Check.Type == dister.CheckCustom) && !mayRunCommands(c) {
+		s.failCode(c, http.StatusForbidden, codeForbidden, msgCommandsNeedAdmin)
+		return
+	}
 	ctx := c.Request.Context()
 	svcs := s.services(c)
 	if err := svcs.Register(ctx, inst, dister.ExternalHeartbeat()); err != nil {

@@ -340,6 +340,9 @@ func (h *peerHandler) serviceCall(ctx context.Context, op string, decode func(an
 		if err != nil {
 			return nil, fmt.Errorf("instance record: %w", err)
 		}
+		if err := e.authorizeCommands(ctx, r); err != nil {
+			return nil, err
+		}
 		// The caller keeps a ttl instance's lease alive itself.
 		if err := e.Register(ctx, req.Group, r); err != nil {
 			return nil, err
@@ -400,6 +403,9 @@ func (h *peerHandler) serviceCall(ctx context.Context, op string, decode func(an
 			r, err := svc.Decode(b)
 			if err != nil {
 				return nil, fmt.Errorf("instance record %d: %w", i, err)
+			}
+			if err := e.authorizeCommands(ctx, r); err != nil {
+				return nil, err
 			}
 			recs[i] = r
 		}

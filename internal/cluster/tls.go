@@ -10,6 +10,7 @@ import (
 
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/peer"
+	"github.com/dister/dister/internal/svc"
 	"github.com/dister/dister/internal/tlsutil"
 )
 
@@ -78,4 +79,15 @@ func (e *Engine) peerAuthorizer() peer.Authorizer {
 		}
 		return e.cfg.PeerAuth(ctx, op, group)
 	}
+}
+
+// authorizeCommands checks a peer call registering r: a script or custom
+// check runs a command on the servers, so beyond the op's own role it
+// needs what peer.OpScriptCheck needs (an admin token for the whole
+// cluster), unless the caller is a server or no token set is checked.
+func (e *Engine) authorizeCommands(ctx context.Context, r *svc.Record) error {
+	if !r.Check.Probe().IsScript() || e.cfg.PeerAuth == nil || e.fromServerCert(ctx) {
+		return nil
+	}
+	return e.cfg.PeerAuth(ctx, peer.OpScriptCheck, "")
 }

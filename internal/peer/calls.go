@@ -36,6 +36,10 @@ const (
 	OpRead     = "read"
 	OpWatch    = "watch"
 	OpSnapshot = "snapshot"
+	// OpScriptCheck is not called: it is what registering a script or
+	// custom check (svc.register, svc.replace) needs on top of the op's
+	// own role, as Authorizers see it.
+	OpScriptCheck = "svc.script"
 )
 
 // KnownOp tells whether op is one the API has (Call's ops and the methods').
@@ -44,7 +48,7 @@ func KnownOp(op string) bool {
 	case OpJoin, OpStatus, OpKeepAlive, OpKeepAlives, OpTopology, OpProgress, OpGroups,
 		OpCreateGroup, OpDeleteGroup, OpMembers, OpAddServer, OpRemoveServer, OpSettings,
 		OpSetSettings, OpRegister, OpDeregister, OpHeartbeat, OpInstances, OpReplace,
-		OpLeaseGet, OpGroupRevision, OpLeaseLeft, OpPropose, OpRead, OpWatch, OpSnapshot:
+		OpLeaseGet, OpGroupRevision, OpLeaseLeft, OpPropose, OpRead, OpWatch, OpSnapshot, OpScriptCheck:
 		return true
 	}
 	return false
