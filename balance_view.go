@@ -184,8 +184,14 @@ func (b *Balancer) sweep() {
 			return
 		case <-confirmC:
 			if b.count.Load() > 0 {
-				b.confirm(period)
+				// Staleness first, then the next confirmation: the
+				// progress note of the previous round had a whole period
+				// to arrive, so one slow or failed round on a loaded
+				// machine does not make a healthy view stale (checked
+				// right after confirming, the note of this round was not
+				// in yet and the view looked a period older than it was).
 				b.markStale()
+				b.confirm(period)
 			}
 		case <-t.C:
 			b.views.Range(func(k, v any) bool {
