@@ -233,6 +233,11 @@ func (d *decoder) header(c *Command, v byte) {
 	if v >= cmdCodecVersion {
 		c.Mark = d.uvarint()
 		c.Time = d.varint()
+		// What EncodeCommand refuses is not a command either when it
+		// comes off the wire (found by FuzzDecodeCommand).
+		if c.Session != 0 && c.Mark > c.Seq || c.Time < 0 {
+			d.fail()
+		}
 	}
 }
 
