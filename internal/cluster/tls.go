@@ -38,12 +38,10 @@ func (e *Engine) requireServerCert(ctx context.Context, what string) error {
 	if e.cfg.TLS == nil {
 		return nil
 	}
-	p, ok := grpcpeer.FromContext(ctx)
-	if !ok {
+	if _, ok := grpcpeer.FromContext(ctx); !ok {
 		return nil // an in-process call
 	}
-	info, ok := p.AuthInfo.(credentials.TLSInfo)
-	if ok && e.cfg.TLS.FromServer(info.State.VerifiedChains) {
+	if e.fromServerCert(ctx) {
 		return nil
 	}
 	return fmt.Errorf("%s needs a server certificate (from the server CA), not a client one: %w", what, errs.Invalid)
