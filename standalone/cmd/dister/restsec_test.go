@@ -2,15 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +13,7 @@ import (
 	"time"
 
 	"github.com/dister/dister"
+	"github.com/dister/dister/internal/testcluster"
 )
 
 // restPKI is a CA with the files of one server and one client
@@ -30,20 +24,21 @@ type restPKI struct {
 	clientCA, clientCert, clientKey string
 	pool                            *x509.CertPool
 	client                          tls.Certificate
-	caCert                          *x509.Certificate
-	caKey                           *ecdsa.PrivateKey
+	caCA                            *testcluster.CA
 }
+
+// restHosts are the names the daemon's test certificate is for.
+var restHosts = []string{"localhost", "dister.test", "127.0.0.1"}
 
 func newRestPKI(t *testing.T) *restPKI {
 	t.Helper()
 	p := &restPKI{dir: t.TempDir()}
-	caCert, caKey, caFile := restCA(t, p.dir, "ca")
-	ccaCert, ccaKey, ccaFile := restCA(t, p.dir, "client-ca")
-	p.ca, p.clientCA, p.caCert, p.caKey = caFile, ccaFile, caCert, caKey
-	p.serverCert, p.serverKey = restLeaf(t, p.dir, "server", caCert, caKey, x509.ExtKeyUsageServerAuth)
-	p.clientCert, p.clientKey = restLeaf(t, p.dir, "client", ccaCert, ccaKey, x509.ExtKeyUsageClientAuth)
+	ca, cca := testcluster.NewCA(t, p.dir, "ca"), testcluster.NewCA(t, p.dir, "client-ca")
+	p.ca, p.clientCA, p.caCA = ca.File, cca.File, ca
+	p.serverCert, p.serverKey = ca.IssueFor(t, p.dir, "server", restHosts, time.Time{})
+	p.clientCert, p.clientKey = cca.Issue(t, p.dir, "client", time.Time{})
 	p.pool = x509.NewCertPool()
-	p.pool.AddCert(caCert)
+	p.pool.AddCert(ca.Cert)
 	var err error
 	if p.client, err = tls.LoadX509KeyPair(p.clientCert, p.clientKey); err != nil {
 		t.Fatal(err)
@@ -51,58 +46,6 @@ func newRestPKI(t *testing.T) *restPKI {
 	return p
 }
 
-func restCA(t *testing.T, dir, name string) (*x509.Certificate, *ecdsa.PrivateKey, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	file := filepath.Join(dir, name+".pem")
-	writePEM(t, file, "CERTIFICATE", der)
-	return cert, key, file
-}
-
-func restLeaf(t *testing.T, dir, name string, ca *x509.Certificate, caKey *ecdsa.PrivateKey, use x509.ExtKeyUsage) (certFile, keyFile string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{use},
-		DNSNames: []string{"localhost", "dister.test"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
-	writePEM(t, certFile, "CERTIFICATE", der)
-	writePEM(t, keyFile, "PRIVATE KEY", kder)
-	return certFile, keyFile
-}
-
-func writePEM(t *testing.T, file, typ string, der []byte) {
-	t.Helper()
-	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// curl runs the real curl; it returns the HTTP status ("000" when no
-// answer came) and the body.
 func curl(t *testing.T, args ...string) (status, body string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -194,7 +137,7 @@ func TestRESTOverTLS(t *testing.T) {
 
 	// A renewed certificate is served without a restart: the files are
 	// replaced (each by a rename), and new connections get the new one.
-	newCert, newKey := restLeaf(t, t.TempDir(), "server2", p.caCert, p.caKey, x509.ExtKeyUsageServerAuth)
+	newCert, newKey := p.caCA.IssueFor(t, t.TempDir(), "server2", restHosts, time.Time{})
 	if err := os.Rename(newCert, p.serverCert); err != nil {
 		t.Fatal(err)
 	}
