@@ -17,14 +17,7 @@ import (
 // beyond it; a server joining without a token is refused, with one it
 // joins.
 func TestPeerTokens(t *testing.T) {
-	f := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(f, []byte("admin srv\nwrite cw\nread cr\nwrite tw t1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := dister.LoadTokens(f, nil, testcluster.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tokens := tokenFile(t, "admin srv\nwrite cw\nread cr\nwrite tw t1\n")
 	c := testcluster.New(t, 1, func(o *dister.Options) { o.PeerTokens, o.Token = tokens, "srv" })
 	c.WaitReady()
 	peerAddr := c.Options(1).PeerAddr
@@ -62,7 +55,7 @@ func TestPeerTokens(t *testing.T) {
 	if _, err := w.Leases().Grant(ctx, 10*time.Second); err != nil {
 		t.Fatalf("write token, lease: %v", err)
 	}
-	_, err = w.Members(ctx)
+	_, err := w.Members(ctx)
 	forbidden("write token, members", err)
 	forbidden("write token, create group", w.CreateGroup(ctx, "t1"))
 
@@ -126,14 +119,7 @@ func TestPeerTokens(t *testing.T) {
 // token only its own: groups isolate tenants, and the names of the other
 // tenants' groups are theirs.
 func TestPeerGroupsHidesOtherTenantsGroups(t *testing.T) {
-	f := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(f, []byte("admin srv\nread tr t1\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := dister.LoadTokens(f, nil, testcluster.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tokens := tokenFile(t, "admin srv\nread tr t1\n")
 	c := testcluster.New(t, 1, func(o *dister.Options) { o.PeerTokens, o.Token = tokens, "srv" })
 	c.WaitReady()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -234,24 +220,12 @@ func TestPeerWatchEndsWhenItsTokenIsRevoked(t *testing.T) {
 // API, as over REST, registering one needs an admin token for the whole
 // cluster, not a write token nor one limited to a group.
 func TestPeerScriptCheckNeedsAdmin(t *testing.T) {
-	f := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(f, []byte("admin srv\nwrite cw\nadmin ta default\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := dister.LoadTokens(f, nil, testcluster.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tokens := tokenFile(t, "admin srv\nwrite cw\nadmin ta default\n")
 	c := testcluster.New(t, 1, func(o *dister.Options) { o.PeerTokens, o.Token, o.EnableScriptChecks = tokens, "srv", true })
 	ctx := ctxT(t)
 	client := func(token string) *dister.Node {
 		t.Helper()
-		n, err := dister.Open(context.Background(), dister.Options{Role: dister.RoleClient,
-			Servers: []string{c.Options(1).PeerAddr}, Token: token, Logger: testcluster.Logger()})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = n.Close() })
+		n := tokenClient(t, c, token, nil)
 		if err := n.WaitReady(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -279,4 +253,35 @@ func TestPeerScriptCheckNeedsAdmin(t *testing.T) {
 	if err := admin.Services().Register(ctx, script); err != nil {
 		t.Fatalf("admin token registers a custom check: %v", err)
 	}
+}
+
+// tokenFile writes lines as a token file and loads it.
+func tokenFile(t *testing.T, lines string) *dister.Tokens {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(f, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tokens, err := dister.LoadTokens(f, nil, testcluster.Logger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tokens
+}
+
+// tokenClient opens a client-role node on every server of c that presents
+// token (and tl, when set); it is closed with the test.
+func tokenClient(t *testing.T, c *testcluster.Cluster, token string, tl *dister.TLS) *dister.Node {
+	t.Helper()
+	var seeds []string
+	for _, id := range c.IDs() {
+		seeds = append(seeds, c.Options(id).PeerAddr)
+	}
+	n, err := dister.Open(context.Background(), dister.Options{Role: dister.RoleClient, Servers: seeds, TLS: tl,
+		Token: token, Logger: testcluster.Logger()})
+	if err != nil {
+		t.Fatalf("open client node: %v", err)
+	}
+	t.Cleanup(func() { _ = n.Close() })
+	return n
 }

@@ -415,14 +415,7 @@ func TestTLSOptionsValidation(t *testing.T) {
 // grants, and nothing without one.
 func TestMutualTLSWithTokens(t *testing.T) {
 	p := newPKI(t, 3)
-	f := filepath.Join(t.TempDir(), "tokens")
-	if err := os.WriteFile(f, []byte("read cr\nwrite cw\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tokens, err := dister.LoadTokens(f, nil, testcluster.Logger())
-	if err != nil {
-		t.Fatal(err)
-	}
+	tokens := tokenFile(t, "read cr\nwrite cw\n")
 	c := testcluster.New(t, 3, p.serverTLS, func(o *dister.Options) { o.PeerTokens = tokens })
 	ctx := ctxT(t)
 	// A write through a follower crosses the peer API between servers.
@@ -443,18 +436,7 @@ func TestMutualTLSWithTokens(t *testing.T) {
 	}
 
 	client := func(token string) *dister.Node {
-		tl := &dister.TLS{CAFile: p.ca.File, CertFile: p.client[0], KeyFile: p.client[1]}
-		var seeds []string
-		for _, id := range c.IDs() {
-			seeds = append(seeds, c.Options(id).PeerAddr)
-		}
-		n, err := dister.Open(context.Background(), dister.Options{Role: dister.RoleClient, Servers: seeds, TLS: tl,
-			Token: token, Logger: testcluster.Logger()})
-		if err != nil {
-			t.Fatalf("open client node: %v", err)
-		}
-		t.Cleanup(func() { n.Close() })
-		return n
+		return tokenClient(t, c, token, &dister.TLS{CAFile: p.ca.File, CertFile: p.client[0], KeyFile: p.client[1]})
 	}
 	w := client("cw")
 	if err := w.WaitReady(ctx); err != nil {
