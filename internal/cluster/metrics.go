@@ -19,6 +19,9 @@ type metrics struct {
 	proposalTime  prometheus.Histogram
 	leaderChanges *prometheus.CounterVec
 	peerRequests  *prometheus.CounterVec
+	// The hot methods' counters, looked up once: a client node's every
+	// put and get is a peer Propose or Read.
+	peerPropose, peerRead prometheus.Counter
 }
 
 func newMetrics(e *Engine, reg prometheus.Registerer) (*metrics, error) {
@@ -44,6 +47,8 @@ func newMetrics(e *Engine, reg prometheus.Registerer) (*metrics, error) {
 			Help: "Requests this server's peer API received (from client-role nodes and other servers), by op.",
 		}, []string{"op"}),
 	}
+	m.peerPropose = m.peerRequests.WithLabelValues(peer.OpPropose)
+	m.peerRead = m.peerRequests.WithLabelValues(peer.OpRead)
 	m.reg = reg
 	notRun := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "dister_probes_not_run_total",
@@ -104,7 +109,14 @@ func (m *metrics) peerRequest(op string) {
 	if m == nil {
 		return
 	}
-	if !peer.KnownOp(op) {
+	switch {
+	case op == peer.OpPropose:
+		m.peerPropose.Inc()
+		return
+	case op == peer.OpRead:
+		m.peerRead.Inc()
+		return
+	case !peer.KnownOp(op):
 		op = "unknown"
 	}
 	m.peerRequests.WithLabelValues(op).Inc()
