@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -226,7 +227,15 @@ func TestRemoveServerResumesUnderNewLeader(t *testing.T) {
 		t.Skip("known to fail in CI under load (issue 9 open): DISTER_TEST_REMOVAL_RESUME=1 runs it")
 	}
 	t.Parallel() // long, mostly waiting on timers: runs beside the others
-	c := testcluster.New(t, 4)
+	logs := &lockedBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			lines := strings.Split(logs.String(), "\n")
+			t.Logf("servers' log (last 400 lines):\n%s", strings.Join(lines[max(0, len(lines)-400):], "\n"))
+		}
+	})
+	c := testcluster.New(t, 4, func(o *dister.Options) { o.Logger = logger })
 	// Four servers with several shards each, beside the other parallel
 	// tests under -race: elections and configuration changes can take
 	// many seconds, so this test waits on outcomes, not on a clock.
@@ -298,6 +307,10 @@ func TestRemoveServerResumesUnderNewLeader(t *testing.T) {
 	c.Stop(leader)
 	t.Logf("RemoveServer on the stopped leader: %v", <-errc)
 
+	// The wait has its own ctx: on a loaded machine the setup above can
+	// take most of the first one, and a call failing on it says nothing.
+	ctx, cancel = context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
 	sn := c.Node(survivor)
 	var state string
 	waitWithin(t, 90*time.Second, func() bool {
