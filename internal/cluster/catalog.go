@@ -37,6 +37,9 @@ type serverFlags struct {
 	// and custom checks of the groups it leads (if the cluster setting
 	// allows them too).
 	ScriptChecks bool `json:"script_checks"`
+	// GroupCommit: it applies batch entries (several writes in one Raft
+	// entry). Writes are batched once every server records it.
+	GroupCommit bool `json:"group_commit"`
 }
 
 // groupRecord is one group's catalog entry. Members are the voters of the

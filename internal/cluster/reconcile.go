@@ -348,13 +348,26 @@ func (e *Engine) settle(cat *catalog) {
 	e.flags = cat.flags
 	e.prober.SetAllowScript(cat.settings.ScriptChecks && e.cfg.EnableScriptChecks)
 	e.recorded = e.recordedIn(cat)
+	e.host.SetBatching(allGroupCommit(cat))
 	close(e.settled)
 	e.settled = make(chan struct{})
 }
 
 // ownFlags are this server's flags as the catalog should record them.
 func (e *Engine) ownFlags() serverFlags {
-	return serverFlags{ScriptChecks: e.cfg.EnableScriptChecks}
+	return serverFlags{ScriptChecks: e.cfg.EnableScriptChecks, GroupCommit: true}
+}
+
+// allGroupCommit tells whether every server of cat applies batch entries:
+// a server of an older version would fail them, and its state would part
+// from the others'.
+func allGroupCommit(cat *catalog) bool {
+	for id := range cat.servers {
+		if !cat.flags[id].GroupCommit {
+			return false
+		}
+	}
+	return len(cat.servers) > 0
 }
 
 // recordedIn tells whether cat has this server's addresses and flags.

@@ -56,24 +56,24 @@ func decodeRecord(v []byte) (h recordHeader, value []byte, err error) {
 	return h, d.b, nil
 }
 
-// applyEntry applies one entry into b. Only storage failures are returned:
+// applyCommand applies one encoded command, that of the entry at index or
+// one of its batch, into b and returns its result. Only storage failures
+// are returned:
 // a bad command, or one that fails deterministically (missing lease,
 // duplicate grant, stale lessor epoch), becomes an error Result with Value 0
 // and changes nothing but the session table.
 //
-// The entry's changes, if any, are at revision s.evRev; a command whose
+// The command's changes, if any, are at revision s.evRev; a command whose
 // result reports a revision reports s.evRev when it wrote an event, else
 // the revision before it (it changed no key).
-func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry) error {
-	cmd, err := decodeCommand(e.Cmd, true)
+func (s *StateMachine) applyCommand(b *pebble.Batch, raw []byte, index uint64) (Result, error) {
+	cmd, err := decodeCommand(raw, true)
 	if err != nil {
-		e.Result = Result{Data: encodeError(err)}
-		return nil
+		return Result{Data: encodeError(err)}, nil
 	}
 	if cmd.Session != 0 {
-		done, err := s.dedup(b, cmd, e)
-		if err != nil || done {
-			return err
+		if r, done, err := s.dedup(b, cmd); err != nil || done {
+			return r, err
 		}
 	}
 	var (
@@ -85,7 +85,7 @@ func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry) error {
 	case KindTxn:
 		txnRes, fail, err = s.applyTxn(b, cmd.Txn, int64(s.evRev))
 	case KindLeaseGrant:
-		leaseRes, fail, err = s.applyGrant(b, cmd.Grant, e.Index)
+		leaseRes, fail, err = s.applyGrant(b, cmd.Grant, index)
 	case KindLeaseRevoke:
 		leaseRes, fail, err = s.applyRevoke(b, cmd.Revoke)
 	case KindLeaseCheckpoint:
@@ -95,24 +95,22 @@ func (s *StateMachine) applyEntry(b *pebble.Batch, e *Entry) error {
 		leaseRes.Epoch = s.epochNow
 	}
 	if err != nil {
-		return err
+		return Result{}, err
 	}
 	rev := int64(s.evRev)
 	if s.evSeq == 0 {
 		rev--
 	}
 	txnRes.Revision, leaseRes.Revision = rev, rev
-	value := e.Index
+	value := index
 	if fail != nil {
 		value = 0
 	}
 	if cmd.Session == 0 {
-		e.Result = Result{Value: value, Data: encodeOutcome(nil, cmd.Kind, &txnRes, &leaseRes, fail)}
-		return nil
+		return Result{Value: value, Data: encodeOutcome(nil, cmd.Kind, &txnRes, &leaseRes, fail)}, nil
 	}
 	data := encodeOutcome(make([]byte, 0, 8+len(txnRes.Ops)*4+4*binary.MaxVarintLen64), cmd.Kind, &txnRes, &leaseRes, fail)
-	e.Result = Result{Value: value, Data: data}
-	return s.storeResult(b, cmd, e.Index, data)
+	return Result{Value: value, Data: data}, s.storeResult(b, cmd, index, data)
 }
 
 // encodeOutcome appends the encoded result of a command of kind to dst:

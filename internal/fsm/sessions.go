@@ -75,17 +75,16 @@ func (s *StateMachine) sessionFor(id uint64) *session {
 	return ss
 }
 
-// dedup runs before cmd applies. It reports done when e.Result was set
-// without applying: a repeated id answered from its stored result, or a
+// dedup runs before cmd applies. It reports done, with cmd's result, when
+// cmd is answered without applying: a repeated id answered from its stored result, or a
 // late copy below the session's mark refused. Otherwise it has advanced the
 // session (time, mark, forgetting results below the mark) and cmd applies.
-func (s *StateMachine) dedup(b *pebble.Batch, cmd *Command, e *Entry) (done bool, err error) {
+func (s *StateMachine) dedup(b *pebble.Batch, cmd *Command) (r Result, done bool, err error) {
 	ss := s.sessionFor(cmd.Session)
 	if cmd.Seq < ss.mark {
-		e.Result = Result{Data: encodeError(fmt.Errorf(
+		return Result{Data: encodeError(fmt.Errorf(
 			"command %d of session %x was answered or abandoned before (the session is at %d): %w",
-			cmd.Seq, cmd.Session, ss.mark, errs.UnknownOutcome))}
-		return true, nil
+			cmd.Seq, cmd.Session, ss.mark, errs.UnknownOutcome))}, true, nil
 	}
 	if cmd.Time > ss.last {
 		ss.last = cmd.Time
@@ -97,30 +96,29 @@ func (s *StateMachine) dedup(b *pebble.Batch, cmd *Command, e *Entry) (done bool
 	}
 	if cmd.Mark > ss.mark {
 		if err := s.forgetBelow(b, ss, cmd.Mark); err != nil {
-			return false, err
+			return Result{}, false, err
 		}
 		ss.mark = cmd.Mark
 		s.markDirty(ss)
 	}
 	if _, found := slices.BinarySearch(ss.stored, cmd.Seq); !found {
-		return false, nil
+		return Result{}, false, nil
 	}
 	var kb [dedupIDKeyLen]byte
 	v, closer, err := b.Get(dedupIDKey(&kb, cmd.Session, cmd.Seq))
 	if err != nil {
-		return false, fmt.Errorf("dedup lookup: %w", err)
+		return Result{}, false, fmt.Errorf("dedup lookup: %w", err)
 	}
 	defer closer.Close()
 	if len(v) < 8 {
-		return false, errors.New("corrupt dedup entry")
+		return Result{}, false, errors.New("corrupt dedup entry")
 	}
 	data := append([]byte(nil), v[8:]...)
 	value := binary.BigEndian.Uint64(v) // the index it applied at, as the first time
 	if isErrorResult(data) {
 		value = 0
 	}
-	e.Result = Result{Value: value, Data: data}
-	return true, nil
+	return Result{Value: value, Data: data}, true, nil
 }
 
 // storeResult records the result of cmd, applied at index.

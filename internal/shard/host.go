@@ -111,7 +111,9 @@ type Host struct {
 	learners map[uint64]bool              // shards joined as non-voters (see roles.go)
 	cache    *pebble.Cache                // shared by the state machines
 	leaders  map[uint64]*leaderState
-	readers  map[uint64]*readBatcher // linearizable read rounds per shard
+	readers  map[uint64]*readBatcher  // linearizable read rounds per shard
+	writers  map[uint64]*writeBatcher // group commit per shard
+	batching atomic.Bool              // group commit on (SetBatching)
 	// removedHere: shards whose local replica applied its own removal
 	// (see RemovedHere); memory only, a restart forgets it.
 	removedHere map[uint64]bool
@@ -121,7 +123,7 @@ type Host struct {
 
 	life   context.Context // ends at Close; bounds work the host starts itself
 	end    context.CancelFunc
-	rounds sync.WaitGroup // read-round goroutines
+	rounds sync.WaitGroup // read-round and write-batch goroutines
 
 	closed     atomic.Bool
 	closeOnce  sync.Once
@@ -143,6 +145,7 @@ func NewHost(cfg Config) (*Host, error) {
 		learners: make(map[uint64]bool),
 		leaders:  make(map[uint64]*leaderState),
 		readers:  make(map[uint64]*readBatcher),
+		writers:  make(map[uint64]*writeBatcher),
 
 		removedHere: make(map[uint64]bool),
 		closing:     make(map[uint64]chan struct{}),

@@ -32,14 +32,29 @@ const maxBackoff = 50 * time.Millisecond
 // reached the engine and ended without an answer (a timeout, a leader
 // change, Close), so the command may have been applied, or may still be.
 func (h *Host) Propose(ctx context.Context, shardID uint64, cmd []byte) (fsm.Result, error) {
+	if h.batching.Load() && fsm.Batchable(cmd) && len(cmd) <= fsm.MaxBatchBytes/2 {
+		return h.proposeBatched(ctx, shardID, cmd)
+	}
+	return h.proposeAlone(ctx, shardID, cmd)
+}
+
+// proposeAlone proposes cmd as an entry of its own.
+func (h *Host) proposeAlone(ctx context.Context, shardID uint64, cmd []byte) (fsm.Result, error) {
 	var unsure bool
-	r, _, err := h.attempt(ctx, shardID, &unsure, func(t time.Duration) (*dragonboat.RequestState, error) {
+	res, err := h.propose(ctx, shardID, cmd, &unsure)
+	if err != nil && unsure {
+		return fsm.Result{}, unknownOutcome(ctx, err)
+	}
+	return res, err
+}
+
+// propose commits one entry; *unsure is set when an error leaves its
+// outcome unknown (see attempt).
+func (h *Host) propose(ctx context.Context, shardID uint64, cmd []byte, unsure *bool) (fsm.Result, error) {
+	r, _, err := h.attempt(ctx, shardID, unsure, func(t time.Duration) (*dragonboat.RequestState, error) {
 		return h.nh.Propose(h.nh.GetNoOPSession(shardID), cmd, t)
 	})
 	if err != nil {
-		if unsure {
-			return fsm.Result{}, unknownOutcome(ctx, err)
-		}
 		return fsm.Result{}, err
 	}
 	res := r.GetResult()

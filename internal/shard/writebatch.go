@@ -1,0 +1,252 @@
+package shard
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+
+	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/fsm"
+)
+
+// Group commit. A txn proposal goes to the engine at once while fewer than
+// maxWritesInFlight proposals of its shard are in flight: a lone writer
+// waits for nothing. Past that the engine is busy, and proposals queue;
+// each time one in flight completes, everything queued (up to
+// fsm.MaxBatchCommands and fsm.MaxBatchBytes) goes as one batch entry.
+// The batch is cut by the engine being busy and by size, never by a timer.
+//
+// Every command in a batch keeps its own dedup id, so a batch retried
+// after a leader change or a timeout applies each command once, and a
+// caller's later retry of its own command alone is answered from the
+// table. A command whose caller gave up while it was still queued was
+// never submitted: that caller gets its ctx error (surely not applied).
+// Once submitted, a caller that gives up gets ErrUnknownOutcome, as for a
+// proposal of its own.
+
+// maxWritesInFlight is how many proposals of one shard may be in the
+// engine before further writes queue for a batch. More than one keeps the
+// engine's pipeline full (dragonboat takes every proposal waiting at each
+// step into one log write); BenchmarkPut chose the value.
+const maxWritesInFlight = 2
+
+// writeBatcher queues one shard's writes while the engine is busy.
+type writeBatcher struct {
+	mu       sync.Mutex
+	inFlight int
+	queue    []*queuedWrite
+}
+
+// queuedWrite is one caller's command waiting for a batch.
+type queuedWrite struct {
+	cmd      []byte
+	deadline time.Time // zero: the caller's ctx has none
+	done     chan struct{}
+	// Set before done is closed.
+	res    fsm.Result
+	err    error
+	unsure bool // err: the batch may have applied
+	// flush is the batch that took it (nil while queued); under mu.
+	flush *writeFlush
+}
+
+// writeFlush is one batch in flight: its attempt ends early once every
+// caller in it gave up.
+type writeFlush struct {
+	waiting atomic.Int32
+	cancel  context.CancelFunc
+}
+
+func (f *writeFlush) leave() {
+	if f.waiting.Add(-1) == 0 {
+		f.cancel()
+	}
+}
+
+// SetBatching turns group commit on or off (see the top of this file).
+// The engine turns it on once every server of the cluster can apply batch
+// entries.
+func (h *Host) SetBatching(on bool) { h.batching.Store(on) }
+
+func (h *Host) writeBatcher(shardID uint64) *writeBatcher {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	b := h.writers[shardID]
+	if b == nil {
+		b = &writeBatcher{}
+		h.writers[shardID] = b
+	}
+	return b
+}
+
+// proposeBatched is Propose for a batchable command with group commit on.
+func (h *Host) proposeBatched(ctx context.Context, shardID uint64, cmd []byte) (fsm.Result, error) {
+	b := h.writeBatcher(shardID)
+	b.mu.Lock()
+	if b.inFlight < maxWritesInFlight && len(b.queue) == 0 {
+		b.inFlight++
+		b.mu.Unlock()
+		res, err := h.proposeAlone(ctx, shardID, cmd)
+		h.writeDone(shardID, b)
+		return res, err
+	}
+	w := &queuedWrite{cmd: cmd, done: make(chan struct{})}
+	w.deadline, _ = ctx.Deadline()
+	b.queue = append(b.queue, w)
+	b.mu.Unlock()
+	select {
+	case <-w.done:
+		return w.outcome(ctx)
+	case <-ctx.Done():
+	}
+	b.mu.Lock()
+	flush := w.flush
+	if flush == nil {
+		// Never submitted: surely not applied.
+		b.queue = slices.DeleteFunc(b.queue, func(q *queuedWrite) bool { return q == w })
+		b.mu.Unlock()
+		var last error
+		if _, ok := h.Leader(shardID); !ok {
+			last = dragonboat.ErrShardNotReady
+		}
+		return fsm.Result{}, ctxError(ctx.Err(), last)
+	}
+	b.mu.Unlock()
+	select {
+	case <-w.done: // an answer that is there wins
+		return w.outcome(ctx)
+	default:
+	}
+	flush.leave()
+	return fsm.Result{}, unknownOutcome(ctx, ctx.Err())
+}
+
+func (w *queuedWrite) outcome(ctx context.Context) (fsm.Result, error) {
+	switch {
+	case w.err == nil:
+		return w.res, nil
+	case w.unsure:
+		return fsm.Result{}, unknownOutcome(ctx, w.err)
+	}
+	return fsm.Result{}, w.err
+}
+
+// writeDone ends one proposal in flight and sends what queued meanwhile.
+func (h *Host) writeDone(shardID uint64, b *writeBatcher) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.inFlight--
+	for b.inFlight < maxWritesInFlight && len(b.queue) > 0 {
+		n, size := 0, 0
+		for n < len(b.queue) && n < fsm.MaxBatchCommands {
+			size += len(b.queue[n].cmd)
+			if n > 0 && size > fsm.MaxBatchBytes {
+				break
+			}
+			n++
+		}
+		items := slices.Clone(b.queue[:n])
+		b.queue = slices.Delete(b.queue, 0, n)
+		if !h.startFlush(shardID, b, items) {
+			return
+		}
+	}
+}
+
+// startFlush hands items to a goroutine that proposes them as one entry;
+// b.mu is held. It reports false (and fails items with ErrClosed: nothing
+// was submitted) once the host is closed.
+func (h *Host) startFlush(shardID uint64, b *writeBatcher, items []*queuedWrite) bool {
+	// rounds.Add must not race Close's rounds.Wait (see joinRound).
+	h.mu.Lock()
+	closed := h.closed.Load()
+	if !closed {
+		h.rounds.Add(1)
+	}
+	h.mu.Unlock()
+	if closed {
+		for _, w := range items {
+			w.err = errs.Closed
+			close(w.done)
+		}
+		for _, w := range b.queue {
+			w.err = errs.Closed
+			close(w.done)
+		}
+		b.queue = nil
+		return false
+	}
+	// The batch is tried for as long as its most patient caller waits.
+	ctx, cancel := context.WithCancel(h.life)
+	latest := time.Time{}
+	for _, w := range items {
+		if w.deadline.IsZero() {
+			latest = time.Time{}
+			break
+		}
+		if w.deadline.After(latest) {
+			latest = w.deadline
+		}
+	}
+	if !latest.IsZero() {
+		var cancelCtx context.CancelFunc
+		ctx, cancelCtx = context.WithDeadline(ctx, latest)
+		parent := cancel
+		cancel = func() { cancelCtx(); parent() }
+	}
+	f := &writeFlush{cancel: cancel}
+	f.waiting.Store(int32(len(items)))
+	for _, w := range items {
+		w.flush = f
+	}
+	b.inFlight++
+	go h.flushWrites(ctx, shardID, b, items, f)
+	return true
+}
+
+// flushWrites proposes items as one entry (a batch, or the command itself
+// when it is alone) and gives each its own result.
+func (h *Host) flushWrites(ctx context.Context, shardID uint64, b *writeBatcher, items []*queuedWrite, f *writeFlush) {
+	defer h.rounds.Done()
+	defer h.writeDone(shardID, b)
+	defer f.cancel()
+	if len(items) == 1 {
+		w := items[0]
+		var unsure bool
+		w.res, w.err = h.propose(ctx, shardID, w.cmd, &unsure)
+		w.unsure = unsure
+		close(w.done)
+		return
+	}
+	cmds := make([][]byte, len(items))
+	for i, w := range items {
+		cmds[i] = w.cmd
+	}
+	var unsure bool
+	res, err := h.proposeEncoded(ctx, shardID, cmds, &unsure)
+	var rs []fsm.Result
+	if err == nil {
+		rs, err = fsm.SplitBatchResult(res, len(items))
+	}
+	for i, w := range items {
+		if err != nil {
+			w.err, w.unsure = err, unsure
+		} else {
+			w.res = rs[i]
+		}
+		close(w.done)
+	}
+}
+
+// proposeEncoded encodes cmds as a batch and proposes it.
+func (h *Host) proposeEncoded(ctx context.Context, shardID uint64, cmds [][]byte, unsure *bool) (fsm.Result, error) {
+	batch, err := fsm.EncodeBatch(cmds)
+	if err != nil {
+		return fsm.Result{}, err
+	}
+	return h.propose(ctx, shardID, batch, unsure)
+}
