@@ -85,9 +85,12 @@ func transportError(ctx context.Context, addr string, err error) error {
 		return ctx.Err()
 	}
 	// The server may notice the deadline it was sent (and reset the
-	// stream) a moment before this side's ctx timer fires.
+	// stream) a moment before this side's ctx timer fires. Its timer is
+	// due: wait for it, so that a caller asking ctx.Err() next (to tell
+	// its own deadline from a failure) sees the end too.
 	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
-		return context.DeadlineExceeded
+		<-ctx.Done()
+		return ctx.Err()
 	}
 	if status.Code(err) == codes.Canceled && errors.Is(err, errs.Closed) {
 		return errs.Closed

@@ -241,3 +241,39 @@ func FuzzDecodeMessages(f *testing.F) {
 		_, _ = decodeAnswer(b)
 	})
 }
+
+// lateCtx has a deadline in the past whose timer has not fired yet, as a
+// context.WithDeadline's may not on a loaded machine.
+type lateCtx struct {
+	context.Context
+	deadline time.Time
+	done     chan struct{}
+}
+
+func (c *lateCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *lateCtx) Done() <-chan struct{}       { return c.done }
+func (c *lateCtx) Err() error {
+	select {
+	case <-c.done:
+		return context.DeadlineExceeded
+	default:
+		return nil
+	}
+}
+
+// TestDeadlineErrorOnlyOnceCtxEnded: when the server resets a call at the
+// deadline it was sent before this side's timer fired, the call reports
+// the deadline only once ctx has ended too, so a caller that then asks
+// ctx.Err() (to tell its own end from a failure) sees it. The client-role
+// REST suite's ?timeout= watch stream ended with an error event before.
+func TestDeadlineErrorOnlyOnceCtxEnded(t *testing.T) {
+	ctx := &lateCtx{Context: context.Background(), deadline: time.Now().Add(-time.Millisecond), done: make(chan struct{})}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		close(ctx.done)
+	}()
+	err := transportError(ctx, "127.0.0.1:1", errors.New("stream reset"))
+	if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() == nil {
+		t.Fatalf("got %v with ctx.Err() = %v: want the deadline, and ctx ended", err, ctx.Err())
+	}
+}
