@@ -282,6 +282,10 @@ func (h *Host) StopShard(shardID uint64) error {
 	err := h.nh.StopShard(shardID)
 	h.mu.Lock()
 	delete(h.machines, shardID)
+	// A batcher in use keeps working for its callers (they hold it); the
+	// map forgets it so a deleted group leaves nothing behind.
+	delete(h.readers, shardID)
+	delete(h.writers, shardID)
 	// Wake whoever waits for a leader of it (WaitLeader, a request in
 	// flight): none will come.
 	if ls := h.leaders[shardID]; ls != nil {
