@@ -131,7 +131,7 @@ flags. The other commands talk to a running daemon over its REST API
 		newKVsCmd(c), newGetKVCmd(c), newAddKVCmd(c), newDelKVCmd(c),
 		newServiceCmd(c), newBalanceCmd(c), newSettingsCmd(c),
 		newServicesCmd(c), newGetServiceCmd(c), newAddServiceCmd(c), newDelServiceCmd(c),
-		newSnapshotCmd(c),
+		newSnapshotCmd(c), newBenchCmd(c),
 	} {
 		c.bindFlags(cmd, getenv)
 		root.AddCommand(cmd)
