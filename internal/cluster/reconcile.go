@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"sort"
 	"time"
 
@@ -348,7 +349,7 @@ func (e *Engine) settle(cat *catalog) {
 	e.flags = cat.flags
 	e.prober.SetAllowScript(cat.settings.ScriptChecks && e.cfg.EnableScriptChecks)
 	e.recorded = e.recordedIn(cat)
-	e.host.SetBatching(allGroupCommit(cat))
+	e.host.SetBatching(allGroupCommit(cat, e.host.KnownReplicas()))
 	close(e.settled)
 	e.settled = make(chan struct{})
 }
@@ -358,16 +359,34 @@ func (e *Engine) ownFlags() serverFlags {
 	return serverFlags{ScriptChecks: e.cfg.EnableScriptChecks, GroupCommit: true}
 }
 
-// allGroupCommit tells whether every server of cat applies batch entries:
-// a server of an older version would fail them, and its state would part
-// from the others'.
-func allGroupCommit(cat *catalog) bool {
+// allGroupCommit tells whether every server that may apply this server's
+// entries records that it applies batch entries: the servers of cat, the
+// members each group was created with, and the replicas this server's
+// shards know of (an initial member that has not started yet is in none
+// of the catalog's lists). A server of an older version would fail batch
+// entries, and its state would part from the others'.
+func allGroupCommit(cat *catalog, replicas map[uint64]bool) bool {
+	ids := maps.Clone(replicas)
+	if ids == nil {
+		ids = map[uint64]bool{}
+	}
 	for id := range cat.servers {
+		ids[id] = true
+	}
+	for _, g := range cat.groups {
+		for id := range g.Members {
+			ids[id] = true
+		}
+	}
+	for id := range ids {
+		if _, removed := cat.removed[id]; removed {
+			continue
+		}
 		if !cat.flags[id].GroupCommit {
 			return false
 		}
 	}
-	return len(cat.servers) > 0
+	return len(ids) > 0
 }
 
 // recordedIn tells whether cat has this server's addresses and flags.

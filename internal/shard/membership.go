@@ -149,3 +149,16 @@ func (l *sysListener) SnapshotCreated(raftio.SnapshotInfo)            {}
 func (l *sysListener) SnapshotCompacted(raftio.SnapshotInfo)          {}
 func (l *sysListener) LogCompacted(raftio.EntryInfo)                  {}
 func (l *sysListener) LogDBCompacted(raftio.EntryInfo)                {}
+
+// KnownReplicas lists the voters of every shard running here, as this
+// host's replicas know their configurations (no Raft round): servers that
+// may apply entries proposed here, recorded in the catalog or not yet.
+func (h *Host) KnownReplicas() map[uint64]bool {
+	out := map[uint64]bool{}
+	for _, si := range h.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true}).ShardInfoList {
+		for id := range si.Replicas {
+			out[id] = true
+		}
+	}
+	return out
+}

@@ -52,13 +52,18 @@ type queuedWrite struct {
 	unsure bool // err: the batch may have applied
 	// flush is the batch that took it (nil while queued); under mu.
 	flush *writeFlush
+	// withdrawn: its caller left before the flush first reached the
+	// engine; under flush.mu.
+	withdrawn bool
 }
 
 // writeFlush is one batch in flight: its attempt ends early once every
 // caller in it gave up.
 type writeFlush struct {
-	waiting atomic.Int32
-	cancel  context.CancelFunc
+	mu        sync.Mutex
+	submitted bool // the entry was handed to the engine (frozen); under mu
+	waiting   atomic.Int32
+	cancel    context.CancelFunc
 }
 
 func (f *writeFlush) leave() {
@@ -121,7 +126,19 @@ func (h *Host) proposeBatched(ctx context.Context, shardID uint64, cmd []byte) (
 		return w.outcome(ctx)
 	default:
 	}
+	flush.mu.Lock()
+	submitted := flush.submitted
+	w.withdrawn = !submitted
+	flush.mu.Unlock()
 	flush.leave()
+	if !submitted {
+		// The flush never reached the engine with it: surely not applied.
+		var last error
+		if _, ok := h.Leader(shardID); !ok {
+			last = dragonboat.ErrShardNotReady
+		}
+		return fsm.Result{}, ctxError(ctx.Err(), last)
+	}
 	return fsm.Result{}, unknownOutcome(ctx, ctx.Err())
 }
 
@@ -209,30 +226,64 @@ func (h *Host) startFlush(shardID uint64, b *writeBatcher, items []*queuedWrite)
 }
 
 // flushWrites proposes items as one entry (a batch, or the command itself
-// when it is alone) and gives each its own result.
+// when it is alone) and gives each its own result. The entry is built when
+// it first goes to the engine, from the items whose callers still wait.
 func (h *Host) flushWrites(ctx context.Context, shardID uint64, b *writeBatcher, items []*queuedWrite, f *writeFlush) {
 	defer h.rounds.Done()
 	defer h.writeDone(shardID, b)
 	defer f.cancel()
-	if len(items) == 1 {
-		w := items[0]
-		var unsure bool
-		w.res, w.err = h.propose(ctx, shardID, w.cmd, &unsure)
-		w.unsure = unsure
-		close(w.done)
-		return
-	}
-	cmds := make([][]byte, len(items))
-	for i, w := range items {
-		cmds[i] = w.cmd
-	}
+	var (
+		live  []*queuedWrite
+		entry []byte
+	)
 	var unsure bool
-	res, err := h.proposeEncoded(ctx, shardID, cmds, &unsure)
+	r, _, err := h.attempt(ctx, shardID, &unsure, func(t time.Duration) (*dragonboat.RequestState, error) {
+		if entry == nil {
+			f.mu.Lock()
+			live = live[:0]
+			for _, w := range items {
+				if !w.withdrawn {
+					live = append(live, w)
+				}
+			}
+			switch len(live) {
+			case 0:
+				f.mu.Unlock()
+				return nil, context.Canceled
+			case 1:
+				entry = live[0].cmd
+			default:
+				cmds := make([][]byte, len(live))
+				for i, w := range live {
+					cmds[i] = w.cmd
+				}
+				var err error
+				if entry, err = fsm.EncodeBatch(cmds); err != nil {
+					f.mu.Unlock()
+					return nil, err
+				}
+			}
+			f.submitted = true
+			f.mu.Unlock()
+		}
+		return h.nh.Propose(h.nh.GetNoOPSession(shardID), entry, t)
+	})
+	if err != nil && !unsure && h.closed.Load() {
+		err = errs.Closed // the host's end, not a caller's ctx
+	}
+	if live == nil {
+		live = items
+	}
 	var rs []fsm.Result
 	if err == nil {
-		rs, err = fsm.SplitBatchResult(res, len(items))
+		res := r.GetResult()
+		if len(live) == 1 {
+			rs = []fsm.Result{{Value: res.Value, Data: res.Data}}
+		} else {
+			rs, err = fsm.SplitBatchResult(fsm.Result{Value: res.Value, Data: res.Data}, len(live))
+		}
 	}
-	for i, w := range items {
+	for i, w := range live {
 		if err != nil {
 			w.err, w.unsure = err, unsure
 		} else {
@@ -240,13 +291,4 @@ func (h *Host) flushWrites(ctx context.Context, shardID uint64, b *writeBatcher,
 		}
 		close(w.done)
 	}
-}
-
-// proposeEncoded encodes cmds as a batch and proposes it.
-func (h *Host) proposeEncoded(ctx context.Context, shardID uint64, cmds [][]byte, unsure *bool) (fsm.Result, error) {
-	batch, err := fsm.EncodeBatch(cmds)
-	if err != nil {
-		return fsm.Result{}, err
-	}
-	return h.propose(ctx, shardID, batch, unsure)
 }
