@@ -2,10 +2,17 @@ package dister_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dister/dister"
 )
@@ -67,4 +74,91 @@ func BenchmarkClientGet(b *testing.B) {
 			b.ReportMetric(float64(hits.Load())/float64(b.N), "hit-ratio")
 		})
 	}
+}
+
+// BenchmarkClientFollowers: what client nodes that follow a group cost
+// the servers. Every client node's cache follows the whole group through
+// one watch stream from a server, so each write is sent once per client
+// node. The writes (256-byte values) come from the leader at 5,000 puts/s
+// (b.N of them); with 0 and with 20 client nodes following, it reports
+// the loopback bytes per write (every byte the process sent itself:
+// Raft, peer API) and the process's CPU per write (servers and client
+// nodes together: they share the process). The difference between the
+// two runs is what following costs.
+//
+//	go test -run '^$' -bench BenchmarkClientFollowers -benchtime 10000x .
+func BenchmarkClientFollowers(b *testing.B) {
+	for _, followers := range []int{0, 20} {
+		b.Run(fmt.Sprintf("followers=%d", followers), func(b *testing.B) {
+			c := benchCluster(b)
+			kv := c.Node(c.Leader()).KV()
+			ctx := context.Background()
+			for range followers {
+				// A first Get starts the node's feed of the group.
+				if _, err := openClient(b, c, 0).KV().Get(ctx, "bench/none"); err != nil && !errors.Is(err, dister.ErrNotFound) {
+					b.Fatal(err)
+				}
+			}
+			time.Sleep(200 * time.Millisecond) // the feeds open
+			const rate = 5000
+			bytes0, cpu0 := loopbackBytes(b), processCPU()
+			b.ResetTimer()
+			start := time.Now()
+			var wg sync.WaitGroup
+			var failed atomic.Int64
+			for i := range b.N {
+				// Paced: write i is due at start + i/rate.
+				if d := time.Until(start.Add(time.Duration(i) * time.Second / rate)); d > 0 {
+					time.Sleep(d)
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if _, err := kv.Put(ctx, fmt.Sprintf("bench/%05d", i%benchKeys), benchValue); err != nil {
+						failed.Add(1)
+					}
+				}()
+			}
+			wg.Wait()
+			elapsed := time.Since(start)
+			time.Sleep(100 * time.Millisecond) // the feeds deliver the last writes
+			b.StopTimer()
+			if f := failed.Load(); f > 0 {
+				b.Fatalf("%d of %d puts failed", f, b.N)
+			}
+			n := float64(b.N)
+			b.ReportMetric(n/elapsed.Seconds(), "puts/s")
+			b.ReportMetric(float64(loopbackBytes(b)-bytes0)/n, "lo-bytes/put")
+			b.ReportMetric(float64((processCPU()-cpu0).Microseconds())/n, "cpu-µs/put")
+		})
+	}
+}
+
+// loopbackBytes is what the loopback interface has carried (Linux).
+func loopbackBytes(b *testing.B) int64 {
+	raw, err := os.ReadFile("/proc/net/dev")
+	if err != nil {
+		b.Skipf("no /proc/net/dev: %v", err)
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || name != "lo" {
+			continue
+		}
+		fields := strings.Fields(rest)
+		v, err := strconv.ParseInt(fields[0], 10, 64) // received bytes
+		if err != nil {
+			b.Fatal(err)
+		}
+		return v
+	}
+	b.Skip("no loopback interface in /proc/net/dev")
+	return 0
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
