@@ -165,3 +165,9 @@ func Feed(ctx context.Context, g *Group, service string, h FeedHooks) error {
 func RequestProgress(ctx context.Context, n *Node, group string) error {
 	return n.e.RequestProgress(ctx, group)
 }
+
+// LessorEpoch is the lessor epoch of group: it grows with every leader
+// that took over the group's leases.
+func LessorEpoch(ctx context.Context, n *Node, group string) (uint64, error) {
+	return server(n).LessorEpoch(ctx, group)
+}

@@ -140,3 +140,17 @@ func (e *Engine) RestorePending() bool {
 	_, err := os.Stat(filepath.Join(e.cfg.DataDir, restoredFile))
 	return err == nil
 }
+
+// LessorEpoch reads the lessor epoch of group's shard linearizably: it
+// grows with every leader that took over the group's leases (tests).
+func (e *Engine) LessorEpoch(ctx context.Context, group string) (uint64, error) {
+	sid, err := e.resolve(ctx, group)
+	if err != nil {
+		return 0, err
+	}
+	v, err := e.host.Read(ctx, sid, fsm.EpochQuery{})
+	if err != nil {
+		return 0, err
+	}
+	return v.(uint64), nil
+}
