@@ -220,6 +220,10 @@ func (b *bench) fail(err error) {
 
 // run checks the target, writes the keys gets need, runs the timed phase,
 // deletes the keys and prints the report.
+// interruptSettle is how long the cleanup after Ctrl-C waits before it
+// looks for writes that applied after its delete.
+const interruptSettle = 500 * time.Millisecond
+
 func (b *bench) run(ctx context.Context) (err error) {
 	b.width = len(strconv.Itoa(b.o.keys - 1))
 	b.value = []byte(strings.Repeat("x", b.o.valueSize))
@@ -238,7 +242,19 @@ func (b *bench) run(ctx context.Context) (err error) {
 			// Also after Ctrl-C: a fresh ctx, bounded by --timeout.
 			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), b.c.timeout)
 			defer cancel()
-			if _, derr := b.t.deletePrefix(dctx, b.o.prefix); derr != nil && err == nil {
+			_, derr := b.t.deletePrefix(dctx, b.o.prefix)
+			if derr == nil && ctx.Err() != nil {
+				// Ctrl-C cut writes in flight: one a server had taken may
+				// still apply after the delete. Look again once they had
+				// time to settle.
+				time.Sleep(interruptSettle)
+				if k, lerr := b.t.firstKey(dctx, b.o.prefix); lerr != nil {
+					derr = lerr
+				} else if k != "" {
+					_, derr = b.t.deletePrefix(dctx, b.o.prefix)
+				}
+			}
+			if derr != nil && err == nil {
 				err = fmt.Errorf("bench: deleting the keys under %q: %w", b.o.prefix, derr)
 			}
 		}()
@@ -350,16 +366,18 @@ func (b *bench) measure(ctx context.Context) benchReport {
 		close(watchDone)
 	}
 
-	// The end of the run cancels rctx rather than being its deadline: ops
-	// keep their own timeouts, and one cut by the end fails as canceled,
-	// not as a deadline a server passed back early.
+	// The end of the run stops the clients from starting ops; the ops in
+	// flight finish (each within --timeout). Cancelling them instead would
+	// leave writes of unknown outcome that may apply after the cleanup's
+	// delete, and keys under the prefix. Only Ctrl-C (ctx) cuts them.
 	start := time.Now()
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	end := time.AfterFunc(b.o.duration, cancel)
+	var over atomic.Bool
+	end := time.AfterFunc(b.o.duration, func() { over.Store(true); cancel() })
 	defer end.Stop()
 	for i := range b.o.clients {
-		wg.Go(func() { b.client(rctx, i, &tallies[i]) })
+		wg.Go(func() { b.client(ctx, &over, i, &tallies[i]) })
 	}
 	total := b.o.duration.Milliseconds()
 	stopBar := b.progress(rctx, b.o.mode, total, func(now time.Time) int64 { return min(now.Sub(start).Milliseconds(), total) })
@@ -405,11 +423,11 @@ func (b *bench) measure(ctx context.Context) benchReport {
 	return b.report(&all, elapsed)
 }
 
-// client runs ops until ctx ends; an op cut short by the end is not
-// counted.
-func (b *bench) client(ctx context.Context, id int, t *tally) {
+// client runs ops until the run is over or ctx ends (Ctrl-C); an op cut
+// short by ctx is not counted.
+func (b *bench) client(ctx context.Context, over *atomic.Bool, id int, t *tally) {
 	rng := rand.New(rand.NewPCG(uint64(id), uint64(time.Now().UnixNano())))
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !over.Load() {
 		op := opPut
 		switch b.o.mode {
 		case "get":
@@ -421,16 +439,18 @@ func (b *bench) client(ctx context.Context, id int, t *tally) {
 		}
 		key := b.key(rng.IntN(b.o.keys))
 		start := time.Now()
+		octx, cancel := context.WithTimeout(ctx, b.c.timeout)
 		var err error
 		if op == opGet {
-			err = b.t.get(ctx, key)
+			err = b.t.get(octx, key)
 		} else {
 			v := slices.Clone(b.value)
 			if b.o.mode == "watch" {
 				binary.BigEndian.PutUint64(v, uint64(start.UnixNano()))
 			}
-			err = b.t.put(ctx, key, v)
+			err = b.t.put(octx, key, v)
 		}
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return
