@@ -210,19 +210,27 @@ func TestMutualTLS(t *testing.T) {
 	if refused(t, o1.RaftAddr, p.tlsConf(t, p.servers[2][0], p.servers[2][1])) {
 		t.Error("Raft refused a server certificate")
 	}
-	// Three kinds of refusal, each tried twice: each reason logged once
-	// (a foreign certificate is not even sent: Go's client sends none
-	// that the server's CA list does not name).
+	// Three kinds of refusal, each tried twice in a row: each reason is
+	// logged, once until a connection from the same address succeeds (a
+	// foreign certificate is not even sent: Go's client sends none that
+	// the server's CA list does not name). The other servers connect
+	// from 127.0.0.1 too, and one that succeeds between two tries starts
+	// the count again (CI saw it once): so the check is that the log has
+	// fewer lines than refused tries, each with its reason.
 	reasons := log1.lines("refused a peer API connection")
 	seen := map[string]bool{}
 	for _, r := range reasons {
 		i := strings.Index(r, " err=")
-		if i < 0 || seen[r[i:]] {
-			t.Errorf("refusal logged twice or without its reason: %s", r)
+		if i < 0 {
+			t.Errorf("refusal logged without its reason: %s", r)
+			continue
 		}
 		seen[r[i:]] = true
 	}
-	if len(reasons) < 2 {
+	if tries := 2 * (len(bad) - 1); len(reasons) >= tries {
+		t.Errorf("server 1 logged %d refusals for %d refused tries, want each reason once:\n%s", len(reasons), tries, strings.Join(reasons, "\n"))
+	}
+	if len(seen) < 2 {
 		t.Errorf("server 1 logged %d refusals, want one per reason:\n%s", len(reasons), strings.Join(reasons, "\n"))
 	}
 
