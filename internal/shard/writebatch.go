@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -107,7 +108,7 @@ func (h *Host) proposeBatched(ctx context.Context, shardID uint64, cmd []byte) (
 	b.mu.Unlock()
 	select {
 	case <-w.done:
-		return w.outcome(ctx)
+		return h.outcome(ctx, shardID, w)
 	case <-ctx.Done():
 	}
 	b.mu.Lock()
@@ -116,16 +117,12 @@ func (h *Host) proposeBatched(ctx context.Context, shardID uint64, cmd []byte) (
 		// Never submitted: surely not applied.
 		b.queue = slices.DeleteFunc(b.queue, func(q *queuedWrite) bool { return q == w })
 		b.mu.Unlock()
-		var last error
-		if _, ok := h.Leader(shardID); !ok {
-			last = dragonboat.ErrShardNotReady
-		}
-		return fsm.Result{}, ctxError(ctx.Err(), last)
+		return fsm.Result{}, h.notSubmitted(ctx, shardID)
 	}
 	b.mu.Unlock()
 	select {
 	case <-w.done: // an answer that is there wins
-		return w.outcome(ctx)
+		return h.outcome(ctx, shardID, w)
 	default:
 	}
 	flush.mu.Lock()
@@ -135,23 +132,38 @@ func (h *Host) proposeBatched(ctx context.Context, shardID uint64, cmd []byte) (
 	flush.leave()
 	if !submitted {
 		// The flush never reached the engine with it: surely not applied.
-		var last error
-		if _, ok := h.Leader(shardID); !ok {
-			last = dragonboat.ErrShardNotReady
-		}
-		return fsm.Result{}, ctxError(ctx.Err(), last)
+		return fsm.Result{}, h.notSubmitted(ctx, shardID)
 	}
 	return fsm.Result{}, unknownOutcome(ctx, ctx.Err())
 }
 
-func (w *queuedWrite) outcome(ctx context.Context) (fsm.Result, error) {
+// outcome is what a queued write's caller gets once its batch ended.
+func (h *Host) outcome(ctx context.Context, shardID uint64, w *queuedWrite) (fsm.Result, error) {
 	switch {
 	case w.err == nil:
 		return w.res, nil
 	case w.unsure:
 		return fsm.Result{}, unknownOutcome(ctx, w.err)
+	case errors.Is(w.err, context.DeadlineExceeded) && deadlinePassed(ctx):
+		// The batch ran out of the time of its most patient caller, so
+		// this caller's ctx has ended too (its timer may fire a moment
+		// later): the batch never reached the engine, and the caller
+		// learns why, as when it leaves the queue.
+		<-ctx.Done()
+		return fsm.Result{}, h.notSubmitted(ctx, shardID)
 	}
 	return fsm.Result{}, w.err
+}
+
+// notSubmitted is the error of a write whose caller's ctx ended before it
+// reached the engine: the ctx error, joined with ErrNoQuorum when the
+// shard has no leader (what a write of its own would have met).
+func (h *Host) notSubmitted(ctx context.Context, shardID uint64) error {
+	var last error
+	if _, ok := h.Leader(shardID); !ok {
+		last = dragonboat.ErrShardNotReady
+	}
+	return ctxError(ctx.Err(), last)
 }
 
 // writeDone ends one proposal in flight and sends what queued meanwhile.
@@ -293,4 +305,9 @@ func (h *Host) flushWrites(ctx context.Context, shardID uint64, b *writeBatcher,
 		}
 		close(w.done)
 	}
+}
+
+func deadlinePassed(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
