@@ -330,6 +330,21 @@ func (e *Engine) finishRemoval(ctx context.Context, id uint64, p Peer) error {
 	if self {
 		// This server removes itself: it knows, and leaves first.
 		e.leave()
+		if leader, _ := e.host.Leader(SystemShard); leader != 0 && leader != id {
+			e.mu.Lock()
+			lp, known := e.servers[leader]
+			e.mu.Unlock()
+			if known {
+				// Once out of the configuration, this replica may never
+				// learn that its removal committed (a leader sends nothing
+				// to a replica it removed): the leader takes it out, and
+				// its answer is sure.
+				if err := e.peers.Call(ctx, lp.PeerAddr, peer.OpRemoveServer, peer.ServerRequest{ID: id}, nil); err != nil {
+					return fmt.Errorf("ask the system shard's leader %d to take server %d out: %w", leader, id, err)
+				}
+				return nil
+			}
+		}
 	} else if err := e.waitLeft(ctx, id, p); err != nil {
 		return err
 	}
