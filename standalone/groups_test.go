@@ -2,6 +2,7 @@ package standalone_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/dister/dister/standalone"
 )
@@ -37,9 +38,18 @@ func TestGroups(t *testing.T) {
 		t.Fatalf("status revision %d for team-a, which wrote %d", got, ra)
 	}
 
-	r = call(t, srv, "GET", "/v1/groups/team-a", nil)
-	expect(t, r, 200, "")
-	m := r.json(t)
+	// A server reports its replica's revision; a client-role node the
+	// revision its cache's watch has reached, which follows the write a
+	// moment later: wait for it.
+	var m map[string]any
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		r = call(t, srv, "GET", "/v1/groups/team-a", nil)
+		expect(t, r, 200, "")
+		m = r.json(t)
+		if int64(m["revision"].(float64)) >= ra || time.Now().After(deadline) {
+			break
+		}
+	}
 	if m["name"] != "team-a" || m["leader"] != float64(1) || int64(m["revision"].(float64)) < ra {
 		t.Fatalf("group: %s", r.body)
 	}
