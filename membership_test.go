@@ -27,7 +27,11 @@ func TestJoinAfterCompaction(t *testing.T) {
 		o.SnapshotEntries = 20
 		o.CompactionOverhead = 5
 	})
-	ctx := ctxT(t)
+	// 300 writes, a join by snapshot, two stops and restarts: beside the
+	// other parallel tests under -race that ran out of ctxT's 30 s in CI
+	// (at the last step); the test bounds correctness, not speed.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
 	if err := c.Node(1).CreateGroup(ctx, "g"); err != nil {
 		t.Fatal(err)
 	}
