@@ -480,39 +480,6 @@ func (s *StateMachine) setApplied(index uint64) {
 	s.waitMu.Unlock()
 }
 
-// applyCounted applies one command of the current codec at index: its
-// changes, if any, are revision *rev+1, which it then becomes.
-func (s *StateMachine) applyCounted(b *pebble.Batch, cmd []byte, index uint64, rev *int64, epoch *uint64, compact *int64) (Result, error) {
-	s.evRev, s.evSeq, s.epochNow = uint64(*rev)+1, 0, *epoch
-	r, err := s.applyCommand(b, cmd, index)
-	if err != nil {
-		return r, err
-	}
-	*epoch = s.epochNow
-	if s.evSeq > 0 {
-		*rev++
-		return r, s.trimEvents(b, uint64(*rev), compact)
-	}
-	return r, nil
-}
-
-// applyBatch applies the commands of a batch entry in order, each as if
-// it were an entry of its own (its own revision, dedup id and result).
-// A malformed batch changes nothing and answers an error.
-func (s *StateMachine) applyBatch(b *pebble.Batch, e *Entry, rev *int64, epoch *uint64, compact *int64) (Result, error) {
-	cmds, err := splitBatch(e.Cmd)
-	if err != nil {
-		return Result{Data: encodeError(err)}, nil
-	}
-	rs := make([]Result, len(cmds))
-	for i, c := range cmds {
-		if rs[i], err = s.applyCounted(b, c, e.Index, rev, epoch, compact); err != nil {
-			return Result{}, err
-		}
-	}
-	return Result{Value: e.Index, Data: encodeBatchResult(rs)}, nil
-}
-
 // Update applies entries in order in one pebble batch and fills each
 // entry's Result. Entries at or below the applied index are skipped (their
 // Result is left as is): they are already part of the state. It returns an
