@@ -1,0 +1,83 @@
+package dister_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/dister/dister"
+	"github.com/dister/dister/internal/testcluster"
+)
+
+// An idle group goes quiet: no heartbeats, so its followers cannot see its
+// leader die. With no request to the group at all, the survivors must
+// still elect a new leader (each server probes the others and wakes the
+// groups a dead server led), and a lease in it must still expire: its
+// countdown restarts under the new leader.
+func TestQuietGroupRecoversWithoutRequests(t *testing.T) {
+	t.Parallel()
+	c := testcluster.New(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	first := c.Node(c.IDs()[0])
+	if err := first.CreateGroup(ctx, "quiet"); err != nil {
+		t.Fatal(err)
+	}
+	g := first.Group("quiet")
+	const ttl = 10 * time.Second
+	lease, err := g.Leases().Grant(ctx, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.KV().Put(ctx, "owned", []byte("v"), dister.WithLease(lease)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for _, id := range c.IDs() {
+		for !dister.GroupQuiet(c.Node(id), "quiet") {
+			if time.Now().After(deadline) {
+				t.Fatalf("server %d: group not quiet 30s after its last write", id)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	leader, err := g.Leader(ctx)
+	if err != nil || leader == 0 {
+		t.Fatalf("leader %d, %v", leader, err)
+	}
+	c.Stop(leader)
+	var survivors []uint64
+	for _, id := range c.IDs() {
+		if id != leader {
+			survivors = append(survivors, id)
+		}
+	}
+	// Only the local view of the leader is read: no request reaches the
+	// group, so nothing but the probes can wake it.
+	deadline = time.Now().Add(30 * time.Second)
+	for _, id := range survivors {
+		for {
+			l, err := c.Node(id).Group("quiet").Leader(ctx)
+			if err == nil && l != 0 && l != leader {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("server %d: leader of the quiet group is %d (%v) 30s after server %d closed", id, l, err, leader)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	kv := c.Node(survivors[0]).Group("quiet").KV()
+	deadline = time.Now().Add(ttl + 30*time.Second)
+	for {
+		_, err := kv.Get(ctx, "owned")
+		if errors.Is(err, dister.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the leased key is still there %v after the leader closed: %v", ttl+30*time.Second, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
