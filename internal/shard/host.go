@@ -132,6 +132,10 @@ type Host struct {
 	end    context.CancelFunc
 	rounds sync.WaitGroup // read-round and write-batch goroutines
 
+	// lastRequest: shardID -> *atomic.Int64, when the last request to it
+	// started here (unix ns); see idleLongEnoughToBeQuiet.
+	lastRequest sync.Map
+
 	closed     atomic.Bool
 	closeOnce  sync.Once
 	submitHook atomic.Pointer[func(shardID uint64)] // tests only
@@ -307,6 +311,7 @@ func (h *Host) StopShard(shardID uint64) error {
 	}
 	err := h.nh.StopShard(shardID)
 	forgetQuiet(shardID, h.cfg.NodeID)
+	h.lastRequest.Delete(shardID)
 	h.mu.Lock()
 	delete(h.machines, shardID)
 	// A batcher in use keeps working for its callers (they hold it); the

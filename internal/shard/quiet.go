@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 )
 
 // dragonboat tells whether a replica is quiet (quiesced, see
@@ -44,8 +46,32 @@ func forgetQuiet(shardID, replicaID uint64) {
 	quietReplicas.Delete([2]uint64{shardID, replicaID})
 }
 
+// idleLongEnoughToBeQuiet records a request to shardID on this host and
+// tells whether the shard may have gone quiet since the previous one (or
+// none came yet): no request here for half of dragonboat's quiesce
+// threshold (10 election timeouts). Other servers' requests may have kept
+// it awake; then a Wake costs one ReadIndex. The log-fed Quiet cannot
+// serve here: in a process with several hosts of the same ids (tests) it
+// may answer for another one.
+func (h *Host) idleLongEnoughToBeQuiet(shardID uint64) bool {
+	if !h.quiet(shardID) {
+		return false
+	}
+	v, ok := h.lastRequest.Load(shardID)
+	if !ok {
+		v, _ = h.lastRequest.LoadOrStore(shardID, new(atomic.Int64))
+	}
+	now := time.Now().UnixNano()
+	prev := v.(*atomic.Int64).Swap(now)
+	threshold := 5 * int64(h.cfg.ElectionRTT) * int64(h.cfg.RTT)
+	return prev == 0 || now-prev > threshold
+}
+
 // Quiet reports whether this host's replica of shardID is quiet: idle long
-// enough that it neither ticks Raft nor exchanges heartbeats.
+// enough that it neither ticks Raft nor exchanges heartbeats. It is read
+// from dragonboat's log, which names a replica by its shard and replica ids
+// only: in a process running several hosts with the same ids (tests), the
+// answer may be another host's.
 func (h *Host) Quiet(shardID uint64) bool {
 	if shardID >= 100000 || h.cfg.NodeID >= 100000 {
 		return false

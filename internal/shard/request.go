@@ -109,8 +109,8 @@ func (h *Host) attempt(ctx context.Context, shardID uint64, unsure *bool,
 		if err := ctx.Err(); err != nil {
 			return dragonboat.RequestResult{}, nil, ctxError(err, last)
 		}
-		if h.Quiet(shardID) {
-			// The leader this quiet replica knows may be long gone: woken,
+		if h.idleLongEnoughToBeQuiet(shardID) {
+			// The leader a quiet replica knows may be long gone: woken,
 			// it hears from a live one or elects one, and the leader
 			// change below ends a try sent to a dead one.
 			h.Wake(shardID)
@@ -132,7 +132,11 @@ func (h *Host) attempt(ctx context.Context, shardID uint64, unsure *bool,
 			}
 		}
 		if err != nil {
-			if !temporary(err) {
+			// ErrShardNotFound while the state machine exists: StartShard
+			// is under way (dragonboat creates the state machine before it
+			// registers the replica), and a moment later it is there.
+			starting := errors.Is(err, dragonboat.ErrShardNotFound) && h.Running(shardID)
+			if !temporary(err) && !starting {
 				return dragonboat.RequestResult{}, nil, translate(err)
 			}
 			last = err
