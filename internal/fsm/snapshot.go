@@ -160,7 +160,7 @@ func (s *StateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 	if err := os.RemoveAll(path); err != nil {
 		return fmt.Errorf("recover snapshot: %w", err)
 	}
-	ndb, err := openPebble(path, s.cache)
+	ndb, err := openPebble(path, s.shared)
 	if err != nil {
 		return err
 	}

@@ -38,10 +38,11 @@ type Options struct {
 	// SessionHorizon it must be the same on every replica of a group.
 	// 0 = DefaultEventRetention.
 	EventRetention uint64
-	// Cache is the pebble block cache to use, shared by the state machines
-	// of one host so that memory does not grow with the number of groups.
-	// Nil = a cache of 8 MiB of this state machine's own.
-	Cache *pebble.Cache
+	// Shared holds the pebble caches the state machines of one host share
+	// so that memory and goroutines do not grow with the number of groups.
+	// Nil = a block cache of 8 MiB and a table cache of this state
+	// machine's own.
+	Shared *Shared
 }
 
 // StateMachine is one replica's state on pebble.
@@ -55,7 +56,7 @@ type StateMachine struct {
 	dir       string
 	horizon   int64
 	retention uint64
-	cache     *pebble.Cache // nil = own
+	shared    *Shared // nil = own caches
 
 	mu     sync.RWMutex
 	db     *pebble.DB // nil before Open and after Close
@@ -117,7 +118,7 @@ func New(dir string, o Options) *StateMachine {
 		dir:       dir,
 		horizon:   hz,
 		retention: r,
-		cache:     o.Cache,
+		shared:    o.Shared,
 		waitCh:    make(chan struct{}),
 		done:      make(chan struct{}),
 	}
@@ -162,7 +163,7 @@ func (s *StateMachine) Open(stop <-chan struct{}) (uint64, error) {
 	if err := removeStale(s.dir, gen); err != nil {
 		return 0, err
 	}
-	db, err := openPebble(filepath.Join(s.dir, dbDirName(gen)), s.cache)
+	db, err := openPebble(filepath.Join(s.dir, dbDirName(gen)), s.shared)
 	if err != nil {
 		return 0, err
 	}
@@ -195,14 +196,9 @@ func (quietLogger) Fatalf(format string, args ...interface{}) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
 }
 
-func openPebble(path string, shared *pebble.Cache) (*pebble.DB, error) {
+func openPebble(path string, shared *Shared) (*pebble.DB, error) {
 	// Many groups each hold one of these: keep the fixed memory small.
 	const memTableSize = 16 << 20
-	cache := shared
-	if cache == nil {
-		cache = pebble.NewCache(8 << 20)
-		defer cache.Unref() // pebble.Open took its own reference
-	}
 	// No WAL: the Raft log already holds every entry, so a crash that
 	// loses the memtable loses only applied entries that dragonboat
 	// replays (the applied index lives in the same memtable, so state and
@@ -210,7 +206,6 @@ func openPebble(path string, shared *pebble.Cache) (*pebble.DB, error) {
 	// compacts its log, flushes the memtable instead. That halves what an
 	// Update writes, events included.
 	opts := &pebble.Options{
-		Cache:        cache,
 		MemTableSize: memTableSize,
 		DisableWAL:   true,
 		Logger:       quietLogger{},
@@ -223,7 +218,11 @@ func openPebble(path string, shared *pebble.Cache) (*pebble.DB, error) {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 		opts.Levels[i].Compression = pebble.NoCompression
 	}
+	shared.options(opts)
 	db, err := pebble.Open(path, opts)
+	if shared == nil {
+		opts.Cache.Unref() // pebble.Open took its own reference
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open pebble %s: %w", path, err)
 	}

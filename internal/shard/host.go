@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cockroachdb/pebble"
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
@@ -116,7 +115,7 @@ type Host struct {
 	mu       sync.Mutex
 	machines map[uint64]*fsm.StateMachine // shardID -> running state machine
 	learners map[uint64]bool              // shards joined as non-voters (see roles.go)
-	cache    *pebble.Cache                // shared by the state machines
+	shared   *fsm.Shared                  // caches shared by the state machines
 	leaders  map[uint64]*leaderState
 	readers  map[uint64]*readBatcher  // linearizable read rounds per shard
 	writers  map[uint64]*writeBatcher // group commit per shard
@@ -194,7 +193,7 @@ func NewHost(cfg Config) (*Host, error) {
 		return nil, errs.Mark(fmt.Errorf("start raft host on %s in %s: %w", cfg.RaftAddr, raftDir, err), errs.Invalid)
 	}
 	h.nh = nh
-	h.cache = pebble.NewCache(cfg.StateCacheBytes)
+	h.shared = fsm.NewShared(cfg.StateCacheBytes)
 	return h, nil
 }
 
@@ -207,7 +206,7 @@ func (h *Host) Close() {
 		h.end()
 		h.rounds.Wait()
 		h.nh.Close() // closes the state machines, which release the cache
-		h.cache.Unref()
+		h.shared.Close()
 		h.mu.Lock()
 		for _, ls := range h.leaders {
 			close(ls.changed)
@@ -276,7 +275,7 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 	}
 	dir := h.stateDir(shardID)
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
-		m := fsm.New(dir, fsm.Options{SessionHorizon: h.cfg.SessionHorizon, EventRetention: h.cfg.EventRetention, Cache: h.cache})
+		m := fsm.New(dir, fsm.Options{SessionHorizon: h.cfg.SessionHorizon, EventRetention: h.cfg.EventRetention, Shared: h.shared})
 		a := &machine{m: m, shardID: shardID, onApply: h.cfg.OnApply, closed: make(chan struct{})}
 		if hook := h.closeHook.Load(); hook != nil {
 			a.onClose = *hook
