@@ -42,12 +42,6 @@ func SystemLeader(n *Node) uint64 { return server(n).SystemLeader() }
 // names the system shard.
 func ShardOf(n *Node, group string) uint64 { return server(n).ShardOf(group) }
 
-// GroupQuiet reports whether n's replica of group is quiet: idle long
-// enough that it exchanges no heartbeats.
-func GroupQuiet(n *Node, group string) bool {
-	return server(n).ShardQuiet(server(n).ShardOf(group))
-}
-
 // ShardMembers reads a shard's Raft configuration through n.
 func ShardMembers(ctx context.Context, n *Node, shardID uint64) (voters, nonVoters []uint64, err error) {
 	return server(n).ShardMembers(ctx, shardID)

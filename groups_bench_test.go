@@ -32,7 +32,7 @@ import (
 //	go test -run '^$' -bench 'BenchmarkGroups/groups=100$' -benchtime 1x -timeout 30m .
 //
 // DISTER_GROUPS_PHASE sets the length of the idle and write windows
-// (default 5s); CI runs groups=10 with 2s. DISTER_GROUPS_PROFILE=idle|put64
+// (default 5s); CI runs groups=10 with 2s. DISTER_GROUPS_PROFILE=create|idle|put64
 // with DISTER_SCALE_CPUPROFILE=FILE writes a CPU profile of that window.
 func BenchmarkGroups(b *testing.B) {
 	phase := 5 * time.Second
@@ -43,7 +43,7 @@ func BenchmarkGroups(b *testing.B) {
 		}
 		phase = d
 	}
-	for _, n := range []int{1, 10, 30, 100, 1000} {
+	for _, n := range []int{1, 10, 100, 300, 1000} {
 		b.Run(fmt.Sprintf("groups=%d", n), func(b *testing.B) {
 			for range b.N {
 				benchGroups(b, n, phase)
@@ -53,31 +53,17 @@ func BenchmarkGroups(b *testing.B) {
 }
 
 func benchGroups(b *testing.B, n int, phase time.Duration) {
-	ctx := context.Background()
 	c := testcluster.New(b, 3)
 	first := c.Node(c.Leader())
 	time.Sleep(time.Second) // let start-up work settle before the baseline
 	heap0, gor0 := heapAfterGC(), runtime.NumGoroutine()
 
-	names := []string{"default"}
+	var names []string
 	start := time.Now()
-	for i := 1; i < n; i++ {
-		name := fmt.Sprintf("g%04d", i)
-		cctx, cancel := context.WithTimeout(ctx, time.Minute)
-		err := first.CreateGroup(cctx, name)
-		cancel()
-		if err != nil {
-			b.Fatalf("create %s: %v", name, err)
-		}
-		names = append(names, name)
-		if i%100 == 0 {
-			progress("groups: created %d of %d in %v", i, n-1, time.Since(start).Round(time.Millisecond))
-		}
-	}
+	withProfile(b, "create", func() { names = createGroups(b, first, n) })
 	created := time.Since(start)
-	waitAllLeaders(b, c, names)
 
-	time.Sleep(3 * time.Second) // idle groups go quiet after 2s
+	time.Sleep(3 * time.Second) // let the last elections and catalog writes settle
 	heap1, gor1 := heapAfterGC(), runtime.NumGoroutine()
 	var idle float64
 	withProfile(b, "idle", func() { idle = cpuCores(func() { time.Sleep(phase) }) })
@@ -107,8 +93,29 @@ func benchGroups(b *testing.B, n int, phase time.Duration) {
 	b.ReportMetric(float64(failover.Milliseconds()), "failover-ms")
 }
 
+// createGroups creates groups g0001... through n until there are n with
+// "default", one after another, and returns their names.
+func createGroups(b *testing.B, n *dister.Node, groups int) []string {
+	names := []string{"default"}
+	start := time.Now()
+	for i := 1; i < groups; i++ {
+		name := fmt.Sprintf("g%04d", i)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err := n.CreateGroup(ctx, name)
+		cancel()
+		if err != nil {
+			b.Fatalf("create %s: %v", name, err)
+		}
+		names = append(names, name)
+		if i%100 == 0 {
+			progress("groups: created %d of %d in %v", i, groups-1, time.Since(start).Round(time.Millisecond))
+		}
+	}
+	return names
+}
+
 // withProfile runs f under a CPU profile when DISTER_GROUPS_PROFILE is
-// phase (idle or put64), into the file DISTER_SCALE_CPUPROFILE names.
+// phase (create, idle or put64), into the file DISTER_SCALE_CPUPROFILE names.
 func withProfile(b *testing.B, phase string, f func()) {
 	if os.Getenv("DISTER_GROUPS_PROFILE") != phase {
 		f()

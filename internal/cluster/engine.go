@@ -133,7 +133,6 @@ type Engine struct {
 	leaseWake chan struct{} // buffered(1)
 	leaseDone chan struct{}
 	checkDone chan struct{}
-	quietDone chan struct{} // closed when quietWatch (quiet.go) ends
 	// restoreDone: closed when compactRestored (restore.go) ends.
 	restoreDone chan struct{}
 	prober      *health.Prober // shared by the checkers of every group led here
@@ -188,7 +187,6 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		lessors:     map[uint64]*lessor{},
 		leaseWake:   make(chan struct{}, 1),
 		leaseDone:   make(chan struct{}),
-		quietDone:   make(chan struct{}),
 		checkDone:   make(chan struct{}),
 		restoreDone: make(chan struct{}),
 		prober:      prober,
@@ -227,7 +225,6 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		}
 		e.kickHub(shardID)
 	}
-	sc.Quiesce = func(shardID uint64) bool { return shardID != SystemShard }
 	sc.OnLeaderChange = func(shardID, _ uint64) {
 		if shardID == SystemShard {
 			e.kick()
@@ -261,7 +258,6 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	go e.leaseLoop()
 	go e.checkLoop()
 	go e.compactRestored()
-	go e.quietWatch()
 	ok = true
 	return e, nil
 }
@@ -380,7 +376,6 @@ func (e *Engine) Close() error {
 			<-e.leaseDone
 			<-e.checkDone
 			<-e.restoreDone
-			<-e.quietDone
 		}
 		e.watchers.Wait()
 		if e.peerSrv != nil {

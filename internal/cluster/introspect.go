@@ -37,10 +37,6 @@ func (e *Engine) ShardOf(group string) uint64 {
 	return 0
 }
 
-// ShardQuiet reports whether this server's replica of shardID is quiet
-// (see quiet.go).
-func (e *Engine) ShardQuiet(shardID uint64) bool { return e.host.Quiet(shardID) }
-
 // CheckerLoads counts the full reads of a group's instances that this
 // server's checkers made (one when a checker starts; the changes after it
 // come from the watch history).

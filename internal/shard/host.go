@@ -62,13 +62,6 @@ type Config struct {
 	// leader (0 = none known). It must not block.
 	OnLeaderChange func(shardID, leaderID uint64)
 
-	// Quiesce, if set, tells which shards may go quiet: dragonboat's
-	// quiesce, where a shard idle for 10 election timeouts stops its
-	// heartbeats until the next request. A quiet shard's followers cannot
-	// see its leader die; whoever learns that a leader's server is gone
-	// calls Wake (request.go does on a timed-out try). nil = none.
-	Quiesce func(shardID uint64) bool
-
 	// TLS, if set, turns on dragonboat's mutual TLS on the Raft transport.
 	// dragonboat reads the files when the host starts (a new certificate
 	// takes effect at a restart) and trusts any certificate CAFile signed.
@@ -130,10 +123,6 @@ type Host struct {
 	life   context.Context // ends at Close; bounds work the host starts itself
 	end    context.CancelFunc
 	rounds sync.WaitGroup // read-round and write-batch goroutines
-
-	// lastRequest: shardID -> *atomic.Int64, when the last request to it
-	// started here (unix ns); see idleLongEnoughToBeQuiet.
-	lastRequest sync.Map
 
 	closed     atomic.Bool
 	closeOnce  sync.Once
@@ -230,25 +219,7 @@ func (h *Host) shardConfig(shardID uint64, nonVoting bool) config.Config {
 		PreVote:            true,
 		SnapshotEntries:    h.cfg.SnapshotEntries,
 		CompactionOverhead: h.cfg.CompactionOverhead,
-		Quiesce:            h.quiet(shardID),
 	}
-}
-
-func (h *Host) quiet(shardID uint64) bool {
-	return h.cfg.Quiesce != nil && h.cfg.Quiesce(shardID)
-}
-
-// Wake makes the local replica of a quiet shard (Config.Quiesce) active
-// again, so it ticks, hears from its leader or, if none answers, elects
-// one within an election timeout. It sends a ReadIndex, which ends a
-// replica's quiesce, and does not wait for it. A no-op for other shards.
-func (h *Host) Wake(shardID uint64) {
-	if h.closed.Load() || !h.quiet(shardID) || !h.Running(shardID) {
-		return
-	}
-	// Nobody reads the answer: its channel is buffered and the request
-	// state is left to the collector rather than released early.
-	_, _ = h.nh.ReadIndex(shardID, h.cfg.AttemptTimeout)
 }
 
 // StartShard starts this host's replica of shardID. A replica that exists
@@ -287,7 +258,6 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 		return a
 	}
 	cfg := h.shardConfig(shardID, h.isLearner(shardID))
-	forgetQuiet(shardID, h.cfg.NodeID)
 	err := h.nh.StartOnDiskReplica(initial, join, create, cfg)
 	// A replica stopped a moment ago may still be closing.
 	for i := 0; errors.Is(err, dragonboat.ErrShardAlreadyExist) && !h.Running(shardID) && i < 500; i++ {
@@ -309,8 +279,6 @@ func (h *Host) StopShard(shardID uint64) error {
 		return errs.Closed
 	}
 	err := h.nh.StopShard(shardID)
-	forgetQuiet(shardID, h.cfg.NodeID)
-	h.lastRequest.Delete(shardID)
 	h.mu.Lock()
 	delete(h.machines, shardID)
 	// A batcher in use keeps working for its callers (they hold it); the

@@ -129,7 +129,6 @@ func (a *slogAdapter) log(l logger.LogLevel, format string, args []any) {
 	if int32(l) > a.level.Load() {
 		return
 	}
-	noteQuiesce(format, args)
 	sink := engineSink.Load()
 	if sink == nil {
 		return

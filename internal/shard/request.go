@@ -109,12 +109,6 @@ func (h *Host) attempt(ctx context.Context, shardID uint64, unsure *bool,
 		if err := ctx.Err(); err != nil {
 			return dragonboat.RequestResult{}, nil, ctxError(err, last)
 		}
-		if h.idleLongEnoughToBeQuiet(shardID) {
-			// The leader a quiet replica knows may be long gone: woken,
-			// it hears from a live one or elects one, and the leader
-			// change below ends a try sent to a dead one.
-			h.Wake(shardID)
-		}
 		changed := h.leaderChanged(shardID)
 		if _, ok := h.Leader(shardID); !ok && unsure != nil && h.Running(shardID) {
 			// No leader known: the engine would drop a proposal anyway.
@@ -160,9 +154,6 @@ func (h *Host) attempt(ctx context.Context, shardID uint64, unsure *bool,
 			case r.Timeout():
 				pending()
 				last = dragonboat.ErrTimeout
-				// A quiet shard's followers keep a dead leader's id
-				// until woken.
-				h.Wake(shardID)
 			case r.Dropped():
 				// Never entered a log: no leader, or a leader transfer.
 				last = dragonboat.ErrShardNotReady
