@@ -32,7 +32,9 @@ import (
 //	go test -run '^$' -bench 'BenchmarkGroups/groups=100$' -benchtime 1x -timeout 30m .
 //
 // DISTER_GROUPS_PHASE sets the length of the idle and write windows
-// (default 5s); CI runs groups=10 with 2s. DISTER_GROUPS_PROFILE=create|idle|put64
+// (default 5s); CI runs groups=10 with 2s. DISTER_GROUPS_RTT=50ms runs
+// the servers with that Raft tick and the default election timeout (200
+// ms) in ticks: fewer ticks and heartbeats per second for every group. DISTER_GROUPS_PROFILE=create|idle|put64
 // with DISTER_SCALE_CPUPROFILE=FILE writes a CPU profile of that window.
 func BenchmarkGroups(b *testing.B) {
 	phase := 5 * time.Second
@@ -53,7 +55,18 @@ func BenchmarkGroups(b *testing.B) {
 }
 
 func benchGroups(b *testing.B, n int, phase time.Duration) {
-	c := testcluster.New(b, 3)
+	var tune []testcluster.Option
+	if v := os.Getenv("DISTER_GROUPS_RTT"); v != "" {
+		rtt, err := time.ParseDuration(v)
+		if err != nil || rtt < time.Millisecond || rtt > 100*time.Millisecond {
+			b.Fatalf("DISTER_GROUPS_RTT=%q: want 1ms to 100ms", v)
+		}
+		tune = append(tune, func(o *dister.Options) {
+			// The same election timeout as the default (200 ms), in fewer ticks.
+			o.RTT, o.ElectionRTT = rtt, max(3, uint64(200*time.Millisecond/rtt))
+		})
+	}
+	c := testcluster.New(b, 3, tune...)
 	first := c.Node(c.Leader())
 	time.Sleep(time.Second) // let start-up work settle before the baseline
 	heap0, gor0 := heapAfterGC(), runtime.NumGoroutine()
