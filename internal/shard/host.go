@@ -108,6 +108,7 @@ type Host struct {
 	mu       sync.Mutex
 	machines map[uint64]*fsm.StateMachine // shardID -> running state machine
 	learners map[uint64]bool              // shards joined as non-voters (see roles.go)
+	starting map[uint64]int               // shardID -> StartShard calls under way
 	shared   *fsm.Shared                  // caches shared by the state machines
 	leaders  map[uint64]*leaderState
 	readers  map[uint64]*readBatcher  // linearizable read rounds per shard
@@ -142,6 +143,7 @@ func NewHost(cfg Config) (*Host, error) {
 		cfg:      cfg,
 		machines: make(map[uint64]*fsm.StateMachine),
 		learners: make(map[uint64]bool),
+		starting: make(map[uint64]int),
 		leaders:  make(map[uint64]*leaderState),
 		readers:  make(map[uint64]*readBatcher),
 		writers:  make(map[uint64]*writeBatcher),
@@ -245,6 +247,17 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 		}
 	}
 	dir := h.stateDir(shardID)
+	h.mu.Lock()
+	h.starting[shardID]++
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		if h.starting[shardID]--; h.starting[shardID] <= 0 {
+			delete(h.starting, shardID)
+		}
+		h.mu.Unlock()
+	}()
+	var created *fsm.StateMachine
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 		m := fsm.New(dir, fsm.Options{SessionHorizon: h.cfg.SessionHorizon, EventRetention: h.cfg.EventRetention, Shared: h.shared})
 		a := &machine{m: m, shardID: shardID, onApply: h.cfg.OnApply, closed: make(chan struct{})}
@@ -254,6 +267,7 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 		h.mu.Lock()
 		h.machines[shardID] = m
 		h.closing[shardID] = a.closed
+		created = m
 		h.mu.Unlock()
 		return a
 	}
@@ -268,6 +282,14 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 		return nil
 	}
 	if err != nil {
+		// A state machine made for a replica that did not start must not
+		// make Running true.
+		h.mu.Lock()
+		if created != nil && h.machines[shardID] == created {
+			delete(h.machines, shardID)
+			delete(h.closing, shardID)
+		}
+		h.mu.Unlock()
 		return fmt.Errorf("start shard %d: %w", shardID, translate(err))
 	}
 	return nil
@@ -354,6 +376,13 @@ func (h *Host) SetCloseHook(hook func(shardID uint64)) {
 		return
 	}
 	h.closeHook.Store(&hook)
+}
+
+// startingUp tells whether a StartShard of shardID is under way here.
+func (h *Host) startingUp(shardID uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.starting[shardID] > 0
 }
 
 // Running tells whether this host runs a replica of shardID.
