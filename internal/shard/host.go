@@ -378,19 +378,16 @@ func (h *Host) SetCloseHook(hook func(shardID uint64)) {
 	h.closeHook.Store(&hook)
 }
 
-// startingUp tells whether a StartShard of shardID is under way here.
-func (h *Host) startingUp(shardID uint64) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.starting[shardID] > 0
-}
-
-// Running tells whether this host runs a replica of shardID.
+// Running tells whether this host runs a replica of shardID. It turns
+// true only once StartShard has returned: dragonboat makes the state
+// machine before it registers the replica, and a request in between would
+// meet ErrShardNotFound (ErrGroupNotFound to the caller) for a group that
+// is about to run here.
 func (h *Host) Running(shardID uint64) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	_, ok := h.machines[shardID]
-	return ok
+	return ok && h.starting[shardID] == 0
 }
 
 // Applied is the last index applied by the local replica (0 if none).

@@ -126,13 +126,7 @@ func (h *Host) attempt(ctx context.Context, shardID uint64, unsure *bool,
 			}
 		}
 		if err != nil {
-			// ErrShardNotFound while StartShard is under way: dragonboat
-			// creates the state machine (Running is true) before it
-			// registers the replica, which is there a moment later. Only
-			// then: a replica that applied its own removal is gone from
-			// dragonboat while its state machine is still listed.
-			starting := errors.Is(err, dragonboat.ErrShardNotFound) && h.startingUp(shardID)
-			if !temporary(err) && !starting {
+			if !temporary(err) {
 				return dragonboat.RequestResult{}, nil, translate(err)
 			}
 			last = err

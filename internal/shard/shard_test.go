@@ -130,10 +130,11 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// A request that comes while StartShard is under way (the state machine
-// exists, dragonboat has not registered the replica yet) waits for it
-// rather than failing with ErrGroupNotFound. CI's TestAddServerAndJoin
-// once read a group on a server joining it and got "not running".
+// Running turns true only when a request can reach the replica: dragonboat
+// makes the state machine before it registers the replica, and a request
+// in between failed with ErrGroupNotFound. A full-suite run's
+// TestAddServerAndJoin once read a group on a server joining it and got
+// "not running".
 func TestRequestDuringStartShard(t *testing.T) {
 	for round := range 5 {
 		addr := freeAddr(t)
