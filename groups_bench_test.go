@@ -26,6 +26,8 @@ import (
 //	puts/s-64, p99-ms-64, puts/s-256, p99-ms-256
 //	                  puts spread over the N groups round-robin by 64 and 256 writers, each
 //	                  writer through the leader's Node of its group
+//	quiet-p99-ms, loaded-p99-ms
+//	                  put p99 of one writer in group 1, alone and while 64 writers load "default"
 //	failover-ms       from closing the server that leads group 1 (the first created, or
 //	                  default when N=1) to the first write acknowledged in it on a survivor
 //
@@ -85,6 +87,10 @@ func benchGroups(b *testing.B, n int, phase time.Duration) {
 	var puts64, p99at64 float64
 	withProfile(b, "put64", func() { puts64, p99at64 = spreadPuts(b, c, names, leaders, 64, phase) })
 	puts256, p99at256 := spreadPuts(b, c, names, leaders, 256, phase)
+	var alone, beside float64
+	if n > 1 {
+		alone, beside = isolation(b, c, leaders, names[0], names[1], phase)
+	}
 
 	victimGroup := names[len(names)-1]
 	if n > 1 {
@@ -97,6 +103,8 @@ func benchGroups(b *testing.B, n int, phase time.Duration) {
 		per := float64(n - 1)
 		b.ReportMetric((float64(heap1)-float64(heap0))/per/1024, "heap-KiB/group")
 		b.ReportMetric(float64(gor1-gor0)/per, "goroutines/group")
+		b.ReportMetric(alone, "quiet-p99-ms")
+		b.ReportMetric(beside, "loaded-p99-ms")
 	}
 	b.ReportMetric(idle, "idle-cores")
 	b.ReportMetric(puts64, "puts/s-64")
@@ -220,6 +228,34 @@ func spreadPuts(b *testing.B, c *testcluster.Cluster, names []string, leaders ma
 	}
 	slices.Sort(all)
 	return float64(len(all)) / elapsed.Seconds(), float64(all[len(all)*99/100].Microseconds()) / 1000
+}
+
+// isolation returns the put p99 (ms) of one writer in group probe through
+// its leader, alone and while 64 writers load group loaded.
+func isolation(b *testing.B, c *testcluster.Cluster, leaders map[string]uint64, loaded, probe string,
+	d time.Duration) (alone, beside float64) {
+	_, alone = spreadPuts(b, c, []string{probe}, leaders, 1, d)
+	kv := c.Node(leaders[loaded]).Group(loaded).KV()
+	var (
+		stop atomic.Bool
+		wg   sync.WaitGroup
+	)
+	for range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !stop.Load() {
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				_, _ = kv.Put(ctx, fmt.Sprintf("load/%05d", rand.IntN(benchKeys)), benchValue)
+				cancel()
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond) // the load is on before the probe starts
+	_, beside = spreadPuts(b, c, []string{probe}, leaders, 1, d)
+	stop.Store(true)
+	wg.Wait()
+	return alone, beside
 }
 
 // groupFailover closes the server leading group name while a survivor
