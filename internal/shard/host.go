@@ -274,7 +274,8 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 	cfg := h.shardConfig(shardID, h.isLearner(shardID))
 	err := h.nh.StartOnDiskReplica(initial, join, create, cfg)
 	// A replica stopped a moment ago may still be closing.
-	for i := 0; errors.Is(err, dragonboat.ErrShardAlreadyExist) && !h.Running(shardID) && i < 500; i++ {
+	// (Running would count this call as a start under way: ask the map.)
+	for i := 0; errors.Is(err, dragonboat.ErrShardAlreadyExist) && !h.hasMachine(shardID) && i < 500; i++ {
 		time.Sleep(10 * time.Millisecond)
 		err = h.nh.StartOnDiskReplica(initial, join, create, cfg)
 	}
@@ -376,6 +377,13 @@ func (h *Host) SetCloseHook(hook func(shardID uint64)) {
 		return
 	}
 	h.closeHook.Store(&hook)
+}
+
+func (h *Host) hasMachine(shardID uint64) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_, ok := h.machines[shardID]
+	return ok
 }
 
 // Running tells whether this host runs a replica of shardID. It turns
