@@ -108,7 +108,6 @@ type Host struct {
 	mu       sync.Mutex
 	machines map[uint64]*fsm.StateMachine // shardID -> running state machine
 	learners map[uint64]bool              // shards joined as non-voters (see roles.go)
-	starting map[uint64]int               // shardID -> StartShard calls under way
 	shared   *fsm.Shared                  // caches shared by the state machines
 	leaders  map[uint64]*leaderState
 	readers  map[uint64]*readBatcher  // linearizable read rounds per shard
@@ -143,7 +142,6 @@ func NewHost(cfg Config) (*Host, error) {
 		cfg:      cfg,
 		machines: make(map[uint64]*fsm.StateMachine),
 		learners: make(map[uint64]bool),
-		starting: make(map[uint64]int),
 		leaders:  make(map[uint64]*leaderState),
 		readers:  make(map[uint64]*readBatcher),
 		writers:  make(map[uint64]*writeBatcher),
@@ -247,16 +245,6 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 		}
 	}
 	dir := h.stateDir(shardID)
-	h.mu.Lock()
-	h.starting[shardID]++
-	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		if h.starting[shardID]--; h.starting[shardID] <= 0 {
-			delete(h.starting, shardID)
-		}
-		h.mu.Unlock()
-	}()
 	var created *fsm.StateMachine
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 		m := fsm.New(dir, fsm.Options{SessionHorizon: h.cfg.SessionHorizon, EventRetention: h.cfg.EventRetention, Shared: h.shared})
@@ -274,8 +262,7 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 	cfg := h.shardConfig(shardID, h.isLearner(shardID))
 	err := h.nh.StartOnDiskReplica(initial, join, create, cfg)
 	// A replica stopped a moment ago may still be closing.
-	// (Running would count this call as a start under way: ask the map.)
-	for i := 0; errors.Is(err, dragonboat.ErrShardAlreadyExist) && !h.hasMachine(shardID) && i < 500; i++ {
+	for i := 0; errors.Is(err, dragonboat.ErrShardAlreadyExist) && !h.Running(shardID) && i < 500; i++ {
 		time.Sleep(10 * time.Millisecond)
 		err = h.nh.StartOnDiskReplica(initial, join, create, cfg)
 	}
@@ -379,23 +366,12 @@ func (h *Host) SetCloseHook(hook func(shardID uint64)) {
 	h.closeHook.Store(&hook)
 }
 
-func (h *Host) hasMachine(shardID uint64) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	_, ok := h.machines[shardID]
-	return ok
-}
-
-// Running tells whether this host runs a replica of shardID. It turns
-// true only once StartShard has returned: dragonboat makes the state
-// machine before it registers the replica, and a request in between would
-// meet ErrShardNotFound (ErrGroupNotFound to the caller) for a group that
-// is about to run here.
+// Running tells whether this host runs a replica of shardID.
 func (h *Host) Running(shardID uint64) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	_, ok := h.machines[shardID]
-	return ok && h.starting[shardID] == 0
+	return ok
 }
 
 // Applied is the last index applied by the local replica (0 if none).

@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"runtime"
 	"testing"
 	"time"
 
@@ -128,35 +127,4 @@ func freeAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
-}
-
-// Running turns true only when a request can reach the replica: dragonboat
-// makes the state machine before it registers the replica, and a request
-// in between failed with ErrGroupNotFound. A full-suite run's
-// TestAddServerAndJoin once read a group on a server joining it and got
-// "not running".
-func TestRequestDuringStartShard(t *testing.T) {
-	for round := range 5 {
-		addr := freeAddr(t)
-		h, err := NewHost(Config{NodeID: 1, DataDir: t.TempDir(), RaftAddr: addr,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		started := make(chan error, 1)
-		go func() { started <- h.StartShard(7, map[uint64]string{1: addr}, false) }()
-		for !h.Running(7) {
-			runtime.Gosched()
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_, err = h.Read(ctx, 7, fsm.GetQuery{Key: "k"})
-		cancel()
-		if err := <-started; err != nil {
-			t.Fatal(err)
-		}
-		h.Close()
-		if err != nil {
-			t.Fatalf("round %d: read while the shard starts: %v", round, err)
-		}
-	}
 }
