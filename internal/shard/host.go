@@ -245,7 +245,6 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 		}
 	}
 	dir := h.stateDir(shardID)
-	var created *fsm.StateMachine
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
 		m := fsm.New(dir, fsm.Options{SessionHorizon: h.cfg.SessionHorizon, EventRetention: h.cfg.EventRetention, Shared: h.shared})
 		a := &machine{m: m, shardID: shardID, onApply: h.cfg.OnApply, closed: make(chan struct{})}
@@ -255,7 +254,6 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 		h.mu.Lock()
 		h.machines[shardID] = m
 		h.closing[shardID] = a.closed
-		created = m
 		h.mu.Unlock()
 		return a
 	}
@@ -270,14 +268,6 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 		return nil
 	}
 	if err != nil {
-		// A state machine made for a replica that did not start must not
-		// make Running true.
-		h.mu.Lock()
-		if created != nil && h.machines[shardID] == created {
-			delete(h.machines, shardID)
-			delete(h.closing, shardID)
-		}
-		h.mu.Unlock()
 		return fmt.Errorf("start shard %d: %w", shardID, translate(err))
 	}
 	return nil
