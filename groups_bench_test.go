@@ -28,16 +28,17 @@ import (
 //	                  writer through the leader's Node of its group
 //	quiet-p99-ms, loaded-p99-ms
 //	                  put p99 of one writer in group 1, alone and while 64 writers load "default"
-//	failover-ms       from closing the server that leads group 1 (the first created, or
-//	                  default when N=1) to the first write acknowledged in it on a survivor
+//	failover-ms       the longest gap between acknowledged writes of a survivor writing to
+//	                  group 1 (default when N=1) while the server that leads it closes
 //
 //	go test -run '^$' -bench 'BenchmarkGroups/groups=100$' -benchtime 1x -timeout 30m .
 //
 // DISTER_GROUPS_PHASE sets the length of the idle and write windows
 // (default 5s); CI runs groups=10 with 2s. DISTER_GROUPS_RTT=50ms runs
 // the servers with that Raft tick and the default election timeout (200
-// ms) in ticks: fewer ticks and heartbeats per second for every group. DISTER_GROUPS_PROFILE=create|idle|put64
-// with DISTER_SCALE_CPUPROFILE=FILE writes a CPU profile of that window.
+// ms) in ticks: fewer ticks and heartbeats per second for every group.
+// DISTER_GROUPS_PROFILE=create|idle|put64 with DISTER_SCALE_CPUPROFILE=FILE
+// writes a CPU profile of that window.
 func BenchmarkGroups(b *testing.B) {
 	phase := 5 * time.Second
 	if v := os.Getenv("DISTER_GROUPS_PHASE"); v != "" {
@@ -77,8 +78,8 @@ func benchGroups(b *testing.B, n int, phase time.Duration) {
 	start := time.Now()
 	withProfile(b, "create", func() { names = createGroups(b, first, n) })
 	created := time.Since(start)
-
-	time.Sleep(3 * time.Second) // let the last elections and catalog writes settle
+	waitAllLeaders(b, c, names)
+	time.Sleep(time.Second) // as before the baseline: let the last start-up work settle
 	heap1, gor1 := heapAfterGC(), runtime.NumGoroutine()
 	var idle float64
 	withProfile(b, "idle", func() { idle = cpuCores(func() { time.Sleep(phase) }) })
@@ -92,11 +93,8 @@ func benchGroups(b *testing.B, n int, phase time.Duration) {
 		alone, beside = isolation(b, c, leaders, names[0], names[1], phase)
 	}
 
-	victimGroup := names[len(names)-1]
-	if n > 1 {
-		victimGroup = names[1]
-	}
-	failover := groupFailover(b, c, victimGroup, leaders[victimGroup])
+	victim := names[min(1, len(names)-1)]
+	failover := groupFailover(b, c, victim, leaders[victim])
 
 	if n > 1 {
 		b.ReportMetric(created.Seconds(), "create-s")
@@ -237,8 +235,9 @@ func isolation(b *testing.B, c *testcluster.Cluster, leaders map[string]uint64, 
 	_, alone = spreadPuts(b, c, []string{probe}, leaders, 1, d)
 	kv := c.Node(leaders[loaded]).Group(loaded).KV()
 	var (
-		stop atomic.Bool
-		wg   sync.WaitGroup
+		stop  atomic.Bool
+		acked atomic.Int64
+		wg    sync.WaitGroup
 	)
 	for range 64 {
 		wg.Add(1)
@@ -246,12 +245,19 @@ func isolation(b *testing.B, c *testcluster.Cluster, leaders map[string]uint64, 
 			defer wg.Done()
 			for !stop.Load() {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				_, _ = kv.Put(ctx, fmt.Sprintf("load/%05d", rand.IntN(benchKeys)), benchValue)
+				if _, err := kv.Put(ctx, fmt.Sprintf("load/%05d", rand.IntN(benchKeys)), benchValue); err == nil {
+					acked.Add(1)
+				}
 				cancel()
 			}
 		}()
 	}
-	time.Sleep(200 * time.Millisecond) // the load is on before the probe starts
+	// The probe starts once every loader has had a write through, on average.
+	for deadline := time.Now().Add(time.Minute); acked.Load() < 64; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("the load on group %s: %d writes in a minute", loaded, acked.Load())
+		}
+	}
 	_, beside = spreadPuts(b, c, []string{probe}, leaders, 1, d)
 	stop.Store(true)
 	wg.Wait()
@@ -272,13 +278,14 @@ func groupFailover(b *testing.B, c *testcluster.Cluster, name string, leader uin
 	}
 	kv := c.Node(survivor).Group(name).KV()
 	var (
-		closed atomic.Bool
-		done   = make(chan time.Duration)
+		closed  atomic.Bool
+		writing = make(chan struct{}) // closed at the first acknowledged write
+		done    = make(chan time.Duration, 1)
 	)
 	go func() {
-		last, gap := time.Now(), time.Duration(0)
-		deadline := last.Add(3 * time.Minute)
-		for time.Now().Before(deadline) {
+		var last time.Time
+		gap := time.Duration(0)
+		for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			_, err := kv.Put(ctx, "failover", nil)
 			cancel()
@@ -286,7 +293,11 @@ func groupFailover(b *testing.B, c *testcluster.Cluster, name string, leader uin
 				continue
 			}
 			now := time.Now()
-			gap = max(gap, now.Sub(last))
+			if last.IsZero() {
+				close(writing)
+			} else {
+				gap = max(gap, now.Sub(last))
+			}
 			last = now
 			if closed.Load() {
 				done <- gap
@@ -295,7 +306,11 @@ func groupFailover(b *testing.B, c *testcluster.Cluster, name string, leader uin
 		}
 		done <- -1
 	}()
-	time.Sleep(200 * time.Millisecond)
+	select {
+	case <-writing:
+	case gap := <-done:
+		b.Fatalf("group %s: no write in 3 minutes before its leader closed (%v)", name, gap)
+	}
 	c.Stop(leader)
 	closed.Store(true)
 	gap := <-done
