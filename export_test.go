@@ -71,6 +71,9 @@ func ClientFeedServer(n *Node, group string) string {
 	return n.e.(*client.Engine).FeedServer(group)
 }
 
+// ClientCacheLen is the number of keys a client node caches of group.
+func ClientCacheLen(n *Node, group string) int { return n.e.(*client.Engine).CacheLen(group) }
+
 // server is n's server engine (tests of the server role only).
 func server(n *Node) *cluster.Engine { return n.e.(*cluster.Engine) }
 

@@ -4,7 +4,10 @@
 // The cache is a snapshot of the group at revision Pos, the revision up to
 // which the watch delivered every event (and progress note): a key that is
 // cached holds its value (or its absence) as of max(Pos, the revision it
-// was filled at). The watch updates cached keys and ignores the others.
+// was filled at). The watch updates cached keys; a put of a key that is
+// not cached enters the cache only while it has free room (the stream
+// warms an empty cache, but never evicts a key that was read for one that
+// was not).
 // While the watch is lost the cache is not Trusted (reads that need a
 // bound go to servers); when the watch resumes without a gap it is trusted
 // again, and when it cannot (history compacted) the cache is Reset.
@@ -35,6 +38,7 @@ type item[V any] struct {
 type Cache[V any] struct {
 	mu      sync.Mutex
 	lru     *lru.Cache[string, item[V]]
+	size    int
 	pos     int64
 	trusted bool
 	moved   chan struct{} // closed and replaced whenever pos moves
@@ -47,7 +51,7 @@ func New[V any](size int) *Cache[V] {
 	if err != nil { // size <= 0: the caller's bug
 		panic(err)
 	}
-	return &Cache[V]{lru: l, moved: make(chan struct{})}
+	return &Cache[V]{lru: l, size: size, moved: make(chan struct{})}
 }
 
 // Reset empties the cache and starts it at pos (a watch follows from
@@ -86,8 +90,9 @@ func (c *Cache[V]) move(rev int64) {
 }
 
 // Apply takes the events of revision rev: cached keys take their new value
-// (unless they were filled at rev or later), and Pos becomes rev.
-// Revisions at or below Pos are ignored (a resumed watch's repeats).
+// (unless they were filled at rev or later), puts of keys not cached enter
+// while the cache has room, and Pos becomes rev. Revisions at or below Pos
+// are ignored (a resumed watch's repeats).
 func (c *Cache[V]) Apply(rev int64, evs []Event[V]) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -96,7 +101,10 @@ func (c *Cache[V]) Apply(rev int64, evs []Event[V]) {
 	}
 	for _, ev := range evs {
 		it, ok := c.lru.Peek(ev.Key)
-		if !ok || it.at >= rev {
+		if ok && it.at >= rev {
+			continue
+		}
+		if !ok && (!ev.Found || c.lru.Len() >= c.size) {
 			continue
 		}
 		c.lru.Add(ev.Key, item[V]{value: ev.Value, found: ev.Found, at: rev})

@@ -12,7 +12,7 @@ func lookup(t *testing.T, c *Cache[string], key string) (string, bool, int64, bo
 	return v, found, at, ok
 }
 
-func TestEventsUpdateOnlyCachedKeys(t *testing.T) {
+func TestEventsUpdateCachedKeys(t *testing.T) {
 	c := New[string](10)
 	c.Reset(5)
 	if !c.Fill("a", "a5", true, 5) || !c.Fill("gone", "", false, 5) {
@@ -26,8 +26,8 @@ func TestEventsUpdateOnlyCachedKeys(t *testing.T) {
 	if v, found, _, ok := lookup(t, c, "gone"); !ok || !found || v != "g7" {
 		t.Fatalf("cached absence not replaced by the put: %q %v %v", v, found, ok)
 	}
-	if _, _, _, ok := lookup(t, c, "b"); ok {
-		t.Fatal("an event cached a key nobody read")
+	if v, _, at, ok := lookup(t, c, "b"); !ok || v != "b6" || at != 7 {
+		t.Fatalf("a put did not warm a cache with room: %q at %d ok %v", v, at, ok)
 	}
 	c.Apply(8, []Event[string]{{Key: "a"}})
 	if _, found, _, ok := lookup(t, c, "a"); !ok || found {
@@ -40,11 +40,34 @@ func TestEventsUpdateOnlyCachedKeys(t *testing.T) {
 	}
 }
 
+// Events of keys nobody read fill free room only: they never evict a key,
+// and a delete of a key not cached caches nothing.
+func TestEventsFillOnlyFreeRoom(t *testing.T) {
+	c := New[string](2)
+	c.Reset(1)
+	c.Apply(2, []Event[string]{{Key: "gone"}})
+	if _, _, _, ok := lookup(t, c, "gone"); ok {
+		t.Fatal("a delete of a key not cached was cached")
+	}
+	c.Fill("a", "a1", true, 2)
+	c.Apply(3, []Event[string]{{Key: "b", Value: "b3", Found: true}, {Key: "c", Value: "c3", Found: true}})
+	if _, _, _, ok := lookup(t, c, "b"); !ok {
+		t.Fatal("b not cached with room for it")
+	}
+	if _, _, _, ok := lookup(t, c, "c"); ok {
+		t.Fatal("c cached in a full cache")
+	}
+	if v, _, _, ok := lookup(t, c, "a"); !ok || v != "a1" {
+		t.Fatal("an event of a key nobody read evicted a read key")
+	}
+}
+
 // The fill race: a read served at revision 5 arrives after the watch
 // delivered revision 6, which changed the key while it was not cached.
 func TestFillRace(t *testing.T) {
-	c := New[string](10)
+	c := New[string](1)
 	c.Reset(4)
+	c.Fill("other", "o", true, 4) // a full cache: the event does not enter
 	c.Apply(6, []Event[string]{{Key: "k", Value: "new", Found: true}})
 	if c.Fill("k", "old", true, 5) {
 		t.Fatal("a read older than the watch position was cached")

@@ -50,7 +50,7 @@ func (e *Engine) runFeed(g *group, f *feed) {
 	defer f.stopped.Store(true)
 	ctx := e.life
 	for n := 0; ctx.Err() == nil; n++ {
-		err := e.feedOnce(ctx, f)
+		err := e.feedOnce(ctx, g, f)
 		if ctx.Err() != nil {
 			return
 		}
@@ -65,7 +65,7 @@ func (e *Engine) runFeed(g *group, f *feed) {
 	}
 }
 
-func (e *Engine) feedOnce(ctx context.Context, f *feed) error {
+func (e *Engine) feedOnce(ctx context.Context, g *group, f *feed) error {
 	s := f.stream
 	start, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
@@ -77,6 +77,9 @@ func (e *Engine) feedOnce(ctx context.Context, f *feed) error {
 		return err
 	}
 	f.cache.Reset(s.next - 1)
+	warmCtx, stopWarm := context.WithCancel(ctx)
+	defer stopWarm()
+	e.spawn(func() { e.warm(warmCtx, g, f, s.next-1) })
 	return s.follow(ctx, w, stop, func(fr *peer.WatchFrame) bool {
 		if len(fr.Events) == 0 {
 			f.cache.Progress(fr.Revision)
@@ -89,6 +92,48 @@ func (e *Engine) feedOnce(ctx context.Context, f *feed) error {
 		f.cache.Apply(fr.Revision, evs)
 		return true
 	}, f.cache.Untrust, f.cache.Trust)
+}
+
+// Bounds of warm: entries per list page, and the values it lists in all.
+const (
+	warmPage  = 500
+	warmBytes = 32 << 20
+)
+
+// warm fills f's emptied cache from a list of the group, the way a
+// reflector lists before it watches: pages read at revision from or later
+// enter under Fill's rule (a page older than the watch position is
+// refused key by key, never trusted), until the cache is full, the group
+// is listed or warmBytes of values came. Without it a client's first read
+// of every key would go to a server. Errors end it: reads fill the cache
+// as before.
+func (e *Engine) warm(ctx context.Context, g *group, f *feed, from int64) {
+	after, listed := "", 0
+	for ctx.Err() == nil && f.cache.Len() < e.cfg.CacheSize && listed < warmBytes {
+		req := &peer.ReadRequest{Group: g.name, Consistency: peer.Consistency(core.Stale), MinRevision: from,
+			Query: peer.QueryList, After: after, Limit: min(warmPage, e.cfg.CacheSize-f.cache.Len())}
+		var resp *peer.ReadResponse
+		cctx, cancel := context.WithTimeout(ctx, callTimeout)
+		err := e.retry(cctx, func(skip map[string]bool) (string, bool) { return e.pick(g.name+"\x00", skip) },
+			func(addr string) error {
+				r, err := e.peers.Read(cctx, addr, req)
+				resp = r
+				return err
+			})
+		cancel()
+		if err != nil {
+			e.log.Debug("client cache warm-up stops", "group", g.name, "err", err)
+			return
+		}
+		for _, kv := range resp.KVs {
+			f.cache.Fill(kv.Key, kv, true, resp.Revision)
+			listed += len(kv.Value)
+		}
+		if !resp.More || len(resp.KVs) == 0 {
+			return
+		}
+		after = resp.KVs[len(resp.KVs)-1].Key
+	}
 }
 
 // cachedGet answers a Get from the cache when its consistency allows:
@@ -262,4 +307,17 @@ func (e *Engine) FeedServer(group string) string {
 		return ""
 	}
 	return f.stream.server()
+}
+
+// CacheLen is the number of keys group's cache holds (0 = no feed); for
+// tests.
+func (e *Engine) CacheLen(group string) int {
+	g := e.group(group)
+	e.mu.Lock()
+	f := g.feed
+	e.mu.Unlock()
+	if f == nil {
+		return 0
+	}
+	return f.cache.Len()
 }
