@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -76,10 +77,11 @@ func (e *Engine) feedOnce(ctx context.Context, g *group, f *feed) error {
 	if err != nil {
 		return err
 	}
-	f.cache.Reset(s.next - 1)
+	from := s.next - 1
+	f.cache.Reset(from)
 	warmCtx, stopWarm := context.WithCancel(ctx)
 	defer stopWarm()
-	e.spawn(func() { e.warm(warmCtx, g, f, s.next-1) })
+	e.spawn(func() { e.warm(warmCtx, g, f, from) })
 	return s.follow(ctx, w, stop, func(fr *peer.WatchFrame) bool {
 		if len(fr.Events) == 0 {
 			f.cache.Progress(fr.Revision)
@@ -263,13 +265,19 @@ func (e *Engine) committedRevision(ctx context.Context, g *group) (int64, error)
 	}
 }
 
-// launchRev starts the next call; b.mu held.
+// launchRev starts the next call; b.mu held. The call takes the reads
+// that joined it up to the moment it is sent, not only those waiting when
+// it was launched: readers come in bursts (a call's readers all return at
+// once and read again), and the goroutine's start lets the burst join.
 func (e *Engine) launchRev(g *group) {
 	b := &g.revs
-	c := b.next
-	b.next = nil
 	b.inFlight = true
 	run := func() {
+		runtime.Gosched()
+		b.mu.Lock()
+		c := b.next
+		b.next = nil
+		b.mu.Unlock()
 		ctx, cancel := context.WithTimeout(e.life, callTimeout)
 		var resp peer.RevisionResponse
 		err := e.retry(ctx, func(skip map[string]bool) (string, bool) { return e.leaderAddr(g.name, skip) },
@@ -290,6 +298,8 @@ func (e *Engine) launchRev(g *group) {
 		b.mu.Unlock()
 	}
 	if !e.spawn(run) {
+		c := b.next
+		b.next = nil
 		c.err = errs.Closed
 		close(c.done)
 		b.inFlight = false

@@ -3,6 +3,7 @@ package shard
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"time"
 
@@ -24,11 +25,18 @@ type readRound struct {
 	err  error // set before done is closed
 }
 
+// maxReadRounds is how many rounds of one shard may be in flight at once.
+// With one, a read that comes while a round is in flight waits for the
+// rest of it and then a whole round; a second round starts at once, so
+// reads that come from several client nodes (each sharing one call among
+// its own readers) wait about one round.
+const maxReadRounds = 2
+
 // readBatcher schedules the rounds of one shard.
 type readBatcher struct {
 	mu      sync.Mutex
-	next    *readRound // collecting reads; starts when the running one ends
-	running bool
+	next    *readRound // collecting reads; starts when a runner is free
+	runners int        // goroutines running rounds
 }
 
 func (h *Host) batcher(shardID uint64) *readBatcher {
@@ -51,7 +59,7 @@ func (h *Host) joinRound(shardID uint64) *readRound {
 		b.next = &readRound{done: make(chan struct{})}
 	}
 	r := b.next
-	if !b.running {
+	if b.runners < maxReadRounds {
 		// rounds.Add must not race Close's rounds.Wait: both happen under
 		// h.mu, and nothing starts once closed is set.
 		h.mu.Lock()
@@ -66,21 +74,24 @@ func (h *Host) joinRound(shardID uint64) *readRound {
 			close(r.done)
 			return r
 		}
-		b.running = true
+		b.runners++
 		go h.runRounds(shardID, b)
 	}
 	return r
 }
 
-// runRounds runs rounds back to back while reads keep joining.
+// runRounds runs rounds back to back while reads keep joining; up to
+// maxReadRounds of it run at once.
 func (h *Host) runRounds(shardID uint64, b *readBatcher) {
 	defer h.rounds.Done()
 	for {
+		// Let the reads that are on their way join this round.
+		runtime.Gosched()
 		b.mu.Lock()
 		r := b.next
 		b.next = nil
 		if r == nil {
-			b.running = false
+			b.runners--
 			b.mu.Unlock()
 			return
 		}
