@@ -37,35 +37,43 @@ func BenchmarkClientPut(b *testing.B) {
 
 // BenchmarkClientGet: 64 readers of 10,000 keys. "hits" reads keys the
 // cache holds (warmed first); "misses" a cache of 1 key, so every read
-// goes to a server; "through" turns the cache off. Each reports the share
-// of reads answered from the cache.
+// goes to a server; "through" turns the cache off; "nodes=3" spreads the
+// readers over 3 client nodes (reader w on node w%3), as the versus
+// harness does. Each reports the share of reads answered from the cache.
 func BenchmarkClientGet(b *testing.B) {
 	for _, mode := range []struct {
 		name  string
 		opt   dister.ReadOption
 		cache int
+		nodes int
 	}{
-		{"linearizable/hits", dister.Linearizable(), 0},
-		{"linearizable/through", dister.Linearizable(), -1},
-		{"session/hits", dister.SessionRead(), 0},
-		{"session/misses", dister.SessionRead(), 1},
+		{"linearizable/hits", dister.Linearizable(), 0, 1},
+		{"linearizable/hits/nodes=3", dister.Linearizable(), 0, 3},
+		{"linearizable/through", dister.Linearizable(), -1, 1},
+		{"session/hits", dister.SessionRead(), 0, 1},
+		{"session/misses", dister.SessionRead(), 1, 1},
 	} {
 		b.Run(mode.name+"/readers=64", func(b *testing.B) {
 			c := benchCluster(b)
 			fill(b, c.Node(c.Leader()).KV())
-			kv := openClient(b, c, mode.cache).KV()
+			kvs := make([]*dister.KV, mode.nodes)
+			for i := range kvs {
+				kvs[i] = openClient(b, c, mode.cache).KV()
+			}
 			ctx := context.Background()
 			if mode.cache >= 0 {
-				for k := range benchKeys { // warm the cache
-					if _, err := kv.Get(ctx, fmt.Sprintf("bench/%05d", k)); err != nil {
-						b.Fatal(err)
+				for _, kv := range kvs {
+					for k := range benchKeys { // warm the cache
+						if _, err := kv.Get(ctx, fmt.Sprintf("bench/%05d", k)); err != nil {
+							b.Fatal(err)
+						}
 					}
 				}
 			}
 			var hits atomic.Int64
 			runParallel(b, 64, func(ctx context.Context, w, i int) error {
 				var hit bool
-				_, err := kv.Get(ctx, fmt.Sprintf("bench/%05d", rand.IntN(benchKeys)), mode.opt, dister.CacheInfo(&hit))
+				_, err := kvs[w%len(kvs)].Get(ctx, fmt.Sprintf("bench/%05d", rand.IntN(benchKeys)), mode.opt, dister.CacheInfo(&hit))
 				if hit {
 					hits.Add(1)
 				}
