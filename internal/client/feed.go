@@ -279,15 +279,22 @@ func (e *Engine) launchRev(g *group) {
 		b.next = nil
 		b.mu.Unlock()
 		ctx, cancel := context.WithTimeout(e.life, callTimeout)
-		var resp peer.RevisionResponse
+		// A linearizable revision read on the leader: its ReadIndex round,
+		// in the binary read call.
+		req := &peer.ReadRequest{Group: g.name, Consistency: peer.Consistency(core.Linearizable), Query: peer.QueryRevision}
+		var rev int64
 		err := e.retry(ctx, func(skip map[string]bool) (string, bool) { return e.leaderAddr(g.name, skip) },
 			func(addr string) error {
-				return e.peers.Call(ctx, addr, peer.OpGroupRevision, peer.GroupRequest{Group: g.name}, &resp)
+				resp, err := e.peers.Read(ctx, addr, req)
+				if err == nil {
+					rev = resp.Revision
+				}
+				return err
 			})
 		cancel()
-		c.rev, c.err = resp.Revision, err
+		c.rev, c.err = rev, err
 		if err == nil {
-			g.raiseFloor(resp.Revision)
+			g.raiseFloor(rev)
 		}
 		close(c.done)
 		b.mu.Lock()
