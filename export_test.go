@@ -74,6 +74,10 @@ func ClientFeedServer(n *Node, group string) string {
 // ClientCacheLen is the number of keys a client node caches of group.
 func ClientCacheLen(n *Node, group string) int { return n.e.(*client.Engine).CacheLen(group) }
 
+// Checkers is how many service checkers server n runs (one per group it
+// leads that holds services).
+func Checkers(n *Node) int { return server(n).Checkers() }
+
 // server is n's server engine (tests of the server role only).
 func server(n *Node) *cluster.Engine { return n.e.(*cluster.Engine) }
 

@@ -49,8 +49,11 @@ func (e *Engine) SetSettings(ctx context.Context, s Settings) error {
 // stopped leading.
 const checkTick = 100 * time.Millisecond
 
-// checkLoop runs one svc.Checker for each group this server leads, and
-// stops it when leadership moves: checks run on the group leader only.
+// checkLoop runs one svc.Checker for each group this server leads that
+// holds services, and stops it when leadership moves: checks run on the
+// group leader only. A group without services costs no goroutine: the loop
+// looks into its reserved namespace once, and again only when the local
+// replica's reserved generation moved (a registration, a snapshot loaded).
 func (e *Engine) checkLoop() {
 	defer close(e.checkDone)
 	type running struct {
@@ -58,6 +61,9 @@ func (e *Engine) checkLoop() {
 		done   chan struct{}
 	}
 	checkers := map[uint64]running{}
+	// empty: the reserved generation at which a led group was found
+	// without services.
+	empty := map[uint64]uint64{}
 	var wg sync.WaitGroup
 	defer func() {
 		for _, r := range checkers {
@@ -83,6 +89,11 @@ func (e *Engine) checkLoop() {
 				delete(checkers, sid)
 			}
 		}
+		for sid := range empty {
+			if leader, _ := e.host.Leader(sid); leader != e.cfg.NodeID || !slices.Contains(shards, sid) {
+				delete(empty, sid)
+			}
+		}
 		for _, sid := range shards {
 			if sid == SystemShard {
 				continue
@@ -93,6 +104,19 @@ func (e *Engine) checkLoop() {
 			if leader, _ := e.host.Leader(sid); leader != e.cfg.NodeID {
 				continue
 			}
+			// The generation is read before the look, so a registration
+			// that the look missed moves it and brings another look.
+			gen := e.host.ReservedGeneration(sid)
+			if g, ok := empty[sid]; ok && g == gen {
+				continue
+			}
+			if has, err := e.hasServices(sid); err != nil || !has {
+				if err == nil {
+					empty[sid] = gen
+				}
+				continue
+			}
+			delete(empty, sid)
 			ctx, cancel := context.WithCancel(e.life)
 			r := running{cancel: cancel, done: make(chan struct{})}
 			checkers[sid] = r
@@ -100,14 +124,32 @@ func (e *Engine) checkLoop() {
 				Logger: e.log.With("shard", sid), Damping: e.cfg.CheckDamping,
 				NotRun: func() { e.notRun.Add(1) }})
 			wg.Add(1)
+			e.checkers.Add(1)
 			go func() {
 				defer wg.Done()
+				defer e.checkers.Add(-1)
 				defer close(r.done)
 				c.Run(ctx)
 			}()
 		}
 	}
 }
+
+// hasServices tells whether the local replica of sid holds any reserved
+// key (service instances, heartbeats).
+func (e *Engine) hasServices(sid uint64) (bool, error) {
+	ctx, cancel := context.WithTimeout(e.life, time.Second)
+	defer cancel()
+	v, err := e.host.StaleRead(ctx, sid, fsm.ListQuery{Prefix: fsm.ReservedPrefix, Limit: 1})
+	if err != nil {
+		return false, err
+	}
+	return len(v.(*fsm.ListResult).KVs) > 0, nil
+}
+
+// Checkers is how many service checkers this server runs (one per led
+// group that holds services).
+func (e *Engine) Checkers() int { return int(e.checkers.Load()) }
 
 // ProbesNotRun counts the probes of this server's checkers that could not
 // run (script checks not enabled here, no free probe slot in time).

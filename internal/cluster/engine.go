@@ -138,6 +138,7 @@ type Engine struct {
 	prober      *health.Prober // shared by the checkers of every group led here
 	notRun      atomic.Uint64  // probes of this server's checkers that could not run
 	checkLoads  atomic.Uint64  // full reads of a group's instances by this server's checkers
+	checkers    atomic.Int64   // service checkers running (see checkLoop)
 	// reconciling: the reconcile loop runs (Open got that far); set before
 	// Open returns, read by Close.
 	reconciling bool
