@@ -1,0 +1,88 @@
+package dister_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dister/dister"
+	"github.com/dister/dister/internal/testcluster"
+)
+
+// A request for a group whose replica is starting on the server that gets
+// it (its state machine exists, the engine does not know the replica yet)
+// waits for the start within ctx instead of answering ErrGroupNotFound: the
+// group exists. Seen once in TestAddServerAndJoin before the fix.
+func TestRequestWhileReplicaStarts(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	n := c.Node(3)
+	entered := make(chan uint64, 1)
+	release := make(chan struct{})
+	var once sync.Once
+	dister.SetStartHook(n, func(shardID uint64) {
+		once.Do(func() {
+			entered <- shardID
+			select {
+			case <-release:
+			case <-time.After(10 * time.Second):
+			}
+		})
+	})
+	defer dister.SetStartHook(n, nil)
+	created := make(chan error, 1)
+	go func() { created <- c.Node(1).CreateGroup(ctx, "late") }()
+	select {
+	case <-entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("server 3 did not start the new group's replica")
+	}
+	kv := n.Group("late").KV()
+	calls := map[string]func(ctx context.Context) error{
+		"stale get": func(ctx context.Context) error {
+			_, err := kv.Get(ctx, "k", dister.Stale())
+			return err
+		},
+		"session get": func(ctx context.Context) error {
+			_, err := kv.Get(ctx, "k")
+			return err
+		},
+		"linearizable get": func(ctx context.Context) error {
+			_, err := kv.Get(ctx, "k", dister.Linearizable())
+			return err
+		},
+		"put": func(ctx context.Context) error {
+			_, err := kv.Put(ctx, "k", []byte("v"))
+			return err
+		},
+	}
+	errs := make(chan error, len(calls))
+	for name, call := range calls {
+		go func() {
+			cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+			defer cancel()
+			err := call(cctx)
+			if errors.Is(err, dister.ErrNotFound) {
+				err = nil
+			}
+			if err != nil {
+				err = errors.New(name + ": " + err.Error())
+			}
+			errs <- err
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // the calls meet the replica starting
+	close(release)
+	for range calls {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	if err := <-created; err != nil {
+		t.Fatal(err)
+	}
+}
+
+var _ = testcluster.New
