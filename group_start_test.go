@@ -84,5 +84,3 @@ func TestRequestWhileReplicaStarts(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
-var _ = testcluster.New

@@ -160,6 +160,24 @@ func (c *Cache[V]) Fill(key string, value V, found bool, rev int64) bool {
 	return true
 }
 
+// Warm caches a value listed from a server at revision rev, under Fill's
+// rule, but only into free room: it never evicts a key (a warm-up must not
+// push out what the application reads). It reports false when the cache
+// is full, so the warm-up can stop.
+func (c *Cache[V]) Warm(key string, value V, rev int64) (room bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	it, ok := c.lru.Peek(key)
+	if !ok && c.lru.Len() >= c.size {
+		return false
+	}
+	if rev < c.pos || (ok && it.at >= rev) {
+		return true
+	}
+	c.lru.Add(key, item[V]{value: value, found: true, at: rev})
+	return true
+}
+
 // Len is the number of cached keys.
 func (c *Cache[V]) Len() int { return c.lru.Len() }
 

@@ -62,6 +62,39 @@ func TestEventsFillOnlyFreeRoom(t *testing.T) {
 	}
 }
 
+// A warm-up entry follows Fill's rule and fills free room only; it
+// reports a full cache so the warm-up stops.
+func TestWarmNeverEvicts(t *testing.T) {
+	c := New[string](2)
+	c.Reset(5)
+	if !c.Warm("a", "a4", 4) {
+		t.Fatal("room reported missing in an empty cache")
+	}
+	if _, _, _, ok := lookup(t, c, "a"); ok {
+		t.Fatal("a page older than the watch position was cached")
+	}
+	c.Fill("read", "r", true, 6)
+	if !c.Warm("a", "a6", 6) {
+		t.Fatal("room reported missing with one key of two")
+	}
+	if c.Warm("b", "b6", 6) {
+		t.Fatal("a full cache reported room")
+	}
+	if _, _, _, ok := lookup(t, c, "b"); ok {
+		t.Fatal("b evicted a key to enter")
+	}
+	if v, _, _, ok := lookup(t, c, "read"); !ok || v != "r" {
+		t.Fatal("a warm-up entry evicted a key that was read")
+	}
+	c.Apply(7, []Event[string]{{Key: "a", Value: "a7", Found: true}})
+	if !c.Warm("a", "a6", 6) { // a cached key: no room needed, older value refused
+		t.Fatal("a cached key reported no room")
+	}
+	if v, _, _, _ := lookup(t, c, "a"); v != "a7" {
+		t.Fatalf("a page older than the key's event replaced it: %q", v)
+	}
+}
+
 // The fill race: a read served at revision 5 arrives after the watch
 // delivered revision 6, which changed the key while it was not cached.
 func TestFillRace(t *testing.T) {

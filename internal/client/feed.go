@@ -105,15 +105,20 @@ const (
 // warm fills f's emptied cache from a list of the group, the way a
 // reflector lists before it watches: pages read at revision from or later
 // enter under Fill's rule (a page older than the watch position is
-// refused key by key, never trusted), until the cache is full, the group
-// is listed or warmBytes of values came. Without it a client's first read
+// refused key by key, never trusted) and into free room only (Cache.Warm
+// never evicts what reads put there meanwhile), until the cache is full,
+// the group is listed or warmBytes of values came. Without it a client's first read
 // of every key would go to a server. Errors end it: reads fill the cache
 // as before.
 func (e *Engine) warm(ctx context.Context, g *group, f *feed, from int64) {
 	after, listed := "", 0
-	for ctx.Err() == nil && f.cache.Len() < e.cfg.CacheSize && listed < warmBytes {
+	for ctx.Err() == nil && listed < warmBytes {
+		room := e.cfg.CacheSize - f.cache.Len()
+		if room <= 0 {
+			return
+		}
 		req := &peer.ReadRequest{Group: g.name, Consistency: peer.Consistency(core.Stale), MinRevision: from,
-			Query: peer.QueryList, After: after, Limit: min(warmPage, e.cfg.CacheSize-f.cache.Len())}
+			Query: peer.QueryList, After: after, Limit: min(warmPage, room)}
 		var resp *peer.ReadResponse
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
 		err := e.retry(cctx, func(skip map[string]bool) (string, bool) { return e.pick(g.name+"\x00", skip) },
@@ -128,7 +133,9 @@ func (e *Engine) warm(ctx context.Context, g *group, f *feed, from int64) {
 			return
 		}
 		for _, kv := range resp.KVs {
-			f.cache.Fill(kv.Key, kv, true, resp.Revision)
+			if !f.cache.Warm(kv.Key, kv, resp.Revision) {
+				return // full: reads fill the rest
+			}
 			listed += len(kv.Value)
 		}
 		if !resp.More || len(resp.KVs) == 0 {
