@@ -84,3 +84,51 @@ func TestRequestWhileReplicaStarts(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// RemoveServer called on a server that is starting its replica of a new
+// group reads that group's Raft configuration through the replica: the
+// read waits for the start instead of failing with ErrGroupNotFound
+// (found by review of the fix above).
+func TestRemoveServerWhileReplicaStarts(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	n := c.Node(3)
+	entered := make(chan uint64, 1)
+	release := make(chan struct{})
+	var once sync.Once
+	dister.SetStartHook(n, func(shardID uint64) {
+		once.Do(func() {
+			entered <- shardID
+			select {
+			case <-release:
+			case <-time.After(15 * time.Second):
+			}
+		})
+	})
+	defer dister.SetStartHook(n, nil)
+	var releaseOnce sync.Once
+	defer releaseOnce.Do(func() { close(release) })
+	created := make(chan error, 1)
+	go func() { created <- c.Node(1).CreateGroup(ctx, "late") }()
+	select {
+	case <-entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("server 3 did not start the new group's replica")
+	}
+	got := make(chan error, 1)
+	go func() {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		got <- n.RemoveServer(rctx, 2)
+	}()
+	time.Sleep(300 * time.Millisecond)
+	releaseOnce.Do(func() { close(release) })
+	err := <-got
+	t.Logf("RemoveServer(2) on server 3: %v", err)
+	if errors.Is(err, dister.ErrGroupNotFound) {
+		t.Fatalf("RemoveServer during the start of an existing group's replica: %v", err)
+	}
+	if err := <-created; err != nil {
+		t.Fatal(err)
+	}
+}
