@@ -258,7 +258,11 @@ func (n *Node) CreateGroup(ctx context.Context, name string) error {
 }
 
 // DeleteGroup deletes a group and all its data on every server.
-// ErrGroupNotFound if it does not exist; "default" cannot be deleted.
+// ErrGroupNotFound if it does not exist; "default" cannot be deleted. It
+// returns once the server it ran on removed the group's data and every
+// other server that answers stopped serving the group (waiting at most 5 s
+// for them), so a read through any server afterwards finds it gone; a
+// server that was down drops the group when it comes back.
 func (n *Node) DeleteGroup(ctx context.Context, name string) error {
 	ctx, cancel := n.bound(ctx)
 	defer cancel()

@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
+	"github.com/dister/dister/internal/peer"
 )
 
 // The catalog is ordinary keys in the system shard, written with CAS
@@ -309,12 +312,54 @@ func (e *Engine) DeleteGroup(ctx context.Context, name string) error {
 	}
 	// The group leaves the local view before its shard stops and its data
 	// goes: wait for both.
-	return e.waitSettled(ctx, func() bool {
+	if err := e.waitSettled(ctx, func() bool {
 		e.mu.Lock()
 		_, known := e.groups[name]
 		e.mu.Unlock()
 		return !known && !e.host.HasData(rec.Shard)
-	})
+	}); err != nil {
+		return err
+	}
+	e.waitGoneElsewhere(ctx, name)
+	return nil
+}
+
+// goneWait bounds how long DeleteGroup waits for the other servers.
+const goneWait = 5 * time.Second
+
+// waitGoneElsewhere waits until every other server that answers has
+// dropped group name from its view (its own reconcile pass, moments after
+// it applied the deletion): until then it would still answer requests for
+// the group, so a client that deleted a group could read it again through
+// another server. A server that does not answer is not waited for, and
+// the wait ends after goneWait, or with ctx: the deletion is committed
+// either way.
+func (e *Engine) waitGoneElsewhere(ctx context.Context, name string) {
+	ctx, cancel := context.WithTimeout(ctx, goneWait)
+	defer cancel()
+	e.mu.Lock()
+	var addrs []string
+	for id, p := range e.servers {
+		if id != e.cfg.NodeID {
+			addrs = append(addrs, p.PeerAddr)
+		}
+	}
+	e.mu.Unlock()
+	for _, addr := range addrs {
+		for ctx.Err() == nil {
+			var t peer.Topology
+			cctx, cancelCall := context.WithTimeout(ctx, time.Second)
+			err := e.peers.Call(cctx, addr, peer.OpTopology, nil, &t)
+			cancelCall()
+			if err != nil || !slices.ContainsFunc(t.Groups, func(g peer.GroupState) bool { return g.Name == name }) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}
 }
 
 // Groups lists every group's name, sorted; "default" is always there.
