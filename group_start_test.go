@@ -11,27 +11,30 @@ import (
 	"github.com/dister/dister/internal/testcluster"
 )
 
-// A request for a group whose replica is starting on the server that gets
-// it (its state machine exists, the engine does not know the replica yet)
-// waits for the start within ctx instead of answering ErrGroupNotFound: the
-// group exists. Seen once in TestAddServerAndJoin before the fix.
-func TestRequestWhileReplicaStarts(t *testing.T) {
-	c := testcluster.New(t, 3)
-	ctx := ctxT(t)
+// holdReplicaStart creates group "late" through server 1 while server 3's
+// start of its replica is held once the state machine exists (the engine
+// does not know the replica yet). It returns server 3, release (lets the
+// start go on; also run at cleanup) and CreateGroup's outcome.
+func holdReplicaStart(ctx context.Context, t *testing.T, c *testcluster.Cluster) (*dister.Node, func(), <-chan error) {
+	t.Helper()
 	n := c.Node(3)
 	entered := make(chan uint64, 1)
-	release := make(chan struct{})
-	var once sync.Once
+	held := make(chan struct{})
+	var once, releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(held) }) }
 	dister.SetStartHook(n, func(shardID uint64) {
 		once.Do(func() {
 			entered <- shardID
 			select {
-			case <-release:
-			case <-time.After(10 * time.Second):
+			case <-held:
+			case <-time.After(15 * time.Second):
 			}
 		})
 	})
-	defer dister.SetStartHook(n, nil)
+	t.Cleanup(func() {
+		release()
+		dister.SetStartHook(n, nil)
+	})
 	created := make(chan error, 1)
 	go func() { created <- c.Node(1).CreateGroup(ctx, "late") }()
 	select {
@@ -39,6 +42,17 @@ func TestRequestWhileReplicaStarts(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatal("server 3 did not start the new group's replica")
 	}
+	return n, release, created
+}
+
+// A request for a group whose replica is starting on the server that gets
+// it (its state machine exists, the engine does not know the replica yet)
+// waits for the start within ctx instead of answering ErrGroupNotFound: the
+// group exists. Seen once in TestAddServerAndJoin before the fix.
+func TestRequestWhileReplicaStarts(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx := ctxT(t)
+	n, release, created := holdReplicaStart(ctx, t, c)
 	kv := n.Group("late").KV()
 	calls := map[string]func(ctx context.Context) error{
 		"stale get": func(ctx context.Context) error {
@@ -74,7 +88,7 @@ func TestRequestWhileReplicaStarts(t *testing.T) {
 		}()
 	}
 	time.Sleep(300 * time.Millisecond) // the calls meet the replica starting
-	close(release)
+	release()
 	for range calls {
 		if err := <-errs; err != nil {
 			t.Error(err)
@@ -92,29 +106,7 @@ func TestRequestWhileReplicaStarts(t *testing.T) {
 func TestRemoveServerWhileReplicaStarts(t *testing.T) {
 	c := testcluster.New(t, 3)
 	ctx := ctxT(t)
-	n := c.Node(3)
-	entered := make(chan uint64, 1)
-	release := make(chan struct{})
-	var once sync.Once
-	dister.SetStartHook(n, func(shardID uint64) {
-		once.Do(func() {
-			entered <- shardID
-			select {
-			case <-release:
-			case <-time.After(15 * time.Second):
-			}
-		})
-	})
-	defer dister.SetStartHook(n, nil)
-	var releaseOnce sync.Once
-	defer releaseOnce.Do(func() { close(release) })
-	created := make(chan error, 1)
-	go func() { created <- c.Node(1).CreateGroup(ctx, "late") }()
-	select {
-	case <-entered:
-	case <-time.After(20 * time.Second):
-		t.Fatal("server 3 did not start the new group's replica")
-	}
+	n, release, created := holdReplicaStart(ctx, t, c)
 	got := make(chan error, 1)
 	go func() {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -122,7 +114,7 @@ func TestRemoveServerWhileReplicaStarts(t *testing.T) {
 		got <- n.RemoveServer(rctx, 2)
 	}()
 	time.Sleep(300 * time.Millisecond)
-	releaseOnce.Do(func() { close(release) })
+	release()
 	err := <-got
 	t.Logf("RemoveServer(2) on server 3: %v", err)
 	if errors.Is(err, dister.ErrGroupNotFound) {
