@@ -107,9 +107,9 @@ const (
 // enter under Fill's rule (a page older than the watch position is
 // refused key by key, never trusted) and into free room only (Cache.Warm
 // never evicts what reads put there meanwhile), until the cache is full,
-// the group is listed or warmBytes of values came. Without it a client's first read
-// of every key would go to a server. Errors end it: reads fill the cache
-// as before.
+// the group is listed or warmBytes of values came. Without it a client's
+// first read of every key would go to a server. Errors end it: reads fill
+// the cache as before.
 func (e *Engine) warm(ctx context.Context, g *group, f *feed, from int64) {
 	after, listed := "", 0
 	for ctx.Err() == nil && listed < warmBytes {
