@@ -389,12 +389,18 @@ func (h *Host) SetStartHook(hook func(shardID uint64)) {
 // notYetStarted tells whether err is the engine not knowing a replica of
 // shardID that a StartShard under way is starting: worth waiting for.
 func (h *Host) notYetStarted(shardID uint64, err error) bool {
-	if !errors.Is(err, dragonboat.ErrShardNotFound) {
-		return false
-	}
+	return errors.Is(err, dragonboat.ErrShardNotFound) && h.Starting(shardID)
+}
+
+// Starting tells whether a StartShard of shardID is under way here and
+// has made its state machine: the moment before the engine knows the
+// replica. A start that waits for an old replica to finish closing is not
+// (requests fail fast meanwhile, as for a stopped replica).
+func (h *Host) Starting(shardID uint64) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.starting[shardID] > 0
+	_, made := h.machines[shardID]
+	return h.starting[shardID] > 0 && made
 }
 
 // Running tells whether this host runs a replica of shardID.

@@ -32,7 +32,7 @@ func (h *Host) Membership(ctx context.Context, shardID uint64) (Membership, erro
 		if ctx.Err() != nil {
 			return Membership{}, ctxError(ctx.Err(), err)
 		}
-		if !temporary(err) && !h.notYetStarted(shardID, err) {
+		if !temporary(err) {
 			return Membership{}, translate(err)
 		}
 		if err := pause(ctx, &backoff); err != nil {
