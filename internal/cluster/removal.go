@@ -14,7 +14,6 @@ import (
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
 	"github.com/dister/dister/internal/peer"
-	"github.com/dister/dister/internal/shard"
 )
 
 // Removing a server is a sequence of steps, each recorded in the catalog
@@ -167,24 +166,6 @@ func catalogShards(cat *catalog) []shardRef {
 	return out
 }
 
-// membershipOnceStarted reads sid's configuration through the local
-// replica, waiting (within ctx) while this server is still starting it: a
-// RemoveServer right after a CreateGroup would otherwise fail with
-// ErrGroupNotFound for a group that exists.
-func (e *Engine) membershipOnceStarted(ctx context.Context, sid uint64) (shard.Membership, error) {
-	for {
-		m, err := e.host.Membership(ctx, sid)
-		if err == nil || !errors.Is(err, errs.GroupNotFound) || !e.host.Starting(sid) {
-			return m, err
-		}
-		select {
-		case <-ctx.Done():
-			return m, err
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
-}
-
 // checkRemoval refuses (ErrInvalid) a removal after which some shard would
 // not have a live majority of its voters, or that could not commit because
 // the shard has none now (etcd's strict reconfiguration check). Live = this
@@ -196,7 +177,7 @@ func (e *Engine) checkRemoval(ctx context.Context, cat *catalog, id uint64) erro
 	var short []string
 	for _, s := range append(catalogShards(cat), shardRef{SystemShard, "the catalog (system shard)"}) {
 		mctx, cancel := context.WithTimeout(ctx, shardStepTimeout)
-		m, err := e.membershipOnceStarted(mctx, s.id)
+		m, err := e.host.Membership(mctx, s.id)
 		cancel()
 		if err != nil {
 			if ctx.Err() != nil {

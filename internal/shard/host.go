@@ -117,13 +117,8 @@ type Host struct {
 	// (see RemovedHere); memory only, a restart forgets it.
 	removedHere map[uint64]bool
 	// closing: per shard started here, closed once its state machine closed.
-	closing map[uint64]chan struct{}
-	// starting: StartShard calls under way per shard. While one is, the
-	// engine may not know the replica yet (ErrShardNotFound) although the
-	// group exists here: requests wait for it (see notYetStarted).
-	starting  map[uint64]int
+	closing   map[uint64]chan struct{}
 	closeHook atomic.Pointer[func(shardID uint64)] // tests only
-	startHook atomic.Pointer[func(shardID uint64)] // tests only
 
 	life   context.Context // ends at Close; bounds work the host starts itself
 	end    context.CancelFunc
@@ -153,7 +148,6 @@ func NewHost(cfg Config) (*Host, error) {
 
 		removedHere: make(map[uint64]bool),
 		closing:     make(map[uint64]chan struct{}),
-		starting:    make(map[uint64]int),
 	}
 	h.life, h.end = context.WithCancel(context.Background())
 	raftDir := filepath.Join(cfg.DataDir, "raft")
@@ -240,16 +234,6 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 	if h.Running(shardID) {
 		return nil
 	}
-	h.mu.Lock()
-	h.starting[shardID]++
-	h.mu.Unlock()
-	defer func() {
-		h.mu.Lock()
-		if h.starting[shardID]--; h.starting[shardID] == 0 {
-			delete(h.starting, shardID)
-		}
-		h.mu.Unlock()
-	}()
 	if h.nh.HasNodeInfo(shardID, h.cfg.NodeID) {
 		initial, join = nil, false
 	} else {
@@ -271,9 +255,6 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 		h.machines[shardID] = m
 		h.closing[shardID] = a.closed
 		h.mu.Unlock()
-		if hook := h.startHook.Load(); hook != nil {
-			(*hook)(shardID)
-		}
 		return a
 	}
 	cfg := h.shardConfig(shardID, h.isLearner(shardID))
@@ -373,34 +354,6 @@ func (h *Host) SetCloseHook(hook func(shardID uint64)) {
 		return
 	}
 	h.closeHook.Store(&hook)
-}
-
-// SetStartHook makes every replica this host starts from now on run hook
-// (its shard id) once its state machine exists, before the engine knows
-// the replica; nil removes it. Tests only.
-func (h *Host) SetStartHook(hook func(shardID uint64)) {
-	if hook == nil {
-		h.startHook.Store(nil)
-		return
-	}
-	h.startHook.Store(&hook)
-}
-
-// notYetStarted tells whether err is the engine not knowing a replica of
-// shardID that a StartShard under way is starting: worth waiting for.
-func (h *Host) notYetStarted(shardID uint64, err error) bool {
-	return errors.Is(err, dragonboat.ErrShardNotFound) && h.Starting(shardID)
-}
-
-// Starting tells whether a StartShard of shardID is under way here and
-// has made its state machine: the moment before the engine knows the
-// replica. A start that waits for an old replica to finish closing is not
-// (requests fail fast meanwhile, as for a stopped replica).
-func (h *Host) Starting(shardID uint64) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	_, made := h.machines[shardID]
-	return h.starting[shardID] > 0 && made
 }
 
 // Running tells whether this host runs a replica of shardID.

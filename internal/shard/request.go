@@ -69,7 +69,7 @@ func (h *Host) StaleRead(ctx context.Context, shardID uint64, q any) (any, error
 		if err == nil {
 			return v, nil
 		}
-		if !errors.Is(err, dragonboat.ErrShardNotInitialized) && !h.notYetStarted(shardID, err) {
+		if !errors.Is(err, dragonboat.ErrShardNotInitialized) {
 			return nil, translate(err)
 		}
 		if err := pause(ctx, &backoff); err != nil {
@@ -126,7 +126,7 @@ func (h *Host) attempt(ctx context.Context, shardID uint64, unsure *bool,
 			}
 		}
 		if err != nil {
-			if !temporary(err) && !h.notYetStarted(shardID, err) {
+			if !temporary(err) {
 				return dragonboat.RequestResult{}, nil, translate(err)
 			}
 			last = err
