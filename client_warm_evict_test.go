@@ -66,11 +66,9 @@ func TestClientWarmUpNeverEvictsReadKeys(t *testing.T) {
 		}
 	}
 	t.Logf("right after the hot reads: cache %d keys, %d of %d hot keys cached", read, hitsNow, hot)
-	deadline := time.Now().Add(20 * time.Second)
-	for dister.ClientCacheLen(cl, "default") < size && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(500 * time.Millisecond) // the warm-up is done
+	// The warm-up is done once the cache is full: it stops at the first
+	// key without room.
+	waitFor(t, func() bool { return dister.ClientCacheLen(cl, "default") >= size })
 	// Newest first, so a miss's own fill evicts a listed key, not a hot
 	// key not yet looked at.
 	missed := 0

@@ -150,6 +150,11 @@ func (c *Cache[V]) Lookup(key string) (value V, found bool, at int64, ok, truste
 func (c *Cache[V]) Fill(key string, value V, found bool, rev int64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	return c.fill(key, value, found, rev)
+}
+
+// fill is Fill's rule; c.mu held.
+func (c *Cache[V]) fill(key string, value V, found bool, rev int64) bool {
 	if rev < c.pos {
 		return false
 	}
@@ -167,14 +172,10 @@ func (c *Cache[V]) Fill(key string, value V, found bool, rev int64) bool {
 func (c *Cache[V]) Warm(key string, value V, rev int64) (room bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	it, ok := c.lru.Peek(key)
-	if !ok && c.lru.Len() >= c.size {
+	if !c.lru.Contains(key) && c.lru.Len() >= c.size {
 		return false
 	}
-	if rev < c.pos || (ok && it.at >= rev) {
-		return true
-	}
-	c.lru.Add(key, item[V]{value: value, found: true, at: rev})
+	c.fill(key, value, true, rev)
 	return true
 }
 

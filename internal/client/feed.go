@@ -320,28 +320,28 @@ func (e *Engine) launchRev(g *group) {
 	}
 }
 
+// feedFor is group's feed (nil before its first Get).
+func (e *Engine) feedFor(group string) *feed {
+	g := e.group(group)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return g.feed
+}
+
 // FeedServer is the address of the server streaming group's cache feed
 // ("" = none); for tests.
 func (e *Engine) FeedServer(group string) string {
-	g := e.group(group)
-	e.mu.Lock()
-	f := g.feed
-	e.mu.Unlock()
-	if f == nil {
-		return ""
+	if f := e.feedFor(group); f != nil {
+		return f.stream.server()
 	}
-	return f.stream.server()
+	return ""
 }
 
 // CacheLen is the number of keys group's cache holds (0 = no feed); for
 // tests.
 func (e *Engine) CacheLen(group string) int {
-	g := e.group(group)
-	e.mu.Lock()
-	f := g.feed
-	e.mu.Unlock()
-	if f == nil {
-		return 0
+	if f := e.feedFor(group); f != nil {
+		return f.cache.Len()
 	}
-	return f.cache.Len()
+	return 0
 }
