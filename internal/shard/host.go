@@ -66,6 +66,10 @@ type Config struct {
 	// dragonboat reads the files when the host starts (a new certificate
 	// takes effect at a restart) and trusts any certificate CAFile signed.
 	TLS *TLSFiles
+
+	// engineTransport runs dragonboat's built-in TCP transport instead of
+	// transport.go's (tests of the two talking to each other).
+	engineTransport bool
 }
 
 // TLSFiles are the Raft transport's PEM files.
@@ -170,6 +174,9 @@ func NewHost(cfg Config) (*Host, error) {
 		RaftEventListener:   (*listener)(h),
 		SystemEventListener: (*sysListener)(h),
 		Expert:              config.ExpertConfig{LogDB: logdb},
+	}
+	if !cfg.engineTransport {
+		nhc.Expert.TransportFactory = transportFactory{log: cfg.Logger}
 	}
 	if t := cfg.TLS; t != nil {
 		nhc.MutualTLS, nhc.CAFile, nhc.CertFile, nhc.KeyFile = true, t.CAFile, t.CertFile, t.KeyFile
