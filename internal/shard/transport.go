@@ -205,7 +205,9 @@ func (t *transport) serve(conn net.Conn) {
 		var payload []byte
 		if size <= keptBufferSize {
 			if cap(kept) < size {
-				kept = make([]byte, keptBufferSize)
+				// Grown by doubling: a connection that carries only
+				// heartbeats keeps a few KiB.
+				kept = make([]byte, min(keptBufferSize, max(size, 2*cap(kept), 4<<10)))
 			}
 			payload = kept[:size]
 		} else {
