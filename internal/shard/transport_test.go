@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -254,4 +255,100 @@ func TestTransportDropsBadFrames(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, "a good frame after bad ones", func() bool { n, _ := rx.received(); return n == 1 })
+}
+
+// maxTxnCommand encodes the largest command the API accepts: a txn of
+// MaxTxnOps puts, each with a key and a value at their limits.
+func maxTxnCommand(t *testing.T) []byte {
+	t.Helper()
+	value := bytes.Repeat([]byte("v"), fsm.MaxValueSize)
+	ops := make([]fsm.Op, fsm.MaxTxnOps)
+	for i := range ops {
+		key := fmt.Sprintf("%04d", i) + string(bytes.Repeat([]byte("k"), fsm.MaxKeySize-4))
+		ops[i] = fsm.Op{Type: fsm.OpPut, Key: key, Value: value}
+	}
+	cmd, err := fsm.EncodeCommand(&fsm.Command{Session: 3, Seq: 1, Kind: fsm.KindTxn, Txn: &fsm.Txn{Then: ops}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cmd
+}
+
+// TestTransportCarriesLargestTxn: dragonboat puts no byte limit on an
+// entry (MaxInMemLogSize is unset) and a Replicate message always carries
+// at least one entry, so the leader sends a txn of MaxTxnOps puts of
+// MaxValueSize values as one frame of over 128 MiB. The receiver must take
+// it, as dragonboat's own transport does: refusing it drops the connection,
+// the leader sends it again and again, and the txn never commits (with
+// three hosts on this transport: 112 refusals in 60 s, no commit; on
+// dragonboat's, committed).
+func TestTransportCarriesLargestTxn(t *testing.T) {
+	cmd := maxTxnCommand(t)
+	rx := newLoopback(t)
+	tx := newLoopback(t)
+	conn, err := tx.GetConnection(context.Background(), rx.nhc.RaftAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	batch := pb.MessageBatch{SourceAddress: tx.nhc.RaftAddress, Requests: []pb.Message{
+		{Type: pb.Replicate, ShardID: 1, From: 1, To: 2, Entries: []pb.Entry{{Term: 1, Index: 7, Cmd: cmd}}}}}
+	t.Logf("command of %d bytes, frame of %d bytes, frame limit %d", len(cmd), frameHeaderSize+batch.Size(), maxFrameSize)
+	if err := conn.SendMessageBatch(batch); err != nil {
+		t.Fatalf("send: %v", err)
+	}
+	cmd = nil
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if n, _ := rx.received(); n >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the receiver never handled the batch")
+		}
+		// A connection the receiver dropped fails the next send.
+		if err := conn.SendMessageBatch(pb.MessageBatch{SourceAddress: "probe"}); err != nil {
+			t.Fatalf("the receiver dropped the connection: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rx.mu.Lock()
+	got := rx.batches[0].Requests[0].Entries[0]
+	rx.batches = nil
+	rx.mu.Unlock()
+	if got.Index != 7 || len(got.Cmd) != len(maxTxnCommand(t)) {
+		t.Fatalf("received entry %d of %d bytes", got.Index, len(got.Cmd))
+	}
+}
+
+// TestTransportHeaderAloneAllocatesLittle: a header claiming a large
+// payload, followed by a few bytes and then nothing, does not make the
+// receiver allocate the payload it claims. (The connection has no read
+// deadline, so what it allocated would stay allocated while the sender
+// keeps the connection open.)
+func TestTransportHeaderAloneAllocatesLittle(t *testing.T) {
+	rx := newLoopback(t)
+	const claimed = 100 << 20
+	frame := make([]byte, frameHeaderSize+claimed)
+	encodeFrameHeader(frame, methodRaft, false)
+	var before runtime.MemStats
+	runtime.ReadMemStats(&before)
+	c, err := net.Dial("tcp", rx.nhc.RaftAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write(frame[:frameHeaderSize+1024]); err != nil {
+		t.Fatal(err)
+	}
+	frame = nil
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		var now runtime.MemStats
+		runtime.ReadMemStats(&now)
+		if d := now.TotalAlloc - before.TotalAlloc; d > 16<<20 {
+			t.Fatalf("a %d-byte header and 1 KiB of payload made the process allocate %d MiB", frameHeaderSize, d>>20)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
