@@ -44,9 +44,18 @@ const (
 	// a larger frame gets a buffer of its own that the GC takes back.
 	keptBufferSize = 256 << 10
 	readBufferSize = 16 << 10
-	// maxFrameSize refuses a frame larger than anything dragonboat sends (a
-	// message batch is cut at 64 MiB, a chunk at 2 MiB) before allocating it.
-	maxFrameSize = 128 << 20
+	// maxFrameSize refuses a frame no dister server sends. dragonboat cuts
+	// a message batch at 64 MiB and a chunk at 2 MiB, but never an entry: a
+	// Replicate message carries at least one whole entry, and a txn of
+	// MaxTxnOps puts of MaxValueSize values is one of over 128 MiB (a
+	// follower forwarding proposals sends several in one message). A frame
+	// the receiver refuses is sent again and again, so the limit is far
+	// above those; what it costs is bounded by readPayload, which allocates
+	// as the bytes arrive rather than what the header claims.
+	maxFrameSize = 1 << 30
+	// firstPayloadBuffer is what a payload larger than keptBufferSize gets
+	// before any of it arrived: a whole snapshot chunk.
+	firstPayloadBuffer = 4 << 20
 
 	dialTimeout      = 5 * time.Second
 	handshakeTimeout = 10 * time.Second
@@ -202,18 +211,8 @@ func (t *transport) serve(conn net.Conn) {
 			t.log.Warn("raft transport: dropping connection", "remote", conn.RemoteAddr(), "err", err)
 			return
 		}
-		var payload []byte
-		if size <= keptBufferSize {
-			if cap(kept) < size {
-				// Grown by doubling: a connection that carries only
-				// heartbeats keeps a few KiB.
-				kept = make([]byte, min(keptBufferSize, max(size, 2*cap(kept), 4<<10)))
-			}
-			payload = kept[:size]
-		} else {
-			payload = make([]byte, size)
-		}
-		if _, err := io.ReadFull(r, payload); err != nil {
+		payload, err := readPayload(r, size, &kept)
+		if err != nil {
 			return
 		}
 		if !t.encrypted && crc32.ChecksumIEEE(payload) != sum {
@@ -239,6 +238,36 @@ func (t *transport) serve(conn net.Conn) {
 		if !t.onChunk(chunk) {
 			return
 		}
+	}
+}
+
+// readPayload reads a payload of size bytes. One within keptBufferSize
+// goes into *kept, grown by doubling (a connection that carries only
+// heartbeats keeps a few KiB). A larger one gets a buffer of its own that
+// grows as its bytes arrive, so that a header claiming a large payload
+// makes the connection allocate what was sent, not what was claimed.
+func readPayload(r io.Reader, size int, kept *[]byte) ([]byte, error) {
+	if size <= keptBufferSize {
+		if cap(*kept) < size {
+			*kept = make([]byte, min(keptBufferSize, max(size, 2*cap(*kept), 4<<10)))
+		}
+		payload := (*kept)[:size]
+		_, err := io.ReadFull(r, payload)
+		return payload, err
+	}
+	payload := make([]byte, 0, min(size, firstPayloadBuffer))
+	for {
+		n, err := io.ReadFull(r, payload[len(payload):cap(payload)])
+		payload = payload[:len(payload)+n]
+		if err != nil {
+			return nil, err
+		}
+		if len(payload) == size {
+			return payload, nil
+		}
+		grown := make([]byte, len(payload), min(size, 2*cap(payload)))
+		copy(grown, payload)
+		payload = grown
 	}
 }
 
