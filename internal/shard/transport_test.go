@@ -104,6 +104,14 @@ type loopback struct {
 
 func newLoopback(t *testing.T) *loopback {
 	t.Helper()
+	lb := startLoopback(t)
+	t.Cleanup(func() { lb.Close() })
+	return lb
+}
+
+// startLoopback is newLoopback without closing it at the end of the test.
+func startLoopback(t *testing.T) *loopback {
+	t.Helper()
 	lb := &loopback{}
 	nhc := config.NodeHostConfig{RaftAddress: freeAddr(t)}
 	lb.transport = transportFactory{log: slog.New(slog.NewTextHandler(io.Discard, nil))}.Create(nhc,
@@ -121,7 +129,6 @@ func newLoopback(t *testing.T) *loopback {
 	if err := lb.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { lb.Close() })
 	return lb
 }
 
@@ -350,5 +357,55 @@ func TestTransportHeaderAloneAllocatesLittle(t *testing.T) {
 			t.Fatalf("a %d-byte header and 1 KiB of payload made the process allocate %d MiB", frameHeaderSize, d>>20)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestTransportSurvivesHostilePayloads: a frame with valid checksums whose
+// payload is not a well-formed MessageBatch closes its connection; it does
+// not crash the process, spin, or keep Close from returning. dragonboat's
+// MessageBatch.Unmarshal counts the requests after the first one (and
+// Message.Unmarshal the entries after the first) without bounds checks: a
+// truncated varint indexes past the end, and a negative length sends the
+// count back to where it started, forever.
+func TestTransportSurvivesHostilePayloads(t *testing.T) {
+	negative11 := []byte{0xf5, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01} // varint of int(-11)
+	cases := []struct {
+		name    string
+		payload []byte
+	}{
+		// Found by fuzzing MessageBatch.Unmarshal: index out of range.
+		{"truncated varint after the first request", []byte("\n\f000000000000\x97")},
+		// An empty request, then a request whose length takes the count
+		// back 11 bytes to the start of the same field.
+		{"negative request length", append([]byte{0x0a, 0x00, 0x0a}, negative11...)},
+		// One request holding an empty entry, then an entry whose length
+		// does the same.
+		{"negative entry length", append([]byte{0x0a, 13, 0x5a, 0x00, 0x5a}, negative11...)},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rx := startLoopback(t)
+			frame := append(make([]byte, frameHeaderSize), tc.payload...)
+			encodeFrameHeader(frame, methodRaft, false)
+			c, err := net.Dial("tcp", rx.nhc.RaftAddress)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.Write(frame); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+				t.Errorf("the connection was not closed: %v", err)
+			}
+			closed := make(chan struct{})
+			go func() { rx.Close(); close(closed) }()
+			select {
+			case <-closed:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Close did not return: the goroutine serving the connection never ended")
+			}
+		})
 	}
 }
