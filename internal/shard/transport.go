@@ -223,7 +223,7 @@ func (t *transport) serve(conn net.Conn) {
 		// so the buffer is free for the next frame once the handler returns.
 		if method == methodRaft {
 			var batch pb.MessageBatch
-			if err := batch.Unmarshal(payload); err != nil {
+			if err := unmarshalBatch(&batch, payload); err != nil {
 				t.log.Warn("raft transport: dropping connection", "remote", conn.RemoteAddr(), "err", err)
 				return
 			}
@@ -231,7 +231,7 @@ func (t *transport) serve(conn net.Conn) {
 			continue
 		}
 		var chunk pb.Chunk
-		if err := chunk.Unmarshal(payload); err != nil {
+		if err := safeUnmarshal(chunk.Unmarshal, payload); err != nil {
 			t.log.Warn("raft transport: dropping connection", "remote", conn.RemoteAddr(), "err", err)
 			return
 		}
@@ -269,6 +269,89 @@ func readPayload(r io.Reader, size int, kept *[]byte) ([]byte, error) {
 		copy(grown, payload)
 		payload = grown
 	}
+}
+
+// Protobuf field numbers dragonboat's Unmarshal counts ahead of decoding:
+// MessageBatch.Requests and Message.Entries.
+const (
+	batchRequestsField  = 1
+	messageEntriesField = 11
+)
+
+// unmarshalBatch decodes a MessageBatch from a peer, or fails, without
+// trusting dragonboat's MessageBatch.Unmarshal with malformed input: before
+// decoding the first request (the first entry of a message) it counts the
+// ones that follow without bounds checks, so a truncated varint panics and a
+// negative length sends the count back to where it started, forever. Only a
+// payload whose fields, and those of every request in it, are well-formed
+// reaches it; a panic from any other corner becomes an error.
+func unmarshalBatch(b *pb.MessageBatch, payload []byte) error {
+	err := walkWire(payload, batchRequestsField, func(request []byte) error {
+		return walkWire(request, messageEntriesField, nil)
+	})
+	if err != nil {
+		return err
+	}
+	return safeUnmarshal(b.Unmarshal, payload)
+}
+
+// walkWire checks that b is a sequence of well-formed protobuf fields:
+// varints of at most 64 bits, lengths within b. Field nested must be
+// length-delimited; its contents are passed to inner if it is set.
+func walkWire(b []byte, nested uint64, inner func([]byte) error) error {
+	for len(b) > 0 {
+		tag, n := binary.Uvarint(b)
+		if n <= 0 || tag>>3 == 0 {
+			return fmt.Errorf("%w: malformed field tag", errBadFrame)
+		}
+		b = b[n:]
+		field, wireType := tag>>3, tag&7
+		if field == nested && wireType != 2 {
+			return fmt.Errorf("%w: field %d of wire type %d", errBadFrame, field, wireType)
+		}
+		switch wireType {
+		case 0:
+			if _, n = binary.Uvarint(b); n <= 0 {
+				return fmt.Errorf("%w: malformed varint", errBadFrame)
+			}
+			b = b[n:]
+		case 1, 5:
+			size := 8
+			if wireType == 5 {
+				size = 4
+			}
+			if len(b) < size {
+				return fmt.Errorf("%w: truncated field %d", errBadFrame, field)
+			}
+			b = b[size:]
+		case 2:
+			l, n := binary.Uvarint(b)
+			if n <= 0 || l > uint64(len(b)-n) {
+				return fmt.Errorf("%w: field %d: bad length", errBadFrame, field)
+			}
+			v := b[n : n+int(l)]
+			b = b[n+int(l):]
+			if field == nested && inner != nil {
+				if err := inner(v); err != nil {
+					return err
+				}
+			}
+		default:
+			return fmt.Errorf("%w: field %d of wire type %d", errBadFrame, field, wireType)
+		}
+	}
+	return nil
+}
+
+// safeUnmarshal runs unmarshal, turning a panic into an error: a peer's
+// bytes must not take the process down.
+func safeUnmarshal(unmarshal func([]byte) error, payload []byte) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: unmarshal panicked: %v", errBadFrame, r)
+		}
+	}()
+	return unmarshal(payload)
 }
 
 // decodeFrameHeader checks the header's checksum and returns the method,
