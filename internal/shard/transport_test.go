@@ -409,3 +409,40 @@ func TestTransportSurvivesHostilePayloads(t *testing.T) {
 		})
 	}
 }
+
+// TestTransportSlowPeerGetsLargeFrame: a peer that reads steadily at
+// 0.5 MiB/s gets an 8 MiB batch. dragonboat's transport gives every 2 MiB
+// of a frame 5 s (a floor of 0.4 MiB/s); a deadline for the whole frame of
+// 5 s plus 1 s per MiB is a floor of 1 MiB/s, so the send failed, and Raft
+// sends the same entries again, failing the same way.
+func TestTransportSlowPeerGetsLargeFrame(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	read := make(chan int64)
+	go func() {
+		var n int64
+		buf := make([]byte, 64<<10)
+		tick := time.NewTicker(125 * time.Millisecond) // 64 KiB each: 0.5 MiB/s
+		defer tick.Stop()
+		for range tick.C {
+			m, err := io.ReadFull(b, buf)
+			n += int64(m)
+			if err != nil {
+				break
+			}
+		}
+		read <- n
+	}()
+	fc := &frameConn{conn: a}
+	batch := pb.MessageBatch{Requests: []pb.Message{{Type: pb.Replicate,
+		Entries: []pb.Entry{{Index: 1, Cmd: make([]byte, 8<<20)}}}}}
+	start := time.Now()
+	err := fc.send(methodRaft, &batch, batch.SizeUpperLimit())
+	a.Close()
+	if err != nil {
+		t.Fatalf("sending 8 MiB to a peer reading 0.5 MiB/s failed after %v (%d bytes read): %v",
+			time.Since(start).Round(time.Second), <-read, err)
+	}
+	<-read
+}
