@@ -111,6 +111,11 @@ func (t *transport) Start() error {
 		return err
 	}
 	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		ln.Close()
+		return errors.New("raft transport closed before it started")
+	}
 	t.ln = ln
 	t.mu.Unlock()
 	t.wg.Add(1)
