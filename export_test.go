@@ -54,6 +54,11 @@ func LocalShards(n *Node) []uint64 { return server(n).LocalShards() }
 // shard id) as its Close begins.
 func SetCloseHook(n *Node, h func(shardID uint64)) { server(n).SetCloseHook(h) }
 
+// SetStartHook makes every replica n starts from now on run h (its shard
+// id) once its state machine exists, before the engine knows the replica;
+// nil removes it.
+func SetStartHook(n *Node, h func(shardID uint64)) { server(n).SetStartHook(h) }
+
 // SetStepHook runs h when a membership step is about to start on n; an
 // error from h fails the step.
 func SetStepHook(n *Node, h func(ctx context.Context, step string, id uint64) error) {

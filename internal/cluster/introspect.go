@@ -73,6 +73,10 @@ func (e *Engine) LocalShards() []uint64 { return e.host.LocalShards() }
 // shard id) as its Close begins; nil removes it. For tests.
 func (e *Engine) SetCloseHook(h func(shardID uint64)) { e.host.SetCloseHook(h) }
 
+// SetStartHook makes every replica started from now on run h (its shard
+// id) once its state machine exists, before the engine knows the replica.
+func (e *Engine) SetStartHook(h func(shardID uint64)) { e.host.SetStartHook(h) }
+
 // SetStepHook installs (or, with nil, removes) a hook that runs when a
 // membership step is about to start, for tests: "leaving" (id = the
 // server; it is recorded as leaving and its removal from the group shards

@@ -123,6 +123,7 @@ type Host struct {
 	// closing: per shard started here, closed once its state machine closed.
 	closing   map[uint64]chan struct{}
 	closeHook atomic.Pointer[func(shardID uint64)] // tests only
+	startHook atomic.Pointer[func(shardID uint64)] // tests only
 
 	life   context.Context // ends at Close; bounds work the host starts itself
 	end    context.CancelFunc
@@ -262,6 +263,9 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 		h.machines[shardID] = m
 		h.closing[shardID] = a.closed
 		h.mu.Unlock()
+		if hook := h.startHook.Load(); hook != nil {
+			(*hook)(shardID)
+		}
 		return a
 	}
 	cfg := h.shardConfig(shardID, h.isLearner(shardID))
@@ -361,6 +365,18 @@ func (h *Host) SetCloseHook(hook func(shardID uint64)) {
 		return
 	}
 	h.closeHook.Store(&hook)
+}
+
+// SetStartHook makes every replica this host starts from now on run hook
+// (its shard id) once its state machine exists, before the engine knows
+// the replica (dragonboat holds its NodeHost lock meanwhile); nil removes
+// it. Tests only.
+func (h *Host) SetStartHook(hook func(shardID uint64)) {
+	if hook == nil {
+		h.startHook.Store(nil)
+		return
+	}
+	h.startHook.Store(&hook)
 }
 
 // Running tells whether this host runs a replica of shardID.
