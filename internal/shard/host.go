@@ -19,7 +19,6 @@ import (
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/config"
 	"github.com/lni/dragonboat/v4/raftio"
-	sm "github.com/lni/dragonboat/v4/statemachine"
 
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
@@ -121,9 +120,15 @@ type Host struct {
 	// (see RemovedHere); memory only, a restart forgets it.
 	removedHere map[uint64]bool
 	// closing: per shard started here, closed once its state machine closed.
-	closing   map[uint64]chan struct{}
-	closeHook atomic.Pointer[func(shardID uint64)] // tests only
-	startHook atomic.Pointer[func(shardID uint64)] // tests only
+	closing map[uint64]chan struct{}
+	// registering: per shard, set while a StartShard call has had its
+	// state machine made (Running is true) and dragonboat has not returned
+	// from registering the replica yet (it answers ErrShardNotFound);
+	// closed when that call returns. Nothing else sets it: a replica that
+	// stopped or applied its own removal is never in it.
+	registering map[uint64]chan struct{}
+	closeHook   atomic.Pointer[func(shardID uint64)] // tests only
+	startHook   atomic.Pointer[func(shardID uint64)] // tests only
 
 	life   context.Context // ends at Close; bounds work the host starts itself
 	end    context.CancelFunc
@@ -153,6 +158,7 @@ func NewHost(cfg Config) (*Host, error) {
 
 		removedHere: make(map[uint64]bool),
 		closing:     make(map[uint64]chan struct{}),
+		registering: make(map[uint64]chan struct{}),
 	}
 	h.life, h.end = context.WithCancel(context.Background())
 	raftDir := filepath.Join(cfg.DataDir, "raft")
@@ -228,60 +234,6 @@ func (h *Host) shardConfig(shardID uint64, nonVoting bool) config.Config {
 		SnapshotEntries:    h.cfg.SnapshotEntries,
 		CompactionOverhead: h.cfg.CompactionOverhead,
 	}
-}
-
-// StartShard starts this host's replica of shardID. A replica that exists
-// on disk restarts from it and initial/join are ignored; otherwise it
-// bootstraps with initial (replica id -> Raft address) or, with join, waits
-// as a non-voter to be contacted by the shard's leader after it was added as
-// one. Starting a running shard is a no-op.
-func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) error {
-	if h.closed.Load() {
-		return errs.Closed
-	}
-	if h.Running(shardID) {
-		return nil
-	}
-	if h.nh.HasNodeInfo(shardID, h.cfg.NodeID) {
-		initial, join = nil, false
-	} else {
-		h.mu.Lock()
-		err := h.setLearner(shardID, join)
-		h.mu.Unlock()
-		if err != nil {
-			return fmt.Errorf("start shard %d: record role: %w", shardID, err)
-		}
-	}
-	dir := h.stateDir(shardID)
-	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
-		m := fsm.New(dir, fsm.Options{SessionHorizon: h.cfg.SessionHorizon, EventRetention: h.cfg.EventRetention, Shared: h.shared})
-		a := &machine{m: m, shardID: shardID, onApply: h.cfg.OnApply, closed: make(chan struct{})}
-		if hook := h.closeHook.Load(); hook != nil {
-			a.onClose = *hook
-		}
-		h.mu.Lock()
-		h.machines[shardID] = m
-		h.closing[shardID] = a.closed
-		h.mu.Unlock()
-		if hook := h.startHook.Load(); hook != nil {
-			(*hook)(shardID)
-		}
-		return a
-	}
-	cfg := h.shardConfig(shardID, h.isLearner(shardID))
-	err := h.nh.StartOnDiskReplica(initial, join, create, cfg)
-	// A replica stopped a moment ago may still be closing.
-	for i := 0; errors.Is(err, dragonboat.ErrShardAlreadyExist) && !h.Running(shardID) && i < 500; i++ {
-		time.Sleep(10 * time.Millisecond)
-		err = h.nh.StartOnDiskReplica(initial, join, create, cfg)
-	}
-	if errors.Is(err, dragonboat.ErrShardAlreadyExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("start shard %d: %w", shardID, translate(err))
-	}
-	return nil
 }
 
 // StopShard stops the local replica; its data stays.
@@ -365,18 +317,6 @@ func (h *Host) SetCloseHook(hook func(shardID uint64)) {
 		return
 	}
 	h.closeHook.Store(&hook)
-}
-
-// SetStartHook makes every replica this host starts from now on run hook
-// (its shard id) once its state machine exists, before the engine knows
-// the replica (dragonboat holds its NodeHost lock meanwhile); nil removes
-// it. Tests only.
-func (h *Host) SetStartHook(hook func(shardID uint64)) {
-	if hook == nil {
-		h.startHook.Store(nil)
-		return
-	}
-	h.startHook.Store(&hook)
 }
 
 // Running tells whether this host runs a replica of shardID.

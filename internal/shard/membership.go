@@ -32,6 +32,11 @@ func (h *Host) Membership(ctx context.Context, shardID uint64) (Membership, erro
 		if ctx.Err() != nil {
 			return Membership{}, ctxError(ctx.Err(), err)
 		}
+		if retry, werr := h.waitRegistered(ctx, shardID, err); retry {
+			continue
+		} else if werr != nil {
+			return Membership{}, werr
+		}
 		if !temporary(err) {
 			return Membership{}, translate(err)
 		}

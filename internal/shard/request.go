@@ -69,6 +69,11 @@ func (h *Host) StaleRead(ctx context.Context, shardID uint64, q any) (any, error
 		if err == nil {
 			return v, nil
 		}
+		if retry, werr := h.waitRegistered(ctx, shardID, err); retry {
+			continue
+		} else if werr != nil {
+			return nil, werr
+		}
 		if !errors.Is(err, dragonboat.ErrShardNotInitialized) {
 			return nil, translate(err)
 		}
@@ -126,6 +131,11 @@ func (h *Host) attempt(ctx context.Context, shardID uint64, unsure *bool,
 			}
 		}
 		if err != nil {
+			if retry, werr := h.waitRegistered(ctx, shardID, err); retry {
+				continue
+			} else if werr != nil {
+				return dragonboat.RequestResult{}, nil, ctxError(werr, last)
+			}
 			if !temporary(err) {
 				return dragonboat.RequestResult{}, nil, translate(err)
 			}
