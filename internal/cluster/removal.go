@@ -66,6 +66,11 @@ func (e *Engine) removeServer(ctx context.Context, id uint64) error {
 	if err := e.decideRemoval(ctx, id); err != nil {
 		return err
 	}
+	if id == e.cfg.NodeID {
+		if asked, err := e.askLeaderToRemove(ctx, id); asked {
+			return err
+		}
+	}
 	// Retry what may pass on a later try (a group just created and not
 	// started here yet, an election) until ctx ends.
 	backoff := 50 * time.Millisecond
@@ -136,6 +141,34 @@ func (e *Engine) decideRemoval(ctx context.Context, id uint64) error {
 		}
 		// Another removal was decided meanwhile (or this one): read again.
 	}
+}
+
+// askLeaderToRemove hands the removal of this server (id) to another
+// server: the system shard's leader once leadership moved off this server
+// (see shard.Host.MoveLeadership). It reports false, and this server goes
+// on by itself, when no other leader is known. A server that takes itself
+// out of a group shard through its own replica may never hear that the
+// change committed (the leader sends nothing to a replica it removed), and
+// its request then waits out shardStepTimeout: TestRemoveLiveServerOfTwo
+// through server 2 ran out of its 15 s so.
+func (e *Engine) askLeaderToRemove(ctx context.Context, id uint64) (bool, error) {
+	if err := e.host.MoveLeadership(ctx, SystemShard, id); err != nil {
+		return false, nil
+	}
+	leader, ok := e.host.Leader(SystemShard)
+	if !ok || leader == id {
+		return false, nil
+	}
+	e.mu.Lock()
+	lp, known := e.servers[leader]
+	e.mu.Unlock()
+	if !known {
+		return false, nil
+	}
+	if err := e.peers.Call(ctx, lp.PeerAddr, peer.OpRemoveServer, peer.ServerRequest{ID: id}, nil); err != nil {
+		return true, fmt.Errorf("ask the system shard's leader %d to remove server %d: %w", leader, id, err)
+	}
+	return true, nil
 }
 
 // bounded derives a ctx that also ends when the engine closes.
@@ -328,8 +361,14 @@ func (e *Engine) finishRemoval(ctx context.Context, id uint64, p Peer) error {
 		return nil
 	}
 	if self {
-		// This server removes itself: it knows, and leaves first.
+		// This server removes itself: it knows, and leaves first. If it
+		// leads the system shard, another voter takes over first (see
+		// shard.Host.MoveLeadership), so that the leader asked below is
+		// another server.
 		e.leave()
+		if err := e.host.MoveLeadership(ctx, SystemShard, id); err != nil {
+			return fmt.Errorf("move the system shard's leadership off server %d: %w", id, err)
+		}
 		if leader, _ := e.host.Leader(SystemShard); leader != 0 && leader != id {
 			e.mu.Lock()
 			lp, known := e.servers[leader]

@@ -1,0 +1,55 @@
+package shard
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// MoveLeadership moves a shard's leadership off the replica RemoveMember
+// is about to remove, so that a shard of two voters keeps one that knows
+// the change committed. (A leader that applies its own removal stops at
+// once; the other voter, if it had not learned that the change committed,
+// counts the removed one for good: TestRemoveLiveServerOfTwo failed so.
+// This test does not reproduce that race; it checks the move.)
+func TestRemoveLeaderOfTwo(t *testing.T) {
+	a1, a2 := freeAddr(t), freeAddr(t)
+	h1, h2 := quietHost(t, 1, a1), quietHost(t, 2, a2)
+	members := map[uint64]string{1: a1, 2: a2}
+	for _, h := range []*Host{h1, h2} {
+		if err := h.StartShard(7, members, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		if err := h1.WaitLeader(ctx, 7); err != nil {
+			t.Fatal(err)
+		}
+		if leader, _ := h1.Leader(7); leader == 2 {
+			break
+		}
+		if err := h1.nh.RequestLeaderTransfer(7, 2); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := h2.MoveLeadership(ctx, 7, 2); err != nil {
+		t.Fatal(err)
+	}
+	if leader, ok := h2.Leader(7); !ok || leader != 1 {
+		t.Fatalf("leader after MoveLeadership off 2: %d %v, want 1", leader, ok)
+	}
+	if err := h1.RemoveMember(ctx, 7, 2); err != nil {
+		t.Fatalf("remove replica 2: %v", err)
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if _, err := h1.Propose(wctx, 7, txnCmd(t, 1)); err != nil {
+		t.Fatalf("write after the removal: %v", err)
+	}
+	if m, err := h1.Membership(wctx, 7); err != nil || len(m.Voters) != 1 {
+		t.Fatalf("membership after the removal: %+v %v", m, err)
+	}
+}
