@@ -23,18 +23,7 @@ func TestRemoveLeaderOfTwo(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	for {
-		if err := h1.WaitLeader(ctx, 7); err != nil {
-			t.Fatal(err)
-		}
-		if leader, _ := h1.Leader(7); leader == 2 {
-			break
-		}
-		if err := h1.nh.RequestLeaderTransfer(7, 2); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	makeLeader(ctx, t, h1, 7, 2)
 	if err := h2.MoveLeadership(ctx, 7, 2); err != nil {
 		t.Fatal(err)
 	}

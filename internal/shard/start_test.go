@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lni/dragonboat/v4"
+
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
 )
@@ -94,13 +96,16 @@ func TestRequestToGoneReplicaFailsFast(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	for _, s := range []uint64{7, 8} {
-		if err := h1.WaitLeader(ctx, s); err != nil {
-			t.Fatal(err)
-		}
+	if err := h1.WaitLeader(ctx, 8); err != nil {
+		t.Fatal(err)
 	}
-	// Shard 7: host 2 removes its own replica through it.
-	if err := h2.RemoveMember(ctx, 7, 2); err != nil && !errors.Is(err, errs.Closed) {
+	// Shard 7: host 2 leads it and removes its own replica, which then
+	// applies its removal (RemoveMember would move the leadership first).
+	makeLeader(ctx, t, h1, 7, 2)
+	err := h2.configChange(ctx, 7, func(t time.Duration) (*dragonboat.RequestState, error) {
+		return h2.nh.RequestDeleteReplica(7, 2, 0, t)
+	}, func(m Membership) bool { return !m.has(2) })
+	if err != nil && !errors.Is(err, errs.Closed) && !h2.RemovedHere(7) {
 		t.Fatalf("remove replica 2 of shard 7: %v", err)
 	}
 	for !h2.RemovedHere(7) {
@@ -136,6 +141,28 @@ func TestRequestToGoneReplicaFailsFast(t *testing.T) {
 		}
 		if d := time.Since(begin); d > time.Second {
 			t.Errorf("shard %d gone from host 2: the calls took %v", s, d)
+		}
+	}
+}
+
+// makeLeader waits until replica id leads shard, as h sees it, asking
+// for a leader transfer to it meanwhile.
+func makeLeader(ctx context.Context, t *testing.T, h *Host, shard, id uint64) {
+	t.Helper()
+	for {
+		if err := h.WaitLeader(ctx, shard); err != nil {
+			t.Fatal(err)
+		}
+		if leader, _ := h.Leader(shard); leader == id {
+			return
+		}
+		if err := h.nh.RequestLeaderTransfer(shard, id); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("replica %d did not take the lead of shard %d", id, shard)
+		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
