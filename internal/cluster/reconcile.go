@@ -237,13 +237,8 @@ func (r *reconciler) recordSelf(ctx context.Context, e *Engine, cat *catalog) {
 // shard, it could never learn that it was removed and kept its replicas
 // running (TestRemoveLiveServerOfTwo, seen once in 40 runs).
 func (r *reconciler) handOver(ctx context.Context, e *Engine) bool {
-	self := e.cfg.NodeID
-	if err := e.host.MoveLeadership(ctx, SystemShard, self); err != nil {
-		e.log.Debug("reconcile: hand the system shard over", "err", err)
-		return false
-	}
-	leader, ok := e.host.Leader(SystemShard)
-	return ok && leader != self
+	_, ok := e.otherLeader(ctx)
+	return ok
 }
 
 // syncMembers, on the system shard's leader, makes every shard's Raft
