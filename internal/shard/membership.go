@@ -107,7 +107,9 @@ func (h *Host) MoveLeadership(ctx context.Context, shardID, id uint64) error {
 				deadline.Stop()
 				return nil
 			}
-			if err := h.nh.RequestLeaderTransfer(shardID, to); err != nil {
+			// ErrSystemBusy: a transfer requested a moment ago (by
+			// anyone) is still pending; wait and ask again.
+			if err := h.nh.RequestLeaderTransfer(shardID, to); err != nil && !temporary(err) {
 				deadline.Stop()
 				return translate(err)
 			}

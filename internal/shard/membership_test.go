@@ -24,6 +24,10 @@ func TestRemoveLeaderOfTwo(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	makeLeader(ctx, t, h1, 7, 2)
+	// A transfer request still pending makes dragonboat answer the next
+	// one ErrSystemBusy; MoveLeadership must wait it out, not fail (it did
+	// in CI, right after makeLeader's last request).
+	h2.nh.RequestLeaderTransfer(7, 2)
 	if err := h2.MoveLeadership(ctx, 7, 2); err != nil {
 		t.Fatal(err)
 	}
