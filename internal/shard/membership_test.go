@@ -13,14 +13,7 @@ import (
 // counts the removed one for good: TestRemoveLiveServerOfTwo failed so.
 // This test does not reproduce that race; it checks the move.)
 func TestRemoveLeaderOfTwo(t *testing.T) {
-	a1, a2 := freeAddr(t), freeAddr(t)
-	h1, h2 := quietHost(t, 1, a1), quietHost(t, 2, a2)
-	members := map[uint64]string{1: a1, 2: a2}
-	for _, h := range []*Host{h1, h2} {
-		if err := h.StartShard(7, members, false); err != nil {
-			t.Fatal(err)
-		}
-	}
+	h1, h2 := twoHosts(t, 7)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	makeLeader(ctx, t, h1, 7, 2)

@@ -83,17 +83,7 @@ func TestRequestWhileShardStarts(t *testing.T) {
 // dropped it; its state machine is still listed), answers ErrGroupNotFound
 // at once: only a start under way is worth waiting for.
 func TestRequestToGoneReplicaFailsFast(t *testing.T) {
-	a1, a2 := freeAddr(t), freeAddr(t)
-	h1, h2 := quietHost(t, 1, a1), quietHost(t, 2, a2)
-	members := map[uint64]string{1: a1, 2: a2}
-	for _, h := range []*Host{h1, h2} {
-		if err := h.StartShard(7, members, false); err != nil {
-			t.Fatal(err)
-		}
-		if err := h.StartShard(8, members, false); err != nil {
-			t.Fatal(err)
-		}
-	}
+	h1, h2 := twoHosts(t, 7, 8)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if err := h1.WaitLeader(ctx, 8); err != nil {
@@ -147,6 +137,22 @@ func TestRequestToGoneReplicaFailsFast(t *testing.T) {
 
 // makeLeader waits until replica id leads shard, as h sees it, asking
 // for a leader transfer to it meanwhile.
+// twoHosts starts hosts 1 and 2 with the given shards, both voters of each.
+func twoHosts(t *testing.T, shards ...uint64) (*Host, *Host) {
+	t.Helper()
+	a1, a2 := freeAddr(t), freeAddr(t)
+	h1, h2 := quietHost(t, 1, a1), quietHost(t, 2, a2)
+	members := map[uint64]string{1: a1, 2: a2}
+	for _, h := range []*Host{h1, h2} {
+		for _, shard := range shards {
+			if err := h.StartShard(shard, members, false); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return h1, h2
+}
+
 func makeLeader(ctx context.Context, t *testing.T, h *Host, shard, id uint64) {
 	t.Helper()
 	for {
