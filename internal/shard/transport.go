@@ -62,6 +62,9 @@ const (
 	writeTimeout     = 5 * time.Second
 	writePiece       = 1 << 20 // of a frame, written within writeTimeout
 	keepAlivePeriod  = 10 * time.Second
+	// frameReadTimeout is how long a frame's sender may go without a
+	// byte arriving (dragonboat's transport: 5 s per read of a frame).
+	frameReadTimeout = 5 * time.Second
 	streamEndTimeout = 10 * time.Second
 )
 
@@ -77,7 +80,7 @@ type transportFactory struct{ log *slog.Logger }
 
 func (f transportFactory) Create(nhc config.NodeHostConfig, onBatch raftio.MessageHandler, onChunk raftio.ChunkHandler) raftio.ITransport {
 	return &transport{nhc: nhc, onBatch: onBatch, onChunk: onChunk, log: f.log,
-		encrypted: nhc.MutualTLS, conns: make(map[net.Conn]struct{})}
+		encrypted: nhc.MutualTLS, frameReadTimeout: frameReadTimeout, conns: make(map[net.Conn]struct{})}
 }
 
 // Validate accepts the addresses dragonboat's own transport accepts.
@@ -89,6 +92,8 @@ type transport struct {
 	onChunk   raftio.ChunkHandler
 	log       *slog.Logger
 	encrypted bool
+	// frameReadTimeout: see the constant; tests shorten it.
+	frameReadTimeout time.Duration
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -193,7 +198,8 @@ func (t *transport) serve(conn net.Conn) {
 		}
 		tc.SetDeadline(time.Time{})
 	}
-	r := bufio.NewReaderSize(conn, readBufferSize)
+	fr := &frameReader{conn: conn, timeout: t.frameReadTimeout}
+	r := bufio.NewReaderSize(fr, readBufferSize)
 	var header [frameHeaderSize]byte
 	var kept []byte
 	for {
@@ -209,6 +215,7 @@ func (t *transport) serve(conn net.Conn) {
 			t.log.Warn("raft transport: dropping connection", "remote", conn.RemoteAddr(), "err", fmt.Errorf("%w: magic %x", errBadFrame, header[:2]))
 			return
 		}
+		fr.inFrame = true
 		if _, err := io.ReadFull(r, header[2:]); err != nil {
 			return
 		}
@@ -221,6 +228,7 @@ func (t *transport) serve(conn net.Conn) {
 		if err != nil {
 			return
 		}
+		fr.inFrame = false
 		if !t.encrypted && crc32.ChecksumIEEE(payload) != sum {
 			t.log.Warn("raft transport: dropping connection", "remote", conn.RemoteAddr(), "err", "payload checksum mismatch")
 			return
@@ -245,6 +253,29 @@ func (t *transport) serve(conn net.Conn) {
 			return
 		}
 	}
+}
+
+// frameReader reads conn with a deadline while a frame is under way, so a
+// sender that stalls in the middle of one (a stranger, or a peer behind a
+// partition) loses the connection and what it sent; between frames a
+// connection may stay idle. A frame that arrived whole in the buffer sets
+// no deadline at all.
+type frameReader struct {
+	conn    net.Conn
+	timeout time.Duration
+	inFrame bool
+	armed   bool // a deadline is set on conn
+}
+
+func (r *frameReader) Read(p []byte) (int, error) {
+	if r.inFrame {
+		r.conn.SetReadDeadline(time.Now().Add(r.timeout))
+		r.armed = true
+	} else if r.armed {
+		r.conn.SetReadDeadline(time.Time{})
+		r.armed = false
+	}
+	return r.conn.Read(p)
 }
 
 // readPayload reads a payload of size bytes. One within keptBufferSize

@@ -330,9 +330,8 @@ func TestTransportCarriesLargestTxn(t *testing.T) {
 
 // TestTransportHeaderAloneAllocatesLittle: a header claiming a large
 // payload, followed by a few bytes and then nothing, does not make the
-// receiver allocate the payload it claims. (The connection has no read
-// deadline, so what it allocated would stay allocated while the sender
-// keeps the connection open.)
+// receiver allocate the payload it claims (it would hold it until the
+// frame read timeout, 5 s, dropped the connection).
 func TestTransportHeaderAloneAllocatesLittle(t *testing.T) {
 	rx := newLoopback(t)
 	const claimed = 100 << 20
@@ -445,4 +444,47 @@ func TestTransportSlowPeerGetsLargeFrame(t *testing.T) {
 			time.Since(start).Round(time.Second), <-read, err)
 	}
 	<-read
+}
+
+// TestTransportDropsStalledFrame: a sender that stops in the middle of a
+// frame (half a header, or a payload cut short) loses its connection once
+// frameReadTimeout passes without a byte, as dragonboat's transport drops
+// it; an idle connection between frames stays open.
+func TestTransportDropsStalledFrame(t *testing.T) {
+	rx := newLoopback(t)
+	rx.frameReadTimeout = 300 * time.Millisecond
+	idle, err := net.Dial("tcp", rx.nhc.RaftAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	var batch pb.MessageBatch
+	batch.Requests = []pb.Message{{ShardID: 1, To: 2, Entries: []pb.Entry{{Cmd: make([]byte, 1000)}}}}
+	frame := make([]byte, frameHeaderSize+batch.SizeUpperLimit())
+	n, err := batch.MarshalTo(frame[frameHeaderSize:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame = frame[:frameHeaderSize+n]
+	encodeFrameHeader(frame, methodRaft, false)
+	for name, part := range map[string][]byte{"half a header": frame[:10], "a payload cut short": frame[:frameHeaderSize+100]} {
+		c, err := net.Dial("tcp", rx.nhc.RaftAddress)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Write(part); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 1)); err != io.EOF {
+			t.Errorf("%s: the stalled connection was not dropped: %v", name, err)
+		}
+		c.Close()
+	}
+	// The idle connection, quiet for longer than frameReadTimeout, still
+	// carries a frame.
+	if _, err := idle.Write(frame); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a frame on a connection idle for a while", func() bool { n, _ := rx.received(); return n == 1 })
 }
