@@ -92,6 +92,9 @@ func (h *Host) MoveLeadership(ctx context.Context, shardID, id uint64) error {
 			targets = append(targets, v)
 		}
 	}
+	if len(targets) == 0 {
+		return nil // a lone voter: nobody to hand over to (and no warning; callers loop)
+	}
 	sort.Slice(targets, func(i, j int) bool {
 		if self := h.cfg.NodeID; targets[i] == self || targets[j] == self {
 			return targets[i] == self
