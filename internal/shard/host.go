@@ -129,6 +129,8 @@ type Host struct {
 	registering map[uint64]chan struct{}
 	closeHook   atomic.Pointer[func(shardID uint64)] // tests only
 	startHook   atomic.Pointer[func(shardID uint64)] // tests only
+	// snapshotsReceived counts snapshots streamed to this host's replicas.
+	snapshotsReceived atomic.Uint64
 
 	life   context.Context // ends at Close; bounds work the host starts itself
 	end    context.CancelFunc

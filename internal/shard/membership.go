@@ -232,7 +232,7 @@ func (l *sysListener) ConnectionFailed(raftio.ConnectionInfo)         {}
 func (l *sysListener) SendSnapshotStarted(raftio.SnapshotInfo)        {}
 func (l *sysListener) SendSnapshotCompleted(raftio.SnapshotInfo)      {}
 func (l *sysListener) SendSnapshotAborted(raftio.SnapshotInfo)        {}
-func (l *sysListener) SnapshotReceived(raftio.SnapshotInfo)           {}
+func (l *sysListener) SnapshotReceived(raftio.SnapshotInfo)           { l.snapshotsReceived.Add(1) }
 func (l *sysListener) SnapshotRecovered(raftio.SnapshotInfo)          {}
 func (l *sysListener) SnapshotCreated(raftio.SnapshotInfo)            {}
 func (l *sysListener) SnapshotCompacted(raftio.SnapshotInfo)          {}
