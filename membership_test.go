@@ -361,6 +361,10 @@ func (f *fakeServer) Watch(context.Context, *peer.WatchRequest, func(*peer.Watch
 	return dister.ErrInvalid
 }
 
+func (f *fakeServer) Feed(context.Context, *peer.FeedRequest, func() (*peer.FeedChange, error), func(*peer.WatchFrame) error) error {
+	return dister.ErrInvalid
+}
+
 func (f *fakeServer) Snapshot(context.Context, io.Writer) (any, error) {
 	return nil, dister.ErrInvalid
 }

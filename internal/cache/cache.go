@@ -42,24 +42,42 @@ type Cache[V any] struct {
 	pos     int64
 	trusted bool
 	moved   chan struct{} // closed and replaced whenever pos moves
+	// filter is the state of filtered mode (follow.go); nil otherwise.
+	filter  *filter[V]
+	purging bool // Reset's purge: evictions need no unfollow
 }
 
 // New returns a cache of at most size (> 0) keys, at revision 0 and not
 // trusted until Reset.
 func New[V any](size int) *Cache[V] {
-	l, err := lru.New[string, item[V]](size)
+	c := &Cache[V]{size: size, moved: make(chan struct{})}
+	l, err := lru.NewWithEvict[string, item[V]](size, c.evicted)
 	if err != nil { // size <= 0: the caller's bug
 		panic(err)
 	}
-	return &Cache[V]{lru: l, size: size, moved: make(chan struct{})}
+	c.lru = l
+	return c
+}
+
+// evicted is the LRU's eviction callback, run inside an LRU call (c.mu
+// held): in filtered mode an evicted key is no longer followed.
+func (c *Cache[V]) evicted(key string, _ item[V]) {
+	if c.filter != nil && !c.purging {
+		c.unfollow(key)
+	}
 }
 
 // Reset empties the cache and starts it at pos (a watch follows from
-// pos+1), trusted.
+// pos+1), trusted. In filtered mode nothing is followed any more.
 func (c *Cache[V]) Reset(pos int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.purging = true
 	c.lru.Purge()
+	c.purging = false
+	if c.filter != nil {
+		c.filter.clear()
+	}
 	c.trusted = true
 	c.move(pos)
 }
@@ -100,6 +118,10 @@ func (c *Cache[V]) Apply(rev int64, evs []Event[V]) {
 		return
 	}
 	for _, ev := range evs {
+		if c.filter != nil {
+			c.applyFollowed(rev, ev)
+			continue
+		}
 		it, ok := c.lru.Peek(ev.Key)
 		if ok && it.at >= rev {
 			continue
@@ -146,10 +168,15 @@ func (c *Cache[V]) Lookup(key string) (value V, found bool, at int64, ok, truste
 // watch has already delivered a revision above rev: an event for key in
 // between may have gone by unseen (key was not cached), so the read could
 // be older than the cache (the fill race). Events at or below rev that the
-// watch delivers later leave the value alone.
+// watch delivers later leave the value alone. In filtered mode key must be
+// followed (Follow) and rev not older than its follow's ack: a fill before
+// the ack waits for it (and reports false).
 func (c *Cache[V]) Fill(key string, value V, found bool, rev int64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.filter != nil {
+		return c.fillFollowed(key, value, found, rev, false)
+	}
 	return c.fill(key, value, found, rev)
 }
 
@@ -168,10 +195,23 @@ func (c *Cache[V]) fill(key string, value V, found bool, rev int64) bool {
 // Warm caches a value listed from a server at revision rev, under Fill's
 // rule, but only into free room: it never evicts a key (a warm-up must not
 // push out what the application reads). It reports false when the cache
-// is full, so the warm-up can stop.
+// is full, so the warm-up can stop. In filtered mode it follows key (the
+// value is cached at the ack, under Fill's rule).
 func (c *Cache[V]) Warm(key string, value V, rev int64) (room bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.filter != nil {
+		// Follows waiting for their ack hold room too.
+		if _, ok := c.filter.follows[key]; !ok {
+			if len(c.filter.follows) >= c.size || !c.follow(key) {
+				return false
+			}
+		}
+		if c.lru.Contains(key) || c.lru.Len() < c.size {
+			c.fillFollowed(key, value, true, rev, true)
+		}
+		return true
+	}
 	if !c.lru.Contains(key) && c.lru.Len() >= c.size {
 		return false
 	}

@@ -66,6 +66,9 @@ type Engine struct {
 	life   context.Context
 	stop   context.CancelFunc
 	closed atomic.Bool
+	// unfilteredFeeds: a server lacked the filtered feed (an earlier
+	// version), so caches follow their groups unfiltered.
+	unfilteredFeeds atomic.Bool
 	// goMu orders every wg.Add before Close's Wait.
 	goMu sync.Mutex
 	wg   sync.WaitGroup

@@ -15,11 +15,25 @@ import (
 	"github.com/dister/dister/internal/peer"
 )
 
-// feed is a group's cache and the watch that keeps it current.
+// feed is a group's cache and the watch that keeps it current. With a
+// filtered cache the watch is a peer feed that carries only the events of
+// the keys the cache follows (see cache/follow.go and peer/feed.go).
 type feed struct {
 	cache   *cache.Cache[fsm.KV]
 	stream  *stream
 	stopped atomic.Bool
+	kick    chan struct{} // buffered(1): follows changed
+
+	sendMu sync.Mutex // orders changes with the opening of streams
+	live   *peer.FeedStream
+}
+
+// wake tells the sender that the cache follows other keys now.
+func (f *feed) wake() {
+	select {
+	case f.kick <- struct{}{}:
+	default:
+	}
 }
 
 func (f *feed) running() bool { return !f.stopped.Load() }
@@ -35,8 +49,12 @@ func (e *Engine) feedOf(g *group) *feed {
 	if g.feed != nil && g.feed.running() {
 		return g.feed
 	}
-	f := &feed{cache: cache.New[fsm.KV](e.cfg.CacheSize),
-		stream: &stream{e: e, group: g.name}}
+	c := cache.New[fsm.KV](e.cfg.CacheSize)
+	if e.cfg.CacheSize <= peer.MaxFeedKeys/2 && !e.unfilteredFeeds.Load() {
+		c = cache.NewFiltered[fsm.KV](e.cfg.CacheSize, peer.MaxFeedKeys, peer.KeyHash)
+	}
+	f := &feed{cache: c, kick: make(chan struct{}, 1)}
+	f.stream = &stream{e: e, group: g.name, feed: f}
 	if !e.spawn(func() { e.runFeed(g, f) }) {
 		return nil
 	}
@@ -49,10 +67,20 @@ func (e *Engine) feedOf(g *group) *feed {
 // ends with the engine, or when the group is gone.
 func (e *Engine) runFeed(g *group, f *feed) {
 	defer f.stopped.Store(true)
-	ctx := e.life
+	ctx, stop := context.WithCancel(e.life)
+	defer stop()
+	if f.cache.Filtered() && !e.spawn(func() { e.sendFollows(ctx, f) }) {
+		return
+	}
 	for n := 0; ctx.Err() == nil; n++ {
 		err := e.feedOnce(ctx, g, f)
 		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, peer.ErrUnimplemented) {
+			// A server of an earlier version: the group's next feed
+			// follows it unfiltered.
+			e.unfilteredFeeds.Store(true)
 			return
 		}
 		if errors.Is(err, errs.GroupNotFound) || errors.Is(err, errs.Invalid) {
@@ -73,16 +101,30 @@ func (e *Engine) feedOnce(ctx context.Context, g *group, f *feed) error {
 	if err := s.fromNow(start); err != nil {
 		return err
 	}
+	from := s.next - 1
+	if f.cache.Filtered() {
+		// The stream starts with what the emptied cache follows: nothing.
+		f.cache.Reset(from)
+		f.cache.Untrust()
+	}
 	w, stop, err := s.open(ctx, start)
 	if err != nil {
 		return err
 	}
-	from := s.next - 1
-	f.cache.Reset(from)
+	if f.cache.Filtered() {
+		f.cache.Trust()
+	} else {
+		f.cache.Reset(from)
+	}
 	warmCtx, stopWarm := context.WithCancel(ctx)
 	defer stopWarm()
 	e.spawn(func() { e.warm(warmCtx, g, f, from) })
 	return s.follow(ctx, w, stop, func(fr *peer.WatchFrame) bool {
+		if fr.Ack != 0 {
+			f.cache.Ack(fr.Ack, fr.Revision)
+			f.wake() // fills that failed unfollow their keys
+			return true
+		}
 		if len(fr.Events) == 0 {
 			f.cache.Progress(fr.Revision)
 			return true
@@ -92,8 +134,61 @@ func (e *Engine) feedOnce(ctx context.Context, g *group, f *feed) error {
 			evs[i] = cache.Event[fsm.KV]{Key: ev.KV.Key, Value: ev.KV, Found: ev.Type == fsm.EventPut}
 		}
 		f.cache.Apply(fr.Revision, evs)
+		if f.cache.Filtered() {
+			f.wake() // keys the LRU evicted are unfollowed
+		}
 		return true
 	}, f.cache.Untrust, f.cache.Trust)
+}
+
+// sendFollows sends the filtered cache's follows to the feed's server as
+// they change, until ctx ends. A change sent on a stream that broke is
+// not lost: the next stream's request carries every followed key.
+func (e *Engine) sendFollows(ctx context.Context, f *feed) {
+	for {
+		select {
+		case <-f.kick:
+		case <-ctx.Done():
+			return
+		}
+		for {
+			f.sendMu.Lock()
+			var c *cache.Change
+			if f.live != nil {
+				c = f.cache.TakeChange(peer.MaxFeedChange)
+			}
+			if c != nil {
+				if err := f.live.Change(&peer.FeedChange{Seq: c.Seq, Add: c.Add, Remove: c.Remove}); err != nil {
+					e.log.Debug("client cache feed change not sent", "err", err)
+				}
+			}
+			f.sendMu.Unlock()
+			if c == nil {
+				break
+			}
+		}
+	}
+}
+
+// openFeed opens f's stream at addr from s.next with every key f follows,
+// and settles the follows that waited for an ack (the stream delivers
+// their events from its start).
+func (s *stream) openFeed(ctx context.Context, addr string) (*peer.WatchStream, error) {
+	f := s.feed
+	f.sendMu.Lock()
+	defer f.sendMu.Unlock()
+	hashes, waiting := f.cache.FollowedHashes()
+	fs, err := s.e.peers.Feed(ctx, addr, &peer.FeedRequest{
+		Watch: peer.WatchRequest{Group: s.group, Prefix: s.prefix, From: s.next, PrevKV: s.prevKV}, Keys: hashes})
+	if err != nil {
+		return nil, err
+	}
+	if err := firstFrame(fs.WatchStream, s.next); err != nil {
+		return nil, err
+	}
+	f.cache.Opened(waiting, s.next-1)
+	f.live = fs
+	return fs.WatchStream, nil
 }
 
 // Bounds of warm: entries per list page, and the values it lists in all.
@@ -134,10 +229,12 @@ func (e *Engine) warm(ctx context.Context, g *group, f *feed, from int64) {
 		}
 		for _, kv := range resp.KVs {
 			if !f.cache.Warm(kv.Key, kv, resp.Revision) {
+				f.wake()
 				return // full: reads fill the rest
 			}
 			listed += len(kv.Value)
 		}
+		f.wake()
 		if !resp.More || len(resp.KVs) == 0 {
 			return
 		}

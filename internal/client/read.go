@@ -57,10 +57,17 @@ func (e *Engine) Get(ctx context.Context, group, key string, o core.ReadOpts) (*
 
 // getThrough reads key from a server; with f, the answer fills the cache.
 func (e *Engine) getThrough(ctx context.Context, g *group, key string, o core.ReadOpts, f *feed) (*fsm.GetResult, error) {
+	if f != nil && f.cache.Follow(key) {
+		f.wake() // the follow goes out while the read does
+	}
 	req := readRequest(g, o, peer.QueryGet)
 	req.Key = key
 	resp, err := e.read(ctx, g, key, req)
 	if err != nil {
+		if f != nil {
+			f.cache.Unfollow(key)
+			f.wake()
+		}
 		return nil, err
 	}
 	r := &fsm.GetResult{Found: resp.Found, Revision: resp.Revision}
@@ -72,6 +79,9 @@ func (e *Engine) getThrough(ctx context.Context, g *group, key string, o core.Re
 	}
 	if f != nil {
 		f.cache.Fill(key, r.KV, r.Found, r.Revision)
+		if f.cache.Filtered() {
+			f.wake() // a fill that failed, or evicted a key, unfollows one
+		}
 	}
 	return r, nil
 }

@@ -25,6 +25,7 @@ type stream struct {
 	prefix string
 	prevKV bool  // events carry the previous entry
 	next   int64 // the first revision not yet delivered
+	feed   *feed // a cache's feed (nil: a watch)
 
 	mu   sync.Mutex
 	addr string // the server streaming now
@@ -50,15 +51,14 @@ func (s *stream) open(ctx, start context.Context) (*peer.WatchStream, context.Ca
 	}, func(addr string) error {
 		sctx, cancel := context.WithCancel(ctx)
 		unbound := context.AfterFunc(start, cancel)
-		w, err := e.peers.Watch(sctx, addr, &peer.WatchRequest{Group: s.group, Prefix: s.prefix, From: s.next, PrevKV: s.prevKV})
-		if err == nil {
-			// The first frame says the watch started, or why not.
-			var f *peer.WatchFrame
-			if f, err = w.Recv(); err == nil && f.Err != nil {
-				err = f.Err
-				if f.CompactRevision > 0 {
-					err = &fsm.CompactedError{From: s.next, CompactRevision: f.CompactRevision}
-				}
+		var w *peer.WatchStream
+		var err error
+		if s.feed != nil && s.feed.cache.Filtered() {
+			w, err = s.openFeed(sctx, addr)
+		} else {
+			w, err = e.peers.Watch(sctx, addr, &peer.WatchRequest{Group: s.group, Prefix: s.prefix, From: s.next, PrevKV: s.prevKV})
+			if err == nil {
+				err = firstFrame(w, s.next)
 			}
 		}
 		if !unbound() && err == nil {
@@ -75,6 +75,19 @@ func (s *stream) open(ctx, start context.Context) (*peer.WatchStream, context.Ca
 		return nil
 	})
 	return out, stop, err
+}
+
+// firstFrame reads w's first frame, which says the watch started, or why
+// not.
+func firstFrame(w *peer.WatchStream, from int64) error {
+	f, err := w.Recv()
+	if err == nil && f.Err != nil {
+		err = f.Err
+		if f.CompactRevision > 0 {
+			err = &fsm.CompactedError{From: from, CompactRevision: f.CompactRevision}
+		}
+	}
+	return err
 }
 
 // fromNow sets s.next to the revision after the group's current one.
@@ -102,7 +115,7 @@ func (s *stream) follow(ctx context.Context, w *peer.WatchStream, stop context.C
 			// Events, and progress notes up to where the watch is (a
 			// note at s.next-1 says nothing new happened: still news to
 			// a consumer that asked for progress).
-			if len(f.Events) > 0 || f.Revision >= s.next-1 {
+			if f.Ack != 0 || len(f.Events) > 0 || f.Revision >= s.next-1 {
 				if !deliver(f) {
 					return nil
 				}

@@ -127,21 +127,44 @@ const watchFrames = 64
 // between the engine's hub (which never blocks) and the stream (which
 // blocks on the client's flow control).
 func (h *peerHandler) Watch(ctx context.Context, req *peer.WatchRequest, send func(*peer.WatchFrame) error) error {
+	(*Engine)(h).metrics.peerRequest(peer.OpWatch)
+	return h.stream(ctx, req, nil, send)
+}
+
+// Feed streams a group's changes to a client node's cache, filtered to the
+// keys it follows (see peer.FeedRequest and feedfilter.go).
+func (h *peerHandler) Feed(ctx context.Context, req *peer.FeedRequest, recv func() (*peer.FeedChange, error), send func(*peer.WatchFrame) error) error {
 	e := (*Engine)(h)
 	e.metrics.peerRequest(peer.OpWatch)
+	if req.Watch.From <= 0 {
+		return fmt.Errorf("feed from revision %d: from must be positive: %w", req.Watch.From, errs.Invalid)
+	}
+	f := newFeedFilter(req.Keys, req.Watch.From-1, req.Watch.PrevKV)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if !e.goWatch(func() { f.receive(ctx, recv) }) {
+		return errs.Closed
+	}
+	return h.stream(ctx, &req.Watch, f, send)
+}
+
+// stream runs a watch (filtered by f, when not nil) and sends its frames.
+func (h *peerHandler) stream(ctx context.Context, req *peer.WatchRequest, f *feedFilter, send func(*peer.WatchFrame) error) error {
+	e := (*Engine)(h)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	frames := make(chan *peer.WatchFrame, watchFrames)
 	ended := make(chan error, 1)
 	frame := func(b WatchBatch) *peer.WatchFrame {
 		evs := b.Events
-		if !req.PrevKV && len(evs) > 0 {
+		if f == nil && !req.PrevKV && len(evs) > 0 {
 			evs = make([]fsm.Event, len(b.Events))
 			copy(evs, b.Events)
 			for i := range evs {
 				evs[i].Prev = nil
 			}
 		}
+		// A feed's filter copies the events it keeps.
 		return &peer.WatchFrame{Revision: b.Revision, Events: evs}
 	}
 	err := e.Watch(ctx, WatchRequest{
@@ -179,18 +202,42 @@ func (h *peerHandler) Watch(ctx context.Context, req *peer.WatchRequest, send fu
 	if err := send(&peer.WatchFrame{Revision: max(req.From-1, 0)}); err != nil {
 		return nil
 	}
+	// out filters fr (on a feed) and sends what is left.
+	out := func(fr *peer.WatchFrame) error {
+		if f != nil {
+			if fr = f.pass(fr, len(frames) > 0); fr == nil {
+				return nil
+			}
+		}
+		return send(fr)
+	}
+	var changes <-chan *peer.FeedChange
+	var lost <-chan error
+	if f != nil {
+		changes, lost = f.changes, f.lost
+	}
 	for {
 		select {
-		case f := <-frames:
-			if err := send(f); err != nil {
+		case fr := <-frames:
+			if err := out(fr); err != nil {
 				return nil // the client is gone
 			}
+		case c := <-changes:
+			ack, err := f.apply(c)
+			if err != nil {
+				return err
+			}
+			if err := send(ack); err != nil {
+				return nil
+			}
+		case err := <-lost:
+			return err
 		case err := <-ended:
 			// What was queued before the end goes first.
 			for {
 				select {
-				case f := <-frames:
-					if send(f) != nil {
+				case fr := <-frames:
+					if out(fr) != nil {
 						return nil
 					}
 					continue

@@ -22,6 +22,10 @@ import (
 // ErrUnreachable wraps transport failures, so callers can try another server.
 var ErrUnreachable = errors.New("peer unreachable")
 
+// ErrUnimplemented is a server's answer to a method it does not have (an
+// older version): the caller falls back to what that version offers.
+var ErrUnimplemented = errors.New("peer method not implemented")
+
 // ErrNotSent marks (with ErrUnreachable) a call that failed before it
 // reached the server: no connection could be made, so a write was not
 // applied.
@@ -96,6 +100,9 @@ func transportError(ctx context.Context, addr string, err error) error {
 		return errs.Closed
 	}
 	msg := status.Convert(err).Message()
+	if status.Code(err) == codes.Unimplemented {
+		return fmt.Errorf("peer %s: %v: %w", addr, msg, ErrUnimplemented)
+	}
 	// gRPC fails a call at once, before sending it, while the channel has
 	// no connection (WaitForReady is off); its status then carries the
 	// dial error. Its text is the only sign of that gRPC gives.

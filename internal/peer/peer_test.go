@@ -53,6 +53,28 @@ func (f fakeHandler) Watch(ctx context.Context, _ *WatchRequest, send func(*Watc
 	return f.end
 }
 
+// Feed sends f's frames, then acks each change with its count of added
+// keys as the revision (and the count of initial keys first, as Ack 1<<40).
+func (f fakeHandler) Feed(ctx context.Context, req *FeedRequest, recv func() (*FeedChange, error), send func(*WatchFrame) error) error {
+	for _, fr := range f.frames {
+		if err := send(fr); err != nil {
+			return err
+		}
+	}
+	if err := send(&WatchFrame{Revision: int64(len(req.Keys)), Ack: 1 << 40}); err != nil {
+		return err
+	}
+	for {
+		c, err := recv()
+		if err != nil {
+			return err
+		}
+		if err := send(&WatchFrame{Revision: int64(len(c.Add)*1000 + len(c.Remove)), Ack: c.Seq}); err != nil {
+			return err
+		}
+	}
+}
+
 func (f fakeHandler) Snapshot(_ context.Context, w io.Writer) (any, error) {
 	if f.err != nil {
 		return nil, f.err
@@ -218,6 +240,71 @@ func TestWatchStream(t *testing.T) {
 	}
 }
 
+// TestFeedStream: a feed's request, its changes and the acks cross the wire
+// intact and in order, on a stream whose frames go on meanwhile; a change
+// over the bound is refused before it is sent.
+func TestFeedStream(t *testing.T) {
+	frames := []*WatchFrame{{Revision: 4}, {Revision: 5, Events: []fsm.Event{
+		{Type: fsm.EventPut, Revision: 5, KV: fsm.KV{Key: "a", Record: fsm.Record{Value: []byte("1"), CreateRevision: 5, ModRevision: 5, Version: 1}}}}}}
+	s, c := serve(t, fakeHandler{frames: frames})
+	ctx := ctx5(t)
+	f, err := c.Feed(ctx, s.Addr(), &FeedRequest{Watch: WatchRequest{Group: "g", From: 5}, Keys: []uint64{KeyHash("a"), KeyHash("b"), 3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range frames {
+		got, err := f.Recv()
+		if err != nil || !reflect.DeepEqual(got, want) {
+			t.Fatalf("frame %d: %+v %v, want %+v", i, got, err, want)
+		}
+	}
+	if got, err := f.Recv(); err != nil || got.Ack != 1<<40 || got.Revision != 3 {
+		t.Fatalf("the request's keys: %+v %v, want 3 keys acked", got, err)
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		add := make([]uint64, seq*100)
+		if err := f.Change(&FeedChange{Seq: seq, Add: add, Remove: []uint64{7}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for seq := uint64(1); seq <= 3; seq++ {
+		got, err := f.Recv()
+		if err != nil || got.Ack != seq || got.Revision != int64(seq*100*1000+1) || len(got.Events) != 0 {
+			t.Fatalf("ack %d: %+v %v", seq, got, err)
+		}
+	}
+	if err := f.Change(&FeedChange{Seq: 4, Add: make([]uint64, MaxFeedChange+1)}); !errors.Is(err, errs.TooLarge) {
+		t.Fatalf("change over the bound: %v, want ErrTooLarge", err)
+	}
+}
+
+// A hash count beyond the bytes there are, or beyond the bound, is refused
+// before anything is allocated for it.
+func TestFeedDecodeBounds(t *testing.T) {
+	var c FeedChange
+	if err := c.unmarshal([]byte{1, 0xff, 0xff, 0xff, 0x7f}); !errors.Is(err, errs.Invalid) {
+		t.Fatalf("huge count: %v", err)
+	}
+	if err := c.unmarshal((&FeedChange{Seq: 0}).marshal()); !errors.Is(err, errs.Invalid) {
+		t.Fatalf("seq 0: %v", err)
+	}
+	var r FeedRequest
+	b := (&FeedRequest{Watch: WatchRequest{Group: "g", From: 1}, Keys: []uint64{9}}).marshal()
+	if err := r.unmarshal(b[:len(b)-1]); !errors.Is(err, errs.Invalid) {
+		t.Fatalf("cut request: %v", err)
+	}
+	if err := r.unmarshal(b); err != nil || r.Watch.Group != "g" || len(r.Keys) != 1 || r.Keys[0] != 9 {
+		t.Fatalf("request: %+v %v", r, err)
+	}
+	var w WatchFrame
+	if err := w.unmarshal((&WatchFrame{Revision: 1, Ack: 0}).marshal()); err != nil || w.Ack != 0 {
+		t.Fatalf("a frame without ack: %+v %v", w, err)
+	}
+	if err := w.unmarshal([]byte{2, 2, 0}); !errors.Is(err, errs.Invalid) {
+		t.Fatalf("ack 0: %v", err)
+	}
+}
+
 // Every decoder refuses what its encoder did not write, without panicking
 // or allocating much.
 func FuzzDecodeMessages(f *testing.F) {
@@ -227,7 +314,14 @@ func FuzzDecodeMessages(f *testing.F) {
 	f.Add((&WatchRequest{Group: "g", Prefix: "p", From: 4}).marshal())
 	f.Add((&WatchFrame{Revision: 2, Events: []fsm.Event{{Type: fsm.EventPut, KV: fsm.KV{Key: "k"}}}}).marshal())
 	f.Add((&WatchFrame{Err: errs.Compacted, CompactRevision: 9}).marshal())
+	f.Add((&WatchFrame{Revision: 7, Ack: 3}).marshal())
+	f.Add((&FeedRequest{Watch: WatchRequest{Group: "g", From: 4}, Keys: []uint64{1, 2}}).marshal())
+	f.Add((&FeedChange{Seq: 1, Add: []uint64{5}, Remove: []uint64{6}}).marshal())
 	f.Fuzz(func(t *testing.T, b []byte) {
+		var fr FeedRequest
+		var fc FeedChange
+		_ = fr.unmarshal(b)
+		_ = fc.unmarshal(b)
 		var p ProposeRequest
 		var r ReadRequest
 		var rr ReadResponse

@@ -67,6 +67,9 @@ type Handler interface {
 	// Watch streams frames until ctx ends or the watch ends; the error that
 	// ended it (nil when ctx ended) is sent as the last frame by the caller.
 	Watch(ctx context.Context, req *WatchRequest, send func(*WatchFrame) error) error
+	// Feed is Watch filtered to the keys of req and of the changes recv
+	// returns (see feed.go), acknowledging each change in the stream.
+	Feed(ctx context.Context, req *FeedRequest, recv func() (*FeedChange, error), send func(*WatchFrame) error) error
 	// Call runs one of the ops of calls.go: body is its JSON request, the
 	// answer is encoded as JSON.
 	Call(ctx context.Context, op string, body []byte) (any, error)
@@ -117,7 +120,7 @@ var serviceDesc = grpc.ServiceDesc{
 			return json.Marshal(out)
 		})},
 	},
-	Streams: []grpc.StreamDesc{{StreamName: "Watch", ServerStreams: true, Handler: watchHandler}, snapshotDesc},
+	Streams: []grpc.StreamDesc{{StreamName: "Watch", ServerStreams: true, Handler: watchHandler}, snapshotDesc, feedDesc},
 }
 
 // unary adapts f to a gRPC method handler with the status-byte envelope.

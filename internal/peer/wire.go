@@ -350,12 +350,15 @@ func (m *WatchRequest) unmarshal(b []byte) error {
 
 // WatchFrame is one message of a watch stream: the events of one revision,
 // a progress note (no events: every event up to Revision was sent), or the
-// end of the stream (Err set; CompactRevision with errs.Compacted).
+// end of the stream (Err set; CompactRevision with errs.Compacted). On a
+// feed, a frame with Ack set acknowledges that filter change (see
+// feed.go); it is a progress note at Revision as well.
 type WatchFrame struct {
 	Revision        int64
 	Events          []fsm.Event
 	Err             error
 	CompactRevision int64
+	Ack             uint64
 }
 
 func (m *WatchFrame) marshal() []byte {
@@ -368,6 +371,11 @@ func (m *WatchFrame) marshal() []byte {
 	}
 	e := encoder{b: make([]byte, 0, n)}
 	e.varint(m.Revision)
+	if m.Ack != 0 && m.Err == nil {
+		e.byte(2)
+		e.uvarint(m.Ack)
+		return e.b
+	}
 	if m.Err != nil {
 		e.byte(1)
 		code, msg := errorCode(m.Err)
@@ -407,6 +415,15 @@ func (m *WatchFrame) unmarshal(b []byte) error {
 			return err
 		}
 		m.Err = errorFromCode(code, msg)
+		return nil
+	case 2:
+		m.Ack = d.uvarint()
+		if err := d.end(); err != nil {
+			return err
+		}
+		if m.Ack == 0 {
+			return errCorruptMessage
+		}
 		return nil
 	case 0:
 	default:
