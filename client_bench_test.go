@@ -95,16 +95,51 @@ func BenchmarkClientGet(b *testing.B) {
 // two runs is what following costs.
 //
 //	go test -run '^$' -bench BenchmarkClientFollowers -benchtime 10000x .
+//
+// Each client node's feed carries only the events of the keys its cache
+// holds: in the cached=0 runs the nodes read one key that does not exist,
+// in the cached=5% runs each reads (and caches) its own 5% of the keys
+// written, so the feeds together carry the events of all of them. The
+// unfiltered run follows the group as a node did before feeds were
+// filtered (every event to every node).
 func BenchmarkClientFollowers(b *testing.B) {
-	for _, followers := range []int{0, 20} {
-		b.Run(fmt.Sprintf("followers=%d", followers), func(b *testing.B) {
+	type shape struct {
+		followers, cachedPct int
+		unfiltered           bool
+	}
+	for _, sh := range []shape{{0, 0, false}, {20, 0, false}, {20, 5, false}, {20, 5, true}} {
+		name := fmt.Sprintf("followers=%d/cached=%d%%", sh.followers, sh.cachedPct)
+		if sh.unfiltered {
+			name += "/unfiltered"
+		}
+		b.Run(name, func(b *testing.B) {
 			c := benchCluster(b)
 			kv := c.Node(c.Leader()).KV()
 			ctx := context.Background()
-			for range followers {
+			share := benchKeys * sh.cachedPct / 100
+			if share > 0 {
+				for i := range benchKeys {
+					if _, err := kv.Put(ctx, fmt.Sprintf("bench/%05d", i), benchValue); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			for n := range sh.followers {
 				// A first Get starts the node's feed of the group.
-				if _, err := openClient(b, c, 0).KV().Get(ctx, "bench/none"); err != nil && !errors.Is(err, dister.ErrNotFound) {
+				// A cache of share keys: its warm-up's keys make way for
+				// the node's own share as it reads them.
+				cl := openClient(b, c, share)
+				if sh.unfiltered {
+					dister.ClientFeedsUnfiltered(cl)
+				}
+				ckv := cl.KV()
+				if _, err := ckv.Get(ctx, "bench/none"); err != nil && !errors.Is(err, dister.ErrNotFound) {
 					b.Fatal(err)
+				}
+				for i := range share {
+					if _, err := ckv.Get(ctx, fmt.Sprintf("bench/%05d", (n*share+i)%benchKeys)); err != nil {
+						b.Fatal(err)
+					}
 				}
 			}
 			time.Sleep(200 * time.Millisecond) // the feeds open

@@ -76,6 +76,16 @@ func ClientFeedServer(n *Node, group string) string {
 	return n.e.(*client.Engine).FeedServer(group)
 }
 
+// ClientFeedsUnfiltered makes a client node's caches follow their groups
+// through unfiltered watches, as against a server of an earlier version
+// (call it before the first Get).
+func ClientFeedsUnfiltered(n *Node) { n.e.(*client.Engine).UseUnfilteredFeeds() }
+
+// ClientFeedFiltered tells whether the cache feed of group is filtered.
+func ClientFeedFiltered(n *Node, group string) bool {
+	return n.e.(*client.Engine).FeedFiltered(group)
+}
+
 // ClientCacheLen is the number of keys a client node caches of group.
 func ClientCacheLen(n *Node, group string) int { return n.e.(*client.Engine).CacheLen(group) }
 

@@ -434,6 +434,16 @@ func (e *Engine) FeedServer(group string) string {
 	return ""
 }
 
+// UseUnfilteredFeeds makes the caches' next feeds unfiltered; for tests
+// and benchmarks (as if a server of an earlier version had answered).
+func (e *Engine) UseUnfilteredFeeds() { e.unfilteredFeeds.Store(true) }
+
+// FeedFiltered tells whether group's feed is filtered; for tests.
+func (e *Engine) FeedFiltered(group string) bool {
+	f := e.feedFor(group)
+	return f != nil && f.cache.Filtered()
+}
+
 // CacheLen is the number of keys group's cache holds (0 = no feed); for
 // tests.
 func (e *Engine) CacheLen(group string) int {

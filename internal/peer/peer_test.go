@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"reflect"
+	"slices"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
@@ -369,5 +372,36 @@ func TestDeadlineErrorOnlyOnceCtxEnded(t *testing.T) {
 	err := transportError(ctx, "127.0.0.1:1", errors.New("stream reset"))
 	if !errors.Is(err, context.DeadlineExceeded) || ctx.Err() == nil {
 		t.Fatalf("got %v with ctx.Err() = %v: want the deadline, and ctx ended", err, ctx.Err())
+	}
+}
+
+// A server of an earlier version has no Feed: the client's stream fails
+// with ErrUnimplemented (not ErrUnreachable, which would send it to the
+// next server), so it can fall back to a watch.
+func TestFeedUnimplemented(t *testing.T) {
+	old := serviceDesc
+	old.Streams = slices.DeleteFunc(slices.Clone(old.Streams), func(d grpc.StreamDesc) bool { return d.StreamName == "Feed" })
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
+	srv.RegisterService(&old, &handlerBox{h: fakeHandler{}})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	defer func() { srv.Stop(); <-done }()
+	c := NewClient()
+	defer c.Close()
+	ctx := ctx5(t)
+	f, err := c.Feed(ctx, ln.Addr().String(), &FeedRequest{Watch: WatchRequest{Group: "g", From: 1}})
+	if err == nil {
+		_, err = f.Recv()
+	}
+	if !errors.Is(err, ErrUnimplemented) || errors.Is(err, ErrUnreachable) {
+		t.Fatalf("feed on a server without it: %v, want ErrUnimplemented alone", err)
+	}
+	// The watch it falls back to works there.
+	if _, err := c.Watch(ctx, ln.Addr().String(), &WatchRequest{Group: "g", From: 1}); err != nil {
+		t.Fatal(err)
 	}
 }
