@@ -361,7 +361,7 @@ func (f *fakeServer) Watch(context.Context, *peer.WatchRequest, func(*peer.Watch
 	return dister.ErrInvalid
 }
 
-func (f *fakeServer) Feed(context.Context, *peer.FeedRequest, func() (*peer.FeedChange, error), func(*peer.WatchFrame) error) error {
+func (f *fakeServer) Feed(context.Context, *peer.FeedRequest, <-chan peer.FeedInput, func(*peer.WatchFrame) error) error {
 	return dister.ErrInvalid
 }
 

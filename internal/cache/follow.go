@@ -38,6 +38,7 @@ type filter[V any] struct {
 	pending map[uint64]bool     // changes not sent yet: true add, false remove
 	sent    map[uint64][]string // seq of a change sent -> keys it follows
 	unsent  []string            // followed since the last change was taken
+	waiting int                 // follows holding a fill (at most twice the cache size: a warm-up may hold one share)
 	seq     uint64
 	limit   int // most hashes followed at once
 }
@@ -64,6 +65,7 @@ func (f *filter[V]) clear() {
 	f.pending = map[uint64]bool{}
 	f.sent = map[uint64][]string{}
 	f.unsent = nil
+	f.waiting = 0
 }
 
 // Filtered tells whether the cache follows a filtered watch.
@@ -112,8 +114,12 @@ func (f *filter[V]) count(h uint64, d int) {
 // unfollow forgets key; c.mu held.
 func (c *Cache[V]) unfollow(key string) {
 	f := c.filter
-	if _, ok := f.follows[key]; !ok {
+	fl, ok := f.follows[key]
+	if !ok {
 		return
+	}
+	if fl.fill != nil {
+		f.waiting--
 	}
 	delete(f.follows, key)
 	f.count(f.hash(key), -1)
@@ -201,6 +207,7 @@ func (c *Cache[V]) acked(key string, fl *follow[V], rev int64) {
 		return
 	}
 	fl.fill = nil
+	c.filter.waiting--
 	if fl.warm && !c.lru.Contains(key) && c.lru.Len() >= c.size {
 		w = nil // a warm-up never evicts (see Warm)
 	}
@@ -272,9 +279,18 @@ func (c *Cache[V]) fillFollowed(key string, value V, found bool, rev int64, warm
 	case !ok:
 		return false
 	case fl.at < 0:
-		if fl.fill == nil || fl.fill.at < rev {
+		switch {
+		case fl.fill != nil && fl.fill.at < rev:
 			fl.fill = &item[V]{value: value, found: found, at: rev}
 			fl.warm, fl.abandoned = warm, false
+		case fl.fill == nil && c.filter.waiting < 2*c.size:
+			fl.fill = &item[V]{value: value, found: found, at: rev}
+			fl.warm, fl.abandoned = warm, false
+			c.filter.waiting++
+		case fl.fill == nil:
+			// The values waiting for acks hold as much as the cache may:
+			// this one is not kept (the ack unfollows its key).
+			fl.abandoned = true
 		}
 		return false
 	case rev >= fl.at && c.fill(key, value, found, rev):

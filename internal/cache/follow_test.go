@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 )
@@ -227,5 +228,39 @@ func TestFollowChangeSplit(t *testing.T) {
 		if !c.Fill(k, k, true, 6) {
 			t.Fatalf("%s not acked by either change", k)
 		}
+	}
+}
+
+// Values read while their follows wait for acks (a stream that stalls)
+// are kept for at most twice as many keys as the cache holds; the keys of the
+// others are unfollowed at their acks. (Before the bound a cache of 4 keys
+// kept 1,000 values of 1 MiB here.)
+func TestFollowWaitingFillsBounded(t *testing.T) {
+	const size = 4
+	c := NewFiltered[[]byte](size, 1<<18, func(k string) uint64 { return uint64(len(k))<<32 | uint64(k[len(k)-1]) })
+	c.Reset(10)
+	val := make([]byte, 1<<20)
+	for i := range 100 {
+		k := fmt.Sprintf("key-%03d", i)
+		c.Follow(k)
+		c.Fill(k, slices.Clone(val), true, 11)
+	}
+	held := 0
+	for _, fl := range c.filter.follows {
+		if fl.fill != nil {
+			held++
+		}
+	}
+	if held > 2*size {
+		t.Fatalf("a cache of %d keys holds %d values in follows waiting for their ack", size, held)
+	}
+	for ch := c.TakeChange(1000); ch != nil; ch = c.TakeChange(1000) {
+		c.Ack(ch.Seq, 11)
+	}
+	if n := c.Len(); n != size {
+		t.Fatalf("%d keys cached after the acks, want %d", n, size)
+	}
+	if hashes, _ := c.FollowedHashes(); len(hashes) != size {
+		t.Fatalf("%d hashes followed after the acks, want only the %d cached", len(hashes), size)
 	}
 }

@@ -50,8 +50,10 @@ func (e *Engine) feedOf(g *group) *feed {
 		return g.feed
 	}
 	c := cache.New[fsm.KV](e.cfg.CacheSize)
-	if e.cfg.CacheSize <= peer.MaxFeedKeys/2 && !e.unfilteredFeeds.Load() {
-		c = cache.NewFiltered[fsm.KV](e.cfg.CacheSize, peer.MaxFeedKeys, peer.KeyHash)
+	// The filter holds the cached keys and the follows waiting for acks:
+	// room for twice the cache.
+	if limit := 2*e.cfg.CacheSize + 1024; limit <= peer.MaxFeedKeys && !e.unfilteredFeeds.Load() {
+		c = cache.NewFiltered[fsm.KV](e.cfg.CacheSize, limit, peer.KeyHash)
 	}
 	f := &feed{cache: c, kick: make(chan struct{}, 1)}
 	f.stream = &stream{e: e, group: g.name, feed: f}
@@ -188,6 +190,7 @@ func (s *stream) openFeed(ctx context.Context, addr string) (*peer.WatchStream, 
 	}
 	f.cache.Opened(waiting, s.next-1)
 	f.live = fs
+	f.wake() // Opened may have unfollowed keys
 	return fs.WatchStream, nil
 }
 

@@ -60,14 +60,29 @@ func (e *Engine) getThrough(ctx context.Context, g *group, key string, o core.Re
 	if f != nil && f.cache.Follow(key) {
 		f.wake() // the follow goes out while the read does
 	}
-	req := readRequest(g, o, peer.QueryGet)
-	req.Key = key
-	resp, err := e.read(ctx, g, key, req)
+	r, err := e.getFrom(ctx, g, key, o)
 	if err != nil {
 		if f != nil {
 			f.cache.Unfollow(key)
 			f.wake()
 		}
+		return nil, err
+	}
+	if f != nil {
+		f.cache.Fill(key, r.KV, r.Found, r.Revision)
+		if f.cache.Filtered() {
+			f.wake() // a fill that failed, or evicted a key, unfollows one
+		}
+	}
+	return r, nil
+}
+
+// getFrom reads key from a server.
+func (e *Engine) getFrom(ctx context.Context, g *group, key string, o core.ReadOpts) (*fsm.GetResult, error) {
+	req := readRequest(g, o, peer.QueryGet)
+	req.Key = key
+	resp, err := e.read(ctx, g, key, req)
+	if err != nil {
 		return nil, err
 	}
 	r := &fsm.GetResult{Found: resp.Found, Revision: resp.Revision}
@@ -76,12 +91,6 @@ func (e *Engine) getThrough(ctx context.Context, g *group, key string, o core.Re
 			return nil, fmt.Errorf("get answer with %d entries: %w", len(resp.KVs), peer.ErrUnreachable)
 		}
 		r.KV = resp.KVs[0]
-	}
-	if f != nil {
-		f.cache.Fill(key, r.KV, r.Found, r.Revision)
-		if f.cache.Filtered() {
-			f.wake() // a fill that failed, or evicted a key, unfollows one
-		}
 	}
 	return r, nil
 }

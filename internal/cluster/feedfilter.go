@@ -1,10 +1,7 @@
 package cluster
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"io"
 
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
@@ -20,44 +17,17 @@ type feedFilter struct {
 	keys   map[uint64]struct{}
 	last   int64 // every frame up to last went through the filter
 	prevKV bool
-	// changes carries the client's filter changes from receive to the
-	// send loop; lost ends the stream when the client's side breaks.
-	changes chan *peer.FeedChange
-	lost    chan error
+	in     <-chan peer.FeedInput // the client's changes
 }
 
 // newFeedFilter follows keys (the decoder bounds them by MaxFeedKeys) from
 // revision last on.
 func newFeedFilter(keys []uint64, last int64, prevKV bool) *feedFilter {
-	f := &feedFilter{keys: make(map[uint64]struct{}, len(keys)), last: last, prevKV: prevKV,
-		changes: make(chan *peer.FeedChange, 16), lost: make(chan error, 1)}
+	f := &feedFilter{keys: make(map[uint64]struct{}, len(keys)), last: last, prevKV: prevKV}
 	for _, k := range keys {
 		f.keys[k] = struct{}{}
 	}
 	return f
-}
-
-// receive hands the client's changes to the send loop until the stream
-// ends. A client that closed its side sends no more changes; its stream
-// goes on.
-func (f *feedFilter) receive(ctx context.Context, recv func() (*peer.FeedChange, error)) {
-	for {
-		c, err := recv()
-		if errors.Is(err, io.EOF) {
-			return
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				f.lost <- err
-			}
-			return
-		}
-		select {
-		case f.changes <- c:
-		case <-ctx.Done():
-			return
-		}
-	}
 }
 
 // apply changes the filter and returns the change's ack: every event of an

@@ -133,18 +133,13 @@ func (h *peerHandler) Watch(ctx context.Context, req *peer.WatchRequest, send fu
 
 // Feed streams a group's changes to a client node's cache, filtered to the
 // keys it follows (see peer.FeedRequest and feedfilter.go).
-func (h *peerHandler) Feed(ctx context.Context, req *peer.FeedRequest, recv func() (*peer.FeedChange, error), send func(*peer.WatchFrame) error) error {
-	e := (*Engine)(h)
-	e.metrics.peerRequest(peer.OpWatch)
+func (h *peerHandler) Feed(ctx context.Context, req *peer.FeedRequest, in <-chan peer.FeedInput, send func(*peer.WatchFrame) error) error {
+	(*Engine)(h).metrics.peerRequest(peer.OpWatch)
 	if req.Watch.From <= 0 {
 		return fmt.Errorf("feed from revision %d: from must be positive: %w", req.Watch.From, errs.Invalid)
 	}
 	f := newFeedFilter(req.Keys, req.Watch.From-1, req.Watch.PrevKV)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if !e.goWatch(func() { f.receive(ctx, recv) }) {
-		return errs.Closed
-	}
+	f.in = in
 	return h.stream(ctx, &req.Watch, f, send)
 }
 
@@ -211,10 +206,9 @@ func (h *peerHandler) stream(ctx context.Context, req *peer.WatchRequest, f *fee
 		}
 		return send(fr)
 	}
-	var changes <-chan *peer.FeedChange
-	var lost <-chan error
+	var changes <-chan peer.FeedInput
 	if f != nil {
-		changes, lost = f.changes, f.lost
+		changes = f.in
 	}
 	for {
 		select {
@@ -223,15 +217,16 @@ func (h *peerHandler) stream(ctx context.Context, req *peer.WatchRequest, f *fee
 				return nil // the client is gone
 			}
 		case c := <-changes:
-			ack, err := f.apply(c)
+			if c.Err != nil {
+				return c.Err
+			}
+			ack, err := f.apply(c.Change)
 			if err != nil {
 				return err
 			}
 			if err := send(ack); err != nil {
 				return nil
 			}
-		case err := <-lost:
-			return err
 		case err := <-ended:
 			// What was queued before the end goes first.
 			for {

@@ -104,13 +104,13 @@ func (g *guarded) Watch(ctx context.Context, req *WatchRequest, send func(*Watch
 	return err
 }
 
-func (g *guarded) Feed(ctx context.Context, req *FeedRequest, recv func() (*FeedChange, error), send func(*WatchFrame) error) error {
+func (g *guarded) Feed(ctx context.Context, req *FeedRequest, in <-chan FeedInput, send func(*WatchFrame) error) error {
 	if err := g.auth(ctx, OpWatch, req.Watch.Group); err != nil {
 		return err
 	}
 	// Checked again before each frame, as for a watch.
 	var refused error
-	err := g.h.Feed(ctx, req, recv, func(f *WatchFrame) error {
+	err := g.h.Feed(ctx, req, in, func(f *WatchFrame) error {
 		if refused = g.auth(ctx, OpWatch, req.Watch.Group); refused != nil {
 			return refused
 		}

@@ -3,7 +3,9 @@ package peer
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/cespare/xxhash/v2"
@@ -138,23 +140,57 @@ func feedHandler(srv any, stream grpc.ServerStream) error {
 	if err := req.unmarshal(in); err != nil {
 		return send(&WatchFrame{Err: err})
 	}
-	recv := func() (*FeedChange, error) {
-		var b []byte
-		if err := stream.RecvMsg(&b); err != nil {
-			return nil, err
-		}
-		var c FeedChange
-		if err := c.unmarshal(b); err != nil {
-			return nil, err
-		}
-		return &c, nil
-	}
+	box := srv.(*handlerBox)
 	ctx := stream.Context()
-	err := srv.(*handlerBox).h.Feed(ctx, &req, recv, send)
+	inputs := make(chan FeedInput, 16)
+	// The receiver ends with the stream (gRPC cancels its ctx once the
+	// handler returned, or when the server stops); the server's Close
+	// waits for it.
+	box.recvs.Add(1)
+	go func() {
+		defer box.recvs.Done()
+		receiveChanges(ctx, stream, inputs)
+	}()
+	err := box.h.Feed(ctx, &req, inputs, send)
 	if err == nil || ctx.Err() != nil {
 		return nil
 	}
 	return send(watchEnd(err))
+}
+
+// FeedInput is what a feed's client sent: a change, or (Change nil) the
+// error that broke its side of the stream, after which nothing comes.
+type FeedInput struct {
+	Change *FeedChange
+	Err    error
+}
+
+// receiveChanges hands the client's changes to the handler until the
+// stream ends. A client that closed its side (io.EOF) sends no more
+// changes, and its stream goes on.
+func receiveChanges(ctx context.Context, stream grpc.ServerStream, out chan<- FeedInput) {
+	for {
+		var b []byte
+		in := FeedInput{}
+		if err := stream.RecvMsg(&b); errors.Is(err, io.EOF) {
+			return
+		} else if err != nil {
+			in.Err = err
+		} else {
+			in.Change = &FeedChange{}
+			if err := in.Change.unmarshal(b); err != nil {
+				in = FeedInput{Err: err}
+			}
+		}
+		select {
+		case out <- in:
+		case <-ctx.Done():
+			return
+		}
+		if in.Err != nil {
+			return
+		}
+	}
 }
 
 // FeedStream is the client's end of a feed: Recv as a WatchStream's, and

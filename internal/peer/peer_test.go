@@ -58,7 +58,7 @@ func (f fakeHandler) Watch(ctx context.Context, _ *WatchRequest, send func(*Watc
 
 // Feed sends f's frames, then acks each change with its count of added
 // keys as the revision (and the count of initial keys first, as Ack 1<<40).
-func (f fakeHandler) Feed(ctx context.Context, req *FeedRequest, recv func() (*FeedChange, error), send func(*WatchFrame) error) error {
+func (f fakeHandler) Feed(ctx context.Context, req *FeedRequest, in <-chan FeedInput, send func(*WatchFrame) error) error {
 	for _, fr := range f.frames {
 		if err := send(fr); err != nil {
 			return err
@@ -68,9 +68,15 @@ func (f fakeHandler) Feed(ctx context.Context, req *FeedRequest, recv func() (*F
 		return err
 	}
 	for {
-		c, err := recv()
-		if err != nil {
-			return err
+		var c *FeedChange
+		select {
+		case i := <-in:
+			if i.Err != nil {
+				return i.Err
+			}
+			c = i.Change
+		case <-ctx.Done():
+			return nil
 		}
 		if err := send(&WatchFrame{Revision: int64(len(c.Add)*1000 + len(c.Remove)), Ack: c.Seq}); err != nil {
 			return err

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sync"
 
 	"google.golang.org/grpc"
 )
@@ -67,9 +68,10 @@ type Handler interface {
 	// Watch streams frames until ctx ends or the watch ends; the error that
 	// ended it (nil when ctx ended) is sent as the last frame by the caller.
 	Watch(ctx context.Context, req *WatchRequest, send func(*WatchFrame) error) error
-	// Feed is Watch filtered to the keys of req and of the changes recv
-	// returns (see feed.go), acknowledging each change in the stream.
-	Feed(ctx context.Context, req *FeedRequest, recv func() (*FeedChange, error), send func(*WatchFrame) error) error
+	// Feed is Watch filtered to the keys of req and of the changes that
+	// come from in (see feed.go), acknowledging each change in the
+	// stream.
+	Feed(ctx context.Context, req *FeedRequest, in <-chan FeedInput, send func(*WatchFrame) error) error
 	// Call runs one of the ops of calls.go: body is its JSON request, the
 	// answer is encoded as JSON.
 	Call(ctx context.Context, op string, body []byte) (any, error)
@@ -78,7 +80,12 @@ type Handler interface {
 	Snapshot(ctx context.Context, w io.Writer) (any, error)
 }
 
-type handlerBox struct{ h Handler }
+type handlerBox struct {
+	h Handler
+	// recvs counts the feeds' receivers (feed.go), which Server.Close
+	// waits for.
+	recvs sync.WaitGroup
+}
 
 var serviceDesc = grpc.ServiceDesc{
 	ServiceName: serviceName,

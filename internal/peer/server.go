@@ -26,6 +26,7 @@ const MaxAnswer = 32 << 20
 type Server struct {
 	srv  *grpc.Server
 	ln   net.Listener
+	box  *handlerBox
 	done chan struct{}
 }
 
@@ -43,8 +44,9 @@ func Listen(addr string, h Handler, log *slog.Logger, opts ...grpc.ServerOption)
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 	}, opts...)...)
-	srv.RegisterService(&serviceDesc, &handlerBox{h: h})
-	s := &Server{srv: srv, ln: ln, done: make(chan struct{})}
+	box := &handlerBox{h: h}
+	srv.RegisterService(&serviceDesc, box)
+	s := &Server{srv: srv, ln: ln, box: box, done: make(chan struct{})}
 	go func() {
 		defer close(s.done)
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
@@ -62,6 +64,7 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 func (s *Server) Close() error {
 	s.srv.Stop()
 	<-s.done
+	s.box.recvs.Wait()
 	return nil
 }
 
