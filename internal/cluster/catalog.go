@@ -273,7 +273,7 @@ func (e *Engine) CreateGroup(ctx context.Context, name string) error {
 	if err := e.waitSettled(ctx, func() bool { return e.host.Running(rec.Shard) }); err != nil {
 		return err
 	}
-	return e.host.WaitLeader(ctx, rec.Shard)
+	return e.host.WaitFirstLeader(ctx, rec.Shard)
 }
 
 // DeleteGroup removes a group from the catalog; every server stops its

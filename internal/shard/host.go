@@ -131,6 +131,8 @@ type Host struct {
 	startHook   atomic.Pointer[func(shardID uint64)] // tests only
 	// snapshotsReceived counts snapshots streamed to this host's replicas.
 	snapshotsReceived atomic.Uint64
+	// transport is the Raft transport dragonboat made (nil with its own).
+	transport atomic.Pointer[transport]
 
 	life   context.Context // ends at Close; bounds work the host starts itself
 	end    context.CancelFunc
@@ -185,7 +187,7 @@ func NewHost(cfg Config) (*Host, error) {
 		Expert:              config.ExpertConfig{LogDB: logdb},
 	}
 	if !cfg.engineTransport {
-		nhc.Expert.TransportFactory = transportFactory{log: cfg.Logger}
+		nhc.Expert.TransportFactory = transportFactory{log: cfg.Logger, made: &h.transport}
 	}
 	if t := cfg.TLS; t != nil {
 		nhc.MutualTLS, nhc.CAFile, nhc.CertFile, nhc.KeyFile = true, t.CAFile, t.CertFile, t.KeyFile

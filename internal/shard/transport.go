@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4/config"
@@ -75,12 +76,20 @@ var (
 	errBadFrame = errors.New("bad raft transport frame")
 )
 
-// transportFactory plugs the transport into a NodeHost.
-type transportFactory struct{ log *slog.Logger }
+// transportFactory plugs the transport into a NodeHost; made, when set,
+// keeps the transport it made (the Host's handle on it).
+type transportFactory struct {
+	log  *slog.Logger
+	made *atomic.Pointer[transport]
+}
 
 func (f transportFactory) Create(nhc config.NodeHostConfig, onBatch raftio.MessageHandler, onChunk raftio.ChunkHandler) raftio.ITransport {
-	return &transport{nhc: nhc, onBatch: onBatch, onChunk: onChunk, log: f.log,
+	t := &transport{nhc: nhc, onBatch: onBatch, onChunk: onChunk, log: f.log,
 		encrypted: nhc.MutualTLS, frameReadTimeout: frameReadTimeout, conns: make(map[net.Conn]struct{})}
+	if f.made != nil {
+		f.made.Store(t)
+	}
+	return t
 }
 
 // Validate accepts the addresses dragonboat's own transport accepts.
