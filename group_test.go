@@ -405,3 +405,46 @@ func TestDeleteGroupRemovesDataOnceClosed(t *testing.T) {
 		t.Fatalf("state of the deleted group: %v", err)
 	}
 }
+
+// Creating groups does not make the system shard's leader re-check the
+// membership of every shard each time: a group created after all shards
+// were found in line has its own shard checked, so creating 12 groups
+// costs about 12 membership checks, not one per shard per group (114
+// before).
+func TestCreateGroupsChecksNewShardsOnly(t *testing.T) {
+	c := testcluster.New(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var checks atomic.Int64
+	for _, id := range c.IDs() {
+		dister.SetStepHook(c.Node(id), func(_ context.Context, step string, _ uint64) error {
+			if step == "membership" {
+				checks.Add(1)
+			}
+			return nil
+		})
+	}
+	n := c.Node(c.IDs()[0])
+	if err := n.CreateGroup(ctx, "warmup"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond) // the passes of the first group end
+	checks.Store(0)
+	const groups = 12
+	for i := range groups {
+		if err := n.CreateGroup(ctx, fmt.Sprintf("g%02d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got := checks.Load(); got > 2*groups {
+		t.Fatalf("%d membership checks for %d groups created", got, groups)
+	}
+	t.Logf("%d membership checks for %d groups created", checks.Load(), groups)
+	// The groups work: each has a leader and takes a write.
+	for i := range groups {
+		if _, err := n.Group(fmt.Sprintf("g%02d", i)).KV().Put(ctx, "k", []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/dister/dister/internal/errs"
@@ -43,6 +44,11 @@ type reconciler struct {
 	recorded      bool              // this server's catalog record matches its addresses
 	membersAt     int64             // catalog revision of the last membership pass with nothing left to do
 	membersLeader bool
+	// membersKey is the servers' part of the catalog (membershipKey) at
+	// the last full membership pass with nothing left to do, and
+	// membersShards the shards it found in line (with those checked since).
+	membersKey    string
+	membersShards map[uint64]bool
 }
 
 // firstReadTimeout bounds the committed-catalog read of a pass before the
@@ -126,11 +132,68 @@ func (r *reconciler) pass(ctx context.Context, e *Engine) {
 		r.membersLeader = false
 		return
 	}
-	if r.syncMembers(ctx, e, lcat) {
+	key := membershipKey(lcat)
+	if r.membersLeader && r.membersKey == key {
+		// Only groups came or went since every shard was found in line:
+		// the new ones are all there is to check (a full pass per group
+		// created made creating N groups cost N² membership reads).
+		if r.syncNewShards(ctx, e, lcat) {
+			r.membersAt = lcat.revision
+		}
+		return
+	}
+	if shards, ok := r.syncMembers(ctx, e, lcat); ok {
 		r.membersAt, r.membersLeader = lcat.revision, true
+		r.membersKey, r.membersShards = key, shards
 	} else {
 		r.membersLeader = false
 	}
+}
+
+// membershipKey is what of cat a membership pass acts on besides the
+// groups: the servers, their addresses, and the removals.
+func membershipKey(cat *catalog) string {
+	var b strings.Builder
+	for _, id := range sortedIDs(cat.servers) {
+		fmt.Fprintf(&b, "s%d=%s;", id, cat.servers[id].RaftAddr)
+	}
+	for _, id := range sortedIDs(cat.leaving) {
+		fmt.Fprintf(&b, "l%d;", id)
+	}
+	for _, id := range sortedIDs(cat.removed) {
+		fmt.Fprintf(&b, "r%d;", id)
+	}
+	fmt.Fprintf(&b, "R%d", cat.removalsRev)
+	return b.String()
+}
+
+// syncNewShards brings the group shards that the last passes have not
+// found in line into line; it reports whether they all are now. A group
+// whose shard this server does not run is skipped, as a full pass skips
+// it, and checked at the next catalog change.
+func (r *reconciler) syncNewShards(ctx context.Context, e *Engine, cat *catalog) bool {
+	done := true
+	for _, g := range cat.groups {
+		if r.membersShards[g.Shard] {
+			continue
+		}
+		if !e.host.Running(g.Shard) {
+			continue
+		}
+		ok, err := false, e.step(ctx, "membership", g.Shard)
+		if err == nil {
+			ok, err = r.syncShard(ctx, e, cat, g.Shard)
+		}
+		if err != nil && ctx.Err() == nil && !errors.Is(err, errs.Closed) {
+			e.log.Debug("reconcile: membership", "shard", g.Shard, "err", err)
+		}
+		if err != nil || !ok {
+			done = false
+			continue
+		}
+		r.membersShards[g.Shard] = true
+	}
+	return done
 }
 
 // syncGroups starts the shards of new groups and removes those of deleted ones.
@@ -246,12 +309,13 @@ func (r *reconciler) handOver(ctx context.Context, e *Engine) bool {
 // further, servers join as non-voters and are promoted once caught up, and
 // removed servers leave. A shard that fails does not stop the others. It
 // reports whether nothing was left to do.
-func (r *reconciler) syncMembers(ctx context.Context, e *Engine, cat *catalog) bool {
+func (r *reconciler) syncMembers(ctx context.Context, e *Engine, cat *catalog) (map[uint64]bool, bool) {
 	done := true
+	inLine := map[uint64]bool{}
 	for _, id := range sortedIDs(cat.leaving) {
 		done = false // the catalog changes when the removal is recorded
 		if id == e.cfg.NodeID && r.handOver(ctx, e) {
-			return false
+			return nil, false
 		}
 		rctx, cancel := context.WithTimeout(ctx, removalTimeout)
 		err := e.advanceRemoval(rctx, id)
@@ -278,9 +342,12 @@ func (r *reconciler) syncMembers(ctx context.Context, e *Engine, cat *catalog) b
 			done = false
 			continue
 		}
+		if ok {
+			inLine[s] = true
+		}
 		done = done && ok
 	}
-	return done
+	return inLine, done
 }
 
 func sortedIDs(m map[uint64]Peer) []uint64 {

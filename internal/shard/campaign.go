@@ -40,9 +40,10 @@ func (h *Host) Campaign(shardID uint64) bool {
 // WaitFirstLeader is WaitLeader for a group just created: while no leader
 // is known it makes the local replica campaign, every campaignEvery,
 // until the election timeout would have started one anyway (the other
-// replicas may not run yet: a vote they miss is asked again).
+// replicas may not run yet: a vote they miss is asked again). Each
+// campaign that fails costs a term.
 func (h *Host) WaitFirstLeader(ctx context.Context, shardID uint64) error {
-	every := campaignEvery * h.cfg.RTT
+	every := campaignEvery
 	until := time.Now().Add(time.Duration(h.cfg.ElectionRTT) * h.cfg.RTT)
 	for time.Now().Before(until) {
 		if _, ok := h.Leader(shardID); ok || !h.Campaign(shardID) {
@@ -58,6 +59,8 @@ func (h *Host) WaitFirstLeader(ctx context.Context, shardID uint64) error {
 	return h.WaitLeader(ctx, shardID)
 }
 
-// campaignEvery (in RTTs) spaces the campaigns of WaitFirstLeader: one
-// round of votes, with their log writes, fits in it.
-const campaignEvery = 2
+// campaignEvery spaces the campaigns of WaitFirstLeader: a round of votes
+// with its log writes fits in it, and a replica that was not running at
+// one campaign (the others start theirs when they apply the group's
+// catalog entry) is asked again soon.
+const campaignEvery = 10 * time.Millisecond
