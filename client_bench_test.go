@@ -85,9 +85,9 @@ func BenchmarkClientGet(b *testing.B) {
 }
 
 // BenchmarkClientFollowers: what client nodes that follow a group cost
-// the servers. Every client node's cache follows the whole group through
-// one watch stream from a server, so each write is sent once per client
-// node. The writes (256-byte values) come from the leader at 5,000 puts/s
+// the servers. Every client node's cache follows the group through one
+// feed from a server, which carries the events of the keys it caches
+// (and progress notes for the other revisions). The writes (256-byte values) come from the leader at 5,000 puts/s
 // (b.N of them); with 0 and with 20 client nodes following, it reports
 // the loopback bytes per write (every byte the process sent itself:
 // Raft, peer API) and the process's CPU per write (servers and client
