@@ -146,11 +146,9 @@ func feedHandler(srv any, stream grpc.ServerStream) error {
 	// The receiver ends with the stream (gRPC cancels its ctx once the
 	// handler returned, or when the server stops); the server's Close
 	// waits for it.
-	box.recvs.Add(1)
-	go func() {
-		defer box.recvs.Done()
-		receiveChanges(ctx, stream, inputs)
-	}()
+	if !box.goRecv(func() { receiveChanges(ctx, stream, inputs) }) {
+		return send(watchEnd(errs.Closed))
+	}
 	err := box.h.Feed(ctx, &req, inputs, send)
 	if err == nil || ctx.Err() != nil {
 		return nil

@@ -83,8 +83,35 @@ type Handler interface {
 type handlerBox struct {
 	h Handler
 	// recvs counts the feeds' receivers (feed.go), which Server.Close
-	// waits for.
-	recvs sync.WaitGroup
+	// waits for; mu orders every Add before that Wait.
+	mu     sync.Mutex
+	closed bool
+	recvs  sync.WaitGroup
+}
+
+// goRecv runs f on a goroutine that Server.Close waits for; false (f not
+// run) once Close began.
+func (b *handlerBox) goRecv(f func()) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return false
+	}
+	b.recvs.Add(1)
+	go func() {
+		defer b.recvs.Done()
+		f()
+	}()
+	return true
+}
+
+// close refuses new receivers and waits for the running ones, which end
+// with their streams (once the gRPC server stopped).
+func (b *handlerBox) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.recvs.Wait()
 }
 
 var serviceDesc = grpc.ServiceDesc{

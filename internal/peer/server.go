@@ -64,7 +64,7 @@ func (s *Server) Addr() string { return s.ln.Addr().String() }
 func (s *Server) Close() error {
 	s.srv.Stop()
 	<-s.done
-	s.box.recvs.Wait()
+	s.box.close()
 	return nil
 }
 
