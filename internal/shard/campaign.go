@@ -38,29 +38,50 @@ func (h *Host) Campaign(shardID uint64) bool {
 }
 
 // WaitFirstLeader is WaitLeader for a group just created: while no leader
-// is known it makes the local replica campaign, every campaignEvery,
-// until the election timeout would have started one anyway (the other
-// replicas may not run yet: a vote they miss is asked again). Each
-// campaign that fails costs a term.
+// is known it makes the local replica campaign, until one campaign took
+// effect. Raft skips a campaign while the replica has committed
+// configuration entries not yet applied (a new replica's bootstrap
+// membership), so the message is sent again every campaignEvery for as
+// long as the replica's term has not moved. Once it moved (this replica
+// campaigned, or heard of an election) no more: a replica that campaigned
+// again after its campaign was refused would do so at a higher term than
+// a leader the others elected meanwhile (a TimeoutNow campaign skips
+// pre-vote and is let past the followers' leader stickiness), deposing
+// it, whereas a first campaign is at most at the term of that leader,
+// which keeps it. When the others do not run the group yet, the
+// candidate's votes go unanswered and the election timeout decides, as
+// without the campaign.
 func (h *Host) WaitFirstLeader(ctx context.Context, shardID uint64) error {
-	every := campaignEvery
 	until := time.Now().Add(time.Duration(h.cfg.ElectionRTT) * h.cfg.RTT)
-	for time.Now().Before(until) {
-		if _, ok := h.Leader(shardID); ok || !h.Campaign(shardID) {
+	var base uint64 // the replica's term before any campaign
+	for time.Now().Before(until) && ctx.Err() == nil {
+		leader, term, known, err := h.nh.GetLeaderID(shardID)
+		if err != nil || (known && leader != 0) {
 			break
 		}
-		wctx, cancel := context.WithTimeout(ctx, every)
-		err := h.WaitLeader(wctx, shardID)
+		switch {
+		case term == 0:
+			// The replica has not published its term yet.
+		case base == 0:
+			base = term
+			fallthrough
+		case term == base:
+			if !h.Campaign(shardID) {
+				return h.WaitLeader(ctx, shardID)
+			}
+		default:
+			return h.WaitLeader(ctx, shardID)
+		}
+		wctx, cancel := context.WithTimeout(ctx, campaignEvery)
+		err = h.WaitLeader(wctx, shardID)
 		cancel()
-		if err == nil || ctx.Err() != nil {
-			return err
+		if err == nil {
+			return nil
 		}
 	}
 	return h.WaitLeader(ctx, shardID)
 }
 
-// campaignEvery spaces the campaigns of WaitFirstLeader: a round of votes
-// with its log writes fits in it, and a replica that was not running at
-// one campaign (the others start theirs when they apply the group's
-// catalog entry) is asked again soon.
+// campaignEvery is how long WaitFirstLeader waits before it sends another
+// TimeoutNow to a replica that skipped the last one.
 const campaignEvery = 10 * time.Millisecond
