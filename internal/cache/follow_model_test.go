@@ -23,9 +23,9 @@ type simFrame struct {
 func simHash(k string) uint64 { return uint64(k[1]-'0') / 2 } // k0,k1 -> 0; k2,k3 -> 1; k4,k5 -> 2
 
 func TestFilteredFeedModel(t *testing.T) {
-	seeds := uint64(10000)
+	seeds := uint64(3000)
 	if testing.Short() {
-		seeds = 1000
+		seeds = 300
 	}
 	for seed := range seeds {
 		if msg := simRun(seed); msg != "" {
