@@ -110,9 +110,12 @@ type Engine struct {
 	recorded bool                   // the catalog has this server's addresses
 	lessors  map[uint64]*lessor     // groups this server leads
 	settled  chan struct{}          // closed and replaced after each reconcile pass
-	removed  bool                   // this server was removed from the cluster
-	left     bool                   // ...and has stopped its group replicas
-	shardsMu sync.Mutex             // serializes starting group shards with leave
+	// catalogMoved is closed and replaced each time the local replica of
+	// the system shard applies entries (see catalogMoves).
+	catalogMoved chan struct{}
+	removed      bool       // this server was removed from the cluster
+	left         bool       // ...and has stopped its group replicas
+	shardsMu     sync.Mutex // serializes starting group shards with leave
 
 	wake chan struct{}   // buffered(1): asks the reconciler for a pass
 	life context.Context // ends at Close; bounds the engine's own goroutines
@@ -180,20 +183,21 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 		return nil, errs.Mark(fmt.Errorf("create data dir: %w", err), errs.Invalid)
 	}
 	e := &Engine{
-		cfg:         cfg,
-		log:         cfg.Logger,
-		peers:       peer.NewClient(append(peerDial(cfg.TLS), cfg.PeerDial...)...),
-		groups:      map[string]groupRecord{},
-		servers:     map[uint64]Peer{},
-		lessors:     map[uint64]*lessor{},
-		leaseWake:   make(chan struct{}, 1),
-		leaseDone:   make(chan struct{}),
-		checkDone:   make(chan struct{}),
-		restoreDone: make(chan struct{}),
-		prober:      prober,
-		settled:     make(chan struct{}),
-		wake:        make(chan struct{}, 1),
-		done:        make(chan struct{}),
+		cfg:          cfg,
+		log:          cfg.Logger,
+		peers:        peer.NewClient(append(peerDial(cfg.TLS), cfg.PeerDial...)...),
+		groups:       map[string]groupRecord{},
+		servers:      map[uint64]Peer{},
+		lessors:      map[uint64]*lessor{},
+		leaseWake:    make(chan struct{}, 1),
+		leaseDone:    make(chan struct{}),
+		checkDone:    make(chan struct{}),
+		restoreDone:  make(chan struct{}),
+		prober:       prober,
+		settled:      make(chan struct{}),
+		catalogMoved: make(chan struct{}),
+		wake:         make(chan struct{}, 1),
+		done:         make(chan struct{}),
 	}
 	e.life, e.stop = context.WithCancel(context.Background())
 	var b [8]byte
@@ -222,6 +226,7 @@ func Open(ctx context.Context, cfg Config) (*Engine, error) {
 	sc.NodeID, sc.DataDir, sc.RaftAddr, sc.Logger = id, cfg.DataDir, cfg.RaftAddr, e.log
 	sc.OnApply = func(shardID uint64) {
 		if shardID == SystemShard {
+			e.moveCatalog()
 			e.kick()
 		}
 		e.kickHub(shardID)

@@ -49,6 +49,9 @@ type reconciler struct {
 	// membersShards the shards it found in line (with those checked since).
 	membersKey    string
 	membersShards map[uint64]bool
+	// moved is closed once the system shard applies anything after the
+	// current pass began (Engine.catalogChan).
+	moved <-chan struct{}
 }
 
 // firstReadTimeout bounds the committed-catalog read of a pass before the
@@ -56,6 +59,7 @@ type reconciler struct {
 const firstReadTimeout = 5 * time.Second
 
 func (r *reconciler) pass(ctx context.Context, e *Engine) {
+	r.moved = e.catalogChan()
 	if r.started == nil {
 		r.started = map[uint64]string{}
 	}
@@ -165,6 +169,37 @@ func membershipKey(cat *catalog) string {
 	}
 	fmt.Fprintf(&b, "R%d", cat.removalsRev)
 	return b.String()
+}
+
+// moveCatalog wakes what waits for the system shard to apply more.
+func (e *Engine) moveCatalog() {
+	e.mu.Lock()
+	close(e.catalogMoved)
+	e.catalogMoved = make(chan struct{})
+	e.mu.Unlock()
+}
+
+// catalogChan is the channel moveCatalog closes next.
+func (e *Engine) catalogChan() <-chan struct{} {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.catalogMoved
+}
+
+// untilMoved returns ctx, cancelled as well once moved is closed: the
+// system shard applied something after the pass began, so the catalog it
+// acts on is out of date (a group it checks may be deleted, and waiting
+// for that group's leader would hold up the pass that stops it).
+func untilMoved(ctx context.Context, moved <-chan struct{}) (context.Context, context.CancelFunc) {
+	cctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-moved:
+			cancel()
+		case <-cctx.Done():
+		}
+	}()
+	return cctx, cancel
 }
 
 // syncNewShards brings the group shards that the last passes have not
@@ -362,6 +397,13 @@ func sortedIDs(m map[uint64]Peer) []uint64 {
 func (r *reconciler) syncShard(ctx context.Context, e *Engine, cat *catalog, shardID uint64) (bool, error) {
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
+	if shardID != SystemShard && shardID != DefaultShard && r.moved != nil {
+		// A group's shard: stop when the catalog moves (it may have
+		// deleted the group); the next pass, already due, looks again.
+		var stop context.CancelFunc
+		cctx, stop = untilMoved(cctx, r.moved)
+		defer stop()
+	}
 	m, err := e.host.Membership(cctx, shardID)
 	if err != nil {
 		return false, err
