@@ -111,7 +111,7 @@ type Engine struct {
 	lessors  map[uint64]*lessor     // groups this server leads
 	settled  chan struct{}          // closed and replaced after each reconcile pass
 	// catalogMoved is closed and replaced each time the local replica of
-	// the system shard applies entries (see catalogMoves).
+	// the system shard applies entries (see untilMoved in reconcile.go).
 	catalogMoved chan struct{}
 	removed      bool       // this server was removed from the cluster
 	left         bool       // ...and has stopped its group replicas
