@@ -111,7 +111,10 @@ type Engine struct {
 	lessors  map[uint64]*lessor     // groups this server leads
 	settled  chan struct{}          // closed and replaced after each reconcile pass
 	// catalogMoved is closed and replaced each time the local replica of
-	// the system shard applies entries (see untilMoved in reconcile.go).
+	// the system shard applies entries (see untilMoved in reconcile.go);
+	// under movedMu, not mu, so the apply path takes no lock a slow
+	// holder of mu keeps.
+	movedMu      sync.Mutex
 	catalogMoved chan struct{}
 	removed      bool       // this server was removed from the cluster
 	left         bool       // ...and has stopped its group replicas

@@ -50,7 +50,7 @@ type reconciler struct {
 	membersKey    string
 	membersShards map[uint64]bool
 	// moved is closed once the system shard applies anything after the
-	// current pass began (Engine.catalogChan).
+	// current pass read the committed catalog (Engine.catalogChan).
 	moved <-chan struct{}
 }
 
@@ -59,7 +59,6 @@ type reconciler struct {
 const firstReadTimeout = 5 * time.Second
 
 func (r *reconciler) pass(ctx context.Context, e *Engine) {
-	r.moved = e.catalogChan()
 	if r.started == nil {
 		r.started = map[uint64]string{}
 	}
@@ -126,6 +125,9 @@ func (r *reconciler) pass(ctx context.Context, e *Engine) {
 	}
 	// Membership changes act on the committed catalog, not on what this
 	// replica has applied so far (a new leader may trail its own commit).
+	// Taken before the read: what the system shard applies after it may
+	// change the catalog this pass acts on.
+	r.moved = e.catalogChan()
 	lctx, cancel := context.WithTimeout(ctx, firstReadTimeout)
 	lcat, err := e.readCatalog(lctx, Linearizable)
 	cancel()
@@ -173,16 +175,16 @@ func membershipKey(cat *catalog) string {
 
 // moveCatalog wakes what waits for the system shard to apply more.
 func (e *Engine) moveCatalog() {
-	e.mu.Lock()
+	e.movedMu.Lock()
 	close(e.catalogMoved)
 	e.catalogMoved = make(chan struct{})
-	e.mu.Unlock()
+	e.movedMu.Unlock()
 }
 
 // catalogChan is the channel moveCatalog closes next.
 func (e *Engine) catalogChan() <-chan struct{} {
-	e.mu.Lock()
-	defer e.mu.Unlock()
+	e.movedMu.Lock()
+	defer e.movedMu.Unlock()
 	return e.catalogMoved
 }
 
