@@ -124,3 +124,4 @@ func TestRemoveServerWhileReplicaStarts(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+

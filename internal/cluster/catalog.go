@@ -183,6 +183,10 @@ func (e *Engine) resolve(ctx context.Context, name string) (uint64, error) {
 	if !r.Found {
 		return 0, fmt.Errorf("group %q: %w", name, errs.GroupNotFound)
 	}
+	// A fresh record: rec may be a copy of the local catalog's, whose
+	// Members map Unmarshal would write into (a data race with the
+	// reconcile pass reading it, found by -race in CI).
+	rec = groupRecord{}
 	if err := json.Unmarshal(r.KV.Value, &rec); err != nil {
 		return 0, fmt.Errorf("catalog entry for group %q: %w", name, err)
 	}
@@ -295,6 +299,7 @@ func (e *Engine) DeleteGroup(ctx context.Context, name string) error {
 		if !r.Found {
 			return fmt.Errorf("group %q: %w", name, errs.GroupNotFound)
 		}
+		rec = groupRecord{} // nothing of an earlier try's read
 		if err := json.Unmarshal(r.KV.Value, &rec); err != nil {
 			return fmt.Errorf("catalog entry for group %q: %w", name, err)
 		}
