@@ -124,4 +124,3 @@ func TestRemoveServerWhileReplicaStarts(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-
