@@ -103,21 +103,17 @@ func (e *Engine) feedOnce(ctx context.Context, g *group, f *feed) error {
 	if err := s.fromNow(start); err != nil {
 		return err
 	}
+	// The cache is emptied before the stream opens (a filtered stream
+	// starts with what the cache follows: nothing); fills meanwhile are
+	// safe, since the stream delivers everything after from.
 	from := s.next - 1
-	if f.cache.Filtered() {
-		// The stream starts with what the emptied cache follows: nothing.
-		f.cache.Reset(from)
-		f.cache.Untrust()
-	}
+	f.cache.Reset(from)
+	f.cache.Untrust()
 	w, stop, err := s.open(ctx, start)
 	if err != nil {
 		return err
 	}
-	if f.cache.Filtered() {
-		f.cache.Trust()
-	} else {
-		f.cache.Reset(from)
-	}
+	f.cache.Trust()
 	warmCtx, stopWarm := context.WithCancel(ctx)
 	defer stopWarm()
 	e.spawn(func() { e.warm(warmCtx, g, f, from) })

@@ -213,20 +213,29 @@ type WatchStream struct {
 // Watch starts a watch at addr; the stream ends with a frame whose Err is
 // set, or with an error of Recv (the transport, or ctx).
 func (c *Client) Watch(ctx context.Context, addr string, req *WatchRequest) (*WatchStream, error) {
+	desc := &grpc.StreamDesc{StreamName: "Watch", ServerStreams: true}
+	w, err := c.openStream(ctx, addr, desc, methodWatch, req.marshal())
+	if err != nil {
+		return nil, err
+	}
+	if err := w.stream.CloseSend(); err != nil {
+		return nil, transportError(ctx, addr, err)
+	}
+	return w, nil
+}
+
+// openStream opens a stream of method at addr and sends its first
+// message, in.
+func (c *Client) openStream(ctx context.Context, addr string, desc *grpc.StreamDesc, method string, in []byte) (*WatchStream, error) {
 	cc, err := c.conn(addr)
 	if err != nil {
 		return nil, err
 	}
-	desc := &grpc.StreamDesc{StreamName: "Watch", ServerStreams: true}
-	s, err := cc.NewStream(ctx, desc, methodWatch)
+	s, err := cc.NewStream(ctx, desc, method)
 	if err != nil {
 		return nil, transportError(ctx, addr, err)
 	}
-	in := req.marshal()
 	if err := s.SendMsg(&in); err != nil {
-		return nil, transportError(ctx, addr, err)
-	}
-	if err := s.CloseSend(); err != nil {
 		return nil, transportError(ctx, addr, err)
 	}
 	return &WatchStream{addr: addr, ctx: ctx, stream: s}, nil

@@ -201,20 +201,12 @@ type FeedStream struct {
 // Feed opens a feed at addr. A server without the method fails it with an
 // error matching ErrUnimplemented, at once or at the first Recv.
 func (c *Client) Feed(ctx context.Context, addr string, req *FeedRequest) (*FeedStream, error) {
-	cc, err := c.conn(addr)
+	desc := &grpc.StreamDesc{StreamName: "Feed", ServerStreams: true, ClientStreams: true}
+	w, err := c.openStream(ctx, addr, desc, methodFeed, req.marshal())
 	if err != nil {
 		return nil, err
 	}
-	desc := &grpc.StreamDesc{StreamName: "Feed", ServerStreams: true, ClientStreams: true}
-	s, err := cc.NewStream(ctx, desc, methodFeed)
-	if err != nil {
-		return nil, transportError(ctx, addr, err)
-	}
-	in := req.marshal()
-	if err := s.SendMsg(&in); err != nil {
-		return nil, transportError(ctx, addr, err)
-	}
-	return &FeedStream{WatchStream: &WatchStream{addr: addr, ctx: ctx, stream: s}}, nil
+	return &FeedStream{WatchStream: w}, nil
 }
 
 // Change sends c to the server.
