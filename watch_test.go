@@ -264,7 +264,8 @@ func TestLeaseExpiryDeletesKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n.KV().Put(ctx, "l/a", []byte("x"), dister.WithLease(id)); err != nil {
+	putRev, err := n.KV().Put(ctx, "l/a", []byte("x"), dister.WithLease(id))
+	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := n.KV().Put(ctx, "l/b", nil, dister.WithLease(id+1000)); !errors.Is(err, dister.ErrLeaseNotFound) {
@@ -272,7 +273,10 @@ func TestLeaseExpiryDeletesKeys(t *testing.T) {
 	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events := c.Node(2).KV().Watch(wctx, "l/")
+	// From after the put: a watch "from now" on server 2, whose replica
+	// may not have applied the put yet, would start before it (seen in
+	// CI: the first event was the put).
+	events := c.Node(2).KV().Watch(wctx, "l/", dister.FromRevision(putRev+1))
 	for range 4 { // kept alive past its TTL
 		time.Sleep(400 * time.Millisecond)
 		if err := c.Node(3).Leases().KeepAlive(ctx, id); err != nil {
