@@ -133,6 +133,8 @@ type Host struct {
 	snapshotsReceived atomic.Uint64
 	// transport is the Raft transport dragonboat made (nil with its own).
 	transport atomic.Pointer[transport]
+	// logdb is the Raft log store dragonboat made (see logdb.go).
+	logdb atomic.Pointer[lazyCommitLogDB]
 
 	life   context.Context // ends at Close; bounds work the host starts itself
 	end    context.CancelFunc
@@ -184,7 +186,8 @@ func NewHost(cfg Config) (*Host, error) {
 		RaftAddress:         cfg.RaftAddr,
 		RaftEventListener:   (*listener)(h),
 		SystemEventListener: (*sysListener)(h),
-		Expert:              config.ExpertConfig{LogDB: logdb},
+		Expert: config.ExpertConfig{LogDB: logdb,
+			LogDBFactory: lazyCommitFactory{made: &h.logdb}},
 	}
 	if !cfg.engineTransport {
 		nhc.Expert.TransportFactory = transportFactory{log: cfg.Logger, made: &h.transport}
