@@ -209,6 +209,7 @@ func untilMoved(ctx context.Context, moved <-chan struct{}) (context.Context, co
 // whose shard this server does not run is skipped, as a full pass skips
 // it, and checked at the next catalog change.
 func (r *reconciler) syncNewShards(ctx context.Context, e *Engine, cat *catalog) bool {
+	r.forgetDeletedShards(cat)
 	done := true
 	for _, g := range cat.groups {
 		if r.membersShards[g.Shard] {
@@ -231,6 +232,22 @@ func (r *reconciler) syncNewShards(ctx context.Context, e *Engine, cat *catalog)
 		r.membersShards[g.Shard] = true
 	}
 	return done
+}
+
+// forgetDeletedShards drops the shards of deleted groups from
+// membersShards, which would otherwise grow by one entry per group ever
+// created. Shard ids are not reused, so a dropped one is never checked
+// again.
+func (r *reconciler) forgetDeletedShards(cat *catalog) {
+	live := make(map[uint64]bool, len(cat.groups))
+	for _, g := range cat.groups {
+		live[g.Shard] = true
+	}
+	for s := range r.membersShards {
+		if s != SystemShard && s != DefaultShard && !live[s] {
+			delete(r.membersShards, s)
+		}
+	}
 }
 
 // syncGroups starts the shards of new groups and removes those of deleted ones.
