@@ -23,12 +23,21 @@ import (
 // Raft paper, figure 2), re-learned from the leader after a restart. Term,
 // vote, entries and snapshots are what must be durable before a replica
 // answers. etcd's raft says the same: a Ready whose hard state changed in
-// its commit only does not need a sync. So lazyCommitLogDB holds such an
-// update in memory and writes it with the replica's next update that is
-// written anyway (entries, a snapshot, a new term or vote), or at Close.
-// After a crash a replica restarts with an older commit index and applies
-// again, as no-ops, the entries its state machine already has (its
-// applied index is stored with its state; dragonboat skips up to it).
+// its commit only does not need a sync (it still writes it, unsynced; this
+// holds it in memory). So lazyCommitLogDB holds such an update and writes
+// it with the replica's next update that is written anyway (entries, a
+// snapshot, a new term or vote), or at Close. After a crash a replica
+// restarts with an older commit index and applies again, as no-ops, the
+// entries its state machine already has (its applied index is stored with
+// its state; dragonboat skips up to it).
+//
+// One exception: dragonboat rebuilds a replica's membership at a restart
+// from its snapshot and the config changes up to the stored commit. A
+// config change it applied must not be forgotten (a replica that applied
+// its own removal would come back as a member no leader contacts; a group
+// shrunk to one voter would wait forever for the removed one's vote). So
+// an update that hands a config change to be applied is written, with its
+// held state, before it is applied, as dragonboat's LogDB alone does.
 
 // newEngineLogDB is dragonboat's own LogDB (internal/logdb, the factory
 // dragonboat uses when none is given). dragonboat offers no way to wrap it
@@ -99,7 +108,8 @@ func (l *lazyCommitLogDB) SaveRaftState(updates []pb.Update, workerID uint64) er
 	l.mu.Lock()
 	for _, ud := range updates {
 		k := replicaKey{ud.ShardID, ud.ReplicaID}
-		stateOnly := len(ud.EntriesToSave) == 0 && pb.IsEmptySnapshot(ud.Snapshot)
+		stateOnly := len(ud.EntriesToSave) == 0 && pb.IsEmptySnapshot(ud.Snapshot) &&
+			!appliesConfigChange(ud)
 		if !pb.IsEmptyState(ud.State) {
 			if w, ok := l.written[k]; ok && stateOnly && w.Term == ud.State.Term && w.Vote == ud.State.Vote {
 				l.held[k] = ud.State
@@ -119,6 +129,17 @@ func (l *lazyCommitLogDB) SaveRaftState(updates []pb.Update, workerID uint64) er
 		return nil
 	}
 	return l.ILogDB.SaveRaftState(out, workerID)
+}
+
+// appliesConfigChange reports whether ud hands a membership change to be
+// applied (see the top of this file).
+func appliesConfigChange(ud pb.Update) bool {
+	for i := range ud.CommittedEntries {
+		if ud.CommittedEntries[i].Type == pb.ConfigChangeEntry {
+			return true
+		}
+	}
+	return false
 }
 
 // ReadRaftState answers the replica's newest state, held or written. A

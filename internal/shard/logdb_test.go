@@ -100,8 +100,23 @@ func TestLazyCommitLogDB(t *testing.T) {
 		t.Fatalf("the held state did not go out with the entries: %+v", st)
 	}
 
-	// Held at Close: written.
+	// A state that hands a config change to be applied is written at once,
+	// and so is a held state with a later update that hands one.
+	save(t, l, pb.Update{ShardID: 1, ReplicaID: 1, State: pb.State{Term: 3, Vote: 2, Commit: 10},
+		CommittedEntries: []pb.Entry{{Term: 3, Index: 10, Type: pb.ConfigChangeEntry}}})
+	if st := stored(t, l, 1); st.Commit != 10 {
+		t.Fatalf("a state applying a config change was held: %+v", st)
+	}
 	save(t, l, pb.Update{ShardID: 1, ReplicaID: 1, State: pb.State{Term: 3, Vote: 2, Commit: 11}})
+	save(t, l, pb.Update{ShardID: 1, ReplicaID: 1,
+		CommittedEntries: []pb.Entry{{Term: 3, Index: 11, Type: pb.ConfigChangeEntry}}})
+	if st := stored(t, l, 1); st.Commit != 11 {
+		t.Fatalf("a held state did not go out with the config change it commits: %+v", st)
+	}
+
+	// Held at Close: written.
+	save(t, l, pb.Update{ShardID: 1, ReplicaID: 1, EntriesToSave: entries(3, 12, 12)})
+	save(t, l, pb.Update{ShardID: 1, ReplicaID: 1, State: pb.State{Term: 3, Vote: 2, Commit: 12}})
 	// Held for a replica whose data is then removed: never written.
 	save(t, l, pb.Update{ShardID: 2, ReplicaID: 1, State: pb.State{Term: 1, Vote: 1, Commit: 1}, EntriesToSave: entries(1, 2, 2)})
 	save(t, l, pb.Update{ShardID: 2, ReplicaID: 1, State: pb.State{Term: 1, Vote: 1, Commit: 2}})
@@ -112,7 +127,7 @@ func TestLazyCommitLogDB(t *testing.T) {
 		t.Fatal(err)
 	}
 	l = openEngineLogDB(t, dir)
-	if st := stored(t, l, 1); st.Commit != 11 {
+	if st := stored(t, l, 1); st.Commit != 12 {
 		t.Fatalf("the state held at Close was lost: %+v", st)
 	}
 	if _, err := l.ILogDB.ReadRaftState(2, 1, 0); !errors.Is(err, raftio.ErrNoSavedLog) {
@@ -121,20 +136,24 @@ func TestLazyCommitLogDB(t *testing.T) {
 
 	// A crash loses the held state: the replica restarts with the older
 	// commit index, raised to its snapshot's index when that is higher.
-	save(t, l, pb.Update{ShardID: 1, ReplicaID: 1, State: pb.State{Term: 3, Vote: 2, Commit: 11}})
-	save(t, l, pb.Update{ShardID: 1, ReplicaID: 1, EntriesToSave: entries(3, 12, 14)})
-	save(t, l, pb.Update{ShardID: 1, ReplicaID: 1, State: pb.State{Term: 3, Vote: 2, Commit: 14}})
+	// (A replica's start reads its state first: until then nothing of it
+	// is held.)
+	if _, err := l.ReadRaftState(1, 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	save(t, l, pb.Update{ShardID: 1, ReplicaID: 1, EntriesToSave: entries(3, 13, 15)})
+	save(t, l, pb.Update{ShardID: 1, ReplicaID: 1, State: pb.State{Term: 3, Vote: 2, Commit: 15}})
 	l.dropHeld = true
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
 	l = openEngineLogDB(t, dir)
 	defer l.Close()
-	if rs, err := l.ReadRaftState(1, 1, 0); err != nil || rs.State.Commit != 11 {
+	if rs, err := l.ReadRaftState(1, 1, 0); err != nil || rs.State.Commit != 12 {
 		t.Fatalf("after a crash: %+v %v", rs, err)
 	}
-	if rs, err := l.ReadRaftState(1, 1, 13); err != nil || rs.State.Commit != 13 || rs.State.Term != 3 {
-		t.Fatalf("after a crash, with a snapshot at 13: %+v %v", rs, err)
+	if rs, err := l.ReadRaftState(1, 1, 14); err != nil || rs.State.Commit != 14 || rs.State.Term != 3 {
+		t.Fatalf("after a crash, with a snapshot at 14: %+v %v", rs, err)
 	}
 }
 
@@ -232,4 +251,108 @@ func TestRestartAfterLosingHeldCommits(t *testing.T) {
 	if rev := put(hosts[2], 51, "after"); rev != last+1 {
 		t.Fatalf("first write after the restart at revision %d, want %d", rev, last+1)
 	}
+}
+
+// TestSelfRemovalSurvivesCrash: a replica that applied its own removal
+// still knows it is removed after a crash. dragonboat stops such a replica
+// at once, so the update that told it the removal committed (commit only)
+// is its last one; dragonboat rebuilds membership at restart from the
+// entries up to the stored commit, so a held state lost in the crash
+// brought the replica back as a member no leader would ever contact.
+// (Found by review.)
+func TestSelfRemovalSurvivesCrash(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	addrs := map[uint64]string{1: freeAddr(t), 2: freeAddr(t), 3: freeAddr(t)}
+	dirs := map[uint64]string{1: t.TempDir(), 2: t.TempDir(), 3: t.TempDir()}
+	open := func(id uint64) *Host {
+		h, err := NewHost(Config{NodeID: id, DataDir: dirs[id], RaftAddr: addrs[id],
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(h.Close)
+		if err := h.StartShard(5, addrs, false); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	hosts := map[uint64]*Host{1: open(1), 2: open(2), 3: open(3)}
+	makeLeader(ctx, t, hosts[1], 5, 1)
+	if _, err := hosts[1].Propose(ctx, 5, txnCmd(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := hosts[1].RemoveMember(ctx, 5, 3); err != nil {
+		t.Fatalf("remove 3: %v", err)
+	}
+	for !hosts[3].RemovedHere(5) {
+		if ctx.Err() != nil {
+			t.Fatal("replica 3 never applied its removal")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	crash(hosts[3])
+
+	hosts[3] = open(3)
+	deadline := time.Now().Add(10 * time.Second)
+	for !hosts[3].RemovedHere(5) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the crash replica 3 runs again (running %v) and does not know it was removed", hosts[3].Running(5))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestShrinkToOneVoterSurvivesCrash: a group of two voters removes one and
+// the removed server goes away for good. The leader learned the removal
+// committed from the follower's ack, a commit-only update; had a crash
+// lost it, the leader would restart counting two voters and the group
+// would never have a leader again. (Found by review.)
+func TestShrinkToOneVoterSurvivesCrash(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	addrs := map[uint64]string{1: freeAddr(t), 2: freeAddr(t)}
+	dirs := map[uint64]string{1: t.TempDir(), 2: t.TempDir()}
+	open := func(id uint64) *Host {
+		h, err := NewHost(Config{NodeID: id, DataDir: dirs[id], RaftAddr: addrs[id],
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(h.Close)
+		if err := h.StartShard(7, addrs, false); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	h1, h2 := open(1), open(2)
+	makeLeader(ctx, t, h1, 7, 1)
+	if _, err := h1.Propose(ctx, 7, txnCmd(t, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := h1.RemoveMember(ctx, 7, 2); err != nil {
+		t.Fatalf("remove 2: %v", err)
+	}
+	h2.Close() // the removed server is decommissioned
+	crash(h1)
+
+	h1 = open(1)
+	wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+	defer wcancel()
+	if err := h1.WaitLeader(wctx, 7); err != nil {
+		t.Fatalf("the one remaining voter has no leader after its restart: %v", err)
+	}
+	if _, err := h1.Propose(wctx, 7, txnCmd(t, 2)); err != nil {
+		t.Fatalf("write after the restart: %v", err)
+	}
+}
+
+// crash closes h losing what its Raft log store holds in memory only, as
+// a crash of the process would.
+func crash(h *Host) {
+	l := h.logdb.Load()
+	l.mu.Lock()
+	l.dropHeld = true
+	l.mu.Unlock()
+	h.Close()
 }
