@@ -85,7 +85,8 @@ type transportFactory struct {
 
 func (f transportFactory) Create(nhc config.NodeHostConfig, onBatch raftio.MessageHandler, onChunk raftio.ChunkHandler) raftio.ITransport {
 	t := &transport{nhc: nhc, onBatch: onBatch, onChunk: onChunk, log: f.log,
-		encrypted: nhc.MutualTLS, frameReadTimeout: frameReadTimeout, conns: make(map[net.Conn]struct{})}
+		encrypted: nhc.MutualTLS, frameReadTimeout: frameReadTimeout, conns: make(map[net.Conn]struct{}),
+		closing: make(chan struct{})}
 	if f.made != nil {
 		f.made.Store(t)
 	}
@@ -108,7 +109,9 @@ type transport struct {
 	ln     net.Listener
 	conns  map[net.Conn]struct{} // accepted, closed by Close
 	closed bool
-	wg     sync.WaitGroup // the accept loop and one goroutine per accepted conn
+	// closing is closed by Close: it ends the accept loop's wait.
+	closing chan struct{}
+	wg      sync.WaitGroup // the accept loop and one goroutine per accepted conn
 }
 
 var _ raftio.ITransport = (*transport)(nil)
@@ -137,20 +140,34 @@ func (t *transport) Start() error {
 	return nil
 }
 
+// The wait after a failed Accept (out of file descriptors and the like):
+// it doubles from acceptRetryMin to acceptRetryMax and starts over after
+// an Accept that works, so a lasting failure neither spins nor fills the
+// log (one line per wait), and the loop never gives up on every peer.
+const (
+	acceptRetryMin = 5 * time.Millisecond
+	acceptRetryMax = time.Second
+)
+
 func (t *transport) accept(ln net.Listener, tlsConfig *tls.Config) {
 	defer t.wg.Done()
+	var wait time.Duration
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
 			if t.isClosed() {
 				return
 			}
-			// Out of file descriptors and the like: wait rather than spin
-			// or give up on every peer.
-			t.log.Warn("raft transport accept", "err", err)
-			time.Sleep(50 * time.Millisecond)
+			wait = min(max(2*wait, acceptRetryMin), acceptRetryMax)
+			t.log.Warn("raft transport accept", "err", err, "retry_in", wait)
+			select {
+			case <-time.After(wait):
+			case <-t.closing:
+				return
+			}
 			continue
 		}
+		wait = 0
 		if tlsConfig != nil {
 			conn = tls.Server(conn, tlsConfig)
 		}
@@ -184,6 +201,9 @@ func (t *transport) isClosed() bool {
 // their goroutines, so no handler runs after it returns.
 func (t *transport) Close() error {
 	t.mu.Lock()
+	if !t.closed {
+		close(t.closing)
+	}
 	t.closed = true
 	if t.ln != nil {
 		t.ln.Close()
