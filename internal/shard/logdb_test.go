@@ -263,20 +263,7 @@ func TestRestartAfterLosingHeldCommits(t *testing.T) {
 func TestSelfRemovalSurvivesCrash(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	addrs := map[uint64]string{1: freeAddr(t), 2: freeAddr(t), 3: freeAddr(t)}
-	dirs := map[uint64]string{1: t.TempDir(), 2: t.TempDir(), 3: t.TempDir()}
-	open := func(id uint64) *Host {
-		h, err := NewHost(Config{NodeID: id, DataDir: dirs[id], RaftAddr: addrs[id],
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(h.Close)
-		if err := h.StartShard(5, addrs, false); err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
+	open := replicaOpener(t, 5, 3)
 	hosts := map[uint64]*Host{1: open(1), 2: open(2), 3: open(3)}
 	makeLeader(ctx, t, hosts[1], 5, 1)
 	if _, err := hosts[1].Propose(ctx, 5, txnCmd(t, 1)); err != nil {
@@ -311,20 +298,7 @@ func TestSelfRemovalSurvivesCrash(t *testing.T) {
 func TestShrinkToOneVoterSurvivesCrash(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	addrs := map[uint64]string{1: freeAddr(t), 2: freeAddr(t)}
-	dirs := map[uint64]string{1: t.TempDir(), 2: t.TempDir()}
-	open := func(id uint64) *Host {
-		h, err := NewHost(Config{NodeID: id, DataDir: dirs[id], RaftAddr: addrs[id],
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(h.Close)
-		if err := h.StartShard(7, addrs, false); err != nil {
-			t.Fatal(err)
-		}
-		return h
-	}
+	open := replicaOpener(t, 7, 2)
 	h1, h2 := open(1), open(2)
 	makeLeader(ctx, t, h1, 7, 1)
 	if _, err := h1.Propose(ctx, 7, txnCmd(t, 1)); err != nil {
@@ -344,6 +318,27 @@ func TestShrinkToOneVoterSurvivesCrash(t *testing.T) {
 	}
 	if _, err := h1.Propose(wctx, 7, txnCmd(t, 2)); err != nil {
 		t.Fatalf("write after the restart: %v", err)
+	}
+}
+
+// replicaOpener returns what opens host id (1..n) of n, each with a data
+// dir of its own that outlives it, and starts its replica of shard.
+func replicaOpener(t *testing.T, shard uint64, n int) func(id uint64) *Host {
+	addrs, dirs := map[uint64]string{}, map[uint64]string{}
+	for id := uint64(1); id <= uint64(n); id++ {
+		addrs[id], dirs[id] = freeAddr(t), t.TempDir()
+	}
+	return func(id uint64) *Host {
+		h, err := NewHost(Config{NodeID: id, DataDir: dirs[id], RaftAddr: addrs[id],
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(h.Close)
+		if err := h.StartShard(shard, addrs, false); err != nil {
+			t.Fatal(err)
+		}
+		return h
 	}
 }
 
