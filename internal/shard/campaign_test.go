@@ -14,17 +14,7 @@ import (
 // replica within the 10 s the call is given. Without the campaign no
 // election could start before 20 s.
 func TestFirstLeaderWithoutElectionTimeout(t *testing.T) {
-	addrs := map[uint64]string{1: freeAddr(t), 2: freeAddr(t), 3: freeAddr(t)}
-	hosts := map[uint64]*Host{}
-	for id, addr := range addrs {
-		h, err := NewHost(Config{NodeID: id, DataDir: t.TempDir(), RaftAddr: addr, ElectionRTT: 1000,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(h.Close)
-		hosts[id] = h
-	}
+	addrs, hosts := slowHosts(t, 3, 0)
 	for shard := uint64(10); shard < 13; shard++ {
 		for _, h := range hosts {
 			if err := h.StartShard(shard, addrs, false); err != nil {
@@ -44,7 +34,7 @@ func TestFirstLeaderWithoutElectionTimeout(t *testing.T) {
 	}
 }
 
-// hosts starts n hosts with an election timeout of 20-40 s (ElectionRTT
+// slowHosts starts n hosts with an election timeout of 20-40 s (ElectionRTT
 // 1,000) and a heartbeat every hb ticks (0: the default).
 func slowHosts(t *testing.T, n int, hb uint64) (map[uint64]string, map[uint64]*Host) {
 	t.Helper()

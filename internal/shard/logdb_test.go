@@ -165,25 +165,9 @@ func TestLazyCommitLogDB(t *testing.T) {
 func TestRestartAfterLosingHeldCommits(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	addrs := map[uint64]string{1: freeAddr(t), 2: freeAddr(t), 3: freeAddr(t)}
-	dirs := map[uint64]string{1: t.TempDir(), 2: t.TempDir(), 3: t.TempDir()}
+	openHost := replicaOpener(t, 5, 3, Config{SnapshotEntries: 1000, CompactionOverhead: 5})
 	open := func() map[uint64]*Host {
-		hosts := map[uint64]*Host{}
-		for id := uint64(1); id <= 3; id++ {
-			h, err := NewHost(Config{NodeID: id, DataDir: dirs[id], RaftAddr: addrs[id],
-				SnapshotEntries: 1000, CompactionOverhead: 5,
-				Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(h.Close)
-			hosts[id] = h
-		}
-		for id := uint64(1); id <= 3; id++ {
-			if err := hosts[id].StartShard(5, addrs, false); err != nil {
-				t.Fatal(err)
-			}
-		}
+		hosts := map[uint64]*Host{1: openHost(1), 2: openHost(2), 3: openHost(3)}
 		if err := hosts[1].WaitLeader(ctx, 5); err != nil {
 			t.Fatal(err)
 		}
@@ -231,14 +215,13 @@ func TestRestartAfterLosingHeldCommits(t *testing.T) {
 		if st, ok := l.held[replicaKey{5, id}]; ok && st.Commit > l.written[replicaKey{5, id}].Commit {
 			held++
 		}
-		l.dropHeld = true
 		l.mu.Unlock()
 	}
 	if held == 0 {
 		t.Fatal("no replica held a commit index at the crash: the test proves nothing")
 	}
 	for _, h := range hosts {
-		h.Close()
+		crash(h)
 	}
 
 	hosts = open()
@@ -263,7 +246,7 @@ func TestRestartAfterLosingHeldCommits(t *testing.T) {
 func TestSelfRemovalSurvivesCrash(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	open := replicaOpener(t, 5, 3)
+	open := replicaOpener(t, 5, 3, Config{})
 	hosts := map[uint64]*Host{1: open(1), 2: open(2), 3: open(3)}
 	makeLeader(ctx, t, hosts[1], 5, 1)
 	if _, err := hosts[1].Propose(ctx, 5, txnCmd(t, 1)); err != nil {
@@ -298,7 +281,7 @@ func TestSelfRemovalSurvivesCrash(t *testing.T) {
 func TestShrinkToOneVoterSurvivesCrash(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	open := replicaOpener(t, 7, 2)
+	open := replicaOpener(t, 7, 2, Config{})
 	h1, h2 := open(1), open(2)
 	makeLeader(ctx, t, h1, 7, 1)
 	if _, err := h1.Propose(ctx, 7, txnCmd(t, 1)); err != nil {
@@ -321,16 +304,19 @@ func TestShrinkToOneVoterSurvivesCrash(t *testing.T) {
 	}
 }
 
-// replicaOpener returns what opens host id (1..n) of n, each with a data
-// dir of its own that outlives it, and starts its replica of shard.
-func replicaOpener(t *testing.T, shard uint64, n int) func(id uint64) *Host {
+// replicaOpener returns what opens host id (1..n) of n with the settings
+// of cfg, each with a data dir of its own that outlives it, and starts
+// its replica of shard.
+func replicaOpener(t *testing.T, shard uint64, n int, cfg Config) func(id uint64) *Host {
 	addrs, dirs := map[uint64]string{}, map[uint64]string{}
 	for id := uint64(1); id <= uint64(n); id++ {
 		addrs[id], dirs[id] = freeAddr(t), t.TempDir()
 	}
 	return func(id uint64) *Host {
-		h, err := NewHost(Config{NodeID: id, DataDir: dirs[id], RaftAddr: addrs[id],
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		c := cfg
+		c.NodeID, c.DataDir, c.RaftAddr = id, dirs[id], addrs[id]
+		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		h, err := NewHost(c)
 		if err != nil {
 			t.Fatal(err)
 		}
