@@ -75,7 +75,21 @@ func TestLateCreatorKeepsTheLeader(t *testing.T) {
 	if err := hosts[2].WaitFirstLeader(ctx, shard); err != nil {
 		t.Fatal(err)
 	}
-	leader, term0, _, _ := hosts[2].nh.GetLeaderID(shard)
+	// WaitFirstLeader returns once this host's leader listener heard of
+	// the leader; dragonboat's own answer may come a moment later (seen in
+	// CI: leader 0 at the leader's term).
+	var leader, term0 uint64
+	for {
+		l, term, ok, err := hosts[2].nh.GetLeaderID(shard)
+		if err == nil && ok && l != 0 {
+			leader, term0 = l, term
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("dragonboat reports no leader after WaitFirstLeader: %v", ctx.Err())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	time.Sleep(200 * time.Millisecond)
 	if err := hosts[1].StartShard(shard, addrs, false); err != nil {
 		t.Fatal(err)
