@@ -353,6 +353,10 @@ func (f *fakeServer) Propose(context.Context, *peer.ProposeRequest) (*peer.Propo
 	return nil, dister.ErrInvalid
 }
 
+func (f *fakeServer) ProposeMany(context.Context, *peer.ProposeManyRequest) ([]peer.ProposeAnswer, error) {
+	return nil, dister.ErrInvalid
+}
+
 func (f *fakeServer) Read(context.Context, *peer.ReadRequest) (*peer.ReadResponse, error) {
 	return nil, dister.ErrInvalid
 }

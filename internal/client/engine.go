@@ -73,6 +73,12 @@ type Engine struct {
 	goMu sync.Mutex
 	wg   sync.WaitGroup
 
+	// sendMu guards the write queues per leader and group (batch.go) and
+	// the servers found without ProposeMany.
+	sendMu      sync.Mutex
+	sends       map[sendKey]*sendQueue
+	withoutMany map[string]bool
+
 	mu      sync.Mutex
 	seeds   []string
 	servers map[uint64]peer.ServerInfo // from the servers' topology
@@ -111,7 +117,7 @@ func Open(cfg Config) (*Engine, error) {
 		session: binary.LittleEndian.Uint64(b[:]) | 1,
 		seeds:   slices.Clone(cfg.Servers), servers: map[uint64]peer.ServerInfo{},
 		down: map[string]bool{}, groups: map[string]*group{}, rounds: make(chan struct{}),
-		wake: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1), sends: map[sendKey]*sendQueue{}, withoutMany: map[string]bool{}}
 	e.life, e.stop = context.WithCancel(context.Background())
 	e.ring.Store(router.New(e.seeds))
 	e.spawn(e.discoverLoop)

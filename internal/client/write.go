@@ -27,7 +27,6 @@ func (e *Engine) propose(ctx context.Context, group string, c *fsm.Command) ([]b
 	if err != nil {
 		return nil, err
 	}
-	req := &peer.ProposeRequest{Group: group, Cmd: cmd}
 	var last error
 	mayHaveApplied := false
 	skip := map[string]bool{}
@@ -43,7 +42,7 @@ func (e *Engine) propose(ctx context.Context, group string, c *fsm.Command) ([]b
 			}
 			continue
 		}
-		data, err := e.peers.Propose(ctx, addr, req)
+		data, err := e.send(ctx, addr, group, cmd)
 		if err == nil {
 			return data, nil
 		}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/dister/dister/internal/core"
@@ -29,33 +30,77 @@ func (h *peerHandler) Propose(ctx context.Context, req *peer.ProposeRequest) (*p
 	if e.closed.Load() {
 		return nil, errs.Closed
 	}
-	cmd, err := fsm.DecodeCommand(req.Cmd)
-	if err != nil {
+	if err := checkClientCommand(req.Cmd); err != nil {
 		return nil, err
-	}
-	if cmd.Session == 0 {
-		return nil, fmt.Errorf("a command from a client needs a dedup id: %w", errs.Invalid)
-	}
-	switch cmd.Kind {
-	case fsm.KindTxn:
-		if err := fsm.RejectReserved(cmd.Txn); err != nil {
-			return nil, err
-		}
-	case fsm.KindLeaseGrant:
-	case fsm.KindLeaseRevoke:
-		if cmd.Revoke.Expired {
-			return nil, fmt.Errorf("only a group leader expires leases: %w", errs.Invalid)
-		}
-	default:
-		return nil, fmt.Errorf("command kind %d is not a client's: %w", cmd.Kind, errs.Invalid)
 	}
 	sid, err := e.resolve(ctx, req.Group)
 	if err != nil {
 		return nil, err
 	}
+	data, err := e.proposeFor(ctx, sid, req.Group, req.Cmd)
+	if err != nil {
+		return nil, err
+	}
+	return &peer.ProposeResponse{Data: data}, nil
+}
+
+// ProposeMany is Propose for each of a client's commands of one group,
+// all handed to the group's commit queue at once (they share its batches),
+// each with its own answer.
+func (h *peerHandler) ProposeMany(ctx context.Context, req *peer.ProposeManyRequest) ([]peer.ProposeAnswer, error) {
+	e := (*Engine)(h)
+	for range req.Cmds {
+		e.metrics.peerRequest(peer.OpPropose)
+	}
+	if e.closed.Load() {
+		return nil, errs.Closed
+	}
+	sid, err := e.resolve(ctx, req.Group)
+	if err != nil {
+		return nil, err
+	}
+	answers := make([]peer.ProposeAnswer, len(req.Cmds))
+	var wg sync.WaitGroup
+	for i, cmd := range req.Cmds {
+		if err := checkClientCommand(cmd); err != nil {
+			answers[i].Err = err
+			continue
+		}
+		wg.Go(func() {
+			answers[i].Data, answers[i].Err = e.proposeFor(ctx, sid, req.Group, cmd)
+		})
+	}
+	wg.Wait()
+	return answers, nil
+}
+
+// checkClientCommand refuses what a client may not propose (see Propose).
+func checkClientCommand(b []byte) error {
+	cmd, err := fsm.DecodeCommand(b)
+	if err != nil {
+		return err
+	}
+	if cmd.Session == 0 {
+		return fmt.Errorf("a command from a client needs a dedup id: %w", errs.Invalid)
+	}
+	switch cmd.Kind {
+	case fsm.KindTxn:
+		return fsm.RejectReserved(cmd.Txn)
+	case fsm.KindLeaseGrant:
+		return nil
+	case fsm.KindLeaseRevoke:
+		if cmd.Revoke.Expired {
+			return fmt.Errorf("only a group leader expires leases: %w", errs.Invalid)
+		}
+		return nil
+	}
+	return fmt.Errorf("command kind %d is not a client's: %w", cmd.Kind, errs.Invalid)
+}
+
+// proposeFor commits a client's checked command in shard sid of group.
+func (e *Engine) proposeFor(ctx context.Context, sid uint64, group string, cmd []byte) ([]byte, error) {
 	start := time.Now()
-	res, err := e.host.Propose(ctx, sid, req.Cmd)
-	group := req.Group
+	res, err := e.host.Propose(ctx, sid, cmd)
 	if group == "" {
 		group = DefaultGroup
 	}
@@ -63,7 +108,7 @@ func (h *peerHandler) Propose(ctx context.Context, req *peer.ProposeRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	return &peer.ProposeResponse{Data: res.Data}, nil
+	return res.Data, nil
 }
 
 // Read answers a client's read at the consistency it asked for.

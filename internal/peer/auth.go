@@ -77,6 +77,13 @@ func (g *guarded) Propose(ctx context.Context, req *ProposeRequest) (*ProposeRes
 	return g.h.Propose(ctx, req)
 }
 
+func (g *guarded) ProposeMany(ctx context.Context, req *ProposeManyRequest) ([]ProposeAnswer, error) {
+	if err := g.auth(ctx, OpPropose, req.Group); err != nil {
+		return nil, err
+	}
+	return g.h.ProposeMany(ctx, req)
+}
+
 func (g *guarded) Read(ctx context.Context, req *ReadRequest) (*ReadResponse, error) {
 	if err := g.auth(ctx, OpRead, req.Group); err != nil {
 		return nil, err

@@ -36,6 +36,23 @@ func (f fakeHandler) Propose(_ context.Context, req *ProposeRequest) (*ProposeRe
 	return &ProposeResponse{Data: append([]byte(req.Group+":"), req.Cmd...)}, nil
 }
 
+// ProposeMany answers each command as Propose would; a command "fail"
+// gets a conflict of its own.
+func (f fakeHandler) ProposeMany(_ context.Context, req *ProposeManyRequest) ([]ProposeAnswer, error) {
+	if f.err != nil {
+		return nil, f.err
+	}
+	answers := make([]ProposeAnswer, len(req.Cmds))
+	for i, c := range req.Cmds {
+		if string(c) == "fail" {
+			answers[i].Err = fmt.Errorf("command %d: %w", i, errs.Conflict)
+			continue
+		}
+		answers[i].Data = append([]byte(req.Group+":"), c...)
+	}
+	return answers, nil
+}
+
 func (f fakeHandler) Read(_ context.Context, req *ReadRequest) (*ReadResponse, error) {
 	if f.err != nil {
 		return nil, f.err

@@ -63,6 +63,10 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 type Handler interface {
 	// Propose commits a client's encoded command in its group.
 	Propose(ctx context.Context, req *ProposeRequest) (*ProposeResponse, error)
+	// ProposeMany commits each of req's commands as Propose would, with
+	// an answer per command (see many.go); ErrUnimplemented makes the
+	// caller propose them one by one.
+	ProposeMany(ctx context.Context, req *ProposeManyRequest) ([]ProposeAnswer, error)
 	// Read answers a read at the requested consistency.
 	Read(ctx context.Context, req *ReadRequest) (*ReadResponse, error)
 	// Watch streams frames until ctx ends or the watch ends; the error that
@@ -153,6 +157,7 @@ var serviceDesc = grpc.ServiceDesc{
 			}
 			return json.Marshal(out)
 		})},
+		proposeManyDesc,
 	},
 	Streams: []grpc.StreamDesc{{StreamName: "Watch", ServerStreams: true, Handler: watchHandler}, snapshotDesc, feedDesc},
 }

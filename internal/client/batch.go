@@ -1,0 +1,238 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dister/dister/internal/errs"
+	"github.com/dister/dister/internal/peer"
+)
+
+// Coalescing writes. A write goes to its group's leader at once, in a call
+// of its own, while fewer than sendsInFlight calls to that leader for that
+// group are in flight: a lone writer waits for nothing. Past that, writes
+// queue, and each time a call returns everything queued (up to
+// sendBatchCommands and sendBatchBytes) goes in one ProposeMany call. The
+// batch is cut by the calls in flight and by size, never by a timer, as the
+// servers' group commit is. It saves gRPC's per-call work on both sides,
+// which was the largest part of a client-role write's CPU.
+//
+// Each command keeps its own dedup id and gets its own answer, so the
+// retry loop of propose (write.go) is unchanged: a command the batch call
+// failed for is sent again, alone or in the next batch, with the same id.
+// A caller whose ctx ends while its command is queued takes it back (surely
+// not sent); once its batch call started it gets an unknown outcome, as
+// for a call of its own.
+
+const (
+	// sendsInFlight is how many calls to one leader for one group may be
+	// in flight before writes queue.
+	sendsInFlight = 2
+	// sendBatchCommands and sendBatchBytes cut a batch (a first command
+	// larger than sendBatchBytes goes alone).
+	sendBatchCommands = 256
+	sendBatchBytes    = 1 << 20
+)
+
+// sendKey names one queue: the writes of one group to one server.
+type sendKey struct{ addr, group string }
+
+// sendQueue holds the writes waiting for a call to addr for group.
+type sendQueue struct {
+	key      sendKey
+	mu       sync.Mutex
+	inFlight int
+	queue    []*queuedSend
+}
+
+// queuedSend is one command waiting for, or riding in, a batch call.
+type queuedSend struct {
+	cmd      []byte
+	deadline time.Time // zero: the caller's ctx has none
+	done     chan struct{}
+	// Set before done is closed.
+	data []byte
+	err  error
+	// call is the batch call that took it (nil while queued); under the
+	// queue's mu.
+	call *batchCall
+}
+
+// batchCall is one ProposeMany in flight; its ctx ends early once every
+// caller in it gave up.
+type batchCall struct {
+	waiting atomic.Int32
+	cancel  context.CancelFunc
+}
+
+func (c *batchCall) leave() {
+	if c.waiting.Add(-1) == 0 {
+		c.cancel()
+	}
+}
+
+// errBatchAbandoned is what a caller that left its batch call gets (with
+// its ctx error): the call may have reached the server.
+var errBatchAbandoned = fmt.Errorf("left a write call in flight: %w", errs.UnknownOutcome)
+
+func (e *Engine) sendQueue(addr, group string) *sendQueue {
+	k := sendKey{addr, group}
+	e.sendMu.Lock()
+	defer e.sendMu.Unlock()
+	q := e.sends[k]
+	if q == nil {
+		q = &sendQueue{key: k}
+		e.sends[k] = q
+	}
+	return q
+}
+
+// send asks the server at addr to commit cmd, an encoded command of group,
+// alone or in a batch call with other callers' commands.
+func (e *Engine) send(ctx context.Context, addr, group string, cmd []byte) ([]byte, error) {
+	q := e.sendQueue(addr, group)
+	q.mu.Lock()
+	if q.inFlight < sendsInFlight && len(q.queue) == 0 {
+		q.inFlight++
+		q.mu.Unlock()
+		data, err := e.peers.Propose(ctx, addr, &peer.ProposeRequest{Group: group, Cmd: cmd})
+		e.sendDone(q)
+		return data, err
+	}
+	w := &queuedSend{cmd: cmd, done: make(chan struct{})}
+	w.deadline, _ = ctx.Deadline()
+	q.queue = append(q.queue, w)
+	q.mu.Unlock()
+	select {
+	case <-w.done:
+		return w.data, w.err
+	case <-ctx.Done():
+	}
+	q.mu.Lock()
+	call := w.call
+	if call == nil {
+		q.queue = slices.DeleteFunc(q.queue, func(x *queuedSend) bool { return x == w })
+		q.mu.Unlock()
+		return nil, ctx.Err() // never sent
+	}
+	q.mu.Unlock()
+	select {
+	case <-w.done: // an answer that is there wins
+		return w.data, w.err
+	default:
+	}
+	call.leave()
+	return nil, errBatchAbandoned
+}
+
+// sendDone ends one call in flight and sends what queued meanwhile.
+func (e *Engine) sendDone(q *sendQueue) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.inFlight--
+	for q.inFlight < sendsInFlight && len(q.queue) > 0 {
+		n, size := 0, 0
+		for n < len(q.queue) && n < sendBatchCommands {
+			size += len(q.queue[n].cmd)
+			if n > 0 && size > sendBatchBytes {
+				break
+			}
+			n++
+		}
+		items := slices.Clone(q.queue[:n])
+		q.queue = slices.Delete(q.queue, 0, n)
+		ctx, cancel := batchContext(e.life, items)
+		call := &batchCall{cancel: cancel}
+		call.waiting.Store(int32(len(items)))
+		for _, w := range items {
+			w.call = call
+		}
+		q.inFlight++
+		if !e.spawn(func() { e.sendBatch(ctx, q, items, cancel) }) {
+			cancel()
+			q.inFlight--
+			for _, w := range items {
+				w.err = errs.Closed // nothing was sent
+				close(w.done)
+			}
+		}
+	}
+}
+
+// batchContext is the ctx of a batch call: it ends with the engine, and at
+// the latest deadline of its callers when every one has one.
+func batchContext(life context.Context, items []*queuedSend) (context.Context, context.CancelFunc) {
+	var last time.Time
+	for _, w := range items {
+		if w.deadline.IsZero() {
+			return context.WithCancel(life)
+		}
+		if w.deadline.After(last) {
+			last = w.deadline
+		}
+	}
+	return context.WithDeadline(life, last)
+}
+
+// sendBatch makes one call for items and hands each its answer.
+func (e *Engine) sendBatch(ctx context.Context, q *sendQueue, items []*queuedSend, cancel context.CancelFunc) {
+	defer cancel()
+	defer e.sendDone(q)
+	answers := e.proposeMany(ctx, q.key, items)
+	for i, w := range items {
+		w.data, w.err = answers[i].Data, answers[i].Err
+		if w.err != nil && ctx.Err() != nil && !errors.Is(w.err, errs.UnknownOutcome) {
+			// The batch ran out of the time of its most patient caller (or
+			// the engine closed): its callers have left or are leaving, and
+			// the server may have had it.
+			w.err = fmt.Errorf("%w: %w", w.err, errs.UnknownOutcome)
+		}
+		close(w.done)
+	}
+}
+
+// proposeMany sends items in one call (one alone goes as a Propose), or
+// one by one to a server without ProposeMany.
+func (e *Engine) proposeMany(ctx context.Context, k sendKey, items []*queuedSend) []peer.ProposeAnswer {
+	answers := make([]peer.ProposeAnswer, len(items))
+	if len(items) > 1 && !e.noProposeMany(k.addr) {
+		req := &peer.ProposeManyRequest{Group: k.group, Cmds: make([][]byte, len(items))}
+		for i, w := range items {
+			req.Cmds[i] = w.cmd
+		}
+		got, err := e.peers.ProposeMany(ctx, k.addr, req)
+		if err == nil {
+			return got
+		}
+		if !errors.Is(err, peer.ErrUnimplemented) {
+			for i := range answers {
+				answers[i].Err = err
+			}
+			return answers
+		}
+		e.sendMu.Lock()
+		e.withoutMany[k.addr] = true
+		e.sendMu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for i, w := range items {
+		wg.Go(func() {
+			answers[i].Data, answers[i].Err = e.peers.Propose(ctx, k.addr, &peer.ProposeRequest{Group: k.group, Cmd: w.cmd})
+		})
+	}
+	wg.Wait()
+	return answers
+}
+
+// noProposeMany tells whether the server at addr answered a ProposeMany
+// as a server without it (an earlier version).
+func (e *Engine) noProposeMany(addr string) bool {
+	e.sendMu.Lock()
+	defer e.sendMu.Unlock()
+	return e.withoutMany[addr]
+}
