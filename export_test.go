@@ -86,6 +86,18 @@ func ClientFeedFiltered(n *Node, group string) bool {
 	return n.e.(*client.Engine).FeedFiltered(group)
 }
 
+// ClientWriteCalls counts the calls a client node made for writes:
+// Propose calls, ProposeMany calls and the commands those carried.
+func ClientWriteCalls(n *Node) (proposes, manys, commandsInMany int64) {
+	return n.e.(*client.Engine).WriteCalls()
+}
+
+// SetPeerProposeHook runs h as each client Propose (n 1, many false) or
+// ProposeMany (n commands) reaches server n; its error fails the call.
+func SetPeerProposeHook(n *Node, h func(ctx context.Context, count int, many bool) error) {
+	server(n).SetPeerProposeHook(h)
+}
+
 // ClientCacheLen is the number of keys a client node caches of group.
 func ClientCacheLen(n *Node, group string) int { return n.e.(*client.Engine).CacheLen(group) }
 

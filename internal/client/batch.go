@@ -100,6 +100,7 @@ func (e *Engine) send(ctx context.Context, addr, group string, cmd []byte) ([]by
 	if q.inFlight < sendsInFlight && len(q.queue) == 0 {
 		q.inFlight++
 		q.mu.Unlock()
+		e.proposeCalls.Add(1)
 		data, err := e.peers.Propose(ctx, addr, &peer.ProposeRequest{Group: group, Cmd: cmd})
 		e.sendDone(q)
 		return data, err
@@ -205,6 +206,8 @@ func (e *Engine) proposeMany(ctx context.Context, k sendKey, items []*queuedSend
 		for i, w := range items {
 			req.Cmds[i] = w.cmd
 		}
+		e.manyCalls.Add(1)
+		e.manyCommands.Add(int64(len(items)))
 		got, err := e.peers.ProposeMany(ctx, k.addr, req)
 		if err == nil {
 			return got
@@ -221,6 +224,7 @@ func (e *Engine) proposeMany(ctx context.Context, k sendKey, items []*queuedSend
 	}
 	var wg sync.WaitGroup
 	for i, w := range items {
+		e.proposeCalls.Add(1)
 		wg.Go(func() {
 			answers[i].Data, answers[i].Err = e.peers.Propose(ctx, k.addr, &peer.ProposeRequest{Group: k.group, Cmd: w.cmd})
 		})
@@ -235,4 +239,10 @@ func (e *Engine) noProposeMany(addr string) bool {
 	e.sendMu.Lock()
 	defer e.sendMu.Unlock()
 	return e.withoutMany[addr]
+}
+
+// WriteCalls counts the calls this engine made for writes: Propose calls,
+// ProposeMany calls and the commands those carried.
+func (e *Engine) WriteCalls() (proposes, manys, commandsInMany int64) {
+	return e.proposeCalls.Load(), e.manyCalls.Load(), e.manyCommands.Load()
 }

@@ -78,6 +78,9 @@ type Engine struct {
 	sendMu      sync.Mutex
 	sends       map[sendKey]*sendQueue
 	withoutMany map[string]bool
+	// Calls made for writes: Propose calls, ProposeMany calls and the
+	// commands those carried (tests and figures).
+	proposeCalls, manyCalls, manyCommands atomic.Int64
 
 	mu      sync.Mutex
 	seeds   []string

@@ -101,7 +101,11 @@ type Engine struct {
 	hook    atomic.Pointer[txnHook]
 	// stepHook, when set (tests only), runs as a membership step starts.
 	stepHook atomic.Pointer[func(ctx context.Context, step string, id uint64) error]
-	metrics  *metrics
+	// peerProposeHook, when set (tests only), runs as a client's Propose
+	// (n = 1, many false) or ProposeMany (n commands) comes in; its error
+	// is the call's.
+	peerProposeHook atomic.Pointer[func(ctx context.Context, n int, many bool) error]
+	metrics         *metrics
 
 	mu       sync.Mutex
 	groups   map[string]groupRecord // catalog as last applied locally

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"sync"
 	"time"
 
 	"github.com/dister/dister/internal/core"
@@ -30,6 +29,9 @@ func (h *peerHandler) Propose(ctx context.Context, req *peer.ProposeRequest) (*p
 	if e.closed.Load() {
 		return nil, errs.Closed
 	}
+	if err := e.runPeerProposeHook(ctx, 1, false); err != nil {
+		return nil, err
+	}
 	if err := checkClientCommand(req.Cmd); err != nil {
 		return nil, err
 	}
@@ -37,11 +39,17 @@ func (h *peerHandler) Propose(ctx context.Context, req *peer.ProposeRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	data, err := e.proposeFor(ctx, sid, req.Group, req.Cmd)
+	start := time.Now()
+	res, err := e.host.Propose(ctx, sid, req.Cmd)
+	group := req.Group
+	if group == "" {
+		group = DefaultGroup
+	}
+	e.metrics.proposal(group, start, err, err == nil)
 	if err != nil {
 		return nil, err
 	}
-	return &peer.ProposeResponse{Data: data}, nil
+	return &peer.ProposeResponse{Data: res.Data}, nil
 }
 
 // ProposeMany is Propose for each of a client's commands of one group,
@@ -55,23 +63,53 @@ func (h *peerHandler) ProposeMany(ctx context.Context, req *peer.ProposeManyRequ
 	if e.closed.Load() {
 		return nil, errs.Closed
 	}
+	if err := e.runPeerProposeHook(ctx, len(req.Cmds), true); err != nil {
+		return nil, err
+	}
 	sid, err := e.resolve(ctx, req.Group)
 	if err != nil {
 		return nil, err
 	}
 	answers := make([]peer.ProposeAnswer, len(req.Cmds))
-	var wg sync.WaitGroup
+	var cmds [][]byte
+	var at []int
 	for i, cmd := range req.Cmds {
 		if err := checkClientCommand(cmd); err != nil {
 			answers[i].Err = err
 			continue
 		}
-		wg.Go(func() {
-			answers[i].Data, answers[i].Err = e.proposeFor(ctx, sid, req.Group, cmd)
-		})
+		cmds, at = append(cmds, cmd), append(at, i)
 	}
-	wg.Wait()
+	group := req.Group
+	if group == "" {
+		group = DefaultGroup
+	}
+	start := time.Now()
+	res, fails := e.host.ProposeMany(ctx, sid, cmds)
+	for j, i := range at {
+		answers[i] = peer.ProposeAnswer{Data: res[j].Data, Err: fails[j]}
+		e.metrics.proposal(group, start, fails[j], fails[j] == nil)
+	}
 	return answers, nil
+}
+
+// SetPeerProposeHook installs (nil removes) a hook run as each client
+// Propose (n 1, many false) or ProposeMany (n commands) comes in; its
+// error fails the call (peer.ErrUnimplemented: as a server without the
+// method). For tests.
+func (e *Engine) SetPeerProposeHook(h func(ctx context.Context, n int, many bool) error) {
+	if h == nil {
+		e.peerProposeHook.Store(nil)
+		return
+	}
+	e.peerProposeHook.Store(&h)
+}
+
+func (e *Engine) runPeerProposeHook(ctx context.Context, n int, many bool) error {
+	if h := e.peerProposeHook.Load(); h != nil {
+		return (*h)(ctx, n, many)
+	}
+	return nil
 }
 
 // checkClientCommand refuses what a client may not propose (see Propose).
@@ -95,20 +133,6 @@ func checkClientCommand(b []byte) error {
 		return nil
 	}
 	return fmt.Errorf("command kind %d is not a client's: %w", cmd.Kind, errs.Invalid)
-}
-
-// proposeFor commits a client's checked command in shard sid of group.
-func (e *Engine) proposeFor(ctx context.Context, sid uint64, group string, cmd []byte) ([]byte, error) {
-	start := time.Now()
-	res, err := e.host.Propose(ctx, sid, cmd)
-	if group == "" {
-		group = DefaultGroup
-	}
-	e.metrics.proposal(group, start, err, err == nil)
-	if err != nil {
-		return nil, err
-	}
-	return res.Data, nil
 }
 
 // Read answers a client's read at the consistency it asked for.

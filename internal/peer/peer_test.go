@@ -2,6 +2,7 @@ package peer
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -343,6 +344,8 @@ func FuzzDecodeMessages(f *testing.F) {
 	f.Add((&WatchFrame{Revision: 7, Ack: 3}).marshal())
 	f.Add((&FeedRequest{Watch: WatchRequest{Group: "g", From: 4}, Keys: []uint64{1, 2}}).marshal())
 	f.Add((&FeedChange{Seq: 1, Add: []uint64{5}, Remove: []uint64{6}}).marshal())
+	f.Add((&ProposeManyRequest{Group: "g", Cmds: [][]byte{{1}, {2, 3}}}).marshal())
+	f.Add(marshalAnswers([]ProposeAnswer{{Data: []byte{1}}, {Err: errs.Conflict}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var fr FeedRequest
 		var fc FeedChange
@@ -359,6 +362,11 @@ func FuzzDecodeMessages(f *testing.F) {
 		_ = w.unmarshal(b)
 		_ = wf.unmarshal(b)
 		_, _ = decodeAnswer(b)
+		var pm ProposeManyRequest
+		_ = pm.unmarshal(b)
+		for _, want := range []int{1, 2, MaxProposeMany} {
+			_, _ = unmarshalAnswers(b, want)
+		}
 	})
 }
 
@@ -426,5 +434,54 @@ func TestFeedUnimplemented(t *testing.T) {
 	// The watch it falls back to works there.
 	if _, err := c.Watch(ctx, ln.Addr().String(), &WatchRequest{Group: "g", From: 1}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// ProposeMany answers each command on its own: one command's error (a
+// conflict here) leaves the others' results, and keeps its sentinel.
+func TestProposeMany(t *testing.T) {
+	s, c := serve(t, fakeHandler{})
+	ctx := ctx5(t)
+	got, err := c.ProposeMany(ctx, s.Addr(), &ProposeManyRequest{Group: "g", Cmds: [][]byte{[]byte("a"), []byte("fail"), []byte("c")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 3 || string(got[0].Data) != "g:a" || got[0].Err != nil || !errors.Is(got[1].Err, errs.Conflict) ||
+		string(got[2].Data) != "g:c" || got[2].Err != nil {
+		t.Fatalf("answers %+v", got)
+	}
+	// A refusal of the whole call is the call's error.
+	s2, c2 := serve(t, fakeHandler{err: fmt.Errorf("no: %w", errs.Forbidden)})
+	if _, err := c2.ProposeMany(ctx, s2.Addr(), &ProposeManyRequest{Group: "g", Cmds: [][]byte{{1}, {2}}}); !errors.Is(err, errs.Forbidden) {
+		t.Fatalf("refused call: %v, want ErrForbidden", err)
+	}
+	// A handler without it answers as a server without the method.
+	s3, c3 := serve(t, fakeHandler{err: fmt.Errorf("old: %w", ErrUnimplemented)})
+	if _, err := c3.ProposeMany(ctx, s3.Addr(), &ProposeManyRequest{Group: "g", Cmds: [][]byte{{1}, {2}}}); !errors.Is(err, ErrUnimplemented) || errors.Is(err, ErrUnreachable) {
+		t.Fatalf("call to a handler without it: %v, want ErrUnimplemented alone", err)
+	}
+	// The client sends 1 to MaxProposeMany commands; a server refuses
+	// other counts, and anything else malformed, as invalid.
+	for _, n := range []int{0, MaxProposeMany + 1} {
+		if _, err := c.ProposeMany(ctx, s.Addr(), &ProposeManyRequest{Group: "g", Cmds: make([][]byte, n)}); !errors.Is(err, errs.Invalid) {
+			t.Fatalf("%d commands: %v, want ErrInvalid", n, err)
+		}
+	}
+	for name, b := range map[string][]byte{
+		"no commands":   (&ProposeManyRequest{Group: "g"}).marshal(),
+		"too many":      append([]byte{1, 'g'}, binary.AppendUvarint(nil, MaxProposeMany+1)...),
+		"count too big": {1, 'g', 5, 1, 'x'},
+		"trailing":      append((&ProposeManyRequest{Group: "g", Cmds: [][]byte{{1}}}).marshal(), 0),
+	} {
+		out, err := c.unary(ctx, s.Addr(), methodProposeMany, b)
+		if !errors.Is(err, errs.Invalid) {
+			t.Fatalf("%s: %v, %v; want ErrInvalid", name, out, err)
+		}
+	}
+	// Answers that do not match the call are refused.
+	for _, want := range []int{1, 3} {
+		if _, err := unmarshalAnswers(marshalAnswers([]ProposeAnswer{{Data: []byte{1}}, {Data: []byte{2}}}), want); err == nil {
+			t.Fatalf("2 answers decoded as %d", want)
+		}
 	}
 }

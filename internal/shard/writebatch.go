@@ -106,6 +106,46 @@ func (h *Host) proposeBatched(ctx context.Context, shardID uint64, cmd []byte) (
 	w.deadline, _ = ctx.Deadline()
 	b.queue = append(b.queue, w)
 	b.mu.Unlock()
+	return h.await(ctx, shardID, b, w)
+}
+
+// ProposeMany is Propose for each of cmds (commands of callers that share
+// ctx, such as one client's coalesced writes): with group commit on they
+// join the shard's queue together and go in the same batch entries, rather
+// than the first going alone and the rest a round later.
+func (h *Host) ProposeMany(ctx context.Context, shardID uint64, cmds [][]byte) ([]fsm.Result, []error) {
+	res, fails := make([]fsm.Result, len(cmds)), make([]error, len(cmds))
+	queued := make([]*queuedWrite, len(cmds))
+	var b *writeBatcher
+	if h.batching.Load() {
+		b = h.writeBatcher(shardID)
+		deadline, _ := ctx.Deadline()
+		b.mu.Lock()
+		for i, cmd := range cmds {
+			if fsm.Batchable(cmd) && len(cmd) <= fsm.MaxBatchBytes/2 {
+				queued[i] = &queuedWrite{cmd: cmd, deadline: deadline, done: make(chan struct{})}
+				b.queue = append(b.queue, queued[i])
+			}
+		}
+		h.flushQueued(shardID, b)
+		b.mu.Unlock()
+	}
+	var wg sync.WaitGroup
+	for i, cmd := range cmds {
+		wg.Go(func() {
+			if w := queued[i]; w != nil {
+				res[i], fails[i] = h.await(ctx, shardID, b, w)
+			} else {
+				res[i], fails[i] = h.proposeAlone(ctx, shardID, cmd)
+			}
+		})
+	}
+	wg.Wait()
+	return res, fails
+}
+
+// await waits for the outcome of w, queued in b.
+func (h *Host) await(ctx context.Context, shardID uint64, b *writeBatcher, w *queuedWrite) (fsm.Result, error) {
 	select {
 	case <-w.done:
 		return h.outcome(ctx, shardID, w)
@@ -171,6 +211,12 @@ func (h *Host) writeDone(shardID uint64, b *writeBatcher) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.inFlight--
+	h.flushQueued(shardID, b)
+}
+
+// flushQueued sends what is queued in batches while fewer than
+// maxWritesInFlight are in flight; b.mu is held.
+func (h *Host) flushQueued(shardID uint64, b *writeBatcher) {
 	for b.inFlight < maxWritesInFlight && len(b.queue) > 0 {
 		n, size := 0, 0
 		for n < len(b.queue) && n < fsm.MaxBatchCommands {
