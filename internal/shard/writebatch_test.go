@@ -211,3 +211,77 @@ func TestWriteBatcherSettlesUnderCancelStorm(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// ProposeMany hands its commands to the shard's queue together: with
+// nothing in flight they go as one entry (not the first alone and the rest
+// a round later), each with its own result (consecutive revisions, and a
+// command that is not batchable proposed on its own). On a leaderless
+// shard the callers' ctx ends them before anything is submitted: the ctx
+// error, never an unknown outcome.
+func TestProposeManySharesOneEntry(t *testing.T) {
+	addr := freeAddr(t)
+	h, err := NewHost(Config{NodeID: 1, DataDir: t.TempDir(), RaftAddr: addr,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := h.StartShard(7, map[uint64]string{1: addr}, false); err != nil {
+		t.Fatal(err)
+	}
+	h.SetBatching(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := h.WaitLeader(ctx, 7); err != nil {
+		t.Fatal(err)
+	}
+	var submitted atomic.Int32
+	h.SetSubmitHook(func(uint64) { submitted.Add(1) })
+	cmds := make([][]byte, 10)
+	for i := range cmds {
+		cmds[i] = txnCmd(t, uint64(i+1))
+	}
+	grant, err := fsm.EncodeCommand(&fsm.Command{Session: 9, Seq: 11, Mark: 1, Kind: fsm.KindLeaseGrant,
+		Grant: &fsm.LeaseGrant{ID: 5, TTL: 60_000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, fails := h.ProposeMany(ctx, 7, append(cmds, grant))
+	if n := submitted.Load(); n != 2 {
+		t.Fatalf("%d entries submitted for 10 txns and a lease grant, want 2", n)
+	}
+	if fails[10] != nil {
+		t.Fatalf("lease grant: %v", fails[10])
+	}
+	if lr, err := fsm.DecodeLeaseResult(res[10]); err != nil || lr.ID != 5 {
+		t.Fatalf("lease grant: %+v %v", lr, err)
+	}
+	for i := range cmds {
+		if fails[i] != nil {
+			t.Fatalf("command %d: %v", i, fails[i])
+		}
+		tr, err := fsm.DecodeResult(res[i])
+		if err != nil || !tr.Succeeded {
+			t.Fatalf("command %d: %+v %v", i, tr, err)
+		}
+		if first, _ := fsm.DecodeResult(res[0]); tr.Revision != first.Revision+int64(i) {
+			t.Fatalf("command %d at revision %d, want %d", i, tr.Revision, first.Revision+int64(i))
+		}
+	}
+
+	lh := leaderlessHost(t)
+	defer lh.Close()
+	lh.SetSubmitHook(func(uint64) { submitted.Add(1) })
+	submitted.Store(0)
+	short, cancelShort := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancelShort()
+	_, fails = lh.ProposeMany(short, 7, cmds[:3])
+	for i, err := range fails {
+		if !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, errs.UnknownOutcome) {
+			t.Fatalf("command %d on a leaderless shard: %v, want the deadline alone", i, err)
+		}
+	}
+	if submitted.Load() != 0 {
+		t.Fatal("a leaderless shard was handed an entry")
+	}
+}
