@@ -22,16 +22,27 @@ import (
 //
 //	go test -run '^$' -bench BenchmarkClient -benchtime 20000x .
 
+// BenchmarkClientPut: writers on one client node, and spread over 3
+// ("nodes=3": writer w on node w%3, as the versus harness writes).
 func BenchmarkClientPut(b *testing.B) {
-	for _, writers := range []int{64, 256} {
-		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
-			c := benchCluster(b)
-			kv := openClient(b, c, 0).KV()
-			runParallel(b, writers, func(ctx context.Context, w, i int) error {
-				_, err := kv.Put(ctx, fmt.Sprintf("bench/%05d", rand.IntN(benchKeys)), benchValue)
-				return err
+	for _, nodes := range []int{1, 3} {
+		for _, writers := range []int{64, 256} {
+			name := fmt.Sprintf("writers=%d", writers)
+			if nodes > 1 {
+				name += fmt.Sprintf("/nodes=%d", nodes)
+			}
+			b.Run(name, func(b *testing.B) {
+				c := benchCluster(b)
+				kvs := make([]*dister.KV, nodes)
+				for i := range kvs {
+					kvs[i] = openClient(b, c, 0).KV()
+				}
+				runParallel(b, writers, func(ctx context.Context, w, i int) error {
+					_, err := kvs[w%nodes].Put(ctx, fmt.Sprintf("bench/%05d", rand.IntN(benchKeys)), benchValue)
+					return err
+				})
 			})
-		})
+		}
 	}
 }
 

@@ -130,15 +130,18 @@ func (h *Host) ProposeMany(ctx context.Context, shardID uint64, cmds [][]byte) (
 		h.flushQueued(shardID, b)
 		b.mu.Unlock()
 	}
+	// What could not be queued is proposed alone, meanwhile; the queued
+	// ones share ctx, so waiting for them in turn loses nothing.
 	var wg sync.WaitGroup
 	for i, cmd := range cmds {
-		wg.Go(func() {
-			if w := queued[i]; w != nil {
-				res[i], fails[i] = h.await(ctx, shardID, b, w)
-			} else {
-				res[i], fails[i] = h.proposeAlone(ctx, shardID, cmd)
-			}
-		})
+		if queued[i] == nil {
+			wg.Go(func() { res[i], fails[i] = h.proposeAlone(ctx, shardID, cmd) })
+		}
+	}
+	for i, w := range queued {
+		if w != nil {
+			res[i], fails[i] = h.await(ctx, shardID, b, w)
+		}
 	}
 	wg.Wait()
 	return res, fails
