@@ -25,9 +25,11 @@ import (
 // Each command keeps its own dedup id and gets its own answer, so the
 // retry loop of propose (write.go) is unchanged: a command the batch call
 // failed for is sent again, alone or in the next batch, with the same id.
-// A caller whose ctx ends while its command is queued takes it back (surely
-// not sent); once its batch call started it gets an unknown outcome, as
-// for a call of its own.
+// A caller whose ctx ends before its batch call is sent takes its command
+// back (surely not sent): the call carries only the commands of callers
+// still waiting when it is sent. Once its call was sent, a caller that
+// gives up gets an unknown outcome, as does one whose own call it was
+// (the server may have committed it, or may still).
 
 const (
 	// sendsInFlight is how many calls to one leader for one group may be
@@ -53,7 +55,8 @@ type sendQueue struct {
 // queuedSend is one command waiting for, or riding in, a batch call.
 type queuedSend struct {
 	cmd      []byte
-	deadline time.Time // zero: the caller's ctx has none
+	deadline time.Time       // zero: the caller's ctx has none
+	gone     <-chan struct{} // the caller's ctx.Done()
 	done     chan struct{}
 	// Set before done is closed.
 	data []byte
@@ -61,11 +64,15 @@ type queuedSend struct {
 	// call is the batch call that took it (nil while queued); under the
 	// queue's mu.
 	call *batchCall
+	// withdrawn: its caller left before the call was sent; under call.mu.
+	withdrawn bool
 }
 
 // batchCall is one ProposeMany in flight; its ctx ends early once every
 // caller in it gave up.
 type batchCall struct {
+	mu      sync.Mutex
+	sent    bool // the call was made (with the callers not withdrawn); under mu
 	waiting atomic.Int32
 	cancel  context.CancelFunc
 }
@@ -95,6 +102,9 @@ func (e *Engine) sendQueue(addr, group string) *sendQueue {
 // send asks the server at addr to commit cmd, an encoded command of group,
 // alone or in a batch call with other callers' commands.
 func (e *Engine) send(ctx context.Context, addr, group string, cmd []byte) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // never sent
+	}
 	q := e.sendQueue(addr, group)
 	q.mu.Lock()
 	if q.inFlight < sendsInFlight && len(q.queue) == 0 {
@@ -103,9 +113,9 @@ func (e *Engine) send(ctx context.Context, addr, group string, cmd []byte) ([]by
 		e.proposeCalls.Add(1)
 		data, err := e.peers.Propose(ctx, addr, &peer.ProposeRequest{Group: group, Cmd: cmd})
 		e.sendDone(q)
-		return data, err
+		return data, callFailed(ctx, err)
 	}
-	w := &queuedSend{cmd: cmd, done: make(chan struct{})}
+	w := &queuedSend{cmd: cmd, gone: ctx.Done(), done: make(chan struct{})}
 	w.deadline, _ = ctx.Deadline()
 	q.queue = append(q.queue, w)
 	q.mu.Unlock()
@@ -127,8 +137,25 @@ func (e *Engine) send(ctx context.Context, addr, group string, cmd []byte) ([]by
 		return w.data, w.err
 	default:
 	}
+	call.mu.Lock()
+	sent := call.sent && !w.withdrawn
+	w.withdrawn = !sent
+	call.mu.Unlock()
 	call.leave()
+	if !sent {
+		return nil, ctx.Err() // the call went without it, or never
+	}
 	return nil, errBatchAbandoned
+}
+
+// callFailed marks the error of a call whose ctx ended: unless the call
+// surely never left, the server may have committed its commands (its own
+// answer, which would tell, is lost with the ctx).
+func callFailed(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil || errors.Is(err, peer.ErrNotSent) || errors.Is(err, errs.UnknownOutcome) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", err, errs.UnknownOutcome)
 }
 
 // sendDone ends one call in flight and sends what queued meanwhile.
@@ -154,7 +181,7 @@ func (e *Engine) sendDone(q *sendQueue) {
 			w.call = call
 		}
 		q.inFlight++
-		if !e.spawn(func() { e.sendBatch(ctx, q, items, cancel) }) {
+		if !e.spawn(func() { e.sendBatch(ctx, q, items, call) }) {
 			cancel()
 			q.inFlight--
 			for _, w := range items {
@@ -180,21 +207,50 @@ func batchContext(life context.Context, items []*queuedSend) (context.Context, c
 	return context.WithDeadline(life, last)
 }
 
-// sendBatch makes one call for items and hands each its answer.
-func (e *Engine) sendBatch(ctx context.Context, q *sendQueue, items []*queuedSend, cancel context.CancelFunc) {
-	defer cancel()
+// sendBatch makes one call for the items whose callers still wait and
+// hands each its answer.
+func (e *Engine) sendBatch(ctx context.Context, q *sendQueue, items []*queuedSend, call *batchCall) {
+	defer call.cancel()
 	defer e.sendDone(q)
-	answers := e.proposeMany(ctx, q.key, items)
-	for i, w := range items {
-		w.data, w.err = answers[i].Data, answers[i].Err
-		if w.err != nil && ctx.Err() != nil && !errors.Is(w.err, errs.UnknownOutcome) {
-			// The batch ran out of the time of its most patient caller (or
-			// the engine closed): its callers have left or are leaving, and
-			// the server may have had it.
-			w.err = fmt.Errorf("%w: %w", w.err, errs.UnknownOutcome)
+	now := time.Now()
+	var live []*queuedSend
+	call.mu.Lock()
+	for _, w := range items {
+		if w.withdrawn || left(w, now) {
+			w.withdrawn = true // its caller returns its ctx error
+			continue
 		}
+		live = append(live, w)
+	}
+	closed := e.life.Err() != nil
+	call.sent = len(live) > 0 && !closed
+	call.mu.Unlock()
+	if closed {
+		for _, w := range live {
+			w.err = errs.Closed // nothing was sent
+			close(w.done)
+		}
+		return
+	}
+	if len(live) == 0 {
+		return
+	}
+	answers := e.proposeMany(ctx, q.key, live)
+	for i, w := range live {
+		w.data, w.err = answers[i].Data, answers[i].Err
 		close(w.done)
 	}
+}
+
+// left tells whether w's caller's ctx has ended (or its deadline passed,
+// before its timer fired).
+func left(w *queuedSend, now time.Time) bool {
+	select {
+	case <-w.gone:
+		return true
+	default:
+	}
+	return !w.deadline.IsZero() && !now.Before(w.deadline)
 }
 
 // proposeMany sends items in one call (one alone goes as a Propose), or
@@ -210,9 +266,13 @@ func (e *Engine) proposeMany(ctx context.Context, k sendKey, items []*queuedSend
 		e.manyCommands.Add(int64(len(items)))
 		got, err := e.peers.ProposeMany(ctx, k.addr, req)
 		if err == nil {
-			return got
+			return got // the server's own answers, as they are
 		}
 		if !errors.Is(err, peer.ErrUnimplemented) {
+			err = callFailed(ctx, err)
+			if errors.Is(err, peer.ErrNotSent) && e.life.Err() != nil {
+				err = errs.Closed // Close ended it before it left
+			}
 			for i := range answers {
 				answers[i].Err = err
 			}
@@ -226,7 +286,8 @@ func (e *Engine) proposeMany(ctx context.Context, k sendKey, items []*queuedSend
 	for i, w := range items {
 		e.proposeCalls.Add(1)
 		wg.Go(func() {
-			answers[i].Data, answers[i].Err = e.peers.Propose(ctx, k.addr, &peer.ProposeRequest{Group: k.group, Cmd: w.cmd})
+			data, err := e.peers.Propose(ctx, k.addr, &peer.ProposeRequest{Group: k.group, Cmd: w.cmd})
+			answers[i] = peer.ProposeAnswer{Data: data, Err: callFailed(ctx, err)}
 		})
 	}
 	wg.Wait()

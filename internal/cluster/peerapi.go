@@ -57,17 +57,11 @@ func (h *peerHandler) Propose(ctx context.Context, req *peer.ProposeRequest) (*p
 // each with its own answer.
 func (h *peerHandler) ProposeMany(ctx context.Context, req *peer.ProposeManyRequest) ([]peer.ProposeAnswer, error) {
 	e := (*Engine)(h)
-	for range req.Cmds {
-		e.metrics.peerRequest(peer.OpPropose)
-	}
+	e.metrics.peerRequest(peer.OpPropose)
 	if e.closed.Load() {
 		return nil, errs.Closed
 	}
 	if err := e.runPeerProposeHook(ctx, len(req.Cmds), true); err != nil {
-		return nil, err
-	}
-	sid, err := e.resolve(ctx, req.Group)
-	if err != nil {
 		return nil, err
 	}
 	answers := make([]peer.ProposeAnswer, len(req.Cmds))
@@ -79,6 +73,13 @@ func (h *peerHandler) ProposeMany(ctx context.Context, req *peer.ProposeManyRequ
 			continue
 		}
 		cmds, at = append(cmds, cmd), append(at, i)
+	}
+	if len(cmds) == 0 {
+		return answers, nil
+	}
+	sid, err := e.resolve(ctx, req.Group)
+	if err != nil {
+		return nil, err
 	}
 	group := req.Group
 	if group == "" {

@@ -26,9 +26,9 @@ var ErrUnreachable = errors.New("peer unreachable")
 // older version): the caller falls back to what that version offers.
 var ErrUnimplemented = errors.New("peer method not implemented")
 
-// ErrNotSent marks (with ErrUnreachable) a call that failed before it
-// reached the server: no connection could be made, so a write was not
-// applied.
+// ErrNotSent marks a call that failed before it reached the server, so a
+// write was not applied: no connection could be made (with ErrUnreachable),
+// or its ctx had ended before it was sent (with the ctx error).
 var ErrNotSent = errors.New("not sent")
 
 // Client calls other nodes' RPC. It keeps one connection per address, on
@@ -116,6 +116,11 @@ func (c *Client) unary(ctx context.Context, addr, method string, in []byte) ([]b
 	cc, err := c.conn(addr)
 	if err != nil {
 		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		// gRPC would not send it either; saying so lets a write's caller
+		// know it surely did not apply.
+		return nil, fmt.Errorf("%w: %w", err, ErrNotSent)
 	}
 	var out []byte
 	if err := cc.Invoke(ctx, method, &in, &out); err != nil {

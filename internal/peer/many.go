@@ -155,7 +155,8 @@ func (c *Client) ProposeMany(ctx context.Context, addr string, req *ProposeManyR
 	}
 	answers, err := unmarshalAnswers(b, len(req.Cmds))
 	if err != nil {
-		return nil, fmt.Errorf("peer %s: %w", addr, err)
+		// The server ran the call: its commands may have applied.
+		return nil, fmt.Errorf("peer %s: answers: %v: %w", addr, err, errs.UnknownOutcome)
 	}
 	return answers, nil
 }
