@@ -16,11 +16,16 @@ import (
 // Coalescing writes. A write goes to its group's leader at once, in a call
 // of its own, while fewer than sendsInFlight calls to that leader for that
 // group are in flight: a lone writer waits for nothing. Past that, writes
-// queue, and each time a call returns everything queued (up to
-// sendBatchCommands and sendBatchBytes) goes in one ProposeMany call. The
-// batch is cut by the calls in flight and by size, never by a timer, as the
-// servers' group commit is. It saves gRPC's per-call work on both sides,
-// which was the largest part of a client-role write's CPU.
+// queue, and what is queued (up to sendBatchCommands and sendBatchBytes)
+// goes in one ProposeMany call each time a call returns, or as soon as
+// sendBatchFull writes have queued (while fewer than maxSendsInFlight
+// calls are in flight). The batch is cut by the calls in flight and by
+// size, never by a timer, as the servers' group commit is. It saves gRPC's
+// per-call work on both sides, which was the largest part of a client-role
+// write's CPU; the full-batch rule keeps writes from waiting at the client
+// for a whole commit round while the server could already take them
+// (without it, 64 writers over 3 client nodes were 8% slower than with no
+// coalescing; with it 11% faster, BenchmarkClientPut).
 //
 // Each command keeps its own dedup id and gets its own answer, so the
 // retry loop of propose (write.go) is unchanged: a command the batch call
@@ -39,6 +44,10 @@ const (
 	// larger than sendBatchBytes goes alone).
 	sendBatchCommands = 256
 	sendBatchBytes    = 1 << 20
+	// sendBatchFull queued writes go without waiting for a call to
+	// return, up to maxSendsInFlight calls in flight.
+	sendBatchFull    = 16
+	maxSendsInFlight = 16
 )
 
 // sendKey names one queue: the writes of one group to one server.
@@ -118,6 +127,7 @@ func (e *Engine) send(ctx context.Context, addr, group string, cmd []byte) ([]by
 	w := &queuedSend{cmd: cmd, gone: ctx.Done(), done: make(chan struct{})}
 	w.deadline, _ = ctx.Deadline()
 	q.queue = append(q.queue, w)
+	e.flushLocked(q)
 	q.mu.Unlock()
 	select {
 	case <-w.done:
@@ -163,7 +173,12 @@ func (e *Engine) sendDone(q *sendQueue) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.inFlight--
-	for q.inFlight < sendsInFlight && len(q.queue) > 0 {
+	e.flushLocked(q)
+}
+
+// flushLocked sends what is queued as the rules above allow; q.mu is held.
+func (e *Engine) flushLocked(q *sendQueue) {
+	for len(q.queue) > 0 && (q.inFlight < sendsInFlight || (len(q.queue) >= sendBatchFull && q.inFlight < maxSendsInFlight)) {
 		n, size := 0, 0
 		for n < len(q.queue) && n < sendBatchCommands {
 			size += len(q.queue[n].cmd)
