@@ -17,9 +17,9 @@ import (
 // of its own, while fewer than sendsInFlight calls to that leader for that
 // group are in flight: a lone writer waits for nothing. Past that, writes
 // queue, and what is queued (up to sendBatchCommands and sendBatchBytes)
-// goes in one ProposeMany call each time a call returns, or as soon as
-// sendBatchFull writes have queued (while fewer than maxSendsInFlight
-// calls are in flight). The batch is cut by the calls in flight and by
+// goes in one ProposeMany call as soon as fewer than sendsInFlight calls
+// are in flight again, or as soon as sendBatchFull writes have queued
+// (while fewer than maxSendsInFlight calls are in flight). The batch is cut by the calls in flight and by
 // size, never by a timer, as the servers' group commit is. It saves gRPC's
 // per-call work on both sides, which was the largest part of a client-role
 // write's CPU; the full-batch rule keeps writes from waiting at the client
@@ -119,9 +119,9 @@ func (e *Engine) send(ctx context.Context, addr, group string, cmd []byte) ([]by
 	if q.inFlight < sendsInFlight && len(q.queue) == 0 {
 		q.inFlight++
 		q.mu.Unlock()
+		defer e.sendDone(q)
 		e.proposeCalls.Add(1)
 		data, err := e.peers.Propose(ctx, addr, &peer.ProposeRequest{Group: group, Cmd: cmd})
-		e.sendDone(q)
 		return data, callFailed(ctx, err)
 	}
 	w := &queuedSend{cmd: cmd, gone: ctx.Done(), done: make(chan struct{})}
@@ -284,10 +284,7 @@ func (e *Engine) proposeMany(ctx context.Context, k sendKey, items []*queuedSend
 			return got // the server's own answers, as they are
 		}
 		if !errors.Is(err, peer.ErrUnimplemented) {
-			err = callFailed(ctx, err)
-			if errors.Is(err, peer.ErrNotSent) && e.life.Err() != nil {
-				err = errs.Closed // Close ended it before it left
-			}
+			err = e.batchCallFailed(ctx, err)
 			for i := range answers {
 				answers[i].Err = err
 			}
@@ -302,11 +299,21 @@ func (e *Engine) proposeMany(ctx context.Context, k sendKey, items []*queuedSend
 		e.proposeCalls.Add(1)
 		wg.Go(func() {
 			data, err := e.peers.Propose(ctx, k.addr, &peer.ProposeRequest{Group: k.group, Cmd: w.cmd})
-			answers[i] = peer.ProposeAnswer{Data: data, Err: callFailed(ctx, err)}
+			answers[i] = peer.ProposeAnswer{Data: data, Err: e.batchCallFailed(ctx, err)}
 		})
 	}
 	wg.Wait()
 	return answers
+}
+
+// batchCallFailed is callFailed for a call of a batch, whose ctx is the
+// engine's: a call Close kept from leaving is ErrClosed.
+func (e *Engine) batchCallFailed(ctx context.Context, err error) error {
+	err = callFailed(ctx, err)
+	if errors.Is(err, peer.ErrNotSent) && e.life.Err() != nil {
+		return errs.Closed
+	}
+	return err
 }
 
 // noProposeMany tells whether the server at addr answered a ProposeMany

@@ -240,3 +240,52 @@ func TestCloseBeforeBatchSentIsNotUnknown(t *testing.T) {
 		t.Fatal("the batch was sent")
 	}
 }
+
+// Close while a batch has been formed but not sent, on the path that sends
+// its commands as Propose calls (a server without ProposeMany, and every
+// batch of one command): the callers get errs.Closed, as on the
+// ProposeMany path (TestCloseBeforeBatchSentIsNotUnknown), not the
+// engine's ctx error (context.Canceled, as a second review found).
+func TestCloseBeforeOneByOneBatchSentIsClosed(t *testing.T) {
+	srv := &gateServer{release: make(chan struct{}), got: map[string]int{}}
+	s, err := peer.Listen("127.0.0.1:0", srv, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	e := bareEngine(t)
+	addr, group := s.Addr(), "g"
+	e.withoutMany[addr] = true // as learnt from an older server
+	bg, cancelBG := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancelBG()
+	for _, c := range []string{"first-1", "first-2"} {
+		wg.Go(func() { _, _ = e.send(bg, addr, group, []byte(c)) })
+	}
+	waitFor(t, "2 calls held", func() bool { return srv.heldCalls() == 2 })
+	q := e.sendQueue(addr, group)
+	errc := make(chan error, 2)
+	for _, c := range []string{"a", "b"} {
+		go func() { _, err := e.send(bg, addr, group, []byte(c)); errc <- err }()
+	}
+	waitFor(t, "2 queued", func() bool { q.mu.Lock(); defer q.mu.Unlock(); return len(q.queue) == 2 })
+	e.sendMu.Lock() // the batch goroutine stops in noProposeMany, after its closed check
+	close(srv.release)
+	waitFor(t, "batch formed", func() bool { q.mu.Lock(); defer q.mu.Unlock(); return len(q.queue) == 0 })
+	closed := make(chan struct{})
+	go func() { _ = e.Close(); close(closed) }()
+	waitFor(t, "Close began", func() bool { return e.life.Err() != nil })
+	e.sendMu.Unlock()
+	<-closed
+	for range 2 {
+		err := <-errc
+		t.Logf("queued write at Close: %v (caller ctx: %v, retryable: %v)", err, bg.Err(), retryable(err))
+		if !errors.Is(err, errs.Closed) {
+			t.Errorf("write never sent, ended by Close: %v; want errs.Closed", err)
+		}
+	}
+	if srv.reached("a")+srv.reached("b") != 0 {
+		t.Fatal("the batch was sent")
+	}
+}
