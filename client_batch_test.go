@@ -51,6 +51,32 @@ func newWriteGate(t *testing.T, c *testcluster.Cluster, unimplemented bool) *wri
 	return g
 }
 
+// gatedClient is a client node over 3 servers whose client Propose calls
+// wait at a writeGate, once a first write has taught the client the
+// leader.
+func gatedClient(t *testing.T, unimplemented bool) (*testcluster.Cluster, *dister.Node, context.Context, *writeGate) {
+	c := testcluster.New(t, 3)
+	cl := openClient(t, c, 0)
+	ctx := ctxT(t)
+	if _, err := cl.KV().Put(ctx, "warm", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	return c, cl, ctx, newWriteGate(t, c, unimplemented)
+}
+
+// fillCalls starts two writes (keys first/0 and first/1) on wg and waits
+// until both are held: all that may be in flight to the leader.
+func (g *writeGate) fillCalls(t *testing.T, ctx context.Context, kv *dister.KV, wg *sync.WaitGroup) {
+	for i := range 2 {
+		wg.Go(func() {
+			if _, err := kv.Put(ctx, fmt.Sprintf("first/%d", i), []byte("v")); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	g.waitHeld(t, 2)
+}
+
 func (g *writeGate) open() { g.openOnce.Do(func() { close(g.gate) }) }
 
 // waitHeld waits until n calls wait at the gate.
@@ -71,24 +97,10 @@ func (g *writeGate) waitHeld(t *testing.T, n int64) {
 // exactly one succeeds, and each of 40 puts to keys of their own is
 // applied once (version 1) at a revision of its own.
 func TestClientCoalescesWrites(t *testing.T) {
-	c := testcluster.New(t, 3)
-	cl := openClient(t, c, 0)
-	ctx := ctxT(t)
-	if _, err := cl.KV().Put(ctx, "warm", []byte("v")); err != nil {
-		t.Fatal(err)
-	}
-	g := newWriteGate(t, c, false)
+	_, cl, ctx, g := gatedClient(t, false)
 	kv := cl.KV()
-	// Two calls fill what may be in flight to the leader.
 	var wg sync.WaitGroup
-	for i := range 2 {
-		wg.Go(func() {
-			if _, err := kv.Put(ctx, fmt.Sprintf("first/%d", i), []byte("v")); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	g.waitHeld(t, 2)
+	g.fillCalls(t, ctx, kv, &wg)
 	revs := make([]int64, 40)
 	won := make([]bool, 20)
 	errc := make(chan error, 60)
@@ -150,13 +162,7 @@ func TestClientCoalescesWrites(t *testing.T) {
 // Against servers without ProposeMany (an earlier version) the client
 // proposes each queued write alone, and stops trying ProposeMany there.
 func TestClientWritesWithoutProposeMany(t *testing.T) {
-	c := testcluster.New(t, 3)
-	cl := openClient(t, c, 0)
-	ctx := ctxT(t)
-	if _, err := cl.KV().Put(ctx, "warm", []byte("v")); err != nil {
-		t.Fatal(err)
-	}
-	g := newWriteGate(t, c, true)
+	_, cl, ctx, g := gatedClient(t, true)
 	kv := cl.KV()
 	var wg sync.WaitGroup
 	errc := make(chan error, 40)
@@ -206,23 +212,10 @@ func TestClientWritesWithoutProposeMany(t *testing.T) {
 // key is never written. One whose ctx ends while its batch call is at the
 // server gets ErrUnknownOutcome.
 func TestClientQueuedWriteGivesUp(t *testing.T) {
-	c := testcluster.New(t, 3)
-	cl := openClient(t, c, 0)
-	ctx := ctxT(t)
-	if _, err := cl.KV().Put(ctx, "warm", []byte("v")); err != nil {
-		t.Fatal(err)
-	}
-	g := newWriteGate(t, c, false)
+	c, cl, ctx, g := gatedClient(t, false)
 	kv := cl.KV()
 	var wg sync.WaitGroup
-	for i := range 2 {
-		wg.Go(func() {
-			if _, err := kv.Put(ctx, fmt.Sprintf("first/%d", i), []byte("v")); err != nil {
-				t.Error(err)
-			}
-		})
-	}
-	g.waitHeld(t, 2)
+	g.fillCalls(t, ctx, kv, &wg)
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
 	_, err := kv.Put(short, "queued", []byte("v"))
@@ -290,13 +283,7 @@ func TestClientQueuedWriteGivesUp(t *testing.T) {
 // once, without waiting for a call to return: the client does not hold
 // writes back for a whole commit round when there are enough for a batch.
 func TestClientFullBatchGoesAtOnce(t *testing.T) {
-	c := testcluster.New(t, 3)
-	cl := openClient(t, c, 0)
-	ctx := ctxT(t)
-	if _, err := cl.KV().Put(ctx, "warm", []byte("v")); err != nil {
-		t.Fatal(err)
-	}
-	g := newWriteGate(t, c, false)
+	_, cl, ctx, g := gatedClient(t, false)
 	kv := cl.KV()
 	var wg sync.WaitGroup
 	errc := make(chan error, 18)

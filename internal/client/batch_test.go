@@ -82,6 +82,36 @@ func bareEngine(t *testing.T) *Engine {
 	return e
 }
 
+// heldTwo is a gate server, a bare engine, and two calls to the server held
+// in flight: the next writes of addr/group queue at the client. Cleanup
+// ends the held calls (bg) and waits for the goroutines in wg.
+type heldTwo struct {
+	srv         *gateServer
+	e           *Engine
+	addr, group string
+	bg          context.Context
+	wg          *sync.WaitGroup
+}
+
+func holdTwo(t *testing.T) *heldTwo {
+	t.Helper()
+	srv := &gateServer{release: make(chan struct{}), got: map[string]int{}}
+	s, err := peer.Listen("127.0.0.1:0", srv, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	f := &heldTwo{srv: srv, e: bareEngine(t), addr: s.Addr(), group: "g", wg: &sync.WaitGroup{}}
+	bg, cancel := context.WithCancel(context.Background())
+	f.bg = bg
+	t.Cleanup(func() { cancel(); f.wg.Wait() })
+	for _, c := range []string{"first-1", "first-2"} {
+		f.wg.Go(func() { _, _ = f.e.send(bg, f.addr, f.group, []byte(c)) })
+	}
+	waitFor(t, "2 calls held", func() bool { return srv.heldCalls() == 2 })
+	return f
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
@@ -97,25 +127,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // patient caller's command beside it (a review found it sent, and its
 // caller told ErrUnknownOutcome).
 func TestQueuedWriteWhoseCtxEndedIsNotSent(t *testing.T) {
-	srv := &gateServer{release: make(chan struct{}), got: map[string]int{}}
-	s, err := peer.Listen("127.0.0.1:0", srv, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	e := bareEngine(t)
-	addr, group := s.Addr(), "g"
-	bg, cancelBG := context.WithCancel(context.Background())
-	defer cancelBG()
-
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancelBG()
-	// Two calls fill the slots.
-	for _, c := range []string{"first-1", "first-2"} {
-		wg.Go(func() { _, _ = e.send(bg, addr, group, []byte(c)) })
-	}
-	waitFor(t, "2 calls held", func() bool { return srv.heldCalls() == 2 })
+	f := holdTwo(t)
+	srv, e, addr, group, bg, wg := f.srv, f.e, f.addr, f.group, f.bg, f.wg
+	var err error
 	q := e.sendQueue(addr, group)
 	queued := func(n int) func() bool {
 		return func() bool { q.mu.Lock(); defer q.mu.Unlock(); return len(q.queue) == n }
@@ -153,22 +167,9 @@ func TestQueuedWriteWhoseCtxEndedIsNotSent(t *testing.T) {
 // queued, and the batch formed afterwards holds only expired commands:
 // nothing is sent, and the caller gets the plain deadline error.
 func TestExpiredQueuedWriteIsNotSent(t *testing.T) {
-	srv := &gateServer{release: make(chan struct{}), got: map[string]int{}}
-	s, err := peer.Listen("127.0.0.1:0", srv, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	e := bareEngine(t)
-	addr, group := s.Addr(), "g"
-	bg, cancelBG := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancelBG()
-	for _, c := range []string{"first-1", "first-2"} {
-		wg.Go(func() { _, _ = e.send(bg, addr, group, []byte(c)) })
-	}
-	waitFor(t, "2 calls held", func() bool { return srv.heldCalls() == 2 })
+	f := holdTwo(t)
+	srv, e, addr, group := f.srv, f.e, f.addr, f.group
+	var err error
 	q := e.sendQueue(addr, group)
 	xctx, cancelX := context.WithTimeout(context.Background(), 150*time.Millisecond)
 	defer cancelX()
@@ -196,96 +197,40 @@ func TestExpiredQueuedWriteIsNotSent(t *testing.T) {
 
 // Close while a batch has been formed but its call has not gone out: the
 // call never starts (the engine's ctx is over), so nothing was sent, and
-// its callers are not told ErrUnknownOutcome.
-func TestCloseBeforeBatchSentIsNotUnknown(t *testing.T) {
-	srv := &gateServer{release: make(chan struct{}), got: map[string]int{}}
-	s, err := peer.Listen("127.0.0.1:0", srv, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	e := bareEngine(t)
-	addr, group := s.Addr(), "g"
-	bg, cancelBG := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancelBG()
-	for _, c := range []string{"first-1", "first-2"} {
-		wg.Go(func() { _, _ = e.send(bg, addr, group, []byte(c)) })
-	}
-	waitFor(t, "2 calls held", func() bool { return srv.heldCalls() == 2 })
-	q := e.sendQueue(addr, group)
-	errc := make(chan error, 2)
-	for _, c := range []string{"a", "b"} {
-		go func() { _, err := e.send(bg, addr, group, []byte(c)); errc <- err }()
-	}
-	waitFor(t, "2 queued", func() bool { q.mu.Lock(); defer q.mu.Unlock(); return len(q.queue) == 2 })
-	// The batch goroutine stops at sendMu (noProposeMany) before its call.
-	e.sendMu.Lock()
-	close(srv.release)
-	waitFor(t, "batch formed", func() bool { q.mu.Lock(); defer q.mu.Unlock(); return len(q.queue) == 0 })
-	closed := make(chan struct{})
-	go func() { _ = e.Close(); close(closed) }()
-	waitFor(t, "Close began", func() bool { return e.life.Err() != nil })
-	e.sendMu.Unlock()
-	<-closed
-	for range 2 {
-		err := <-errc
-		t.Logf("queued write at Close: %v", err)
-		if errors.Is(err, errs.UnknownOutcome) {
-			t.Errorf("write never sent, ended by Close: %v; want errs.Closed (nothing was sent)", err)
+// its callers get errs.Closed, not ErrUnknownOutcome (a first review found
+// that) nor the engine's ctx error (a second review found that on the path
+// that sends a batch's commands as Propose calls: a server without
+// ProposeMany, and every batch of one command).
+func TestCloseBeforeBatchSentIsClosed(t *testing.T) {
+	for _, oneByOne := range []bool{false, true} {
+		f := holdTwo(t)
+		srv, e, addr, group, bg := f.srv, f.e, f.addr, f.group, f.bg
+		if oneByOne {
+			e.sendMu.Lock()
+			e.withoutMany[addr] = true
+			e.sendMu.Unlock()
 		}
-	}
-	if srv.reached("a")+srv.reached("b") != 0 {
-		t.Fatal("the batch was sent")
-	}
-}
-
-// Close while a batch has been formed but not sent, on the path that sends
-// its commands as Propose calls (a server without ProposeMany, and every
-// batch of one command): the callers get errs.Closed, as on the
-// ProposeMany path (TestCloseBeforeBatchSentIsNotUnknown), not the
-// engine's ctx error (context.Canceled, as a second review found).
-func TestCloseBeforeOneByOneBatchSentIsClosed(t *testing.T) {
-	srv := &gateServer{release: make(chan struct{}), got: map[string]int{}}
-	s, err := peer.Listen("127.0.0.1:0", srv, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	e := bareEngine(t)
-	addr, group := s.Addr(), "g"
-	e.withoutMany[addr] = true // as learnt from an older server
-	bg, cancelBG := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancelBG()
-	for _, c := range []string{"first-1", "first-2"} {
-		wg.Go(func() { _, _ = e.send(bg, addr, group, []byte(c)) })
-	}
-	waitFor(t, "2 calls held", func() bool { return srv.heldCalls() == 2 })
-	q := e.sendQueue(addr, group)
-	errc := make(chan error, 2)
-	for _, c := range []string{"a", "b"} {
-		go func() { _, err := e.send(bg, addr, group, []byte(c)); errc <- err }()
-	}
-	waitFor(t, "2 queued", func() bool { q.mu.Lock(); defer q.mu.Unlock(); return len(q.queue) == 2 })
-	e.sendMu.Lock() // the batch goroutine stops in noProposeMany, after its closed check
-	close(srv.release)
-	waitFor(t, "batch formed", func() bool { q.mu.Lock(); defer q.mu.Unlock(); return len(q.queue) == 0 })
-	closed := make(chan struct{})
-	go func() { _ = e.Close(); close(closed) }()
-	waitFor(t, "Close began", func() bool { return e.life.Err() != nil })
-	e.sendMu.Unlock()
-	<-closed
-	for range 2 {
-		err := <-errc
-		t.Logf("queued write at Close: %v (caller ctx: %v, retryable: %v)", err, bg.Err(), retryable(err))
-		if !errors.Is(err, errs.Closed) {
-			t.Errorf("write never sent, ended by Close: %v; want errs.Closed", err)
+		q := e.sendQueue(addr, group)
+		errc := make(chan error, 2)
+		for _, c := range []string{"a", "b"} {
+			go func() { _, err := e.send(bg, addr, group, []byte(c)); errc <- err }()
 		}
-	}
-	if srv.reached("a")+srv.reached("b") != 0 {
-		t.Fatal("the batch was sent")
+		waitFor(t, "2 queued", func() bool { q.mu.Lock(); defer q.mu.Unlock(); return len(q.queue) == 2 })
+		e.sendMu.Lock() // the batch goroutine stops in noProposeMany, after its closed check
+		close(srv.release)
+		waitFor(t, "batch formed", func() bool { q.mu.Lock(); defer q.mu.Unlock(); return len(q.queue) == 0 })
+		closed := make(chan struct{})
+		go func() { _ = e.Close(); close(closed) }()
+		waitFor(t, "Close began", func() bool { return e.life.Err() != nil })
+		e.sendMu.Unlock()
+		<-closed
+		for range 2 {
+			if err := <-errc; !errors.Is(err, errs.Closed) || errors.Is(err, errs.UnknownOutcome) {
+				t.Errorf("one by one %v: write never sent, ended by Close: %v; want errs.Closed alone", oneByOne, err)
+			}
+		}
+		if srv.reached("a")+srv.reached("b") != 0 {
+			t.Fatalf("one by one %v: the batch was sent", oneByOne)
+		}
 	}
 }
