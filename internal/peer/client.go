@@ -136,7 +136,12 @@ func (c *Client) unary(ctx context.Context, addr, method string, in []byte) ([]b
 // Propose asks the server at addr to commit an encoded command; it returns
 // the state machine's result (fsm.Result.Data).
 func (c *Client) Propose(ctx context.Context, addr string, req *ProposeRequest) ([]byte, error) {
-	return c.unary(ctx, addr, methodPropose, req.marshal())
+	data, err := c.unary(ctx, addr, methodPropose, req.marshal())
+	if errors.Is(err, errCorruptMessage) {
+		// The server ran the call: the command may have applied.
+		return nil, fmt.Errorf("%w: %w", err, errs.UnknownOutcome)
+	}
+	return data, err
 }
 
 // Read asks the server at addr for a read.

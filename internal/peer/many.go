@@ -150,6 +150,10 @@ func (c *Client) ProposeMany(ctx context.Context, addr string, req *ProposeManyR
 		return nil, fmt.Errorf("propose many: %d commands, want 1 to %d: %w", len(req.Cmds), MaxProposeMany, errs.Invalid)
 	}
 	b, err := c.unary(ctx, addr, methodProposeMany, req.marshal())
+	if errors.Is(err, errCorruptMessage) {
+		// The server ran the call: its commands may have applied.
+		return nil, fmt.Errorf("%w: %w", err, errs.UnknownOutcome)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -485,3 +485,38 @@ func TestProposeMany(t *testing.T) {
 		}
 	}
 }
+
+// An answer to a write that cannot be decoded is an unknown outcome (the
+// server ran the call), not a final ErrInvalid: for Propose as for
+// ProposeMany.
+func TestCorruptWriteAnswerIsUnknownOutcome(t *testing.T) {
+	garbage := func(srv any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+		var in []byte
+		if err := dec(&in); err != nil {
+			return nil, err
+		}
+		b := []byte{7, 7}
+		return &b, nil
+	}
+	desc := serviceDesc
+	desc.Methods = []grpc.MethodDesc{{MethodName: "Propose", Handler: garbage}, {MethodName: "ProposeMany", Handler: garbage}}
+	desc.Streams = nil
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
+	srv.RegisterService(&desc, &handlerBox{h: fakeHandler{}})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	defer func() { srv.Stop(); <-done }()
+	c := NewClient()
+	defer c.Close()
+	ctx := ctx5(t)
+	if _, err := c.Propose(ctx, ln.Addr().String(), &ProposeRequest{Group: "g", Cmd: []byte{1}}); !errors.Is(err, errs.UnknownOutcome) {
+		t.Fatalf("propose with a corrupt answer: %v, want ErrUnknownOutcome", err)
+	}
+	if _, err := c.ProposeMany(ctx, ln.Addr().String(), &ProposeManyRequest{Group: "g", Cmds: [][]byte{{1}, {2}}}); !errors.Is(err, errs.UnknownOutcome) {
+		t.Fatalf("propose many with a corrupt answer: %v, want ErrUnknownOutcome", err)
+	}
+}
