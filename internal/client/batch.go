@@ -108,6 +108,31 @@ func (e *Engine) sendQueue(addr, group string) *sendQueue {
 	return q
 }
 
+// pruneSends forgets the idle write queues of servers and groups the
+// cluster no longer has, and which servers lacked ProposeMany (an address
+// that comes back may be a newer server). Called by discovery with e.mu
+// held.
+func (e *Engine) pruneSends(addrs []string, groups map[string]bool) {
+	e.sendMu.Lock()
+	defer e.sendMu.Unlock()
+	for k, q := range e.sends {
+		if slices.Contains(addrs, k.addr) && groups[k.group] {
+			continue
+		}
+		q.mu.Lock()
+		idle := q.inFlight == 0 && len(q.queue) == 0
+		q.mu.Unlock()
+		if idle {
+			delete(e.sends, k)
+		}
+	}
+	for addr := range e.withoutMany {
+		if !slices.Contains(addrs, addr) {
+			delete(e.withoutMany, addr)
+		}
+	}
+}
+
 // send asks the server at addr to commit cmd, an encoded command of group,
 // alone or in a batch call with other callers' commands.
 func (e *Engine) send(ctx context.Context, addr, group string, cmd []byte) ([]byte, error) {

@@ -234,3 +234,28 @@ func TestCloseBeforeBatchSentIsClosed(t *testing.T) {
 		}
 	}
 }
+
+// Discovery forgets the idle write queues of servers and groups that are
+// gone, keeps busy ones, and forgets that a departed address lacked
+// ProposeMany.
+func TestPruneSends(t *testing.T) {
+	e := bareEngine(t)
+	for _, k := range []sendKey{{"a", "g"}, {"a", "old"}, {"gone", "g"}, {"busy", "g"}} {
+		e.sendQueue(k.addr, k.group)
+	}
+	busy := e.sendQueue("busy", "g")
+	busy.inFlight = 1
+	e.withoutMany["gone"], e.withoutMany["a"] = true, true
+	e.pruneSends([]string{"a"}, map[string]bool{"g": true})
+	var kept []sendKey
+	for k := range e.sends {
+		kept = append(kept, k)
+	}
+	if len(kept) != 2 || e.sends[sendKey{"a", "g"}] == nil || e.sends[sendKey{"busy", "g"}] == nil {
+		t.Fatalf("queues kept: %v, want a/g and the busy one", kept)
+	}
+	if e.withoutMany["gone"] || !e.withoutMany["a"] {
+		t.Fatalf("without ProposeMany: %v, want only a", e.withoutMany)
+	}
+	busy.inFlight = 0
+}

@@ -276,6 +276,7 @@ func (e *Engine) discover() {
 			}
 		}
 		e.known = true
+		e.pruneSends(e.addrsLocked(), names)
 		var ring []string
 		for _, s := range servers {
 			ring = append(ring, s.PeerAddr)
