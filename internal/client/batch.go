@@ -183,12 +183,16 @@ func (e *Engine) send(ctx context.Context, addr, group string, cmd []byte) ([]by
 	return nil, errBatchAbandoned
 }
 
-// callFailed marks the error of a call whose ctx ended: unless the call
+// callFailed marks the error of a call that its ctx ended: unless the call
 // surely never left, the server may have committed its commands (its own
-// answer, which would tell, is lost with the ctx).
+// answer, which would tell, is lost with the ctx). A server's answer that
+// came is passed on as it is.
 func callFailed(ctx context.Context, err error) error {
 	if err == nil || ctx.Err() == nil || errors.Is(err, peer.ErrNotSent) || errors.Is(err, errs.UnknownOutcome) {
 		return err
+	}
+	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) && !errors.Is(err, peer.ErrUnreachable) {
+		return err // the server's own answer
 	}
 	return fmt.Errorf("%w: %w", err, errs.UnknownOutcome)
 }

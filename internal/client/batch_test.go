@@ -6,6 +6,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -258,4 +259,28 @@ func TestPruneSends(t *testing.T) {
 		t.Fatalf("without ProposeMany: %v, want only a", e.withoutMany)
 	}
 	busy.inFlight = 0
+}
+
+// callFailed marks as an unknown outcome only what the ctx's end cut
+// short after the call may have left, never a server's own answer.
+func TestCallFailed(t *testing.T) {
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	remote := fmt.Errorf("no such thing: %w", errs.Conflict)
+	for _, c := range []struct {
+		ctx     context.Context
+		err     error
+		unknown bool
+	}{
+		{context.Background(), context.Canceled, false},
+		{ended, context.Canceled, true},
+		{ended, fmt.Errorf("peer x: reset: %w", peer.ErrUnreachable), true},
+		{ended, fmt.Errorf("%w: %w", context.Canceled, peer.ErrNotSent), false},
+		{ended, remote, false},
+		{ended, fmt.Errorf("timeout: %w", errs.NoQuorum), false},
+	} {
+		if got := errors.Is(callFailed(c.ctx, c.err), errs.UnknownOutcome); got != c.unknown {
+			t.Errorf("callFailed(%v, %v): unknown outcome %v, want %v", c.ctx.Err(), c.err, got, c.unknown)
+		}
+	}
 }
