@@ -19,13 +19,14 @@ import (
 // queue, and what is queued (up to sendBatchCommands and sendBatchBytes)
 // goes in one ProposeMany call as soon as fewer than sendsInFlight calls
 // are in flight again, or as soon as sendBatchFull writes have queued
-// (while fewer than maxSendsInFlight calls are in flight). The batch is cut by the calls in flight and by
-// size, never by a timer, as the servers' group commit is. It saves gRPC's
-// per-call work on both sides, which was the largest part of a client-role
-// write's CPU; the full-batch rule keeps writes from waiting at the client
-// for a whole commit round while the server could already take them
-// (without it, 64 writers over 3 client nodes were 8% slower than with no
-// coalescing; with it 11% faster, BenchmarkClientPut).
+// (while fewer than maxSendsInFlight calls are in flight). The batch is
+// cut by the calls in flight and by size, never by a timer, as the
+// servers' group commit is. It saves gRPC's per-call work on both sides,
+// which was the largest part of a client-role write's CPU; the full-batch
+// rule keeps writes from waiting at the client for a whole commit round
+// while the server could already take them (without it, 64 writers over 3
+// client nodes were 8% slower than with no coalescing; with it 12-14%
+// faster, BenchmarkClientPut).
 //
 // Each command keeps its own dedup id and gets its own answer, so the
 // retry loop of propose (write.go) is unchanged: a command the batch call
@@ -96,16 +97,15 @@ func (c *batchCall) leave() {
 // its ctx error): the call may have reached the server.
 var errBatchAbandoned = fmt.Errorf("left a write call in flight: %w", errs.UnknownOutcome)
 
+// sendQueue is the queue of addr and group (a lookup without a lock on
+// every write).
 func (e *Engine) sendQueue(addr, group string) *sendQueue {
 	k := sendKey{addr, group}
-	e.sendMu.Lock()
-	defer e.sendMu.Unlock()
-	q := e.sends[k]
-	if q == nil {
-		q = &sendQueue{key: k}
-		e.sends[k] = q
+	if q, ok := e.sends.Load(k); ok {
+		return q.(*sendQueue)
 	}
-	return q
+	q, _ := e.sends.LoadOrStore(k, &sendQueue{key: k})
+	return q.(*sendQueue)
 }
 
 // pruneSends forgets the idle write queues of servers and groups the
@@ -113,19 +113,22 @@ func (e *Engine) sendQueue(addr, group string) *sendQueue {
 // that comes back may be a newer server). Called by discovery with e.mu
 // held.
 func (e *Engine) pruneSends(addrs []string, groups map[string]bool) {
-	e.sendMu.Lock()
-	defer e.sendMu.Unlock()
-	for k, q := range e.sends {
-		if slices.Contains(addrs, k.addr) && groups[k.group] {
-			continue
+	e.sends.Range(func(k, v any) bool {
+		key, q := k.(sendKey), v.(*sendQueue)
+		if slices.Contains(addrs, key.addr) && groups[key.group] {
+			return true
 		}
 		q.mu.Lock()
 		idle := q.inFlight == 0 && len(q.queue) == 0
 		q.mu.Unlock()
 		if idle {
-			delete(e.sends, k)
+			// A sender that got q just before keeps using it alone.
+			e.sends.CompareAndDelete(k, q)
 		}
-	}
+		return true
+	})
+	e.sendMu.Lock()
+	defer e.sendMu.Unlock()
 	for addr := range e.withoutMany {
 		if !slices.Contains(addrs, addr) {
 			delete(e.withoutMany, addr)
@@ -137,7 +140,7 @@ func (e *Engine) pruneSends(addrs []string, groups map[string]bool) {
 // alone or in a batch call with other callers' commands.
 func (e *Engine) send(ctx context.Context, addr, group string, cmd []byte) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, err // never sent
+		return nil, notSent(err)
 	}
 	q := e.sendQueue(addr, group)
 	q.mu.Lock()
@@ -146,8 +149,9 @@ func (e *Engine) send(ctx context.Context, addr, group string, cmd []byte) ([]by
 		q.mu.Unlock()
 		defer e.sendDone(q)
 		e.proposeCalls.Add(1)
-		data, err := e.peers.Propose(ctx, addr, &peer.ProposeRequest{Group: group, Cmd: cmd})
-		return data, callFailed(ctx, err)
+		// A ctx error here may come after the call left: propose's
+		// maybeApplied tells.
+		return e.peers.Propose(ctx, addr, &peer.ProposeRequest{Group: group, Cmd: cmd})
 	}
 	w := &queuedSend{cmd: cmd, gone: ctx.Done(), done: make(chan struct{})}
 	w.deadline, _ = ctx.Deadline()
@@ -164,7 +168,7 @@ func (e *Engine) send(ctx context.Context, addr, group string, cmd []byte) ([]by
 	if call == nil {
 		q.queue = slices.DeleteFunc(q.queue, func(x *queuedSend) bool { return x == w })
 		q.mu.Unlock()
-		return nil, ctx.Err() // never sent
+		return nil, notSent(ctx.Err())
 	}
 	q.mu.Unlock()
 	select {
@@ -178,10 +182,14 @@ func (e *Engine) send(ctx context.Context, addr, group string, cmd []byte) ([]by
 	call.mu.Unlock()
 	call.leave()
 	if !sent {
-		return nil, ctx.Err() // the call went without it, or never
+		return nil, notSent(ctx.Err()) // the call went without it, or never
 	}
 	return nil, errBatchAbandoned
 }
+
+// notSent marks the ctx error of a write its caller took back before it
+// was sent.
+func notSent(ctxErr error) error { return fmt.Errorf("%w: %w", ctxErr, peer.ErrNotSent) }
 
 // callFailed marks the error of a call that its ctx ended: unless the call
 // surely never left, the server may have committed its commands (its own

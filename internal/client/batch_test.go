@@ -77,7 +77,7 @@ func (s *gateServer) Snapshot(context.Context, io.Writer) (any, error)  { return
 
 // bareEngine is an Engine with just what send needs.
 func bareEngine(t *testing.T) *Engine {
-	e := &Engine{peers: peer.NewClient(), sends: map[sendKey]*sendQueue{}, withoutMany: map[string]bool{}}
+	e := &Engine{peers: peer.NewClient(), withoutMany: map[string]bool{}}
 	e.life, e.stop = context.WithCancel(context.Background())
 	t.Cleanup(func() { _ = e.Close() })
 	return e
@@ -249,10 +249,10 @@ func TestPruneSends(t *testing.T) {
 	e.withoutMany["gone"], e.withoutMany["a"] = true, true
 	e.pruneSends([]string{"a"}, map[string]bool{"g": true})
 	var kept []sendKey
-	for k := range e.sends {
-		kept = append(kept, k)
-	}
-	if len(kept) != 2 || e.sends[sendKey{"a", "g"}] == nil || e.sends[sendKey{"busy", "g"}] == nil {
+	e.sends.Range(func(k, _ any) bool { kept = append(kept, k.(sendKey)); return true })
+	_, ag := e.sends.Load(sendKey{"a", "g"})
+	_, bg := e.sends.Load(sendKey{"busy", "g"})
+	if len(kept) != 2 || !ag || !bg {
 		t.Fatalf("queues kept: %v, want a/g and the busy one", kept)
 	}
 	if e.withoutMany["gone"] || !e.withoutMany["a"] {

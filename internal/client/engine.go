@@ -73,10 +73,11 @@ type Engine struct {
 	goMu sync.Mutex
 	wg   sync.WaitGroup
 
-	// sendMu guards the write queues per leader and group (batch.go) and
-	// the servers found without ProposeMany.
+	// sends holds the write queues per leader and group (sendKey ->
+	// *sendQueue, batch.go); sendMu guards the servers found without
+	// ProposeMany.
+	sends       sync.Map
 	sendMu      sync.Mutex
-	sends       map[sendKey]*sendQueue
 	withoutMany map[string]bool
 	// Calls made for writes: Propose calls, ProposeMany calls and the
 	// commands those carried (tests and figures).
@@ -120,7 +121,7 @@ func Open(cfg Config) (*Engine, error) {
 		session: binary.LittleEndian.Uint64(b[:]) | 1,
 		seeds:   slices.Clone(cfg.Servers), servers: map[uint64]peer.ServerInfo{},
 		down: map[string]bool{}, groups: map[string]*group{}, rounds: make(chan struct{}),
-		wake: make(chan struct{}, 1), sends: map[sendKey]*sendQueue{}, withoutMany: map[string]bool{}}
+		wake: make(chan struct{}, 1), withoutMany: map[string]bool{}}
 	e.life, e.stop = context.WithCancel(context.Background())
 	e.ring.Store(router.New(e.seeds))
 	e.spawn(e.discoverLoop)

@@ -73,12 +73,17 @@ func (e *Engine) propose(ctx context.Context, group string, c *fsm.Command) ([]b
 }
 
 // maybeApplied tells whether a failed try may have reached the state
-// machine: a transport failure after the request may have left (not a
-// failed dial) or a server's unknown outcome. NoQuorum and a server's
-// Closed mean it did not.
+// machine: a server's unknown outcome, or a call cut short (a transport
+// failure, or its ctx ending, whose answer is then lost) after the request
+// may have left, that is not marked ErrNotSent (a failed dial, a ctx that
+// had ended before the call). NoQuorum and a server's Closed mean it did
+// not.
 func maybeApplied(err error) bool {
-	return errors.Is(err, errs.UnknownOutcome) ||
-		(errors.Is(err, peer.ErrUnreachable) && !errors.Is(err, peer.ErrNotSent))
+	if errors.Is(err, errs.UnknownOutcome) {
+		return true
+	}
+	cut := errors.Is(err, peer.ErrUnreachable) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+	return cut && !errors.Is(err, peer.ErrNotSent)
 }
 
 // gaveUp is the error of a write that ran out of time or was closed.
