@@ -82,13 +82,7 @@ func (g *writeGate) open() { g.openOnce.Do(func() { close(g.gate) }) }
 // waitHeld waits until n calls wait at the gate.
 func (g *writeGate) waitHeld(t *testing.T, n int64) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for g.held.Load() < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d calls held at the servers, want %d", g.held.Load(), n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitUntil(t, fmt.Sprintf("%d calls held at the servers", n), func() bool { return g.held.Load() >= n })
 }
 
 // Writes that a client node's callers make while its calls to the leader
@@ -122,8 +116,11 @@ func TestClientCoalescesWrites(t *testing.T) {
 			errc <- err
 		})
 	}
-	// Let the callers reach the client's queue, then let the calls go.
-	time.Sleep(200 * time.Millisecond)
+	// Every caller is queued at the client or in a batch the gate holds;
+	// then the calls go.
+	waitUntil(t, "all 60 writes queued or held", func() bool {
+		return int64(dister.ClientQueuedWrites(cl))+g.manyCmds.Load() == 60
+	})
 	g.open()
 	wg.Wait()
 	close(errc)
@@ -173,7 +170,10 @@ func TestClientWritesWithoutProposeMany(t *testing.T) {
 	for i := 2; i < 40; i++ {
 		wg.Go(func() { _, err := kv.Put(ctx, fmt.Sprintf("k/%02d", i), []byte("v")); errc <- err })
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Each of the 38 is queued, or sent alone (held) after a refusal.
+	waitUntil(t, "all 38 writes queued or held", func() bool {
+		return int64(dister.ClientQueuedWrites(cl))+g.held.Load()-2 == 38
+	})
 	g.open()
 	wg.Wait()
 	close(errc)
@@ -255,18 +255,14 @@ func TestClientQueuedWriteGivesUp(t *testing.T) {
 			}
 		})
 	}
-	for deadline := time.Now().Add(30 * time.Second); heldSingles.Load() < 2; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the first two writes did not reach the server")
-		}
-	}
+	waitUntil(t, "the first two writes held at the server", func() bool { return heldSingles.Load() == 2 })
 	short2, cancel2 := context.WithTimeout(ctx, time.Second)
 	defer cancel2()
 	errc := make(chan error, 3)
 	for i := range 3 {
 		go func() { _, err := kv.Put(short2, fmt.Sprintf("held/%d", i), []byte("v")); errc <- err }()
 	}
-	time.Sleep(200 * time.Millisecond) // the three queue behind the two
+	waitUntil(t, "the three queued behind the two", func() bool { return dister.ClientQueuedWrites(cl) == 3 })
 	close(singles)
 	wg.Wait()
 	for range 3 {

@@ -92,6 +92,10 @@ func ClientWriteCalls(n *Node) (proposes, manys, commandsInMany int64) {
 	return n.e.(*client.Engine).WriteCalls()
 }
 
+// ClientQueuedWrites is how many writes wait in a client node's queues
+// for a call to the leader.
+func ClientQueuedWrites(n *Node) int { return n.e.(*client.Engine).QueuedWrites() }
+
 // SetPeerProposeHook runs h as each client Propose (n 1, many false) or
 // ProposeMany (n commands) reaches server n; its error fails the call.
 func SetPeerProposeHook(n *Node, h func(ctx context.Context, count int, many bool) error) {

@@ -361,6 +361,19 @@ func (e *Engine) noProposeMany(addr string) bool {
 	return e.withoutMany[addr]
 }
 
+// QueuedWrites is how many writes wait in the engine's queues (tests).
+func (e *Engine) QueuedWrites() int {
+	n := 0
+	e.sends.Range(func(_, v any) bool {
+		q := v.(*sendQueue)
+		q.mu.Lock()
+		n += len(q.queue)
+		q.mu.Unlock()
+		return true
+	})
+	return n
+}
+
 // WriteCalls counts the calls this engine made for writes: Propose calls,
 // ProposeMany calls and the commands those carried.
 func (e *Engine) WriteCalls() (proposes, manys, commandsInMany int64) {

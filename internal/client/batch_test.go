@@ -145,7 +145,10 @@ func TestQueuedWriteWhoseCtxEndedIsNotSent(t *testing.T) {
 
 	// The calls in flight return while the queue's lock is busy: their
 	// sendDone waits for it first. Then the caller's ctx ends, and it
-	// waits for the lock too (it has seen its ctx end while queued).
+	// waits for the lock too (it has seen its ctx end while queued). The
+	// sleeps only make that order likely (a goroutine blocked on a mutex
+	// cannot be observed); the outcome asserted below must hold in every
+	// order.
 	q.mu.Lock()
 	close(srv.release)
 	time.Sleep(100 * time.Millisecond)
