@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/peer"
 )
@@ -216,17 +217,10 @@ func (e *Engine) sendDone(q *sendQueue) {
 // flushLocked sends what is queued as the rules above allow; q.mu is held.
 func (e *Engine) flushLocked(q *sendQueue) {
 	for len(q.queue) > 0 && (q.inFlight < sendsInFlight || (len(q.queue) >= sendBatchFull && q.inFlight < maxSendsInFlight)) {
-		n, size := 0, 0
-		for n < len(q.queue) && n < sendBatchCommands {
-			size += len(q.queue[n].cmd)
-			if n > 0 && size > sendBatchBytes {
-				break
-			}
-			n++
-		}
+		n := core.BatchLen(len(q.queue), func(i int) int { return len(q.queue[i].cmd) }, sendBatchCommands, sendBatchBytes)
 		items := slices.Clone(q.queue[:n])
 		q.queue = slices.Delete(q.queue, 0, n)
-		ctx, cancel := batchContext(e.life, items)
+		ctx, cancel := core.BatchContext(e.life, n, func(i int) time.Time { return items[i].deadline })
 		call := &batchCall{cancel: cancel}
 		call.waiting.Store(int32(len(items)))
 		for _, w := range items {
@@ -242,21 +236,6 @@ func (e *Engine) flushLocked(q *sendQueue) {
 			}
 		}
 	}
-}
-
-// batchContext is the ctx of a batch call: it ends with the engine, and at
-// the latest deadline of its callers when every one has one.
-func batchContext(life context.Context, items []*queuedSend) (context.Context, context.CancelFunc) {
-	var last time.Time
-	for _, w := range items {
-		if w.deadline.IsZero() {
-			return context.WithCancel(life)
-		}
-		if w.deadline.After(last) {
-			last = w.deadline
-		}
-	}
-	return context.WithDeadline(life, last)
 }
 
 // sendBatch makes one call for the items whose callers still wait and

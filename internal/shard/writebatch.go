@@ -10,6 +10,7 @@ import (
 
 	"github.com/lni/dragonboat/v4"
 
+	"github.com/dister/dister/internal/core"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/fsm"
 )
@@ -221,14 +222,7 @@ func (h *Host) writeDone(shardID uint64, b *writeBatcher) {
 // maxWritesInFlight are in flight; b.mu is held.
 func (h *Host) flushQueued(shardID uint64, b *writeBatcher) {
 	for b.inFlight < maxWritesInFlight && len(b.queue) > 0 {
-		n, size := 0, 0
-		for n < len(b.queue) && n < fsm.MaxBatchCommands {
-			size += len(b.queue[n].cmd)
-			if n > 0 && size > fsm.MaxBatchBytes {
-				break
-			}
-			n++
-		}
+		n := core.BatchLen(len(b.queue), func(i int) int { return len(b.queue[i].cmd) }, fsm.MaxBatchCommands, fsm.MaxBatchBytes)
 		items := slices.Clone(b.queue[:n])
 		b.queue = slices.Delete(b.queue, 0, n)
 		if !h.startFlush(shardID, b, items) {
@@ -261,23 +255,7 @@ func (h *Host) startFlush(shardID uint64, b *writeBatcher, items []*queuedWrite)
 		return false
 	}
 	// The batch is tried for as long as its most patient caller waits.
-	ctx, cancel := context.WithCancel(h.life)
-	latest := time.Time{}
-	for _, w := range items {
-		if w.deadline.IsZero() {
-			latest = time.Time{}
-			break
-		}
-		if w.deadline.After(latest) {
-			latest = w.deadline
-		}
-	}
-	if !latest.IsZero() {
-		var cancelCtx context.CancelFunc
-		ctx, cancelCtx = context.WithDeadline(ctx, latest)
-		parent := cancel
-		cancel = func() { cancelCtx(); parent() }
-	}
+	ctx, cancel := core.BatchContext(h.life, len(items), func(i int) time.Time { return items[i].deadline })
 	f := &writeFlush{cancel: cancel}
 	f.waiting.Store(int32(len(items)))
 	for _, w := range items {
