@@ -16,62 +16,70 @@ import (
 // leader but could not commit may still commit later (the entry sits in
 // the leader's log), so it must not be reported as ErrNoQuorum, which means
 // "not applied": clients retry those under a new id and would apply them
-// twice. Before, it was ErrNoQuorum joined with the deadline.
+// twice. Before, it was ErrNoQuorum joined with the deadline; a client-role
+// node's lone write said the same until a review found it.
 func TestWriteWithoutMajorityHasUnknownOutcome(t *testing.T) {
-	c := testcluster.New(t, 3)
-	ctx := ctxT(t)
-	followers, leader := c.Followers()
-	ln := c.Node(leader)
-	if _, err := ln.KV().Put(ctx, "k", []byte("before")); err != nil {
-		t.Fatal(err)
-	}
-	var submitted atomic.Bool
-	dister.SetSubmitHook(ln, func(uint64) { submitted.Store(true) })
-	for try := 0; ; try++ {
-		for _, f := range followers {
-			c.Stop(f)
-		}
-		// Right away, while the leader still believes it leads: its entry
-		// is appended but cannot commit.
-		submitted.Store(false)
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := ln.KV().Put(wctx, "k", []byte("maybe"))
-		cancel()
-		if !submitted.Load() {
-			// The leader had stepped down first: the write was dropped
-			// before any log took it, and says so.
-			if !errors.Is(err, dister.ErrNoQuorum) || errors.Is(err, dister.ErrUnknownOutcome) {
-				t.Fatalf("write never submitted: %v, want ErrNoQuorum alone", err)
+	for _, role := range []string{"server", "client"} {
+		t.Run(role, func(t *testing.T) {
+			c := testcluster.New(t, 3)
+			ctx := ctxT(t)
+			followers, leader := c.Followers()
+			ln := c.Node(leader)
+			kv := ln.KV()
+			if role == "client" {
+				kv = openClient(t, c, 0).KV()
 			}
-			if try == 4 {
-				t.Fatal("the leader stepped down before every write; no unknown outcome seen")
+			if _, err := kv.Put(ctx, "k", []byte("before")); err != nil {
+				t.Fatal(err)
 			}
+			var submitted atomic.Bool
+			dister.SetSubmitHook(ln, func(uint64) { submitted.Store(true) })
+			for try := 0; ; try++ {
+				for _, f := range followers {
+					c.Stop(f)
+				}
+				// Right away, while the leader still believes it leads: its
+				// entry is appended but cannot commit.
+				submitted.Store(false)
+				wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				_, err := kv.Put(wctx, "k", []byte("maybe"))
+				cancel()
+				if !submitted.Load() {
+					// The leader had stepped down first: the write was
+					// dropped before any log took it, and a server says so
+					// (a client's call was cut by its deadline: unknown to it).
+					if role == "server" && (!errors.Is(err, dister.ErrNoQuorum) || errors.Is(err, dister.ErrUnknownOutcome)) {
+						t.Fatalf("write never submitted: %v, want ErrNoQuorum alone", err)
+					}
+					if try == 4 {
+						t.Fatal("the leader stepped down before every write; no unknown outcome seen")
+					}
+					for _, f := range followers {
+						c.Restart(f)
+					}
+					c.WaitReady()
+					continue
+				}
+				if !errors.Is(err, dister.ErrUnknownOutcome) || !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("write without a majority: %v, want ErrUnknownOutcome joined with the deadline", err)
+				}
+				if errors.Is(err, dister.ErrNoQuorum) {
+					t.Fatalf("an unknown outcome also reads as ErrNoQuorum (not applied): %v", err)
+				}
+				break
+			}
+			// And it was indeed not known: once the majority is back, the
+			// entry may well commit. Either way the value is one of the two.
 			for _, f := range followers {
 				c.Restart(f)
 			}
-			c.WaitReady()
-			continue
-		}
-		if !errors.Is(err, dister.ErrUnknownOutcome) || !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("write without a majority: %v, want ErrUnknownOutcome joined with the deadline", err)
-		}
-		if errors.Is(err, dister.ErrNoQuorum) {
-			t.Fatalf("an unknown outcome also reads as ErrNoQuorum (not applied): %v", err)
-		}
-		break
+			e, err := c.Node(c.Leader()).KV().Get(ctx, "k", dister.Linearizable())
+			if err != nil || (string(e.Value) != "before" && string(e.Value) != "maybe") {
+				t.Fatalf("k after the majority came back: %+v %v", e, err)
+			}
+			t.Logf("the write of unknown outcome ended as %q", e.Value)
+		})
 	}
-	// And it was indeed not known: once the majority is back, the entry
-	// may well commit. Either way the value is one of the two, and a
-	// write through a leaderless server that knows it has no leader is
-	// surely not applied.
-	for _, f := range followers {
-		c.Restart(f)
-	}
-	e, err := c.Node(c.Leader()).KV().Get(ctx, "k", dister.Linearizable())
-	if err != nil || (string(e.Value) != "before" && string(e.Value) != "maybe") {
-		t.Fatalf("k after the majority came back: %+v %v", e, err)
-	}
-	t.Logf("the write of unknown outcome ended as %q", e.Value)
 }
 
 // TestCloseInterruptsWriteWithUnknownOutcome: Close ends a write in flight;

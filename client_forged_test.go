@@ -1,65 +1,14 @@
 package dister_test
 
 import (
-	"context"
 	"errors"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/dister/dister"
 	"github.com/dister/dister/internal/fsm"
 	"github.com/dister/dister/internal/peer"
 	"github.com/dister/dister/internal/testcluster"
 )
-
-// A client-role write that goes alone (nothing else in flight: send's
-// direct path) and reached the leader's log, but could not commit before
-// its deadline, may commit later: it says ErrUnknownOutcome, as the same
-// write does on a server node (TestWriteWithoutMajorityHasUnknownOutcome)
-// and as a batched one does. (It said the deadline with ErrNoQuorum,
-// "surely not applied", before a review found it.)
-func TestClientLoneWriteTimeoutAfterSubmit(t *testing.T) {
-	c := testcluster.New(t, 3)
-	cl := openClient(t, c, 0)
-	ctx := ctxT(t)
-	if _, err := cl.KV().Put(ctx, "k", []byte("before")); err != nil {
-		t.Fatal(err)
-	}
-	followers, leader := c.Followers()
-	ln := c.Node(leader)
-	var submitted atomic.Bool
-	dister.SetSubmitHook(ln, func(uint64) { submitted.Store(true) })
-	for try := 0; ; try++ {
-		for _, f := range followers {
-			c.Stop(f)
-		}
-		submitted.Store(false)
-		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := cl.KV().Put(wctx, "k", []byte("maybe"))
-		cancel()
-		if !submitted.Load() {
-			if try == 4 {
-				t.Fatal("the leader stepped down before every write")
-			}
-			for _, f := range followers {
-				c.Restart(f)
-			}
-			c.WaitReady()
-			continue
-		}
-		t.Logf("client write submitted to the leader's log, not committed by its deadline: %v", err)
-		if !errors.Is(err, dister.ErrUnknownOutcome) || errors.Is(err, dister.ErrNoQuorum) {
-			t.Errorf("write that reached the leader's log: %v; want ErrUnknownOutcome (and not ErrNoQuorum)", err)
-		}
-		break
-	}
-	for _, f := range followers {
-		c.Restart(f)
-	}
-	e, err := c.Node(c.Leader()).KV().Get(ctx, "k", dister.Linearizable())
-	t.Logf("k once the majority is back: %q (%v)", e.Value, err)
-}
 
 // Forged ProposeMany calls straight to the leader: per-command refusals
 // are ErrInvalid, the valid ones apply, a command sent twice in one call
