@@ -406,25 +406,33 @@ func TestDeadlineErrorOnlyOnceCtxEnded(t *testing.T) {
 	}
 }
 
+// serveDesc serves desc (a variant of the service: an earlier version, or
+// a broken one) over fakeHandler until the test ends; its address.
+func serveDesc(t *testing.T, desc *grpc.ServiceDesc) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
+	srv.RegisterService(desc, &handlerBox{h: fakeHandler{}})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Stop(); <-done })
+	return ln.Addr().String()
+}
+
 // A server of an earlier version has no Feed: the client's stream fails
 // with ErrUnimplemented (not ErrUnreachable, which would send it to the
 // next server), so it can fall back to a watch.
 func TestFeedUnimplemented(t *testing.T) {
 	old := serviceDesc
 	old.Streams = slices.DeleteFunc(slices.Clone(old.Streams), func(d grpc.StreamDesc) bool { return d.StreamName == "Feed" })
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
-	srv.RegisterService(&old, &handlerBox{h: fakeHandler{}})
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ln) }()
-	defer func() { srv.Stop(); <-done }()
+	addr := serveDesc(t, &old)
 	c := NewClient()
 	defer c.Close()
 	ctx := ctx5(t)
-	f, err := c.Feed(ctx, ln.Addr().String(), &FeedRequest{Watch: WatchRequest{Group: "g", From: 1}})
+	f, err := c.Feed(ctx, addr, &FeedRequest{Watch: WatchRequest{Group: "g", From: 1}})
 	if err == nil {
 		_, err = f.Recv()
 	}
@@ -432,7 +440,7 @@ func TestFeedUnimplemented(t *testing.T) {
 		t.Fatalf("feed on a server without it: %v, want ErrUnimplemented alone", err)
 	}
 	// The watch it falls back to works there.
-	if _, err := c.Watch(ctx, ln.Addr().String(), &WatchRequest{Group: "g", From: 1}); err != nil {
+	if _, err := c.Watch(ctx, addr, &WatchRequest{Group: "g", From: 1}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -501,22 +509,14 @@ func TestCorruptWriteAnswerIsUnknownOutcome(t *testing.T) {
 	desc := serviceDesc
 	desc.Methods = []grpc.MethodDesc{{MethodName: "Propose", Handler: garbage}, {MethodName: "ProposeMany", Handler: garbage}}
 	desc.Streams = nil
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}))
-	srv.RegisterService(&desc, &handlerBox{h: fakeHandler{}})
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ln) }()
-	defer func() { srv.Stop(); <-done }()
+	addr := serveDesc(t, &desc)
 	c := NewClient()
 	defer c.Close()
 	ctx := ctx5(t)
-	if _, err := c.Propose(ctx, ln.Addr().String(), &ProposeRequest{Group: "g", Cmd: []byte{1}}); !errors.Is(err, errs.UnknownOutcome) {
+	if _, err := c.Propose(ctx, addr, &ProposeRequest{Group: "g", Cmd: []byte{1}}); !errors.Is(err, errs.UnknownOutcome) {
 		t.Fatalf("propose with a corrupt answer: %v, want ErrUnknownOutcome", err)
 	}
-	if _, err := c.ProposeMany(ctx, ln.Addr().String(), &ProposeManyRequest{Group: "g", Cmds: [][]byte{{1}, {2}}}); !errors.Is(err, errs.UnknownOutcome) {
+	if _, err := c.ProposeMany(ctx, addr, &ProposeManyRequest{Group: "g", Cmds: [][]byte{{1}, {2}}}); !errors.Is(err, errs.UnknownOutcome) {
 		t.Fatalf("propose many with a corrupt answer: %v, want ErrUnknownOutcome", err)
 	}
 }
