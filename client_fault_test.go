@@ -115,6 +115,11 @@ func TestClientServerCloseAndLeaderChange(t *testing.T) {
 			t.Errorf("writer %d: value %d is older than the last acknowledged %d", i, seq, w.lastAcked)
 		}
 	}
+	// Six writers over two calls in flight: writes were coalesced, so the
+	// checks above held for batched writes across the leader change too.
+	if _, manys, carried := dister.ClientWriteCalls(cl); manys == 0 {
+		t.Errorf("no ProposeMany calls (%d commands): the batch path was not under test", carried)
+	}
 
 	// The instance's lease outlived the leader that granted it by more
 	// than twice its TTL: the client renewed it at the new leader.
