@@ -80,9 +80,14 @@ func (m *metrics) unregister() {
 	m.collectors = nil
 }
 
+// proposal counts a proposal of group ("" = the default group, as callers
+// name it) and its time.
 func (m *metrics) proposal(group string, start time.Time, err error, succeeded bool) {
 	if m == nil {
 		return
+	}
+	if group == "" {
+		group = DefaultGroup
 	}
 	result := "ok"
 	switch {

@@ -41,11 +41,7 @@ func (h *peerHandler) Propose(ctx context.Context, req *peer.ProposeRequest) (*p
 	}
 	start := time.Now()
 	res, err := e.host.Propose(ctx, sid, req.Cmd)
-	group := req.Group
-	if group == "" {
-		group = DefaultGroup
-	}
-	e.metrics.proposal(group, start, err, err == nil)
+	e.metrics.proposal(req.Group, start, err, err == nil)
 	if err != nil {
 		return nil, err
 	}
@@ -81,15 +77,11 @@ func (h *peerHandler) ProposeMany(ctx context.Context, req *peer.ProposeManyRequ
 	if err != nil {
 		return nil, err
 	}
-	group := req.Group
-	if group == "" {
-		group = DefaultGroup
-	}
 	start := time.Now()
 	res, fails := e.host.ProposeMany(ctx, sid, cmds)
 	for j, i := range at {
 		answers[i] = peer.ProposeAnswer{Data: res[j].Data, Err: fails[j]}
-		e.metrics.proposal(group, start, fails[j], fails[j] == nil)
+		e.metrics.proposal(req.Group, start, fails[j], fails[j] == nil)
 	}
 	return answers, nil
 }

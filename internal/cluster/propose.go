@@ -46,9 +46,6 @@ func (e *Engine) ReservedTxn(ctx context.Context, group string, t *fsm.Txn) (*fs
 	if err != nil {
 		return nil, err
 	}
-	if group == "" {
-		group = DefaultGroup
-	}
 	start := time.Now()
 	r, err := e.txn(ctx, sid, t)
 	e.metrics.proposal(group, start, err, err == nil && r.Succeeded)
