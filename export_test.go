@@ -3,10 +3,12 @@ package dister
 import (
 	"context"
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/dister/dister/internal/client"
 	"github.com/dister/dister/internal/cluster"
+	"github.com/dister/dister/internal/fsm"
 	"github.com/dister/dister/internal/svc"
 )
 
@@ -49,6 +51,29 @@ func ShardMembers(ctx context.Context, n *Node, shardID uint64) (voters, nonVote
 
 // LocalShards lists the shards n has data of on disk.
 func LocalShards(n *Node) []uint64 { return server(n).LocalShards() }
+
+// StoredShards lists the shards that have state in n's store.
+func StoredShards(n *Node) []uint64 {
+	ids, _ := server(n).StoredShards()
+	return ids
+}
+
+// SeedStoredShard leaves state of shard in the store of the stopped
+// server whose data dir is dataDir, as a crash in the middle of removing
+// it would.
+func SeedStoredShard(dataDir string, shard uint64) error {
+	st, err := fsm.OpenShared(filepath.Join(dataDir, "state", "store"), 1<<20)
+	if err != nil {
+		return err
+	}
+	sm := fsm.New(filepath.Join(dataDir, "state", "unused"), fsm.Options{Shared: st, Shard: shard})
+	_, err = sm.Open(nil)
+	_ = sm.Close()
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
 
 // SetCloseHook makes every state machine n starts from now on run h (its
 // shard id) as its Close begins.

@@ -69,6 +69,9 @@ func (e *Engine) ShardMembers(ctx context.Context, shardID uint64) (voters, nonV
 // not, sorted.
 func (e *Engine) LocalShards() []uint64 { return e.host.LocalShards() }
 
+// StoredShards lists the shards that have state in this server's store.
+func (e *Engine) StoredShards() ([]uint64, error) { return e.host.StoredShards() }
+
 // SetCloseHook makes every state machine started from now on run h (its
 // shard id) as its Close begins; nil removes it. For tests.
 func (e *Engine) SetCloseHook(h func(shardID uint64)) { e.host.SetCloseHook(h) }

@@ -58,7 +58,7 @@ func decodeRecord(v []byte) (h recordHeader, value []byte, err error) {
 
 // applyCounted applies one command of the current codec at index: its
 // changes, if any, are revision *rev+1, which it then becomes.
-func (s *StateMachine) applyCounted(b *pebble.Batch, cmd []byte, index uint64, rev *int64, epoch *uint64, compact *int64) (Result, error) {
+func (s *StateMachine) applyCounted(b *batch, cmd []byte, index uint64, rev *int64, epoch *uint64, compact *int64) (Result, error) {
 	s.evRev, s.evSeq, s.epochNow = uint64(*rev)+1, 0, *epoch
 	r, err := s.applyCommand(b, cmd, index)
 	if err != nil {
@@ -75,7 +75,7 @@ func (s *StateMachine) applyCounted(b *pebble.Batch, cmd []byte, index uint64, r
 // applyBatch applies the commands of a batch entry in order, each as if
 // it were an entry of its own (its own revision, dedup id and result).
 // A malformed batch changes nothing and answers an error.
-func (s *StateMachine) applyBatch(b *pebble.Batch, e *Entry, rev *int64, epoch *uint64, compact *int64) (Result, error) {
+func (s *StateMachine) applyBatch(b *batch, e *Entry, rev *int64, epoch *uint64, compact *int64) (Result, error) {
 	cmds, err := splitBatch(e.Cmd)
 	if err != nil {
 		return Result{Data: encodeError(err)}, nil
@@ -99,7 +99,7 @@ func (s *StateMachine) applyBatch(b *pebble.Batch, e *Entry, rev *int64, epoch *
 // The command's changes, if any, are at revision s.evRev; a command whose
 // result reports a revision reports s.evRev when it wrote an event, else
 // the revision before it (it changed no key).
-func (s *StateMachine) applyCommand(b *pebble.Batch, raw []byte, index uint64) (Result, error) {
+func (s *StateMachine) applyCommand(b *batch, raw []byte, index uint64) (Result, error) {
 	cmd, err := decodeCommand(raw, true)
 	if err != nil {
 		return Result{Data: encodeError(err)}, nil
@@ -163,7 +163,7 @@ func encodeOutcome(dst []byte, kind CmdKind, txn *TxnResult, lease *LeaseResult,
 
 // getRecord reads key (already 'k'-prefixed) through b. The caller must
 // close closer when found; value aliases pebble memory until then.
-func getRecord(b *pebble.Batch, key []byte) (h recordHeader, value []byte, closer io.Closer, found bool, err error) {
+func getRecord(b *batch, key []byte) (h recordHeader, value []byte, closer io.Closer, found bool, err error) {
 	v, closer, err := b.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return h, nil, nil, false, nil
@@ -182,7 +182,7 @@ func getRecord(b *pebble.Batch, key []byte) (h recordHeader, value []byte, close
 // applyTxn evaluates t against the state in b and writes the ops of the
 // branch taken, all at revision rev (the caller fills res.Revision). fail is the command's deterministic
 // error (a put's lease does not exist); nothing is written then.
-func (s *StateMachine) applyTxn(b *pebble.Batch, t *Txn, rev int64) (res TxnResult, fail, err error) {
+func (s *StateMachine) applyTxn(b *batch, t *Txn, rev int64) (res TxnResult, fail, err error) {
 	res = TxnResult{Succeeded: true}
 	for i := range t.Compares {
 		ok, err := s.evalCompare(b, &t.Compares[i])
@@ -227,7 +227,7 @@ func (s *StateMachine) applyTxn(b *pebble.Batch, t *Txn, rev int64) (res TxnResu
 	return res, nil, nil
 }
 
-func (s *StateMachine) evalCompare(b *pebble.Batch, c *Compare) (bool, error) {
+func (s *StateMachine) evalCompare(b *batch, c *Compare) (bool, error) {
 	s.kbuf = appendUserKey(s.kbuf, c.Key)
 	h, value, closer, found, err := getRecord(b, s.kbuf)
 	if err != nil {
@@ -273,7 +273,7 @@ func cmpInt(a, b int64) int {
 
 // applyOp runs one write, with its events, and returns how many keys it
 // deleted.
-func (s *StateMachine) applyOp(b *pebble.Batch, op *Op, rev int64) (int64, error) {
+func (s *StateMachine) applyOp(b *batch, op *Op, rev int64) (int64, error) {
 	switch op.Type {
 	case OpPut:
 		s.kbuf = appendUserKey(s.kbuf, op.Key)
@@ -344,7 +344,7 @@ const (
 	maxScratch = 256 << 10
 )
 
-func (s *StateMachine) deletePrefix(b *pebble.Batch, prefix string) (int64, error) {
+func (s *StateMachine) deletePrefix(b *batch, prefix string) (int64, error) {
 	lower := appendUserKey(nil, prefix)
 	upper := prefixEnd(lower)
 	if prefix == "" {

@@ -33,8 +33,8 @@ type DumpQuery struct{}
 type Dump struct {
 	Revision int64
 	s        *StateMachine
-	db       *pebble.DB
-	snap     *pebble.Snapshot
+	db       *space
+	snap     *snapshot
 	once     sync.Once
 }
 
@@ -64,7 +64,7 @@ func (s *StateMachine) dump() (*Dump, error) {
 	return &Dump{Revision: int64(rev), s: s, db: s.db, snap: snap}, nil
 }
 
-func snapUint64(snap *pebble.Snapshot, key []byte) (uint64, bool, error) {
+func snapUint64(snap *snapshot, key []byte) (uint64, bool, error) {
 	v, closer, err := snap.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0, false, nil
@@ -82,12 +82,8 @@ func snapUint64(snap *pebble.Snapshot, key []byte) (uint64, bool, error) {
 // Close releases the snapshot. Idempotent.
 func (d *Dump) Close() {
 	d.once.Do(func() {
-		d.s.mu.RLock()
-		defer d.s.mu.RUnlock()
-		// A database closed or replaced meanwhile took its snapshots with it.
-		if d.s.db == d.db {
-			_ = d.snap.Close()
-		}
+		// Safe after the store closed, which took its snapshots along.
+		_ = d.snap.Close()
 	})
 }
 
@@ -243,7 +239,7 @@ func NewSeeder(dir string) (*Seeder, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("fsm: seed: %w", err)
 	}
-	db, err := openPebble(filepath.Join(dir, dbDirName(1)), nil)
+	db, err := openPebble(filepath.Join(dir, dbDirName(1)), nil, legacyMemTableSize)
 	if err != nil {
 		return nil, err
 	}

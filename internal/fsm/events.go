@@ -54,7 +54,7 @@ func appendEventRecord(dst []byte, h recordHeader, valueLen int) []byte {
 // s.evRev) to b, encoded straight into the batch. cur and value are the new
 // record of a put (ignored for a delete); prev and prevValue the previous
 // record when hasPrev. prevValue may alias pebble memory: it is copied here.
-func (s *StateMachine) writeEvent(b *pebble.Batch, typ EventType, key []byte,
+func (s *StateMachine) writeEvent(b *batch, typ EventType, key []byte,
 	cur recordHeader, value []byte, hasPrev bool, prev recordHeader, prevValue []byte) error {
 	if s.evSeq == math.MaxUint32 {
 		return errors.New("more than 2^32-1 events in one revision")
@@ -150,7 +150,7 @@ func (d *decoder) eventRecord() Record {
 // tombstones would sit in the sstables of every level until compacted away,
 // and every point read of a Put (which touches those files: flushed files
 // span all prefixes) would have to consult them.
-func (s *StateMachine) trimEvents(b *pebble.Batch, rev uint64, compact *int64) error {
+func (s *StateMachine) trimEvents(b *batch, rev uint64, compact *int64) error {
 	if rev%eventTrimEvery != 0 || rev <= s.retention {
 		return nil
 	}

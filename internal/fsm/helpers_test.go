@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"github.com/cockroachdb/pebble"
+
 	"bytes"
 	"encoding/binary"
 	"testing"
@@ -306,3 +308,9 @@ func checkLeaseIndex(t testing.TB, sm *StateMachine) {
 }
 
 func readerOf(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+// Delete removes k from the space (tests make old or damaged states).
+func (sp *space) Delete(k []byte, o *pebble.WriteOptions) error {
+	var buf []byte
+	return sp.st.db.Delete(sp.key(&buf, k), o)
+}

@@ -54,7 +54,7 @@ func decodeLeaseRecord(v []byte) (leaseRecord, error) {
 }
 
 // getLease reads lease id through b.
-func getLease(b *pebble.Batch, id int64) (leaseRecord, bool, error) {
+func getLease(b *batch, id int64) (leaseRecord, bool, error) {
 	var kb [leaseKeyLen]byte
 	v, closer, err := b.Get(leaseKey(&kb, id))
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -71,7 +71,7 @@ func getLease(b *pebble.Batch, id int64) (leaseRecord, bool, error) {
 	return l, true, nil
 }
 
-func setLease(b *pebble.Batch, id int64, l leaseRecord) error {
+func setLease(b *batch, id int64, l leaseRecord) error {
 	var kb [leaseKeyLen]byte
 	var vb [1 + 2*binary.MaxVarintLen64]byte
 	if err := b.Set(leaseKey(&kb, id), appendLeaseRecord(vb[:0], l), nil); err != nil {
@@ -81,7 +81,7 @@ func setLease(b *pebble.Batch, id int64, l leaseRecord) error {
 }
 
 // applyGrant creates a lease. fail is the command's deterministic error.
-func (s *StateMachine) applyGrant(b *pebble.Batch, g *LeaseGrant, index uint64) (res LeaseResult, fail, err error) {
+func (s *StateMachine) applyGrant(b *batch, g *LeaseGrant, index uint64) (res LeaseResult, fail, err error) {
 	id := g.ID
 	if id == 0 {
 		id = int64(index) + s.leaseBase
@@ -114,7 +114,7 @@ func (s *StateMachine) staleEpoch(epoch uint64) error {
 }
 
 // applyRevoke removes leases and deletes their keys.
-func (s *StateMachine) applyRevoke(b *pebble.Batch, r *LeaseRevoke) (res LeaseResult, fail, err error) {
+func (s *StateMachine) applyRevoke(b *batch, r *LeaseRevoke) (res LeaseResult, fail, err error) {
 	if r.Expired {
 		if fail := s.staleEpoch(r.Epoch); fail != nil {
 			return res, fmt.Errorf("lease expiry: %w", fail), nil
@@ -153,7 +153,7 @@ func (s *StateMachine) applyRevoke(b *pebble.Batch, r *LeaseRevoke) (res LeaseRe
 
 // revokeLease deletes every key attached to lease id (with a delete event
 // each, in key order), the attachments and the lease.
-func (s *StateMachine) revokeLease(b *pebble.Batch, id int64) (int64, error) {
+func (s *StateMachine) revokeLease(b *batch, id int64) (int64, error) {
 	lower := appendAttachKey(nil, id, nil)
 	upper := prefixEnd(lower)
 	var n int64
@@ -223,7 +223,7 @@ func (s *StateMachine) revokeLease(b *pebble.Batch, id int64) (int64, error) {
 
 // applyCheckpoint stores (or, with RemainingMs 0, clears) the remaining
 // TTL of the leases that exist.
-func (s *StateMachine) applyCheckpoint(b *pebble.Batch, c *LeaseCheckpoint) (fail, err error) {
+func (s *StateMachine) applyCheckpoint(b *batch, c *LeaseCheckpoint) (fail, err error) {
 	if fail := s.staleEpoch(c.Epoch); fail != nil {
 		return fmt.Errorf("lease checkpoint: %w", fail), nil
 	}
@@ -250,7 +250,7 @@ func (s *StateMachine) applyCheckpoint(b *pebble.Batch, c *LeaseCheckpoint) (fai
 
 // attach moves key (a user key) from lease from to lease to (0 = none) in
 // the attachment index.
-func (s *StateMachine) attach(b *pebble.Batch, key []byte, from, to int64) error {
+func (s *StateMachine) attach(b *batch, key []byte, from, to int64) error {
 	if from != 0 {
 		s.abuf = appendAttachKey(s.abuf, from, key)
 		if err := b.Delete(s.abuf, nil); err != nil {

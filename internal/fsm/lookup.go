@@ -71,7 +71,7 @@ func (s *StateMachine) Lookup(q any) (any, error) {
 // sequence number current when created, whatever Update commits later) and
 // returns it with the revision it sees. The caller holds s.mu.RLock and
 // sets the iterator's bounds before using it.
-func (s *StateMachine) readView() (*pebble.Iterator, int64, error) {
+func (s *StateMachine) readView() (*iter, int64, error) {
 	if s.db == nil {
 		return nil, 0, fmt.Errorf("lookup: %w", errs.Closed)
 	}
@@ -93,7 +93,7 @@ func (s *StateMachine) readView() (*pebble.Iterator, int64, error) {
 }
 
 // viewUint64 reads an 8-byte meta value through it.
-func viewUint64(it *pebble.Iterator, key []byte) (uint64, bool, error) {
+func viewUint64(it *iter, key []byte) (uint64, bool, error) {
 	if !it.SeekGE(key) || !bytes.Equal(it.Key(), key) {
 		if err := it.Error(); err != nil {
 			return 0, false, fmt.Errorf("lookup: %w", err)

@@ -79,7 +79,7 @@ func (s *StateMachine) sessionFor(id uint64) *session {
 // cmd is answered without applying: a repeated id answered from its stored result, or a
 // late copy below the session's mark refused. Otherwise it has advanced the
 // session (time, mark, forgetting results below the mark) and cmd applies.
-func (s *StateMachine) dedup(b *pebble.Batch, cmd *Command) (r Result, done bool, err error) {
+func (s *StateMachine) dedup(b *batch, cmd *Command) (r Result, done bool, err error) {
 	ss := s.sessionFor(cmd.Session)
 	if cmd.Seq < ss.mark {
 		return Result{Data: encodeError(fmt.Errorf(
@@ -122,7 +122,7 @@ func (s *StateMachine) dedup(b *pebble.Batch, cmd *Command) (r Result, done bool
 }
 
 // storeResult records the result of cmd, applied at index.
-func (s *StateMachine) storeResult(b *pebble.Batch, cmd *Command, index uint64, data []byte) error {
+func (s *StateMachine) storeResult(b *batch, cmd *Command, index uint64, data []byte) error {
 	var kb [dedupIDKeyLen]byte
 	d := b.SetDeferred(dedupIDKeyLen, 8+len(data))
 	copy(d.Key, dedupIDKey(&kb, cmd.Session, cmd.Seq))
@@ -139,7 +139,7 @@ func (s *StateMachine) storeResult(b *pebble.Batch, cmd *Command, index uint64, 
 
 // forgetBelow deletes the results of ss below mark: their proposer has
 // its answers.
-func (s *StateMachine) forgetBelow(b *pebble.Batch, ss *session, mark uint64) error {
+func (s *StateMachine) forgetBelow(b *batch, ss *session, mark uint64) error {
 	n := 0
 	var kb [dedupIDKeyLen]byte
 	for _, seq := range ss.stored {
@@ -166,7 +166,7 @@ func (s *StateMachine) markDirty(ss *session) {
 }
 
 // writeSessions writes the 's' rows and the clock that the Update changed.
-func (s *StateMachine) writeSessions(b *pebble.Batch) error {
+func (s *StateMachine) writeSessions(b *batch) error {
 	var kb [sessionKeyLen]byte
 	var v [16]byte
 	for _, ss := range s.dirtySessions {
@@ -195,7 +195,7 @@ func (s *StateMachine) writeSessions(b *pebble.Batch) error {
 
 // sweepSessions forgets the sessions idle past the horizon, and the
 // pre-session dedup index of an old data dir.
-func (s *StateMachine) sweepSessions(b *pebble.Batch) error {
+func (s *StateMachine) sweepSessions(b *batch) error {
 	var kb [sessionKeyLen]byte
 	for id, ss := range s.sessions {
 		if s.clock-ss.last <= s.horizon {
@@ -218,7 +218,7 @@ func (s *StateMachine) sweepSessions(b *pebble.Batch) error {
 
 // deleteRange deletes every key in [lower, upper) one by one (see
 // trimEvents for why not with a range tombstone).
-func (s *StateMachine) deleteRange(b *pebble.Batch, lower, upper []byte) error {
+func (s *StateMachine) deleteRange(b *batch, lower, upper []byte) error {
 	for {
 		it := b.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 		buf := s.scratch[:0]
@@ -252,7 +252,7 @@ func (s *StateMachine) deleteRange(b *pebble.Batch, lower, upper []byte) error {
 }
 
 // loadSessions reads the sessions, their stored results and the clock.
-func loadSessions(db *pebble.DB) (map[uint64]*session, int64, bool, error) {
+func loadSessions(db *space) (map[uint64]*session, int64, bool, error) {
 	sessions := map[uint64]*session{}
 	get := func(id uint64) *session {
 		ss := sessions[id]

@@ -1,48 +1,317 @@
 package fsm
 
 import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
 	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/bloom"
 	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/dister/dister/internal/errs"
 )
 
-// Shared is what the state machines of one host share, so that memory and
-// goroutines do not grow with the number of groups: pebble's block cache,
-// and its table cache, which runs goroutines of its own per shard. Without
-// it, each pebble instance would make its own of each.
+// Shared is the one pebble database the state machines of a host keep
+// their state in, each in a key space of its own, so that a group costs no
+// database of its own: no memtable, files, goroutines or fsyncs at
+// creation per group, and the writes of all groups go through one commit
+// pipeline.
+//
+// Layout (every key of a state machine keeps the layout of keys.go, behind
+// a prefix):
+//
+//	0x00 + shard(8 BE)              the shard's current generation (8 BE)
+//	0x01 + shard(8 BE) + gen(8 BE)  + key: the shard's state in that generation
+//
+// A generation plays the part a database directory played when every
+// replica had its own: RecoverFromSnapshot loads the stream into the next
+// generation and switches the record in the same batch that drops the old
+// one, so a crash or a bad stream leaves the previous state whole. Open
+// drops the shard's other generations (the leftovers of such a crash).
+//
+// The database has no WAL (see openPebble): what a crash loses is a suffix
+// of the batches committed since the last flush, for every shard at once,
+// and each shard's applied index is in the same batches as its state, so
+// every shard rolls back to a state and index that belong together.
 type Shared struct {
+	db         *pebble.DB
 	cache      *pebble.Cache
 	tableCache *pebble.TableCache
+
+	// mu guards closed: a snapshot (a Dump's, a Raft snapshot's) may be
+	// released after the database closed, and pebble must not see that.
+	mu     sync.RWMutex
+	closed bool
+
+	// Sync coalescing: a flush that starts after a Sync call began covers
+	// it (see Sync).
+	syncMu    sync.Mutex
+	syncCalls atomic.Uint64
+	synced    uint64
 }
 
-// sharedTableCacheSize bounds the sstables the host's state machines keep
-// open together (pebble's own default is about 1,000 per instance).
+// sharedTableCacheSize bounds the sstables the store keeps open.
 const sharedTableCacheSize = 4096
 
-// NewShared makes the shared parts with a block cache of cacheBytes. Close
-// it after every state machine that used it has closed.
-func NewShared(cacheBytes int64) *Shared {
+// sharedMemTableSize is the store's memtable: one for every group.
+const sharedMemTableSize = 64 << 20
+
+// OpenShared opens (or creates) the store in dir with a block cache of
+// cacheBytes. Close it after every state machine that used it has closed.
+func OpenShared(dir string, cacheBytes int64) (*Shared, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("open state store: %w", err)
+	}
 	s := &Shared{cache: pebble.NewCache(cacheBytes)}
 	s.tableCache = pebble.NewTableCache(s.cache, runtime.GOMAXPROCS(0), sharedTableCacheSize)
-	return s
+	db, err := openPebble(dir, s, sharedMemTableSize)
+	if err != nil {
+		_ = s.tableCache.Unref()
+		s.cache.Unref()
+		return nil, err
+	}
+	s.db = db
+	return s, nil
 }
 
-// Close releases the shared parts.
-func (s *Shared) Close() {
+// Close flushes the memtable (sparing a restart the replay of the log) and
+// closes the store. Idempotent.
+func (s *Shared) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	_ = s.db.Flush()
+	err := s.db.Close()
 	_ = s.tableCache.Unref()
 	s.cache.Unref()
+	if err != nil {
+		return fmt.Errorf("close state store: %w", err)
+	}
+	return nil
 }
 
-// options fills in the parts of opts this Shared provides (nil = pebble's
-// own per instance). The file system is the plain one: pebble's default
-// wraps it in disk health checks, one ticker goroutine per instance, that
-// report slow disks to an event listener that dister does not set.
-func (s *Shared) options(opts *pebble.Options) {
-	opts.FS = vfs.Default
-	if s == nil {
-		opts.Cache = pebble.NewCache(8 << 20) // the caller drops its reference after Open
-		return
+// Sync makes every batch committed before the call durable. Many shards
+// call it (dragonboat does before it compacts a shard's log), and one
+// flush serves every call that began before it started.
+func (s *Shared) Sync() error {
+	ticket := s.syncCalls.Add(1)
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.synced >= ticket {
+		return nil
 	}
-	opts.Cache, opts.TableCache = s.cache, s.tableCache
+	upto := s.syncCalls.Load()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return errs.Closed
+	}
+	if err := s.db.Flush(); err != nil {
+		return err
+	}
+	s.synced = upto
+	return nil
+}
+
+// DropShard deletes everything the shard holds, every generation and its
+// record, and compacts the range so the disk space is given back. The
+// shard's state machine must be closed.
+func (s *Shared) DropShard(shard uint64) error {
+	lo, hi := shardRange(shard)
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := b.DeleteRange(lo, hi, nil); err != nil {
+		return err
+	}
+	if err := b.Delete(genKey(shard), nil); err != nil {
+		return err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return errs.Closed
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return err
+	}
+	// The tombstones are flushed by the compaction, which gives the space
+	// back.
+	return s.db.Compact(lo, hi, false)
+}
+
+// Shards lists the shards that have a generation record (state) in the
+// store.
+func (s *Shared) Shards() ([]uint64, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, errs.Closed
+	}
+	it := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{storeGen}, UpperBound: []byte{storeGen + 1}})
+	var out []uint64
+	for valid := it.First(); valid; valid = it.Next() {
+		if k := it.Key(); len(k) == 9 {
+			out = append(out, binary.BigEndian.Uint64(k[1:]))
+		}
+	}
+	return out, it.Close()
+}
+
+// HasShard tells whether shard has state in the store.
+func (s *Shared) HasShard(shard uint64) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return false
+	}
+	gen, err := s.readGen(shard)
+	return err == nil && gen != 0
+}
+
+// Key layout of the store.
+const (
+	storeGen   = 0x00
+	storeSpace = 0x01
+	spaceLen   = 1 + 8 + 8
+)
+
+func genKey(shard uint64) []byte {
+	return binary.BigEndian.AppendUint64([]byte{storeGen}, shard)
+}
+
+// shardRange is every generation of shard.
+func shardRange(shard uint64) (lo, hi []byte) {
+	lo = binary.BigEndian.AppendUint64([]byte{storeSpace}, shard)
+	return lo, prefixEnd(lo)
+}
+
+// readGen reads shard's current generation; 0 = none (a new replica).
+func (s *Shared) readGen(shard uint64) (uint64, error) {
+	v, closer, err := s.db.Get(genKey(shard))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read generation: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 8 || binary.BigEndian.Uint64(v) == 0 {
+		return 0, fmt.Errorf("corrupt generation record of shard %d (%x)", shard, v)
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// space is shard's state in generation gen.
+func (s *Shared) space(shard, gen uint64) *space {
+	p := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64([]byte{storeSpace}, shard), gen)
+	return &space{st: s, shard: shard, gen: gen, p: p, end: prefixEnd(p)}
+}
+
+// switchGen makes gen shard's current generation and drops every other,
+// in one batch, not synced: after a crash the store holds either the old
+// generation whole or the new one (see Shared).
+func (s *Shared) switchGen(shard, gen uint64) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	var v [8]byte
+	binary.BigEndian.PutUint64(v[:], gen)
+	if err := b.Set(genKey(shard), v[:], nil); err != nil {
+		return err
+	}
+	if err := s.dropOthers(b, shard, gen); err != nil {
+		return err
+	}
+	return b.Commit(pebble.NoSync)
+}
+
+// dropOtherGens drops the generations of shard other than gen, if any.
+func (s *Shared) dropOtherGens(shard, gen uint64) error {
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := s.dropOthers(b, shard, gen); err != nil {
+		return err
+	}
+	if b.Empty() {
+		return nil
+	}
+	return b.Commit(pebble.NoSync)
+}
+
+// dropOthers adds to b the deletion of every generation of shard but gen,
+// where keys exist (a range tombstone costs every later read that crosses
+// it).
+func (s *Shared) dropOthers(b *pebble.Batch, shard, gen uint64) error {
+	lo, hi := shardRange(shard)
+	keep := s.space(shard, gen)
+	for _, r := range [][2][]byte{{lo, keep.p}, {keep.end, hi}} {
+		if r[0] == nil {
+			continue
+		}
+		it := s.db.NewIter(&pebble.IterOptions{LowerBound: r[0], UpperBound: r[1]})
+		found := it.First()
+		if err := it.Close(); err != nil {
+			return err
+		}
+		if found {
+			if err := b.DeleteRange(r[0], r[1], nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// openPebble opens a database without a WAL: the Raft log already holds
+// every entry, so a crash that loses the memtable loses only applied
+// entries that dragonboat replays (each shard's applied index is in the
+// same batches as its state, so state and index roll back together).
+// Sync, which dragonboat calls before it compacts its log, flushes the
+// memtable instead. That halves what an Update writes, events included.
+func openPebble(path string, shared *Shared, memTableSize int) (*pebble.DB, error) {
+	opts := &pebble.Options{
+		MemTableSize: memTableSize,
+		DisableWAL:   true,
+		Logger:       quietLogger{},
+		// The plain file system: pebble's default wraps it in disk health
+		// checks, a ticker goroutine, that report slow disks to an event
+		// listener dister does not set.
+		FS: vfs.Default,
+	}
+	// Bloom filters: every Update looks up its dedup id, which is almost
+	// always absent, and a Put's key, which often is; without filters each
+	// miss reads a block of every level.
+	opts.Levels = make([]pebble.LevelOptions, 7)
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+		opts.Levels[i].Compression = pebble.NoCompression
+	}
+	if shared != nil {
+		opts.Cache, opts.TableCache = shared.cache, shared.tableCache
+	} else {
+		opts.Cache = pebble.NewCache(8 << 20)
+		defer opts.Cache.Unref() // pebble.Open takes its own reference
+	}
+	db, err := pebble.Open(path, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open pebble %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// quietLogger drops pebble's informational chatter. Fatalf must not return:
+// pebble calls it when its commit pipeline is broken and carries on as if it
+// had stopped the process.
+type quietLogger struct{}
+
+func (quietLogger) Infof(string, ...interface{}) {}
+func (quietLogger) Fatalf(format string, args ...interface{}) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
 }

@@ -8,8 +8,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"os"
-	"path/filepath"
 	"sync"
 
 	"github.com/cockroachdb/pebble"
@@ -51,8 +49,8 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 // snapshotCtx is what PrepareSnapshot returns.
 type snapshotCtx struct {
-	db   *pebble.DB
-	snap *pebble.Snapshot
+	db   *space
+	snap *snapshot
 	once sync.Once
 }
 
@@ -146,63 +144,63 @@ func (w *snapWriter) write(p []byte) {
 var errCorruptSnapshot = errors.New("corrupt snapshot")
 
 // RecoverFromSnapshot replaces the whole state with the stream's. The
-// stream is loaded into a new database directory; only once it is complete,
-// verified and synced does CURRENT switch to it, so an error (or a crash)
-// leaves the previous state in place.
+// stream is loaded into the shard's next generation; only once it is
+// complete and verified does the generation record switch to it, in the
+// batch that drops the old one, so an error (or a crash) leaves the
+// previous state in place.
 func (s *StateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) error {
 	s.mu.RLock()
-	open, gen := s.db != nil, s.gen
+	cur, st := s.db, s.store
 	s.mu.RUnlock()
-	if !open {
+	if cur == nil {
 		return fmt.Errorf("recover snapshot: %w", errs.Closed)
 	}
-	path := filepath.Join(s.dir, dbDirName(gen+1))
-	if err := os.RemoveAll(path); err != nil {
+	next := st.space(s.shard, cur.gen+1)
+	abandon := func(err error) error {
+		_ = next.clear()
+		return err
+	}
+	if err := next.clear(); err != nil {
 		return fmt.Errorf("recover snapshot: %w", err)
 	}
-	ndb, err := openPebble(path, s.shared)
-	if err != nil {
-		return err
-	}
-	abandon := func(err error) error {
-		_ = ndb.Close()
-		_ = os.RemoveAll(path)
-		return err
-	}
-	if err := loadSnapshot(ndb, r, stop); err != nil {
+	if err := loadSnapshot(next, r, stop); err != nil {
 		return abandon(err)
 	}
-	if err := ndb.Flush(); err != nil {
-		return abandon(fmt.Errorf("recover snapshot: sync: %w", err))
-	}
-	st, err := loadState(ndb)
+	ld, err := loadState(next)
 	if err != nil {
-		return abandon(err)
-	}
-	if err := writeCurrent(s.dir, gen+1); err != nil {
 		return abandon(err)
 	}
 
+	// The switch under the lock: a reader that starts after it must find
+	// the new generation, the old one is gone.
 	s.mu.Lock()
-	old := s.db
-	s.db, s.gen = ndb, gen+1
-	s.loaded(st)
-	// Published under the lock, with the new database: a reader woken by
+	if s.db != cur {
+		s.mu.Unlock()
+		return abandon(fmt.Errorf("recover snapshot: %w", errs.Closed))
+	}
+	if err := st.switchGen(s.shard, next.gen); err != nil {
+		s.mu.Unlock()
+		return abandon(fmt.Errorf("recover snapshot: %w", err))
+	}
+	s.db = next
+	s.loaded(ld)
+	// Published under the lock, with the new generation: a reader woken by
 	// WaitApplied must find the data of that index.
-	s.setApplied(st.applied)
+	s.setApplied(ld.applied)
 	s.leaseGen.Add(1)
 	s.reservedGen.Add(1)
 	s.mu.Unlock()
 
-	// The new state is in place: failing to clean up the old one is not an
-	// error of the recovery, and the next Open removes what is left.
-	_ = old.Close()
-	_ = os.RemoveAll(filepath.Join(s.dir, dbDirName(gen)))
+	// Durable before dragonboat relies on it (it may compact the log up to
+	// the snapshot next).
+	if err := st.Sync(); err != nil {
+		return fmt.Errorf("recover snapshot: sync: %w", err)
+	}
 	return nil
 }
 
 // loadSnapshot writes the stream's records into db and checks its trailer.
-func loadSnapshot(db *pebble.DB, r io.Reader, stop <-chan struct{}) error {
+func loadSnapshot(db *space, r io.Reader, stop <-chan struct{}) error {
 	sr := snapReader{r: bufio.NewReaderSize(r, 256<<10)}
 	var hdr [len(snapMagic) + 1]byte
 	sr.readFull(hdr[:])

@@ -1,6 +1,8 @@
 package fsm
 
 import (
+	"github.com/cockroachdb/pebble"
+
 	"bytes"
 	"errors"
 	"fmt"
@@ -92,13 +94,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if got, _ := dump(t, dst); !reflect.DeepEqual(got.KVs, wantList.KVs) {
 		t.Fatal("state lost across reopen after recover")
 	}
-	ents, _ := os.ReadDir(dst.dir)
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	if !reflect.DeepEqual(names, []string{"CURRENT", "db-2"}) {
-		t.Fatalf("dir holds %v", names)
+	if g := storeGens(t, dst.sm); !reflect.DeepEqual(g, []uint64{2}) || dst.sm.db.gen != 2 {
+		t.Fatalf("store holds generations %v, in use %d; want only 2", g, dst.sm.db.gen)
 	}
 }
 
@@ -150,9 +147,8 @@ func TestCorruptSnapshot(t *testing.T) {
 	if afterRev != beforeRev || !reflect.DeepEqual(before, after) {
 		t.Fatal("a failed recovery changed the state")
 	}
-	ents, _ := filepath.Glob(filepath.Join(dst.dir, "db-*"))
-	if len(ents) != 1 {
-		t.Fatalf("leftover directories: %v", ents)
+	if g := storeGens(t, dst.sm); !reflect.DeepEqual(g, []uint64{1}) {
+		t.Fatalf("store holds generations %v after failed recoveries, want only 1", g)
 	}
 }
 
@@ -188,10 +184,23 @@ func TestSnapshotStop(t *testing.T) {
 }
 
 // TestOpenRemovesRecoveryLeftovers: a crash during RecoverFromSnapshot
-// leaves a database directory CURRENT does not name; Open drops it.
+// leaves keys of a generation the record does not name (and a crash of an
+// older binary, directories CURRENT did not name); Open drops them.
 func TestOpenRemovesRecoveryLeftovers(t *testing.T) {
 	h := newHarness(t, Options{})
 	h.apply(putCmd("a", "1"))
+	for _, gen := range []uint64{2, 17} {
+		b := h.sm.store.space(h.sm.shard, gen).NewBatch()
+		if err := b.Set([]byte("kleft"), []byte("over"), nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Commit(pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if g := storeGens(t, h.sm); !reflect.DeepEqual(g, []uint64{1, 2, 17}) {
+		t.Fatalf("generations %v", g)
+	}
 	if err := h.sm.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -207,9 +216,12 @@ func TestOpenRemovesRecoveryLeftovers(t *testing.T) {
 	if !h.get("a").Found || h.idx != 1 {
 		t.Fatal("state lost")
 	}
+	if g := storeGens(t, h.sm); !reflect.DeepEqual(g, []uint64{1}) {
+		t.Fatalf("generations after Open %v, want only 1", g)
+	}
 	ents, _ := os.ReadDir(h.dir)
-	if len(ents) != 2 {
-		t.Fatalf("dir holds %d entries, want CURRENT and db-1", len(ents))
+	if len(ents) != 1 || ents[0].Name() != ownStoreDir {
+		t.Fatalf("dir holds %d entries, want only the store", len(ents))
 	}
 	if err := h.sm.Close(); err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble"
-	"github.com/cockroachdb/pebble/bloom"
 
 	"github.com/dister/dister/internal/errs"
 )
@@ -38,11 +37,13 @@ type Options struct {
 	// SessionHorizon it must be the same on every replica of a group.
 	// 0 = DefaultEventRetention.
 	EventRetention uint64
-	// Shared holds the pebble caches the state machines of one host share
-	// so that memory and goroutines do not grow with the number of groups.
-	// Nil = a block cache of 8 MiB and a table cache of this state
-	// machine's own.
+	// Shared is the store the state machines of one host keep their state
+	// in, each in the key space of its Shard. Nil = a store of this state
+	// machine's own, under its directory, closed by its Close.
 	Shared *Shared
+	// Shard names this state machine's key space in Shared (its Raft
+	// shard id). 0 is a valid id.
+	Shard uint64
 }
 
 // StateMachine is one replica's state on pebble.
@@ -53,14 +54,15 @@ type Options struct {
 // mu guards the database handle against being closed or swapped (Close,
 // RecoverFromSnapshot) while a reader uses it.
 type StateMachine struct {
-	dir       string
+	dir       string // legacy data (a replica's own database, a restore's seed), imported by Open
 	horizon   int64
 	retention uint64
-	shared    *Shared // nil = own caches
+	shard     uint64
+	shared    *Shared // nil = a store of its own
 
 	mu     sync.RWMutex
-	db     *pebble.DB // nil before Open and after Close
-	gen    uint64     // the database directory in use is dbDirName(gen)
+	store  *Shared // shared, or its own (opened by Open, closed by Close)
+	db     *space  // the current generation; nil before Open and after Close
 	closed bool
 
 	applied     atomic.Uint64
@@ -118,6 +120,7 @@ func New(dir string, o Options) *StateMachine {
 		dir:       dir,
 		horizon:   hz,
 		retention: r,
+		shard:     o.Shard,
 		shared:    o.Shared,
 		waitCh:    make(chan struct{}),
 		done:      make(chan struct{}),
@@ -126,19 +129,21 @@ func New(dir string, o Options) *StateMachine {
 	return s
 }
 
-// Files under dir: the pebble database lives in a numbered subdirectory
-// named by the CURRENT file. RecoverFromSnapshot builds the next one beside
-// it and switches CURRENT atomically, so a crash or a bad stream never leaves
-// a half-replaced state.
+// Files of a replica that had a database of its own (before the Shared
+// store, and what a restore seeds): the pebble database lives in a
+// numbered subdirectory of dir named by the CURRENT file. Open imports it
+// into the store and removes it.
 const (
 	currentFile = "CURRENT"
 	dbDirPrefix = "db-"
+	ownStoreDir = "store" // under dir, when Options.Shared is nil
 )
 
 func dbDirName(gen uint64) string { return dbDirPrefix + strconv.FormatUint(gen, 10) }
 
-// Open opens (or creates) the database and returns the applied index it
-// holds: dragonboat replays the log from the next index.
+// Open opens the state machine's key space (creating it, or importing the
+// database of a replica that had one of its own) and returns the applied
+// index it holds: dragonboat replays the log from the next index.
 func (s *StateMachine) Open(stop <-chan struct{}) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -153,80 +158,130 @@ func (s *StateMachine) Open(stop <-chan struct{}) (uint64, error) {
 		return 0, ErrStopped
 	default:
 	}
-	if err := os.MkdirAll(s.dir, 0o750); err != nil {
-		return 0, fmt.Errorf("open: %w", err)
-	}
-	gen, fresh, err := readCurrent(s.dir)
-	if err != nil {
-		return 0, err
-	}
-	if err := removeStale(s.dir, gen); err != nil {
-		return 0, err
-	}
-	db, err := openPebble(filepath.Join(s.dir, dbDirName(gen)), s.shared)
-	if err != nil {
-		return 0, err
-	}
-	if fresh {
-		if err := writeCurrent(s.dir, gen); err != nil {
-			_ = db.Close()
-			return 0, err
+	st := s.shared
+	if st == nil {
+		var err error
+		if st, err = OpenShared(filepath.Join(s.dir, ownStoreDir), 8<<20); err != nil {
+			return 0, fmt.Errorf("open: %w", err)
 		}
 	}
-	st, err := loadState(db)
-	if err != nil {
-		_ = db.Close()
-		return 0, err
+	sp, err := s.openSpace(st)
+	if err == nil {
+		var ld loadedState
+		if ld, err = loadState(sp); err == nil {
+			s.store, s.db = st, sp
+			s.loaded(ld)
+			s.applied.Store(ld.applied)
+			s.leaseGen.Add(1)
+			s.reservedGen.Add(1)
+			return ld.applied, nil
+		}
 	}
-	s.db, s.gen = db, gen
-	s.loaded(st)
-	s.applied.Store(st.applied)
-	s.leaseGen.Add(1)
-	s.reservedGen.Add(1)
-	return st.applied, nil
+	if st != s.shared {
+		_ = st.Close()
+	}
+	return 0, err
 }
 
-// quietLogger drops pebble's informational chatter. Fatalf must not return:
-// pebble calls it when its commit pipeline is broken and carries on as if it
-// had stopped the process.
-type quietLogger struct{}
-
-func (quietLogger) Infof(string, ...interface{}) {}
-func (quietLogger) Fatalf(format string, args ...interface{}) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
-}
-
-func openPebble(path string, shared *Shared) (*pebble.DB, error) {
-	// Many groups each hold one of these: keep the fixed memory small.
-	const memTableSize = 16 << 20
-	// No WAL: the Raft log already holds every entry, so a crash that
-	// loses the memtable loses only applied entries that dragonboat
-	// replays (the applied index lives in the same memtable, so state and
-	// index roll back together). Sync, which dragonboat calls before it
-	// compacts its log, flushes the memtable instead. That halves what an
-	// Update writes, events included.
-	opts := &pebble.Options{
-		MemTableSize: memTableSize,
-		DisableWAL:   true,
-		Logger:       quietLogger{},
+// openSpace returns the shard's current generation in st: the one its
+// record names (dropping any other, the leftovers of a recovery that
+// crashed), an import of the legacy database in dir, or a new one.
+func (s *StateMachine) openSpace(st *Shared) (*space, error) {
+	gen, err := st.readGen(s.shard)
+	if err != nil {
+		return nil, err
 	}
-	// Bloom filters: every Update looks up its dedup id, which is almost
-	// always absent, and a Put's key, which often is; without filters each
-	// miss reads a block of every level.
-	opts.Levels = make([]pebble.LevelOptions, 7)
-	for i := range opts.Levels {
-		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
-		opts.Levels[i].Compression = pebble.NoCompression
+	if _, err := os.Stat(filepath.Join(s.dir, currentFile)); err == nil {
+		return s.importLegacy(st, gen+1)
 	}
-	shared.options(opts)
-	db, err := pebble.Open(path, opts)
-	if shared == nil {
-		opts.Cache.Unref() // pebble.Open took its own reference
+	if err := removeStale(s.dir, 0); err != nil {
+		return nil, err
+	}
+	if gen == 0 {
+		// A new replica. The record need not be durable before its data
+		// is: the store loses a suffix of its batches in a crash, so data
+		// of generation 1 never outlives it.
+		gen = 1
+		err = st.switchGen(s.shard, gen)
+	} else {
+		err = st.dropOtherGens(s.shard, gen)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open pebble %s: %w", path, err)
+		return nil, fmt.Errorf("open: %w", err)
 	}
-	return db, nil
+	return st.space(s.shard, gen), nil
+}
+
+// importLegacy copies the database of dir into generation gen of st,
+// switches the shard to it, and removes the database: CURRENT first, so a
+// crash before that imports it again and one after finds only leftovers.
+func (s *StateMachine) importLegacy(st *Shared, gen uint64) (*space, error) {
+	old, _, err := readCurrent(s.dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := removeStale(s.dir, old); err != nil {
+		return nil, err
+	}
+	db, err := openPebble(filepath.Join(s.dir, dbDirName(old)), nil, legacyMemTableSize)
+	if err != nil {
+		return nil, err
+	}
+	sp := st.space(s.shard, gen)
+	err = sp.clear()
+	if err == nil {
+		err = copyAll(db, sp)
+	}
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = st.switchGen(s.shard, gen)
+	}
+	if err == nil {
+		err = st.Sync()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open: import %s: %w", s.dir, err)
+	}
+	if err := os.Remove(filepath.Join(s.dir, currentFile)); err != nil {
+		return nil, fmt.Errorf("open: import %s: %w", s.dir, err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return nil, fmt.Errorf("open: import %s: %w", s.dir, err)
+	}
+	// Leftovers only now; the next Open removes what stays.
+	_ = removeStale(s.dir, 0)
+	return sp, nil
+}
+
+// legacyMemTableSize is the memtable of a replica's own database (a
+// legacy one, a restore's seed).
+const legacyMemTableSize = 16 << 20
+
+// copyAll writes every key of db into sp, in batches.
+func copyAll(db *pebble.DB, sp *space) error {
+	it := db.NewIter(nil)
+	b := sp.NewBatch()
+	defer func() { _ = b.Close() }()
+	for valid := it.First(); valid; valid = it.Next() {
+		if err := b.Set(it.Key(), it.Value(), nil); err != nil {
+			_ = it.Close()
+			return err
+		}
+		if b.Len() >= recoverBatchSize {
+			if err := b.Commit(pebble.NoSync); err != nil {
+				_ = it.Close()
+				return err
+			}
+			_ = b.Close()
+			b = sp.NewBatch()
+		}
+	}
+	if err := it.Close(); err != nil {
+		return err
+	}
+	return b.Commit(pebble.NoSync)
 }
 
 // loadedState is what Update keeps in memory, as loadState read it.
@@ -256,7 +311,7 @@ func (s *StateMachine) loaded(st loadedState) {
 }
 
 // readUint64 reads an 8-byte big-endian meta value; found false if absent.
-func readUint64(db *pebble.DB, key []byte, what string) (v uint64, found bool, err error) {
+func readUint64(db *space, key []byte, what string) (v uint64, found bool, err error) {
 	b, closer, err := db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0, false, nil
@@ -275,7 +330,7 @@ func readUint64(db *pebble.DB, key []byte, what string) (v uint64, found bool, e
 // revisions were a counter (or a fresh one) has none stored: its revision
 // was the applied index, and the counter starts from there at the first
 // entry of the current codec.
-func loadState(db *pebble.DB) (st loadedState, err error) {
+func loadState(db *space) (st loadedState, err error) {
 	if st.applied, _, err = readUint64(db, metaAppliedKey, "applied index"); err != nil {
 		return st, err
 	}
@@ -375,6 +430,9 @@ func syncDir(dir string) error {
 // leftovers of a recovery that crashed before or after switching CURRENT.
 func removeStale(dir string, keep uint64) error {
 	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("open: %w", err)
 	}
@@ -389,24 +447,20 @@ func removeStale(dir string, keep uint64) error {
 	return nil
 }
 
-// Close closes the database; later calls return errs.Closed. Idempotent.
+// Close closes the state machine (and its own store, if it has one; a
+// shared one stays open for the others); later calls return errs.Closed.
+// Idempotent.
 func (s *StateMachine) Close() error {
 	s.mu.Lock()
-	db := s.db
-	s.db = nil
+	st := s.store
+	s.db, s.store = nil, nil
 	s.closed = true
 	s.mu.Unlock()
 	s.once.Do(func() { close(s.done) })
-	if db == nil {
+	if st == nil || st == s.shared {
 		return nil
 	}
-	// Without a WAL, Close would drop the memtable; flushing it spares a
-	// restart the replay (a failed flush only costs that replay).
-	_ = db.Flush()
-	if err := db.Close(); err != nil {
-		return fmt.Errorf("close: %w", err)
-	}
-	return nil
+	return st.Close()
 }
 
 // Sync makes every applied entry durable: Update writes only the memtable
@@ -418,7 +472,7 @@ func (s *StateMachine) Sync() error {
 	if s.db == nil {
 		return fmt.Errorf("sync: %w", errs.Closed)
 	}
-	if err := s.db.Flush(); err != nil {
+	if err := s.store.Sync(); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
 	return nil

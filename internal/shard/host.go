@@ -203,7 +203,13 @@ func NewHost(cfg Config) (*Host, error) {
 		return nil, errs.Mark(fmt.Errorf("start raft host on %s in %s: %w", cfg.RaftAddr, raftDir, err), errs.Invalid)
 	}
 	h.nh = nh
-	h.shared = fsm.NewShared(cfg.StateCacheBytes)
+	// After the NodeHost: it holds the data dir's lock, so no second
+	// process opens the store.
+	if h.shared, err = fsm.OpenShared(filepath.Join(cfg.DataDir, "state", "store"), cfg.StateCacheBytes); err != nil {
+		nh.Close()
+		h.end()
+		return nil, fmt.Errorf("start: %w", err)
+	}
 	return h, nil
 }
 
@@ -215,8 +221,10 @@ func (h *Host) Close() {
 		h.mu.Unlock()
 		h.end()
 		h.rounds.Wait()
-		h.nh.Close() // closes the state machines, which release the cache
-		h.shared.Close()
+		h.nh.Close() // closes the state machines, which leave the store
+		if err := h.shared.Close(); err != nil {
+			h.cfg.Logger.Warn("close the state store", "err", err)
+		}
 		h.mu.Lock()
 		for _, ls := range h.leaders {
 			close(ls.changed)
@@ -308,6 +316,9 @@ func (h *Host) RemoveShardData(shardID uint64) error {
 		h.mu.Unlock()
 	}
 	if err := os.RemoveAll(h.stateDir(shardID)); err != nil {
+		return fmt.Errorf("remove shard %d state: %w", shardID, err)
+	}
+	if err := h.shared.DropShard(shardID); err != nil {
 		return fmt.Errorf("remove shard %d state: %w", shardID, err)
 	}
 	h.mu.Lock()
@@ -505,12 +516,18 @@ func (h *Host) HasData(shardID uint64) bool {
 	if h.Running(shardID) || h.nh.HasNodeInfo(shardID, h.cfg.NodeID) {
 		return true
 	}
-	_, err := os.Stat(h.stateDir(shardID))
-	return err == nil
+	if _, err := os.Stat(h.stateDir(shardID)); err == nil {
+		return true
+	}
+	return h.shared.HasShard(shardID)
 }
 
+// StoredShards lists the shards that have state in this host's store.
+func (h *Host) StoredShards() ([]uint64, error) { return h.shared.Shards() }
+
 // LocalShards lists the shards this host has data of, running or not: a
-// replica in the Raft log database, a state directory, or a role record.
+// replica in the Raft log database, state in the store or a state
+// directory (a restore's seed, an earlier binary's), or a role record.
 func (h *Host) LocalShards() []uint64 {
 	seen := map[uint64]bool{}
 	if info := h.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{}); info != nil {
@@ -526,6 +543,11 @@ func (h *Host) LocalShards() []uint64 {
 			if n, _ := fmt.Sscanf(de.Name(), "shard-%d", &id); n == 1 && de.Name() == fmt.Sprintf("shard-%d", id) {
 				seen[id] = true
 			}
+		}
+	}
+	if ids, err := h.shared.Shards(); err == nil {
+		for _, id := range ids {
+			seen[id] = true
 		}
 	}
 	h.mu.Lock()

@@ -49,7 +49,7 @@ func (h *Host) StartShard(shardID uint64, initial map[uint64]string, join bool) 
 		close(registered)
 	}()
 	create := func(shardID, replicaID uint64) sm.IOnDiskStateMachine {
-		m := fsm.New(dir, fsm.Options{SessionHorizon: h.cfg.SessionHorizon, EventRetention: h.cfg.EventRetention, Shared: h.shared})
+		m := fsm.New(dir, fsm.Options{SessionHorizon: h.cfg.SessionHorizon, EventRetention: h.cfg.EventRetention, Shared: h.shared, Shard: shardID})
 		a := &machine{m: m, shardID: shardID, onApply: h.cfg.OnApply, closed: make(chan struct{})}
 		if hook := h.closeHook.Load(); hook != nil {
 			a.onClose = *hook

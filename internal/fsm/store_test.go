@@ -1,0 +1,256 @@
+package fsm
+
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"testing"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// storeGens lists the generations of sm's shard that hold keys in its
+// store.
+func storeGens(t testing.TB, sm *StateMachine) []uint64 {
+	t.Helper()
+	sm.mu.RLock()
+	defer sm.mu.RUnlock()
+	return shardGens(t, sm.store, sm.shard)
+}
+
+func shardGens(t testing.TB, st *Shared, shard uint64) []uint64 {
+	t.Helper()
+	lo, hi := shardRange(shard)
+	it := st.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	var gens []uint64
+	for valid := it.First(); valid; valid = it.Next() {
+		g := binary.BigEndian.Uint64(it.Key()[9:spaceLen])
+		if len(gens) == 0 || gens[len(gens)-1] != g {
+			gens = append(gens, g)
+		}
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return gens
+}
+
+func openShared(t testing.TB, dir string) *Shared {
+	t.Helper()
+	st, err := OpenShared(dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// sharedHarness is a harness whose state machine keeps its state in st
+// under shard.
+func sharedHarness(t testing.TB, st *Shared, shard uint64, dir string) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: dir}
+	h.open(Options{Shared: st, Shard: shard})
+	return h
+}
+
+// TestSharedStoreKeepsShardsApart: state machines of several shards in one
+// store see only their own keys, whatever one of them does: writes, a
+// snapshot recovery, being dropped.
+func TestSharedStoreKeepsShardsApart(t *testing.T) {
+	root := t.TempDir()
+	st := openShared(t, filepath.Join(root, "store"))
+	a := sharedHarness(t, st, 1, filepath.Join(root, "a"))
+	b := sharedHarness(t, st, 2, filepath.Join(root, "b"))
+	c := sharedHarness(t, st, 3, filepath.Join(root, "c"))
+	a.apply(putCmd("x", "from a"), putCmd("only-a", "1"))
+	b.apply(putCmd("x", "from b"))
+	fillForSnapshot(c)
+	if got := string(a.get("x").KV.Value); got != "from a" || b.get("only-a").Found {
+		t.Fatalf("shards see each other: a has x=%q, b sees only-a: %v", got, b.get("only-a").Found)
+	}
+	// b takes c's state from a snapshot; a is untouched.
+	aBefore, aRev := dump(t, a)
+	if err := b.sm.RecoverFromSnapshot(bytes.NewReader(saveSnapshot(t, c.sm)), nil); err != nil {
+		t.Fatal(err)
+	}
+	bList, _ := dump(t, b)
+	cList, _ := dump(t, c)
+	if !reflect.DeepEqual(bList, cList) || b.get("x").Found && string(b.get("x").KV.Value) == "from b" {
+		t.Fatal("b does not hold c's state after the recovery")
+	}
+	if aAfter, rev := dump(t, a); rev != aRev || !reflect.DeepEqual(aAfter, aBefore) {
+		t.Fatal("recovering b changed a")
+	}
+	if g := shardGens(t, st, 2); !reflect.DeepEqual(g, []uint64{2}) {
+		t.Fatalf("b's generations %v, want 2", g)
+	}
+	// Dropping b leaves a and c whole, and a new b starts empty.
+	if err := b.sm.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.DropShard(2); err != nil {
+		t.Fatal(err)
+	}
+	if g := shardGens(t, st, 2); len(g) != 0 {
+		t.Fatalf("dropped shard still holds generations %v", g)
+	}
+	if aAfter, _ := dump(t, a); !reflect.DeepEqual(aAfter, aBefore) {
+		t.Fatal("dropping b changed a")
+	}
+	if l, _ := dump(t, c); !reflect.DeepEqual(l, cList) {
+		t.Fatal("dropping b changed c")
+	}
+	b = sharedHarness(t, st, 2, filepath.Join(root, "b"))
+	if l, _ := dump(t, b); len(l.KVs) != 0 || b.idx != 0 {
+		t.Fatalf("b after the drop: %d keys, applied %d", len(l.KVs), b.idx)
+	}
+	// Everything comes back after the store reopens.
+	for _, h := range []*harness{a, b, c} {
+		if err := h.sm.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st = openShared(t, filepath.Join(root, "store"))
+	defer st.Close()
+	a = sharedHarness(t, st, 1, filepath.Join(root, "a"))
+	c = sharedHarness(t, st, 3, filepath.Join(root, "c"))
+	if l, _ := dump(t, a); !reflect.DeepEqual(l, aBefore) {
+		t.Fatal("a lost across a reopen of the store")
+	}
+	if l, _ := dump(t, c); !reflect.DeepEqual(l, cList) {
+		t.Fatal("c lost across a reopen of the store")
+	}
+	for _, h := range []*harness{a, c} {
+		_ = h.sm.Close()
+	}
+}
+
+// writeLegacy writes the keys of src's state into dir as a replica with a
+// database of its own kept them (generation gen, named by CURRENT).
+func writeLegacy(t testing.TB, src *harness, dir string, gen uint64) {
+	t.Helper()
+	db, err := openPebble(filepath.Join(dir, dbDirName(gen)), nil, legacyMemTableSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.sm.mu.RLock()
+	it := src.sm.db.NewIter(nil)
+	for valid := it.First(); valid; valid = it.Next() {
+		if err := db.Set(it.Key(), it.Value(), pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := it.Close(); err != nil {
+		t.Fatal(err)
+	}
+	src.sm.mu.RUnlock()
+	if err := db.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeCurrent(dir, gen); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestOpenImportsLegacyDatabase: a replica of an earlier binary (or a
+// restore's seed) has a database of its own; Open moves it into the store
+// and removes it, and an import interrupted before CURRENT went is done
+// again whole.
+func TestOpenImportsLegacyDatabase(t *testing.T) {
+	src := newHarness(t, Options{})
+	fillForSnapshot(src)
+	want, wantRev := dump(t, src)
+
+	root := t.TempDir()
+	dir := filepath.Join(root, "shard-7")
+	writeLegacy(t, src, dir, 3)
+	st := openShared(t, filepath.Join(root, "store"))
+	defer st.Close()
+	h := sharedHarness(t, st, 7, dir)
+	if got, rev := dump(t, h); rev != wantRev || !reflect.DeepEqual(got, want) || h.idx != src.sm.Applied() {
+		t.Fatalf("imported state differs: rev %d want %d, applied %d want %d", rev, wantRev, h.idx, src.sm.Applied())
+	}
+	if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+		t.Fatalf("the legacy database is still there: %d entries", len(ents))
+	}
+	// A write after the import, then an import that a crash interrupted
+	// before CURRENT was removed: the legacy database is imported again
+	// whole, and the write (which the Raft log would replay) is gone.
+	h.apply(putCmd("after", "import"))
+	if err := h.sm.Close(); err != nil {
+		t.Fatal(err)
+	}
+	writeLegacy(t, src, dir, 3)
+	h = sharedHarness(t, st, 7, dir)
+	if got, rev := dump(t, h); rev != wantRev || !reflect.DeepEqual(got, want) {
+		t.Fatal("a second import differs from the legacy database")
+	}
+	if g := shardGens(t, st, 7); len(g) != 1 {
+		t.Fatalf("generations after the second import: %v", g)
+	}
+	_ = h.sm.Close()
+}
+
+// TestSharedSyncFromManyShards: concurrent Syncs of many shards (which
+// share flushes) each leave what was committed before them durable.
+func TestSharedSyncFromManyShards(t *testing.T) {
+	root := t.TempDir()
+	st := openShared(t, filepath.Join(root, "store"))
+	var hs []*harness
+	for i := range 8 {
+		hs = append(hs, sharedHarness(t, st, uint64(i), filepath.Join(root, "s")))
+	}
+	var wg sync.WaitGroup
+	for _, h := range hs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				h.apply(putCmd("k", "v"))
+				if err := h.sm.Sync(); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	// Durable without the close-time flush: close the store as a crash
+	// would, memtable lost.
+	for _, h := range hs {
+		_ = h.sm.Close()
+	}
+	crashClose(t, st)
+	st = openShared(t, filepath.Join(root, "store"))
+	defer st.Close()
+	for i := range 8 {
+		h := sharedHarness(t, st, uint64(i), filepath.Join(root, "s"))
+		if h.idx != 20 {
+			t.Fatalf("shard %d: applied %d after the crash, want 20", i, h.idx)
+		}
+		_ = h.sm.Close()
+	}
+}
+
+// crashClose closes st without flushing its memtable (there is no WAL):
+// what a crash keeps.
+func crashClose(t testing.TB, st *Shared) {
+	t.Helper()
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.closed = true
+	if err := st.db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.tableCache.Unref()
+	st.cache.Unref()
+}
