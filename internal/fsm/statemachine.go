@@ -250,8 +250,10 @@ func (s *StateMachine) importLegacy(st *Shared, gen uint64) (*space, error) {
 	if err := syncDir(s.dir); err != nil {
 		return nil, fmt.Errorf("open: import %s: %w", s.dir, err)
 	}
-	// Leftovers only now; the next Open removes what stays.
+	// Leftovers only now; the next Open removes what stays. The directory
+	// goes too when nothing else is in it (a store of its own is).
 	_ = removeStale(s.dir, 0)
+	_ = os.Remove(s.dir)
 	return sp, nil
 }
 
