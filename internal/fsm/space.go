@@ -113,9 +113,9 @@ func (b *batch) NewIter(o *pebble.IterOptions) *iter {
 	return &iter{it: b.b.NewIter(b.sp.bounds(o)), sp: b.sp}
 }
 
-func (b *batch) Len() int                             { return b.b.Len() }
+func (b *batch) Len() int                            { return b.b.Len() }
 func (b *batch) Commit(o *pebble.WriteOptions) error { return b.b.Commit(o) }
-func (b *batch) Close() error                         { return b.b.Close() }
+func (b *batch) Close() error                        { return b.b.Close() }
 
 // snapshot is a pebble snapshot of the store read through a space. Its
 // Close is safe after the store closed (the store took it along).
