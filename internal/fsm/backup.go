@@ -239,7 +239,7 @@ func NewSeeder(dir string) (*Seeder, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("fsm: seed: %w", err)
 	}
-	db, err := openPebble(filepath.Join(dir, dbDirName(1)), nil, legacyMemTableSize)
+	db, err := openPebble(filepath.Join(dir, dbDirName(1)), nil, legacyMemTableSize, false)
 	if err != nil {
 		return nil, err
 	}

@@ -69,7 +69,7 @@ func OpenShared(dir string, cacheBytes int64) (*Shared, error) {
 	}
 	s := &Shared{cache: pebble.NewCache(cacheBytes)}
 	s.tableCache = pebble.NewTableCache(s.cache, runtime.GOMAXPROCS(0), sharedTableCacheSize)
-	db, err := openPebble(dir, s, sharedMemTableSize)
+	db, err := openPebble(dir, s, sharedMemTableSize, false)
 	if err != nil {
 		_ = s.tableCache.Unref()
 		s.cache.Unref()
@@ -275,8 +275,9 @@ func (s *Shared) dropOthers(b *pebble.Batch, shard, gen uint64) error {
 // same batches as its state, so state and index roll back together).
 // Sync, which dragonboat calls before it compacts its log, flushes the
 // memtable instead. That halves what an Update writes, events included.
-func openPebble(path string, shared *Shared, memTableSize int) (*pebble.DB, error) {
+func openPebble(path string, shared *Shared, memTableSize int, mustExist bool) (*pebble.DB, error) {
 	opts := &pebble.Options{
+		ErrorIfNotExists: mustExist,
 		MemTableSize: memTableSize,
 		DisableWAL:   true,
 		Logger:       quietLogger{},

@@ -149,38 +149,36 @@ var errCorruptSnapshot = errors.New("corrupt snapshot")
 // batch that drops the old one, so an error (or a crash) leaves the
 // previous state in place.
 func (s *StateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) error {
+	// The read lock through the load: Close waits for it (it would close a
+	// store of the state machine's own under the load, and the host closes
+	// the shared one once every state machine closed). Lookups go on
+	// meanwhile; Update does not run during a recovery.
 	s.mu.RLock()
 	cur, st := s.db, s.store
-	s.mu.RUnlock()
 	if cur == nil {
+		s.mu.RUnlock()
 		return fmt.Errorf("recover snapshot: %w", errs.Closed)
 	}
 	next := st.space(s.shard, cur.gen+1)
-	abandon := func(err error) error {
-		_ = next.clear()
-		return err
-	}
-	if err := next.clear(); err != nil {
-		return fmt.Errorf("recover snapshot: %w", err)
-	}
-	if err := loadSnapshot(next, r, stop); err != nil {
-		return abandon(err)
-	}
-	ld, err := loadState(next)
+	ld, err := loadInto(next, r, stop)
+	s.mu.RUnlock()
 	if err != nil {
-		return abandon(err)
+		return err
 	}
 
 	// The switch under the lock: a reader that starts after it must find
 	// the new generation, the old one is gone.
 	s.mu.Lock()
 	if s.db != cur {
+		// Closed meanwhile (its store may be too): the next Open drops
+		// the loaded generation.
 		s.mu.Unlock()
-		return abandon(fmt.Errorf("recover snapshot: %w", errs.Closed))
+		return fmt.Errorf("recover snapshot: %w", errs.Closed)
 	}
 	if err := st.switchGen(s.shard, next.gen); err != nil {
+		_ = next.clear()
 		s.mu.Unlock()
-		return abandon(fmt.Errorf("recover snapshot: %w", err))
+		return fmt.Errorf("recover snapshot: %w", err)
 	}
 	s.db = next
 	s.loaded(ld)
@@ -197,6 +195,23 @@ func (s *StateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 		return fmt.Errorf("recover snapshot: sync: %w", err)
 	}
 	return nil
+}
+
+// loadInto loads the stream into next (emptied first) and reads the
+// state it holds; on an error next is emptied again.
+func loadInto(next *space, r io.Reader, stop <-chan struct{}) (loadedState, error) {
+	if err := next.clear(); err != nil {
+		return loadedState{}, fmt.Errorf("recover snapshot: %w", err)
+	}
+	err := loadSnapshot(next, r, stop)
+	var ld loadedState
+	if err == nil {
+		ld, err = loadState(next)
+	}
+	if err != nil {
+		_ = next.clear()
+	}
+	return ld, err
 }
 
 // loadSnapshot writes the stream's records into db and checks its trailer.

@@ -73,8 +73,14 @@ func (sp *space) EstimateDiskUsage(lo, hi []byte) (uint64, error) {
 		append(append([]byte(nil), sp.p...), lo...), append(append([]byte(nil), sp.p...), hi...))
 }
 
-// clear deletes everything in the space.
+// clear deletes everything in the space, if it holds anything (a range
+// tombstone costs every later read that crosses it).
 func (sp *space) clear() error {
+	it := sp.st.db.NewIter(&pebble.IterOptions{LowerBound: sp.p, UpperBound: sp.end})
+	found := it.First()
+	if err := it.Close(); err != nil || !found {
+		return err
+	}
 	b := sp.st.db.NewBatch()
 	defer b.Close()
 	if err := b.DeleteRange(sp.p, sp.end, nil); err != nil {

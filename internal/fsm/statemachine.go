@@ -223,7 +223,7 @@ func (s *StateMachine) importLegacy(st *Shared, gen uint64) (*space, error) {
 	if err := removeStale(s.dir, old); err != nil {
 		return nil, err
 	}
-	db, err := openPebble(filepath.Join(s.dir, dbDirName(old)), nil, legacyMemTableSize)
+	db, err := openPebble(filepath.Join(s.dir, dbDirName(old)), nil, legacyMemTableSize, true)
 	if err != nil {
 		return nil, err
 	}

@@ -135,7 +135,7 @@ func TestSharedStoreKeepsShardsApart(t *testing.T) {
 // database of its own kept them (generation gen, named by CURRENT).
 func writeLegacy(t testing.TB, src *harness, dir string, gen uint64) {
 	t.Helper()
-	db, err := openPebble(filepath.Join(dir, dbDirName(gen)), nil, legacyMemTableSize)
+	db, err := openPebble(filepath.Join(dir, dbDirName(gen)), nil, legacyMemTableSize, false)
 	if err != nil {
 		t.Fatal(err)
 	}
