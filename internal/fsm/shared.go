@@ -278,9 +278,9 @@ func (s *Shared) dropOthers(b *pebble.Batch, shard, gen uint64) error {
 func openPebble(path string, shared *Shared, memTableSize int, mustExist bool) (*pebble.DB, error) {
 	opts := &pebble.Options{
 		ErrorIfNotExists: mustExist,
-		MemTableSize: memTableSize,
-		DisableWAL:   true,
-		Logger:       quietLogger{},
+		MemTableSize:     memTableSize,
+		DisableWAL:       true,
+		Logger:           quietLogger{},
 		// The plain file system: pebble's default wraps it in disk health
 		// checks, a ticker goroutine, that report slow disks to an event
 		// listener dister does not set.
