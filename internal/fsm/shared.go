@@ -53,6 +53,13 @@ type Shared struct {
 	syncMu    sync.Mutex
 	syncCalls atomic.Uint64
 	synced    uint64
+
+	// Flushes Sync started and the number of the last one that finished:
+	// a space whose writes all ended before flush n began is durable once
+	// flushDone >= n, and its Sync needs no flush of its own (see
+	// space.Flush).
+	flushBegun atomic.Uint64
+	flushDone  atomic.Uint64
 }
 
 // sharedTableCacheSize bounds the sstables the store keeps open.
@@ -114,9 +121,11 @@ func (s *Shared) Sync() error {
 	if s.closed {
 		return errs.Closed
 	}
+	n := s.flushBegun.Add(1)
 	if err := s.db.Flush(); err != nil {
 		return err
 	}
+	s.flushDone.Store(n)
 	s.synced = upto
 	return nil
 }

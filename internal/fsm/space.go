@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"io"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -17,6 +18,24 @@ type space struct {
 	gen   uint64
 	p     []byte // storeSpace + shard + gen
 	end   []byte // prefixEnd(p); nil = none
+
+	// needFlush is the number of the store's flush that covers every
+	// write to the space so far (0: none written since it opened).
+	needFlush atomic.Uint64
+}
+
+// wrote records a write to the space that ended: a flush Sync begins
+// after now covers it. The number read after the write may be a flush
+// that began before the write ended; one more is then needed, which the
+// +1 asks for either way.
+func (sp *space) wrote() {
+	need := sp.st.flushBegun.Load() + 1
+	for {
+		cur := sp.needFlush.Load()
+		if cur >= need || sp.needFlush.CompareAndSwap(cur, need) {
+			return
+		}
+	}
 }
 
 // key returns p+k in buf's storage.
@@ -64,9 +83,18 @@ func (sp *space) NewSnapshot() *snapshot {
 	return &snapshot{snap: sp.st.db.NewSnapshot(), sp: sp}
 }
 
-// Flush makes what was committed to the space durable (the whole store's
-// memtable goes).
-func (sp *space) Flush() error { return sp.st.Sync() }
+// Flush makes what was committed to the space durable. A flush takes the
+// whole store's memtable, so it is skipped when one that began after the
+// space's last write has finished: dragonboat syncs every replica when it
+// starts and every few minutes after, and most of a thousand groups wrote
+// nothing since.
+func (sp *space) Flush() error {
+	need := sp.needFlush.Load()
+	if need == 0 || sp.st.flushDone.Load() >= need {
+		return nil
+	}
+	return sp.st.Sync()
+}
 
 func (sp *space) EstimateDiskUsage(lo, hi []byte) (uint64, error) {
 	return sp.st.db.EstimateDiskUsage(
@@ -86,6 +114,7 @@ func (sp *space) clear() error {
 	if err := b.DeleteRange(sp.p, sp.end, nil); err != nil {
 		return err
 	}
+	defer sp.wrote()
 	return b.Commit(pebble.NoSync)
 }
 
@@ -119,9 +148,12 @@ func (b *batch) NewIter(o *pebble.IterOptions) *iter {
 	return &iter{it: b.b.NewIter(b.sp.bounds(o)), sp: b.sp}
 }
 
-func (b *batch) Len() int                            { return b.b.Len() }
-func (b *batch) Commit(o *pebble.WriteOptions) error { return b.b.Commit(o) }
-func (b *batch) Close() error                        { return b.b.Close() }
+func (b *batch) Len() int { return b.b.Len() }
+func (b *batch) Commit(o *pebble.WriteOptions) error {
+	defer b.sp.wrote()
+	return b.b.Commit(o)
+}
+func (b *batch) Close() error { return b.b.Close() }
 
 // snapshot is a pebble snapshot of the store read through a space. Its
 // Close is safe after the store closed (the store took it along).

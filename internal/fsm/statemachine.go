@@ -474,7 +474,7 @@ func (s *StateMachine) Sync() error {
 	if s.db == nil {
 		return fmt.Errorf("sync: %w", errs.Closed)
 	}
-	if err := s.store.Sync(); err != nil {
+	if err := s.db.Flush(); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
 	return nil
