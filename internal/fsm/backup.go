@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
 
 	"github.com/dister/dister/internal/errs"
 )
@@ -239,7 +240,7 @@ func NewSeeder(dir string) (*Seeder, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("fsm: seed: %w", err)
 	}
-	db, err := openPebble(filepath.Join(dir, dbDirName(1)), nil, legacyMemTableSize, false)
+	db, err := openPebble(vfs.Default, filepath.Join(dir, dbDirName(1)), nil, legacyMemTableSize, false, false)
 	if err != nil {
 		return nil, err
 	}

@@ -34,10 +34,11 @@ import (
 // one, so a crash or a bad stream leaves the previous state whole. Open
 // drops the shard's other generations (the leftovers of such a crash).
 //
-// The database has no WAL (see openPebble): what a crash loses is a suffix
-// of the batches committed since the last flush, for every shard at once,
-// and each shard's applied index is in the same batches as its state, so
-// every shard rolls back to a state and index that belong together.
+// Batches are committed to the WAL without a sync (see Sync): what a crash
+// loses is a suffix of the batches committed since the last Sync, for every
+// shard at once, and each shard's applied index is in the same batches as
+// its state, so every shard rolls back to a state and index that belong
+// together, and dragonboat replays the rest from its Raft log.
 type Shared struct {
 	db         *pebble.DB
 	cache      *pebble.Cache
@@ -48,18 +49,17 @@ type Shared struct {
 	mu     sync.RWMutex
 	closed bool
 
-	// Sync coalescing: a flush that starts after a Sync call began covers
-	// it (see Sync).
+	// Sync coalescing: a WAL sync that starts after a Sync call began
+	// covers it (see Sync).
 	syncMu    sync.Mutex
 	syncCalls atomic.Uint64
 	synced    uint64
 
-	// Flushes Sync started and the number of the last one that finished:
-	// a space whose writes all ended before flush n began is durable once
-	// flushDone >= n, and its Sync needs no flush of its own (see
-	// space.Flush).
-	flushBegun atomic.Uint64
-	flushDone  atomic.Uint64
+	// WAL syncs Sync started and the number of the last one that finished:
+	// a space whose writes all ended before sync n began is durable once
+	// syncDone >= n, and its Sync needs none of its own (see space.Flush).
+	syncBegun atomic.Uint64
+	syncDone  atomic.Uint64
 }
 
 // sharedTableCacheSize bounds the sstables the store keeps open.
@@ -74,9 +74,15 @@ func OpenShared(dir string, cacheBytes int64) (*Shared, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open state store: %w", err)
 	}
+	return openSharedOn(vfs.Default, dir, cacheBytes)
+}
+
+// openSharedOn is OpenShared on fs (tests crash a store on a file system
+// that forgets what was not synced).
+func openSharedOn(fs vfs.FS, dir string, cacheBytes int64) (*Shared, error) {
 	s := &Shared{cache: pebble.NewCache(cacheBytes)}
 	s.tableCache = pebble.NewTableCache(s.cache, runtime.GOMAXPROCS(0), sharedTableCacheSize)
-	db, err := openPebble(dir, s, sharedMemTableSize, false)
+	db, err := openPebble(fs, dir, s, sharedMemTableSize, false, true)
 	if err != nil {
 		_ = s.tableCache.Unref()
 		s.cache.Unref()
@@ -105,9 +111,13 @@ func (s *Shared) Close() error {
 	return nil
 }
 
-// Sync makes every batch committed before the call durable. Many shards
-// call it (dragonboat does before it compacts a shard's log), and one
-// flush serves every call that began before it started.
+// Sync makes every batch committed before the call durable: it syncs the
+// WAL up to a record written after them. Many shards call it (dragonboat
+// does before it compacts a shard's log, before a snapshot and every few
+// minutes), and one WAL sync serves every call that began before it
+// started. A memtable flush would do too, but it writes every group's
+// recent state as one more small table and holds the caller (an apply
+// worker other groups share) for as long as it takes.
 func (s *Shared) Sync() error {
 	ticket := s.syncCalls.Add(1)
 	s.syncMu.Lock()
@@ -121,11 +131,11 @@ func (s *Shared) Sync() error {
 	if s.closed {
 		return errs.Closed
 	}
-	n := s.flushBegun.Add(1)
-	if err := s.db.Flush(); err != nil {
+	n := s.syncBegun.Add(1)
+	if err := s.db.LogData(nil, pebble.Sync); err != nil {
 		return err
 	}
-	s.flushDone.Store(n)
+	s.syncDone.Store(n)
 	s.synced = upto
 	return nil
 }
@@ -278,22 +288,19 @@ func (s *Shared) dropOthers(b *pebble.Batch, shard, gen uint64) error {
 	return nil
 }
 
-// openPebble opens a database without a WAL: the Raft log already holds
-// every entry, so a crash that loses the memtable loses only applied
-// entries that dragonboat replays (each shard's applied index is in the
-// same batches as its state, so state and index roll back together).
-// Sync, which dragonboat calls before it compacts its log, flushes the
-// memtable instead. That halves what an Update writes, events included.
-func openPebble(path string, shared *Shared, memTableSize int, mustExist bool) (*pebble.DB, error) {
+// openPebble opens a database, the server's store with a WAL (see Sync)
+// and a replica's own (a legacy one, a restore's seed: written once, then
+// flushed) without.
+func openPebble(fs vfs.FS, path string, shared *Shared, memTableSize int, mustExist, wal bool) (*pebble.DB, error) {
 	opts := &pebble.Options{
 		ErrorIfNotExists: mustExist,
 		MemTableSize:     memTableSize,
-		DisableWAL:       true,
+		DisableWAL:       !wal,
 		Logger:           quietLogger{},
 		// The plain file system: pebble's default wraps it in disk health
 		// checks, a ticker goroutine, that report slow disks to an event
 		// listener dister does not set.
-		FS: vfs.Default,
+		FS: fs,
 	}
 	// Bloom filters: every Update looks up its dedup id, which is almost
 	// always absent, and a Put's key, which often is; without filters each

@@ -19,17 +19,17 @@ type space struct {
 	p     []byte // storeSpace + shard + gen
 	end   []byte // prefixEnd(p); nil = none
 
-	// needFlush is the number of the store's flush that covers every
+	// needFlush is the number of the store's WAL sync that covers every
 	// write to the space so far (0: none written since it opened).
 	needFlush atomic.Uint64
 }
 
-// wrote records a write to the space that ended: a flush Sync begins
-// after now covers it. The number read after the write may be a flush
-// that began before the write ended; one more is then needed, which the
-// +1 asks for either way.
+// wrote records a write to the space that ended: a WAL sync Sync begins
+// after now covers it. The number read after the write may be a sync that
+// began before the write ended; one more is then needed, which the +1 asks
+// for either way.
 func (sp *space) wrote() {
-	need := sp.st.flushBegun.Load() + 1
+	need := sp.st.syncBegun.Load() + 1
 	for {
 		cur := sp.needFlush.Load()
 		if cur >= need || sp.needFlush.CompareAndSwap(cur, need) {
@@ -83,14 +83,13 @@ func (sp *space) NewSnapshot() *snapshot {
 	return &snapshot{snap: sp.st.db.NewSnapshot(), sp: sp}
 }
 
-// Flush makes what was committed to the space durable. A flush takes the
-// whole store's memtable, so it is skipped when one that began after the
-// space's last write has finished: dragonboat syncs every replica when it
-// starts and every few minutes after, and most of a thousand groups wrote
-// nothing since.
+// Flush makes what was committed to the space durable. It is skipped when
+// a WAL sync that began after the space's last write has finished:
+// dragonboat syncs every replica when it starts and every few minutes
+// after, and most of a thousand groups wrote nothing since.
 func (sp *space) Flush() error {
 	need := sp.needFlush.Load()
-	if need == 0 || sp.st.flushDone.Load() >= need {
+	if need == 0 || sp.st.syncDone.Load() >= need {
 		return nil
 	}
 	return sp.st.Sync()

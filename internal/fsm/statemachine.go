@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
 
 	"github.com/dister/dister/internal/errs"
 )
@@ -223,7 +224,7 @@ func (s *StateMachine) importLegacy(st *Shared, gen uint64) (*space, error) {
 	if err := removeStale(s.dir, old); err != nil {
 		return nil, err
 	}
-	db, err := openPebble(filepath.Join(s.dir, dbDirName(old)), nil, legacyMemTableSize, true)
+	db, err := openPebble(vfs.Default, filepath.Join(s.dir, dbDirName(old)), nil, legacyMemTableSize, true, false)
 	if err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble"
+	"github.com/cockroachdb/pebble/vfs"
 )
 
 // storeGens lists the generations of sm's shard that hold keys in its
@@ -135,7 +136,7 @@ func TestSharedStoreKeepsShardsApart(t *testing.T) {
 // database of its own kept them (generation gen, named by CURRENT).
 func writeLegacy(t testing.TB, src *harness, dir string, gen uint64) {
 	t.Helper()
-	db, err := openPebble(filepath.Join(dir, dbDirName(gen)), nil, legacyMemTableSize, false)
+	db, err := openPebble(vfs.Default, filepath.Join(dir, dbDirName(gen)), nil, legacyMemTableSize, false, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +205,8 @@ func TestOpenImportsLegacyDatabase(t *testing.T) {
 // share flushes) each leave what was committed before them durable.
 func TestSharedSyncFromManyShards(t *testing.T) {
 	root := t.TempDir()
-	st := openShared(t, filepath.Join(root, "store"))
+	mem := vfs.NewStrictMem()
+	st := memStore(t, mem, "store")
 	var hs []*harness
 	for i := range 8 {
 		hs = append(hs, sharedHarness(t, st, uint64(i), filepath.Join(root, "s")))
@@ -225,12 +227,12 @@ func TestSharedSyncFromManyShards(t *testing.T) {
 	}
 	wg.Wait()
 	// Durable without the close-time flush: close the store as a crash
-	// would, memtable lost.
+	// would, what was not synced lost.
 	for _, h := range hs {
 		_ = h.sm.Close()
 	}
-	crashClose(t, st)
-	st = openShared(t, filepath.Join(root, "store"))
+	crashClose(t, mem, st)
+	st = memStore(t, mem, "store")
 	defer st.Close()
 	for i := range 8 {
 		h := sharedHarness(t, st, uint64(i), filepath.Join(root, "s"))
@@ -241,73 +243,98 @@ func TestSharedSyncFromManyShards(t *testing.T) {
 	}
 }
 
-// crashClose closes st without flushing its memtable (there is no WAL):
-// what a crash keeps.
-func crashClose(t testing.TB, st *Shared) {
+// memStore opens a store on mem, a file system that forgets at crashClose
+// whatever was not synced, as a machine's crash would.
+func memStore(t testing.TB, mem *vfs.MemFS, dir string) *Shared {
+	t.Helper()
+	if err := mem.MkdirAll(dir, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := mem.OpenDir(""); err == nil {
+		_ = d.Sync()
+		_ = d.Close()
+	}
+	st, err := openSharedOn(mem, dir, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// crashClose closes st (opened by memStore on mem) as a crash would: what
+// was not synced is gone.
+func crashClose(t testing.TB, mem *vfs.MemFS, st *Shared) {
 	t.Helper()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.closed = true
+	mem.SetIgnoreSyncs(true)
 	if err := st.db.Close(); err != nil {
 		t.Fatal(err)
 	}
+	mem.ResetToSyncedState()
+	mem.SetIgnoreSyncs(false)
 	_ = st.tableCache.Unref()
 	st.cache.Unref()
 }
 
-// TestSyncFlushesOnlyWhatIsDirty: a shard that wrote nothing since a flush
-// that began after its last write syncs without a flush of its own (a
-// thousand idle groups would each flush the whole store), and a shard with
-// writes no flush covered still gets one: its writes survive a crash.
-func TestSyncFlushesOnlyWhatIsDirty(t *testing.T) {
+// TestSyncOnlyWhatIsDirty: a shard that wrote nothing since a WAL sync
+// that began after its last write syncs without one of its own (a thousand
+// idle groups would each sync the store), a shard with writes no sync
+// covered still gets one, and after a crash every shard holds what it had
+// at the last sync: synced writes kept, later ones gone with their applied
+// index.
+func TestSyncOnlyWhatIsDirty(t *testing.T) {
 	root := t.TempDir()
-	st := openShared(t, filepath.Join(root, "store"))
+	mem := vfs.NewStrictMem()
+	st := memStore(t, mem, "store")
 	a := sharedHarness(t, st, 1, filepath.Join(root, "a"))
 	b := sharedHarness(t, st, 2, filepath.Join(root, "b"))
-	flushes := func() uint64 { return st.flushBegun.Load() }
-
-	if err := a.sm.Sync(); err != nil {
-		t.Fatal(err)
+	syncs := func() uint64 { return st.syncBegun.Load() }
+	sync := func(h *harness) {
+		t.Helper()
+		if err := h.sm.Sync(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if n := flushes(); n != 0 {
-		t.Fatalf("a fresh shard's Sync flushed the store (%d flushes)", n)
+
+	sync(a)
+	if n := syncs(); n != 0 {
+		t.Fatalf("a fresh shard's Sync synced the store (%d syncs)", n)
 	}
 	a.apply(putCmd("a", "1"))
-	if err := a.sm.Sync(); err != nil {
-		t.Fatal(err)
+	sync(a)
+	if n := syncs(); n != 1 {
+		t.Fatalf("syncs after a write and Sync: %d, want 1", n)
 	}
-	if n := flushes(); n != 1 {
-		t.Fatalf("flushes after a write and Sync: %d, want 1", n)
+	sync(a)
+	if n := syncs(); n != 1 {
+		t.Fatalf("a Sync with nothing written synced again (%d syncs)", n)
 	}
-	if err := a.sm.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if n := flushes(); n != 1 {
-		t.Fatalf("a Sync with nothing written flushed again (%d flushes)", n)
-	}
-	// b wrote before that flush and after it.
+	// b wrote before that sync and after it.
 	b.apply(putCmd("b", "1"))
-	if err := b.sm.Sync(); err != nil {
-		t.Fatal(err)
-	}
+	sync(b)
 	b.apply(putCmd("b", "2"))
-	if err := a.sm.Sync(); err != nil {
-		t.Fatal(err)
+	sync(a)
+	sync(b)
+	if n := syncs(); n != 3 {
+		t.Fatalf("syncs: %d, want 3 (b's two Syncs)", n)
 	}
-	if err := b.sm.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if n := flushes(); n != 3 {
-		t.Fatalf("flushes: %d, want 3 (b's two Syncs)", n)
-	}
+	// Not synced: lost in the crash.
+	a.apply(putCmd("a", "2"))
 	_ = a.sm.Close()
 	_ = b.sm.Close()
-	crashClose(t, st)
-	st = openShared(t, filepath.Join(root, "store"))
+	crashClose(t, mem, st)
+	st = memStore(t, mem, "store")
 	defer st.Close()
 	b = sharedHarness(t, st, 2, filepath.Join(root, "b"))
 	defer b.sm.Close()
 	if g := b.get("b"); string(g.KV.Value) != "2" || b.idx != 2 {
 		t.Fatalf("after the crash b holds %q at applied %d, want \"2\" at 2", g.KV.Value, b.idx)
+	}
+	a = sharedHarness(t, st, 1, filepath.Join(root, "a"))
+	defer a.sm.Close()
+	if g := a.get("a"); string(g.KV.Value) != "1" || a.idx != 1 {
+		t.Fatalf("after the crash a holds %q at applied %d, want \"1\" at 1 (its last write was not synced)", g.KV.Value, a.idx)
 	}
 }
