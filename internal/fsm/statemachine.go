@@ -198,7 +198,8 @@ func (s *StateMachine) openSpace(st *Shared) (*space, error) {
 	if err := removeStale(s.dir, 0); err != nil {
 		return nil, err
 	}
-	if gen == 0 {
+	fresh := gen == 0
+	if fresh {
 		// A new replica. The record need not be durable before its data
 		// is: the store loses a suffix of its batches in a crash, so data
 		// of generation 1 never outlives it.
@@ -210,7 +211,15 @@ func (s *StateMachine) openSpace(st *Shared) (*space, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open: %w", err)
 	}
-	return st.space(s.shard, gen), nil
+	sp := st.space(s.shard, gen)
+	if !fresh {
+		// The state found may hold writes of an earlier run in this process
+		// (a replica stopped and started again on the same store) that no
+		// WAL sync has covered yet; the applied index Open reports counts
+		// them, so the first Sync must not be skipped.
+		sp.wrote()
+	}
+	return sp, nil
 }
 
 // importLegacy copies the database of dir into generation gen of st,
