@@ -121,10 +121,10 @@ func BenchmarkSyncBusyStore(b *testing.B) {
 // Update, round-robin over 100 shards (writes spread over many groups),
 // with every shard in one store against a store each. A store each has a
 // memtable each, so at this volume nothing of theirs is flushed before
-// they close (which the timing includes, for both): every
-// read is a memtable's and nothing compacts. The one store keeps the same
-// data in one 64 MiB memtable and its tables: the memory it saves is paid
-// in flushes, compactions and table reads.
+// they close (the timing includes the closes, for both) and every read is
+// a memtable's. The one store keeps the same data in one 64 MiB memtable
+// and its tables: the memory it saves is paid in flushes, compactions and
+// table reads while it is written.
 func BenchmarkUpdateManyShards(b *testing.B) {
 	for _, shared := range []bool{true, false} {
 		b.Run(fmt.Sprintf("shared=%v", shared), func(b *testing.B) {
