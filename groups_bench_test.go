@@ -7,6 +7,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,7 +39,10 @@ import (
 // the servers with that Raft tick and the default election timeout (200
 // ms) in ticks: fewer ticks and heartbeats per second for every group.
 // DISTER_GROUPS_PROFILE=create|idle|put64 with DISTER_SCALE_CPUPROFILE=FILE
-// writes a CPU profile of that window.
+// writes a CPU profile of that window. DISTER_GROUPS_SNAPSHOT_ENTRIES=N
+// makes every group take a snapshot each N applied entries (10,000 by
+// default), so the loaded group of the isolation window snapshots often
+// and loaded-p99-ms shows what that costs the probed group.
 func BenchmarkGroups(b *testing.B) {
 	phase := 5 * time.Second
 	if v := os.Getenv("DISTER_GROUPS_PHASE"); v != "" {
@@ -68,6 +72,13 @@ func benchGroups(b *testing.B, n int, phase time.Duration) {
 			// The same election timeout as the default (200 ms), in fewer ticks.
 			o.RTT, o.ElectionRTT = rtt, max(3, uint64(200*time.Millisecond/rtt))
 		})
+	}
+	if v := os.Getenv("DISTER_GROUPS_SNAPSHOT_ENTRIES"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 {
+			b.Fatalf("DISTER_GROUPS_SNAPSHOT_ENTRIES=%q: want a positive count", v)
+		}
+		tune = append(tune, func(o *dister.Options) { o.SnapshotEntries = n })
 	}
 	c := testcluster.New(b, 3, tune...)
 	first := c.Node(c.Leader())
