@@ -57,7 +57,7 @@ type Shared struct {
 
 	// WAL syncs Sync started and the number of the last one that finished:
 	// a space whose writes all ended before sync n began is durable once
-	// syncDone >= n, and its Sync needs none of its own (see space.Flush).
+	// syncDone >= n, and its Sync needs none of its own (see space.Sync).
 	syncBegun atomic.Uint64
 	syncDone  atomic.Uint64
 }

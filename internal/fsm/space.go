@@ -19,9 +19,9 @@ type space struct {
 	p     []byte // storeSpace + shard + gen
 	end   []byte // prefixEnd(p); nil = none
 
-	// needFlush is the number of the store's WAL sync that covers every
+	// needSync is the number of the store's WAL sync that covers every
 	// write to the space so far (0: none written since it opened).
-	needFlush atomic.Uint64
+	needSync atomic.Uint64
 }
 
 // wrote records a write to the space that ended: a WAL sync Sync begins
@@ -31,8 +31,8 @@ type space struct {
 func (sp *space) wrote() {
 	need := sp.st.syncBegun.Load() + 1
 	for {
-		cur := sp.needFlush.Load()
-		if cur >= need || sp.needFlush.CompareAndSwap(cur, need) {
+		cur := sp.needSync.Load()
+		if cur >= need || sp.needSync.CompareAndSwap(cur, need) {
 			return
 		}
 	}
@@ -83,12 +83,12 @@ func (sp *space) NewSnapshot() *snapshot {
 	return &snapshot{snap: sp.st.db.NewSnapshot(), sp: sp}
 }
 
-// Flush makes what was committed to the space durable. It is skipped when
+// Sync makes what was committed to the space durable. It is skipped when
 // a WAL sync that began after the space's last write has finished:
 // dragonboat syncs every replica when it starts and every few minutes
 // after, and most of a thousand groups wrote nothing since.
-func (sp *space) Flush() error {
-	need := sp.needFlush.Load()
+func (sp *space) Sync() error {
+	need := sp.needSync.Load()
 	if need == 0 || sp.st.syncDone.Load() >= need {
 		return nil
 	}

@@ -484,7 +484,7 @@ func (s *StateMachine) Sync() error {
 	if s.db == nil {
 		return fmt.Errorf("sync: %w", errs.Closed)
 	}
-	if err := s.db.Flush(); err != nil {
+	if err := s.db.Sync(); err != nil {
 		return fmt.Errorf("sync: %w", err)
 	}
 	return nil
