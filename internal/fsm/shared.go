@@ -49,15 +49,12 @@ type Shared struct {
 	mu     sync.RWMutex
 	closed bool
 
-	// Sync coalescing: a WAL sync that starts after a Sync call began
-	// covers it (see Sync).
+	// WAL syncs, numbered: syncBegun counts those started, syncDone is the
+	// number of the last one finished (they run one at a time, under
+	// syncMu). A write that ended before sync n began is durable once
+	// syncDone >= n, so a caller needs a sync of its own only when none
+	// numbered high enough has finished (see syncUpTo).
 	syncMu    sync.Mutex
-	syncCalls atomic.Uint64
-	synced    uint64
-
-	// WAL syncs Sync started and the number of the last one that finished:
-	// a space whose writes all ended before sync n began is durable once
-	// syncDone >= n, and its Sync needs none of its own (see space.Sync).
 	syncBegun atomic.Uint64
 	syncDone  atomic.Uint64
 }
@@ -118,25 +115,34 @@ func (s *Shared) Close() error {
 // started. A memtable flush would do too, but it writes every group's
 // recent state as one more small table and holds the caller (an apply
 // worker other groups share) for as long as it takes.
-func (s *Shared) Sync() error {
-	ticket := s.syncCalls.Add(1)
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
-	if s.synced >= ticket {
+func (s *Shared) Sync() error { return s.syncUpTo(s.nextSync()) }
+
+// nextSync is the number of the first WAL sync that covers every batch
+// committed before the call. The sync numbered syncBegun may have begun
+// before such a batch ended; the one after it began later.
+func (s *Shared) nextSync() uint64 { return s.syncBegun.Load() + 1 }
+
+// syncUpTo returns once WAL sync n, or a later one, has finished, running
+// one itself if none has.
+func (s *Shared) syncUpTo(n uint64) error {
+	if s.syncDone.Load() >= n {
 		return nil
 	}
-	upto := s.syncCalls.Load()
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.syncDone.Load() >= n {
+		return nil
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return errs.Closed
 	}
-	n := s.syncBegun.Add(1)
+	next := s.syncBegun.Add(1)
 	if err := s.db.LogData(nil, pebble.Sync); err != nil {
 		return err
 	}
-	s.syncDone.Store(n)
-	s.synced = upto
+	s.syncDone.Store(next)
 	return nil
 }
 

@@ -24,12 +24,9 @@ type space struct {
 	needSync atomic.Uint64
 }
 
-// wrote records a write to the space that ended: a WAL sync Sync begins
-// after now covers it. The number read after the write may be a sync that
-// began before the write ended; one more is then needed, which the +1 asks
-// for either way.
+// wrote records a write to the space that ended.
 func (sp *space) wrote() {
-	need := sp.st.syncBegun.Load() + 1
+	need := sp.st.nextSync()
 	for {
 		cur := sp.needSync.Load()
 		if cur >= need || sp.needSync.CompareAndSwap(cur, need) {
@@ -89,10 +86,10 @@ func (sp *space) NewSnapshot() *snapshot {
 // after, and most of a thousand groups wrote nothing since.
 func (sp *space) Sync() error {
 	need := sp.needSync.Load()
-	if need == 0 || sp.st.syncDone.Load() >= need {
+	if need == 0 {
 		return nil
 	}
-	return sp.st.Sync()
+	return sp.st.syncUpTo(need)
 }
 
 func (sp *space) EstimateDiskUsage(lo, hi []byte) (uint64, error) {
