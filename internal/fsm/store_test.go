@@ -3,6 +3,8 @@ package fsm
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -11,6 +13,8 @@ import (
 
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/vfs"
+
+	"github.com/dister/dister/internal/errs"
 )
 
 // storeGens lists the generations of sm's shard that hold keys in its
@@ -250,9 +254,12 @@ func memStore(t testing.TB, mem *vfs.MemFS, dir string) *Shared {
 	if err := mem.MkdirAll(dir, 0o750); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := mem.OpenDir(""); err == nil {
-		_ = d.Sync()
-		_ = d.Close()
+	d, err := mem.OpenDir("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(d.Sync(), d.Close()); err != nil {
+		t.Fatal(err)
 	}
 	st, err := openSharedOn(mem, dir, 1<<20)
 	if err != nil {
@@ -369,4 +376,43 @@ func TestReopenedReplicaSyncsItsEarlierWrites(t *testing.T) {
 	if a.idx < synced || string(a.get("k").KV.Value) != "2" {
 		t.Fatalf("Sync returned at applied %d; after the crash the replica holds %q at %d", synced, a.get("k").KV.Value, a.idx)
 	}
+}
+
+// TestSyncDuringStoreClose: replicas' Syncs racing the store's Close each
+// return nil or errs.Closed, and none reaches pebble after it closed (which
+// panics).
+func TestSyncDuringStoreClose(t *testing.T) {
+	root := t.TempDir()
+	st := openShared(t, filepath.Join(root, "store"))
+	var hs []*harness
+	for i := range 4 {
+		h := sharedHarness(t, st, uint64(i+1), filepath.Join(root, fmt.Sprint(i)))
+		h.apply(putCmd("k", "v"))
+		hs = append(hs, h)
+	}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for _, h := range hs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for range 200 {
+				sp := h.sm.db
+				if sp == nil {
+					return
+				}
+				sp.wrote()
+				if err := sp.Sync(); err != nil && !errors.Is(err, errs.Closed) {
+					t.Errorf("Sync during Close: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	close(start)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
 }
