@@ -39,6 +39,9 @@ func runParallel(b *testing.B, workers int, op func(ctx context.Context, w, i in
 	var failed atomic.Int64
 	var wg sync.WaitGroup
 	b.ResetTimer()
+	// DISTER_SCALE_CPUPROFILE profiles the measured window alone (with a
+	// fixed -benchtime Nx, so that one window runs).
+	stopProfile := scaleProfile(b)
 	start := time.Now()
 	for w := range workers {
 		wg.Add(1)
@@ -60,6 +63,7 @@ func runParallel(b *testing.B, workers int, op func(ctx context.Context, w, i in
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	stopProfile()
 	b.StopTimer()
 	if f := failed.Load(); f > 0 {
 		b.Fatalf("%d of %d ops failed", f, b.N)
