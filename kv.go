@@ -15,7 +15,7 @@ const (
 	MaxKeySize   = fsm.MaxKeySize   // bytes; keys are UTF-8 without NUL, at least 1 byte
 	MaxValueSize = fsm.MaxValueSize // bytes
 	MaxTxnOps    = fsm.MaxTxnOps    // compares + then + else
-	MaxListLimit = 10000            // entries one List call returns
+	MaxListLimit = fsm.MaxListLimit // entries one List call returns
 )
 
 // LeaseID identifies a lease (0 = none).

@@ -18,9 +18,10 @@ import (
 // writes with the caller's own dedup ids, reads at a consistency, watch
 // streams, and the ops of peer.Call.
 
-// Propose commits a client's command as the client encoded it: its dedup
-// id (session, seq, mark, time) is the client's, so a retry through any
-// server is applied once. Only what a client may propose is accepted:
+// Propose commits a client's command as the client encoded it, but for its
+// time: its dedup id (session, seq, mark) is the client's, so a retry
+// through any server is applied once, and its time is this server's clock
+// (see fsm.WithTime). Only what a client may propose is accepted:
 // transactions on client keys, lease grants, and revokes (a lessor's
 // expiries, checkpoints and epochs are the servers' own).
 func (h *peerHandler) Propose(ctx context.Context, req *peer.ProposeRequest) (*peer.ProposeResponse, error) {
@@ -32,7 +33,8 @@ func (h *peerHandler) Propose(ctx context.Context, req *peer.ProposeRequest) (*p
 	if err := e.runPeerProposeHook(ctx, 1, false); err != nil {
 		return nil, err
 	}
-	if err := checkClientCommand(req.Cmd); err != nil {
+	cmd, err := clientCommand(req.Cmd)
+	if err != nil {
 		return nil, err
 	}
 	sid, err := e.resolve(ctx, req.Group)
@@ -40,7 +42,7 @@ func (h *peerHandler) Propose(ctx context.Context, req *peer.ProposeRequest) (*p
 		return nil, err
 	}
 	start := time.Now()
-	res, err := e.host.Propose(ctx, sid, req.Cmd)
+	res, err := e.host.Propose(ctx, sid, cmd)
 	e.metrics.proposal(req.Group, start, err, err == nil)
 	if err != nil {
 		return nil, err
@@ -63,8 +65,9 @@ func (h *peerHandler) ProposeMany(ctx context.Context, req *peer.ProposeManyRequ
 	answers := make([]peer.ProposeAnswer, len(req.Cmds))
 	var cmds [][]byte
 	var at []int
-	for i, cmd := range req.Cmds {
-		if err := checkClientCommand(cmd); err != nil {
+	for i, b := range req.Cmds {
+		cmd, err := clientCommand(b)
+		if err != nil {
 			answers[i].Err = err
 			continue
 		}
@@ -103,6 +106,15 @@ func (e *Engine) runPeerProposeHook(ctx context.Context, n int, many bool) error
 		return (*h)(ctx, n, many)
 	}
 	return nil
+}
+
+// clientCommand refuses what a client may not propose and stamps the rest
+// with this server's clock (see Propose).
+func clientCommand(b []byte) ([]byte, error) {
+	if err := checkClientCommand(b); err != nil {
+		return nil, err
+	}
+	return fsm.WithTime(b, time.Now().UnixMilli())
 }
 
 // checkClientCommand refuses what a client may not propose (see Propose).
@@ -150,6 +162,10 @@ func (h *peerHandler) Read(ctx context.Context, req *peer.ReadRequest) (*peer.Re
 	case peer.QueryList:
 		if err := fsm.ValidateUserKey(req.Key, true); err != nil {
 			return nil, err
+		}
+		// 0 would be no limit at all: every key of the group in memory.
+		if req.Limit < 1 || req.Limit > fsm.MaxListLimit {
+			return nil, fmt.Errorf("list limit %d is outside 1..%d: %w", req.Limit, fsm.MaxListLimit, errs.Invalid)
 		}
 		r, err := e.List(ctx, req.Group, fsm.ListQuery{Prefix: req.Key, After: req.After, Limit: req.Limit}, o)
 		if err != nil {
@@ -481,6 +497,9 @@ func (h *peerHandler) serviceCall(ctx context.Context, op string, decode func(an
 		var req peer.InstancesRequest
 		if err := decode(&req); err != nil {
 			return nil, err
+		}
+		if req.Consistency > peer.Stale {
+			return nil, fmt.Errorf("instances: unknown consistency %d: %w", req.Consistency, errs.Invalid)
 		}
 		sts, rev, err := e.Instances(ctx, req.Group, req.Service,
 			ReadOpts{Consistency: Consistency(req.Consistency), MinRevision: req.MinRevision})

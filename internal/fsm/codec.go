@@ -224,6 +224,37 @@ func appendCmdHeader(b []byte, c *Command) []byte {
 	return binary.AppendVarint(b, c.Time)
 }
 
+// WithTime returns the encoded command b with its time replaced by ms.
+// The server that takes a client node's command stamps it with its own
+// clock, as it does its own commands: the session table measures idleness
+// against the newest command time (sessions.go), so a client's clock, fast
+// or slow, must not reach it. Only codec version 2 carries a time; b must
+// be a well-formed command (DecodeCommand).
+func WithTime(b []byte, ms int64) ([]byte, error) {
+	if ms < 0 {
+		return nil, fmt.Errorf("negative command time %d: %w", ms, errs.Invalid)
+	}
+	if len(b) < 2 || b[0] != cmdCodecVersion {
+		return nil, fmt.Errorf("a command without a time (not codec version %d): %w", cmdCodecVersion, errs.Invalid)
+	}
+	off := 2
+	for range 3 { // Session, Seq, Mark
+		_, n := binary.Uvarint(b[off:])
+		if n <= 0 {
+			return nil, errCorrupt
+		}
+		off += n
+	}
+	_, n := binary.Varint(b[off:])
+	if n <= 0 {
+		return nil, errCorrupt
+	}
+	out := make([]byte, 0, len(b)-n+binary.MaxVarintLen64)
+	out = append(out, b[:off]...)
+	out = binary.AppendVarint(out, ms)
+	return append(out, b[off+n:]...), nil
+}
+
 // header reads the session fields of a command of codec version v.
 func (d *decoder) header(c *Command, v byte) {
 	c.Session = d.uvarint()

@@ -74,6 +74,49 @@ func TestCommandRoundTrip(t *testing.T) {
 	}
 }
 
+// WithTime changes a command's time and nothing else, whatever the
+// lengths of the old and new time's varints; it refuses a negative time
+// and a command without one (codec version 1, or not a command).
+func TestWithTime(t *testing.T) {
+	for i, c := range sampleCommands() {
+		for _, before := range []int64{0, 1_700_000_000_000, 1<<63 - 1} {
+			for _, after := range []int64{0, 5, 1_800_000_000_000, 1<<63 - 1} {
+				c.Time = before
+				b, err := EncodeCommand(c)
+				if err != nil {
+					t.Fatalf("%d: %v", i, err)
+				}
+				stamped, err := WithTime(b, after)
+				if err != nil {
+					t.Fatalf("%d: %v", i, err)
+				}
+				got, err := DecodeCommand(stamped)
+				if err != nil {
+					t.Fatalf("%d: %d -> %d: %v", i, before, after, err)
+				}
+				want := *c
+				want.Time = after
+				if !reflect.DeepEqual(got, &want) {
+					t.Fatalf("%d: %d -> %d: got %+v, want %+v", i, before, after, got, &want)
+				}
+			}
+		}
+	}
+	b, err := EncodeCommand(putCmd("k", "v"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := WithTime(b, -1); !errors.Is(err, errs.Invalid) {
+		t.Fatalf("negative time: %v", err)
+	}
+	v1 := append([]byte{cmdCodecVersionV1}, b[1:]...)
+	for _, bad := range [][]byte{nil, {cmdCodecVersion}, v1, {cmdCodecVersion, byte(KindTxn), 0x80}} {
+		if _, err := WithTime(bad, 1); !errors.Is(err, errs.Invalid) {
+			t.Fatalf("WithTime(%x): %v", bad, err)
+		}
+	}
+}
+
 func TestLimits(t *testing.T) {
 	put := func(k string, v []byte) *Txn { return &Txn{Then: []Op{{Type: OpPut, Key: k, Value: v}}} }
 	ops := func(n int) *Txn {

@@ -29,8 +29,11 @@ import (
 // commands were applied in between. A session whose last time is more than
 // the horizon behind the group's clock is forgotten at the next sweep
 // (every sweepEvery entries, by index, so where sweeps fall depends on the
-// log alone). Times are the proposers' clocks, carried in the commands: the
-// applying server's clock is never read.
+// log alone). Times are the proposing servers' clocks, carried in the
+// commands (a client node's command is stamped by the server that takes
+// it: a client's clock running fast would make every other session look
+// idle, one running slow its own); the applying server's clock is never
+// read.
 //
 // Data dirs written before sessions hold 'x' + index rows (the old dedup
 // index); the first sweep deletes them, and their 'd' rows belong to

@@ -23,7 +23,7 @@ var ErrStopped = errors.New("stopped")
 
 // Options configures a StateMachine.
 type Options struct {
-	// SessionHorizon is how long, in ms of the proposers' clocks, a
+	// SessionHorizon is how long, in ms of the proposing servers' clocks, a
 	// session may be idle before its stored results are forgotten (see
 	// sessions.go). It must be the same on every replica of a group, since
 	// it shapes the replicated state. 0 = DefaultSessionHorizon.

@@ -18,6 +18,7 @@ const (
 	MaxKeySize   = 4 << 10 // bytes
 	MaxValueSize = 1 << 20 // bytes
 	MaxTxnOps    = 128     // compares + then ops + else ops
+	MaxListLimit = 10000   // entries one list answers (ListQuery.Limit)
 
 	// MaxLeaseTTL bounds a lease's TTL and a checkpoint's remaining time:
 	// one year, in milliseconds. The smallest TTL the state machine takes is
@@ -63,8 +64,10 @@ const (
 // outcome); the state machine keeps the results of a session's commands at
 // or above the highest Mark it has seen, answers a repeated id from them,
 // and refuses a command whose Seq is below that Mark (a late copy of one
-// that was answered or abandoned). Time is the proposer's clock (Unix ms):
-// a session whose newest Time is more than Options.SessionHorizon behind
+// that was answered or abandoned). Time is the clock (Unix ms) of the
+// server that proposed the command (a client node's command is stamped by
+// the server that takes it, WithTime): a session whose newest Time is more
+// than Options.SessionHorizon behind
 // the newest Time of any command is forgotten, so the table is bounded by
 // what is outstanding, never by a count of entries.
 //
