@@ -111,23 +111,27 @@ func TestRestoreFileChangedBetweenPasses(t *testing.T) {
 }
 
 // TestRestoreRevisionOverflow: a crafted file (valid SHA-256) whose default
-// group is at a revision the gap would overflow is refused with nothing
-// written.
+// group is at a revision the gap would overflow, or near enough to the top
+// that a few writes after the restore would wrap it negative (found in
+// review: the fourth write was acknowledged at revision -2^63 and the
+// server could not open the group again), is refused with nothing written.
 func TestRestoreRevisionOverflow(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	dir := t.TempDir()
-	p := filepath.Join(dir, "b.snap")
-	if err := os.WriteFile(p, craftBackup(t, 1<<63-1), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	dataDir := filepath.Join(dir, "data")
-	_, err := Restore(ctx, p, Config{NodeID: 1, DataDir: dataDir, RaftAddr: "127.0.0.1:1"})
-	if !errors.Is(err, errs.Invalid) {
-		t.Errorf("restore: %v, want ErrInvalid", err)
-	}
-	if ents, _ := os.ReadDir(dataDir); len(ents) != 0 {
-		t.Errorf("the refused restore left %d entries in the data dir", len(ents))
+	for _, rev := range []int64{1<<63 - 1, 1<<63 - 1 - RevisionGap - 3, 1<<62 + 1, -1} {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		dir := t.TempDir()
+		p := filepath.Join(dir, "b.snap")
+		if err := os.WriteFile(p, craftBackup(t, rev), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		dataDir := filepath.Join(dir, "data")
+		_, err := Restore(ctx, p, Config{NodeID: 1, DataDir: dataDir, RaftAddr: "127.0.0.1:1"})
+		if !errors.Is(err, errs.Invalid) {
+			t.Errorf("restore at revision %d: %v, want ErrInvalid", rev, err)
+		}
+		if ents, _ := os.ReadDir(dataDir); len(ents) != 0 {
+			t.Errorf("the refused restore at revision %d left %d entries in the data dir", rev, len(ents))
+		}
 	}
 }
 

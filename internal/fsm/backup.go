@@ -266,8 +266,11 @@ func (s *Seeder) Add(key, value []byte) error {
 		if err != nil {
 			return fmt.Errorf("%w: key %q: %v", errCorruptBackup, key[1:], err)
 		}
-		if h.create > h.mod || h.create < 0 {
-			return fmt.Errorf("%w: key %q created at revision %d, modified at %d", errCorruptBackup, key[1:], h.create, h.mod)
+		// A stored key was created at revision 1 or later and written at
+		// least once: a create revision of 0 would pass a create-if-absent
+		// compare on a key that exists.
+		if h.create < 1 || h.create > h.mod || h.version < 1 {
+			return fmt.Errorf("%w: key %q created at revision %d, modified at %d, version %d", errCorruptBackup, key[1:], h.create, h.mod, h.version)
 		}
 		s.maxMod = max(s.maxMod, h.mod)
 		if h.lease != 0 {

@@ -183,6 +183,17 @@ func TestSeederRefusesCraftedBounds(t *testing.T) {
 			}
 			return s.Finish(10)
 		},
+		// A key that exists with create revision 0 passes a create-if-absent
+		// compare (found in review: a second holder took a seeded lock).
+		"create 0": func(s *Seeder) error {
+			return s.Add([]byte("ka"), rec(recordHeader{0, 0, 0, 0}, "x"))
+		},
+		"version 0": func(s *Seeder) error {
+			return s.Add([]byte("ka"), rec(recordHeader{1, 1, 0, 0}, "x"))
+		},
+		"negative version": func(s *Seeder) error {
+			return s.Add([]byte("ka"), rec(recordHeader{1, 1, -1, 0}, "x"))
+		},
 		"create above mod": func(s *Seeder) error {
 			if err := s.Add([]byte("ka"), rec(recordHeader{5, 3, 1, 0}, "x")); err != nil {
 				return err

@@ -478,7 +478,9 @@ func (c *Checker) probe(ctx context.Context, t *target) {
 func (c *Checker) observe(ctx context.Context, pr probeResult) {
 	t := pr.t
 	t.probing = false
-	iv := t.rec.Check.Interval
+	// Clamped: a stored record is not validated again (a restored backup
+	// may hold any interval), and the jitter below panics on a negative one.
+	iv := min(max(t.rec.Check.Interval, MinInterval), MaxInterval)
 	if c.targets[t.key] != t || pr.checked != t.rec.Check {
 		// Deregistered, or re-registered with another check: the result
 		// says nothing about what is registered now, whose first probe
