@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 
 	"github.com/gin-gonic/gin"
 
@@ -105,6 +106,9 @@ func bodyError(err error) error {
 	var tooBig *http.MaxBytesError
 	if errors.As(err, &tooBig) {
 		return fmt.Errorf("request body over %d bytes: %w", tooBig.Limit, dister.ErrTooLarge)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) { // the request's deadline (see deadline)
+		return fmt.Errorf("reading the request body: %w", context.DeadlineExceeded)
 	}
 	return invalidf("reading the request body: %v", err)
 }

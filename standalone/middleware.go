@@ -65,6 +65,16 @@ func (s *Server) deadline(param bool) gin.HandlerFunc {
 		ctx, cancel := context.WithTimeout(c.Request.Context(), d)
 		defer cancel()
 		c.Request = c.Request.WithContext(ctx)
+		// The body is read with io.ReadAll, which knows no ctx: without a
+		// read deadline on the connection a body sent a byte at a time held
+		// the handler (and up to MaxBodyBytes) past any timeout. It stays
+		// set after the handler: the server drains an unread body before it
+		// answers, and that must end too; it sets the connection's
+		// deadlines afresh for the next request. A second later than ctx's:
+		// the server's read that watches for a client leaving (while the
+		// handler runs) cancels ctx when it times out, and a handler ending
+		// at its own deadline must see that deadline, not a cancel.
+		_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(d + time.Second))
 		c.Next()
 	}
 }
