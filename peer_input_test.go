@@ -41,11 +41,7 @@ func TestClientCommandTimeIsTheServers(t *testing.T) {
 			pc := peer.NewClient()
 			defer pc.Close()
 			propose := func(cmd *fsm.Command) *fsm.TxnResult {
-				b, err := fsm.EncodeCommand(cmd)
-				if err != nil {
-					t.Fatal(err)
-				}
-				resp, err := pc.Propose(ctx, addr, &peer.ProposeRequest{Cmd: b})
+				resp, err := pc.Propose(ctx, addr, &peer.ProposeRequest{Cmd: mustEncode(t, cmd)})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -62,18 +58,8 @@ func TestClientCommandTimeIsTheServers(t *testing.T) {
 			first := propose(honest)
 			// Another session's commands, past a sweep.
 			propose(&fsm.Command{Session: 0x2222, Seq: 1, Mark: 1, Time: tc.otherTime, Kind: fsm.KindTxn, Txn: put("other")})
-			cmds := make([][]byte, 0, 1100)
-			for i := uint64(2); i <= 1100; i++ {
-				b, err := fsm.EncodeCommand(&fsm.Command{Session: 0x2222, Seq: i, Mark: i, Time: tc.otherTime, Kind: fsm.KindTxn, Txn: put("filler")})
-				if err != nil {
-					t.Fatal(err)
-				}
-				cmds = append(cmds, b)
-			}
-			for _, b := range cmds { // one entry each: the sweep goes by index
-				if _, err := pc.Propose(ctx, addr, &peer.ProposeRequest{Cmd: b}); err != nil {
-					t.Fatal(err)
-				}
+			for i := uint64(2); i <= 1100; i++ { // one entry each: the sweep goes by index
+				propose(&fsm.Command{Session: 0x2222, Seq: i, Mark: i, Time: tc.otherTime, Kind: fsm.KindTxn, Txn: put("filler")})
 			}
 			again := propose(honest) // the client's retry of its answered command
 			if again.Revision != first.Revision {
@@ -105,11 +91,7 @@ func TestPeerListLimitIsBounded(t *testing.T) {
 		for j := i; j < min(i+100, keys); j++ {
 			txn.Then = append(txn.Then, fsm.Op{Type: fsm.OpPut, Key: fmt.Sprintf("k/%05d", j), Value: []byte("v")})
 		}
-		b, err := fsm.EncodeCommand(&fsm.Command{Session: 0x3333, Seq: seq, Mark: 1, Kind: fsm.KindTxn, Txn: txn})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmds = append(cmds, b)
+		cmds = append(cmds, mustEncode(t, &fsm.Command{Session: 0x3333, Seq: seq, Mark: 1, Kind: fsm.KindTxn, Txn: txn}))
 	}
 	answers, err := pc.ProposeMany(ctx, addr, &peer.ProposeManyRequest{Cmds: cmds})
 	if err != nil {
@@ -168,4 +150,13 @@ func TestPeerInstancesConsistencyIsChecked(t *testing.T) {
 	if err := pc.Call(ctx, addr, peer.OpInstances, peer.InstancesRequest{Service: "s", Consistency: peer.Linearizable}, &resp); err != nil {
 		t.Fatalf("a linearizable read of no instances: %v", err)
 	}
+}
+
+func mustEncode(t *testing.T, cmd *fsm.Command) []byte {
+	t.Helper()
+	b, err := fsm.EncodeCommand(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -163,20 +163,21 @@ func checkGroups(gs []backup.Group) error {
 	if len(gs) == 0 || gs[0].Name != DefaultGroup || gs[0].Shard != DefaultShard {
 		return fmt.Errorf("restore: the backup does not start with group %q: %w", DefaultGroup, errs.Invalid)
 	}
-	// A revision near the top of int64 would wrap negative a few writes
-	// after the restore (the counter goes on from it).
-	if gs[0].Revision < 0 || gs[0].Revision > 1<<62 {
-		return fmt.Errorf("restore: group %q has revision %d, which no cluster writes: %w", DefaultGroup, gs[0].Revision, errs.Invalid)
-	}
 	shards := map[uint64]bool{}
-	for _, g := range gs[1:] {
-		if err := ValidGroupName(g.Name); err != nil {
-			return fmt.Errorf("restore: %w", err)
+	for i, g := range gs {
+		// A revision near the top of int64 would wrap negative a few
+		// writes after the restore (the counter goes on from it).
+		bad := g.Revision < 0 || g.Revision > 1<<62
+		if i > 0 {
+			if err := ValidGroupName(g.Name); err != nil {
+				return fmt.Errorf("restore: %w", err)
+			}
+			bad = bad || g.Shard < firstFreeShard || shards[g.Shard]
+			shards[g.Shard] = true
 		}
-		if g.Shard < firstFreeShard || shards[g.Shard] || g.Revision < 0 || g.Revision > 1<<62 {
+		if bad {
 			return fmt.Errorf("restore: group %q has shard %d / revision %d, which no cluster writes: %w", g.Name, g.Shard, g.Revision, errs.Invalid)
 		}
-		shards[g.Shard] = true
 	}
 	return nil
 }

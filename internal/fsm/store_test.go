@@ -235,9 +235,7 @@ func TestSharedSyncFromManyShards(t *testing.T) {
 	for _, h := range hs {
 		_ = h.sm.Close()
 	}
-	crashClose(t, mem, st)
-	st = memStore(t, mem, "store")
-	defer st.Close()
+	st = crashReopen(t, mem, st)
 	for i := range 8 {
 		h := sharedHarness(t, st, uint64(i), filepath.Join(root, "s"))
 		if h.idx != 20 {
@@ -265,6 +263,17 @@ func memStore(t testing.TB, mem *vfs.MemFS, dir string) *Shared {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return st
+}
+
+// crashReopen crashes st (crashClose) and opens the store again on what
+// the crash kept; the test's cleanup closes it, after the replicas the
+// test closes itself.
+func crashReopen(t testing.TB, mem *vfs.MemFS, st *Shared) *Shared {
+	t.Helper()
+	crashClose(t, mem, st)
+	st = memStore(t, mem, "store")
+	t.Cleanup(func() { _ = st.Close() })
 	return st
 }
 
@@ -331,9 +340,7 @@ func TestSyncOnlyWhatIsDirty(t *testing.T) {
 	a.apply(putCmd("a", "2"))
 	_ = a.sm.Close()
 	_ = b.sm.Close()
-	crashClose(t, mem, st)
-	st = memStore(t, mem, "store")
-	defer st.Close()
+	st = crashReopen(t, mem, st)
 	b = sharedHarness(t, st, 2, filepath.Join(root, "b"))
 	defer b.sm.Close()
 	if g := b.get("b"); string(g.KV.Value) != "2" || b.idx != 2 {
@@ -367,10 +374,7 @@ func TestReopenedReplicaSyncsItsEarlierWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = a.sm.Close()
-	crashClose(t, mem, st)
-
-	st = memStore(t, mem, "store")
-	defer st.Close()
+	st = crashReopen(t, mem, st)
 	a = sharedHarness(t, st, 1, dir)
 	defer a.sm.Close()
 	if a.idx < synced || string(a.get("k").KV.Value) != "2" {

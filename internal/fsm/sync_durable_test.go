@@ -35,10 +35,7 @@ func TestRecoverFromSnapshotIsDurable(t *testing.T) {
 	}
 	want := dst.sm.Applied()
 	_ = dst.sm.Close()
-	crashClose(t, mem, st)
-
-	st = memStore(t, mem, "store")
-	defer st.Close()
+	st = crashReopen(t, mem, st)
 	dst = sharedHarness(t, st, 1, filepath.Join(root, "d"))
 	defer dst.sm.Close()
 	if got, rev := dump(t, dst); dst.idx != want || rev != wantRev || !reflect.DeepEqual(got, wantList) {
@@ -60,10 +57,7 @@ func TestImportIsDurable(t *testing.T) {
 	st := memStore(t, mem, "store")
 	h := sharedHarness(t, st, 7, dir)
 	_ = h.sm.Close()
-	crashClose(t, mem, st)
-
-	st = memStore(t, mem, "store")
-	defer st.Close()
+	st = crashReopen(t, mem, st)
 	h = sharedHarness(t, st, 7, dir)
 	defer h.sm.Close()
 	if got, rev := dump(t, h); h.idx != src.sm.Applied() || rev != wantRev || !reflect.DeepEqual(got, wantList) {
