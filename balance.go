@@ -160,6 +160,7 @@ func (b *Balancer) Pick(ctx context.Context, service string, opts ...PickOption)
 	} else {
 		set, err = b.set(ctx, service)
 	}
+	b.s.n.shareCPU()
 	if err != nil {
 		return Instance{}, fmt.Errorf("pick %s: %w", quoteKey(service), err)
 	}

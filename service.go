@@ -285,6 +285,7 @@ func (s *Services) read(ctx context.Context, service string, opts []QueryOption)
 		f(&o)
 	}
 	stored, _, err := s.n.e.Instances(ctx, s.group, service, readOpts(o.read).cluster())
+	s.n.shareCPU()
 	if err != nil {
 		return nil, err
 	}
