@@ -354,10 +354,11 @@ func (e *Engine) refresh(sid uint64, l *lessor) {
 		seen[li.ID] = true
 		ttl := time.Duration(li.TTL) * time.Millisecond
 		l.ttl[li.ID] = ttl
+		// Only ever set here: a checkpoint in flight has set it before the
+		// state machine holds the remainder (see checkpoint), and only a
+		// committed clear unsets it (clearCheckpoints).
 		if li.Remaining > 0 {
 			l.held[li.ID] = true
-		} else {
-			delete(l.held, li.ID)
 		}
 		if _, known := l.deadline[li.ID]; !known {
 			start := ttl
@@ -485,6 +486,12 @@ func (e *Engine) checkpoint(sid uint64, l *lessor) {
 	for id, d := range l.deadline {
 		if left := d.Sub(now); left > e.cfg.LeaseCheckpoint && !l.expiring[id] {
 			cps = append(cps, fsm.LeaseRemaining{ID: id, RemainingMs: min(left.Milliseconds(), fsm.MaxLeaseTTL)})
+			// Held from now on, not from the commit: a renewal while the
+			// proposal is on its way must clear it (it waits on cpMu), or
+			// the remainder measured before the renewal would stay stored.
+			// If the proposal fails, a renewal clears what may not be
+			// there: one write too many, never a remainder too old.
+			l.held[id] = true
 		}
 	}
 	epoch := l.epoch
@@ -503,12 +510,5 @@ func (e *Engine) checkpoint(sid uint64, l *lessor) {
 			e.log.Debug("lease checkpoint not committed", "shard", sid, "err", err)
 			return
 		}
-		l.mu.Lock()
-		for _, cp := range batch {
-			if _, ok := l.ttl[cp.ID]; ok {
-				l.held[cp.ID] = true
-			}
-		}
-		l.mu.Unlock()
 	}
 }
