@@ -117,7 +117,19 @@ func (c *Cache[V]) Apply(rev int64, evs []Event[V]) {
 	if rev <= c.pos {
 		return
 	}
-	for _, ev := range evs {
+	// A txn may change a key more than once: its last event is the key's
+	// state at rev, and the rule below (at >= rev) would keep the first.
+	var last map[string]int
+	if len(evs) > 1 {
+		last = make(map[string]int, len(evs))
+		for i, ev := range evs {
+			last[ev.Key] = i
+		}
+	}
+	for i, ev := range evs {
+		if last != nil && last[ev.Key] != i {
+			continue
+		}
 		if c.filter != nil {
 			c.applyFollowed(rev, ev)
 			continue

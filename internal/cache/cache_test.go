@@ -156,3 +156,28 @@ func TestTrustAndWait(t *testing.T) {
 		t.Fatalf("%d keys in a cache of 2", c.Len())
 	}
 }
+
+// A txn that changes a key twice sends both events in one revision: the
+// key's state is its last event's, whether the key was cached or not (the
+// first event won before: a put then a delete left the put cached).
+func TestEventsOfOneRevisionLastWins(t *testing.T) {
+	c := New[string](10)
+	c.Reset(5)
+	if !c.Fill("cached", "c5", true, 5) {
+		t.Fatal("fill refused")
+	}
+	c.Apply(6, []Event[string]{
+		{Key: "cached", Value: "first", Found: true}, {Key: "cached"}, // put, delete
+		{Key: "new", Value: "first", Found: true}, {Key: "new", Value: "second", Found: true}, // put, put
+		{Key: "gone", Value: "x", Found: true}, {Key: "gone"}, // put, delete of an uncached key
+	})
+	if _, found, _, ok := lookup(t, c, "cached"); !ok || found {
+		t.Fatalf("put then delete: found %v ok %v, want cached as absent", found, ok)
+	}
+	if v, found, _, ok := lookup(t, c, "new"); !ok || !found || v != "second" {
+		t.Fatalf("put then put: %q found %v ok %v, want second", v, found, ok)
+	}
+	if v, found, _, ok := lookup(t, c, "gone"); ok && found {
+		t.Fatalf("put then delete of an uncached key: %q cached as present", v)
+	}
+}
