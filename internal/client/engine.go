@@ -416,11 +416,18 @@ func (e *Engine) retry(ctx context.Context, where func(skip map[string]bool) (st
 		if !ok {
 			clear(skip)
 			if err := e.rediscover(ctx); err != nil {
-				return ctxError(err, last)
+				return e.closedOr(ctxError(err, last))
 			}
 			continue
 		}
 		err := f(addr)
+		if err != nil && (retryable(err) || errors.Is(err, context.Canceled)) && e.closed.Load() {
+			// Close ended the call (it closes the connections, and
+			// cancels the ctx of calls shared by several callers): what
+			// the caller hears is ErrClosed, not a cancellation it did
+			// not ask for.
+			return errs.Closed
+		}
 		if err == nil || !retryable(err) || ctx.Err() != nil {
 			if err != nil && ctx.Err() != nil && retryable(err) {
 				return ctxError(ctx.Err(), err)
@@ -433,9 +440,17 @@ func (e *Engine) retry(ctx context.Context, where func(skip map[string]bool) (st
 		}
 		skip[addr] = true
 		if err := e.backoff(ctx, n); err != nil {
-			return ctxError(err, last)
+			return e.closedOr(ctxError(err, last))
 		}
 	}
+}
+
+// closedOr is ErrClosed once the engine is closed, else err.
+func (e *Engine) closedOr(err error) error {
+	if e.closed.Load() {
+		return errs.Closed
+	}
+	return err
 }
 
 // WaitReady returns once the client knows the cluster and every group has
