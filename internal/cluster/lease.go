@@ -48,6 +48,8 @@ type lessor struct {
 	// renewals, so a checkpoint computed before a renewal never lands
 	// after the renewal's clear.
 	cpMu sync.Mutex
+	// refreshMu makes reloads of the lease set (refresh) one at a time.
+	refreshMu sync.Mutex
 
 	mu         sync.Mutex
 	epoch      uint64 // 0 until this leader's epoch committed
@@ -333,13 +335,19 @@ func (e *Engine) startEpoch(sid uint64, l *lessor) {
 // leases start their countdown (full TTL, or the checkpointed remainder),
 // ended ones are dropped, known ones keep their deadline.
 func (e *Engine) refresh(sid uint64, l *lessor) {
-	gen := e.host.LeaseGeneration(sid)
-	l.mu.Lock()
-	same := gen == l.gen
-	l.mu.Unlock()
-	if same {
+	if e.loaded(sid, l) {
 		return
 	}
+	// One reload at a time: two interleaved ones could apply an older view
+	// after a newer one, dropping for a moment the leases granted between
+	// the two, and a keepalive then would answer ErrLeaseNotFound for a
+	// lease that exists (a keeper gives such a lease up for good).
+	l.refreshMu.Lock()
+	defer l.refreshMu.Unlock()
+	if e.loaded(sid, l) {
+		return
+	}
+	gen := e.host.LeaseGeneration(sid)
 	ctx, cancel := context.WithTimeout(e.life, 5*time.Second)
 	defer cancel()
 	v, err := e.host.StaleRead(ctx, sid, fsm.LeasesQuery{})
@@ -377,6 +385,14 @@ func (e *Engine) refresh(sid uint64, l *lessor) {
 		}
 	}
 	l.gen = gen
+}
+
+// loaded tells whether l holds the state machine's current lease set.
+func (e *Engine) loaded(sid uint64, l *lessor) bool {
+	gen := e.host.LeaseGeneration(sid)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return gen == l.gen
 }
 
 func (e *Engine) kickLessor() {
