@@ -206,9 +206,9 @@ func TestLeaseAutoRenewMinTTLSurvivesFailover(t *testing.T) {
 	}
 }
 
-// TestLeaseLeaseInputs: bounds and foreign ids. Each call must fail
+// TestLeaseInputs: bounds and foreign ids. Each call must fail
 // cleanly with the documented error, or succeed where valid.
-func TestLeaseLeaseInputs(t *testing.T) {
+func TestLeaseInputs(t *testing.T) {
 	c := testcluster.New(t, 3)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

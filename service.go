@@ -326,7 +326,6 @@ func (s *Services) List(ctx context.Context, opts ...QueryOption) ([]ServiceInfo
 func (s *Services) Watch(ctx context.Context, service string) <-chan ServiceEvent {
 	out := make(chan ServiceEvent, 16)
 	run := func() {
-		defer close(out)
 		err := s.follow(ctx, service, func(rev int64, set map[string]Instance) bool {
 			ev := ServiceEvent{Revision: rev, Instances: sortedInstances(set)}
 			select {
@@ -334,11 +333,25 @@ func (s *Services) Watch(ctx context.Context, service string) <-chan ServiceEven
 				return true
 			case <-ctx.Done():
 				return false
+			case <-s.n.life.Done():
+				return false // Close does not wait for a consumer that does not read
 			}
 		})
+		final := ServiceEvent{Err: fmt.Errorf("watch service %s: %w", quoteKey(service), err)}
 		select {
-		case out <- ServiceEvent{Err: fmt.Errorf("watch service %s: %w", quoteKey(service), err)}:
-		case <-ctx.Done():
+		case out <- final:
+			close(out)
+		default:
+			// A full channel: hand the final event over when the consumer
+			// reads or gives up, without holding up Close meanwhile (as
+			// KV.Watch does).
+			go func() {
+				select {
+				case out <- final:
+				case <-ctx.Done():
+				}
+				close(out)
+			}()
 		}
 	}
 	if !s.n.spawn(run) {
@@ -394,11 +407,17 @@ const maxCoalesce = 64
 
 // feed reads service's instances and then follows its changes one at a
 // time, so a consumer can apply them incrementally. It returns why it
-// stopped (ctx.Err() when ctx ended or the Node closed, errs.Closed) —
+// stopped (ctx.Err() when ctx ended, errs.Closed when the Node closed) —
 // never nil. load or commit returning false stops it.
-func (s *Services) feed(ctx context.Context, service string, f feedFuncs) error {
-	ctx, stop := context.WithCancel(ctx)
+func (s *Services) feed(parent context.Context, service string, f feedFuncs) (err error) {
+	ctx, stop := context.WithCancel(parent)
 	defer stop()
+	defer func() {
+		// Stopped by the Node's Close, not by the caller: say so.
+		if (err == nil || errors.Is(err, context.Canceled)) && parent.Err() == nil && s.n.life.Err() != nil {
+			err = errs.Closed
+		}
+	}()
 	// The Node's own end stops the watch too.
 	go func() {
 		select {
