@@ -232,7 +232,6 @@ func (h *hub) advance() error {
 	if f := h.e.hubHook.Load(); f != nil {
 		(*f)(h.shard)
 	}
-	seen := 0 // revisions read in this advance
 	for {
 		res, err := h.events(h.pos + 1)
 		if err != nil {
@@ -240,7 +239,12 @@ func (h *hub) advance() error {
 		}
 		bs := byRevision(res.Events)
 		h.mu.Lock()
-		if seen += len(bs); seen > watchQueue {
+		// A burst is told by how far the replica is ahead, not by the
+		// revisions read so far: history is paged by events, so a page of
+		// txns of many keys holds far fewer than watchQueue revisions, and
+		// counting them let the first pages fill the watchers' queues
+		// before the burst was seen (they were cancelled while keeping up).
+		if res.Revision-h.pos > watchQueue {
 			h.release()
 		}
 		for _, b := range bs {
