@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dister/dister/internal/balance"
+	"github.com/dister/dister/internal/cluster"
 	"github.com/dister/dister/internal/errs"
 	"github.com/dister/dister/internal/svc"
 )
@@ -160,7 +161,7 @@ func (b *Balancer) Pick(ctx context.Context, service string, opts ...PickOption)
 	} else {
 		set, err = b.set(ctx, service)
 	}
-	b.s.n.shareCPU()
+	b.s.n.shareCPU(cluster.Stale) // a view in memory
 	if err != nil {
 		return Instance{}, fmt.Errorf("pick %s: %w", quoteKey(service), err)
 	}

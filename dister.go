@@ -56,17 +56,18 @@ type Node struct {
 // (BenchmarkGet/stale), one every call cost 30% of the reads per second.
 const yieldEvery = 8
 
-// shareCPU yields the processor on every yieldEvery-th call. Reads a node
-// answers from memory (a session or stale read, a client node's cache, a
-// balancer's view) never block, so callers that do little else keep every
-// processor busy, and Go's scheduler then runs the goroutines a network
-// read wakes only every few hundred milliseconds: the Raft transport's and
-// the engine's, so a leader stopped hearing its followers within the
-// election timeout and stepped down, again and again, while 64 goroutines
-// read (TestLocalReadStormKeepsLeaders). A yield lets the scheduler look
-// at its other goroutines.
-func (n *Node) shareCPU() {
-	if n.localCalls.Add(1)%yieldEvery == 0 {
+// shareCPU yields the processor on every yieldEvery-th call answered from
+// memory: a session or stale read, a client node's cache hit, a balancer's
+// view (a linearizable read waits on the network anyway). Such calls never
+// block, so callers that do little else keep every processor busy, and Go's
+// scheduler then runs the goroutines a network read wakes only every few
+// hundred milliseconds: the Raft transport's and the engine's, so a leader
+// stopped hearing its followers within the election timeout and stepped
+// down, again and again, while 64 goroutines read
+// (TestLocalReadStormKeepsLeaders). A yield lets the scheduler look at its
+// other goroutines.
+func (n *Node) shareCPU(c cluster.Consistency) {
+	if c != cluster.Linearizable && n.localCalls.Add(1)%yieldEvery == 0 {
 		runtime.Gosched()
 	}
 }

@@ -73,8 +73,9 @@ func (kv *KV) GetWithRevision(ctx context.Context, key string, opts ...ReadOptio
 	if err := checkKey(key); err != nil {
 		return nil, 0, fmt.Errorf("get %s: %w", quoteKey(key), err)
 	}
-	r, err := kv.n.e.Get(ctx, kv.group, key, readOpts(opts).cluster())
-	kv.n.shareCPU()
+	o := readOpts(opts)
+	r, err := kv.n.e.Get(ctx, kv.group, key, o.cluster())
+	kv.n.shareCPU(o.consistency)
 	if err != nil {
 		return nil, 0, fmt.Errorf("get %s: %w", quoteKey(key), err)
 	}
@@ -198,7 +199,7 @@ func (kv *KV) ListPage(ctx context.Context, prefix string, opts ...ReadOption) (
 		limit = MaxListLimit
 	}
 	r, err := kv.n.e.List(ctx, kv.group, fsm.ListQuery{Prefix: prefix, After: o.after, Limit: limit}, o.cluster())
-	kv.n.shareCPU()
+	kv.n.shareCPU(o.consistency)
 	if err != nil {
 		return nil, fmt.Errorf("list %s: %w", quoteKey(prefix), err)
 	}

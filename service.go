@@ -284,8 +284,9 @@ func (s *Services) read(ctx context.Context, service string, opts []QueryOption)
 	for _, f := range opts {
 		f(&o)
 	}
-	stored, _, err := s.n.e.Instances(ctx, s.group, service, readOpts(o.read).cluster())
-	s.n.shareCPU()
+	ro := readOpts(o.read)
+	stored, _, err := s.n.e.Instances(ctx, s.group, service, ro.cluster())
+	s.n.shareCPU(ro.consistency)
 	if err != nil {
 		return nil, err
 	}
