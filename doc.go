@@ -26,6 +26,6 @@
 //
 // Limits: keys are UTF-8 without NUL, 1 byte to 4 KiB (MaxKeySize); values
 // up to 1 MiB (MaxValueSize); a Txn has at most 128 compares and ops
-// (MaxTxnOps); a List returns at most 10,000 entries (MaxListLimit).
+// (MaxTxnOps) and 4 MiB of keys and values together (MaxTxnBytes); a List returns at most 10,000 entries (MaxListLimit).
 // Breaking one gives ErrInvalid or ErrTooLarge and changes nothing.
 package dister

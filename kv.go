@@ -15,6 +15,7 @@ const (
 	MaxKeySize   = fsm.MaxKeySize   // bytes; keys are UTF-8 without NUL, at least 1 byte
 	MaxValueSize = fsm.MaxValueSize // bytes
 	MaxTxnOps    = fsm.MaxTxnOps    // compares + then + else
+	MaxTxnBytes  = fsm.MaxTxnBytes  // the keys and values of one Txn's compares and ops together
 	MaxListLimit = fsm.MaxListLimit // entries one List call returns
 )
 

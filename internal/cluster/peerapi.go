@@ -128,6 +128,9 @@ func checkClientCommand(b []byte) error {
 	}
 	switch cmd.Kind {
 	case fsm.KindTxn:
+		if err := fsm.CheckTxnSize(cmd.Txn); err != nil {
+			return err
+		}
 		return fsm.RejectReserved(cmd.Txn)
 	case fsm.KindLeaseGrant:
 		return nil

@@ -57,10 +57,16 @@ const (
 	maxErrorMessage = 4 << 10
 )
 
-// EncodeCommand validates c and returns its encoding.
+// EncodeCommand validates c (a txn's size too, see MaxTxnBytes) and
+// returns its encoding.
 func EncodeCommand(c *Command) ([]byte, error) {
 	if err := ValidateCommand(c); err != nil {
 		return nil, err
+	}
+	if c.Kind == KindTxn {
+		if err := CheckTxnSize(c.Txn); err != nil {
+			return nil, err
+		}
 	}
 	return encodeCommand(c), nil
 }

@@ -18,7 +18,15 @@ const (
 	MaxKeySize   = 4 << 10 // bytes
 	MaxValueSize = 1 << 20 // bytes
 	MaxTxnOps    = 128     // compares + then ops + else ops
-	MaxListLimit = 10000   // entries one list answers (ListQuery.Limit)
+	// MaxTxnBytes bounds the keys and values of one txn's compares and ops
+	// together: a txn is one Raft entry, and one of 100 MiB (128 values of
+	// 1 MiB would fit the other limits) took longer to replicate and sync
+	// than an election timeout, so leaders lost their quorum over and over
+	// and no write of the group went through. Checked where a command is
+	// proposed (EncodeCommand, a server taking a client's command), not
+	// when an entry is applied: one already in a log still applies.
+	MaxTxnBytes  = 4 << 20
+	MaxListLimit = 10000 // entries one list answers (ListQuery.Limit)
 
 	// MaxLeaseTTL bounds a lease's TTL and a checkpoint's remaining time:
 	// one year, in milliseconds. The smallest TTL the state machine takes is

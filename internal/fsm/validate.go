@@ -41,6 +41,25 @@ func ValidateTxn(t *Txn) error {
 	return validateOps("else", t.Else)
 }
 
+// CheckTxnSize refuses a txn whose keys and values together exceed
+// MaxTxnBytes (errs.TooLarge). Apart from ValidateTxn: entries committed
+// before the limit existed must still decode and apply.
+func CheckTxnSize(t *Txn) error {
+	n := 0
+	for i := range t.Compares {
+		n += len(t.Compares[i].Key) + len(t.Compares[i].Value)
+	}
+	for _, ops := range [2][]Op{t.Then, t.Else} {
+		for i := range ops {
+			n += len(ops[i].Key) + len(ops[i].Value)
+		}
+	}
+	if n > MaxTxnBytes {
+		return fmt.Errorf("txn of %d bytes of keys and values, more than %d: %w", n, MaxTxnBytes, errs.TooLarge)
+	}
+	return nil
+}
+
 func validateOps(branch string, ops []Op) error {
 	for i := range ops {
 		op := &ops[i]
