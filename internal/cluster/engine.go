@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sort"
@@ -300,6 +301,12 @@ func (e *Engine) identify(ctx context.Context) (id uint64, restart bool, err err
 	}
 	id = e.cfg.NodeID
 	if e.cfg.Join {
+		// The cluster records a joining server at once; one that then cannot
+		// start (a port in use) was a member that never ran, and a retry on
+		// another port a second one.
+		if err := canListen(e.cfg.RaftAddr, e.cfg.PeerAddr); err != nil {
+			return 0, false, err
+		}
 		if id, err = e.joinThroughSeeds(ctx); err != nil {
 			return 0, false, err
 		}
@@ -309,6 +316,19 @@ func (e *Engine) identify(ctx context.Context) (id uint64, restart bool, err err
 			identityFile, e.cfg.DataDir, errs.Invalid)
 	}
 	return id, false, nil
+}
+
+// canListen tells whether this server can listen on its addresses now,
+// before it asks the cluster to record it.
+func canListen(addrs ...string) error {
+	for _, a := range addrs {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return errs.Mark(fmt.Errorf("listen on %s before joining: %w", a, err), errs.Invalid)
+		}
+		l.Close()
+	}
+	return nil
 }
 
 // saveIdentity records the server's id once it has started, so a start

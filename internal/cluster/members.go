@@ -62,6 +62,18 @@ func (e *Engine) AddServer(ctx context.Context, id uint64, p Peer) (uint64, erro
 		if _, ok := cat.servers[id]; ok && id != 0 {
 			return 0, fmt.Errorf("server id %d is taken: %w", id, errs.Conflict)
 		}
+		if id > MaxServerID {
+			return 0, fmt.Errorf("server id %d is above %d: %w", id, uint64(MaxServerID), errs.Invalid)
+		}
+		// One address, one server (etcd refuses a peer URL twice too): a
+		// record with another's peer address looked alive through it.
+		for other, q := range cat.servers {
+			for _, a := range []string{p.RaftAddr, p.PeerAddr} {
+				if a == q.RaftAddr || a == q.PeerAddr {
+					return 0, fmt.Errorf("address %s belongs to server %d: %w", a, other, errs.Conflict)
+				}
+			}
+		}
 		if _, ok := cat.removed[id]; ok {
 			return 0, fmt.Errorf("server id %d was removed and cannot be reused: %w", id, errs.Conflict)
 		}
@@ -78,17 +90,22 @@ func (e *Engine) AddServer(ctx context.Context, id uint64, p Peer) (uint64, erro
 		}
 		for _, ids := range []map[uint64]string{m.Voters, m.NonVoters} {
 			for sid := range ids {
-				next = max(next, sid+1)
+				next = max(next, after(sid))
 			}
 		}
 		for sid := range m.Removed {
-			next = max(next, sid+1)
+			next = max(next, after(sid))
 		}
 		for sid := range cat.servers {
-			next = max(next, sid+1)
+			next = max(next, after(sid))
 		}
 		newID := id
 		if newID == 0 {
+			if next > MaxServerID {
+				// Ids are never reused; past the top there is no next one
+				// (it wrapped to a taken id and the txn failed for ever).
+				return 0, fmt.Errorf("no free server id: the next would be above %d: %w", uint64(MaxServerID), errs.Invalid)
+			}
 			newID = next
 		}
 		val, _ := json.Marshal(p)
@@ -124,6 +141,17 @@ func (e *Engine) AddServer(ctx context.Context, id uint64, p Peer) (uint64, erro
 	}
 	e.kick()
 	return id, nil
+}
+
+// MaxServerID bounds server ids, so the next id never wraps around.
+const MaxServerID = 1 << 62
+
+// after is the id after sid, saturated above MaxServerID.
+func after(sid uint64) uint64 {
+	if sid >= MaxServerID {
+		return MaxServerID + 1
+	}
+	return sid + 1
 }
 
 func (c *catalog) byRaftAddr(addr string) (uint64, bool) {

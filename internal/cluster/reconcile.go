@@ -442,7 +442,7 @@ func (r *reconciler) syncShard(ctx context.Context, e *Engine, cat *catalog, sha
 				return false, err
 			}
 			e.log.Info("added non-voting member", "shard", shardID, "member", id)
-		case r.caughtUp(cctx, e, shardID, p):
+		case r.caughtUp(cctx, e, shardID, id, p):
 			if err := e.host.AddVoter(cctx, shardID, id, p.RaftAddr); err != nil {
 				return false, err
 			}
@@ -472,14 +472,17 @@ func (r *reconciler) syncShard(ctx context.Context, e *Engine, cat *catalog, sha
 	return done, nil
 }
 
-// caughtUp asks a non-voter how far it has applied shardID. A server that
+// caughtUp asks non-voter id how far it has applied shardID. A server that
 // does not run the shard at all is not caught up, however young the shard
 // is (its applied index is absent, not 0).
-func (r *reconciler) caughtUp(ctx context.Context, e *Engine, shardID uint64, p Peer) bool {
+func (r *reconciler) caughtUp(ctx context.Context, e *Engine, shardID, id uint64, p Peer) bool {
 	sctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
 	st, err := e.peers.Status(sctx, p.PeerAddr)
-	if err != nil {
+	// Another server answering at that address (a record with another's
+	// peer address) is not this one: it made a server that never started a
+	// voter, and the cluster lost the majority it counted on.
+	if err != nil || st.NodeID != id {
 		return false
 	}
 	applied, runs := st.Applied[shardID]
