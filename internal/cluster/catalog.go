@@ -317,15 +317,18 @@ func (e *Engine) DeleteGroup(ctx context.Context, name string) error {
 	}
 	// The group leaves the local view before its shard stops and its data
 	// goes: wait for both.
+	// By shard, not by name: the name may already be a new group's
+	// (created again at once), which the wait by name took for the old one
+	// until ctx ended, on a delete that was done.
 	if err := e.waitSettled(ctx, func() bool {
 		e.mu.Lock()
-		_, known := e.groups[name]
+		now, known := e.groups[name]
 		e.mu.Unlock()
-		return !known && !e.host.HasData(rec.Shard)
+		return (!known || now.Shard != rec.Shard) && !e.host.HasData(rec.Shard)
 	}); err != nil {
 		return err
 	}
-	e.waitGoneElsewhere(ctx, name)
+	e.waitGoneElsewhere(ctx, name, rec.Shard)
 	return nil
 }
 
@@ -333,13 +336,13 @@ func (e *Engine) DeleteGroup(ctx context.Context, name string) error {
 const goneWait = 5 * time.Second
 
 // waitGoneElsewhere waits until every other server that answers has
-// dropped group name from its view (its own reconcile pass, moments after
+// dropped group name on shard from its view (its own reconcile pass, moments after
 // it applied the deletion): until then it would still answer requests for
 // the group, so a client that deleted a group could read it again through
 // another server. A server that does not answer is not waited for, and
 // the wait ends after goneWait, or with ctx: the deletion is committed
 // either way.
-func (e *Engine) waitGoneElsewhere(ctx context.Context, name string) {
+func (e *Engine) waitGoneElsewhere(ctx context.Context, name string, shard uint64) {
 	ctx, cancel := context.WithTimeout(ctx, goneWait)
 	defer cancel()
 	e.mu.Lock()
@@ -356,7 +359,10 @@ func (e *Engine) waitGoneElsewhere(ctx context.Context, name string) {
 			cctx, cancelCall := context.WithTimeout(ctx, time.Second)
 			err := e.peers.Call(cctx, addr, peer.OpTopology, nil, &t)
 			cancelCall()
-			if err != nil || !slices.ContainsFunc(t.Groups, func(g peer.GroupState) bool { return g.Name == name }) {
+			// A server of an earlier version reports no shard: by name.
+			if err != nil || !slices.ContainsFunc(t.Groups, func(g peer.GroupState) bool {
+				return g.Name == name && (g.Shard == shard || g.Shard == 0)
+			}) {
 				break
 			}
 			select {

@@ -481,7 +481,7 @@ func (e *Engine) GroupStates() []GroupState {
 			continue
 		}
 		leader, _ := e.host.Leader(sid)
-		out = append(out, GroupState{Name: name, Leader: leader, Revision: e.host.Revision(sid)})
+		out = append(out, GroupState{Name: name, Leader: leader, Revision: e.host.Revision(sid), Shard: sid})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out

@@ -562,7 +562,7 @@ func (e *Engine) topology() peer.Topology {
 	}
 	e.mu.Unlock()
 	for _, g := range e.GroupStates() {
-		t.Groups = append(t.Groups, peer.GroupState{Name: g.Name, Leader: g.Leader, Revision: g.Revision})
+		t.Groups = append(t.Groups, peer.GroupState{Name: g.Name, Leader: g.Leader, Revision: g.Revision, Shard: g.Shard})
 	}
 	return t
 }

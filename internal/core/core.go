@@ -87,6 +87,7 @@ type GroupState struct {
 	Name     string
 	Leader   uint64 // 0 = none known
 	Revision int64  // last applied here (a client node: what its cache reached)
+	Shard    uint64 // the group's shard (0 on a client node)
 }
 
 // LeaseDetail describes a lease.

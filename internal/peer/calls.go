@@ -124,6 +124,9 @@ type GroupState struct {
 	Name     string `json:"name"`
 	Leader   uint64 `json:"leader"`
 	Revision int64  `json:"revision"`
+	// Shard tells a group from an earlier one of the same name (0: a
+	// server of an earlier version).
+	Shard uint64 `json:"shard,omitempty"`
 }
 
 // Settings are the cluster settings.
