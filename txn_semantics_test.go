@@ -1,10 +1,8 @@
 package dister_test
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -220,7 +218,4 @@ func TestTxnSemanticsAgainstEtcd(t *testing.T) {
 	if l, _, _ := kv.List(ctx, ""); len(l) != 0 {
 		t.Errorf("keys left: %s", keys(l))
 	}
-	_ = strings.Repeat
-	_ = bytes.Equal
 }
-
