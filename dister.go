@@ -313,7 +313,10 @@ func (n *Node) Groups(ctx context.Context) ([]string, error) {
 // AddServer adds a server to the cluster (id 0 = the next free id) and
 // returns its id. The new server then starts with Join (or joins through
 // Servers by itself, which calls AddServer). It becomes a non-voting member
-// of every group and is promoted to voter once it has caught up.
+// of every group and is promoted to voter once it has caught up. An
+// address another server has is ErrConflict (the same Raft address again
+// returns that server's id, so a joining server may retry); an id above
+// 2^62 is ErrInvalid.
 func (n *Node) AddServer(ctx context.Context, id uint64, p Peer) (uint64, error) {
 	ctx, cancel := n.bound(ctx)
 	defer cancel()
