@@ -338,22 +338,7 @@ func (s *Services) Watch(ctx context.Context, service string) <-chan ServiceEven
 				return false // Close does not wait for a consumer that does not read
 			}
 		})
-		final := ServiceEvent{Err: fmt.Errorf("watch service %s: %w", quoteKey(service), err)}
-		select {
-		case out <- final:
-			close(out)
-		default:
-			// A full channel: hand the final event over when the consumer
-			// reads or gives up, without holding up Close meanwhile (as
-			// KV.Watch does).
-			go func() {
-				select {
-				case out <- final:
-				case <-ctx.Done():
-				}
-				close(out)
-			}()
-		}
+		endWatch(ctx, out, ServiceEvent{Err: fmt.Errorf("watch service %s: %w", quoteKey(service), err)})
 	}
 	if !s.n.spawn(run) {
 		out <- ServiceEvent{Err: fmt.Errorf("watch service %s: %w", quoteKey(service), errs.Closed)}

@@ -77,6 +77,24 @@ func WithPrevEntry() WatchOption { return func(o *watchOptions) { o.prev = true 
 // do not fit wait in the watcher's pending list.
 const watchBuffer = 16
 
+// endWatch sends a watch's final event on out and closes it: at once when
+// there is room, else from a goroutine that waits for the consumer to read
+// or give up (ctx), without holding up Close meanwhile.
+func endWatch[E any](ctx context.Context, out chan E, final E) {
+	select {
+	case out <- final:
+		close(out)
+	default:
+		go func() {
+			select {
+			case out <- final:
+			case <-ctx.Done():
+			}
+			close(out)
+		}()
+	}
+}
+
 // Watch streams the changes of keys under prefix ("" = all), in revision
 // order, each once, until ctx ends. It works on any server of the group
 // and across leader changes. A watcher that falls too far behind is ended
@@ -90,21 +108,7 @@ func (kv *KV) Watch(ctx context.Context, prefix string, opts ...WatchOption) <-c
 	}
 	out := make(chan WatchEvent, watchBuffer)
 	end := func(err error, compact int64) {
-		ev := WatchEvent{Err: fmt.Errorf("watch %s: %w", quoteKey(prefix), err), CompactRevision: compact}
-		select {
-		case out <- ev:
-			close(out)
-		default:
-			// A full channel: hand the final event over when the consumer
-			// reads or gives up, without holding up Close meanwhile.
-			go func() {
-				select {
-				case out <- ev:
-				case <-ctx.Done():
-				}
-				close(out)
-			}()
-		}
+		endWatch(ctx, out, WatchEvent{Err: fmt.Errorf("watch %s: %w", quoteKey(prefix), err), CompactRevision: compact})
 	}
 	if o.from < 0 {
 		end(fmt.Errorf("FromRevision %d: %w", o.from, errs.Invalid), 0)
