@@ -237,12 +237,15 @@ func (e *Engine) discover() {
 		votes := map[string]map[uint64]int{}
 		self := map[string]uint64{}
 		names := map[string]bool{}
+		shards := map[string]uint64{}
 		for _, a := range got {
 			for _, s := range a.t.Servers {
 				servers[s.ID] = s
 			}
 			for _, g := range a.t.Groups {
 				names[g.Name] = true
+				// The newest incarnation of the name (shard ids only grow).
+				shards[g.Name] = max(shards[g.Name], g.Shard)
 				if g.Leader == 0 {
 					continue
 				}
@@ -258,6 +261,12 @@ func (e *Engine) discover() {
 		e.servers = servers
 		for name := range names {
 			g := e.groupLocked(name)
+			if sid := shards[name]; sid != 0 {
+				if g.shard != 0 && g.shard != sid {
+					g = e.replaceGroupLocked(g)
+				}
+				g.shard = sid
+			}
 			leader := self[name]
 			if leader == 0 {
 				best := 0
@@ -487,6 +496,7 @@ func (e *Engine) WaitReady(ctx context.Context) error {
 // floor, the cache with its feed, and the shared revision fetch.
 type group struct {
 	name   string
+	shard  uint64 // as the servers report it (e.mu); 0 until known
 	leader atomic.Uint64
 	floor  atomic.Int64
 	feed   *feed // nil without a cache
@@ -494,6 +504,21 @@ type group struct {
 	// progress: one progress request at a time for the feed's waiters.
 	progress progressAsk
 	streams  map[*stream]struct{} // the app's watches (e.mu)
+}
+
+// replaceGroupLocked starts afresh a group whose name now names another
+// group (deleted and created again): the old one's revisions, session
+// floor and cache say nothing of the new one, whose revisions start again
+// at 1 (the old floor made every session read wait for a revision the new
+// group might never reach). The app's watches stay tracked. e.mu held.
+func (e *Engine) replaceGroupLocked(old *group) *group {
+	if old.feed != nil {
+		old.feed.stop()
+	}
+	delete(e.groups, old.name)
+	g := e.groupLocked(old.name)
+	g.streams, old.streams = old.streams, nil
+	return g
 }
 
 func (e *Engine) groupLocked(name string) *group {

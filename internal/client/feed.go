@@ -22,7 +22,8 @@ type feed struct {
 	cache   *cache.Cache[fsm.KV]
 	stream  *stream
 	stopped atomic.Bool
-	kick    chan struct{} // buffered(1): follows changed
+	stop    context.CancelFunc // ends runFeed (a group replaced by another of its name)
+	kick    chan struct{}      // buffered(1): follows changed
 
 	sendMu sync.Mutex // orders changes with the opening of streams
 	live   *peer.FeedStream
@@ -55,9 +56,11 @@ func (e *Engine) feedOf(g *group) *feed {
 	if limit := 2*e.cfg.CacheSize + 1024; limit <= peer.MaxFeedKeys && !e.unfilteredFeeds.Load() {
 		c = cache.NewFiltered[fsm.KV](e.cfg.CacheSize, limit, peer.KeyHash)
 	}
-	f := &feed{cache: c, kick: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(e.life)
+	f := &feed{cache: c, kick: make(chan struct{}, 1), stop: cancel}
 	f.stream = &stream{e: e, group: g.name, feed: f}
-	if !e.spawn(func() { e.runFeed(g, f) }) {
+	if !e.spawn(func() { e.runFeed(ctx, g, f) }) {
+		cancel()
 		return nil
 	}
 	g.feed = f
@@ -66,11 +69,10 @@ func (e *Engine) feedOf(g *group) *feed {
 
 // runFeed follows the group from its current revision with an empty cache;
 // when the watch cannot resume without a gap it starts again, empty. It
-// ends with the engine, or when the group is gone.
-func (e *Engine) runFeed(g *group, f *feed) {
+// ends with the engine (or stop), or when the group is gone.
+func (e *Engine) runFeed(ctx context.Context, g *group, f *feed) {
 	defer f.stopped.Store(true)
-	ctx, stop := context.WithCancel(e.life)
-	defer stop()
+	defer f.stop()
 	if f.cache.Filtered() && !e.spawn(func() { e.sendFollows(ctx, f) }) {
 		return
 	}
