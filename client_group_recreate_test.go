@@ -56,7 +56,11 @@ func TestClientGroupRecreated(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("old group at revision %d; the new one wrote k at %d", last, rev)
-	time.Sleep(1500 * time.Millisecond) // a discovery round of the client
+	// A client's Leader waits for a discovery round that started after the
+	// call: one that sees the new group.
+	if _, err := cl.Group("again").Leader(ctx); err != nil {
+		t.Fatal(err)
+	}
 	read := func(what string, opt dister.ReadOption, want string) {
 		t.Helper()
 		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
