@@ -378,8 +378,11 @@ func (e *Engine) joinThroughSeeds(ctx context.Context) (uint64, error) {
 			if ctx.Err() != nil {
 				return 0, fmt.Errorf("join through %v: %w (last: %v)", e.cfg.Servers, ctx.Err(), last)
 			}
+			// A seed that is being removed no longer runs the system shard
+			// (GroupNotFound) or is closing: another seed may take the join.
 			if !errors.Is(err, peer.ErrUnreachable) && !errors.Is(err, errs.NoQuorum) &&
-				!errors.Is(err, context.DeadlineExceeded) {
+				!errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, errs.GroupNotFound) &&
+				!errors.Is(err, errs.Closed) {
 				return 0, fmt.Errorf("join through %s: %w", s, err)
 			}
 			last = err
