@@ -31,8 +31,9 @@ func run() error {
 	// Three servers bootstrapping one cluster (in one process here; in
 	// production one per machine, e.g. `dister server`).
 	members := map[uint64]dister.Peer{}
+	addrs := freeAddrs(6)
 	for id := uint64(1); id <= 3; id++ {
-		members[id] = dister.Peer{RaftAddr: freeAddr(), PeerAddr: freeAddr()}
+		members[id] = dister.Peer{RaftAddr: addrs[2*id-2], PeerAddr: addrs[2*id-1]}
 	}
 	var seeds []string
 	for id := uint64(1); id <= 3; id++ {
@@ -117,13 +118,19 @@ func run() error {
 	return nil
 }
 
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
+// freeAddrs picks n distinct free loopback ports: every listener stays open
+// until all are picked, so the system cannot hand one port out twice.
+func freeAddrs(n int) []string {
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrs
 }
 
 // quietLogger hides the Raft engine's routine warnings (elections).

@@ -36,8 +36,9 @@ func run() error {
 	// Every server lists the same members, itself included. In production
 	// these are three machines; here, three ports.
 	members := map[uint64]dister.Peer{}
+	addrs := freeAddrs(6)
 	for id := uint64(1); id <= 3; id++ {
-		members[id] = dister.Peer{RaftAddr: freeAddr(), PeerAddr: freeAddr()}
+		members[id] = dister.Peer{RaftAddr: addrs[2*id-2], PeerAddr: addrs[2*id-1]}
 	}
 	nodes := map[uint64]*dister.Node{}
 	defer func() {
@@ -115,14 +116,19 @@ func run() error {
 	return nil
 }
 
-// freeAddr picks a free loopback port.
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
+// freeAddrs picks n distinct free loopback ports: every listener stays open
+// until all are picked, so the system cannot hand one port out twice.
+func freeAddrs(n int) []string {
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrs
 }
 
 // quietLogger hides the Raft engine's routine messages: closing the leader

@@ -34,11 +34,12 @@ func run() error {
 
 	// A real program keeps DataDir and the addresses from one start to
 	// the next; free ports keep this example runnable anywhere.
+	addrs := freeAddrs(2)
 	n, err := dister.Open(ctx, dister.Options{
 		NodeID:   1,
 		DataDir:  dir,
-		RaftAddr: freeAddr(),
-		PeerAddr: freeAddr(),
+		RaftAddr: addrs[0],
+		PeerAddr: addrs[1],
 		Logger:   quietLogger(),
 	})
 	if err != nil {
@@ -100,14 +101,19 @@ func run() error {
 	return nil
 }
 
-// freeAddr picks a free loopback port.
-func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
+// freeAddrs picks n distinct free loopback ports: every listener stays open
+// until all are picked, so the system cannot hand one port out twice.
+func freeAddrs(n int) []string {
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	return addrs
 }
 
 // quietLogger hides the Raft engine's routine warnings (elections).
