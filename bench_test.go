@@ -106,6 +106,28 @@ func BenchmarkPutViaFollower(b *testing.B) {
 	})
 }
 
+// BenchmarkPutSpread spreads its writers over the three servers, each
+// write with a deadline of its own, as apps embedding every server do
+// (and as the versus harness drives dister): two thirds of the writes go
+// through followers.
+func BenchmarkPutSpread(b *testing.B) {
+	for _, writers := range []int{64, 256} {
+		b.Run(fmt.Sprintf("writers=%d", writers), func(b *testing.B) {
+			c := benchCluster(b)
+			var kvs []*dister.KV
+			for _, id := range c.IDs() {
+				kvs = append(kvs, c.Node(id).KV())
+			}
+			runParallel(b, writers, func(ctx context.Context, w, i int) error {
+				ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				_, err := kvs[w%len(kvs)].Put(ctx, fmt.Sprintf("bench/%05d", rand.IntN(benchKeys)), benchValue)
+				return err
+			})
+		})
+	}
+}
+
 func BenchmarkGet(b *testing.B) {
 	for _, mode := range []struct {
 		name string
