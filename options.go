@@ -324,7 +324,9 @@ func Stale() ReadOption { return func(o *readOptions) { o.consistency = cluster.
 
 // MinRevision makes the read wait until the local replica has applied
 // revision r (for a session carried across servers, e.g. from
-// X-Dister-Revision). It applies to Stale and SessionRead.
+// X-Dister-Revision). It applies to Stale and SessionRead. An r the group
+// has not reached (checked with its leader once the wait passed 250 ms)
+// is ErrInvalid: no wait would serve it.
 func MinRevision(r int64) ReadOption { return func(o *readOptions) { o.minRevision = r } }
 
 // CacheInfo makes a Get tell in *hit whether it was answered from the

@@ -305,12 +305,16 @@ func TestKVUnknownGroup(t *testing.T) {
 	}
 }
 
-// A session read that waits for a revision the group never reaches runs
-// out of time: 504 timeout, with the cluster healthy.
+// A session read that waits for a revision past its timeout runs out of
+// time: 504 timeout, with the cluster healthy. Given longer, a revision
+// the group has not reached is 400 invalid, not a wait to the deadline.
 func TestKVTimeout(t *testing.T) {
 	_, srv := one(t, standalone.Options{})
 	r := call(t, srv, "GET", "/v1/kv/k?min_revision=1000000000&timeout=200ms", nil)
 	expect(t, r, 504, "timeout")
 	revision(t, r)
 	expect(t, call(t, srv, "GET", "/v1/kv?min_revision=1000000000&timeout=100ms", nil), 504, "timeout")
+	expect(t, call(t, srv, "GET", "/v1/kv/k?min_revision=1000000000&timeout=1m", nil), 400, "invalid")
+	expect(t, call(t, srv, "GET", "/v1/kv?min_revision=1000000000&timeout=1m", nil), 400, "invalid")
+	expect(t, call(t, srv, "GET", "/v1/services?min_revision=1000000000&timeout=1m", nil), 400, "invalid")
 }

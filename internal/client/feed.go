@@ -58,7 +58,7 @@ func (e *Engine) feedOf(g *group) *feed {
 	}
 	ctx, cancel := context.WithCancel(e.life)
 	f := &feed{cache: c, kick: make(chan struct{}, 1), stop: cancel}
-	f.stream = &stream{e: e, group: g.name, feed: f}
+	f.stream = &stream{e: e, group: g.name, shard: g.shard, feed: f}
 	if !e.spawn(func() { e.runFeed(ctx, g, f) }) {
 		cancel()
 		return nil

@@ -85,20 +85,24 @@ func (e *Engine) ReplaceServices(ctx context.Context, group string, names []stri
 
 // Instances reads the instances of a service ("" = all) from a server,
 // under the session floor for session reads.
-func (e *Engine) Instances(ctx context.Context, group, service string, o core.ReadOpts) ([]svc.Stored, int64, error) {
-	g := e.group(group)
-	req := peer.InstancesRequest{Group: g.name, Service: service, Consistency: peer.Consistency(o.Consistency), MinRevision: o.MinRevision}
-	if o.Consistency == core.Session {
-		req.MinRevision = max(req.MinRevision, g.floor.Load())
-	}
+func (e *Engine) Instances(ctx context.Context, name, service string, o core.ReadOpts) ([]svc.Stored, int64, error) {
 	var resp peer.InstancesResponse
-	if err := e.call(ctx, g.name+"\x00svc\x00"+service, peer.OpInstances, req, &resp); err != nil {
+	g := e.group(name)
+	err := e.underFloor(ctx, g, o.Consistency == core.Session, o.MinRevision, func(g *group, minRevision int64) error {
+		req := peer.InstancesRequest{Group: g.name, Service: service, Consistency: peer.Consistency(o.Consistency), MinRevision: minRevision}
+		resp = peer.InstancesResponse{}
+		if err := e.call(ctx, g.name+"\x00svc\x00"+service, peer.OpInstances, req, &resp); err != nil {
+			return err
+		}
+		if len(resp.ModRevisions) != len(resp.Records) {
+			return fmt.Errorf("instances answer with %d records and %d revisions: %w", len(resp.Records), len(resp.ModRevisions), peer.ErrUnreachable)
+		}
+		g.raiseFloor(resp.Revision)
+		return nil
+	})
+	if err != nil {
 		return nil, 0, err
 	}
-	if len(resp.ModRevisions) != len(resp.Records) {
-		return nil, 0, fmt.Errorf("instances answer with %d records and %d revisions: %w", len(resp.Records), len(resp.ModRevisions), peer.ErrUnreachable)
-	}
-	g.raiseFloor(resp.Revision)
 	out := make([]svc.Stored, len(resp.Records))
 	for i, b := range resp.Records {
 		r, err := svc.Decode(b)

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/dister/dister/internal/core"
@@ -22,6 +23,7 @@ import (
 type stream struct {
 	e      *Engine
 	group  string
+	shard  uint64 // the group's shard as discovered when the stream began (0: unknown)
 	prefix string
 	prevKV bool  // events carry the previous entry
 	next   int64 // the first revision not yet delivered
@@ -150,7 +152,13 @@ func (s *stream) follow(ctx context.Context, w *peer.WatchStream, stop context.C
 		for n := 0; ; n++ {
 			w, stop, err = s.open(ctx, ctx)
 			if err == nil {
-				break
+				// A server takes a watch that starts beyond its group's
+				// revision, so a resume by name would go on, silently, in
+				// a group created again under the name meanwhile.
+				if err = s.sameGroup(ctx); err == nil {
+					break
+				}
+				stop()
 			}
 			if ctx.Err() != nil || s.e.closed.Load() || !retryable(err) {
 				stop = func() {}
@@ -170,6 +178,40 @@ func (s *stream) follow(ctx context.Context, w *peer.WatchStream, stop context.C
 	}
 }
 
+// sameGroup checks, once a stream resumed, that its group is the one it
+// followed: the server now streaming reports the group's shard it began
+// with (when known), and the group's committed revision, read from its
+// leader, has reached the last revision delivered (revisions of a group
+// created again start at 1).
+func (s *stream) sameGroup(ctx context.Context) error {
+	gone := func(why string) error {
+		return fmt.Errorf("group %q was deleted while its watch resumed (%s): %w", s.group, why, errs.GroupNotFound)
+	}
+	if s.shard != 0 {
+		var t peer.Topology
+		if err := s.e.peers.Call(ctx, s.server(), peer.OpTopology, nil, &t); err != nil {
+			return err
+		}
+		for _, g := range t.Groups {
+			if g.Name == s.group && g.Shard != 0 && g.Shard != s.shard {
+				return gone("the name names another group now")
+			}
+		}
+	}
+	last := s.next - 1
+	if last <= 0 {
+		return nil
+	}
+	resp, err := s.e.read(ctx, s.e.group(s.group), "", readRequest(core.ReadOpts{Consistency: core.Linearizable}, peer.QueryRevision))
+	if err != nil {
+		return err
+	}
+	if resp.Revision < last {
+		return gone(fmt.Sprintf("the group of that name is at revision %d, under %d", resp.Revision, last))
+	}
+	return nil
+}
+
 // Watch starts a watch of req.Group on a server; once started it follows
 // the group's changes through server failures until ctx ends, the engine
 // closes, or the watch fails for good, and calls req.End once.
@@ -180,6 +222,9 @@ func (e *Engine) Watch(ctx context.Context, req core.WatchRequest) error {
 	// The caller's events have their previous entries, as the server
 	// engine's do (the root package drops them unless asked for).
 	s := &stream{e: e, group: groupName(req.Group), prefix: req.Prefix, next: req.From, prevKV: true}
+	e.mu.Lock()
+	s.shard = e.groupLocked(s.group).shard
+	e.mu.Unlock()
 	// The watch ends with ctx or with the engine, whichever first.
 	ctx, end := context.WithCancel(ctx)
 	unlink := context.AfterFunc(e.life, end)

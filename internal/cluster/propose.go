@@ -192,7 +192,7 @@ func (e *Engine) readShard(ctx context.Context, sid uint64, q any, o ReadOpts) (
 			floor = max(floor, e.floor(sid).Load())
 		}
 		if floor > 0 {
-			if err := e.host.WaitRevision(ctx, sid, floor); err != nil {
+			if err := e.waitFloor(ctx, sid, floor); err != nil {
 				return nil, err
 			}
 		}
@@ -210,6 +210,35 @@ func (e *Engine) readShard(ctx context.Context, sid uint64, q any, o ReadOpts) (
 		e.raiseFloor(sid, r)
 	}
 	return v, nil
+}
+
+// floorCheckAfter is how long a read waits for the local replica to reach
+// its floor before it asks the leader whether the group has reached it at
+// all. A replica catching up reaches it meanwhile; a floor beyond the
+// group's revision (a MinRevision from the future, or a client's session
+// floor from an earlier group of the same name) would wait to the
+// caller's deadline.
+const floorCheckAfter = 250 * time.Millisecond
+
+// waitFloor waits until shard sid's local replica has applied revision
+// floor. A floor the group has not reached is ErrInvalid: no wait can
+// serve it (what etcd answers a read at a future revision).
+func (e *Engine) waitFloor(ctx context.Context, sid uint64, floor int64) error {
+	wctx, cancel := context.WithTimeout(ctx, floorCheckAfter)
+	err := e.host.WaitRevision(wctx, sid, floor)
+	cancel()
+	if err == nil || ctx.Err() != nil || wctx.Err() == nil {
+		return err
+	}
+	// The leader's committed revision, applied here (a ReadIndex).
+	v, err := e.host.Read(ctx, sid, fsm.RevisionQuery{})
+	if err != nil {
+		return err
+	}
+	if rev, ok := v.(int64); ok && rev < floor {
+		return fmt.Errorf("min revision %d is beyond the group's revision %d: %w", floor, rev, errs.Invalid)
+	}
+	return e.host.WaitRevision(ctx, sid, floor)
 }
 
 // floor is the lowest revision a session read of shard sid may see.
