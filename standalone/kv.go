@@ -210,6 +210,9 @@ func (s *Server) putKV(c *gin.Context) {
 			s.fail(c, err)
 			return
 		}
+		if s.putLeaseHook != nil {
+			s.putLeaseHook(lease)
+		}
 	}
 	if lease != 0 {
 		opts = append(opts, dister.WithLease(lease))

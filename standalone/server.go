@@ -91,6 +91,9 @@ type Server struct {
 	// tokens is nil when no token is configured (auth.go).
 	tokens       *tokenSet
 	allowedHosts []string
+	// putLeaseHook, when set (tests only), sees the lease a ?ttl= put
+	// granted.
+	putLeaseHook func(dister.LeaseID)
 }
 
 // New builds the handler for n. It starts no goroutine; serve it with an

@@ -80,13 +80,14 @@ func (s *Server) watch(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	resume := false
 	if v := c.GetHeader("Last-Event-ID"); v != "" {
 		last, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 		if err != nil || last < 0 || last >= 1<<62 {
 			s.fail(c, invalidf("Last-Event-ID %q: want a revision", v))
 			return
 		}
-		from = last + 1
+		from, resume = last+1, true
 	}
 	ctx, cancel, ok := s.streamContext(c)
 	if !ok {
@@ -104,6 +105,16 @@ func (s *Server) watch(c *gin.Context) {
 	}
 	if from == 0 {
 		from = start + 1
+	}
+	if resume && from-1 > start {
+		// A resume past this server's revision: the server lags, or the
+		// id is not the group's (the group was deleted and created again
+		// since, and its revisions started again at 1): a watch from the
+		// future would miss every event up to there.
+		if err := s.reached(c, kv, from-1); err != nil {
+			s.fail(c, fmt.Errorf("Last-Event-ID %d: %w", from-1, err))
+			return
+		}
 	}
 	opts := []dister.WatchOption{dister.FromRevision(from)}
 	if prev {
@@ -162,6 +173,15 @@ func (s *Server) startRevision(c *gin.Context, kv *dister.KV) (int64, error) {
 	ctx, cancel := context.WithTimeout(c.Request.Context(), s.opts.RequestTimeout)
 	defer cancel()
 	return kv.Revision(ctx, dister.Stale())
+}
+
+// reached waits, within the request timeout, until this server has applied
+// revision rev; ErrInvalid when the group has not reached it.
+func (s *Server) reached(c *gin.Context, kv *dister.KV, rev int64) error {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), s.opts.RequestTimeout)
+	defer cancel()
+	_, err := kv.Revision(ctx, dister.Stale(), dister.MinRevision(rev))
+	return err
 }
 
 // firstEvent takes an event that is already there: the SDK reports a start

@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -14,12 +15,21 @@ import (
 // GrantLease creates a lease in group (a Raft write through the leader,
 // with this client's dedup id).
 func (e *Engine) GrantLease(ctx context.Context, group string, ttl time.Duration) (int64, error) {
-	r, err := e.proposeLease(ctx, group, &fsm.Command{Kind: fsm.KindLeaseGrant,
-		Grant: &fsm.LeaseGrant{TTL: ttl.Milliseconds()}})
-	if err != nil {
-		return 0, err
+	g := e.group(group)
+	e.mu.Lock()
+	shard := g.shard // as discovered: 0 (the index decides) until known
+	e.mu.Unlock()
+	for try := 1; ; try++ {
+		r, err := e.proposeLease(ctx, group, &fsm.Command{Kind: fsm.KindLeaseGrant,
+			Grant: &fsm.LeaseGrant{ID: fsm.LeaseIDFor(shard), TTL: ttl.Milliseconds()}})
+		if errors.Is(err, errs.Conflict) && try < fsm.LeaseIDTries {
+			continue // the random id is taken
+		}
+		if err != nil {
+			return 0, err
+		}
+		return r.ID, nil
 	}
-	return r.ID, nil
 }
 
 // RevokeLease ends a lease and deletes its keys.

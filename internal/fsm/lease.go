@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 
 	"github.com/cockroachdb/pebble"
 
@@ -81,6 +82,25 @@ func setLease(b *batch, id int64, l leaseRecord) error {
 }
 
 // applyGrant creates a lease. fail is the command's deterministic error.
+// LeaseIDFor is the id a grant in shard proposes: the shard above 32
+// random bits. A group deleted and created again under its name is another
+// shard, so it never hands out an id an earlier group of the name did:
+// a Node still renewing, or revoking, the old group's lease must find no
+// lease, not another program's (grants without an id take it from the
+// Raft index, which starts again at 1 in the new group). A grant of an id
+// the group holds fails with ErrConflict and is proposed again with
+// another. 0 (the index decides) for a shard too large to fit.
+func LeaseIDFor(shard uint64) int64 {
+	if shard == 0 || shard >= 1<<29 {
+		return 0
+	}
+	return int64(shard)<<32 | int64(rand.Uint32())
+}
+
+// LeaseIDTries is how many grants with a fresh LeaseIDFor a proposer
+// makes before it reports ErrConflict.
+const LeaseIDTries = 4
+
 func (s *StateMachine) applyGrant(b *batch, g *LeaseGrant, index uint64) (res LeaseResult, fail, err error) {
 	id := g.ID
 	if id == 0 {
