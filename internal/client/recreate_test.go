@@ -33,7 +33,8 @@ type netCtl struct {
 	hangTopo  atomic.Bool
 	cut       atomic.Bool
 	holdWrite atomic.Bool
-	partition atomic.Bool // every unary call fails too
+	partition atomic.Bool  // every unary call fails too
+	reads     atomic.Int64 // reads a server answered (an error too)
 
 	mu      sync.Mutex
 	saved   map[string][]byte
@@ -82,7 +83,11 @@ func (n *netCtl) unary(ctx context.Context, method string, req, reply any, cc *g
 		<-n.release
 		return err
 	}
-	return invoker(ctx, method, req, reply, cc, opts...)
+	err := invoker(ctx, method, req, reply, cc, opts...)
+	if strings.HasSuffix(method, "/Read") {
+		n.reads.Add(1)
+	}
+	return err
 }
 
 func (n *netCtl) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
@@ -333,12 +338,15 @@ func TestCloseDuringFloorRediscoverIsNotClosed(t *testing.T) {
 	defer cancel()
 	e, n := oldFloorClient(ctx, t)
 	n.hangTopo.Store(true)
+	answered := n.reads.Load()
 	errc := make(chan error, 1)
 	go func() {
 		_, err := e.Get(ctx, "again", "k", core.ReadOpts{Consistency: core.Session})
 		errc <- err
 	}()
-	time.Sleep(1500 * time.Millisecond) // the server answers after 250ms
+	// The server refuses the floor (after 250 ms); the discovery round
+	// that follows hangs.
+	waitFor(t, "the server's answer to the read", func() bool { return n.reads.Load() > answered })
 	_ = e.Close()
 	err := <-errc
 	if !errors.Is(err, errs.Closed) {
