@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -19,17 +18,13 @@ func (e *Engine) GrantLease(ctx context.Context, group string, ttl time.Duration
 	e.mu.Lock()
 	shard := g.shard // as discovered: 0 (the index decides) until known
 	e.mu.Unlock()
-	for try := 1; ; try++ {
-		r, err := e.proposeLease(ctx, group, &fsm.Command{Kind: fsm.KindLeaseGrant,
-			Grant: &fsm.LeaseGrant{ID: fsm.LeaseIDFor(shard), TTL: ttl.Milliseconds()}})
-		if errors.Is(err, errs.Conflict) && try < fsm.LeaseIDTries {
-			continue // the random id is taken
-		}
-		if err != nil {
-			return 0, err
-		}
-		return r.ID, nil
+	r, err := fsm.GrantLease(shard, ttl.Milliseconds(), func(c *fsm.Command) (*fsm.LeaseResult, error) {
+		return e.proposeLease(ctx, group, c)
+	})
+	if err != nil {
+		return 0, err
 	}
+	return r.ID, nil
 }
 
 // RevokeLease ends a lease and deletes its keys.

@@ -81,18 +81,14 @@ func (e *Engine) GrantLease(ctx context.Context, group string, ttl time.Duration
 	if err != nil {
 		return 0, err
 	}
-	for try := 1; ; try++ {
-		r, err := e.proposeLease(ctx, sid, &fsm.Command{Kind: fsm.KindLeaseGrant,
-			Grant: &fsm.LeaseGrant{ID: fsm.LeaseIDFor(sid), TTL: ttl.Milliseconds()}})
-		if errors.Is(err, errs.Conflict) && try < fsm.LeaseIDTries {
-			continue // the random id is taken
-		}
-		if err != nil {
-			return 0, err
-		}
-		e.kickLessor()
-		return r.ID, nil
+	r, err := fsm.GrantLease(sid, ttl.Milliseconds(), func(c *fsm.Command) (*fsm.LeaseResult, error) {
+		return e.proposeLease(ctx, sid, c)
+	})
+	if err != nil {
+		return 0, err
 	}
+	e.kickLessor()
+	return r.ID, nil
 }
 
 // RevokeLease ends a lease and deletes its keys.

@@ -97,9 +97,23 @@ func LeaseIDFor(shard uint64) int64 {
 	return int64(shard)<<32 | int64(rand.Uint32())
 }
 
-// LeaseIDTries is how many grants with a fresh LeaseIDFor a proposer
-// makes before it reports ErrConflict.
-const LeaseIDTries = 4
+// leaseIDTries is how many grants with a fresh LeaseIDFor GrantLease makes
+// before it reports ErrConflict.
+const leaseIDTries = 4
+
+// GrantLease proposes, through propose, a grant of a lease of ttl
+// milliseconds in shard with a LeaseIDFor id, and draws the id again while
+// the group holds it (ErrConflict). Each try is a command of its own (a new
+// dedup id), as propose makes it.
+func GrantLease(shard uint64, ttl int64, propose func(*Command) (*LeaseResult, error)) (*LeaseResult, error) {
+	for try := 1; ; try++ {
+		r, err := propose(&Command{Kind: KindLeaseGrant, Grant: &LeaseGrant{ID: LeaseIDFor(shard), TTL: ttl}})
+		if errors.Is(err, errs.Conflict) && try < leaseIDTries {
+			continue // the random id is taken
+		}
+		return r, err
+	}
+}
 
 func (s *StateMachine) applyGrant(b *batch, g *LeaseGrant, index uint64) (res LeaseResult, fail, err error) {
 	id := g.ID
