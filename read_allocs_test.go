@@ -2,6 +2,7 @@ package dister_test
 
 import (
 	"context"
+	"math"
 	"testing"
 
 	"github.com/dister/dister"
@@ -21,16 +22,20 @@ func TestSessionReadAtAppliedFloorAllocates(t *testing.T) {
 	if _, err := kv.Put(ctx, "k", []byte("v")); err != nil {
 		t.Fatal(err)
 	}
-	session := testing.AllocsPerRun(2000, func() {
-		if _, err := kv.Get(ctx, "k", dister.SessionRead()); err != nil {
-			t.Fatal(err)
+	// AllocsPerRun counts the whole process's allocations, the cluster's
+	// own goroutines' too: the least of a few rounds is the read's.
+	read := func(opt dister.ReadOption) float64 {
+		least := math.Inf(1)
+		for range 5 {
+			least = min(least, testing.AllocsPerRun(2000, func() {
+				if _, err := kv.Get(ctx, "k", opt); err != nil {
+					t.Fatal(err)
+				}
+			}))
 		}
-	})
-	stale := testing.AllocsPerRun(2000, func() {
-		if _, err := kv.Get(ctx, "k", dister.Stale()); err != nil {
-			t.Fatal(err)
-		}
-	})
+		return least
+	}
+	session, stale := read(dister.SessionRead()), read(dister.Stale())
 	t.Logf("allocations per read: session %.1f, stale %.1f", session, stale)
 	if session > stale {
 		t.Fatalf("a session read at an applied floor allocates %.1f objects, a stale read %.1f: the floor's wait costs what it need not", session, stale)
