@@ -302,7 +302,14 @@ func openPebble(fs vfs.FS, path string, shared *Shared, memTableSize int, mustEx
 		ErrorIfNotExists: mustExist,
 		MemTableSize:     memTableSize,
 		DisableWAL:       !wal,
-		Logger:           quietLogger{},
+		// Write the WAL back as it grows rather than leave it to the
+		// kernel: its batches are committed unsynced, and ext4 writes a
+		// file's unsynced blocks along with the next journal commit, which
+		// the Raft log's fsync on the same disk then waits for
+		// (BenchmarkPutSpread p99 at 256 writers 64.6 and 54.5 ms without,
+		// 47.8 and 43.9 ms with, same run).
+		WALBytesPerSync: 256 << 10,
+		Logger:          quietLogger{},
 		// The plain file system: pebble's default wraps it in disk health
 		// checks, a ticker goroutine, that report slow disks to an event
 		// listener dister does not set.
