@@ -234,3 +234,13 @@ func RequestProgress(ctx context.Context, n *Node, group string) error {
 func LessorEpoch(ctx context.Context, n *Node, group string) (uint64, error) {
 	return server(n).LessorEpoch(ctx, group)
 }
+
+// SetKeeperRenewedHook runs h after each of n's keeper's KeepAliveBatch
+// calls, before the keeper acts on the answer (nil removes it).
+func SetKeeperRenewedHook(n *Node, h func(group string, err error)) {
+	if h == nil {
+		n.keep.renewed.Store(nil)
+		return
+	}
+	n.keep.renewed.Store(&h)
+}

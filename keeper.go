@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dister/dister/internal/cluster"
@@ -41,6 +42,9 @@ type keeper struct {
 	stripes [64]sync.Mutex
 	// batches counts KeepAliveBatch calls (tests read it).
 	batches int64
+	// renewed, when set (tests only), runs after each KeepAliveBatch call
+	// with its group and error, before the keeper acts on the answer.
+	renewed atomic.Pointer[func(group string, err error)]
 }
 
 type keptGroup struct {
@@ -104,14 +108,18 @@ func (k *keeper) remove(group string, id int64) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if g := k.groups[group]; g != nil {
-		if kp := g.leases[id]; kp != nil && kp.inst != nil {
-			key := instKey(kp.inst.Service, kp.inst.ID)
-			if g.insts[key] == id {
-				delete(g.insts, key)
-			}
-		}
-		delete(g.leases, id)
+		g.drop(id)
 	}
+}
+
+// drop stops keeping lease id alive, and the instance it kept; k.mu held.
+func (g *keptGroup) drop(id int64) {
+	if kp := g.leases[id]; kp != nil && kp.inst != nil {
+		if key := instKey(kp.inst.Service, kp.inst.ID); g.insts[key] == id {
+			delete(g.insts, key)
+		}
+	}
+	delete(g.leases, id)
 }
 
 // removeInstance stops keeping an instance alive (deregistered, or
@@ -176,6 +184,18 @@ func (k *keeper) run() {
 	}
 }
 
+// forget stops keeping the leases of g in lists alive, and the
+// instances they kept.
+func (k *keeper) forget(g *keptGroup, lists ...[]int64) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, ids := range lists {
+		for _, id := range ids {
+			g.drop(id)
+		}
+	}
+}
+
 func (g *keptGroup) anyDue(now time.Time) bool {
 	for _, kp := range g.leases {
 		if !now.Before(kp.next) {
@@ -199,14 +219,19 @@ func (k *keeper) renew(group string, g *keptGroup, due []int64, timeout time.Dur
 		ctx, cancel := context.WithTimeout(k.n.life, max(timeout, time.Second))
 		rs, err := k.n.e.KeepAliveBatch(ctx, group, ids)
 		cancel()
+		if h := k.renewed.Load(); h != nil {
+			(*h)(group, err)
+		}
 		k.mu.Lock()
 		k.batches++
 		k.mu.Unlock()
 		if err != nil {
 			if errors.Is(err, errs.GroupNotFound) {
-				k.mu.Lock()
-				delete(k.groups, group)
-				k.mu.Unlock()
+				// The group is gone, and with it every lease this batch
+				// and the rest of due carried. Not the group's entry:
+				// the group may have been created again meanwhile, and a
+				// lease granted in the new one must stay kept.
+				k.forget(g, ids, due)
 				return
 			}
 			// Due again at the next tick.

@@ -14,10 +14,20 @@ import (
 // GrantLease creates a lease in group (a Raft write through the leader,
 // with this client's dedup id).
 func (e *Engine) GrantLease(ctx context.Context, group string, ttl time.Duration) (int64, error) {
-	g := e.group(group)
-	e.mu.Lock()
-	shard := g.shard // as discovered: 0 (the index decides) until known
-	e.mu.Unlock()
+	shard := e.shardOf(group)
+	if shard == 0 {
+		// A lease id carries its group's shard, so that a group created
+		// again under the name never hands out an id of the old one's (a
+		// Node's keeper renewing the old lease would renew the new one, a
+		// revoke of it would end the new one). A group this client has
+		// not seen in a discovery round yet (one created since) is looked
+		// up first; with no shard still (servers of a release that did
+		// not report shards), the entry's index decides, as it did there.
+		if err := e.rediscover(ctx); err != nil {
+			return 0, e.closedOr(err)
+		}
+		shard = e.shardOf(group)
+	}
 	r, err := fsm.GrantLease(shard, ttl.Milliseconds(), func(c *fsm.Command) (*fsm.LeaseResult, error) {
 		return e.proposeLease(ctx, group, c)
 	})
@@ -25,6 +35,14 @@ func (e *Engine) GrantLease(ctx context.Context, group string, ttl time.Duration
 		return 0, err
 	}
 	return r.ID, nil
+}
+
+// shardOf is group's shard as discovered (0 until known).
+func (e *Engine) shardOf(group string) uint64 {
+	g := e.group(group)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return g.shard
 }
 
 // RevokeLease ends a lease and deletes its keys.
