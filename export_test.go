@@ -244,3 +244,13 @@ func SetKeeperRenewedHook(n *Node, h func(group string, err error)) {
 	}
 	n.keep.renewed.Store(&h)
 }
+
+// KeptLeases is how many leases and instances n's keeper keeps for group.
+func KeptLeases(n *Node, group string) (leases, insts int) {
+	n.keep.mu.Lock()
+	defer n.keep.mu.Unlock()
+	if g := n.keep.groups[group]; g != nil {
+		return len(g.leases), len(g.insts)
+	}
+	return 0, 0
+}

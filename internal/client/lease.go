@@ -14,19 +14,15 @@ import (
 // GrantLease creates a lease in group (a Raft write through the leader,
 // with this client's dedup id).
 func (e *Engine) GrantLease(ctx context.Context, group string, ttl time.Duration) (int64, error) {
-	shard := e.shardOf(group)
-	if shard == 0 {
-		// A lease id carries its group's shard, so that a group created
-		// again under the name never hands out an id of the old one's (a
-		// Node's keeper renewing the old lease would renew the new one, a
-		// revoke of it would end the new one). A group this client has
-		// not seen in a discovery round yet (one created since) is looked
-		// up first; with no shard still (servers of a release that did
-		// not report shards), the entry's index decides, as it did there.
-		if err := e.rediscover(ctx); err != nil {
-			return 0, e.closedOr(err)
-		}
-		shard = e.shardOf(group)
+	// A lease id carries its group's shard, so that a group created again
+	// under the name never hands out an id of the old one's (a Node's
+	// keeper renewing the old lease would renew the new one, a revoke of
+	// it would end the new one). What this client discovered may predate
+	// the group (created since its last discovery round) or name the old
+	// one (created again since): the group's leader is asked.
+	shard, err := e.groupShard(ctx, groupName(group))
+	if err != nil {
+		return 0, err
 	}
 	r, err := fsm.GrantLease(shard, ttl.Milliseconds(), func(c *fsm.Command) (*fsm.LeaseResult, error) {
 		return e.proposeLease(ctx, group, c)
@@ -37,12 +33,27 @@ func (e *Engine) GrantLease(ctx context.Context, group string, ttl time.Duration
 	return r.ID, nil
 }
 
-// shardOf is group's shard as discovered (0 until known).
-func (e *Engine) shardOf(group string) uint64 {
-	g := e.group(group)
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return g.shard
+// groupShard is group's shard as its leader (as far as this client
+// knows it, else another server) reports it now: 0 when it lists none (no
+// such group: the grant then fails, or servers of a release that did not
+// report shards: the entry's index decides the id, as it did there).
+func (e *Engine) groupShard(ctx context.Context, group string) (uint64, error) {
+	var shard uint64
+	err := e.retry(ctx, func(skip map[string]bool) (string, bool) { return e.leaderAddr(group, skip) },
+		func(addr string) error {
+			var t peer.Topology
+			if err := e.peers.Call(ctx, addr, peer.OpTopology, nil, &t); err != nil {
+				return err
+			}
+			shard = 0
+			for _, g := range t.Groups {
+				if g.Name == group {
+					shard = max(shard, g.Shard) // the newest of the name: shard ids only grow
+				}
+			}
+			return nil
+		})
+	return shard, err
 }
 
 // RevokeLease ends a lease and deletes its keys.
