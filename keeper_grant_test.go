@@ -56,6 +56,7 @@ func seedsOf(c *testcluster.Cluster) []string {
 // the same group met in milliseconds (adversarial review). The shard is
 // now asked of the group's leader alone.
 func TestClientGrantInNewGroupNotHeldBySlowServer(t *testing.T) {
+	t.Parallel() // mostly waits (for TTLs, for an unresponsive seed)
 	c := testcluster.New(t, 3)
 	admin := c.Node(1)
 	cl := openClient(t, c, 100, append(seedsOf(c), blackhole(t))...)
@@ -152,6 +153,7 @@ func TestClientGrantInMissingGroup(t *testing.T) {
 // A client's grant: a canceled ctx is context.Canceled, one unresponsive
 // seed does not hold it, and after Close it is ErrClosed.
 func TestClientGrantCtxAndClose(t *testing.T) {
+	t.Parallel() // mostly waits (for TTLs, for an unresponsive seed)
 	c := testcluster.New(t, 3)
 	admin := c.Node(1)
 	cl := openClient(t, c, 100, append(seedsOf(c), blackhole(t))...)
@@ -180,6 +182,7 @@ func TestClientGrantCtxAndClose(t *testing.T) {
 // (not only those due when the group went), and stops calling
 // KeepAliveBatch for it.
 func TestKeeperForgetsDeletedGroup(t *testing.T) {
+	t.Parallel() // mostly waits (for TTLs, for an unresponsive seed)
 	for _, role := range []string{"server", "client"} {
 		t.Run(role, func(t *testing.T) {
 			c := testcluster.New(t, 3)
@@ -233,6 +236,7 @@ func TestKeeperForgetsDeletedGroup(t *testing.T) {
 // while the old group's renewal is held stays kept and passing; the old
 // lease is not resurrected.
 func TestKeeperInstanceOfRecreatedGroup(t *testing.T) {
+	t.Parallel() // mostly waits (for TTLs, for an unresponsive seed)
 	for _, role := range []string{"server", "client"} {
 		t.Run(role, func(t *testing.T) {
 			c := testcluster.New(t, 3)

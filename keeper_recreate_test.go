@@ -16,6 +16,7 @@ import (
 // created again under that name: the new AutoRenew lease was never renewed
 // and expired, its keys with it. It forgets only the leases it sent now.
 func TestKeeperKeepsLeaseOfRecreatedGroup(t *testing.T) {
+	t.Parallel() // mostly waits (for TTLs, for an unresponsive seed)
 	for _, role := range []string{"server", "client"} {
 		t.Run(role, func(t *testing.T) { testKeeperKeepsLeaseOfRecreatedGroup(t, role) })
 	}
