@@ -33,27 +33,41 @@ func (e *Engine) GrantLease(ctx context.Context, group string, ttl time.Duration
 	return r.ID, nil
 }
 
-// groupShard is group's shard as its leader (as far as this client
-// knows it, else another server) reports it now: 0 when it lists none (no
-// such group: the grant then fails, or servers of a release that did not
-// report shards: the entry's index decides the id, as it did there).
+// groupShard is group's shard as the first server that lists the group
+// reports it, asking its leader (as far as this client knows it) first: a
+// server whose catalog has not applied the group's creation yet lists no
+// group of the name, or the old one's. 0 when the group is listed without
+// a shard (servers of a release that did not report shards: the entry's
+// index decides the id, as it did there) or when no server answering lists
+// it (no such group: the grant then fails).
 func (e *Engine) groupShard(ctx context.Context, group string) (uint64, error) {
-	var shard uint64
-	err := e.retry(ctx, func(skip map[string]bool) (string, bool) { return e.leaderAddr(group, skip) },
-		func(addr string) error {
-			var t peer.Topology
-			if err := e.peers.Call(ctx, addr, peer.OpTopology, nil, &t); err != nil {
-				return err
+	skip := map[string]bool{}
+	for {
+		addr, ok := e.leaderAddr(group, skip)
+		if !ok {
+			return 0, nil
+		}
+		skip[addr] = true
+		var t peer.Topology
+		if err := e.peers.Call(ctx, addr, peer.OpTopology, nil, &t); err != nil {
+			if e.closed.Load() {
+				return 0, errs.Closed
 			}
-			shard = 0
-			for _, g := range t.Groups {
-				if g.Name == group {
-					shard = max(shard, g.Shard) // the newest of the name: shard ids only grow
-				}
+			if ctx.Err() != nil {
+				return 0, ctxError(ctx.Err(), err)
 			}
-			return nil
-		})
-	return shard, err
+			continue // the grant's own call will meet this server's trouble
+		}
+		listed, shard := false, uint64(0)
+		for _, g := range t.Groups {
+			if g.Name == group {
+				listed, shard = true, max(shard, g.Shard) // the newest of the name: shard ids only grow
+			}
+		}
+		if listed {
+			return shard, nil
+		}
+	}
 }
 
 // RevokeLease ends a lease and deletes its keys.
