@@ -19,7 +19,7 @@ func (e *Engine) GrantLease(ctx context.Context, group string, ttl time.Duration
 	// keeper renewing the old lease would renew the new one, a revoke of
 	// it would end the new one). What this client discovered may predate
 	// the group (created since its last discovery round) or name the old
-	// one (created again since): the group's leader is asked.
+	// one (created again since): servers are asked, its leader first.
 	shard, err := e.groupShard(ctx, groupName(group))
 	if err != nil {
 		return 0, err
