@@ -185,17 +185,11 @@ func TestKeeperForgetsDeletedGroup(t *testing.T) {
 	t.Parallel() // mostly waits (for TTLs, for an unresponsive seed)
 	for _, role := range []string{"server", "client"} {
 		t.Run(role, func(t *testing.T) {
-			c := testcluster.New(t, 3)
-			admin, holder := c.Node(1), c.Node(2)
-			if role == "client" {
-				holder = openClient(t, c, 100)
-			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			if err := admin.CreateGroup(ctx, "fg"); err != nil {
-				t.Fatal(err)
-			}
+			admin, holder := holderOf(ctx, t, role, "fg")
 			g := holder.Group("fg")
+			batches := dister.KeepAliveBatches(holder)
 			for _, ttl := range []time.Duration{time.Second, 2 * time.Second, 3 * time.Second, 6 * time.Second} {
 				if _, err := g.Leases().Grant(ctx, ttl, dister.AutoRenew()); err != nil {
 					t.Fatal(err)
@@ -208,7 +202,12 @@ func TestKeeperForgetsDeletedGroup(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			time.Sleep(1500 * time.Millisecond)
+			for dister.KeepAliveBatches(holder) < batches+2 { // the keeper renews them
+				if ctx.Err() != nil {
+					t.Fatal("the keeper renewed nothing")
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
 			if err := admin.DeleteGroup(ctx, "fg"); err != nil {
 				t.Fatal(err)
 			}
@@ -239,16 +238,9 @@ func TestKeeperInstanceOfRecreatedGroup(t *testing.T) {
 	t.Parallel() // mostly waits (for TTLs, for an unresponsive seed)
 	for _, role := range []string{"server", "client"} {
 		t.Run(role, func(t *testing.T) {
-			c := testcluster.New(t, 3)
-			admin, holder := c.Node(1), c.Node(2)
-			if role == "client" {
-				holder = openClient(t, c, 100)
-			}
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			if err := admin.CreateGroup(ctx, "ig"); err != nil {
-				t.Fatal(err)
-			}
+			admin, holder := holderOf(ctx, t, role, "ig")
 			in := dister.Instance{Service: "w", ID: "a", Address: "127.0.0.1:7",
 				Check: dister.Check{Type: dister.CheckTTL, TTL: 2 * time.Second}}
 			if err := holder.Group("ig").Services().Register(ctx, in); err != nil {

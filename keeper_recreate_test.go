@@ -25,14 +25,7 @@ func TestKeeperKeepsLeaseOfRecreatedGroup(t *testing.T) {
 func testKeeperKeepsLeaseOfRecreatedGroup(t *testing.T, role string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c := testcluster.New(t, 3)
-	admin, holder := c.Node(1), c.Node(2)
-	if role == "client" {
-		holder = openClient(t, c, 100)
-	}
-	if err := admin.CreateGroup(ctx, "kg"); err != nil {
-		t.Fatal(err)
-	}
+	admin, holder := holderOf(ctx, t, role, "kg")
 	const ttl = 2 * time.Second
 	if _, err := holder.Group("kg").Leases().Grant(ctx, ttl, dister.AutoRenew()); err != nil {
 		t.Fatal(err)
@@ -103,4 +96,20 @@ func TestClientLeaseIDOfNewGroupCarriesShard(t *testing.T) {
 			t.Fatalf("lease %d of new group %s (shard %d) does not carry its shard", id, name, shard)
 		}
 	}
+}
+
+// holderOf starts a 3-server cluster with group created and returns a
+// server to administer it and a Node of role ("server" or "client") to
+// hold leases in it.
+func holderOf(ctx context.Context, t *testing.T, role, group string) (admin, holder *dister.Node) {
+	t.Helper()
+	c := testcluster.New(t, 3)
+	admin, holder = c.Node(1), c.Node(2)
+	if role == "client" {
+		holder = openClient(t, c, 100)
+	}
+	if err := admin.CreateGroup(ctx, group); err != nil {
+		t.Fatal(err)
+	}
+	return admin, holder
 }

@@ -58,13 +58,7 @@ func (e *Engine) groupShard(ctx context.Context, group string) (uint64, error) {
 			}
 			continue // the grant's own call will meet this server's trouble
 		}
-		listed, shard := false, uint64(0)
-		for _, g := range t.Groups {
-			if g.Name == group {
-				listed, shard = true, max(shard, g.Shard) // the newest of the name: shard ids only grow
-			}
-		}
-		if listed {
+		if shard, listed := t.ShardOf(group); listed {
 			return shard, nil
 		}
 	}

@@ -192,10 +192,8 @@ func (s *stream) sameGroup(ctx context.Context) error {
 		if err := s.e.peers.Call(ctx, s.server(), peer.OpTopology, nil, &t); err != nil {
 			return err
 		}
-		for _, g := range t.Groups {
-			if g.Name == s.group && g.Shard != 0 && g.Shard != s.shard {
-				return gone("the name names another group now")
-			}
+		if shard, _ := t.ShardOf(s.group); shard != 0 && shard != s.shard {
+			return gone("the name names another group now")
 		}
 	}
 	last := s.next - 1

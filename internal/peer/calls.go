@@ -109,6 +109,19 @@ type Topology struct {
 	Groups  []GroupState `json:"groups"`
 }
 
+// ShardOf is the shard of the newest group named name that t lists (a
+// server may list a group deleted and one created again under its name
+// while it applies the change; shard ids only grow), and whether t lists
+// one at all (its shard is 0 from servers that did not report shards).
+func (t *Topology) ShardOf(name string) (shard uint64, listed bool) {
+	for _, g := range t.Groups {
+		if g.Name == name {
+			shard, listed = max(shard, g.Shard), true
+		}
+	}
+	return shard, listed
+}
+
 // ServerInfo is one server of a Topology or a member list.
 type ServerInfo struct {
 	ID       uint64 `json:"id"`
