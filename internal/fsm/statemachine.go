@@ -96,6 +96,14 @@ type StateMachine struct {
 	scratch  []byte // keys collected by trimDedup, deletePrefix and revokeLease
 	ends     []int  // where the items in scratch end
 
+	// recID names this state machine's entries in the store's record
+	// cache (reccache.go); checkRecords (tests) compares every hit with
+	// the store.
+	recID        uint64
+	checkRecords bool
+	// failCommit, when set (tests), fails Update in place of its commit.
+	failCommit error
+
 	evRev           uint64 // revision of the events being written
 	evSeq           uint32 // sequence of the next event of evRev
 	epochNow        uint64 // the lessor epoch as the entry being applied sees it
@@ -160,6 +168,7 @@ func (s *StateMachine) Open(stop <-chan struct{}) (uint64, error) {
 		var ld loadedState
 		if ld, err = loadState(sp); err == nil {
 			s.store, s.db = st, sp
+			s.forgetRecords()
 			s.loaded(ld)
 			s.applied.Store(ld.applied)
 			s.leaseGen.Add(1)
@@ -387,12 +396,19 @@ func (s *StateMachine) setApplied(index uint64) {
 // entry's Result. Entries at or below the applied index are skipped (their
 // Result is left as is): they are already part of the state. It returns an
 // error only when storage fails.
-func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
+func (s *StateMachine) Update(entries []Entry) (_ []Entry, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.db == nil {
 		return entries, fmt.Errorf("update: %w", errs.Closed)
 	}
+	defer func() {
+		if err != nil {
+			// The batch is dropped: records cached meanwhile are not the
+			// store's.
+			s.forgetRecords()
+		}
+	}()
 	b := s.db.NewIndexedBatch()
 	defer b.Close()
 	last := s.applied.Load()
@@ -464,6 +480,9 @@ func (s *StateMachine) Update(entries []Entry) ([]Entry, error) {
 	}
 	if err := s.writeSessions(b); err != nil {
 		return entries, err
+	}
+	if s.failCommit != nil {
+		return entries, s.failCommit
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return entries, fmt.Errorf("update: commit: %w", err)
