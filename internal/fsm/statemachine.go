@@ -103,6 +103,9 @@ type StateMachine struct {
 	checkRecords bool
 	// failCommit, when set (tests), fails Update in place of its commit.
 	failCommit error
+	// broken is set when a failed Update could not restore the state
+	// Update works from: every later Update fails with it.
+	broken error
 
 	evRev           uint64 // revision of the events being written
 	evSeq           uint32 // sequence of the next event of evRev
@@ -244,6 +247,22 @@ func (s *StateMachine) loaded(st loadedState) {
 	s.revision.Store(st.revision)
 	s.epoch.Store(st.epoch)
 	s.compact.Store(st.compact)
+}
+
+// dropUpdate undoes in memory what an Update that failed did: its batch
+// is dropped, so the records it cached and the sessions, results and clock
+// it noted are not the store's. They are read from the store again (a
+// replica whose engine applies the entries again must dedup them as the
+// others do); when that fails too, the state machine refuses every later
+// Update.
+func (s *StateMachine) dropUpdate() {
+	s.forgetRecords()
+	ld, err := loadState(s.db)
+	if err != nil {
+		s.broken = fmt.Errorf("update: state not restored after a failed update: %w", err)
+		return
+	}
+	s.loaded(ld)
 }
 
 // readUint64 reads an 8-byte big-endian meta value; found false if absent.
@@ -402,11 +421,12 @@ func (s *StateMachine) Update(entries []Entry) (_ []Entry, err error) {
 	if s.db == nil {
 		return entries, fmt.Errorf("update: %w", errs.Closed)
 	}
+	if s.broken != nil {
+		return entries, s.broken
+	}
 	defer func() {
 		if err != nil {
-			// The batch is dropped: records cached meanwhile are not the
-			// store's.
-			s.forgetRecords()
+			s.dropUpdate()
 		}
 	}()
 	b := s.db.NewIndexedBatch()
