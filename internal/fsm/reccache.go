@@ -42,8 +42,11 @@ type recordCacheKey struct {
 }
 
 type cachedRecord struct {
-	h     recordHeader
-	value []byte // never changed once cached
+	h recordHeader
+	// value is overwritten only by the next set of its key, which comes
+	// after its reader (the apply path of the same state machine) is done
+	// with it.
+	value []byte
 }
 
 type recordCache struct {
@@ -84,17 +87,27 @@ func (c *recordCache) get(id uint64, key []byte) (cachedRecord, bool) {
 // set caches key's current record; value is copied.
 func (c *recordCache) set(id uint64, key []byte, h recordHeader, value []byte) {
 	k := recordCacheKey{id, string(key)}
-	v := bytes.Clone(value)
-	cost := entryCost(k.key, v)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	old, had := c.lru.Peek(k)
+	var v []byte
+	if had && cap(old.value) >= len(value) && cap(old.value) <= 2*len(value)+64 {
+		// The new value goes into the old one's memory. A value once
+		// returned by get is done with when its record is written (see
+		// currentRecord), and a copy per put of a cached key spread the
+		// cache's long-lived objects over the heap's spans among the
+		// apply path's garbage: the heap in use grew by twice the cache.
+		v = append(old.value[:0], value...)
+	} else {
+		v = bytes.Clone(value)
+	}
+	cost := entryCost(k.key, v)
 	if cost > c.max {
-		c.lru.Remove(k)
+		c.lru.Remove(k) // its eviction callback accounts for old
 		return
 	}
-	// Add replaces an entry in place without the eviction callback:
-	// account for the old one first.
-	if old, ok := c.lru.Peek(k); ok {
+	if had {
+		// Add replaces in place, without the eviction callback.
 		c.bytes -= entryCost(k.key, old.value)
 	}
 	c.lru.Add(k, cachedRecord{h: h, value: v})
@@ -115,8 +128,9 @@ func (c *recordCache) drop(id uint64, key []byte) {
 
 // currentRecord is key's ('k'-prefixed) current record as the batch being
 // applied reads it: from the record cache, else from the batch (and then
-// cached). closer is nil when the value came from the cache; else the
-// caller closes it once done with value.
+// cached). closer is nil when the value came from the cache (it is valid
+// until the key's record is written: use it before); else the caller
+// closes it once done with value.
 func (s *StateMachine) currentRecord(b *batch, key []byte) (h recordHeader, value []byte, closer closerFunc, found bool, err error) {
 	recs := s.store.recs
 	if r, ok := recs.get(s.recID, key); ok {
