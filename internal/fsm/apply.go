@@ -229,7 +229,7 @@ func (s *StateMachine) applyTxn(b *batch, t *Txn, rev int64) (res TxnResult, fai
 
 func (s *StateMachine) evalCompare(b *batch, c *Compare) (bool, error) {
 	s.kbuf = appendUserKey(s.kbuf, c.Key)
-	h, value, release, _, err := s.currentRecord(b, s.kbuf)
+	h, value, closer, found, err := getRecord(b, s.kbuf)
 	if err != nil {
 		return false, err
 	}
@@ -245,7 +245,9 @@ func (s *StateMachine) evalCompare(b *batch, c *Compare) (bool, error) {
 	case TargetCreateRevision:
 		r = cmpInt(h.create, c.Int)
 	}
-	release.close()
+	if found {
+		_ = closer.Close()
+	}
 	switch c.Op {
 	case OpEqual:
 		return r == 0, nil
@@ -275,7 +277,7 @@ func (s *StateMachine) applyOp(b *batch, op *Op, rev int64) (int64, error) {
 	switch op.Type {
 	case OpPut:
 		s.kbuf = appendUserKey(s.kbuf, op.Key)
-		old, oldValue, release, found, err := s.currentRecord(b, s.kbuf)
+		old, oldValue, closer, found, err := getRecord(b, s.kbuf)
 		if err != nil {
 			return 0, err
 		}
@@ -284,10 +286,12 @@ func (s *StateMachine) applyOp(b *batch, op *Op, rev int64) (int64, error) {
 			h.create = old.create
 			h.version = old.version + 1
 		}
-		// The event first: it copies the old value, which may be pebble's
-		// memory until released.
+		// The event first: it copies the old value, which is pebble's
+		// memory until closer is closed.
 		err = s.writeEvent(b, EventPut, s.kbuf[1:], h, op.Value, found, old, oldValue)
-		release.close()
+		if found {
+			_ = closer.Close()
+		}
 		if err != nil {
 			return 0, err
 		}
@@ -300,7 +304,6 @@ func (s *StateMachine) applyOp(b *batch, op *Op, rev int64) (int64, error) {
 		if err := d.Finish(); err != nil {
 			return 0, fmt.Errorf("put: %w", err)
 		}
-		s.wroteRecord(s.kbuf, h, op.Value)
 		if old.lease != h.lease { // old is zero when not found
 			if err := s.attach(b, s.kbuf[1:], old.lease, h.lease); err != nil {
 				return 0, err
@@ -309,12 +312,12 @@ func (s *StateMachine) applyOp(b *batch, op *Op, rev int64) (int64, error) {
 		return 0, nil
 	case OpDelete:
 		s.kbuf = appendUserKey(s.kbuf, op.Key)
-		old, oldValue, release, found, err := s.currentRecord(b, s.kbuf)
+		old, oldValue, closer, found, err := getRecord(b, s.kbuf)
 		if err != nil || !found {
 			return 0, err
 		}
 		err = s.writeEvent(b, EventDelete, s.kbuf[1:], recordHeader{}, nil, true, old, oldValue)
-		release.close()
+		_ = closer.Close()
 		if err != nil {
 			return 0, err
 		}
@@ -324,7 +327,6 @@ func (s *StateMachine) applyOp(b *batch, op *Op, rev int64) (int64, error) {
 		if err := b.Delete(s.kbuf, nil); err != nil {
 			return 0, fmt.Errorf("delete: %w", err)
 		}
-		s.droppedRecord(s.kbuf)
 		return 1, nil
 	case OpDeletePrefix:
 		return s.deletePrefix(b, op.Key)
@@ -387,7 +389,6 @@ func (s *StateMachine) deletePrefix(b *batch, prefix string) (int64, error) {
 			if err := b.Delete(k, nil); err != nil {
 				return n, fmt.Errorf("delete prefix: %w", err)
 			}
-			s.droppedRecord(k)
 		}
 		s.scratch, s.ends = buf[:0], ends[:0]
 		n += int64(len(ends) / 2)

@@ -32,8 +32,6 @@ func newHarness(t testing.TB, o Options) *harness {
 func (h *harness) open(o Options) {
 	h.t.Helper()
 	h.sm = New(h.dir, o)
-	// Every record cache hit is compared with the store.
-	h.sm.checkRecords = true
 	applied, err := h.sm.Open(nil)
 	if err != nil {
 		h.t.Fatalf("Open: %v", err)

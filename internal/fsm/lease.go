@@ -232,7 +232,6 @@ func (s *StateMachine) revokeLease(b *batch, id int64) (int64, error) {
 					if err := b.Delete(s.kbuf, nil); err != nil {
 						return n, fmt.Errorf("revoke lease %d: %w", id, err)
 					}
-					s.droppedRecord(s.kbuf)
 					n++
 				}
 			}

@@ -43,7 +43,6 @@ type Shared struct {
 	db         *pebble.DB
 	cache      *pebble.Cache
 	tableCache *pebble.TableCache
-	recs       *recordCache // the apply path's, shared by the state machines
 
 	// mu guards closed: a snapshot (a Dump's, a Raft snapshot's) may be
 	// released after the database closed, and pebble must not see that.
@@ -78,7 +77,7 @@ func OpenShared(dir string, cacheBytes int64) (*Shared, error) {
 // openSharedOn is OpenShared on fs (tests crash a store on a file system
 // that forgets what was not synced).
 func openSharedOn(fs vfs.FS, dir string, cacheBytes int64) (*Shared, error) {
-	s := &Shared{cache: pebble.NewCache(cacheBytes), recs: newRecordCache(recordCacheBytes)}
+	s := &Shared{cache: pebble.NewCache(cacheBytes)}
 	s.tableCache = pebble.NewTableCache(s.cache, runtime.GOMAXPROCS(0), sharedTableCacheSize)
 	db, err := openPebble(fs, dir, s, sharedMemTableSize, false, true)
 	if err != nil {

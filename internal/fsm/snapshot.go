@@ -181,7 +181,6 @@ func (s *StateMachine) RecoverFromSnapshot(r io.Reader, stop <-chan struct{}) er
 		return fmt.Errorf("recover snapshot: %w", err)
 	}
 	s.db = next
-	s.forgetRecords()
 	s.loaded(ld)
 	// Published under the lock, with the new generation: a reader woken by
 	// WaitApplied must find the data of that index.

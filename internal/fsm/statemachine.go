@@ -96,11 +96,6 @@ type StateMachine struct {
 	scratch  []byte // keys collected by trimDedup, deletePrefix and revokeLease
 	ends     []int  // where the items in scratch end
 
-	// recID names this state machine's entries in the store's record
-	// cache (reccache.go); checkRecords (tests) compares every hit with
-	// the store.
-	recID        uint64
-	checkRecords bool
 	// failCommit, when set (tests), fails Update in place of its commit.
 	failCommit error
 	// broken is set when a failed Update could not restore the state
@@ -171,7 +166,6 @@ func (s *StateMachine) Open(stop <-chan struct{}) (uint64, error) {
 		var ld loadedState
 		if ld, err = loadState(sp); err == nil {
 			s.store, s.db = st, sp
-			s.forgetRecords()
 			s.loaded(ld)
 			s.applied.Store(ld.applied)
 			s.leaseGen.Add(1)
@@ -250,13 +244,11 @@ func (s *StateMachine) loaded(st loadedState) {
 }
 
 // dropUpdate undoes in memory what an Update that failed did: its batch
-// is dropped, so the records it cached and the sessions, results and clock
-// it noted are not the store's. They are read from the store again (a
-// replica whose engine applies the entries again must dedup them as the
-// others do); when that fails too, the state machine refuses every later
-// Update.
+// is dropped, so the sessions, results and clock it noted are not the
+// store's. They are read from the store again (a replica whose engine
+// applies the entries again must dedup them as the others do); when that
+// fails too, the state machine refuses every later Update.
 func (s *StateMachine) dropUpdate() {
-	s.forgetRecords()
 	ld, err := loadState(s.db)
 	if err != nil {
 		s.broken = fmt.Errorf("update: state not restored after a failed update: %w", err)
