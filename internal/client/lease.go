@@ -19,11 +19,10 @@ func (e *Engine) GrantLease(ctx context.Context, group string, ttl time.Duration
 	// keeper renewing the old lease would renew the new one, a revoke of
 	// it would end the new one). What this client discovered may predate
 	// the group (created since its last discovery round) or name the old
-	// one (created again since): servers are asked, its leader first.
-	shard, err := e.groupShard(ctx, groupName(group))
-	if err != nil {
-		return 0, err
-	}
+	// one (created again since): servers are asked, its leader first, and
+	// asked again when the server that takes the grant refuses the id as
+	// another shard's.
+	shard := func() (uint64, error) { return e.groupShard(ctx, groupName(group)) }
 	r, err := fsm.GrantLease(shard, ttl.Milliseconds(), func(c *fsm.Command) (*fsm.LeaseResult, error) {
 		return e.proposeLease(ctx, group, c)
 	})

@@ -81,7 +81,8 @@ func (e *Engine) GrantLease(ctx context.Context, group string, ttl time.Duration
 	if err != nil {
 		return 0, err
 	}
-	r, err := fsm.GrantLease(sid, ttl.Milliseconds(), func(c *fsm.Command) (*fsm.LeaseResult, error) {
+	shard := func() (uint64, error) { return sid, nil }
+	r, err := fsm.GrantLease(shard, ttl.Milliseconds(), func(c *fsm.Command) (*fsm.LeaseResult, error) {
 		return e.proposeLease(ctx, sid, c)
 	})
 	if err != nil {
