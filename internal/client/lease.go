@@ -2,7 +2,9 @@ package client
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/dister/dister/internal/core"
@@ -11,54 +13,106 @@ import (
 	"github.com/dister/dister/internal/peer"
 )
 
+// grantTries bounds the tries of one grant that are refused with
+// ErrConflict: an id the group holds (32 random bits: rare), or an id
+// drawn for a shard the group is not (a server asked for the shard had
+// not caught up with the group's re-creation).
+const grantTries = 16
+
 // GrantLease creates a lease in group (a Raft write through the leader,
 // with this client's dedup id).
+//
+// A lease id carries its group's shard, so that a group created again
+// under the name never hands out an id of the old one's (a Node's keeper
+// renewing the old lease would renew the new one, a revoke of it would end
+// the new one). What this client discovered may predate the group
+// (created since its last discovery round) or name the old one (created
+// again since), so the servers are asked for the shard, the group's leader
+// first. The server that takes the grant refuses an id of another shard
+// than the group's there (ErrConflict); the next try asks another server
+// than the one that answered, and once every server was asked, all of
+// them again after a pause.
 func (e *Engine) GrantLease(ctx context.Context, group string, ttl time.Duration) (int64, error) {
-	// A lease id carries its group's shard, so that a group created again
-	// under the name never hands out an id of the old one's (a Node's
-	// keeper renewing the old lease would renew the new one, a revoke of
-	// it would end the new one). What this client discovered may predate
-	// the group (created since its last discovery round) or name the old
-	// one (created again since): servers are asked, its leader first, and
-	// asked again when the server that takes the grant refuses the id as
-	// another shard's.
-	shard := func() (uint64, error) { return e.groupShard(ctx, groupName(group)) }
-	r, err := fsm.GrantLease(shard, ttl.Milliseconds(), func(c *fsm.Command) (*fsm.LeaseResult, error) {
-		return e.proposeLease(ctx, group, c)
-	})
-	if err != nil {
-		return 0, err
+	name := groupName(group)
+	answered := map[string]bool{} // servers whose shard was refused
+	pause := 10 * time.Millisecond
+	var last error
+	for try := 1; try <= grantTries; try++ {
+		shard, from, err := e.groupShard(ctx, name, answered)
+		if err != nil {
+			return 0, err
+		}
+		if from == "" && len(answered) > 0 {
+			// The servers not asked yet do not list the group (yet):
+			// ask them all again, after a pause.
+			clear(answered)
+			if err := e.pause(ctx, &pause, last); err != nil {
+				return 0, err
+			}
+			continue
+		}
+		r, err := e.proposeLease(ctx, group, &fsm.Command{Kind: fsm.KindLeaseGrant,
+			Grant: &fsm.LeaseGrant{ID: fsm.LeaseIDFor(shard), TTL: ttl.Milliseconds()}})
+		if err == nil {
+			return r.ID, nil
+		}
+		if !errors.Is(err, errs.Conflict) || from == "" {
+			return 0, err // from "": an index id, not drawn for a shard
+		}
+		last = err
+		answered[from] = true
+		if _, more := e.leaderAddr(name, answered); !more {
+			clear(answered)
+			if err := e.pause(ctx, &pause, last); err != nil {
+				return 0, err
+			}
+		}
 	}
-	return r.ID, nil
+	return 0, last
 }
 
-// groupShard is group's shard as the first server that lists the group
-// reports it, asking its leader (as far as this client knows it) first: a
-// server whose catalog has not applied the group's creation yet lists no
-// group of the name, or the old one's. 0 when the group is listed without
-// a shard (servers of a release that did not report shards: the entry's
-// index decides the id, as it did there) or when no server answering lists
-// it (no such group: the grant then fails).
-func (e *Engine) groupShard(ctx context.Context, group string) (uint64, error) {
-	skip := map[string]bool{}
+// pause waits *d (doubled for the next time, up to 200 ms) unless ctx
+// ends or the engine closes first.
+func (e *Engine) pause(ctx context.Context, d *time.Duration, last error) error {
+	select {
+	case <-ctx.Done():
+		return ctxError(ctx.Err(), last)
+	case <-e.life.Done():
+		return errs.Closed
+	case <-time.After(*d):
+	}
+	*d = min(2**d, 200*time.Millisecond)
+	return nil
+}
+
+// groupShard is group's shard as the first server not in skip that lists
+// the group reports it, asking its leader (as far as this client knows it)
+// first, and that server: a server whose catalog has not applied the
+// group's creation yet lists no group of the name, or the old one's. 0
+// when the group is listed without a shard (servers of a release that did
+// not report shards: the entry's index decides the id, as it did there) or
+// when no server answering lists it (no such group: the grant then
+// fails).
+func (e *Engine) groupShard(ctx context.Context, group string, skip map[string]bool) (uint64, string, error) {
+	asked := maps.Clone(skip)
 	for {
-		addr, ok := e.leaderAddr(group, skip)
+		addr, ok := e.leaderAddr(group, asked)
 		if !ok {
-			return 0, nil
+			return 0, "", nil
 		}
-		skip[addr] = true
+		asked[addr] = true
 		var t peer.Topology
 		if err := e.peers.Call(ctx, addr, peer.OpTopology, nil, &t); err != nil {
 			if e.closed.Load() {
-				return 0, errs.Closed
+				return 0, "", errs.Closed
 			}
 			if ctx.Err() != nil {
-				return 0, ctxError(ctx.Err(), err)
+				return 0, "", ctxError(ctx.Err(), err)
 			}
 			continue // the grant's own call will meet this server's trouble
 		}
 		if shard, listed := t.ShardOf(group); listed {
-			return shard, nil
+			return shard, addr, nil
 		}
 	}
 }

@@ -81,8 +81,7 @@ func (e *Engine) GrantLease(ctx context.Context, group string, ttl time.Duration
 	if err != nil {
 		return 0, err
 	}
-	shard := func() (uint64, error) { return sid, nil }
-	r, err := fsm.GrantLease(shard, ttl.Milliseconds(), func(c *fsm.Command) (*fsm.LeaseResult, error) {
+	r, err := fsm.GrantLease(sid, ttl.Milliseconds(), func(c *fsm.Command) (*fsm.LeaseResult, error) {
 		return e.proposeLease(ctx, sid, c)
 	})
 	if err != nil {

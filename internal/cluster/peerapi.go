@@ -168,10 +168,13 @@ func checkClientCommand(b []byte) (grant int64, err error) {
 // proposed in): the client learned the group's shard from a server whose
 // catalog lagged, and a group created again under the name would hand out
 // an id of the old one's. ErrConflict, as for an id the group holds: the
-// client draws again, asking for the group's shard again.
+// client draws again, asking another server for the group's shard.
 func grantInShard(id int64, group string, sid uint64) error {
 	if id == 0 || uint64(id)>>32 == sid {
 		return nil
+	}
+	if group == "" {
+		group = DefaultGroup
 	}
 	return fmt.Errorf("lease id %d was drawn for shard %d, group %q is shard %d here: %w",
 		id, uint64(id)>>32, group, sid, errs.Conflict)

@@ -102,18 +102,12 @@ func LeaseIDFor(shard uint64) int64 {
 const leaseIDTries = 4
 
 // GrantLease proposes, through propose, a grant of a lease of ttl
-// milliseconds with a LeaseIDFor id of the group's shard (as shard tells
-// it, asked on every try), and draws the id again while the grant is
-// refused with ErrConflict: the group holds the id, or (a client's) the
-// shard it was drawn for is not the group's. Each try is a command of its
-// own (a new dedup id), as propose makes it.
-func GrantLease(shard func() (uint64, error), ttl int64, propose func(*Command) (*LeaseResult, error)) (*LeaseResult, error) {
+// milliseconds in shard with a LeaseIDFor id, and draws the id again while
+// the group holds it (ErrConflict). Each try is a command of its own (a new
+// dedup id), as propose makes it.
+func GrantLease(shard uint64, ttl int64, propose func(*Command) (*LeaseResult, error)) (*LeaseResult, error) {
 	for try := 1; ; try++ {
-		sid, err := shard()
-		if err != nil {
-			return nil, err
-		}
-		r, err := propose(&Command{Kind: KindLeaseGrant, Grant: &LeaseGrant{ID: LeaseIDFor(sid), TTL: ttl}})
+		r, err := propose(&Command{Kind: KindLeaseGrant, Grant: &LeaseGrant{ID: LeaseIDFor(shard), TTL: ttl}})
 		if errors.Is(err, errs.Conflict) && try < leaseIDTries {
 			continue // the random id is taken
 		}

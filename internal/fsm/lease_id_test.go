@@ -2,7 +2,6 @@ package fsm
 
 import (
 	"errors"
-	"fmt"
 	"testing"
 
 	"github.com/dister/dister/internal/errs"
@@ -46,39 +45,12 @@ func TestGrantLeaseDrawsAgainOnConflict(t *testing.T) {
 			return DecodeLeaseResult(h.applyRaw(encodeAll(t, c)...)[0])
 		}
 	}
-	seven := func() (uint64, error) { return 7, nil }
-	r, err := GrantLease(seven, 1000, propose(2))
+	r, err := GrantLease(7, 1000, propose(2))
 	if err != nil || len(drawn) != 3 || r.ID != drawn[2] || r.ID>>32 != 7 {
 		t.Fatalf("two ids taken: lease %+v, %v after drawing %v", r, err, drawn)
 	}
 	drawn = nil
-	if _, err := GrantLease(seven, 1000, propose(leaseIDTries)); !errors.Is(err, errs.Conflict) || len(drawn) != leaseIDTries {
+	if _, err := GrantLease(7, 1000, propose(leaseIDTries)); !errors.Is(err, errs.Conflict) || len(drawn) != leaseIDTries {
 		t.Fatalf("every id taken: %v after drawing %d ids; want ErrConflict after %d", err, len(drawn), leaseIDTries)
-	}
-}
-
-// GrantLease asks for the shard on every try: a client whose first id
-// was drawn for a stale shard (refused with ErrConflict by the server that
-// took the grant) draws the next one for the shard it learns then.
-func TestGrantLeaseAsksShardAgain(t *testing.T) {
-	shards := []uint64{3, 7}
-	var drawn []int64
-	r, err := GrantLease(func() (uint64, error) {
-		s := shards[0]
-		shards = shards[1:]
-		return s, nil
-	}, 1000, func(c *Command) (*LeaseResult, error) {
-		drawn = append(drawn, c.Grant.ID)
-		if c.Grant.ID>>32 != 7 {
-			return nil, fmt.Errorf("id of another shard: %w", errs.Conflict)
-		}
-		return &LeaseResult{ID: c.Grant.ID, TTL: c.Grant.TTL}, nil
-	})
-	if err != nil || len(drawn) != 2 || drawn[0]>>32 != 3 || r.ID>>32 != 7 {
-		t.Fatalf("lease %+v, %v after drawing %v: want a second id of shard 7", r, err, drawn)
-	}
-	failed := errors.New("no server answers")
-	if _, err := GrantLease(func() (uint64, error) { return 0, failed }, 1000, nil); !errors.Is(err, failed) {
-		t.Fatalf("shard unknown: %v", err)
 	}
 }
