@@ -57,6 +57,9 @@ type Shared struct {
 	syncMu    sync.Mutex
 	syncBegun atomic.Uint64
 	syncDone  atomic.Uint64
+
+	// pace paces the tables the store writes in the background (pace.go).
+	pace *pacer
 }
 
 // sharedTableCacheSize bounds the sstables the store keeps open.
@@ -71,21 +74,22 @@ func OpenShared(dir string, cacheBytes int64) (*Shared, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open state store: %w", err)
 	}
-	return openSharedOn(vfs.Default, dir, cacheBytes)
+	return openSharedOn(vfs.Default, dir, cacheBytes, newPacer(pacedRate), sharedMemTableSize)
 }
 
 // openSharedOn is OpenShared on fs (tests crash a store on a file system
-// that forgets what was not synced).
-func openSharedOn(fs vfs.FS, dir string, cacheBytes int64) (*Shared, error) {
-	s := &Shared{cache: pebble.NewCache(cacheBytes)}
+// that forgets what was not synced), its tables paced by pace.
+func openSharedOn(fs vfs.FS, dir string, cacheBytes int64, pace *pacer, memTableSize int) (*Shared, error) {
+	s := &Shared{cache: pebble.NewCache(cacheBytes), pace: pace}
 	s.tableCache = pebble.NewTableCache(s.cache, runtime.GOMAXPROCS(0), sharedTableCacheSize)
-	db, err := openPebble(fs, dir, s, sharedMemTableSize, false, true)
+	db, err := openPebble(pacedFS{FS: fs, p: pace}, dir, s, memTableSize, false, true)
 	if err != nil {
 		_ = s.tableCache.Unref()
 		s.cache.Unref()
 		return nil, err
 	}
 	s.db = db
+	pace.db.Store(db)
 	return s, nil
 }
 
@@ -98,7 +102,9 @@ func (s *Shared) Close() error {
 		return nil
 	}
 	s.closed = true
+	defer s.pace.rush()()
 	_ = s.db.Flush()
+	s.pace.db.Store(nil)
 	err := s.db.Close()
 	_ = s.tableCache.Unref()
 	s.cache.Unref()
@@ -169,6 +175,7 @@ func (s *Shared) DropShard(shard uint64) error {
 	}
 	// The tombstones are flushed by the compaction, which gives the space
 	// back.
+	defer s.pace.rush()()
 	return s.db.Compact(lo, hi, false)
 }
 
@@ -314,6 +321,13 @@ func openPebble(fs vfs.FS, path string, shared *Shared, memTableSize int, mustEx
 		// checks, a ticker goroutine, that report slow disks to an event
 		// listener dister does not set.
 		FS: fs,
+	}
+	if shared != nil {
+		shared.pace.listen(opts)
+		// Writes stop when the memtables hold this many times
+		// MemTableSize: one being written to, one being flushed, and
+		// room for one more while a paced flush catches up (pace.go).
+		opts.MemTableStopWritesThreshold = 3
 	}
 	// Bloom filters: every Update looks up its dedup id, which is almost
 	// always absent, and a Put's key, which often is; without filters each

@@ -259,7 +259,7 @@ func memStore(t testing.TB, mem *vfs.MemFS, dir string) *Shared {
 	if err := errors.Join(d.Sync(), d.Close()); err != nil {
 		t.Fatal(err)
 	}
-	st, err := openSharedOn(mem, dir, 1<<20)
+	st, err := openSharedOn(mem, dir, 1<<20, newPacer(pacedRate), sharedMemTableSize)
 	if err != nil {
 		t.Fatal(err)
 	}
