@@ -24,7 +24,7 @@ import (
 // flushes and compactions create them) are written at most at pacedRate
 // each, RocksDB's rate limiter for flushes and compactions in its simplest
 // form. Pacing must never make writes wait for it: it is lifted while
-// pebble stalls writes (its memtables or level 0 full), while a second
+// pebble stalls writes (its memtables or level 0 full), while a full
 // memtable waits behind the one being flushed (the flush is behind the
 // writes), while level 0 holds more sublevels than its compactions keep up
 // with, while an explicit flush or compaction waits (Close, DropShard),
@@ -48,11 +48,19 @@ type pacer struct {
 	stalled atomic.Int32              // pebble's write stalls in progress
 	rushed  atomic.Int32              // callers waiting for a flush or compaction
 
-	mu        sync.Mutex // guards the metrics check below
-	checked   time.Time
-	backedUp  bool
-	memTables int64 // memtables past which the flushes are behind
-	l0Trigger int32 // level 0 sublevels past which compactions are behind
+	mu       sync.Mutex // guards the metrics check below
+	checked  time.Time
+	backedUp bool
+	// memTableBytes: memtables holding more than this (pebble's
+	// MemTable.Size, their allocated bytes) mean the flushes are behind.
+	// 0 until listen sets it to twice MemTableSize: one memtable being
+	// written to and one being flushed; a full one waiting behind them is
+	// a flush behind the writes. Not the count of memtables: pebble's
+	// start at 256 KiB and double up to MemTableSize, and the first flush
+	// takes all of them but the one being written to (they hold at least
+	// half of MemTableSize, and less than all of it).
+	memTableBytes uint64
+	l0Trigger     int32 // level 0 sublevels past which compactions are behind
 
 	// for tests
 	now   func() time.Time
@@ -60,16 +68,17 @@ type pacer struct {
 }
 
 func newPacer(rate float64) *pacer {
-	// One memtable being written to, one being flushed: a third means
-	// the flush is behind.
-	return &pacer{rate: rate, memTables: 2, l0Trigger: 2 * l0CompactionThreshold, now: time.Now, sleep: time.Sleep}
+	return &pacer{rate: rate, l0Trigger: 2 * l0CompactionThreshold, now: time.Now, sleep: time.Sleep}
 }
 
 // l0CompactionThreshold is pebble's default, which the store keeps.
 const l0CompactionThreshold = 4
 
-// listen adds the pacer's stall tracking to o.
+// listen adds the pacer's stall tracking to o, whose MemTableSize is set.
 func (p *pacer) listen(o *pebble.Options) {
+	if p.memTableBytes == 0 {
+		p.memTableBytes = 2 * uint64(o.MemTableSize)
+	}
 	o.EventListener.WriteStallBegin = func(pebble.WriteStallBeginInfo) { p.stalled.Add(1) }
 	o.EventListener.WriteStallEnd = func() { p.stalled.Add(-1) }
 }
@@ -91,7 +100,7 @@ func (p *pacer) hurry() bool {
 	defer p.mu.Unlock()
 	if now := p.now(); now.Sub(p.checked) >= pacedCheckEvery {
 		m := db.Metrics()
-		p.backedUp = m.MemTable.Count > p.memTables || m.Levels[0].Sublevels > p.l0Trigger
+		p.backedUp = m.MemTable.Size > p.memTableBytes || m.Levels[0].Sublevels > p.l0Trigger
 		p.checked = now
 	}
 	return p.backedUp

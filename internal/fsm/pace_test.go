@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math"
 	"sync"
 	"testing"
 	"time"
@@ -53,6 +54,7 @@ func pacedOnMem(t *testing.T, rate float64) (*pacer, *fakeClock, vfs.FS, *pebble
 	clock := &fakeClock{t: time.Unix(1000, 0)}
 	p := newPacer(rate)
 	p.now, p.sleep = clock.now, clock.sleep
+	p.memTableBytes = math.MaxUint64 // what the memtables hold is not the point here
 	p.db.Store(db)
 	if err := mem.MkdirAll("out", 0o750); err != nil {
 		t.Fatal(err)
@@ -197,7 +199,7 @@ func TestCloseRushesPacedFlush(t *testing.T) {
 	// Close's flush queues a memtable behind the paced one, which would
 	// lift the pacing too; Close must not depend on it (its memtable may
 	// be empty).
-	p.memTables = 100
+	p.memTableBytes = math.MaxUint64
 	paced := make(chan struct{}, 1)
 	p.sleep = func(d time.Duration) {
 		select {
@@ -250,5 +252,40 @@ func TestCloseRushesPacedFlush(t *testing.T) {
 	defer closer.Close()
 	if !bytes.Equal(v, value) {
 		t.Fatal("last write after reopen: wrong value")
+	}
+}
+
+// A new store's first flush takes the memtables of its growth (pebble's
+// start at 256 KiB and double up to MemTableSize): several memtables, not
+// a flush behind the writes, so it is paced like any other.
+func TestFirstFlushPaced(t *testing.T) {
+	p := newPacer(256 << 10)
+	paced := make(chan struct{}, 1)
+	p.sleep = func(d time.Duration) {
+		select {
+		case paced <- struct{}{}:
+		default:
+		}
+		time.Sleep(d)
+	}
+	const memTable = 1 << 20 // memtables of 256 KiB, 512 KiB, then 1 MiB
+	st, err := openSharedOn(vfs.Default, t.TempDir(), 1<<20, p, memTable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	value := bytes.Repeat([]byte{1}, 1024)
+	// 1.1 MiB: past the first two memtables (768 KiB, which pebble flushes
+	// as they hold half of MemTableSize), short of filling the third.
+	for i := range 1100 {
+		if err := st.db.Set(fmt.Appendf(nil, "k%08d", i), value, pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case <-paced:
+	case <-time.After(20 * time.Second):
+		m := st.db.Metrics()
+		t.Fatalf("the first flush was not paced (memtables %d, %d bytes; flushes %d)", m.MemTable.Count, m.MemTable.Size, m.Flush.Count)
 	}
 }

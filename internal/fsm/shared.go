@@ -326,7 +326,7 @@ func openPebble(fs vfs.FS, path string, shared *Shared, memTableSize int, mustEx
 		shared.pace.listen(opts)
 		// Writes stop when the memtables hold this many times
 		// MemTableSize: one being written to, one being flushed, and
-		// room for one more while a paced flush catches up (pace.go).
+		// room for one more, which lifts the pacing (pace.go).
 		opts.MemTableStopWritesThreshold = 3
 	}
 	// Bloom filters: every Update looks up its dedup id, which is almost
