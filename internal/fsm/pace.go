@@ -40,6 +40,11 @@ const pacedCheckEvery = 10 * time.Millisecond
 // Close) is seen soon.
 const pacedMaxSleep = 10 * time.Millisecond
 
+// pacedBurst is the most a table slower than its pace (a compaction
+// reading before it writes) may then write at full speed: its lag counts
+// for this long at most.
+const pacedBurst = 20 * time.Millisecond
+
 // pacer paces the tables of one store.
 type pacer struct {
 	rate float64 // bytes per second
@@ -106,14 +111,27 @@ func (p *pacer) hurry() bool {
 	return p.backedUp
 }
 
-// wait holds a writer that wrote written bytes since start until its pace
-// allows more, or until there is a reason to hurry.
-func (p *pacer) wait(start time.Time, written int64) {
-	due := start.Add(time.Duration(float64(written) / p.rate * float64(time.Second)))
+// wait holds a table that just wrote n bytes until its pace allows more,
+// or until there is a reason to hurry. due is when its earlier writes were
+// paid for at the pace; wait returns that time for the n bytes. A table
+// owes nothing for what it wrote in a hurry, and its lag behind the pace
+// counts for pacedBurst at most.
+func (p *pacer) wait(due time.Time, n int) time.Time {
+	now := p.now()
+	if p.hurry() {
+		return now
+	}
+	if floor := now.Add(-pacedBurst); due.Before(floor) {
+		due = floor
+	}
+	due = due.Add(time.Duration(float64(n) / p.rate * float64(time.Second)))
 	for {
 		left := due.Sub(p.now())
-		if left <= 0 || p.hurry() {
-			return
+		if left <= 0 {
+			return due
+		}
+		if p.hurry() {
+			return p.now()
 		}
 		p.sleep(min(left, pacedMaxSleep))
 	}
@@ -132,22 +150,20 @@ func (fs pacedFS) Create(name string) (vfs.File, error) {
 	}
 	// WithFd keeps the descriptor visible: pebble syncs a table's data as
 	// it goes (sync_file_range) only when it can reach it.
-	return vfs.WithFd(f, &pacedFile{File: f, p: fs.p, start: fs.p.now()}), nil
+	return vfs.WithFd(f, &pacedFile{File: f, p: fs.p, due: fs.p.now()}), nil
 }
 
 // pacedFile is a table being written; one goroutine writes it.
 type pacedFile struct {
 	vfs.File
-	p       *pacer
-	start   time.Time
-	written int64
+	p   *pacer
+	due time.Time // when what it wrote is paid for at the pace
 }
 
 func (f *pacedFile) Write(b []byte) (int, error) {
 	n, err := f.File.Write(b)
-	f.written += int64(n)
 	if err == nil {
-		f.p.wait(f.start, f.written)
+		f.due = f.p.wait(f.due, n)
 	}
 	return n, err
 }

@@ -289,3 +289,65 @@ func TestFirstFlushPaced(t *testing.T) {
 		t.Fatalf("the first flush was not paced (memtables %d, %d bytes; flushes %d)", m.MemTable.Count, m.MemTable.Size, m.Flush.Count)
 	}
 }
+
+// A table whose writes begin late, or that was written slowly for a while
+// (a compaction merging away deleted input, a CPU-starved compaction),
+// does not then write what it has at full speed: its lag counts for
+// pacedBurst at most. (The pace was an average since the table's creation,
+// and this burst went unpaced.)
+func TestPaceCreditBounded(t *testing.T) {
+	const rate = 1 << 20
+	_, clock, fs, _ := pacedOnMem(t, rate)
+	f, err := fs.Create("out/000001.sst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// The compaction reads its inputs for 4 s before its first block.
+	clock.mu.Lock()
+	clock.t = clock.t.Add(4 * time.Second)
+	clock.mu.Unlock()
+	buf := bytes.Repeat([]byte{7}, 64<<10)
+	for written := 0; written < 4<<20; written += len(buf) {
+		if _, err := f.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// At most 1 MiB/s: 4 MiB take about 4 s whatever came before (a
+	// bounded burst of one chunk or one pacedMaxSleep would still sleep
+	// well over 3 s).
+	if slept, _ := clock.total(); slept < 3*time.Second {
+		t.Fatalf("4 MiB written 4s after Create at %d B/s slept %v: written in one burst at full speed", rate, slept)
+	}
+}
+
+// The converse: a table written at full speed while there was a reason to
+// hurry (a stall, a rush, level 0 behind) owes nothing once the reason is
+// gone: its next write is slowed to the pace, not stopped until the
+// average is back at it (it was, for up to the table's size / the rate).
+func TestPaceNoDebtAfterHurry(t *testing.T) {
+	const rate = 1 << 20
+	p, clock, fs, _ := pacedOnMem(t, rate)
+	f, err := fs.Create("out/000001.sst")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := bytes.Repeat([]byte{7}, 64<<10)
+	undo := p.rush() // e.g. DropShard's compaction, running beside this one
+	for written := 0; written < 4<<20; written += len(buf) {
+		if _, err := f.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	undo()
+	before, _ := clock.total()
+	if _, err := f.Write(buf); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := clock.total()
+	share := time.Duration(float64(len(buf)) / rate * float64(time.Second))
+	if after-before > 2*share {
+		t.Fatalf("the first 64 KiB write after the rush slept %v (its share at the pace is %v): the table stops until it has repaid the rush", after-before, share)
+	}
+}
