@@ -69,7 +69,8 @@ const sharedTableCacheSize = 4096
 const sharedMemTableSize = 64 << 20
 
 // OpenShared opens (or creates) the store in dir with a block cache of
-// cacheBytes. Close it after every state machine that used it has closed.
+// cacheBytes besides its memtables (see openSharedOn). Close it after every
+// state machine that used it has closed.
 func OpenShared(dir string, cacheBytes int64) (*Shared, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("open state store: %w", err)
@@ -80,7 +81,11 @@ func OpenShared(dir string, cacheBytes int64) (*Shared, error) {
 // openSharedOn is OpenShared on fs (tests crash a store on a file system
 // that forgets what was not synced), its tables paced by pace.
 func openSharedOn(fs vfs.FS, dir string, cacheBytes int64, pace *pacer, memTableSize int) (*Shared, error) {
-	s := &Shared{cache: pebble.NewCache(cacheBytes), pace: pace}
+	// pebble reserves room for each memtable in the block cache: a cache
+	// of cacheBytes alone held no block once a full memtable existed. The
+	// blocks get cacheBytes while a memtable is flushed beside the one
+	// written to, and up to cacheBytes + memTableSize between flushes.
+	s := &Shared{cache: pebble.NewCache(cacheBytes + 2*int64(memTableSize)), pace: pace}
 	s.tableCache = pebble.NewTableCache(s.cache, runtime.GOMAXPROCS(0), sharedTableCacheSize)
 	db, err := openPebble(pacedFS{FS: fs, p: pace}, dir, s, memTableSize, false, true)
 	if err != nil {
