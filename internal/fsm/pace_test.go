@@ -64,18 +64,30 @@ func pacedOnMem(t *testing.T, rate float64) (*pacer, *fakeClock, vfs.FS, *pebble
 
 func writeFile(t *testing.T, fs vfs.FS, name string, n, chunk int) {
 	t.Helper()
+	f := createFile(t, fs, name)
+	writeChunks(t, f, n, chunk)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func createFile(t *testing.T, fs vfs.FS, name string) vfs.File {
+	t.Helper()
 	f, err := fs.Create(name)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return f
+}
+
+// writeChunks writes n bytes to f in writes of chunk bytes.
+func writeChunks(t *testing.T, f vfs.File, n, chunk int) {
+	t.Helper()
 	buf := bytes.Repeat([]byte{7}, chunk)
 	for written := 0; written < n; written += chunk {
 		if _, err := f.Write(buf); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -192,14 +204,9 @@ func TestPacedStoreKeepsWriting(t *testing.T) {
 	}
 }
 
-// Close does not wait for a paced flush at its pace.
-func TestCloseRushesPacedFlush(t *testing.T) {
-	dir := t.TempDir()
-	p := newPacer(1 << 10) // 1 KiB/s: a flush of a 256 KiB memtable takes minutes
-	// Close's flush queues a memtable behind the paced one, which would
-	// lift the pacing too; Close must not depend on it (its memtable may
-	// be empty).
-	p.memTableBytes = math.MaxUint64
+// signalPaced makes p sleep for real and signal its first sleep on the
+// channel returned.
+func signalPaced(p *pacer) <-chan struct{} {
 	paced := make(chan struct{}, 1)
 	p.sleep = func(d time.Duration) {
 		select {
@@ -208,6 +215,18 @@ func TestCloseRushesPacedFlush(t *testing.T) {
 		}
 		time.Sleep(d)
 	}
+	return paced
+}
+
+// Close does not wait for a paced flush at its pace.
+func TestCloseRushesPacedFlush(t *testing.T) {
+	dir := t.TempDir()
+	p := newPacer(1 << 10) // 1 KiB/s: a flush of a 256 KiB memtable takes minutes
+	// Close's flush queues a memtable behind the paced one, which would
+	// lift the pacing too; Close must not depend on it (its memtable may
+	// be empty).
+	p.memTableBytes = math.MaxUint64
+	paced := signalPaced(p)
 	const memTable = 256 << 10
 	st, err := openSharedOn(vfs.Default, dir, 1<<20, p, memTable)
 	if err != nil {
@@ -260,14 +279,7 @@ func TestCloseRushesPacedFlush(t *testing.T) {
 // a flush behind the writes, so it is paced like any other.
 func TestFirstFlushPaced(t *testing.T) {
 	p := newPacer(256 << 10)
-	paced := make(chan struct{}, 1)
-	p.sleep = func(d time.Duration) {
-		select {
-		case paced <- struct{}{}:
-		default:
-		}
-		time.Sleep(d)
-	}
+	paced := signalPaced(p)
 	const memTable = 1 << 20 // memtables of 256 KiB, 512 KiB, then 1 MiB
 	st, err := openSharedOn(vfs.Default, t.TempDir(), 1<<20, p, memTable)
 	if err != nil {
@@ -298,21 +310,13 @@ func TestFirstFlushPaced(t *testing.T) {
 func TestPaceCreditBounded(t *testing.T) {
 	const rate = 1 << 20
 	_, clock, fs, _ := pacedOnMem(t, rate)
-	f, err := fs.Create("out/000001.sst")
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := createFile(t, fs, "out/000001.sst")
 	defer f.Close()
 	// The compaction reads its inputs for 4 s before its first block.
 	clock.mu.Lock()
 	clock.t = clock.t.Add(4 * time.Second)
 	clock.mu.Unlock()
-	buf := bytes.Repeat([]byte{7}, 64<<10)
-	for written := 0; written < 4<<20; written += len(buf) {
-		if _, err := f.Write(buf); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeChunks(t, f, 4<<20, 64<<10)
 	// At most 1 MiB/s: 4 MiB take about 4 s whatever came before (a
 	// bounded burst of one chunk or one pacedMaxSleep would still sleep
 	// well over 3 s).
@@ -328,25 +332,16 @@ func TestPaceCreditBounded(t *testing.T) {
 func TestPaceNoDebtAfterHurry(t *testing.T) {
 	const rate = 1 << 20
 	p, clock, fs, _ := pacedOnMem(t, rate)
-	f, err := fs.Create("out/000001.sst")
-	if err != nil {
-		t.Fatal(err)
-	}
+	f := createFile(t, fs, "out/000001.sst")
 	defer f.Close()
-	buf := bytes.Repeat([]byte{7}, 64<<10)
+	const chunk = 64 << 10
 	undo := p.rush() // e.g. DropShard's compaction, running beside this one
-	for written := 0; written < 4<<20; written += len(buf) {
-		if _, err := f.Write(buf); err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeChunks(t, f, 4<<20, chunk)
 	undo()
 	before, _ := clock.total()
-	if _, err := f.Write(buf); err != nil {
-		t.Fatal(err)
-	}
+	writeChunks(t, f, chunk, chunk)
 	after, _ := clock.total()
-	share := time.Duration(float64(len(buf)) / rate * float64(time.Second))
+	share := time.Duration(float64(chunk) / rate * float64(time.Second))
 	if after-before > 2*share {
 		t.Fatalf("the first 64 KiB write after the rush slept %v (its share at the pace is %v): the table stops until it has repaid the rush", after-before, share)
 	}
