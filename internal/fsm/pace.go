@@ -16,9 +16,10 @@ import (
 // CPU and the disk allow. While a flush (or the compaction that follows)
 // does that, the Raft log's fsyncs queue behind its writes on the disk and
 // the apply path behind its CPU, and the writes of those 300-400 ms were
-// the slowest 1% (BenchmarkPutSpread: p99 at 64 writers 31.8, 36.7, 30.9
-// ms unpaced, 21.2, 22.4, 24.6 paced at 32 MiB/s; at 256 writers 58.2,
-// 55.4, 49.6 against 46.1, 40.1, 42.9; ops/s the same within noise).
+// the slowest 1% (BenchmarkPutSpread, 130,000 puts, alternated: p99 at 64
+// writers 42.7, 36.0, 36.2 ms unpaced, 23.4, 21.6, 21.8 paced at 32 MiB/s;
+// at 256 writers 82.0, 77.8, 79.2 against 57.8, 64.1, 66.0; ops/s the same
+// within noise; 16 MiB/s did no better, 64 worse).
 //
 // So the tables the store writes in the background (its .sst files: only
 // flushes and compactions create them) are written at most at pacedRate
