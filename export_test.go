@@ -254,3 +254,7 @@ func KeptLeases(n *Node, group string) (leases, insts int) {
 	}
 	return 0, 0
 }
+
+// SetEngineCloseHook runs h in n.Close once n refuses new calls, before
+// Close waits for n's loops and closes its Raft host.
+func SetEngineCloseHook(n *Node, h func()) { server(n).SetEngineCloseHook(h) }

@@ -136,6 +136,9 @@ type Engine struct {
 	watchMu  sync.Mutex // orders starting watch goroutines against Close
 	// hubHook, when set (tests only), runs before each hub advance.
 	hubHook atomic.Pointer[func(shardID uint64)]
+	// closeHook, when set (tests only), runs in Close once new calls are
+	// refused, before Close waits for the loops and closes the host.
+	closeHook atomic.Pointer[func()]
 	// checkWriteHook, when set (tests only), runs before each write of a
 	// checker with the instance key and the status it writes ("" for a
 	// removal).
@@ -406,7 +409,13 @@ func (e *Engine) Close() error {
 		e.watchMu.Lock()
 		e.closed.Store(true)
 		e.watchMu.Unlock()
+		if e.host != nil {
+			e.host.Refuse()
+		}
 		e.stop()
+		if h := e.closeHook.Load(); h != nil {
+			(*h)()
+		}
 		if e.reconciling {
 			<-e.done
 			<-e.leaseDone

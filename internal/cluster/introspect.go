@@ -161,3 +161,7 @@ func (e *Engine) LessorEpoch(ctx context.Context, group string) (uint64, error) 
 	}
 	return v.(uint64), nil
 }
+
+// SetEngineCloseHook installs a function Close runs once it refuses new calls,
+// before it waits for the loops and closes the host; for tests.
+func (e *Engine) SetEngineCloseHook(h func()) { e.closeHook.Store(&h) }

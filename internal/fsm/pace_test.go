@@ -46,7 +46,9 @@ func (c *fakeClock) total() (time.Duration, int) {
 func pacedOnMem(t *testing.T, rate float64) (*pacer, *fakeClock, vfs.FS, *pebble.DB) {
 	t.Helper()
 	mem := vfs.NewMem()
-	db, err := pebble.Open("db", &pebble.Options{FS: mem, Logger: quietLogger{}})
+	// No compactions of its own: a test that builds level 0 up must find
+	// it as it left it.
+	db, err := pebble.Open("db", &pebble.Options{FS: mem, Logger: quietLogger{}, DisableAutomaticCompactions: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -140,7 +140,10 @@ type Host struct {
 	end    context.CancelFunc
 	rounds sync.WaitGroup // read-round and write-batch goroutines
 
-	closed     atomic.Bool
+	closed atomic.Bool
+	// refusing: no new proposal or read is handed to the engine (its
+	// user is closing; see Refuse).
+	refusing   atomic.Bool
 	closeOnce  sync.Once
 	submitHook atomic.Pointer[func(shardID uint64)] // tests only
 }
@@ -218,6 +221,14 @@ func NewHost(cfg Config) (*Host, error) {
 	}
 	return h, nil
 }
+
+// Refuse makes every request not yet handed to the engine end with
+// ErrClosed (surely not applied), while the shards keep running: the
+// engine's user calls it as its Close begins, so that a request that
+// passed its own check before and waited (for a replica to start, for a
+// leader) is not submitted while Close waits for its loops, only to have
+// its outcome unknown once the host closes.
+func (h *Host) Refuse() { h.refusing.Store(true) }
 
 // Close stops every shard and the NodeHost. It is idempotent.
 func (h *Host) Close() {

@@ -108,7 +108,7 @@ func (h *Host) attempt(ctx context.Context, shardID uint64, unsure *bool,
 		}
 	}
 	for {
-		if h.closed.Load() {
+		if h.closed.Load() || h.refusing.Load() {
 			return dragonboat.RequestResult{}, nil, errs.Closed
 		}
 		if err := ctx.Err(); err != nil {
