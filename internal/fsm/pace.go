@@ -77,14 +77,17 @@ func newPacer(rate float64) *pacer {
 	return &pacer{rate: rate, l0Trigger: 2 * l0CompactionThreshold, now: time.Now, sleep: time.Sleep}
 }
 
-// l0CompactionThreshold is pebble's default, which the store keeps.
+// l0CompactionThreshold is the store's L0CompactionThreshold (pebble's
+// default), set by listen: pacing is lifted at twice it.
 const l0CompactionThreshold = 4
 
-// listen adds the pacer's stall tracking to o, whose MemTableSize is set.
+// listen adds the pacer's stall tracking to o, whose MemTableSize is set,
+// and sets the level 0 threshold the pacer's l0Trigger is derived from.
 func (p *pacer) listen(o *pebble.Options) {
 	if p.memTableBytes == 0 {
 		p.memTableBytes = 2 * uint64(o.MemTableSize)
 	}
+	o.L0CompactionThreshold = l0CompactionThreshold
 	o.EventListener.WriteStallBegin = func(pebble.WriteStallBeginInfo) { p.stalled.Add(1) }
 	o.EventListener.WriteStallEnd = func() { p.stalled.Add(-1) }
 }
