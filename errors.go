@@ -33,6 +33,9 @@ var (
 	// node); Fresh() reads the registry instead.
 	ErrStaleView = errs.StaleView
 	// ErrWatchOverflow: a watcher fell too far behind and was cancelled.
+	// Servers of this version no longer end a watch so (a watcher that
+	// falls behind reads on from history); a client node resumes the
+	// watch elsewhere when a server of an earlier version does.
 	ErrWatchOverflow = errs.WatchOverflow
 	// ErrTooLarge: a key, value, transaction or result over its limit.
 	ErrTooLarge = errs.TooLarge

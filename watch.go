@@ -49,8 +49,8 @@ type WatchEvent struct {
 	// nothing and repeats nothing.
 	LastInRevision bool
 	// Err is set on the final event only, after which the channel closes:
-	// ErrCompacted (with CompactRevision), ErrWatchOverflow, ErrClosed,
-	// ErrGroupNotFound, or the ctx error.
+	// ErrCompacted (with CompactRevision), ErrClosed, ErrGroupNotFound,
+	// or the ctx error.
 	Err error
 	// CompactRevision is the lowest revision a watch can start from; set
 	// with ErrCompacted.
@@ -97,9 +97,11 @@ func endWatch[E any](ctx context.Context, out chan E, final E) {
 
 // Watch streams the changes of keys under prefix ("" = all), in revision
 // order, each once, until ctx ends. It works on any server of the group
-// and across leader changes. A watcher that falls too far behind is ended
-// with ErrWatchOverflow rather than slowing anyone else; the channel always
-// ends with one event whose Err is set, then closes. Drain the channel or
+// and across leader changes. A watcher that falls 256 revisions behind
+// the live stream reads on from the group's event history at its own pace
+// rather than slowing anyone else (it ends with ErrCompacted only if the
+// history is trimmed past it); the channel always ends with one event
+// whose Err is set, then closes. Drain the channel or
 // cancel ctx: an undrained watch keeps its goroutine.
 func (kv *KV) Watch(ctx context.Context, prefix string, opts ...WatchOption) <-chan WatchEvent {
 	var o watchOptions

@@ -155,48 +155,6 @@ func TestWatchCompacted(t *testing.T) {
 	}
 }
 
-// TestSlowWatcherCancelled: a watcher that never reads is cancelled with
-// ErrWatchOverflow while writes and a fast watcher go on.
-func TestSlowWatcherCancelled(t *testing.T) {
-	c := testcluster.New(t, 1)
-	ctx := ctxT(t)
-	kv := c.Node(1).KV()
-	slow := kv.Watch(ctx, "s/")
-	fctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	fast := kv.Watch(fctx, "s/")
-	fastGot := make(chan int, 1)
-	go func() {
-		n := 0
-		for ev := range fast {
-			if ev.Err != nil {
-				break
-			}
-			n++
-			if n == 2000 {
-				fastGot <- n
-			}
-		}
-	}()
-	for i := range 2000 {
-		if _, err := kv.Put(ctx, fmt.Sprintf("s/%d", i), nil); err != nil {
-			t.Fatal(err)
-		}
-	}
-	select {
-	case <-fastGot:
-	case <-time.After(20 * time.Second):
-		t.Fatal("fast watcher did not get every event")
-	}
-	var last dister.WatchEvent
-	for ev := range slow {
-		last = ev
-	}
-	if !errors.Is(last.Err, dister.ErrWatchOverflow) {
-		t.Fatalf("slow watcher ended with %+v", last)
-	}
-}
-
 // TestWatchOnFollowerAcrossFailover: a follower's watch keeps going, with
 // no gap, when the leader is closed.
 func TestWatchOnFollowerAcrossFailover(t *testing.T) {

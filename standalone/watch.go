@@ -36,8 +36,8 @@ import (
 // revision when the stream began, so resuming with that number is exact
 // too. A start below the retained history is 410 compacted with
 // compact_revision, before any stream byte; other start errors are the
-// usual error answers. An error after the stream began (overflow,
-// compaction while catching up, Node closed, group deleted) is sent as
+// usual error answers. An error after the stream began (compaction while
+// catching up, Node closed, group deleted) is sent as
 // event: error, and the stream ends.
 //
 // The stream ends cleanly when the client goes away, at ?timeout= when one

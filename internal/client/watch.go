@@ -14,9 +14,9 @@ import (
 
 // A client's watch is a stream from one server. Every server keeps the
 // group's event history, so when the stream breaks (the server died, was
-// closed, or dropped a watcher that fell behind) the watch resumes on
-// another server from the revision after the last one it delivered: the
-// consumer sees no gap and no repeat. Only a resume below the history
+// closed, or, if of an earlier version, dropped a watcher that fell behind)
+// the watch resumes on another server from the revision after the last one
+// it delivered: the consumer sees no gap and no repeat. Only a resume below the history
 // (ErrCompacted) or the group's deletion ends it.
 
 // stream is one watch as the client follows it.

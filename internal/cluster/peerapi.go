@@ -183,7 +183,8 @@ func (h *peerHandler) Read(ctx context.Context, req *peer.ReadRequest) (*peer.Re
 }
 
 // watchFrames is how many frames a client's watch may have queued on this
-// server before the engine's own overflow rule applies.
+// server before the engine's own queue takes the rest (and, when that is
+// full, the watcher reads on from history).
 const watchFrames = 64
 
 // Watch streams a group's changes to a client node, through a queue

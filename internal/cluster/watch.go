@@ -3,7 +3,6 @@ package cluster
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"time"
@@ -19,15 +18,18 @@ import (
 // hub hands a revision straight to the consumer's channel when it has room
 // (one hand-off, no goroutine in between); otherwise the revision waits in
 // the watcher's pending list, which the watcher's goroutine drains in
-// order. A watcher more than watchQueue revisions behind is cancelled with
-// ErrWatchOverflow, so it never slows the hub, the writes, or the other
-// watchers. An idle watcher holds no queue memory. When more revisions come
-// at once than a watcher may queue (a snapshot was installed), the hub lets
-// the watchers that keep up read them from history instead (hub.release).
+// order. A watcher with watchQueue revisions pending leaves the live
+// stream: once it has delivered them it reads on from history at its own
+// pace and joins the hub again when level (etcd's unsynced watchers), so
+// it never slows the hub, the writes, or the other watchers, and it ends
+// only if history is trimmed past it (ErrCompacted, with the revision to
+// resume from). An idle watcher holds no queue memory. When more revisions
+// come at once than a watcher may queue (a snapshot was installed), the
+// hub lets every watcher read them from history (hub.release).
 
 const (
 	// watchQueue is how many revisions (or progress notes) a watcher may
-	// have undelivered before it is cancelled.
+	// have undelivered before it leaves the live stream for history.
 	watchQueue = 256
 	// eventsPage bounds one read of history.
 	eventsPage = 1000
@@ -44,9 +46,9 @@ type (
 )
 
 type watcher struct {
-	req      WatchRequest
-	overflow chan struct{} // closed by the hub: too far behind, or the hub ended
-	signal   chan struct{} // buffered(1): pending has something
+	req    WatchRequest
+	ended  chan struct{} // closed when the hub ends
+	signal chan struct{} // buffered(1): pending has something
 
 	mu sync.Mutex
 	// pending holds revisions the consumer had no room for; its head is
@@ -96,7 +98,7 @@ func (e *Engine) Watch(ctx context.Context, req WatchRequest) error {
 	if err != nil {
 		return err
 	}
-	w := &watcher{req: req, overflow: make(chan struct{}), signal: make(chan struct{}, 1)}
+	w := &watcher{req: req, ended: make(chan struct{}), signal: make(chan struct{}, 1)}
 	if !e.goWatch(func() {
 		err := h.run(ctx, w)
 		req.End(err, compactRevision(err))
@@ -278,23 +280,24 @@ func (h *hub) dispatch(b WatchBatch) {
 			continue
 		}
 		if f := filter(b, w.req.Prefix); len(f.Events) > 0 {
-			h.offer(w, f)
+			// Every revision before b was offered to w already.
+			h.offer(w, f, b.Revision)
 		}
 	}
 }
 
 // offer gives b to w without blocking: straight to the consumer when
-// nothing is pending and it has room, else to the pending list; a watcher
-// too far behind is cancelled. h.mu is held.
-func (h *hub) offer(w *watcher, b WatchBatch) {
+// nothing is pending and it has room, else to the pending list. A watcher
+// whose pending list is full is let go instead, to read on from history
+// from resume, where b lies (b is not queued). h.mu is held.
+func (h *hub) offer(w *watcher, b WatchBatch, resume int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if len(w.pending) == 0 && w.req.TryPush(b) {
 		return
 	}
 	if len(w.pending) >= watchQueue {
-		delete(h.watchers, w)
-		close(w.overflow)
+		h.letGo(w, resume)
 		return
 	}
 	w.pending = append(w.pending, b)
@@ -304,24 +307,36 @@ func (h *hub) offer(w *watcher, b WatchBatch) {
 	}
 }
 
-// release lets go of the watchers that have nothing queued when more
-// revisions came at once than a watcher may queue (a snapshot was
-// installed, or the hub was held up): that is no fault of theirs, so each
-// reads them from history at its own pace, as at its start, instead of
-// being cancelled. A watcher with revisions queued already is not keeping
-// up and stays. h.mu is held.
+// letGo takes w off the live stream: its goroutine delivers what is
+// pending, then reads history from resume (hub.run). What is pending past
+// the head is dropped and read again from history, so a watcher whose
+// consumer stopped reading holds one revision, not a queue: the head stays
+// (drain may be handing it over outside w.mu), and every revision between
+// it and the first dropped one had nothing for w. h.mu and w.mu are held.
+func (h *hub) letGo(w *watcher, resume int64) {
+	delete(h.watchers, w)
+	if len(w.pending) > 0 {
+		// A progress note at r covers r too: r+1 either way.
+		resume = w.pending[0].Revision + 1
+		clear(w.pending[1:])
+		w.pending = w.pending[:1]
+	}
+	w.resume = resume
+	select {
+	case w.signal <- struct{}{}:
+	default:
+	}
+}
+
+// release lets every watcher go when more revisions came at once than a
+// watcher may queue (a snapshot was installed, or the hub was held up):
+// each reads them from history at its own pace, as at its start. h.mu is
+// held.
 func (h *hub) release() {
 	for w := range h.watchers {
 		w.mu.Lock()
-		if len(w.pending) == 0 {
-			delete(h.watchers, w)
-			// Every revision up to pos was delivered; From may lie ahead.
-			w.resume = max(h.pos+1, w.req.From)
-			select {
-			case w.signal <- struct{}{}:
-			default:
-			}
-		}
+		// Every revision up to pos was offered to w; From may lie ahead.
+		h.letGo(w, max(h.pos+1, w.req.From))
 		w.mu.Unlock()
 	}
 }
@@ -332,7 +347,7 @@ func (h *hub) progress() {
 	for w := range h.watchers {
 		// A watcher that starts in the future has seen nothing before its
 		// start: never report less.
-		h.offer(w, WatchBatch{Revision: max(h.pos, w.req.From-1)})
+		h.offer(w, WatchBatch{Revision: max(h.pos, w.req.From-1)}, max(h.pos+1, w.req.From))
 	}
 }
 
@@ -359,7 +374,7 @@ func (h *hub) end(err error) {
 	close(h.quit)
 	for w := range h.watchers {
 		delete(h.watchers, w)
-		close(w.overflow)
+		close(w.ended)
 	}
 }
 
@@ -440,7 +455,7 @@ func (h *hub) follow(ctx context.Context, w *watcher) (int64, error) {
 			if next > 0 {
 				return next, nil
 			}
-		case <-w.overflow:
+		case <-w.ended:
 			return 0, h.why(ctx, w)
 		case <-ctx.Done():
 			return 0, ctx.Err()
@@ -459,7 +474,7 @@ func (w *watcher) drain() bool {
 		}
 		b := w.pending[0]
 		w.mu.Unlock()
-		if !w.req.Send(b, w.overflow) {
+		if !w.req.Send(b, w.ended) {
 			return false
 		}
 		w.mu.Lock()
@@ -485,7 +500,9 @@ func (h *hub) why(ctx context.Context, w *watcher) error {
 	if h.err != nil {
 		return h.err
 	}
-	return fmt.Errorf("watcher fell more than %d revisions behind: %w", watchQueue, errs.WatchOverflow)
+	// A watcher's stop closes only when its hub ends, and its consumer
+	// gives up only when the watch's ctx or the Node ends.
+	return errs.Closed
 }
 
 func ctxErrOr(ctx context.Context, err error) error {
