@@ -31,8 +31,9 @@ func BenchmarkWatchLatency(b *testing.B) {
 			}
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			var started sync.Map // key -> time.Time
+			var started, acked sync.Map // key -> time.Time
 			lat := make([][]time.Duration, watchers)
+			gap := make([][]time.Duration, watchers)
 			var wg sync.WaitGroup
 			for w := range watchers {
 				events := c.Node(follower).KV().Watch(ctx, "lat/")
@@ -48,8 +49,14 @@ func BenchmarkWatchLatency(b *testing.B) {
 						if ev.Type != dister.EventPut {
 							continue
 						}
+						now := time.Now()
 						t0, _ := started.Load(ev.Entry.Key)
-						lat[w] = append(lat[w], time.Since(t0.(time.Time)))
+						lat[w] = append(lat[w], now.Sub(t0.(time.Time)))
+						if t1, ok := acked.Load(ev.Entry.Key); ok {
+							gap[w] = append(gap[w], now.Sub(t1.(time.Time)))
+						} else {
+							gap[w] = append(gap[w], 0) // the event came before the ack
+						}
 						n++
 					}
 				}()
@@ -68,6 +75,7 @@ func BenchmarkWatchLatency(b *testing.B) {
 						if _, err := kv.Put(ctx, k, benchValue); err != nil {
 							b.Error(err)
 						}
+						acked.Store(k, time.Now())
 					}
 				}()
 			}
@@ -82,6 +90,10 @@ func BenchmarkWatchLatency(b *testing.B) {
 			slices.Sort(all)
 			b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
 			b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+			gaps := slices.Concat(gap...)
+			slices.Sort(gaps)
+			b.ReportMetric(float64(gaps[len(gaps)/2].Microseconds())/1000, "ack-to-event-p50-ms")
+			b.ReportMetric(float64(gaps[len(gaps)*99/100].Microseconds())/1000, "ack-to-event-p99-ms")
 		})
 	}
 }
