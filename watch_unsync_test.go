@@ -184,3 +184,48 @@ func TestSlowWatcherPastHistoryCompacted(t *testing.T) {
 		t.Fatal("no event before the end")
 	}
 }
+
+// TestProgressAskedDuringCatchUp: a progress note asked for while a
+// watcher reads history (it started far back) comes once it has caught
+// up, at a revision no lower than the one applied when asked; before, the
+// hub asked only the watchers on its live stream and the note waited for
+// the 15 s tick.
+func TestProgressAskedDuringCatchUp(t *testing.T) {
+	c := testcluster.New(t, 1)
+	ctx := ctxT(t)
+	kv := c.Node(1).KV()
+	var asked int64
+	for i := range 1500 {
+		rev, err := kv.Put(ctx, fmt.Sprintf("q/%04d", i), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		asked = rev
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := kv.Watch(wctx, "q/", dister.FromRevision(1))
+	waitUntil(t, "the watcher's buffer full (it reads history)", func() bool { return len(events) == cap(events) })
+	if err := kv.RequestProgress(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(5 * time.Second)
+	got := 0
+	for {
+		select {
+		case ev := <-events:
+			if ev.Err != nil {
+				t.Fatalf("the watch ended after %d events: %v", got, ev.Err)
+			}
+			if ev.Type == dister.EventProgress {
+				if got < 1500 || ev.Revision < asked {
+					t.Fatalf("progress note at %d after %d of 1500 events, asked at %d", ev.Revision, got, asked)
+				}
+				return
+			}
+			got++
+		case <-deadline:
+			t.Fatalf("no progress note within 5s of asking (%d of 1500 events read)", got)
+		}
+	}
+}

@@ -46,18 +46,28 @@ type (
 )
 
 type watcher struct {
-	req    WatchRequest
-	ended  chan struct{} // closed when the hub ends
-	signal chan struct{} // buffered(1): pending has something
+	req WatchRequest
+	// ended closes (stop) when the watch must send no more: its hub
+	// ended, its ctx ended, or the Engine closed; on or off the live
+	// stream, so an unread watch never holds Close up.
+	ended    chan struct{}
+	stopOnce sync.Once
+	signal   chan struct{} // buffered(1): pending has something
 
 	mu sync.Mutex
 	// pending holds revisions the consumer had no room for; its head is
 	// removed only once delivered, so the hub never overtakes it.
 	pending []WatchBatch
 	// resume, when set, is where the watcher, which the hub let go,
-	// continues from history (see hub.release).
+	// continues from history (see hub.letGo).
 	resume int64
+	// owed: a progress note was asked for while the watcher was off the
+	// live stream, or dropped from its queue by letGo; it is queued when
+	// the watcher joins the hub again.
+	owed bool
 }
+
+func (w *watcher) stop() { w.stopOnce.Do(func() { close(w.ended) }) }
 
 type hub struct {
 	e     *Engine
@@ -69,8 +79,11 @@ type hub struct {
 	asked chan struct{}
 
 	mu       sync.Mutex
-	pos      int64 // every event up to pos was handed to the registered watchers
-	watchers map[*watcher]struct{}
+	pos      int64                 // every event up to pos was handed to the registered watchers
+	watchers map[*watcher]struct{} // on the live stream
+	// attached holds every watcher whose goroutine runs on this hub, on
+	// the live stream or reading history: the hub's end reaches them all.
+	attached map[*watcher]struct{}
 	err      error // set when the hub ended
 }
 
@@ -171,7 +184,7 @@ func (e *Engine) hub(ctx context.Context, sid uint64) (*hub, error) {
 		return nil, err
 	}
 	h := &hub{e: e, shard: sid, wake: make(chan struct{}, 1), quit: make(chan struct{}), asked: make(chan struct{}, 1),
-		pos: rev.(int64), watchers: map[*watcher]struct{}{}}
+		pos: rev.(int64), watchers: map[*watcher]struct{}{}, attached: map[*watcher]struct{}{}}
 	e.hubs.Store(sid, h)
 	if !e.goWatch(h.loop) { // Close began meanwhile
 		h.end(errs.Closed)
@@ -318,8 +331,12 @@ func (h *hub) letGo(w *watcher, resume int64) {
 	if len(w.pending) > 0 {
 		// A progress note at r covers r too: r+1 either way.
 		resume = w.pending[0].Revision + 1
-		clear(w.pending[1:])
-		w.pending = w.pending[:1]
+		for _, b := range w.pending[1:] {
+			if len(b.Events) == 0 {
+				w.owed = true
+			}
+		}
+		w.pending = []WatchBatch{w.pending[0]} // not the queue's array
 	}
 	w.resume = resume
 	select {
@@ -344,7 +361,14 @@ func (h *hub) release() {
 func (h *hub) progress() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for w := range h.watchers {
+	for w := range h.attached {
+		if _, live := h.watchers[w]; !live {
+			// Reading history: its note comes when it is level (join).
+			w.mu.Lock()
+			w.owed = true
+			w.mu.Unlock()
+			continue
+		}
 		// A watcher that starts in the future has seen nothing before its
 		// start: never report less.
 		h.offer(w, WatchBatch{Revision: max(h.pos, w.req.From-1)}, max(h.pos+1, w.req.From))
@@ -372,9 +396,10 @@ func (h *hub) end(err error) {
 	}
 	h.err = err
 	close(h.quit)
-	for w := range h.watchers {
-		delete(h.watchers, w)
-		close(w.ended)
+	clear(h.watchers)
+	for w := range h.attached {
+		delete(h.attached, w)
+		w.stop()
 	}
 }
 
@@ -382,14 +407,19 @@ func (h *hub) end(err error) {
 // position, then deliver what the hub queues; back to history when the hub
 // lets it go.
 func (h *hub) run(ctx context.Context, w *watcher) error {
-	// The catch-up's sends stop at Close too: an unread watch must not hold
-	// Close up.
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	defer context.AfterFunc(h.e.life, cancel)()
+	h.mu.Lock()
+	if h.err != nil {
+		h.mu.Unlock()
+		return h.err
+	}
+	h.attached[w] = struct{}{}
+	h.mu.Unlock()
+	defer h.detach(w)
+	defer context.AfterFunc(ctx, w.stop)()
+	defer context.AfterFunc(h.e.life, w.stop)()
 	next := w.req.From
 	for {
-		if err := h.join(ctx, w, next, sctx.Done()); err != nil {
+		if err := h.join(ctx, w, next); err != nil {
 			return err
 		}
 		var err error
@@ -400,8 +430,8 @@ func (h *hub) run(ctx context.Context, w *watcher) error {
 }
 
 // join catches w up from history, from revision next (0 = the hub's next),
-// and registers it with the hub once level; stop ends its sends.
-func (h *hub) join(ctx context.Context, w *watcher, next int64, stop <-chan struct{}) error {
+// and registers it with the hub once level.
+func (h *hub) join(ctx context.Context, w *watcher, next int64) error {
 	for {
 		h.mu.Lock()
 		if h.err != nil {
@@ -414,6 +444,17 @@ func (h *hub) join(ctx context.Context, w *watcher, next int64, stop <-chan stru
 		if next > h.pos {
 			w.req.From = next
 			h.watchers[w] = struct{}{}
+			w.mu.Lock()
+			if w.owed {
+				// Every revision before next was delivered.
+				w.owed = false
+				w.pending = append(w.pending, WatchBatch{Revision: next - 1})
+				select {
+				case w.signal <- struct{}{}:
+				default: // one is there already (from letGo)
+				}
+			}
+			w.mu.Unlock()
 			h.mu.Unlock()
 			return nil
 		}
@@ -427,8 +468,8 @@ func (h *hub) join(ctx context.Context, w *watcher, next int64, stop <-chan stru
 			return err
 		}
 		for _, b := range byRevision(res.Events) {
-			if f := filter(b, w.req.Prefix); len(f.Events) > 0 && !w.req.Send(f, stop) {
-				return ctxErrOr(ctx, errs.Closed)
+			if f := filter(b, w.req.Prefix); len(f.Events) > 0 && !w.req.Send(f, w.ended) {
+				return h.why(ctx)
 			}
 			next = b.Revision + 1
 		}
@@ -446,7 +487,7 @@ func (h *hub) follow(ctx context.Context, w *watcher) (int64, error) {
 		select {
 		case <-w.signal:
 			if !w.drain() {
-				return 0, h.why(ctx, w)
+				return 0, h.why(ctx)
 			}
 			w.mu.Lock()
 			next := w.resume
@@ -456,7 +497,7 @@ func (h *hub) follow(ctx context.Context, w *watcher) (int64, error) {
 				return next, nil
 			}
 		case <-w.ended:
-			return 0, h.why(ctx, w)
+			return 0, h.why(ctx)
 		case <-ctx.Done():
 			return 0, ctx.Err()
 		}
@@ -484,14 +525,23 @@ func (w *watcher) drain() bool {
 	}
 }
 
+// leave takes w off the live stream.
 func (h *hub) leave(w *watcher) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.watchers, w)
 }
 
-// why tells why a registered watcher stopped.
-func (h *hub) why(ctx context.Context, w *watcher) error {
+// detach forgets w, whose goroutine ends.
+func (h *hub) detach(w *watcher) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.watchers, w)
+	delete(h.attached, w)
+}
+
+// why tells why a watcher stopped sending.
+func (h *hub) why(ctx context.Context) error {
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -500,16 +550,8 @@ func (h *hub) why(ctx context.Context, w *watcher) error {
 	if h.err != nil {
 		return h.err
 	}
-	// A watcher's stop closes only when its hub ends, and its consumer
-	// gives up only when the watch's ctx or the Node ends.
+	// Neither its ctx nor its hub: the Engine closed.
 	return errs.Closed
-}
-
-func ctxErrOr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return ctx.Err()
-	}
-	return err
 }
 
 // byRevision splits events (in order) into one batch per revision.
