@@ -328,14 +328,14 @@ func r1SlowStream(t *testing.T, writer, watcher *dister.Node, d time.Duration, p
 // let go and joined again many times under continuous mixed writes.
 func TestReview1SlowWatchStreamExactLeader(t *testing.T) {
 	c := testcluster.New(t, 1)
-	r1SlowStream(t, c.Node(1), c.Node(1), 3*time.Second, 0, 1)
+	r1SlowStream(t, c.Node(1), c.Node(1), 2*time.Second, 0, 1)
 }
 
 // TestReview1SlowWatchStreamExactFollower: the same on a follower.
 func TestReview1SlowWatchStreamExactFollower(t *testing.T) {
 	c := testcluster.New(t, 3)
 	followers, leader := c.Followers()
-	r1SlowStream(t, c.Node(leader), c.Node(followers[0]), 3*time.Second, 0, 1)
+	r1SlowStream(t, c.Node(leader), c.Node(followers[0]), 2*time.Second, 0, 1)
 }
 
 // TestReview1SlowWatchStreamExactClient: the same through a client node.
