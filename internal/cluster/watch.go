@@ -112,10 +112,14 @@ func (e *Engine) Watch(ctx context.Context, req WatchRequest) error {
 		return err
 	}
 	w := &watcher{req: req, ended: make(chan struct{}), signal: make(chan struct{}, 1)}
+	// Attached before Watch returns: a progress note asked for from now on
+	// reaches the watcher (it is owed one until it joins the live stream).
+	h.attach(w)
 	if !e.goWatch(func() {
 		err := h.run(ctx, w)
 		req.End(err, compactRevision(err))
 	}) {
+		h.detach(w)
 		return errs.Closed
 	}
 	return nil
@@ -310,6 +314,9 @@ func (h *hub) offer(w *watcher, b WatchBatch, resume int64) {
 		return
 	}
 	if len(w.pending) >= watchQueue {
+		if len(b.Events) == 0 {
+			w.owed = true // a progress note, asked for perhaps
+		}
 		h.letGo(w, resume)
 		return
 	}
@@ -407,13 +414,6 @@ func (h *hub) end(err error) {
 // position, then deliver what the hub queues; back to history when the hub
 // lets it go.
 func (h *hub) run(ctx context.Context, w *watcher) error {
-	h.mu.Lock()
-	if h.err != nil {
-		h.mu.Unlock()
-		return h.err
-	}
-	h.attached[w] = struct{}{}
-	h.mu.Unlock()
 	defer h.detach(w)
 	defer context.AfterFunc(ctx, w.stop)()
 	defer context.AfterFunc(h.e.life, w.stop)()
@@ -486,13 +486,10 @@ func (h *hub) follow(ctx context.Context, w *watcher) (int64, error) {
 	for {
 		select {
 		case <-w.signal:
-			if !w.drain() {
+			next, ok := w.drain()
+			if !ok {
 				return 0, h.why(ctx)
 			}
-			w.mu.Lock()
-			next := w.resume
-			w.resume = 0
-			w.mu.Unlock()
 			if next > 0 {
 				return next, nil
 			}
@@ -505,18 +502,23 @@ func (h *hub) follow(ctx context.Context, w *watcher) (int64, error) {
 }
 
 // drain delivers the pending revisions in order; false if the watch ended.
-func (w *watcher) drain() bool {
+// Once nothing is pending it takes the revision to resume from history at
+// (0: the watcher is still on the live stream), in the same look: a hub
+// that queued and let go in between would otherwise send the watcher to
+// history with a revision still queued, delivered after later ones.
+func (w *watcher) drain() (resume int64, ok bool) {
 	for {
 		w.mu.Lock()
 		if len(w.pending) == 0 {
 			w.pending = nil // an idle watcher keeps no buffer
+			resume, w.resume = w.resume, 0
 			w.mu.Unlock()
-			return true
+			return resume, true
 		}
 		b := w.pending[0]
 		w.mu.Unlock()
 		if !w.req.Send(b, w.ended) {
-			return false
+			return 0, false
 		}
 		w.mu.Lock()
 		w.pending[0] = WatchBatch{}
@@ -530,6 +532,15 @@ func (h *hub) leave(w *watcher) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.watchers, w)
+}
+
+// attach makes w one of the hub's (unless it ended: run then says so).
+func (h *hub) attach(w *watcher) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.err == nil {
+		h.attached[w] = struct{}{}
+	}
 }
 
 // detach forgets w, whose goroutine ends.

@@ -38,7 +38,7 @@ func TestReview1HubEndReachesLetGoWatcher(t *testing.T) {
 	h.pos = 1
 	h.mu.Unlock()
 	drained := make(chan bool, 1)
-	go func() { drained <- w.drain() }()
+	go func() { _, ok := w.drain(); drained <- ok }()
 	<-sending // drain hands revision 1 over, outside w.mu
 	for rev := int64(2); rev <= watchQueue+2; rev++ {
 		h.mu.Lock()
