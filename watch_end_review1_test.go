@@ -54,24 +54,33 @@ func r1ReadPuts(t *testing.T, events <-chan dister.WatchEvent, prefix string, d 
 	}
 }
 
-// TestReview1DeleteGroupEndsLetGoWatcher: a watcher the hub let go (its
-// consumer stalled) ends with ErrGroupNotFound once its group is deleted
-// and it reads on: in order, no gap, one final event.
-func TestReview1DeleteGroupEndsLetGoWatcher(t *testing.T) {
+// r1LetGoInDeletedGroup starts a watch of "d/" in a new group "g" on a one-server
+// cluster and writes 400 keys under it (the unread watch is let go after
+// 16+256), then deletes the group.
+func r1LetGoInDeletedGroup(t *testing.T) (n *dister.Node, events <-chan dister.WatchEvent, cancel context.CancelFunc) {
+	t.Helper()
 	c := testcluster.New(t, 1)
 	ctx := ctxT(t)
-	n := c.Node(1)
+	n = c.Node(1)
 	if err := n.CreateGroup(ctx, "g"); err != nil {
 		t.Fatal(err)
 	}
 	kv := n.Group("g").KV()
 	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events := kv.Watch(wctx, "d/")
-	r1Fill(t, ctx, kv, "d/", 0, 400) // let go after 16+256
+	t.Cleanup(cancel)
+	events = kv.Watch(wctx, "d/")
+	r1Fill(t, ctx, kv, "d/", 0, 400)
 	if err := n.DeleteGroup(ctx, "g"); err != nil {
 		t.Fatal(err)
 	}
+	return n, events, cancel
+}
+
+// TestReview1DeleteGroupEndsLetGoWatcher: a watcher the hub let go (its
+// consumer stalled) ends with ErrGroupNotFound once its group is deleted
+// and it reads on: in order, no gap, one final event.
+func TestReview1DeleteGroupEndsLetGoWatcher(t *testing.T) {
+	_, events, _ := r1LetGoInDeletedGroup(t)
 	got, last := r1ReadPuts(t, events, "d/", 20*time.Second)
 	if !errors.Is(last.Err, dister.ErrGroupNotFound) {
 		t.Fatalf("after %d events the watch ended with %v, want ErrGroupNotFound", got, last.Err)
@@ -84,20 +93,7 @@ func TestReview1DeleteGroupEndsLetGoWatcher(t *testing.T) {
 // read, as it reaches the registered ones: else that watch's goroutine
 // stays, and the Node's Close waits for it.
 func TestReview1DeleteGroupThenCloseWithUnreadLetGoWatcher(t *testing.T) {
-	c := testcluster.New(t, 1)
-	ctx := ctxT(t)
-	n := c.Node(1)
-	if err := n.CreateGroup(ctx, "g"); err != nil {
-		t.Fatal(err)
-	}
-	kv := n.Group("g").KV()
-	wctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	events := kv.Watch(wctx, "d/")
-	r1Fill(t, ctx, kv, "d/", 0, 400)
-	if err := n.DeleteGroup(ctx, "g"); err != nil {
-		t.Fatal(err)
-	}
+	n, events, cancel := r1LetGoInDeletedGroup(t)
 	if !closeWithin(t, n, 10*time.Second, cancel) {
 		t.Fatal("Node.Close did not return in 10s: the deleted group's unread, let-go watch still held a goroutine (returned once the watch's ctx was cancelled)")
 	}
