@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -491,3 +492,66 @@ func TestConcurrentReadsAreConsistent(t *testing.T) {
 type discard struct{}
 
 func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// Reads report the revision of the state they read while Updates commit:
+// every revision writes "k", so a Get of it, and a List, must answer the
+// key's ModRevision as the read's revision (a revision taken from memory
+// while the view came from another commit would differ).
+func TestReadRevisionMatchesViewUnderUpdates(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.apply(putCmd("k", "0"))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var reads atomic.Int64
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				v, err := h.sm.Lookup(GetQuery{Key: "k"})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				g := v.(*GetResult)
+				if !g.Found || g.KV.ModRevision != g.Revision {
+					t.Errorf("get: key at mod revision %d, read reported at revision %d", g.KV.ModRevision, g.Revision)
+					return
+				}
+				v, err = h.sm.Lookup(&ListQuery{Prefix: "k"})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				l := v.(*ListResult)
+				if len(l.KVs) != 1 || l.KVs[0].ModRevision != l.Revision {
+					t.Errorf("list: %d keys, reported at revision %d", len(l.KVs), l.Revision)
+					return
+				}
+				reads.Add(2)
+			}
+		}()
+	}
+	for i := range 3000 {
+		if t.Failed() {
+			break
+		}
+		// Several entries per Update, one a batch of two commands.
+		a, _ := EncodeCommand(putCmd("k", fmt.Sprint(i)))
+		b1, _ := EncodeCommand(putCmd("k", "b1"))
+		b2, _ := EncodeCommand(putCmd("k", "b2"))
+		batch, err := EncodeBatch([][]byte{b1, b2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.applyRaw(a, batch)
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("%d reads beside 3,000 updates", reads.Load())
+}

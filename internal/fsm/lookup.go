@@ -71,25 +71,35 @@ func (s *StateMachine) Lookup(q any) (any, error) {
 // sequence number current when created, whatever Update commits later) and
 // returns it with the revision it sees. The caller holds s.mu.RLock and
 // sets the iterator's bounds before using it.
+//
+// Its revision is the one Update stored in memory when no commit ran
+// while the iterator was opened (Update runs one at a time, and Open and
+// RecoverFromSnapshot hold s.mu): reading the stored revision through the
+// view instead cost a seek in the memtable, a fifth of a Get's CPU.
 func (s *StateMachine) readView() (*iter, int64, error) {
 	if s.db == nil {
 		return nil, 0, fmt.Errorf("lookup: %w", errs.Closed)
 	}
+	before := s.commits.Load()
+	rev := s.revision.Load()
 	it := s.db.NewIter(&pebble.IterOptions{
 		LowerBound: []byte{prefixMeta},
 		UpperBound: []byte{prefixMeta + 1},
 	})
+	if before%2 == 0 && s.commits.Load() == before {
+		return it, rev, nil
+	}
 	// A data dir from before revisions were a counter has no revision
 	// key: its revision is the applied index (see loadState).
-	rev, found, err := viewUint64(it, metaRevisionKey)
+	stored, found, err := viewUint64(it, metaRevisionKey)
 	if err == nil && !found {
-		rev, _, err = viewUint64(it, metaAppliedKey)
+		stored, _, err = viewUint64(it, metaAppliedKey)
 	}
 	if err != nil {
 		_ = it.Close()
 		return nil, 0, err
 	}
-	return it, int64(rev), nil
+	return it, int64(stored), nil
 }
 
 // viewUint64 reads an 8-byte meta value through it.

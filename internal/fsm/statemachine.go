@@ -69,6 +69,11 @@ type StateMachine struct {
 	compact     atomic.Int64  // compact revision as of the last commit
 	leaseGen    atomic.Uint64 // see LeaseGeneration
 	reservedGen atomic.Uint64 // see ReservedGeneration
+	// commits counts Update's commits twice: odd from just before a
+	// commit until its revision is stored, even otherwise. A reader that
+	// finds it even and unchanged around opening its iterator knows the
+	// iterator sees the state of revision (readView).
+	commits atomic.Uint64
 
 	// WaitApplied's wake-up: waiters take waitCh; Update closes and replaces
 	// it only when someone took it (waiting), so an Update nobody waits for
@@ -496,6 +501,9 @@ func (s *StateMachine) Update(entries []Entry) (_ []Entry, err error) {
 	if s.failCommit != nil {
 		return entries, s.failCommit
 	}
+	// Odd while the state and s.revision may disagree; a failed commit
+	// leaves it odd, and readers read the revision from their view.
+	s.commits.Add(1)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return entries, fmt.Errorf("update: commit: %w", err)
 	}
@@ -511,6 +519,7 @@ func (s *StateMachine) Update(entries []Entry) (_ []Entry, err error) {
 	// The revision before the applied index: a reader that sees the index
 	// (dragonboat's ReadIndex waits on it) finds the revision of it.
 	s.revision.Store(rev)
+	s.commits.Add(1)
 	s.setApplied(last)
 	return entries, nil
 }
