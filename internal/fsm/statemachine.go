@@ -421,9 +421,18 @@ func (s *StateMachine) Update(entries []Entry) (_ []Entry, err error) {
 	if s.broken != nil {
 		return entries, s.broken
 	}
+	committing := false
 	defer func() {
 		if err != nil {
 			s.dropUpdate()
+			// A failed commit applied nothing (pebble fails one before
+			// it applies it) and the revision is the store's again: the
+			// commit count is even again, unless the state could not be
+			// reloaded (then reads keep reading the revision from their
+			// view).
+			if committing && s.broken == nil {
+				s.commits.Add(1)
+			}
 		}
 	}()
 	b := s.db.NewIndexedBatch()
@@ -501,8 +510,8 @@ func (s *StateMachine) Update(entries []Entry) (_ []Entry, err error) {
 	if s.failCommit != nil {
 		return entries, s.failCommit
 	}
-	// Odd while the state and s.revision may disagree; a failed commit
-	// leaves it odd, and readers read the revision from their view.
+	// Odd while the state and s.revision may disagree (readView).
+	committing = true
 	s.commits.Add(1)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return entries, fmt.Errorf("update: commit: %w", err)

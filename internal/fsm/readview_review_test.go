@@ -1,0 +1,255 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/cockroachdb/pebble"
+
+	"github.com/dister/dister/internal/errs"
+)
+
+// setPebbleReadOnly flips the store's ReadOnly option in place: pebble's
+// Apply then returns ErrReadOnly, a commit error Update returns (the one
+// commit error this pebble returns rather than Fatalf; the test stands in
+// for any commit that fails with an error).
+func setPebbleReadOnly(db *pebble.DB, v bool) {
+	f := reflect.ValueOf(db).Elem().FieldByName("opts")
+	(*pebble.Options)(unsafe.Pointer(f.Pointer())).ReadOnly = v
+}
+
+// failOneCommit runs one Update of h whose b.Commit fails (the entries are
+// not applied: h.idx stays).
+func failOneCommit(t *testing.T, h *harness) {
+	t.Helper()
+	db := h.sm.db.st.db
+	setPebbleReadOnly(db, true)
+	_, err := h.sm.Update([]Entry{{Index: h.idx + 1, Cmd: mustEncode(t, putCmd("k", "lost"))}})
+	setPebbleReadOnly(db, false)
+	if !errors.Is(err, pebble.ErrReadOnly) {
+		t.Fatalf("Update: %v, want a failed commit (pebble.ErrReadOnly)", err)
+	}
+}
+
+// After a commit that failed, the commit count is even again: left odd
+// (as it was), the next successful Update added two, so the count was odd
+// at rest and even while that Update's commit was in flight, the reverse
+// of what readView relies on (found by review).
+func TestReviewCommitCountEvenAtRestAfterFailedCommit(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.apply(putCmd("k", "0"))
+	failOneCommit(t, h)
+	h.apply(putCmd("k", "1"))
+	if g := h.get("k"); string(g.KV.Value) != "1" || g.KV.ModRevision != g.Revision {
+		t.Fatalf("k = %+v at revision %d", g.KV, g.Revision)
+	}
+	if c := h.sm.commits.Load(); c%2 != 0 {
+		t.Fatalf("commit count %d (odd) at rest after a failed commit and a successful Update: readers now take an in-flight commit for a quiet one", c)
+	}
+}
+
+// The symptom, before the fix: after one failed commit, a Get (or List)
+// racing a later Update reported the revision before that Update with the
+// key as the Update wrote it ("get: key at mod revision 1697, read
+// reported at revision 1696"). A second state machine on the same store commits
+// beside it, as the groups of a host do: its committer often publishes
+// the target's batch, so the target's Update returns from Commit (and
+// stores its revision) a while after its state became visible.
+func TestReviewReadRevisionMatchesViewAfterFailedCommit(t *testing.T) {
+	root := t.TempDir()
+	st := openShared(t, filepath.Join(root, "store"))
+	t.Cleanup(func() { _ = st.Close() })
+	a := sharedHarness(t, st, 1, filepath.Join(root, "a"))
+	b := sharedHarness(t, st, 2, filepath.Join(root, "b"))
+	a.apply(putCmd("k", "0"))
+	failOneCommit(t, a)
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var reads atomic.Int64
+	var failed atomic.Bool
+	fail := func(format string, args ...any) {
+		if failed.CompareAndSwap(false, true) {
+			t.Errorf(format, args...)
+		}
+	}
+	// Beside: the other group's writes.
+	noise := mustEncode(t, putCmd("n", "x"))
+	var bIdx atomic.Uint64
+	bIdx.Store(b.idx)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			i := bIdx.Add(1)
+			if _, err := b.sm.Update([]Entry{{Index: i, Cmd: noise}}); err != nil {
+				fail("b: %v", err)
+				return
+			}
+		}
+	}()
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				v, err := a.sm.Lookup(GetQuery{Key: "k"})
+				if err != nil {
+					fail("get: %v", err)
+					return
+				}
+				g := v.(*GetResult)
+				if !g.Found || g.KV.ModRevision != g.Revision {
+					fail("get: key at mod revision %d, read reported at revision %d", g.KV.ModRevision, g.Revision)
+					return
+				}
+				v, err = a.sm.Lookup(&ListQuery{Prefix: "k"})
+				if err != nil {
+					fail("list: %v", err)
+					return
+				}
+				l := v.(*ListResult)
+				if len(l.KVs) != 1 || l.KVs[0].ModRevision != l.Revision {
+					fail("list: %d keys (mod revision %d), reported at revision %d", len(l.KVs), l.KVs[0].ModRevision, l.Revision)
+					return
+				}
+				reads.Add(2)
+			}
+		}()
+	}
+	deadline := time.Now().Add(3 * time.Second)
+	n := 0
+	for ; n < 200_000 && !failed.Load() && time.Now().Before(deadline); n++ {
+		c, _ := EncodeCommand(putCmd("k", fmt.Sprint(n)))
+		a.applyRaw(c)
+	}
+	close(stop)
+	wg.Wait()
+	b.idx = bIdx.Load()
+	t.Logf("%d reads beside %d updates", reads.Load(), n)
+}
+
+// readConsistently has readers Get and List "k" on sm until stop, each
+// read checking the key's ModRevision is the read's revision ("k" is
+// written at every revision); a read after Close must fail with
+// errs.Closed, and ends the reader.
+func readConsistently(t *testing.T, sm *StateMachine, stop <-chan struct{}, wg *sync.WaitGroup, reads *atomic.Int64) {
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				v, err := sm.Lookup(GetQuery{Key: "k"})
+				if errors.Is(err, errs.Closed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				g := v.(*GetResult)
+				if !g.Found || g.KV.ModRevision != g.Revision {
+					t.Errorf("get: key at mod revision %d, read reported at revision %d", g.KV.ModRevision, g.Revision)
+					return
+				}
+				v, err = sm.Lookup(&ListQuery{Prefix: "k"})
+				if errors.Is(err, errs.Closed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				l := v.(*ListResult)
+				if len(l.KVs) != 1 || l.KVs[0].ModRevision != l.Revision {
+					t.Errorf("list: %d keys, reported at revision %d", len(l.KVs), l.Revision)
+					return
+				}
+				reads.Add(2)
+			}
+		}()
+	}
+}
+
+// The legacy path: entries of the previous codec keep revisions that are
+// their indexes and no revision key is written (counting false); reads
+// beside them report the index of the state they read.
+func TestReviewLegacyIndexRevisionsMatchView(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.applyRaw(v1Put("k", "0"))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var reads atomic.Int64
+	readConsistently(t, h.sm, stop, &wg, &reads)
+	for i := 0; i < 3000 && !t.Failed(); i++ {
+		h.applyRaw(v1Put("k", fmt.Sprint(i)), v1Put("k", "b"))
+	}
+	close(stop)
+	wg.Wait()
+	if h.sm.counting {
+		t.Fatal("counting after entries of the previous codec only")
+	}
+	if g := h.get("k"); g.Revision != int64(h.idx) || g.KV.ModRevision != int64(h.idx) {
+		t.Fatalf("get at revision %d (key at %d), want the index %d", g.Revision, g.KV.ModRevision, h.idx)
+	}
+	t.Logf("%d reads", reads.Load())
+}
+
+// Snapshot recoveries (the state jumps to another revision, backwards as
+// well as forwards, without an Update) and Updates after each, then
+// Close, all beside reads.
+func TestReviewRecoverAndCloseRacingReads(t *testing.T) {
+	src := newHarness(t, Options{})
+	var snaps [][]byte
+	for range 3 {
+		for range 40 {
+			src.apply(putCmd("k", "s"))
+		}
+		snaps = append(snaps, saveSnapshot(t, src.sm))
+	}
+	dst := newHarness(t, Options{})
+	dst.apply(putCmd("k", "d"))
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var reads atomic.Int64
+	readConsistently(t, dst.sm, stop, &wg, &reads)
+	for i := 0; i < 150 && !t.Failed(); i++ {
+		if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(snaps[i%len(snaps)]), nil); err != nil {
+			t.Fatal(err)
+		}
+		dst.idx = dst.sm.Applied()
+		for range 5 {
+			dst.apply(putCmd("k", "u"))
+		}
+	}
+	// Close under the readers: they end with errs.Closed.
+	if err := dst.sm.Close(); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	close(stop)
+	t.Logf("%d reads", reads.Load())
+}
