@@ -503,40 +503,7 @@ func TestReadRevisionMatchesViewUnderUpdates(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var reads atomic.Int64
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				v, err := h.sm.Lookup(GetQuery{Key: "k"})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				g := v.(*GetResult)
-				if !g.Found || g.KV.ModRevision != g.Revision {
-					t.Errorf("get: key at mod revision %d, read reported at revision %d", g.KV.ModRevision, g.Revision)
-					return
-				}
-				v, err = h.sm.Lookup(&ListQuery{Prefix: "k"})
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				l := v.(*ListResult)
-				if len(l.KVs) != 1 || l.KVs[0].ModRevision != l.Revision {
-					t.Errorf("list: %d keys, reported at revision %d", len(l.KVs), l.Revision)
-					return
-				}
-				reads.Add(2)
-			}
-		}()
-	}
+	readConsistently(t, h.sm, stop, &wg, &reads)
 	for i := range 3000 {
 		if t.Failed() {
 			break
@@ -554,4 +521,51 @@ func TestReadRevisionMatchesViewUnderUpdates(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	t.Logf("%d reads beside 3,000 updates", reads.Load())
+}
+
+// readConsistently has readers Get and List "k" on sm until stop, each
+// read checking the key's ModRevision is the read's revision ("k" is
+// written at every revision); a read after Close must fail with
+// errs.Closed, and ends the reader.
+func readConsistently(t *testing.T, sm *StateMachine, stop <-chan struct{}, wg *sync.WaitGroup, reads *atomic.Int64) {
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				v, err := sm.Lookup(GetQuery{Key: "k"})
+				if errors.Is(err, errs.Closed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				g := v.(*GetResult)
+				if !g.Found || g.KV.ModRevision != g.Revision {
+					t.Errorf("get: key at mod revision %d, read reported at revision %d", g.KV.ModRevision, g.Revision)
+					return
+				}
+				v, err = sm.Lookup(&ListQuery{Prefix: "k"})
+				if errors.Is(err, errs.Closed) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				l := v.(*ListResult)
+				if len(l.KVs) != 1 || l.KVs[0].ModRevision != l.Revision {
+					t.Errorf("list: %d keys, reported at revision %d", len(l.KVs), l.Revision)
+					return
+				}
+				reads.Add(2)
+			}
+		}()
+	}
 }

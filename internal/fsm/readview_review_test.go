@@ -13,8 +13,6 @@ import (
 	"unsafe"
 
 	"github.com/cockroachdb/pebble"
-
-	"github.com/dister/dister/internal/errs"
 )
 
 // setPebbleReadOnly flips the store's ReadOnly option in place: pebble's
@@ -101,43 +99,10 @@ func TestReviewReadRevisionMatchesViewAfterFailedCommit(t *testing.T) {
 			}
 		}
 	}()
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				v, err := a.sm.Lookup(GetQuery{Key: "k"})
-				if err != nil {
-					fail("get: %v", err)
-					return
-				}
-				g := v.(*GetResult)
-				if !g.Found || g.KV.ModRevision != g.Revision {
-					fail("get: key at mod revision %d, read reported at revision %d", g.KV.ModRevision, g.Revision)
-					return
-				}
-				v, err = a.sm.Lookup(&ListQuery{Prefix: "k"})
-				if err != nil {
-					fail("list: %v", err)
-					return
-				}
-				l := v.(*ListResult)
-				if len(l.KVs) != 1 || l.KVs[0].ModRevision != l.Revision {
-					fail("list: %d keys (mod revision %d), reported at revision %d", len(l.KVs), l.KVs[0].ModRevision, l.Revision)
-					return
-				}
-				reads.Add(2)
-			}
-		}()
-	}
+	readConsistently(t, a.sm, stop, &wg, &reads)
 	deadline := time.Now().Add(3 * time.Second)
 	n := 0
-	for ; n < 200_000 && !failed.Load() && time.Now().Before(deadline); n++ {
+	for ; n < 200_000 && !failed.Load() && !t.Failed() && time.Now().Before(deadline); n++ {
 		c, _ := EncodeCommand(putCmd("k", fmt.Sprint(n)))
 		a.applyRaw(c)
 	}
@@ -145,53 +110,6 @@ func TestReviewReadRevisionMatchesViewAfterFailedCommit(t *testing.T) {
 	wg.Wait()
 	b.idx = bIdx.Load()
 	t.Logf("%d reads beside %d updates", reads.Load(), n)
-}
-
-// readConsistently has readers Get and List "k" on sm until stop, each
-// read checking the key's ModRevision is the read's revision ("k" is
-// written at every revision); a read after Close must fail with
-// errs.Closed, and ends the reader.
-func readConsistently(t *testing.T, sm *StateMachine, stop <-chan struct{}, wg *sync.WaitGroup, reads *atomic.Int64) {
-	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				v, err := sm.Lookup(GetQuery{Key: "k"})
-				if errors.Is(err, errs.Closed) {
-					return
-				}
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				g := v.(*GetResult)
-				if !g.Found || g.KV.ModRevision != g.Revision {
-					t.Errorf("get: key at mod revision %d, read reported at revision %d", g.KV.ModRevision, g.Revision)
-					return
-				}
-				v, err = sm.Lookup(&ListQuery{Prefix: "k"})
-				if errors.Is(err, errs.Closed) {
-					return
-				}
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				l := v.(*ListResult)
-				if len(l.KVs) != 1 || l.KVs[0].ModRevision != l.Revision {
-					t.Errorf("list: %d keys, reported at revision %d", len(l.KVs), l.Revision)
-					return
-				}
-				reads.Add(2)
-			}
-		}()
-	}
 }
 
 // The legacy path: entries of the previous codec keep revisions that are
