@@ -500,41 +500,35 @@ func (discard) Write(p []byte) (int, error) { return len(p), nil }
 func TestReadRevisionMatchesViewUnderUpdates(t *testing.T) {
 	h := newHarness(t, Options{})
 	h.apply(putCmd("k", "0"))
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var reads atomic.Int64
-	readConsistently(t, h.sm, stop, &wg, &reads)
-	for i := range 3000 {
-		if t.Failed() {
-			break
-		}
-		// Several entries per Update, one a batch of two commands.
-		a, _ := EncodeCommand(putCmd("k", fmt.Sprint(i)))
-		b1, _ := EncodeCommand(putCmd("k", "b1"))
-		b2, _ := EncodeCommand(putCmd("k", "b2"))
-		batch, err := EncodeBatch([][]byte{b1, b2})
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.applyRaw(a, batch)
+	reads, stop := readConsistently(t, h.sm)
+	// Several entries per Update, one a batch of two commands.
+	batch, err := EncodeBatch([][]byte{mustEncode(t, putCmd("k", "b1")), mustEncode(t, putCmd("k", "b2"))})
+	if err != nil {
+		t.Fatal(err)
 	}
-	close(stop)
-	wg.Wait()
+	for i := 0; i < 3000 && !t.Failed(); i++ {
+		h.applyRaw(mustEncode(t, putCmd("k", fmt.Sprint(i))), batch)
+	}
+	stop()
 	t.Logf("%d reads beside 3,000 updates", reads.Load())
 }
 
-// readConsistently has readers Get and List "k" on sm until stop, each
-// read checking the key's ModRevision is the read's revision ("k" is
-// written at every revision); a read after Close must fail with
-// errs.Closed, and ends the reader.
-func readConsistently(t *testing.T, sm *StateMachine, stop <-chan struct{}, wg *sync.WaitGroup, reads *atomic.Int64) {
+// readConsistently starts readers that Get and List "k" on sm, each read
+// checking the key's ModRevision is the read's revision ("k" is written at
+// every revision); a read after Close fails with errs.Closed and ends its
+// reader. stop ends them and waits (it also runs at the test's cleanup, so
+// a test that fails early leaves no reader behind).
+func readConsistently(t *testing.T, sm *StateMachine) (reads *atomic.Int64, stop func()) {
+	reads = new(atomic.Int64)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
 	for range 2 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for {
 				select {
-				case <-stop:
+				case <-done:
 					return
 				default:
 				}
@@ -568,4 +562,13 @@ func readConsistently(t *testing.T, sm *StateMachine, stop <-chan struct{}, wg *
 			}
 		}()
 	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			close(done)
+			wg.Wait()
+		})
+	}
+	t.Cleanup(stop)
+	return reads, stop
 }

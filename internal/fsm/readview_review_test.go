@@ -7,7 +7,6 @@ import (
 	"path/filepath"
 	"reflect"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -70,45 +69,36 @@ func TestReviewReadRevisionMatchesViewAfterFailedCommit(t *testing.T) {
 	a.apply(putCmd("k", "0"))
 	failOneCommit(t, a)
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var reads atomic.Int64
-	var failed atomic.Bool
-	fail := func(format string, args ...any) {
-		if failed.CompareAndSwap(false, true) {
-			t.Errorf(format, args...)
-		}
-	}
 	// Beside: the other group's writes.
 	noise := mustEncode(t, putCmd("n", "x"))
-	var bIdx atomic.Uint64
-	bIdx.Store(b.idx)
-	wg.Add(1)
+	noiseDone := make(chan struct{})
+	var noiseWG sync.WaitGroup
+	noiseWG.Add(1)
 	go func() {
-		defer wg.Done()
-		for {
+		defer noiseWG.Done()
+		for i := b.idx + 1; ; i++ {
 			select {
-			case <-stop:
+			case <-noiseDone:
 				return
 			default:
 			}
-			i := bIdx.Add(1)
 			if _, err := b.sm.Update([]Entry{{Index: i, Cmd: noise}}); err != nil {
-				fail("b: %v", err)
+				t.Errorf("b: %v", err)
 				return
 			}
 		}
 	}()
-	readConsistently(t, a.sm, stop, &wg, &reads)
+	defer func() {
+		close(noiseDone)
+		noiseWG.Wait()
+	}()
+	reads, stop := readConsistently(t, a.sm)
 	deadline := time.Now().Add(3 * time.Second)
 	n := 0
-	for ; n < 200_000 && !failed.Load() && !t.Failed() && time.Now().Before(deadline); n++ {
-		c, _ := EncodeCommand(putCmd("k", fmt.Sprint(n)))
-		a.applyRaw(c)
+	for ; n < 200_000 && !t.Failed() && time.Now().Before(deadline); n++ {
+		a.applyRaw(mustEncode(t, putCmd("k", fmt.Sprint(n))))
 	}
-	close(stop)
-	wg.Wait()
-	b.idx = bIdx.Load()
+	stop()
 	t.Logf("%d reads beside %d updates", reads.Load(), n)
 }
 
@@ -118,15 +108,11 @@ func TestReviewReadRevisionMatchesViewAfterFailedCommit(t *testing.T) {
 func TestReviewLegacyIndexRevisionsMatchView(t *testing.T) {
 	h := newHarness(t, Options{})
 	h.applyRaw(v1Put("k", "0"))
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var reads atomic.Int64
-	readConsistently(t, h.sm, stop, &wg, &reads)
+	reads, stop := readConsistently(t, h.sm)
 	for i := 0; i < 3000 && !t.Failed(); i++ {
 		h.applyRaw(v1Put("k", fmt.Sprint(i)), v1Put("k", "b"))
 	}
-	close(stop)
-	wg.Wait()
+	stop()
 	if h.sm.counting {
 		t.Fatal("counting after entries of the previous codec only")
 	}
@@ -150,10 +136,7 @@ func TestReviewRecoverAndCloseRacingReads(t *testing.T) {
 	}
 	dst := newHarness(t, Options{})
 	dst.apply(putCmd("k", "d"))
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	var reads atomic.Int64
-	readConsistently(t, dst.sm, stop, &wg, &reads)
+	reads, stop := readConsistently(t, dst.sm)
 	for i := 0; i < 150 && !t.Failed(); i++ {
 		if err := dst.sm.RecoverFromSnapshot(bytes.NewReader(snaps[i%len(snaps)]), nil); err != nil {
 			t.Fatal(err)
@@ -167,7 +150,6 @@ func TestReviewRecoverAndCloseRacingReads(t *testing.T) {
 	if err := dst.sm.Close(); err != nil {
 		t.Fatal(err)
 	}
-	wg.Wait()
-	close(stop)
+	stop()
 	t.Logf("%d reads", reads.Load())
 }

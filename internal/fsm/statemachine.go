@@ -421,16 +421,16 @@ func (s *StateMachine) Update(entries []Entry) (_ []Entry, err error) {
 	if s.broken != nil {
 		return entries, s.broken
 	}
-	committing := false
 	defer func() {
 		if err != nil {
 			s.dropUpdate()
-			// A failed commit applied nothing (pebble fails one before
-			// it applies it) and the revision is the store's again: the
-			// commit count is even again, unless the state could not be
-			// reloaded (then reads keep reading the revision from their
-			// view).
-			if committing && s.broken == nil {
+			// An odd count here is this Update's failed commit (a broken
+			// state machine returns above). It applied nothing (pebble
+			// fails a commit before it applies it) and the revision is
+			// the store's again: the count is even again, unless the
+			// state could not be reloaded (then reads keep reading the
+			// revision from their view).
+			if s.broken == nil && s.commits.Load()%2 == 1 {
 				s.commits.Add(1)
 			}
 		}
@@ -511,7 +511,6 @@ func (s *StateMachine) Update(entries []Entry) (_ []Entry, err error) {
 		return entries, s.failCommit
 	}
 	// Odd while the state and s.revision may disagree (readView).
-	committing = true
 	s.commits.Add(1)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return entries, fmt.Errorf("update: commit: %w", err)
