@@ -2,16 +2,19 @@ package shard
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble"
 	"github.com/lni/dragonboat/v4"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
@@ -38,69 +41,139 @@ func (m *noopMachine) SaveSnapshot(any, io.Writer, <-chan struct{}) error   { re
 func (m *noopMachine) RecoverFromSnapshot(io.Reader, <-chan struct{}) error { return nil }
 func (m *noopMachine) Close() error                                         { return nil }
 
+// pebbleMachine is the least a pebble-backed state machine does, set up as
+// dister's store is (64 MiB memtables, a WAL written unsynced): each entry
+// is one Set of its key (the command's first 16 bytes) to the command, and
+// each Update one batch with the applied index, committed without sync.
+type pebbleMachine struct {
+	dir     string
+	db      *pebble.DB
+	applied atomic.Uint64
+}
+
+func (m *pebbleMachine) Open(<-chan struct{}) (uint64, error) {
+	db, err := pebble.Open(m.dir, &pebble.Options{MemTableSize: 64 << 20, WALBytesPerSync: 256 << 10, Logger: silentPebble{}})
+	m.db = db
+	return 0, err
+}
+func (m *pebbleMachine) Update(es []sm.Entry) ([]sm.Entry, error) {
+	b := m.db.NewBatch()
+	defer b.Close()
+	for i := range es {
+		if err := b.Set(es[i].Cmd[:16], es[i].Cmd, nil); err != nil {
+			return nil, err
+		}
+		es[i].Result = sm.Result{Value: es[i].Index}
+	}
+	var ab [8]byte
+	binary.BigEndian.PutUint64(ab[:], es[len(es)-1].Index)
+	if err := b.Set([]byte("applied"), ab[:], nil); err != nil {
+		return nil, err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return nil, err
+	}
+	m.applied.Store(es[len(es)-1].Index)
+	return es, nil
+}
+func (m *pebbleMachine) Lookup(any) (any, error)                              { return m.applied.Load(), nil }
+func (m *pebbleMachine) Sync() error                                          { return m.db.LogData(nil, pebble.Sync) }
+func (m *pebbleMachine) PrepareSnapshot() (any, error)                        { return nil, nil }
+func (m *pebbleMachine) SaveSnapshot(any, io.Writer, <-chan struct{}) error   { return nil }
+func (m *pebbleMachine) RecoverFromSnapshot(io.Reader, <-chan struct{}) error { return nil }
+
+type silentPebble struct{}
+
+func (silentPebble) Infof(string, ...any)  {}
+func (silentPebble) Fatalf(string, ...any) {}
+
+func (m *pebbleMachine) Close() error { return m.db.Close() }
+
 // BenchmarkEngineAlone measures the ceiling dragonboat sets on puts here:
 // three hosts in one process with the settings NewHost gives them (LogDB,
-// transport, RTT), a state machine that does nothing, every write its own
-// proposal of the size of a put of a 16-byte key and a 256-byte value
-// (the engine takes every proposal waiting at a step into one log write).
-// "leader": every writer proposes on the leader's host; "spread": writers
-// are spread over the three hosts, two thirds proposing on followers,
-// which forward to the leader. Whatever dister adds (its state machine,
-// events, dedup, group commit, the public API) can only cost more.
+// transport, RTT), every write its own proposal of the size of a put of a
+// 16-byte key and a 256-byte value on a random key of 10,000 (the engine
+// takes every proposal waiting at a step into one log write), applied by
+// a state machine that does nothing ("noop") or by the least a pebble
+// state machine does ("pebble"). "leader": every writer proposes on the
+// leader's host; "spread": writers are spread over the three hosts, two
+// thirds proposing on followers, which forward to the leader. Whatever
+// dister adds (its records, events, dedup, group commit, the public API)
+// can only cost more.
 func BenchmarkEngineAlone(b *testing.B) {
-	for _, place := range []string{"leader", "spread"} {
-		for _, writers := range []int{1, 64, 256} {
-			b.Run(fmt.Sprintf("%s/writers=%d", place, writers), func(b *testing.B) {
-				hosts, leader := engineHosts(b)
-				on := make([]*dragonboat.NodeHost, 0, len(hosts))
-				if place == "leader" {
-					on = append(on, leader)
-				} else {
-					on = hosts
-				}
-				cmd := make([]byte, 16+256+24) // key, value, command framing
-				engineRun(b, writers, func(ctx context.Context, w int) error {
-					nh := on[w%len(on)]
-					_, err := nh.SyncPropose(ctx, nh.GetNoOPSession(engineShard), cmd)
-					return err
+	for _, machine := range []string{"noop", "pebble"} {
+		for _, place := range []string{"leader", "spread"} {
+			for _, writers := range []int{1, 64, 256} {
+				b.Run(fmt.Sprintf("%s/%s/writers=%d", machine, place, writers), func(b *testing.B) {
+					benchEngine(b, machine, place, writers)
 				})
-			})
+			}
 		}
 	}
 }
 
+func benchEngine(b *testing.B, machine, place string, writers int) {
+	hosts, leader := engineHosts(b, machine)
+	on := make([]*dragonboat.NodeHost, 0, len(hosts))
+	if place == "leader" {
+		on = append(on, leader)
+	} else {
+		on = hosts
+	}
+	engineRun(b, writers, func(ctx context.Context, w int) error {
+		// key, value, command framing; the engine holds on to
+		// it after the call (a follower may still need it)
+		cmd := make([]byte, 16+256+24)
+		copy(cmd, fmt.Sprintf("bench/%010d", rand.IntN(10000)))
+		nh := on[w%len(on)]
+		_, err := nh.SyncPropose(ctx, nh.GetNoOPSession(engineShard), cmd)
+		return err
+	})
+}
+
 // BenchmarkHostPut is BenchmarkEngineAlone with dister's state machine:
 // every write a put command with a dedup id of its own on a random key of
-// 10,000, proposed on the leader's host "alone" (one proposal per write)
-// or "batched" (group commit, as the engine proposes). Against
-// BenchmarkEngineAlone it tells what the state machine and the batching
-// cost; against the root package's BenchmarkPut, what the layers above.
+// 10,000, proposed "alone" (one proposal per write) or "batched" (group
+// commit, as the engine proposes), on the leader's host or spread over the
+// three. Against BenchmarkEngineAlone it tells what the state machine and
+// the batching cost; against the root package's BenchmarkPut and
+// BenchmarkPutSpread, what the layers above.
 func BenchmarkHostPut(b *testing.B) {
 	for _, mode := range []string{"alone", "batched"} {
-		for _, writers := range []int{64, 256} {
-			b.Run(fmt.Sprintf("%s/writers=%d", mode, writers), func(b *testing.B) {
-				hosts := fsmHosts(b)
-				var leader *Host
-				for _, h := range hosts {
-					if id, ok := h.Leader(engineShard); ok && id == h.NodeID() {
-						leader = h
-					}
-				}
-				leader.SetBatching(mode == "batched")
-				value := make([]byte, 256)
-				var seqs [256]atomic.Uint64
-				engineRun(b, writers, func(ctx context.Context, w int) error {
-					cmd, err := fsm.EncodeCommand(&fsm.Command{Session: uint64(w + 1), Seq: seqs[w].Add(1), Kind: fsm.KindTxn,
-						Txn: &fsm.Txn{Then: []fsm.Op{{Type: fsm.OpPut, Key: fmt.Sprintf("bench/%05d", rand.IntN(10000)), Value: value}}}})
-					if err != nil {
-						return err
-					}
-					_, err = leader.Propose(ctx, engineShard, cmd)
-					return err
+		for _, place := range []string{"leader", "spread"} {
+			for _, writers := range []int{64, 256} {
+				b.Run(fmt.Sprintf("%s/%s/writers=%d", mode, place, writers), func(b *testing.B) {
+					benchHostPut(b, mode, place, writers)
 				})
-			})
+			}
 		}
 	}
+}
+
+func benchHostPut(b *testing.B, mode, place string, writers int) {
+	hosts := fsmHosts(b)
+	on := hosts
+	if place == "leader" {
+		for _, h := range hosts {
+			if id, ok := h.Leader(engineShard); ok && id == h.NodeID() {
+				on = []*Host{h}
+			}
+		}
+	}
+	for _, h := range hosts {
+		h.SetBatching(mode == "batched")
+	}
+	value := make([]byte, 256)
+	seqs := make([]atomic.Uint64, writers)
+	engineRun(b, writers, func(ctx context.Context, w int) error {
+		cmd, err := fsm.EncodeCommand(&fsm.Command{Session: uint64(w + 1), Seq: seqs[w].Add(1), Kind: fsm.KindTxn,
+			Txn: &fsm.Txn{Then: []fsm.Op{{Type: fsm.OpPut, Key: fmt.Sprintf("bench/%05d", rand.IntN(10000)), Value: value}}}})
+		if err != nil {
+			return err
+		}
+		_, err = on[w%len(on)].Propose(ctx, engineShard, cmd)
+		return err
+	})
 }
 
 // fsmHosts starts three hosts running engineShard with dister's state
@@ -136,9 +209,9 @@ func fsmHosts(b *testing.B) []*Host {
 
 const engineShard = 100
 
-// engineHosts starts three hosts running engineShard with noopMachine and
-// returns them and the leader's.
-func engineHosts(b *testing.B) ([]*dragonboat.NodeHost, *dragonboat.NodeHost) {
+// engineHosts starts three hosts running engineShard with a noopMachine
+// or a pebbleMachine, and returns them and the leader's.
+func engineHosts(b *testing.B, machine string) ([]*dragonboat.NodeHost, *dragonboat.NodeHost) {
 	b.Helper()
 	members := map[uint64]string{}
 	for id := uint64(1); id <= 3; id++ {
@@ -147,13 +220,19 @@ func engineHosts(b *testing.B) ([]*dragonboat.NodeHost, *dragonboat.NodeHost) {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var hosts []*dragonboat.NodeHost
 	for id := uint64(1); id <= 3; id++ {
-		h, err := NewHost(Config{NodeID: id, DataDir: b.TempDir(), RaftAddr: members[id], Logger: log})
+		dir := b.TempDir()
+		h, err := NewHost(Config{NodeID: id, DataDir: dir, RaftAddr: members[id], Logger: log})
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(h.Close)
-		rc := h.shardConfig(engineShard, false)
-		if err := h.nh.StartOnDiskReplica(members, false, func(uint64, uint64) sm.IOnDiskStateMachine { return &noopMachine{} }, rc); err != nil {
+		create := func(uint64, uint64) sm.IOnDiskStateMachine {
+			if machine == "pebble" {
+				return &pebbleMachine{dir: filepath.Join(dir, "bench-state")}
+			}
+			return &noopMachine{}
+		}
+		if err := h.nh.StartOnDiskReplica(members, false, create, h.shardConfig(engineShard, false)); err != nil {
 			b.Fatal(err)
 		}
 		hosts = append(hosts, h.nh)
