@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble"
-	"github.com/lni/dragonboat/v4"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
 	"github.com/dister/dister/internal/fsm"
@@ -81,13 +80,13 @@ func (m *pebbleMachine) Sync() error                                          { 
 func (m *pebbleMachine) PrepareSnapshot() (any, error)                        { return nil, nil }
 func (m *pebbleMachine) SaveSnapshot(any, io.Writer, <-chan struct{}) error   { return nil }
 func (m *pebbleMachine) RecoverFromSnapshot(io.Reader, <-chan struct{}) error { return nil }
+func (m *pebbleMachine) Close() error                                         { return m.db.Close() }
 
+// silentPebble drops pebble's log lines.
 type silentPebble struct{}
 
 func (silentPebble) Infof(string, ...any)  {}
 func (silentPebble) Fatalf(string, ...any) {}
-
-func (m *pebbleMachine) Close() error { return m.db.Close() }
 
 // BenchmarkEngineAlone measures the ceiling dragonboat sets on puts here:
 // three hosts in one process with the settings NewHost gives them (LogDB,
@@ -113,19 +112,25 @@ func BenchmarkEngineAlone(b *testing.B) {
 }
 
 func benchEngine(b *testing.B, machine, place string, writers int) {
-	hosts, leader := engineHosts(b, machine)
-	on := make([]*dragonboat.NodeHost, 0, len(hosts))
-	if place == "leader" {
-		on = append(on, leader)
-	} else {
+	hosts, leader := benchHosts(b, func(h *Host, dir string, members map[uint64]string) error {
+		create := func(uint64, uint64) sm.IOnDiskStateMachine {
+			if machine == "pebble" {
+				return &pebbleMachine{dir: filepath.Join(dir, "bench-state")}
+			}
+			return &noopMachine{}
+		}
+		return h.nh.StartOnDiskReplica(members, false, create, h.shardConfig(engineShard, false))
+	})
+	on := []*Host{leader}
+	if place == "spread" {
 		on = hosts
 	}
 	engineRun(b, writers, func(ctx context.Context, w int) error {
-		// key, value, command framing; the engine holds on to
-		// it after the call (a follower may still need it)
+		// key, value, command framing; a new one each time, as the
+		// engine holds on to it after the call (a follower may need it)
 		cmd := make([]byte, 16+256+24)
 		copy(cmd, fmt.Sprintf("bench/%010d", rand.IntN(10000)))
-		nh := on[w%len(on)]
+		nh := on[w%len(on)].nh
 		_, err := nh.SyncPropose(ctx, nh.GetNoOPSession(engineShard), cmd)
 		return err
 	})
@@ -151,17 +156,13 @@ func BenchmarkHostPut(b *testing.B) {
 }
 
 func benchHostPut(b *testing.B, mode, place string, writers int) {
-	hosts := fsmHosts(b)
-	on := hosts
-	if place == "leader" {
-		for _, h := range hosts {
-			if id, ok := h.Leader(engineShard); ok && id == h.NodeID() {
-				on = []*Host{h}
-			}
-		}
-	}
-	for _, h := range hosts {
+	hosts, leader := benchHosts(b, func(h *Host, _ string, members map[uint64]string) error {
 		h.SetBatching(mode == "batched")
+		return h.StartShard(engineShard, members, false)
+	})
+	on := []*Host{leader}
+	if place == "spread" {
+		on = hosts
 	}
 	value := make([]byte, 256)
 	seqs := make([]atomic.Uint64, writers)
@@ -176,9 +177,12 @@ func benchHostPut(b *testing.B, mode, place string, writers int) {
 	})
 }
 
-// fsmHosts starts three hosts running engineShard with dister's state
-// machine, its leader elected.
-func fsmHosts(b *testing.B) []*Host {
+const engineShard = 100
+
+// benchHosts starts three hosts, has start run engineShard on each (dir
+// is the host's data dir), and returns them and the leader's once it is
+// elected.
+func benchHosts(b *testing.B, start func(h *Host, dir string, members map[uint64]string) error) ([]*Host, *Host) {
 	b.Helper()
 	members := map[uint64]string{}
 	for id := uint64(1); id <= 3; id++ {
@@ -187,64 +191,23 @@ func fsmHosts(b *testing.B) []*Host {
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var hosts []*Host
 	for id := uint64(1); id <= 3; id++ {
-		h, err := NewHost(Config{NodeID: id, DataDir: b.TempDir(), RaftAddr: members[id], Logger: log})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(h.Close)
-		if err := h.StartShard(engineShard, members, false); err != nil {
-			b.Fatal(err)
-		}
-		hosts = append(hosts, h)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for _, h := range hosts {
-		if err := h.WaitLeader(ctx, engineShard); err != nil {
-			b.Fatal(err)
-		}
-	}
-	return hosts
-}
-
-const engineShard = 100
-
-// engineHosts starts three hosts running engineShard with a noopMachine
-// or a pebbleMachine, and returns them and the leader's.
-func engineHosts(b *testing.B, machine string) ([]*dragonboat.NodeHost, *dragonboat.NodeHost) {
-	b.Helper()
-	members := map[uint64]string{}
-	for id := uint64(1); id <= 3; id++ {
-		members[id] = freeAddr(b)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	var hosts []*dragonboat.NodeHost
-	for id := uint64(1); id <= 3; id++ {
 		dir := b.TempDir()
 		h, err := NewHost(Config{NodeID: id, DataDir: dir, RaftAddr: members[id], Logger: log})
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(h.Close)
-		create := func(uint64, uint64) sm.IOnDiskStateMachine {
-			if machine == "pebble" {
-				return &pebbleMachine{dir: filepath.Join(dir, "bench-state")}
-			}
-			return &noopMachine{}
-		}
-		if err := h.nh.StartOnDiskReplica(members, false, create, h.shardConfig(engineShard, false)); err != nil {
+		if err := start(h, dir, members); err != nil {
 			b.Fatal(err)
 		}
-		hosts = append(hosts, h.nh)
+		hosts = append(hosts, h)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if id, _, ok, err := hosts[0].GetLeaderID(engineShard); err == nil && ok && id != 0 {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if id, ok := hosts[0].Leader(engineShard); ok && id != 0 {
 			return hosts, hosts[id-1]
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
-	b.Fatal("no leader")
+	b.Fatal("no leader elected")
 	return nil, nil
 }
 
