@@ -516,57 +516,56 @@ func TestReadRevisionMatchesViewUnderUpdates(t *testing.T) {
 // readConsistently starts readers that Get and List "k" on sm, each read
 // checking the key's ModRevision is the read's revision ("k" is written at
 // every revision); a read after Close fails with errs.Closed and ends its
-// reader. stop ends them and waits (it also runs at the test's cleanup, so
-// a test that fails early leaves no reader behind).
+// reader. stop ends them, waits, and fails the test if no read ran (it
+// also runs at the test's cleanup, so a test that fails early leaves no
+// reader behind).
 func readConsistently(t *testing.T, sm *StateMachine) (reads *atomic.Int64, stop func()) {
 	reads = new(atomic.Int64)
 	done := make(chan struct{})
+	// lookup answers q; false ends the reader (closed, or failed).
+	lookup := func(q any) (any, bool) {
+		v, err := sm.Lookup(q)
+		if err != nil && !errors.Is(err, errs.Closed) {
+			t.Error(err)
+		}
+		return v, err == nil
+	}
 	var wg sync.WaitGroup
 	for range 2 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			for {
 				select {
 				case <-done:
 					return
 				default:
 				}
-				v, err := sm.Lookup(GetQuery{Key: "k"})
-				if errors.Is(err, errs.Closed) {
+				v, ok := lookup(GetQuery{Key: "k"})
+				if !ok {
 					return
 				}
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				g := v.(*GetResult)
-				if !g.Found || g.KV.ModRevision != g.Revision {
+				if g := v.(*GetResult); !g.Found || g.KV.ModRevision != g.Revision {
 					t.Errorf("get: key at mod revision %d, read reported at revision %d", g.KV.ModRevision, g.Revision)
 					return
 				}
-				v, err = sm.Lookup(&ListQuery{Prefix: "k"})
-				if errors.Is(err, errs.Closed) {
+				if v, ok = lookup(&ListQuery{Prefix: "k"}); !ok {
 					return
 				}
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				l := v.(*ListResult)
-				if len(l.KVs) != 1 || l.KVs[0].ModRevision != l.Revision {
+				if l := v.(*ListResult); len(l.KVs) != 1 || l.KVs[0].ModRevision != l.Revision {
 					t.Errorf("list: %d keys, reported at revision %d", len(l.KVs), l.Revision)
 					return
 				}
 				reads.Add(2)
 			}
-		}()
+		})
 	}
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
 			close(done)
 			wg.Wait()
+			if reads.Load() == 0 && !t.Failed() {
+				t.Error("no read ran beside the updates: the test checked nothing")
+			}
 		})
 	}
 	t.Cleanup(stop)

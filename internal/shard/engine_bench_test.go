@@ -80,7 +80,12 @@ func (m *pebbleMachine) Sync() error                                          { 
 func (m *pebbleMachine) PrepareSnapshot() (any, error)                        { return nil, nil }
 func (m *pebbleMachine) SaveSnapshot(any, io.Writer, <-chan struct{}) error   { return nil }
 func (m *pebbleMachine) RecoverFromSnapshot(io.Reader, <-chan struct{}) error { return nil }
-func (m *pebbleMachine) Close() error                                         { return m.db.Close() }
+func (m *pebbleMachine) Close() error {
+	if m.db == nil { // Open failed
+		return nil
+	}
+	return m.db.Close()
+}
 
 // silentPebble drops pebble's log lines.
 type silentPebble struct{}
