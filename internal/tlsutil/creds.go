@@ -5,9 +5,11 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 
 	"google.golang.org/grpc/credentials"
 )
@@ -57,6 +59,14 @@ func (c *creds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, e
 		return nil, nil, err
 	}
 	conn, info, err := credentials.NewTLS(cfg).ServerHandshake(raw)
+	if err != nil && hungUp(err) {
+		// Logged at debug and not remembered: a client refused and then
+		// stopped would otherwise alternate between two reasons, each
+		// logged anew. (A client keeps logging an EOF: there it can mean
+		// a server that does not speak TLS.)
+		c.s.log.Debug("a peer API client hung up during the TLS handshake", "remote", remote, "err", err)
+		return nil, nil, err
+	}
 	if err != nil {
 		c.s.refused.note(c.s.log, "refused a peer API connection", remote, err)
 		return nil, nil, err
@@ -104,6 +114,14 @@ func reason(err error) string {
 		return "hostname " + host.Host
 	}
 	return err.Error()
+}
+
+// hungUp tells a handshake the remote side abandoned (its process stopped,
+// its dial timed out, a port probe) from one this side refused: a hang-up
+// says nothing about the remote's configuration, so it is no refusal.
+func hungUp(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func (r *refusals) note(log *slog.Logger, msg, remote string, err error) {

@@ -1,0 +1,122 @@
+package tlsutil_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dister/dister/internal/testcluster"
+	"github.com/dister/dister/internal/tlsutil"
+)
+
+// records counts the log records at each level.
+type records struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (r *records) Enabled(context.Context, slog.Level) bool { return true }
+func (r *records) Handle(_ context.Context, rec slog.Record) error {
+	r.mu.Lock()
+	r.msgs = append(r.msgs, rec.Level.String()+" "+rec.Message)
+	r.mu.Unlock()
+	return nil
+}
+func (r *records) WithAttrs([]slog.Attr) slog.Handler { return r }
+func (r *records) WithGroup(string) slog.Handler      { return r }
+
+func (r *records) warnings() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, m := range r.msgs {
+		if strings.HasPrefix(m, "WARN") {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// TestRefusalLoggedOnce: a client without a certificate is refused and the
+// refusal logged once; the same client hanging up mid-handshake (its
+// process stopped, its dial timed out, a port probe) is no refusal and
+// logs no second warning, nor do repeats of the refusal after it.
+func TestRefusalLoggedOnce(t *testing.T) {
+	dir := t.TempDir()
+	ca := testcluster.NewCA(t, dir, "ca")
+	cca := testcluster.NewCA(t, dir, "client-ca")
+	cert, key := ca.Issue(t, dir, "127.0.0.1", time.Time{})
+	logs := &records{}
+	src, err := tlsutil.New(tlsutil.Files{CA: ca.File, Cert: cert, Key: key, ClientCA: cca.File}, nil, slog.New(logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds := src.ServerCredentials()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	handshakes := make(chan error)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				close(handshakes)
+				return
+			}
+			conn, _, err := creds.ServerHandshake(c)
+			if err == nil {
+				conn.Close()
+			} else {
+				c.Close()
+			}
+			handshakes <- err
+		}
+	}()
+
+	anonymous := func() {
+		t.Helper()
+		pool := x509.NewCertPool()
+		pool.AddCert(ca.Cert)
+		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		if err == nil {
+			// TLS 1.3: the server's verdict on the missing certificate
+			// arrives after the client's side of the handshake.
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			c.Read(make([]byte, 1))
+			c.Close()
+		}
+		if err := <-handshakes; err == nil {
+			t.Fatal("a client without a certificate was accepted")
+		}
+	}
+	hangUp := func() {
+		t.Helper()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		if err := <-handshakes; err == nil {
+			t.Fatal("a connection closed before its handshake was accepted")
+		}
+	}
+
+	anonymous()
+	if w := logs.warnings(); len(w) != 1 {
+		t.Fatalf("after one refusal, warnings %q, want one", w)
+	}
+	hangUp()
+	anonymous()
+	hangUp()
+	if w := logs.warnings(); len(w) != 1 {
+		t.Fatalf("after a refusal, hang-ups and the same refusal again, warnings %q, want one", w)
+	}
+}
