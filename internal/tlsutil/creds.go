@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"google.golang.org/grpc/credentials"
@@ -58,12 +60,15 @@ func (c *creds) ServerHandshake(raw net.Conn) (net.Conn, credentials.AuthInfo, e
 		c.s.refused.note(c.s.log, "peer API has no usable TLS configuration", remote, err)
 		return nil, nil, err
 	}
-	conn, info, err := credentials.NewTLS(cfg).ServerHandshake(raw)
-	if err != nil && hungUp(err) {
-		// Logged at debug and not remembered: a client refused and then
-		// stopped would otherwise alternate between two reasons, each
-		// logged anew. (A client keeps logging an EOF: there it can mean
-		// a server that does not speak TLS.)
+	watched := &watchedConn{Conn: raw}
+	conn, info, err := credentials.NewTLS(cfg).ServerHandshake(watched)
+	if err != nil && watched.hungUp.Load() && hangUpError(err) {
+		// The client hung up (its process stopped, its dial timed out, a
+		// port probe): no refusal, it says nothing of the client's
+		// configuration. Logged at debug and not remembered: a client
+		// refused and then stopped would otherwise alternate between two
+		// reasons, each logged anew. (A client keeps logging an EOF:
+		// there it can mean a server that does not speak TLS.)
 		c.s.log.Debug("a peer API client hung up during the TLS handshake", "remote", remote, "err", err)
 		return nil, nil, err
 	}
@@ -106,6 +111,9 @@ func reason(err error) string {
 	var unknown x509.UnknownAuthorityError
 	var host x509.HostnameError
 	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		// gRPC's handshake deadline: the text names the client's port.
+		return "handshake timed out"
 	case errors.As(err, &invalid):
 		return fmt.Sprintf("certificate invalid (%d)", invalid.Reason)
 	case errors.As(err, &unknown):
@@ -116,12 +124,37 @@ func reason(err error) string {
 	return err.Error()
 }
 
-// hungUp tells a handshake the remote side abandoned (its process stopped,
-// its dial timed out, a port probe) from one this side refused: a hang-up
-// says nothing about the remote's configuration, so it is no refusal.
-func hungUp(err error) bool {
+// hangUpError tells the errors of a connection the remote side closed
+// or reset.
+func hangUpError(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// watchedConn is the connection under a server handshake: it notes
+// whether the remote side hung up on it. Only then is a handshake's
+// EOF or reset the client's doing: an error of this server's own (a
+// GetCertificate or VerifyConnection of an embedder's tls.Config that
+// fetched over the network) may wrap the same sentinels.
+type watchedConn struct {
+	net.Conn
+	hungUp atomic.Bool
+}
+
+func (c *watchedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil && hangUpError(err) {
+		c.hungUp.Store(true)
+	}
+	return n, err
+}
+
+func (c *watchedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	if err != nil && hangUpError(err) {
+		c.hungUp.Store(true)
+	}
+	return n, err
 }
 
 func (r *refusals) note(log *slog.Logger, msg, remote string, err error) {

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"log/slog"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -30,6 +31,22 @@ func (r *records) Handle(_ context.Context, rec slog.Record) error {
 }
 func (r *records) WithAttrs([]slog.Attr) slog.Handler { return r }
 func (r *records) WithGroup(string) slog.Handler      { return r }
+
+func (r *records) all() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.msgs)
+}
+
+func (r *records) count(prefix string) int {
+	n := 0
+	for _, m := range r.all() {
+		if strings.HasPrefix(m, prefix) {
+			n++
+		}
+	}
+	return n
+}
 
 func (r *records) warnings() []string {
 	r.mu.Lock()
@@ -71,6 +88,7 @@ func TestRefusalLoggedOnce(t *testing.T) {
 				close(handshakes)
 				return
 			}
+			c.SetDeadline(time.Now().Add(time.Second)) // as gRPC's ConnectionTimeout
 			conn, _, err := creds.ServerHandshake(c)
 			if err == nil {
 				conn.Close()
@@ -97,11 +115,25 @@ func TestRefusalLoggedOnce(t *testing.T) {
 			t.Fatal("a client without a certificate was accepted")
 		}
 	}
-	hangUp := func() {
+	// hangUp connects and closes (reset: with an RST, as a killed
+	// process's socket may) without a word; silent says nothing until
+	// the server's handshake deadline.
+	hangUp := func(reset, silent bool) {
 		t.Helper()
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
+		}
+		if reset {
+			c.(*net.TCPConn).SetLinger(0)
+		}
+		if silent {
+			err := <-handshakes
+			c.Close()
+			if err == nil {
+				t.Fatal("a silent connection's handshake was accepted")
+			}
+			return
 		}
 		c.Close()
 		if err := <-handshakes; err == nil {
@@ -113,10 +145,21 @@ func TestRefusalLoggedOnce(t *testing.T) {
 	if w := logs.warnings(); len(w) != 1 {
 		t.Fatalf("after one refusal, warnings %q, want one", w)
 	}
-	hangUp()
+	hangUp(false, false)
 	anonymous()
-	hangUp()
+	hangUp(true, false)
+	anonymous()
 	if w := logs.warnings(); len(w) != 1 {
 		t.Fatalf("after a refusal, hang-ups and the same refusal again, warnings %q, want one", w)
+	}
+	if debug := logs.count("DEBUG a peer API client hung up"); debug != 2 {
+		t.Errorf("%d hang-ups logged at debug, want 2 (records %q)", debug, logs.all())
+	}
+	// Handshakes that time out are one reason, whatever port they came
+	// from.
+	hangUp(false, true)
+	hangUp(false, true)
+	if w := logs.warnings(); len(w) != 2 || !strings.Contains(w[1], "refused") {
+		t.Fatalf("after two handshakes timed out, warnings %q, want one more", w)
 	}
 }
