@@ -92,31 +92,11 @@ func TestLocalFailureWrappingEOFIsNoHangUp(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			creds := src.ServerCredentials()
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			handshake := make(chan error, 1)
-			go func() {
-				raw, err := ln.Accept()
-				if err != nil {
-					handshake <- err
-					return
-				}
-				defer raw.Close()
-				raw.SetDeadline(time.Now().Add(10 * time.Second))
-				conn, _, err := creds.ServerHandshake(raw)
-				if err == nil {
-					conn.Close()
-				}
-				handshake <- err
-			}()
+			addr, handshake := serveHandshakes(t, src.ServerCredentials(), 10*time.Second)
 
 			// A well-configured client that waits for the server's verdict
 			// (it does not hang up).
-			cc, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{kp}})
+			cc, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{kp}})
 			if err == nil {
 				cc.SetReadDeadline(time.Now().Add(5 * time.Second))
 				cc.Read(make([]byte, 1))

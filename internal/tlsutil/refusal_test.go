@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/credentials"
+
 	"github.com/dister/dister/internal/testcluster"
 	"github.com/dister/dister/internal/tlsutil"
 )
@@ -74,36 +76,13 @@ func TestRefusalLoggedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	creds := src.ServerCredentials()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	handshakes := make(chan error)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				close(handshakes)
-				return
-			}
-			c.SetDeadline(time.Now().Add(time.Second)) // as gRPC's ConnectionTimeout
-			conn, _, err := creds.ServerHandshake(c)
-			if err == nil {
-				conn.Close()
-			} else {
-				c.Close()
-			}
-			handshakes <- err
-		}
-	}()
+	addr, handshakes := serveHandshakes(t, src.ServerCredentials(), time.Second)
 
 	anonymous := func() {
 		t.Helper()
 		pool := x509.NewCertPool()
 		pool.AddCert(ca.Cert)
-		c, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
 		if err == nil {
 			// TLS 1.3: the server's verdict on the missing certificate
 			// arrives after the client's side of the handshake.
@@ -120,7 +99,7 @@ func TestRefusalLoggedOnce(t *testing.T) {
 	// the server's handshake deadline.
 	hangUp := func(reset, silent bool) {
 		t.Helper()
-		c, err := net.Dial("tcp", ln.Addr().String())
+		c, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,4 +141,35 @@ func TestRefusalLoggedOnce(t *testing.T) {
 	if w := logs.warnings(); len(w) != 2 || !strings.Contains(w[1], "refused") {
 		t.Fatalf("after two handshakes timed out, warnings %q, want one more", w)
 	}
+}
+
+// serveHandshakes runs creds' server handshake on every connection to a
+// loopback listener, each with timeout as its deadline (as gRPC's
+// ConnectionTimeout), and sends each handshake's error; the listener
+// closes at the end of the test.
+func serveHandshakes(t *testing.T, creds credentials.TransportCredentials, timeout time.Duration) (string, <-chan error) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	results := make(chan error, 1)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.SetDeadline(time.Now().Add(timeout))
+			conn, _, err := creds.ServerHandshake(c)
+			if err == nil {
+				conn.Close()
+			} else {
+				c.Close()
+			}
+			results <- err
+		}
+	}()
+	return ln.Addr().String(), results
 }
