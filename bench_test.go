@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/dister/dister"
+	"github.com/dister/dister/internal/benchrun"
 	"github.com/dister/dister/internal/testcluster"
 )
 
@@ -33,46 +34,9 @@ func benchCluster(b *testing.B) *testcluster.Cluster {
 // runParallel runs b.N ops over `workers` goroutines and reports ops/s,
 // p50 and p99.
 func runParallel(b *testing.B, workers int, op func(ctx context.Context, w, i int) error) {
-	ctx := context.Background()
-	lat := make([][]time.Duration, workers)
-	var next atomic.Int64
-	var failed atomic.Int64
-	var wg sync.WaitGroup
-	b.ResetTimer()
 	// DISTER_SCALE_CPUPROFILE profiles the measured window alone (with a
 	// fixed -benchtime Nx, so that one window runs).
-	stopProfile := scaleProfile(b)
-	start := time.Now()
-	for w := range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= b.N {
-					return
-				}
-				t0 := time.Now()
-				if err := op(ctx, w, i); err != nil {
-					failed.Add(1)
-					continue
-				}
-				lat[w] = append(lat[w], time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	stopProfile()
-	b.StopTimer()
-	if f := failed.Load(); f > 0 {
-		b.Fatalf("%d of %d ops failed", f, b.N)
-	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
-	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+	benchrun.Run(b, benchrun.Spec{Workers: workers, Window: func() func() { return scaleProfile(b) }}, op)
 }
 
 func BenchmarkPut(b *testing.B) {

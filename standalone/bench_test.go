@@ -7,13 +7,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/dister/dister"
+	"github.com/dister/dister/internal/benchrun"
 	"github.com/dister/dister/internal/testcluster"
 	"github.com/dister/dister/standalone"
 )
@@ -115,40 +112,5 @@ func benchHTTP(b *testing.B, clients int, op func(cl *http.Client, w, i int) err
 			cl.CloseIdleConnections()
 		}
 	}()
-	lat := make([][]time.Duration, clients)
-	var next, failed atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	for w := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= b.N {
-					return
-				}
-				t0 := time.Now()
-				if err := op(cls[w], w, i); err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-					continue
-				}
-				lat[w] = append(lat[w], time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	b.StopTimer()
-	if f := failed.Load(); f > 0 {
-		b.Fatalf("%d of %d requests failed, first: %v", f, b.N, firstErr.Load())
-	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
-	b.ReportMetric(float64(all[len(all)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(all[len(all)*99/100].Microseconds())/1000, "p99-ms")
+	benchrun.Run(b, benchrun.Spec{Workers: clients}, func(_ context.Context, w, i int) error { return op(cls[w], w, i) })
 }

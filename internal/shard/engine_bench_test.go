@@ -8,8 +8,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"path/filepath"
-	"slices"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"github.com/cockroachdb/pebble"
 	sm "github.com/lni/dragonboat/v4/statemachine"
 
+	"github.com/dister/dister/internal/benchrun"
 	"github.com/dister/dister/internal/fsm"
 )
 
@@ -130,7 +129,7 @@ func benchEngine(b *testing.B, machine, place string, writers int) {
 	if place == "spread" {
 		on = hosts
 	}
-	engineRun(b, writers, func(ctx context.Context, w int) error {
+	benchrun.Run(b, benchrun.Spec{Workers: writers, Timeout: 5 * time.Second}, func(ctx context.Context, w, _ int) error {
 		// key, value, command framing; a new one each time, as the
 		// engine holds on to it after the call (a follower may need it)
 		cmd := make([]byte, 16+256+24)
@@ -171,7 +170,7 @@ func benchHostPut(b *testing.B, mode, place string, writers int) {
 	}
 	value := make([]byte, 256)
 	seqs := make([]atomic.Uint64, writers)
-	engineRun(b, writers, func(ctx context.Context, w int) error {
+	benchrun.Run(b, benchrun.Spec{Workers: writers, Timeout: 5 * time.Second}, func(ctx context.Context, w, _ int) error {
 		cmd, err := fsm.EncodeCommand(&fsm.Command{Session: uint64(w + 1), Seq: seqs[w].Add(1), Kind: fsm.KindTxn,
 			Txn: &fsm.Txn{Then: []fsm.Op{{Type: fsm.OpPut, Key: fmt.Sprintf("bench/%05d", rand.IntN(10000)), Value: value}}}})
 		if err != nil {
@@ -214,43 +213,4 @@ func benchHosts(b *testing.B, start func(h *Host, dir string, members map[uint64
 	}
 	b.Fatal("no leader elected")
 	return nil, nil
-}
-
-// engineRun runs b.N calls of op over writers goroutines, each with a
-// deadline of its own, and reports ops/s and the p50 and p99 of a call.
-func engineRun(b *testing.B, writers int, op func(ctx context.Context, w int) error) {
-	b.Helper()
-	var next atomic.Int64
-	lat := make([]time.Duration, b.N)
-	var failed atomic.Int64
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	for w := range writers {
-		wg.Go(func() {
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(b.N) {
-					return
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				t0 := time.Now()
-				if err := op(ctx, w); err != nil {
-					failed.Add(1)
-				}
-				lat[i] = time.Since(t0)
-				cancel()
-			}
-		})
-	}
-	wg.Wait()
-	el := time.Since(start)
-	b.StopTimer()
-	if f := failed.Load(); f > 0 {
-		b.Fatalf("%d of %d proposals failed", f, b.N)
-	}
-	slices.Sort(lat)
-	b.ReportMetric(float64(b.N)/el.Seconds(), "ops/s")
-	b.ReportMetric(float64(lat[len(lat)/2])/1e6, "p50-ms")
-	b.ReportMetric(float64(lat[len(lat)*99/100])/1e6, "p99-ms")
 }
